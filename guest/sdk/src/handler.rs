@@ -1,0 +1,62 @@
+//! [`Handler`], the trait a guest implements.
+
+use crate::{Conn, Io};
+
+/// What a guest does when something happens on its connections.
+///
+/// Every method has a default, so a guest implements only what it uses: an echo
+/// server is one `on_data` that writes the bytes back. Each method gets the [`Io`]
+/// to act with; whatever it writes or closes takes effect at once (or as soon as the
+/// host can take it), and no method is ever called re-entrantly.
+///
+/// Export a handler with [`serve!`](crate::serve). It is `'static` because the
+/// instance lives as long as the guest.
+pub trait Handler: 'static {
+    /// A new connection was accepted. Reading starts right after this returns.
+    fn on_accept(&mut self, io: &mut Io, conn: Conn) {
+        let _ = (io, conn);
+    }
+
+    /// The peer sent bytes: one chunk of at most 64 KiB, as the host read it.
+    ///
+    /// A chunk boundary means nothing: a message can be split across chunks, and
+    /// one chunk can hold several messages. The slice is the buffer the host
+    /// filled; it is not copied, and it is gone when this returns.
+    fn on_data(&mut self, io: &mut Io, conn: Conn, data: &[u8]) {
+        let _ = (io, conn, data);
+    }
+
+    /// The peer shut down its write side, after everything it sent was delivered.
+    ///
+    /// The connection can still be written to (half-close). The default closes it,
+    /// once everything written to it has been sent ([`Io::close`] is graceful),
+    /// which is what a request/response server wants.
+    fn on_eof(&mut self, io: &mut Io, conn: Conn) {
+        io.close(conn);
+    }
+
+    /// Everything this guest wrote to `conn` has been handed to the host.
+    ///
+    /// Called when the SDK's queue for `conn` drains after the host pushed back, so
+    /// a guest producing a large response can write a slice, wait for this, and
+    /// write the next slice instead of queueing all of it. Not called after a write
+    /// the host took at once, nor when a close or write shutdown was waiting for
+    /// the queue to drain.
+    fn on_writable(&mut self, io: &mut Io, conn: Conn) {
+        let _ = (io, conn);
+    }
+
+    /// The connection is gone: the peer reset it, the socket failed, or the guest
+    /// closed it and the close completed.
+    ///
+    /// Called exactly once per connection, after which the handle refers to
+    /// nothing; this is the place to drop per-connection state.
+    fn on_close(&mut self, io: &mut Io, conn: Conn) {
+        let _ = (io, conn);
+    }
+
+    /// The timer `id`, armed with [`Io::set_timer`], fired.
+    fn on_timer(&mut self, io: &mut Io, id: u64) {
+        let _ = (io, id);
+    }
+}

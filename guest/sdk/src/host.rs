@@ -1,0 +1,178 @@
+//! The host calls the buffered layer makes, in one place.
+//!
+//! In a wasm build [`Host`] is [`WasmHost`], a zero-sized wrapper over the
+//! [`raw`](crate::raw) imports. In this crate's unit tests it is
+//! [`fake::FakeHost`], which scripts the host's answers natively, so the buffering,
+//! backpressure and close logic is tested without a wasm runtime.
+
+use crate::raw::types::{IoError, ReadResult, WriteResult};
+
+#[cfg(not(test))]
+pub(crate) type Host = WasmHost;
+#[cfg(test)]
+pub(crate) type Host = fake::FakeHost;
+
+/// The real host, reached through the component's imports.
+#[cfg_attr(test, allow(dead_code))]
+#[derive(Debug, Default)]
+pub(crate) struct WasmHost;
+
+#[cfg_attr(test, allow(dead_code))]
+impl WasmHost {
+    pub(crate) fn read(&mut self, conn: u64, max: u32) -> ReadResult {
+        crate::raw::io::read(conn, max)
+    }
+
+    pub(crate) fn write(&mut self, conn: u64, bytes: &[u8]) -> WriteResult {
+        crate::raw::io::write(conn, bytes)
+    }
+
+    pub(crate) fn set_interest(&mut self, conn: u64, readable: bool, writable: bool) {
+        crate::raw::io::set_interest(conn, readable, writable)
+    }
+
+    pub(crate) fn shutdown_write(&mut self, conn: u64) -> Result<(), IoError> {
+        crate::raw::io::shutdown_write(conn)
+    }
+
+    pub(crate) fn close(&mut self, conn: u64) -> Result<(), IoError> {
+        crate::raw::io::close(conn)
+    }
+
+    pub(crate) fn peer(&self, conn: u64) -> Option<String> {
+        crate::raw::io::peer(conn)
+    }
+
+    pub(crate) fn set_timer(&mut self, id: u64, after_ms: u64) -> Result<(), IoError> {
+        crate::raw::io::set_timer(id, after_ms)
+    }
+
+    pub(crate) fn cancel_timer(&mut self, id: u64) {
+        crate::raw::io::cancel_timer(id)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fake {
+    //! A scripted host for unit tests.
+
+    use super::*;
+    use std::collections::{HashMap, VecDeque};
+
+    /// What the fake host knows about one connection.
+    #[derive(Debug, Default)]
+    pub(crate) struct FakeConn {
+        /// Answers to `read`, in order; `would-block` once they run out.
+        pub(crate) reads: VecDeque<ReadResult>,
+        /// How many more bytes `write` accepts before it answers `would-block`.
+        pub(crate) room: usize,
+        /// Answer every `write` with this failure instead.
+        pub(crate) write_error: Option<IoError>,
+        /// Everything `write` accepted, in order.
+        pub(crate) written: Vec<u8>,
+        /// The last `set-interest` call: (readable, writable).
+        pub(crate) interest: (bool, bool),
+        pub(crate) read_calls: usize,
+        pub(crate) shut_down: bool,
+        pub(crate) closed: bool,
+    }
+
+    #[derive(Debug, Default)]
+    pub(crate) struct FakeHost {
+        pub(crate) conns: HashMap<u64, FakeConn>,
+        pub(crate) timers: HashMap<u64, u64>,
+    }
+
+    impl FakeHost {
+        /// Hands out a connection, as the host does before `accepted`.
+        pub(crate) fn connect(&mut self, conn: u64, room: usize) -> &mut FakeConn {
+            self.conns.entry(conn).or_insert(FakeConn {
+                room,
+                interest: (true, false),
+                ..FakeConn::default()
+            })
+        }
+
+        pub(crate) fn conn(&mut self, conn: u64) -> &mut FakeConn {
+            self.conns
+                .get_mut(&conn)
+                .expect("test uses a connected handle")
+        }
+
+        pub(crate) fn read(&mut self, conn: u64, max: u32) -> ReadResult {
+            let Some(state) = self.live(conn) else {
+                return ReadResult::Failed(IoError::UnknownConn);
+            };
+            state.read_calls += 1;
+            match state.reads.pop_front() {
+                Some(ReadResult::Data(mut bytes)) if bytes.len() > max as usize => {
+                    let rest = bytes.split_off(max as usize);
+                    state.reads.push_front(ReadResult::Data(rest));
+                    ReadResult::Data(bytes)
+                }
+                Some(answer) => answer,
+                None => ReadResult::WouldBlock,
+            }
+        }
+
+        pub(crate) fn write(&mut self, conn: u64, bytes: &[u8]) -> WriteResult {
+            let Some(state) = self.live(conn) else {
+                return WriteResult::Failed(IoError::UnknownConn);
+            };
+            if let Some(error) = state.write_error {
+                return WriteResult::Failed(error);
+            }
+            if state.shut_down {
+                return WriteResult::Failed(IoError::Closed);
+            }
+            let n = bytes.len().min(state.room);
+            if n == 0 {
+                return WriteResult::WouldBlock;
+            }
+            state.room -= n;
+            state.written.extend_from_slice(&bytes[..n]);
+            WriteResult::Accepted(n as u32)
+        }
+
+        pub(crate) fn set_interest(&mut self, conn: u64, readable: bool, writable: bool) {
+            if let Some(state) = self.live(conn) {
+                state.interest = (readable, writable);
+            }
+        }
+
+        pub(crate) fn shutdown_write(&mut self, conn: u64) -> Result<(), IoError> {
+            let state = self.live(conn).ok_or(IoError::UnknownConn)?;
+            state.shut_down = true;
+            Ok(())
+        }
+
+        pub(crate) fn close(&mut self, conn: u64) -> Result<(), IoError> {
+            let state = self.live(conn).ok_or(IoError::UnknownConn)?;
+            state.closed = true;
+            Ok(())
+        }
+
+        pub(crate) fn peer(&self, conn: u64) -> Option<String> {
+            self.conns
+                .get(&conn)
+                .filter(|state| !state.closed)
+                .map(|_| format!("127.0.0.1:{}", 40000 + conn))
+        }
+
+        pub(crate) fn set_timer(&mut self, id: u64, after_ms: u64) -> Result<(), IoError> {
+            if self.timers.len() >= 2 && !self.timers.contains_key(&id) {
+                return Err(IoError::LimitExceeded);
+            }
+            self.timers.insert(id, after_ms);
+            Ok(())
+        }
+
+        pub(crate) fn cancel_timer(&mut self, id: u64) {
+            self.timers.remove(&id);
+        }
+
+        fn live(&mut self, conn: u64) -> Option<&mut FakeConn> {
+            self.conns.get_mut(&conn).filter(|state| !state.closed)
+        }
+    }
+}

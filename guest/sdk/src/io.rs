@@ -1,0 +1,438 @@
+//! [`Io`]: buffered, non-blocking I/O on the guest's connections.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+
+use crate::Conn;
+use crate::host::Host;
+use crate::raw::types::{IoError, ReadResult, WriteResult};
+use crate::write_queue::WriteQueue;
+
+/// Queued bytes past which the SDK stops reading a connection.
+///
+/// This is the backpressure that keeps a guest's memory bounded when a peer sends
+/// faster than it reads: an echo server whose client never reads would otherwise
+/// queue everything the client sends. Reading resumes below [`LOW_WATER`].
+pub const HIGH_WATER: usize = 256 * 1024;
+
+/// Queued bytes below which a connection paused by [`HIGH_WATER`] is read again.
+///
+/// Well below the high-water mark, so that a connection hovering around it does not
+/// flip its read interest on every event.
+pub const LOW_WATER: usize = 64 * 1024;
+
+/// Bytes asked for in one host `read`: the most the host gives per call.
+pub const READ_CHUNK: u32 = 64 * 1024;
+
+/// Reads per `readable` event, at most (so at most 1 MiB).
+///
+/// Readiness is level-triggered, so stopping early loses nothing: the host reports
+/// the connection again in the next batch. The cap keeps one fast sender from
+/// monopolising a `handle` call, which has a deadline and serves every other
+/// connection of the batch too.
+pub const READS_PER_EVENT: usize = 16;
+
+/// The guest's side of its connections: what it has written that the host has not
+/// taken yet, and what it asked to happen once that is sent.
+///
+/// Every method takes a [`Conn`] and is a no-op on a connection that is gone or was
+/// never known, so a handler never has to check first: it hears
+/// [`on_close`](crate::Handler::on_close) exactly once when a connection ends, and
+/// can drop its own state for it there.
+#[derive(Debug)]
+pub struct Io {
+    host: Host,
+    conns: HashMap<Conn, ConnState>,
+    /// Connections that ended while the handler was running; the runtime calls
+    /// `on_close` for each once the handler returns, so that it never re-enters it.
+    ended: VecDeque<Conn>,
+}
+
+/// The SDK's state for one connection.
+#[derive(Debug)]
+struct ConnState {
+    /// Bytes written by the guest that the host has not accepted yet.
+    queue: WriteQueue,
+    /// The interest the host was last told, so `set-interest` is called only on change.
+    told: Interest,
+    /// The peer's end-of-stream was read; there is nothing more to read.
+    eof: bool,
+    /// Reading is paused because the queue passed [`HIGH_WATER`].
+    backpressure: bool,
+    /// What to do once the queue is empty.
+    after_drain: AfterDrain,
+    /// The write side is shut down; further writes are dropped.
+    write_shut: bool,
+    /// The host reported a reset; its `hangup` follows, and until then nothing is done.
+    failed: bool,
+}
+
+/// Which readiness events the guest wants for a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Interest {
+    readable: bool,
+    writable: bool,
+}
+
+/// What the guest asked to happen once its queue for a connection is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AfterDrain {
+    /// Nothing: tell the handler `on_writable`.
+    Notify,
+    /// Send end-of-stream ([`Io::shutdown_write`]).
+    ShutdownWrite,
+    /// Close the connection ([`Io::close`]).
+    Close,
+}
+
+impl ConnState {
+    fn new() -> Self {
+        Self {
+            queue: WriteQueue::default(),
+            // The host starts every connection with this interest.
+            told: Interest {
+                readable: true,
+                writable: false,
+            },
+            eof: false,
+            backpressure: false,
+            after_drain: AfterDrain::Notify,
+            write_shut: false,
+            failed: false,
+        }
+    }
+
+    fn wants_read(&self) -> bool {
+        !self.eof && !self.backpressure && !self.failed && self.after_drain != AfterDrain::Close
+    }
+
+    /// Writes are refused once the write side is shut, or a shutdown or close is
+    /// pending: bytes written after asking for either would be lost or reordered.
+    fn accepts_writes(&self) -> bool {
+        !self.write_shut && !self.failed && self.after_drain == AfterDrain::Notify
+    }
+
+    fn wanted_interest(&self) -> Interest {
+        Interest {
+            readable: self.wants_read(),
+            writable: !self.failed && !self.queue.is_empty(),
+        }
+    }
+
+    /// Updates the backpressure flag after the queue grew or shrank.
+    fn update_backpressure(&mut self) {
+        let queued = self.queue.len();
+        if queued >= HIGH_WATER {
+            self.backpressure = true;
+        } else if queued <= LOW_WATER {
+            self.backpressure = false;
+        }
+    }
+}
+
+/// Tells the host the interest `state` calls for, if it changed.
+fn sync_interest(host: &mut Host, conn: Conn, state: &mut ConnState) {
+    let wanted = state.wanted_interest();
+    if wanted != state.told {
+        host.set_interest(conn.raw(), wanted.readable, wanted.writable);
+        state.told = wanted;
+    }
+}
+
+impl Io {
+    pub(crate) fn new(host: Host) -> Self {
+        Self {
+            host,
+            conns: HashMap::new(),
+            ended: VecDeque::new(),
+        }
+    }
+
+    /// Writes `bytes` to `conn`, in order after everything written before.
+    ///
+    /// What the host does not take at once is queued here and sent as the peer
+    /// reads; [`queued`](Self::queued) says how much is waiting. Past
+    /// [`HIGH_WATER`] queued bytes the SDK stops reading `conn` until the queue
+    /// drains below [`LOW_WATER`], so a peer that sends without reading cannot make
+    /// the guest buffer without bound.
+    ///
+    /// Bytes are dropped if `conn` is gone, or after [`close`](Self::close) or
+    /// [`shutdown_write`](Self::shutdown_write): there is nobody left to send them to.
+    pub fn write(&mut self, conn: Conn, bytes: &[u8]) {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if bytes.is_empty() || !state.accepts_writes() {
+            return;
+        }
+        let rest = if state.queue.is_empty() {
+            match self.host.write(conn.raw(), bytes) {
+                WriteResult::Accepted(n) => bytes.get(n as usize..).unwrap_or_default(),
+                WriteResult::WouldBlock => bytes,
+                WriteResult::Failed(error) => return self.write_failed(conn, error),
+            }
+        } else {
+            // Behind queued bytes: writing these first would reorder the stream.
+            bytes
+        };
+        if rest.is_empty() {
+            return;
+        }
+        state.queue.push(rest);
+        state.update_backpressure();
+        sync_interest(&mut self.host, conn, state);
+    }
+
+    /// Closes `conn` gracefully: once everything written to it is sent.
+    ///
+    /// Reading stops at once. When the queue is empty the host closes the socket
+    /// (still sending what it had accepted), and the handler hears
+    /// [`on_close`](crate::Handler::on_close). A peer that never reads keeps the
+    /// connection open; [`abort`](Self::abort) does not wait.
+    pub fn close(&mut self, conn: Conn) {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if state.queue.is_empty() || state.failed {
+            self.finish_close(conn);
+        } else {
+            state.after_drain = AfterDrain::Close;
+            sync_interest(&mut self.host, conn, state);
+        }
+    }
+
+    /// Closes `conn` now, dropping what is still queued in the guest.
+    ///
+    /// Bytes the host already accepted are still sent. For a peer that stopped
+    /// reading, where a graceful [`close`](Self::close) would wait for ever.
+    pub fn abort(&mut self, conn: Conn) {
+        if self.conns.contains_key(&conn) {
+            self.finish_close(conn);
+        }
+    }
+
+    /// Sends end-of-stream to the peer once everything written to `conn` is sent.
+    ///
+    /// Reading goes on (half-close); writes after this are dropped.
+    pub fn shutdown_write(&mut self, conn: Conn) {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if !state.accepts_writes() {
+            return;
+        }
+        if state.queue.is_empty() {
+            self.shutdown_now(conn);
+        } else {
+            state.after_drain = AfterDrain::ShutdownWrite;
+        }
+    }
+
+    /// Bytes written to `conn` that the host has not taken yet; 0 for an unknown
+    /// connection.
+    ///
+    /// A guest that fans data out to many connections (a chat room) checks this to
+    /// drop receivers that fall too far behind.
+    pub fn queued(&self, conn: Conn) -> usize {
+        self.conns.get(&conn).map_or(0, |state| state.queue.len())
+    }
+
+    /// Whether `conn` is still open: accepted, and neither closed nor hung up.
+    pub fn is_open(&self, conn: Conn) -> bool {
+        self.conns.contains_key(&conn)
+    }
+
+    /// The open connections, in no particular order.
+    pub fn conns(&self) -> impl Iterator<Item = Conn> + '_ {
+        self.conns.keys().copied()
+    }
+
+    /// The peer's address of `conn`, as `ip:port`, if the connection is open.
+    pub fn peer(&self, conn: Conn) -> Option<String> {
+        if self.is_open(conn) {
+            self.host.peer(conn.raw())
+        } else {
+            None
+        }
+    }
+
+    /// Arms (or re-arms) the one-shot timer `id` to fire after `after_ms`
+    /// milliseconds, as a call to [`on_timer`](crate::Handler::on_timer).
+    ///
+    /// Fails with [`IoError::LimitExceeded`] when the guest already has as many
+    /// timers outstanding as the host allows.
+    pub fn set_timer(&mut self, id: u64, after_ms: u64) -> Result<(), IoError> {
+        self.host.set_timer(id, after_ms)
+    }
+
+    /// Disarms the timer `id`; nothing happens if it is not armed.
+    pub fn cancel_timer(&mut self, id: u64) {
+        self.host.cancel_timer(id)
+    }
+
+    // The runtime's side: events from the host.
+
+    /// Starts tracking a new connection; false if it was known already.
+    pub(crate) fn accept(&mut self, conn: Conn) -> bool {
+        match self.conns.entry(conn) {
+            Entry::Vacant(entry) => {
+                entry.insert(ConnState::new());
+                true
+            }
+            Entry::Occupied(_) => false,
+        }
+    }
+
+    /// Whether the runtime should read `conn` now.
+    pub(crate) fn wants_read(&self, conn: Conn) -> bool {
+        self.conns.get(&conn).is_some_and(ConnState::wants_read)
+    }
+
+    /// One host `read` of up to [`READ_CHUNK`] bytes.
+    pub(crate) fn read(&mut self, conn: Conn) -> ReadResult {
+        self.host.read(conn.raw(), READ_CHUNK)
+    }
+
+    /// The peer's end-of-stream was read: stop asking for `readable`, which would
+    /// otherwise be reported in every batch (end-of-stream stays readable).
+    pub(crate) fn mark_eof(&mut self, conn: Conn) {
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.eof = true;
+            sync_interest(&mut self.host, conn, state);
+        }
+    }
+
+    pub(crate) fn read_failed(&mut self, conn: Conn, error: IoError) {
+        match error {
+            IoError::Reset => self.mark_failed(conn),
+            IoError::UnknownConn => self.forget(conn),
+            // Not answers `read` gives; whatever they mean, reading cannot go on.
+            IoError::Closed | IoError::NotPermitted | IoError::LimitExceeded => self.abort(conn),
+        }
+    }
+
+    /// Hands the host as much of the queue as it takes; true if that emptied the
+    /// queue and the handler should hear `on_writable`.
+    pub(crate) fn flush(&mut self, conn: Conn) -> bool {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        if state.queue.is_empty() || state.failed {
+            return false;
+        }
+        match self.host.write(conn.raw(), state.queue.pending()) {
+            WriteResult::Accepted(n) => state.queue.consume(n as usize),
+            WriteResult::WouldBlock => {}
+            WriteResult::Failed(error) => {
+                self.write_failed(conn, error);
+                return false;
+            }
+        }
+        state.update_backpressure();
+        if state.queue.is_empty() {
+            self.queue_drained(conn)
+        } else {
+            sync_interest(&mut self.host, conn, state);
+            false
+        }
+    }
+
+    /// Forgets `conn`, which the host released; the handler hears `on_close`.
+    pub(crate) fn forget(&mut self, conn: Conn) {
+        if self.conns.remove(&conn).is_some() {
+            self.ended.push_back(conn);
+        }
+    }
+
+    /// The next connection whose `on_close` is due.
+    pub(crate) fn next_ended(&mut self) -> Option<Conn> {
+        self.ended.pop_front()
+    }
+
+    // Internals.
+
+    /// Does what waited for `conn`'s queue to drain; true if that is telling the
+    /// handler `on_writable`.
+    fn queue_drained(&mut self, conn: Conn) -> bool {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        match std::mem::replace(&mut state.after_drain, AfterDrain::Notify) {
+            AfterDrain::Notify => {
+                sync_interest(&mut self.host, conn, state);
+                true
+            }
+            AfterDrain::ShutdownWrite => {
+                self.shutdown_now(conn);
+                false
+            }
+            AfterDrain::Close => {
+                self.finish_close(conn);
+                false
+            }
+        }
+    }
+
+    fn shutdown_now(&mut self, conn: Conn) {
+        match self.host.shutdown_write(conn.raw()) {
+            Ok(()) => {
+                if let Some(state) = self.conns.get_mut(&conn) {
+                    state.write_shut = true;
+                    sync_interest(&mut self.host, conn, state);
+                }
+            }
+            Err(error) => self.write_failed(conn, error),
+        }
+    }
+
+    fn write_failed(&mut self, conn: Conn, error: IoError) {
+        match error {
+            IoError::Reset => self.mark_failed(conn),
+            IoError::UnknownConn => self.forget(conn),
+            IoError::Closed => self.mark_write_shut(conn),
+            // The host will not let this connection be written: it is of no use.
+            IoError::NotPermitted | IoError::LimitExceeded => self.abort(conn),
+        }
+    }
+
+    /// The host says the write side is shut: nothing queued can be sent any more.
+    fn mark_write_shut(&mut self, conn: Conn) {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        state.write_shut = true;
+        state.queue.clear();
+        state.update_backpressure();
+        if state.after_drain == AfterDrain::Close {
+            self.finish_close(conn);
+        } else {
+            state.after_drain = AfterDrain::Notify;
+            sync_interest(&mut self.host, conn, state);
+        }
+    }
+
+    /// The connection was reset: drop the queue and stop all interest until the
+    /// host's `hangup`, which follows in the next batch.
+    fn mark_failed(&mut self, conn: Conn) {
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.failed = true;
+            state.queue.clear();
+            state.after_drain = AfterDrain::Notify;
+            sync_interest(&mut self.host, conn, state);
+        }
+    }
+
+    fn finish_close(&mut self, conn: Conn) {
+        // Whatever the host answers, the handle is dead for this guest afterwards:
+        // `unknown-conn` only means the host dropped it first.
+        let _ = self.host.close(conn.raw());
+        self.forget(conn);
+    }
+}
+
+#[cfg(test)]
+impl Io {
+    pub(crate) fn host(&mut self) -> &mut Host {
+        &mut self.host
+    }
+}

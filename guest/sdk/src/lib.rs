@@ -1,0 +1,138 @@
+//! Write sandsock handler guests in Rust.
+//!
+//! The sandsock host owns the sockets and an epoll loop; once per turn of the loop it
+//! calls the guest's `handle` with every readiness event of that turn, and the
+//! guest does non-blocking I/O through host imports (see `wit/handler.wit`). This
+//! crate puts two layers over that contract:
+//!
+//! - [`raw`]: the generated bindings, for guests that want the contract as it is:
+//!   implement [`raw::Guest`] and export it with [`export_raw!`].
+//! - The buffered layer: implement [`Handler`] (every method has a default) and
+//!   export it with [`serve!`]. The SDK reads each readable connection and hands
+//!   the bytes to [`Handler::on_data`]; [`Io::write`] never blocks and never fails
+//!   visibly: what the host does not take is queued in the guest and sent as the
+//!   peer reads, with backpressure ([`HIGH_WATER`]) so a peer that does not read
+//!   cannot make the guest buffer without bound. [`Lines`] splits a stream into
+//!   bounded lines for line protocols.
+//!
+//! ```no_run
+//! use sandsock_sdk::{Conn, Handler, Io};
+//!
+//! #[derive(Default)]
+//! struct Echo;
+//!
+//! impl Handler for Echo {
+//!     fn on_data(&mut self, io: &mut Io, conn: Conn, data: &[u8]) {
+//!         io.write(conn, data);
+//!     }
+//! }
+//!
+//! sandsock_sdk::serve!(Echo);
+//! ```
+//!
+//! Build with `cargo build --release --target wasm32-wasip2`: the result is a
+//! component, ready for `host --guest`.
+
+#![deny(missing_docs)]
+
+mod conn;
+mod handler;
+mod host;
+mod io;
+mod lines;
+pub mod raw;
+mod runtime;
+#[cfg(test)]
+mod tests;
+mod write_queue;
+
+pub use conn::Conn;
+pub use handler::Handler;
+pub use io::{HIGH_WATER, Io, LOW_WATER, READ_CHUNK, READS_PER_EVENT};
+pub use lines::{LineTooLong, Lines, trim_line_end};
+/// Why a host call failed; see [`Io::set_timer`].
+pub use raw::types::IoError;
+
+/// Not public API: what [`serve!`] expands to needs these from the guest's crate.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::runtime::Slot;
+}
+
+/// Exports a [`Handler`] as the guest's `handle`.
+///
+/// `serve!(Type)` creates the handler with `Type::default()`;
+/// `serve!(Type, expression)` with the expression. Either way the handler is
+/// created on the first `handle` call and lives as long as the guest instance. Use
+/// it once per guest crate, at the top level.
+///
+/// ```no_run
+/// use std::collections::HashMap;
+/// use sandsock_sdk::{Conn, Handler, Io};
+///
+/// struct Counter {
+///     bytes: HashMap<Conn, usize>,
+///     limit: usize,
+/// }
+///
+/// impl Handler for Counter {
+///     fn on_data(&mut self, io: &mut Io, conn: Conn, data: &[u8]) {
+///         let seen = self.bytes.entry(conn).or_default();
+///         *seen += data.len();
+///         if *seen > self.limit {
+///             io.close(conn);
+///         }
+///     }
+///
+///     fn on_close(&mut self, _io: &mut Io, conn: Conn) {
+///         self.bytes.remove(&conn);
+///     }
+/// }
+///
+/// sandsock_sdk::serve!(Counter, Counter { bytes: HashMap::new(), limit: 1 << 20 });
+/// ```
+#[macro_export]
+macro_rules! serve {
+    ($handler:ty $(,)?) => {
+        $crate::serve!($handler, <$handler as ::core::default::Default>::default());
+    };
+    ($handler:ty, $init:expr $(,)?) => {
+        const _: () = {
+            struct SandsockGuest;
+
+            ::std::thread_local! {
+                static RUNTIME: $crate::__private::Slot<$handler> =
+                    const { $crate::__private::Slot::new() };
+            }
+
+            impl $crate::raw::Guest for SandsockGuest {
+                fn handle(events: ::std::vec::Vec<$crate::raw::Event>) {
+                    RUNTIME.with(|slot| slot.handle(|| $init, events));
+                }
+            }
+
+            $crate::export_raw!(SandsockGuest);
+        };
+    };
+}
+
+/// Exports a type implementing [`raw::Guest`] as the guest's `handle`, for guests
+/// that use the raw interface without the buffered layer.
+///
+/// The type must be named by a plain identifier, declared in the same crate.
+///
+/// ```no_run
+/// struct Silent;
+///
+/// impl sandsock_sdk::raw::Guest for Silent {
+///     fn handle(_events: Vec<sandsock_sdk::raw::Event>) {}
+/// }
+///
+/// sandsock_sdk::export_raw!(Silent);
+/// ```
+#[macro_export]
+macro_rules! export_raw {
+    ($guest:ident) => {
+        $crate::raw::__export_handler_world!($guest with_types_in $crate::raw);
+    };
+}

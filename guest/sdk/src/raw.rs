@@ -1,0 +1,52 @@
+//! The raw `handler` world, exactly as `wit/handler.wit` defines it.
+//!
+//! These are the bindings `wit-bindgen` generates, re-exported so that a guest can
+//! skip the buffered layer and speak the contract directly, without a `wit-bindgen`
+//! dependency of its own:
+//!
+//! - implement [`Guest`] (one function, `handle`, called with every [`Event`] of a
+//!   turn of the host's loop) and export it with [`export_raw!`](crate::export_raw);
+//! - call the host through [`io`]: `read`, `write`, `set_interest`,
+//!   `shutdown_write`, `close`, `peer`, `set_timer`, `cancel_timer`.
+//!
+//! ```no_run
+//! use sandsock_sdk::raw::{self, io, types::ReadResult, Event};
+//!
+//! struct Drain;
+//!
+//! impl raw::Guest for Drain {
+//!     fn handle(events: Vec<Event>) {
+//!         for event in events {
+//!             if let Event::Readable(conn) = event {
+//!                 // Level-triggered: reading once is enough; if more is left,
+//!                 // the host reports `readable` again in the next batch.
+//!                 if let ReadResult::Eof = io::read(conn, 65536) {
+//!                     let _ = io::close(conn);
+//!                 }
+//!             }
+//!         }
+//!     }
+//! }
+//!
+//! sandsock_sdk::export_raw!(Drain);
+//! ```
+//!
+//! Everything in here is generated from the WIT, so its documentation is the WIT's.
+
+// The generated code documents what the WIT documents and nothing more (for example
+// not the helper methods on `IoError`), so the crate-wide `missing_docs` does not
+// apply here; clippy's opinions on generated code are not actionable either.
+#![allow(missing_docs, clippy::all)]
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "handler",
+    // The export macro is used from the guest's crate, not this one: make it
+    // public, name it so it does not clash with anything a guest defines, and have
+    // it find these bindings through the SDK's path.
+    pub_export_macro: true,
+    export_macro_name: "__export_handler_world",
+    default_bindings_module: "::sandsock_sdk::raw",
+});
+
+pub use self::sandsock::net::{io, types};

@@ -1,0 +1,123 @@
+//! The dispatcher behind [`serve!`](crate::serve): raw events in, handler calls out.
+
+use std::cell::RefCell;
+
+use crate::host::Host;
+use crate::io::READS_PER_EVENT;
+use crate::raw::Event;
+use crate::raw::types::ReadResult;
+use crate::{Conn, Handler, Io};
+
+/// A handler and the connection state it acts on.
+#[derive(Debug)]
+pub struct Runtime<H> {
+    handler: H,
+    io: Io,
+}
+
+impl<H: Handler> Runtime<H> {
+    pub(crate) fn new(handler: H, host: Host) -> Self {
+        Self {
+            handler,
+            io: Io::new(host),
+        }
+    }
+
+    /// Dispatches one batch, event by event, in the order the host gave.
+    pub(crate) fn handle(&mut self, events: Vec<Event>) {
+        for event in events {
+            match event {
+                Event::Accepted(handle) => self.accepted(Conn::from_raw(handle)),
+                Event::Readable(handle) => self.readable(Conn::from_raw(handle)),
+                Event::Writable(handle) => self.writable(Conn::from_raw(handle)),
+                Event::Hangup(handle) => self.io.forget(Conn::from_raw(handle)),
+                Event::Timer(id) => self.handler.on_timer(&mut self.io, id),
+            }
+            self.deliver_closes();
+        }
+    }
+
+    fn accepted(&mut self, conn: Conn) {
+        if self.io.accept(conn) {
+            self.handler.on_accept(&mut self.io, conn);
+        }
+    }
+
+    /// Reads until `would-block`, end-of-stream, or [`READS_PER_EVENT`] reads;
+    /// stops early when the handler closed the connection or its writes pushed it
+    /// into backpressure.
+    fn readable(&mut self, conn: Conn) {
+        for _ in 0..READS_PER_EVENT {
+            if !self.io.wants_read(conn) {
+                return;
+            }
+            match self.io.read(conn) {
+                ReadResult::Data(bytes) => self.handler.on_data(&mut self.io, conn, &bytes),
+                ReadResult::WouldBlock => return,
+                ReadResult::Eof => {
+                    self.io.mark_eof(conn);
+                    self.handler.on_eof(&mut self.io, conn);
+                    return;
+                }
+                ReadResult::Failed(error) => {
+                    self.io.read_failed(conn, error);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn writable(&mut self, conn: Conn) {
+        if self.io.flush(conn) {
+            self.handler.on_writable(&mut self.io, conn);
+        }
+    }
+
+    /// Calls `on_close` for every connection that ended, including those that end
+    /// while `on_close` runs (a handler that closes others from there).
+    fn deliver_closes(&mut self) {
+        while let Some(conn) = self.io.next_ended() {
+            self.handler.on_close(&mut self.io, conn);
+        }
+    }
+}
+
+#[cfg(test)]
+impl<H> Runtime<H> {
+    pub(crate) fn handler(&mut self) -> &mut H {
+        &mut self.handler
+    }
+
+    pub(crate) fn io(&mut self) -> &mut Io {
+        &mut self.io
+    }
+}
+
+/// Where [`serve!`](crate::serve) keeps the guest's one runtime: created on the
+/// first `handle` call, so the handler's constructor runs inside the guest, after
+/// instantiation, and lives as long as the instance.
+#[derive(Debug)]
+pub struct Slot<H>(RefCell<Option<Runtime<H>>>);
+
+impl<H: Handler> Slot<H> {
+    /// An empty slot, for a `const` thread-local initialiser.
+    pub const fn new() -> Self {
+        Self(RefCell::new(None))
+    }
+
+    /// Runs one batch, creating the runtime with `init` on first use.
+    pub fn handle(&self, init: impl FnOnce() -> H, events: Vec<Event>) {
+        // The host never calls `handle` re-entrantly (imports do not call back), so
+        // this borrow cannot fail.
+        let mut runtime = self.0.borrow_mut();
+        runtime
+            .get_or_insert_with(|| Runtime::new(init(), Host::default()))
+            .handle(events);
+    }
+}
+
+impl<H: Handler> Default for Slot<H> {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,346 @@
+//! The buffered layer against a scripted host: what reaches the handler, and what
+//! reaches the host, for each event and answer.
+
+use crate::host::fake::FakeHost;
+use crate::raw::Event;
+use crate::raw::types::{IoError, ReadResult};
+use crate::runtime::Runtime;
+use crate::{Conn, HIGH_WATER, Handler, Io, LOW_WATER, READ_CHUNK, READS_PER_EVENT};
+
+const C: u64 = 1;
+const CONN: Conn = Conn::from_raw(C);
+
+/// A handler call, as recorded.
+#[derive(Debug, PartialEq, Eq)]
+enum Call {
+    Accept(u64),
+    Data(u64, Vec<u8>),
+    Eof(u64),
+    Writable(u64),
+    Close(u64),
+    Timer(u64),
+}
+
+type AcceptHook = Box<dyn FnMut(&mut Io, Conn)>;
+type DataHook = Box<dyn FnMut(&mut Io, Conn, &[u8])>;
+
+/// Records every call; does what its hooks say (nothing by default) and otherwise
+/// what the trait's defaults do.
+#[derive(Default)]
+struct Recorder {
+    calls: Vec<Call>,
+    on_accept: Option<AcceptHook>,
+    on_data: Option<DataHook>,
+}
+
+impl Recorder {
+    fn echo() -> Self {
+        Self {
+            on_data: Some(Box::new(|io, conn, data| io.write(conn, data))),
+            ..Self::default()
+        }
+    }
+
+    fn writing_on_accept(bytes: &'static [u8], then: fn(&mut Io, Conn)) -> Self {
+        Self {
+            on_accept: Some(Box::new(move |io, conn| {
+                io.write(conn, bytes);
+                then(io, conn);
+            })),
+            ..Self::default()
+        }
+    }
+}
+
+impl Handler for Recorder {
+    fn on_accept(&mut self, io: &mut Io, conn: Conn) {
+        self.calls.push(Call::Accept(conn.raw()));
+        if let Some(hook) = &mut self.on_accept {
+            hook(io, conn);
+        }
+    }
+
+    fn on_data(&mut self, io: &mut Io, conn: Conn, data: &[u8]) {
+        self.calls.push(Call::Data(conn.raw(), data.to_vec()));
+        if let Some(hook) = &mut self.on_data {
+            hook(io, conn, data);
+        }
+    }
+
+    fn on_eof(&mut self, io: &mut Io, conn: Conn) {
+        self.calls.push(Call::Eof(conn.raw()));
+        io.close(conn);
+    }
+
+    fn on_writable(&mut self, _io: &mut Io, conn: Conn) {
+        self.calls.push(Call::Writable(conn.raw()));
+    }
+
+    fn on_close(&mut self, _io: &mut Io, conn: Conn) {
+        self.calls.push(Call::Close(conn.raw()));
+    }
+
+    fn on_timer(&mut self, _io: &mut Io, id: u64) {
+        self.calls.push(Call::Timer(id));
+    }
+}
+
+/// A runtime whose host has connection `C` ready to be accepted, taking `room`
+/// bytes of writes and then answering `would-block`.
+fn runtime(handler: Recorder, room: usize, reads: Vec<ReadResult>) -> Runtime<Recorder> {
+    let mut host = FakeHost::default();
+    host.connect(C, room).reads = reads.into();
+    Runtime::new(handler, host)
+}
+
+fn data(bytes: &[u8]) -> ReadResult {
+    ReadResult::Data(bytes.to_vec())
+}
+
+fn host(rt: &mut Runtime<Recorder>) -> &mut FakeHost {
+    rt.io().host()
+}
+
+fn calls(rt: &mut Runtime<Recorder>) -> &[Call] {
+    &rt.handler().calls
+}
+
+#[test]
+fn reads_until_would_block_and_hands_over_each_chunk() {
+    let mut rt = runtime(Recorder::echo(), 100, vec![data(b"ab"), data(b"cd")]);
+    rt.handle(vec![Event::Accepted(C), Event::Readable(C)]);
+    assert_eq!(
+        calls(&mut rt),
+        [
+            Call::Accept(C),
+            Call::Data(C, b"ab".to_vec()),
+            Call::Data(C, b"cd".to_vec())
+        ]
+    );
+    let fake = host(&mut rt).conn(C);
+    assert_eq!(fake.written, b"abcd");
+    assert_eq!(fake.read_calls, 3, "the third read answers would-block");
+    assert_eq!(fake.interest, (true, false));
+}
+
+#[test]
+fn eof_closes_gracefully_once_the_queue_is_sent() {
+    let mut rt = runtime(Recorder::echo(), 1, vec![data(b"hi"), ReadResult::Eof]);
+    rt.handle(vec![Event::Accepted(C), Event::Readable(C)]);
+    let fake = host(&mut rt).conn(C);
+    assert_eq!(fake.written, b"h");
+    assert!(!fake.closed, "closing waits for the queue");
+    assert_eq!(fake.interest, (false, true));
+
+    host(&mut rt).conn(C).room = 10;
+    rt.handle(vec![
+        Event::Writable(C),
+        Event::Readable(C),
+        Event::Writable(C),
+    ]);
+    let fake = host(&mut rt).conn(C);
+    assert_eq!(fake.written, b"hi");
+    assert!(fake.closed);
+    assert_eq!(
+        calls(&mut rt),
+        [
+            Call::Accept(C),
+            Call::Data(C, b"hi".to_vec()),
+            Call::Eof(C),
+            Call::Close(C)
+        ],
+        "no on_writable when a close was waiting; nothing after on_close"
+    );
+}
+
+#[test]
+fn partial_write_queues_and_reports_writable_once_drained() {
+    let mut rt = runtime(Recorder::writing_on_accept(b"hello", |_, _| {}), 3, vec![]);
+    rt.handle(vec![Event::Accepted(C)]);
+    assert_eq!(rt.io().queued(CONN), 2);
+    assert_eq!(host(&mut rt).conn(C).interest, (true, true));
+
+    rt.handle(vec![Event::Writable(C)]);
+    assert_eq!(rt.io().queued(CONN), 2, "the host had no room");
+
+    host(&mut rt).conn(C).room = 10;
+    rt.handle(vec![Event::Writable(C), Event::Writable(C)]);
+    let fake = host(&mut rt).conn(C);
+    assert_eq!(fake.written, b"hello");
+    assert_eq!(fake.interest, (true, false));
+    assert_eq!(calls(&mut rt), [Call::Accept(C), Call::Writable(C)]);
+}
+
+#[test]
+fn backpressure_stops_reading_until_the_queue_drains() {
+    let chunk = vec![b'x'; READ_CHUNK as usize];
+    let reads = (0..8).map(|_| ReadResult::Data(chunk.clone())).collect();
+    let mut rt = runtime(Recorder::echo(), 0, reads);
+    rt.handle(vec![Event::Accepted(C), Event::Readable(C)]);
+    let chunks_to_high_water = HIGH_WATER.div_ceil(chunk.len());
+    assert_eq!(host(&mut rt).conn(C).read_calls, chunks_to_high_water);
+    assert_eq!(host(&mut rt).conn(C).interest, (false, true));
+
+    rt.handle(vec![Event::Readable(C)]);
+    assert_eq!(
+        host(&mut rt).conn(C).read_calls,
+        chunks_to_high_water,
+        "paused"
+    );
+
+    let queued = rt.io().queued(CONN);
+    host(&mut rt).conn(C).room = queued - LOW_WATER;
+    rt.handle(vec![Event::Writable(C)]);
+    assert_eq!(rt.io().queued(CONN), LOW_WATER);
+    assert_eq!(
+        host(&mut rt).conn(C).interest,
+        (true, true),
+        "reading again"
+    );
+
+    rt.handle(vec![Event::Readable(C)]);
+    assert!(host(&mut rt).conn(C).read_calls > chunks_to_high_water);
+}
+
+#[test]
+fn reads_per_event_are_capped() {
+    let reads = (0..READS_PER_EVENT + 4).map(|_| data(b"z")).collect();
+    let mut rt = runtime(Recorder::default(), 0, reads);
+    rt.handle(vec![Event::Accepted(C), Event::Readable(C)]);
+    assert_eq!(host(&mut rt).conn(C).read_calls, READS_PER_EVENT);
+    rt.handle(vec![Event::Readable(C)]);
+    assert_eq!(host(&mut rt).conn(C).read_calls, READS_PER_EVENT + 5);
+}
+
+#[test]
+fn hangup_ends_a_connection_exactly_once() {
+    let mut rt = runtime(Recorder::default(), 100, vec![data(b"late")]);
+    rt.handle(vec![
+        Event::Accepted(C),
+        Event::Hangup(C),
+        Event::Hangup(C),
+        Event::Readable(C),
+        Event::Writable(C),
+    ]);
+    assert_eq!(calls(&mut rt), [Call::Accept(C), Call::Close(C)]);
+    let io = rt.io();
+    assert!(!io.is_open(CONN));
+    io.write(CONN, b"dropped");
+    io.close(CONN);
+    assert_eq!(host(&mut rt).conn(C).written, b"");
+}
+
+#[test]
+fn reset_stops_everything_and_waits_for_hangup() {
+    let reads = vec![data(b"a"), ReadResult::Failed(IoError::Reset)];
+    let mut rt = runtime(Recorder::echo(), 0, reads);
+    rt.handle(vec![Event::Accepted(C), Event::Readable(C)]);
+    assert_eq!(host(&mut rt).conn(C).interest, (false, false));
+    assert_eq!(rt.io().queued(CONN), 0, "nobody left to send it to");
+    assert!(!calls(&mut rt).contains(&Call::Close(C)));
+
+    rt.handle(vec![Event::Hangup(C)]);
+    assert_eq!(calls(&mut rt).last(), Some(&Call::Close(C)));
+}
+
+#[test]
+fn write_to_a_handle_the_host_does_not_know_ends_it() {
+    let mut rt = runtime(Recorder::writing_on_accept(b"x", |_, _| {}), 100, vec![]);
+    host(&mut rt).conn(C).write_error = Some(IoError::UnknownConn);
+    rt.handle(vec![Event::Accepted(C)]);
+    assert_eq!(calls(&mut rt), [Call::Accept(C), Call::Close(C)]);
+}
+
+#[test]
+fn shutdown_write_waits_for_the_queue_and_drops_later_writes() {
+    let handler = Recorder::writing_on_accept(b"abcd", |io, conn| {
+        io.shutdown_write(conn);
+        io.write(conn, b"late");
+    });
+    let mut rt = runtime(handler, 2, vec![]);
+    rt.handle(vec![Event::Accepted(C)]);
+    assert!(!host(&mut rt).conn(C).shut_down);
+
+    host(&mut rt).conn(C).room = 100;
+    rt.handle(vec![Event::Writable(C)]);
+    let fake = host(&mut rt).conn(C);
+    assert_eq!(fake.written, b"abcd");
+    assert!(fake.shut_down);
+    assert_eq!(
+        fake.interest,
+        (true, false),
+        "reading goes on after a half-close"
+    );
+    assert_eq!(calls(&mut rt), [Call::Accept(C)]);
+}
+
+#[test]
+fn abort_closes_at_once_and_drops_the_queue() {
+    let mut rt = runtime(Recorder::writing_on_accept(b"abcd", Io::abort), 1, vec![]);
+    rt.handle(vec![Event::Accepted(C)]);
+    let fake = host(&mut rt).conn(C);
+    assert!(fake.closed);
+    assert_eq!(fake.written, b"a");
+    assert_eq!(calls(&mut rt), [Call::Accept(C), Call::Close(C)]);
+}
+
+#[test]
+fn close_with_an_empty_queue_is_immediate() {
+    let mut rt = runtime(Recorder::writing_on_accept(b"ok", Io::close), 100, vec![]);
+    rt.handle(vec![Event::Accepted(C), Event::Readable(C)]);
+    assert!(host(&mut rt).conn(C).closed);
+    assert_eq!(host(&mut rt).conn(C).read_calls, 0);
+    assert_eq!(calls(&mut rt), [Call::Accept(C), Call::Close(C)]);
+}
+
+#[test]
+fn calls_on_unknown_handles_do_nothing() {
+    let mut rt = runtime(Recorder::default(), 100, vec![]);
+    let stranger = Conn::from_raw(99);
+    let io = rt.io();
+    io.write(stranger, b"x");
+    io.close(stranger);
+    io.abort(stranger);
+    io.shutdown_write(stranger);
+    assert_eq!(io.queued(stranger), 0);
+    assert_eq!(io.peer(stranger), None);
+    rt.handle(vec![
+        Event::Readable(99),
+        Event::Writable(99),
+        Event::Hangup(99),
+    ]);
+    assert!(calls(&mut rt).is_empty());
+}
+
+#[test]
+fn timers_reach_the_handler_and_report_the_host_limit() {
+    let mut rt = runtime(Recorder::default(), 0, vec![]);
+    let io = rt.io();
+    assert_eq!(io.set_timer(1, 10), Ok(()));
+    assert_eq!(io.set_timer(2, 10), Ok(()));
+    assert_eq!(io.set_timer(3, 10), Err(IoError::LimitExceeded));
+    io.cancel_timer(2);
+    assert_eq!(io.set_timer(3, 10), Ok(()));
+    rt.handle(vec![Event::Timer(7)]);
+    assert_eq!(calls(&mut rt), [Call::Timer(7)]);
+}
+
+#[test]
+fn tracks_open_connections() {
+    let mut rt = runtime(Recorder::default(), 0, vec![]);
+    host(&mut rt).connect(2, 0);
+    rt.handle(vec![
+        Event::Accepted(C),
+        Event::Accepted(2),
+        Event::Accepted(2),
+    ]);
+    let mut open: Vec<Conn> = rt.io().conns().collect();
+    open.sort();
+    assert_eq!(open, [CONN, Conn::from_raw(2)]);
+    assert_eq!(rt.io().peer(CONN).as_deref(), Some("127.0.0.1:40001"));
+    assert_eq!(
+        calls(&mut rt),
+        [Call::Accept(C), Call::Accept(2)],
+        "accepted once"
+    );
+}
