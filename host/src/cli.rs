@@ -1,0 +1,99 @@
+//! The command line: `host [serve flags]`, `host check`, `host examples`, `host load`.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::limits::Limits;
+use crate::load::LoadArgs;
+use crate::units::{parse_duration, parse_size};
+
+/// Serve sockets through a sandboxed WebAssembly handler.
+///
+/// With no subcommand, serves: `host --guest handler.wasm --listen 127.0.0.1:8080`.
+#[derive(Parser, Debug)]
+#[command(name = "host", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// A subcommand; none means serve.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The serve flags.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// The subcommands besides serving.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check that a component fits the `handler` world; prints a one-line verdict.
+    Check {
+        /// The component file.
+        path: PathBuf,
+    },
+    /// List the built-in example guests, or write them out as DIR/NAME.wasm.
+    Examples {
+        /// Write each built-in guest into this directory.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Drive many concurrent non-blocking clients against a server and check every answer.
+    Load(LoadArgs),
+}
+
+/// How to serve: which guest, where, within which limits.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The guest: a component file, or the name of a built-in example (see `host examples`).
+    #[arg(long, value_name = "PATH|NAME", default_value = "http")]
+    pub guest: String,
+
+    /// Address to listen on; repeat for several. Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr, default_value = "127.0.0.1:8080")]
+    pub listen: Vec<SocketAddr>,
+
+    /// Most wall time one guest call may take before it is interrupted (a trap).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "100ms")]
+    pub event_timeout: Duration,
+
+    /// The guest's linear memory cap.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "64MiB")]
+    pub max_memory: usize,
+
+    /// Open connections at most; past it new ones are accepted and closed at once.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections)]
+    pub max_connections: usize,
+
+    /// Bytes held for one connection's unsent writes; past it `write` answers would-block.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "1MiB")]
+    pub max_buffer: usize,
+
+    /// Benchmark baseline: run the named logic natively instead of a guest.
+    #[arg(long, value_name = "LOGIC", hide = true)]
+    pub native: Option<String>,
+}
+
+impl ServeArgs {
+    /// The limits these flags set.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            event_timeout: self.event_timeout,
+            max_memory: self.max_memory,
+            max_connections: self.max_connections,
+            max_buffer: self.max_buffer.max(1),
+            ..Limits::default()
+        }
+    }
+}
+
+/// An `ip:port`, or `name:port` resolved once at start.
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    text.to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| format!("`{text}` is not an address like 127.0.0.1:8080"))
+}

@@ -1,0 +1,118 @@
+//! One accepted connection: its socket, what the socket is known to be ready for, and
+//! what the guest asked for.
+//!
+//! mio reports readiness edge-triggered: an event says "something changed", once. The
+//! flags here remember the edge until a syscall answers `WouldBlock`, which is what lets
+//! the host present *level-triggered* readiness to the guest without a syscall per
+//! check: a connection is reported again for as long as its flag is set and the guest
+//! still wants it.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+use crate::wit::Conn;
+use crate::write_buffer::WriteBuffer;
+
+/// Where a connection is in its life, as the host sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// The guest owns it and may do I/O on it.
+    Open,
+    /// The socket failed; the guest still holds the handle until it is told `hangup`.
+    Failed,
+    /// The guest closed it; the host is sending its last buffered bytes, until
+    /// `deadline` at the latest. The handle is dead for the guest.
+    Closing {
+        /// When the host gives up on a peer that does not read.
+        deadline: Instant,
+    },
+}
+
+/// Which guest instance a connection belongs to: a guest may only touch its own.
+pub type Owner = u32;
+
+/// One accepted connection.
+#[derive(Debug)]
+pub struct Connection {
+    /// The guest's handle for it.
+    pub id: Conn,
+    /// The socket, registered once for readable and writable edges.
+    pub stream: TcpStream,
+    /// The peer's address, for `peer` and for logs.
+    pub peer: SocketAddr,
+    /// The guest instance it belongs to.
+    pub owner: Owner,
+    /// Where it is in its life.
+    pub phase: Phase,
+    /// The socket may have bytes (or end-of-stream) to read.
+    pub readable: bool,
+    /// The peer has shut down its side; a short read does not mean "drained" then,
+    /// because no new edge will come for the end-of-stream already queued.
+    pub peer_closed: bool,
+    /// The guest was answered `eof`; the read side has nothing more to report.
+    pub eof_seen: bool,
+    /// The socket may take more bytes.
+    pub writable: bool,
+    /// Guest interest in `readable` events.
+    pub want_read: bool,
+    /// Guest interest in `writable` events.
+    pub want_write: bool,
+    /// A `write` answered `would-block`: report `writable` once when there is room.
+    pub notify_writable: bool,
+    /// The guest called `shutdown-write`; the FIN goes out once `out` is empty.
+    pub write_shut: bool,
+    /// The FIN was sent.
+    pub fin_sent: bool,
+    /// Bytes the guest wrote that the socket has not taken yet.
+    pub out: WriteBuffer,
+    /// It is in the loop's list of connections to look at before the next batch.
+    pub queued: bool,
+}
+
+impl Connection {
+    /// A freshly accepted connection: readable interest only, as the WIT promises.
+    /// It starts writable, as a new socket is, which saves a buffered copy of the
+    /// first answer.
+    pub fn new(id: Conn, stream: TcpStream, peer: SocketAddr, owner: Owner) -> Self {
+        Self {
+            id,
+            stream,
+            peer,
+            owner,
+            phase: Phase::Open,
+            readable: false,
+            peer_closed: false,
+            eof_seen: false,
+            writable: true,
+            want_read: true,
+            want_write: false,
+            notify_writable: false,
+            write_shut: false,
+            fin_sent: false,
+            out: WriteBuffer::default(),
+            queued: false,
+        }
+    }
+
+    /// Whether the guest should hear `readable` for it now.
+    pub fn read_ready(&self) -> bool {
+        self.phase == Phase::Open && self.want_read && self.readable && !self.eof_seen
+    }
+
+    /// Whether the guest should hear `writable` for it now. "Room" starts at half
+    /// the bound, so a guest refilling a buffer writes in large pieces, not in
+    /// bytes.
+    pub fn write_ready(&self, max_buffer: usize) -> bool {
+        self.phase == Phase::Open
+            && !self.write_shut
+            && (self.want_write || self.notify_writable)
+            && self.out.len() <= max_buffer / 2
+    }
+
+    /// Whether the loop has something to tell the guest about it.
+    pub fn reportable(&self, max_buffer: usize) -> bool {
+        self.phase == Phase::Failed || self.read_ready() || self.write_ready(max_buffer)
+    }
+}

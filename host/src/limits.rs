@@ -1,0 +1,53 @@
+//! The sandbox's limits: what each one bounds, and its default.
+//!
+//! Every limit exists because a guest (buggy or hostile) or a peer could otherwise
+//! make the host spend without end: time, memory, sockets or timers.
+
+use std::time::Duration;
+
+/// Bytes one `read` may return. Bounds the host's copy into the guest per call,
+/// whatever `max` the guest asks for.
+pub const MAX_READ_CHUNK: usize = 64 * 1024;
+
+/// Connection slots are addressed by the low bits of a connection id; this many
+/// bits bound the number of simultaneous connections (about a million).
+pub const SLOT_BITS: u32 = 20;
+
+/// How often the epoch ticker advances wasmtime's epoch. Guest call deadlines are
+/// counted in these ticks, so this is the resolution of `--event-timeout`.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// A closed connection whose peer never reads its last bytes would otherwise
+/// hold a socket and a buffer for ever: past this, the host drops it.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(30);
+
+/// What one guest may use. The defaults suit a server on a small machine.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Wall time one guest call may take before it is interrupted: a guest that
+    /// loops must not stall the loop, and with it every other connection.
+    pub event_timeout: Duration,
+    /// The guest's linear memory cap: a leaking guest fails inside its sandbox
+    /// instead of exhausting the machine.
+    pub max_memory: usize,
+    /// Open connections at most; past it new ones are accepted and closed at once,
+    /// so a flood cannot exhaust file descriptors or host memory.
+    pub max_connections: usize,
+    /// Bytes the host holds for one connection's unsent writes; past it `write`
+    /// answers `would-block`. Bounds what a peer that never reads can cost.
+    pub max_buffer: usize,
+    /// Timers one guest may have armed at once.
+    pub max_timers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            event_timeout: Duration::from_millis(100),
+            max_memory: 64 << 20,
+            max_connections: 10_000,
+            max_buffer: 1 << 20,
+            max_timers: 1024,
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The benchmark's baseline: the `http` example's logic compiled natively, driven by the
+//! same event loop and the same `Net` calls as the wasm guest.
+//!
+//! The HTTP code is the guest's own `http.rs`, included by path, and the connection
+//! handling mirrors what the guest SDK does (read until `would-block`, keep what the
+//! host did not accept, close after the last answer). The difference between the two
+//! is then the sandbox: the call into wasm, the copies across its boundary, the
+//! guest's own allocator.
+
+use std::collections::HashMap;
+
+use crate::handler::EventHandler;
+use crate::limits::MAX_READ_CHUNK;
+use crate::net::Net;
+use crate::wit::{Conn, Event, ReadResult, WriteResult};
+
+#[path = "../../guest/examples/http/src/http.rs"]
+#[allow(dead_code, missing_docs)]
+mod http;
+
+/// Per connection: input that holds an unfinished request, and output the host did not
+/// take yet.
+#[derive(Default)]
+struct Pending {
+    input: Vec<u8>,
+    output: Vec<u8>,
+    close_after_output: bool,
+}
+
+/// The `http` logic as a native [`EventHandler`].
+#[derive(Default)]
+pub struct NativeHttp {
+    conns: HashMap<Conn, Pending>,
+    /// Answers to one read, reused.
+    out: Vec<u8>,
+}
+
+impl EventHandler for NativeHttp {
+    fn handle(&mut self, batch: &[Event], net: &mut Net) {
+        for event in batch {
+            match *event {
+                Event::Accepted(conn) => {
+                    self.conns.insert(conn, Pending::default());
+                }
+                Event::Readable(conn) => self.on_readable(conn, net),
+                Event::Writable(conn) => self.on_writable(conn, net),
+                Event::Hangup(conn) => {
+                    self.conns.remove(&conn);
+                }
+                Event::Timer(_) => {}
+            }
+        }
+    }
+}
+
+impl NativeHttp {
+    fn on_readable(&mut self, conn: Conn, net: &mut Net) {
+        loop {
+            match net.read(conn, MAX_READ_CHUNK as u32) {
+                ReadResult::Data(data) => {
+                    if !self.on_data(conn, &data, net) {
+                        return;
+                    }
+                }
+                ReadResult::WouldBlock => return,
+                ReadResult::Eof => return self.close_when_sent(conn, net),
+                ReadResult::Failed(_) => return, // a hangup follows
+            }
+        }
+    }
+
+    /// Answers what `data` completes; false once the connection is closing.
+    fn on_data(&mut self, conn: Conn, data: &[u8], net: &mut Net) -> bool {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        self.out.clear();
+        let answers = if state.input.is_empty() {
+            let answers = http::answer_all(data, &mut self.out);
+            state.input.extend_from_slice(&data[answers.consumed..]);
+            answers
+        } else {
+            state.input.extend_from_slice(data);
+            let answers = http::answer_all(&state.input, &mut self.out);
+            state.input.drain(..answers.consumed);
+            answers
+        };
+        if answers.close {
+            state.input.clear();
+        }
+        self.send(conn, net, answers.close);
+        !answers.close
+    }
+
+    /// Writes `self.out`, keeping what the host does not take.
+    fn send(&mut self, conn: Conn, net: &mut Net, close: bool) {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if state.output.is_empty() {
+            let taken = match net.write(conn, &self.out) {
+                WriteResult::Accepted(n) => n as usize,
+                WriteResult::WouldBlock => 0,
+                WriteResult::Failed(_) => return,
+            };
+            state.output.extend_from_slice(&self.out[taken..]);
+        } else {
+            state.output.extend_from_slice(&self.out);
+        }
+        state.close_after_output |= close;
+        if state.output.is_empty() {
+            if close {
+                self.close(conn, net);
+            }
+        } else {
+            net.set_interest(conn, !close, true);
+        }
+    }
+
+    fn on_writable(&mut self, conn: Conn, net: &mut Net) {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        while !state.output.is_empty() {
+            match net.write(conn, &state.output) {
+                WriteResult::Accepted(n) => {
+                    state.output.drain(..n as usize);
+                }
+                WriteResult::WouldBlock | WriteResult::Failed(_) => return,
+            }
+        }
+        if state.close_after_output {
+            self.close(conn, net);
+        } else {
+            net.set_interest(conn, true, false);
+        }
+    }
+
+    /// Closes now, or after the output the host has not taken yet.
+    fn close_when_sent(&mut self, conn: Conn, net: &mut Net) {
+        match self.conns.get_mut(&conn) {
+            Some(state) if !state.output.is_empty() => state.close_after_output = true,
+            _ => self.close(conn, net),
+        }
+    }
+
+    fn close(&mut self, conn: Conn, net: &mut Net) {
+        self.conns.remove(&conn);
+        let _ = net.close(conn);
+    }
+}

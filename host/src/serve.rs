@@ -1,0 +1,61 @@
+//! `host` serving: load the guest, bind the listeners, announce them, run the loop.
+
+use std::sync::Arc;
+
+use anyhow::{Result, bail};
+use tracing::info;
+
+use crate::cli::ServeArgs;
+use crate::event_loop::{EventLoop, bind};
+use crate::examples::guest_source;
+use crate::handler::EventHandler;
+use crate::native::NativeHttp;
+use crate::net::Net;
+use crate::runtime::{Runtime, WasmHandler};
+
+/// Serves until the process is stopped.
+pub fn serve(args: &ServeArgs) -> Result<()> {
+    let limits = args.limits();
+    match args.native.as_deref() {
+        None => {}
+        Some("http") => return run(args, NativeHttp::default(), "native http"),
+        Some(other) => bail!("unknown native baseline `{other}` (known: http)"),
+    }
+    let source = guest_source(&args.guest)?;
+    let runtime = Arc::new(Runtime::new()?);
+    let guest = runtime.load(&source)?;
+    info!(guest = &*guest.name, origin = %source.origin, load_time = ?guest.load_time, "guest loaded");
+    let handler = WasmHandler::new(runtime, guest, limits)?;
+    run(args, handler, &source.origin)
+}
+
+fn run(args: &ServeArgs, handler: impl EventHandler, what: &str) -> Result<()> {
+    raise_open_file_limit();
+    let listeners = bind(&args.listen)?;
+    let mut event_loop = EventLoop::new(listeners, handler, Net::new(args.limits()))?;
+    for addr in event_loop.local_addrs() {
+        // Tests and scripts read this line to find the port: keep it exact, on stderr.
+        eprintln!("listening on {addr}");
+    }
+    info!(handler = what, "serving");
+    event_loop.run()
+}
+
+/// Each connection is a file descriptor, and a soft limit of 1024 (a common default)
+/// would cap the server far below `--max-connections`: raise it to the hard limit.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write one properly sized struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                tracing::debug!("could not raise the open-files limit");
+            }
+        }
+    }
+}
