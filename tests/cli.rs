@@ -1,0 +1,146 @@
+//! The command line: `host check`, `host examples`, and the clear one-line errors for
+//! bad input.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+use common::{run_host, test_guest};
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sandsock-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn stderr_of(args: &[&str]) -> (bool, String) {
+    let out = run_host(args);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The last line of stderr: the error line (logs may come before it).
+fn error_line(stderr: &str) -> &str {
+    stderr.lines().last().unwrap_or("")
+}
+
+#[test]
+fn check_accepts_every_built_in_example() {
+    let dir = scratch_dir("examples");
+    let out = run_host(&["examples", "--out", dir.to_str().unwrap()]);
+    assert!(out.status.success());
+    for name in ["http", "echo", "kv", "chat"] {
+        let path = dir.join(format!("{name}.wasm"));
+        let out = run_host(&["check", path.to_str().unwrap()]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.starts_with("ok: "), "{stdout}");
+        assert!(stdout.contains("sandsock:net/handler"), "{stdout}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn examples_lists_the_built_in_guests() {
+    let out = run_host(&["examples"]);
+    assert!(out.status.success());
+    let listing = String::from_utf8_lossy(&out.stdout);
+    for name in ["http", "echo", "kv", "chat"] {
+        assert!(listing.lines().any(|l| l.starts_with(name)), "{listing}");
+    }
+}
+
+#[test]
+fn check_rejects_a_text_file() {
+    let dir = scratch_dir("text");
+    let path = dir.join("notes.wasm");
+    std::fs::write(&path, "just some text\n").unwrap();
+    let (ok, stderr) = stderr_of(&["check", path.to_str().unwrap()]);
+    assert!(!ok);
+    let line = error_line(&stderr);
+    assert!(
+        line.contains("notes.wasm") && line.contains("not a WebAssembly file"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn check_rejects_a_core_module() {
+    let dir = scratch_dir("core");
+    let path = dir.join("core.wasm");
+    // The smallest valid core module: magic and version 1, no sections.
+    std::fs::write(&path, b"\0asm\x01\0\0\0").unwrap();
+    let (ok, stderr) = stderr_of(&["check", path.to_str().unwrap()]);
+    assert!(!ok);
+    let line = error_line(&stderr);
+    assert!(
+        line.contains("core.wasm") && line.contains("core WebAssembly module"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn check_rejects_a_component_of_another_world_naming_what_is_missing() {
+    let path = test_guest("other_world");
+    let (ok, stderr) = stderr_of(&["check", path.to_str().unwrap()]);
+    assert!(!ok);
+    let line = error_line(&stderr);
+    assert!(line.contains("other_world.wasm"), "{stderr}");
+    assert!(line.contains("does not export `handle`"), "{stderr}");
+    assert!(
+        line.contains("run"),
+        "it should say what it exports instead: {stderr}"
+    );
+}
+
+#[test]
+fn a_missing_guest_file_exits_non_zero_with_a_clear_message() {
+    let (ok, stderr) = stderr_of(&[
+        "--guest",
+        "/nonexistent/handler.wasm",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!ok);
+    assert!(
+        error_line(&stderr).contains("guest file not found: /nonexistent/handler.wasm"),
+        "{stderr}"
+    );
+    let (ok, stderr) = stderr_of(&["--guest", "no-such-example", "--listen", "127.0.0.1:0"]);
+    assert!(!ok);
+    assert!(
+        error_line(&stderr).contains("not a built-in guest"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_port_in_use_exits_non_zero_naming_the_address() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (ok, stderr) = stderr_of(&["--guest", "echo", "--listen", &addr]);
+    assert!(!ok);
+    let line = error_line(&stderr);
+    assert!(
+        line.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+    assert!(line.to_lowercase().contains("in use"), "{stderr}");
+}
+
+#[test]
+fn an_unparsable_address_exits_non_zero_naming_it() {
+    let (ok, stderr) = stderr_of(&["--listen", "not-an-address"]);
+    assert!(!ok);
+    assert!(stderr.contains("not-an-address"), "{stderr}");
+}

@@ -1,0 +1,224 @@
+//! Helpers shared by the integration tests: start the real `host` binary on
+//! `127.0.0.1:0`, find its address from its `listening on ADDR` line, talk to it over
+//! loopback, and kill it when the test ends, pass or fail.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a host may take to start (it compiles its guest first).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Every socket read or write in a test gives up after this.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The `host` binary under test.
+pub fn host_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_host")
+}
+
+/// A test guest built from `guest/testing/`.
+pub fn test_guest(name: &str) -> PathBuf {
+    PathBuf::from(env!("SANDSOCK_GUEST_DIR")).join(format!("{name}.wasm"))
+}
+
+/// A running host, killed on drop.
+pub struct Host {
+    child: Child,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl Host {
+    /// Starts `host ARGS --listen 127.0.0.1:0` and waits for its `listening on` line.
+    pub fn start(args: &[&str]) -> Host {
+        let mut child = Command::new(host_bin())
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start host");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut addr_tx = Some(addr_tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix("listening on ")
+                    && let (Some(tx), Ok(addr)) = (addr_tx.as_ref(), addr.trim().parse())
+                {
+                    let _ = tx.send(addr);
+                    addr_tx = None;
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr: SocketAddr = match addr_rx.recv_timeout(START_TIMEOUT) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("host did not start; its log:\n{}", log.lock().unwrap());
+            }
+        };
+        Host { child, addr, log }
+    }
+
+    /// A connected client socket with the test timeouts.
+    pub fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect_timeout(&self.addr, IO_TIMEOUT).expect("connect to host");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        stream
+    }
+
+    /// The host's resident memory, in bytes.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc status");
+        kib * 1024
+    }
+
+    /// Everything the host wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Waits until the log contains `needle`, or panics with the log after `timeout`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("log never showed {needle:?}:\n{}", self.log());
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `host ARGS` to completion (bounded), for the subcommands and error cases.
+pub fn run_host(args: &[&str]) -> Output {
+    let mut child = Command::new(host_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start host");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("collect output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("collect output");
+            panic!(
+                "host {args:?} did not exit: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads exactly `n` bytes.
+pub fn read_exact_n(stream: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    stream
+        .read_exact(&mut buf)
+        .expect("read the expected bytes");
+    buf
+}
+
+/// Reads until the peer closes, bounded by the socket timeout.
+pub fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
+    let mut buf = Vec::new();
+    stream
+        .read_to_end(&mut buf)
+        .expect("read until the peer closes");
+    buf
+}
+
+/// Reads until the peer closes or resets: for answers after which the server closes
+/// while the client may still have been sending (a reset may follow the answer).
+pub fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return buf,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return buf,
+            Err(e) => panic!("reading until the server closes: {e}"),
+        }
+    }
+}
+
+/// Reads one `\n`-terminated line (byte by byte: tests only).
+pub fn read_line(stream: &mut TcpStream) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        let n = stream.read(&mut byte).expect("read a line");
+        assert_eq!(
+            n,
+            1,
+            "connection closed mid-line after {:?}",
+            String::from_utf8_lossy(&line)
+        );
+        if byte[0] == b'\n' {
+            return String::from_utf8(line).expect("utf-8 line");
+        }
+        line.push(byte[0]);
+    }
+}
+
+/// Sends all of `data`, then shuts down the write side.
+pub fn send_and_finish(stream: &mut TcpStream, data: &[u8]) {
+    stream.write_all(data).expect("send");
+    stream.shutdown(Shutdown::Write).expect("shutdown write");
+}
+
+/// A deterministic, non-repeating-looking payload of `len` bytes.
+pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
