@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::allow::{AllowList, AllowRule};
 use crate::limits::Limits;
 use crate::load::LoadArgs;
+use crate::runtime::{Isolation, Sandbox};
 use crate::units::{parse_duration, parse_size};
 
 /// Serve sockets through a sandboxed WebAssembly handler.
@@ -69,6 +71,31 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "1MiB")]
     pub max_buffer: usize,
 
+    /// Timers one guest instance may have armed at once; past it `set-timer` answers limit-exceeded.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_timers)]
+    pub max_timers: usize,
+
+    /// A deterministic budget of wasm fuel (about one unit per instruction) per guest call; off by default.
+    #[arg(long, value_name = "N")]
+    pub fuel: Option<u64>,
+
+    /// shared: one guest instance for all connections (state lives across them);
+    /// connection: an instance per connection (a trap costs only that connection).
+    #[arg(long, value_enum, default_value_t = Isolation::Shared)]
+    pub isolation: Isolation,
+
+    /// An environment variable the guest sees (repeatable); it sees no other.
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+
+    /// Let the guest connect out to HOST:PORT, or HOST:* for any port (repeatable); nothing else is allowed.
+    #[arg(long = "allow-connect", value_name = "HOST:PORT", value_parser = AllowRule::parse)]
+    pub allow_connect: Vec<AllowRule>,
+
+    /// On SIGTERM or SIGINT, how long open connections may take to finish before they are closed.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "10s")]
+    pub shutdown_timeout: Duration,
+
     /// Benchmark baseline: run the named logic natively instead of a guest.
     #[arg(long, value_name = "LOGIC", hide = true)]
     pub native: Option<String>,
@@ -82,8 +109,31 @@ impl ServeArgs {
             max_memory: self.max_memory,
             max_connections: self.max_connections,
             max_buffer: self.max_buffer.max(1),
-            ..Limits::default()
+            max_timers: self.max_timers,
+            fuel: self.fuel,
         }
+    }
+
+    /// The sandbox these flags describe.
+    pub fn sandbox(&self) -> Sandbox {
+        Sandbox {
+            limits: self.limits(),
+            isolation: self.isolation,
+            env: self.env.clone(),
+        }
+    }
+
+    /// The outbound addresses allowed.
+    pub fn allow_list(&self) -> AllowList {
+        AllowList::new(self.allow_connect.clone())
+    }
+}
+
+/// `KEY=VALUE`.
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("`{text}` is not KEY=VALUE")),
     }
 }
 

@@ -12,16 +12,23 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
-use crate::wit::Conn;
+use crate::wit::{Conn, IoError};
 use crate::write_buffer::WriteBuffer;
 
 /// Where a connection is in its life, as the host sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
+    /// An outbound connection the guest asked for, not yet established; it fails as
+    /// `unreachable` at `deadline`.
+    Connecting {
+        /// When the host gives up on the handshake.
+        deadline: Instant,
+    },
     /// The guest owns it and may do I/O on it.
     Open,
-    /// The socket failed; the guest still holds the handle until it is told `hangup`.
-    Failed,
+    /// The socket failed; the guest still holds the handle until it is told `hangup`
+    /// with this reason.
+    Failed(IoError),
     /// The guest closed it; the host is sending its last buffered bytes, until
     /// `deadline` at the latest. The handle is dead for the guest.
     Closing {
@@ -67,31 +74,34 @@ pub struct Connection {
     pub fin_sent: bool,
     /// Bytes the guest wrote that the socket has not taken yet.
     pub out: WriteBuffer,
+    /// An outbound connection completed and the guest has not been told yet.
+    pub announce_connected: bool,
     /// It is in the loop's list of connections to look at before the next batch.
     pub queued: bool,
 }
 
 impl Connection {
-    /// A freshly accepted connection: readable interest only, as the WIT promises.
-    /// It starts writable, as a new socket is, which saves a buffered copy of the
-    /// first answer.
-    pub fn new(id: Conn, stream: TcpStream, peer: SocketAddr, owner: Owner) -> Self {
+    /// A connection in `phase` (`Open` when accepted, `Connecting` when outbound):
+    /// readable interest only, as the WIT promises. An accepted one starts writable,
+    /// as a new socket is, which saves a buffered copy of the first answer.
+    pub fn new(id: Conn, stream: TcpStream, peer: SocketAddr, owner: Owner, phase: Phase) -> Self {
         Self {
             id,
             stream,
             peer,
             owner,
-            phase: Phase::Open,
+            phase,
             readable: false,
             peer_closed: false,
             eof_seen: false,
-            writable: true,
+            writable: phase == Phase::Open,
             want_read: true,
             want_write: false,
             notify_writable: false,
             write_shut: false,
             fin_sent: false,
             out: WriteBuffer::default(),
+            announce_connected: false,
             queued: false,
         }
     }
@@ -113,6 +123,14 @@ impl Connection {
 
     /// Whether the loop has something to tell the guest about it.
     pub fn reportable(&self, max_buffer: usize) -> bool {
-        self.phase == Phase::Failed || self.read_ready() || self.write_ready(max_buffer)
+        matches!(self.phase, Phase::Failed(_))
+            || self.announce_connected
+            || self.read_ready()
+            || self.write_ready(max_buffer)
+    }
+
+    /// Whether the host, not the guest, now drives it to its end.
+    pub fn is_closing(&self) -> bool {
+        matches!(self.phase, Phase::Closing { .. })
     }
 }

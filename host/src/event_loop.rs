@@ -10,30 +10,40 @@
 //! readable and writable). To the guest it is level-triggered: a connection the guest
 //! did not drain stays in `Net`'s ready list and is reported again next turn, and the
 //! loop does not sleep while that list is non-empty.
+//!
+//! `SIGTERM` or `SIGINT` starts a shutdown: the listeners close, the guest hears
+//! `shutdown`, and the loop runs until every connection has finished or the shutdown
+//! timeout has passed. A second signal ends it at once.
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
-use tracing::{debug, warn};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use tracing::{debug, info, warn};
 
-use crate::handler::EventHandler;
-use crate::limits::SLOT_BITS;
+use crate::allow::AllowList;
+use crate::connection::Phase;
+use crate::handler::{Batch, EventHandler};
+use crate::limits::{Limits, SLOT_BITS};
 use crate::net::Net;
 use crate::rate_limit::RateLimit;
 use crate::wit::Event;
 
 /// Tokens below this are connection slots; listeners sit above.
 const LISTENER_BASE: usize = 1 << SLOT_BITS;
+/// The signal pipe's token, above every listener's.
+const SIGNALS: Token = Token(usize::MAX);
 /// Events taken from the kernel per wait.
 const EVENTS_PER_POLL: usize = 1024;
 /// After an accept failure (out of file descriptors, say), the listener is retried
 /// this soon: with edge-triggered readiness no new edge may come for the queue.
 const ACCEPT_RETRY: Duration = Duration::from_millis(10);
-/// How often closing connections are checked for their linger deadline.
+/// How often connection deadlines (connect, linger) are checked.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Binds every address, naming the one that fails.
@@ -52,28 +62,50 @@ pub struct EventLoop<H> {
     listeners: Vec<TcpListener>,
     net: Net,
     handler: H,
-    batch: Vec<Event>,
+    batch: Batch,
+    signals: Signals,
+    shutdown_timeout: Duration,
+    /// Set once a shutdown has begun: when it must end.
+    stopping: Option<Instant>,
     accept_retry: bool,
     last_sweep: Instant,
     refused: RateLimit,
 }
 
 impl<H: EventHandler> EventLoop<H> {
-    /// Registers the listeners; `net` carries the limits.
-    pub fn new(mut listeners: Vec<TcpListener>, handler: H, net: Net) -> Result<Self> {
+    /// Registers the listeners and the shutdown signals.
+    pub fn new(
+        mut listeners: Vec<TcpListener>,
+        handler: H,
+        limits: Limits,
+        allow: AllowList,
+        shutdown_timeout: Duration,
+    ) -> Result<Self> {
         let poll = Poll::new().context("cannot create the epoll instance")?;
         for (i, listener) in listeners.iter_mut().enumerate() {
             poll.registry()
                 .register(listener, Token(LISTENER_BASE + i), Interest::READABLE)
                 .context("cannot register a listener with epoll")?;
         }
+        let mut signals =
+            Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .context("cannot register the signal pipe with epoll")?;
+        let registry = poll
+            .registry()
+            .try_clone()
+            .context("cannot clone the epoll registry")?;
         Ok(Self {
             poll,
             events: Events::with_capacity(EVENTS_PER_POLL),
             listeners,
-            net,
+            net: Net::new(limits, allow, registry),
             handler,
-            batch: Vec::with_capacity(EVENTS_PER_POLL),
+            batch: Batch::default(),
+            signals,
+            shutdown_timeout,
+            stopping: None,
             accept_retry: false,
             last_sweep: Instant::now(),
             refused: RateLimit::new(Duration::from_secs(1)),
@@ -88,30 +120,37 @@ impl<H: EventHandler> EventLoop<H> {
             .collect()
     }
 
-    /// Runs until an unrecoverable poller error.
+    /// Runs until a shutdown completes (`Ok`), or a second signal or a poller error
+    /// cuts it short.
     pub fn run(&mut self) -> Result<()> {
         loop {
             self.turn().context("the event loop failed")?;
+            let Some(deadline) = self.stopping else {
+                continue;
+            };
+            if self.net.is_empty() {
+                info!("every connection has finished; exiting");
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let closed = self.net.drop_all();
+                info!(
+                    closed,
+                    "shutdown timeout reached; closed the remaining connections"
+                );
+                return Ok(());
+            }
         }
     }
 
     /// One turn: wait, take in the edges, make (at most) one guest call.
-    pub fn turn(&mut self) -> io::Result<()> {
+    pub fn turn(&mut self) -> Result<()> {
         let now = Instant::now();
-        let timeout = if self.net.has_ready() {
-            Some(Duration::ZERO)
-        } else {
-            let wake = self.net.next_wake(now);
-            if self.accept_retry {
-                Some(wake.map_or(ACCEPT_RETRY, |w| w.min(ACCEPT_RETRY)))
-            } else {
-                wake
-            }
-        };
+        let timeout = self.timeout(now);
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
 
         if std::mem::take(&mut self.accept_retry) {
@@ -119,26 +158,34 @@ impl<H: EventHandler> EventLoop<H> {
                 self.accept(index);
             }
         }
+        let mut signalled = false;
         for event in self.events.iter() {
             match event.token() {
+                SIGNALS => signalled = true,
                 Token(token) if token >= LISTENER_BASE => {
-                    accept(
-                        &mut self.listeners[token - LISTENER_BASE],
-                        &self.poll,
-                        &mut self.net,
-                        &mut self.batch,
-                        &mut self.accept_retry,
-                        &mut self.refused,
-                    );
+                    let index = token - LISTENER_BASE;
+                    if index < self.listeners.len() {
+                        accept(
+                            &mut self.listeners[index],
+                            &mut self.net,
+                            &mut self.handler,
+                            &mut self.batch,
+                            &mut self.accept_retry,
+                            &mut self.refused,
+                        );
+                    }
                 }
                 Token(slot) => self.net.on_socket_event(slot, event),
             }
+        }
+        if signalled {
+            self.on_signal()?;
         }
 
         let now = Instant::now();
         if now.duration_since(self.last_sweep) >= SWEEP_EVERY {
             self.last_sweep = now;
-            self.net.sweep_closing(now);
+            self.net.sweep_deadlines(now);
         }
 
         self.net.collect(&mut self.batch);
@@ -150,15 +197,58 @@ impl<H: EventHandler> EventLoop<H> {
         Ok(())
     }
 
+    /// How long the next wait may last: not at all while a connection is still
+    /// ready, else until the next timer, deadline check or accept retry.
+    fn timeout(&mut self, now: Instant) -> Option<Duration> {
+        if self.net.has_ready() {
+            return Some(Duration::ZERO);
+        }
+        let mut wake = self.net.next_wake(now);
+        if self.accept_retry {
+            wake = Some(wake.map_or(ACCEPT_RETRY, |w| w.min(ACCEPT_RETRY)));
+        }
+        if let Some(deadline) = self.stopping {
+            let left = deadline.saturating_duration_since(now);
+            wake = Some(wake.map_or(left, |w| w.min(left)));
+        }
+        wake
+    }
+
     fn accept(&mut self, index: usize) {
         accept(
             &mut self.listeners[index],
-            &self.poll,
             &mut self.net,
+            &mut self.handler,
             &mut self.batch,
             &mut self.accept_retry,
             &mut self.refused,
         );
+    }
+
+    /// The first signal starts a shutdown; a second one ends the process at once.
+    fn on_signal(&mut self) -> Result<()> {
+        let received: Vec<i32> = self.signals.pending().collect();
+        if received.is_empty() {
+            return Ok(());
+        }
+        if self.stopping.is_some() {
+            bail!("a second signal during shutdown: exiting at once");
+        }
+        info!(
+            signal = received[0],
+            connections = self.net.len(),
+            timeout = ?self.shutdown_timeout,
+            "shutting down: no new connections; waiting for open ones to finish"
+        );
+        self.stopping = Some(Instant::now() + self.shutdown_timeout);
+        for listener in &mut self.listeners {
+            let _ = self.poll.registry().deregister(listener);
+        }
+        // Dropping the listeners closes them: new clients are refused, not queued.
+        self.listeners.clear();
+        self.accept_retry = false;
+        self.handler.shutdown(&mut self.net);
+        Ok(())
     }
 }
 
@@ -166,9 +256,9 @@ impl<H: EventHandler> EventLoop<H> {
 /// `WouldBlock`), and adds an `accepted` event for each to the batch.
 fn accept(
     listener: &mut TcpListener,
-    poll: &Poll,
     net: &mut Net,
-    batch: &mut Vec<Event>,
+    handler: &mut impl EventHandler,
+    batch: &mut Batch,
     retry: &mut bool,
     refused: &mut RateLimit,
 ) {
@@ -195,24 +285,23 @@ fn accept(
             }
             continue; // dropping `stream` closes it
         }
+        if !handler.accepting() {
+            if refused.allow() {
+                warn!(
+                    "the guest is not running (backing off after traps); closing new connections"
+                );
+            }
+            continue;
+        }
         // Answers are small and come in one write: Nagle would only delay them.
         let _ = stream.set_nodelay(true);
-        let Ok((slot, id)) = net.insert(stream, peer, 0) else {
-            continue;
-        };
-        let stream = net.stream_mut(slot).expect("just inserted");
-        match poll
-            .registry()
-            .register(stream, Token(slot), Interest::READABLE | Interest::WRITABLE)
-        {
-            Ok(()) => {
+        let owner = handler.owner_for_new_connection();
+        match net.insert(stream, peer, owner, Phase::Open) {
+            Ok((_, id)) => {
                 debug!(conn = id, %peer, "accepted");
-                batch.push(Event::Accepted(id));
+                batch.push(owner, Event::Accepted(id));
             }
-            Err(e) => {
-                warn!(error = %e, %peer, "cannot register a connection with epoll");
-                net.discard(slot);
-            }
+            Err(e) => warn!(error = %e, %peer, "cannot take a new connection"),
         }
     }
 }

@@ -1,15 +1,70 @@
 //! What the event loop calls once per batch: a wasm guest, or (for the benchmark's
 //! baseline) the same logic compiled natively.
 
+use crate::connection::Owner;
 use crate::net::Net;
 use crate::wit::Event;
 
+/// The events of one turn, each with the guest instance it belongs to.
+///
+/// With one shared instance the owners are all the same and a handler passes
+/// `events()` straight through; with an instance per connection they say where each
+/// event goes (a `hangup`'s connection is already gone from the table by then).
+#[derive(Debug, Default)]
+pub struct Batch {
+    events: Vec<Event>,
+    owners: Vec<Owner>,
+}
+
+impl Batch {
+    /// Adds an event for `owner`.
+    pub fn push(&mut self, owner: Owner, event: Event) {
+        self.events.push(event);
+        self.owners.push(owner);
+    }
+
+    /// The events, in order.
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// Each event with its owner, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (Owner, &Event)> {
+        self.owners.iter().copied().zip(&self.events)
+    }
+
+    /// Whether there is nothing to deliver.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Empties it, keeping its memory for the next turn.
+    pub fn clear(&mut self) {
+        self.events.clear();
+        self.owners.clear();
+    }
+}
+
 /// Handles one batch of events, doing its I/O through `net`.
 ///
-/// The loop makes exactly one call per turn with every event of that turn. A handler
-/// deals with its own faults (a guest trap is logged and recovered from inside): the
-/// loop goes on whatever happens.
+/// The loop makes one call per turn with every event of that turn. A handler deals
+/// with its own faults (a guest trap is logged and recovered from inside): the loop
+/// goes on whatever happens.
 pub trait EventHandler {
+    /// The guest instance that will own a connection accepted now.
+    fn owner_for_new_connection(&mut self) -> Owner {
+        0
+    }
+
+    /// Whether new connections can be served now; while not (a crashing guest backs
+    /// off), the loop accepts and closes them at once.
+    fn accepting(&mut self) -> bool {
+        true
+    }
+
     /// Handles `batch`, in order.
-    fn handle(&mut self, batch: &[Event], net: &mut Net);
+    fn handle(&mut self, batch: &Batch, net: &mut Net);
+
+    /// The host is shutting down: tell every guest instance, once.
+    fn shutdown(&mut self, net: &mut Net);
 }

@@ -7,11 +7,13 @@
 //! - [`net`]: the guest's `io` interface, and level-triggered readiness on top of
 //!   mio's edges; [`timers`] for guest timers.
 //! - [`event_loop`]: poll, accept, one guest call per batch.
-//! - [`runtime`]: wasmtime engine, linker, limits, instances, traps; [`guest_log`]
-//!   turns guest output into log lines.
+//! - [`runtime`]: wasmtime engine, linker, limits, instances; [`wasm_handler`]: the
+//!   guest as the loop's handler, isolation and traps; [`guest_log`] turns guest
+//!   output into log lines; [`allow`] says where a guest may connect.
 //! - [`serve`], [`examples`], [`load`], [`cli`]: what the binary does.
 #![deny(missing_docs)]
 
+pub mod allow;
 pub mod cli;
 pub mod conn_table;
 pub mod connection;
@@ -28,5 +30,6 @@ pub mod runtime;
 pub mod serve;
 pub mod timers;
 pub mod units;
+pub mod wasm_handler;
 pub mod wit;
 pub mod write_buffer;

@@ -21,6 +21,10 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// hold a socket and a buffer for ever: past this, the host drops it.
 pub const CLOSE_LINGER: Duration = Duration::from_secs(30);
 
+/// An outbound connection that has not completed by then fails as `unreachable`,
+/// instead of waiting out the kernel's minutes of SYN retries.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What one guest may use. The defaults suit a server on a small machine.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -36,8 +40,12 @@ pub struct Limits {
     /// Bytes the host holds for one connection's unsent writes; past it `write`
     /// answers `would-block`. Bounds what a peer that never reads can cost.
     pub max_buffer: usize,
-    /// Timers one guest may have armed at once.
+    /// Timers one guest may have armed at once: each costs host memory and a
+    /// wake-up.
     pub max_timers: usize,
+    /// Optional deterministic budget of wasm instructions (fuel) per guest call,
+    /// for experiments that need the same cut-off on every machine.
+    pub fuel: Option<u64>,
 }
 
 impl Default for Limits {
@@ -48,6 +56,7 @@ impl Default for Limits {
             max_connections: 10_000,
             max_buffer: 1 << 20,
             max_timers: 1024,
+            fuel: None,
         }
     }
 }

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use crate::handler::EventHandler;
+use crate::handler::{Batch, EventHandler};
 use crate::limits::MAX_READ_CHUNK;
 use crate::net::Net;
 use crate::wit::{Conn, Event, ReadResult, WriteResult};
@@ -36,19 +36,32 @@ pub struct NativeHttp {
 }
 
 impl EventHandler for NativeHttp {
-    fn handle(&mut self, batch: &[Event], net: &mut Net) {
-        for event in batch {
+    fn handle(&mut self, batch: &Batch, net: &mut Net) {
+        for event in batch.events() {
             match *event {
                 Event::Accepted(conn) => {
                     self.conns.insert(conn, Pending::default());
                 }
                 Event::Readable(conn) => self.on_readable(conn, net),
                 Event::Writable(conn) => self.on_writable(conn, net),
-                Event::Hangup(conn) => {
-                    self.conns.remove(&conn);
+                Event::Hangup(hangup) => {
+                    self.conns.remove(&hangup.conn);
                 }
-                Event::Timer(_) => {}
+                Event::Connected(_) | Event::Timer(_) | Event::Shutdown => {}
             }
+        }
+    }
+
+    fn shutdown(&mut self, net: &mut Net) {
+        // Idle keep-alive connections would only wait out the timeout.
+        let idle: Vec<Conn> = self
+            .conns
+            .iter()
+            .filter(|(_, state)| state.input.is_empty() && state.output.is_empty())
+            .map(|(&conn, _)| conn)
+            .collect();
+        for conn in idle {
+            self.close(conn, net);
         }
     }
 }

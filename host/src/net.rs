@@ -5,18 +5,24 @@
 //! already know the answer (a read on a drained socket answers `would-block` without
 //! asking the kernel).
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mio::event::Event as MioEvent;
-use tracing::debug;
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use tracing::{debug, warn};
 
+use crate::allow::AllowList;
 use crate::conn_table::{ConnTable, slot_of};
 use crate::connection::{Connection, Owner, Phase};
-use crate::limits::{CLOSE_LINGER, Limits, MAX_READ_CHUNK};
+use crate::handler::Batch;
+use crate::limits::{CLOSE_LINGER, CONNECT_TIMEOUT, Limits, MAX_READ_CHUNK};
+use crate::rate_limit::RateLimit;
 use crate::timers::Timers;
-use crate::wit::{Conn, Event, IoError, ReadResult, WriteResult};
+use crate::wit::{Conn, Event, HangupInfo, IoError, ReadResult, WriteResult};
 
 /// Connections, timers and limits: everything a guest's I/O calls touch.
 ///
@@ -29,19 +35,30 @@ pub struct Net {
     ready: Vec<usize>,
     timers: Timers,
     limits: Limits,
+    /// Where outbound connections may go.
+    allow: AllowList,
+    /// Registers the sockets of outbound connections; `None` in the placeholder a
+    /// guest store holds between calls.
+    registry: Option<Registry>,
     /// The guest instance whose call is running: it may only touch its own connections.
     caller: Owner,
-    /// Connections the guest closed that still have bytes to send.
-    closing: usize,
+    /// Connections each guest instance holds (not counting those it closed, which
+    /// the host is finishing): an instance per connection ends when this is zero.
+    owned: HashMap<Owner, usize>,
+    /// Connections with a deadline (connecting, or closing with bytes left to send).
+    with_deadline: usize,
     /// Where reads land before they are copied into the guest's answer; allocated once.
     scratch: Vec<u8>,
+    denied_log: RateLimit,
 }
 
 impl Net {
-    /// An empty table with these limits.
-    pub fn new(limits: Limits) -> Self {
+    /// An empty table with these limits; `registry` registers new sockets.
+    pub fn new(limits: Limits, allow: AllowList, registry: Registry) -> Self {
         Self {
             limits,
+            allow,
+            registry: Some(registry),
             ..Self::default()
         }
     }
@@ -61,6 +78,20 @@ impl Net {
         self.conns.is_empty()
     }
 
+    /// Connections the guest instance `owner` still holds.
+    pub fn owned_by(&self, owner: Owner) -> usize {
+        self.owned.get(&owner).copied().unwrap_or(0)
+    }
+
+    /// Bytes the host holds unsent for a connection the current caller may see.
+    pub fn buffered(&mut self, id: Conn) -> Option<usize> {
+        let caller = self.caller;
+        self.conns
+            .get_mut(id)
+            .filter(|c| visible(c, caller))
+            .map(|c| c.out.len())
+    }
+
     /// Sets which guest instance the next calls come from.
     pub fn set_caller(&mut self, owner: Owner) {
         self.caller = owner;
@@ -77,8 +108,8 @@ impl Net {
         let Some(conn) = self.conns.get_mut(id).filter(|c| visible(c, caller)) else {
             return ReadResult::Failed(IoError::UnknownConn);
         };
-        if conn.phase == Phase::Failed {
-            return ReadResult::Failed(IoError::Reset);
+        if let Phase::Failed(error) = conn.phase {
+            return ReadResult::Failed(error);
         }
         if conn.eof_seen {
             return ReadResult::Eof;
@@ -124,8 +155,8 @@ impl Net {
         let Some(conn) = self.conns.get_mut(id).filter(|c| visible(c, caller)) else {
             return WriteResult::Failed(IoError::UnknownConn);
         };
-        if conn.phase == Phase::Failed {
-            return WriteResult::Failed(IoError::Reset);
+        if let Phase::Failed(error) = conn.phase {
+            return WriteResult::Failed(error);
         }
         if conn.write_shut {
             return WriteResult::Failed(IoError::Closed);
@@ -176,11 +207,11 @@ impl Net {
         let Some(conn) = self.conns.get_mut(id).filter(|c| visible(c, caller)) else {
             return Err(IoError::UnknownConn);
         };
-        if conn.phase == Phase::Failed {
-            return Err(IoError::Reset);
+        if let Phase::Failed(error) = conn.phase {
+            return Err(error);
         }
         conn.write_shut = true;
-        if conn.out.is_empty() {
+        if conn.out.is_empty() && conn.phase == Phase::Open {
             send_fin(conn);
         }
         Ok(())
@@ -211,55 +242,93 @@ impl Net {
 
     /// `set-timer`.
     pub fn set_timer(&mut self, id: u64, after_ms: u64) -> Result<(), IoError> {
-        if self.timers.len() >= self.limits.max_timers && !self.timers.is_armed(id) {
+        let key = (self.caller, id);
+        if self.timers.armed_by(self.caller) >= self.limits.max_timers && !self.timers.is_armed(key)
+        {
             return Err(IoError::LimitExceeded);
         }
         self.timers
-            .set(id, Instant::now(), Duration::from_millis(after_ms));
+            .set(key, Instant::now(), Duration::from_millis(after_ms));
         Ok(())
     }
 
     /// `cancel-timer`.
     pub fn cancel_timer(&mut self, id: u64) {
-        self.timers.cancel(id);
+        self.timers.cancel((self.caller, id));
+    }
+
+    /// `connect`: starts a non-blocking connect to an allowed `ip:port`.
+    pub fn connect(&mut self, addr: &str) -> Result<Conn, IoError> {
+        let Ok(target) = addr.parse::<SocketAddr>() else {
+            self.log_denied(addr, "not an ip:port");
+            return Err(IoError::NotPermitted);
+        };
+        if !self.allow.permits(target) {
+            self.log_denied(addr, "no --allow-connect matches");
+            return Err(IoError::NotPermitted);
+        }
+        if self.conns.len() >= self.limits.max_connections {
+            return Err(IoError::LimitExceeded);
+        }
+        let stream = match TcpStream::connect(target) {
+            Ok(stream) => stream,
+            Err(e) => return Err(connect_error(&e)),
+        };
+        let _ = stream.set_nodelay(true);
+        let phase = Phase::Connecting {
+            deadline: Instant::now() + CONNECT_TIMEOUT,
+        };
+        let (_, id) = self
+            .insert(stream, target, self.caller, phase)
+            .map_err(|_| IoError::LimitExceeded)?;
+        debug!(conn = id, %target, "connecting");
+        Ok(id)
+    }
+
+    fn log_denied(&mut self, addr: &str, why: &str) {
+        if self.denied_log.allow() {
+            warn!(addr, why, "guest connect denied");
+        }
     }
 
     // ---- the loop's side ------------------------------------------------------------
 
-    /// Stores a freshly accepted connection and returns its handle, or gives the
-    /// stream back when the table is full.
+    /// Stores and registers a new connection, and returns its slot and handle. An
+    /// error means it was not kept (the table is full, or epoll refused it); the
+    /// stream is closed then.
     pub fn insert(
         &mut self,
-        stream: mio::net::TcpStream,
-        peer: std::net::SocketAddr,
+        stream: TcpStream,
+        peer: SocketAddr,
         owner: Owner,
-    ) -> Result<(usize, Conn), mio::net::TcpStream> {
+        phase: Phase,
+    ) -> io::Result<(usize, Conn)> {
         let mut stream = Some(stream);
         let slot = self
             .conns
-            .insert(|id| Connection::new(id, stream.take().expect("taken once"), peer, owner));
-        match (slot, stream) {
-            (Some(slot), _) => {
-                let conn = self.conns.slot_mut(slot).expect("just inserted");
-                Ok((slot, conn.id))
+            .insert(|id| {
+                Connection::new(id, stream.take().expect("taken once"), peer, owner, phase)
+            })
+            .ok_or_else(|| io::Error::other("every connection slot is taken"))?;
+        let conn = self.conns.slot_mut(slot).expect("just inserted");
+        let id = conn.id;
+        if let Some(registry) = &self.registry {
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            if let Err(e) = registry.register(&mut conn.stream, Token(slot), interest) {
+                self.conns.remove(slot);
+                return Err(e);
             }
-            (None, Some(stream)) => Err(stream),
-            (None, None) => unreachable!("the stream is only taken on insert"),
         }
-    }
-
-    /// Drops a connection the guest never heard of (it could not be registered).
-    pub fn discard(&mut self, slot: usize) {
-        self.conns.remove(slot);
-    }
-
-    /// The socket of a slot, to register it with the poller.
-    pub fn stream_mut(&mut self, slot: usize) -> Option<&mut mio::net::TcpStream> {
-        self.conns.slot_mut(slot).map(|c| &mut c.stream)
+        *self.owned.entry(owner).or_default() += 1;
+        if has_deadline(phase) {
+            self.with_deadline += 1;
+        }
+        Ok((slot, id))
     }
 
     /// Records what mio reported for a connection's socket, and does the host's own
-    /// part of the work: flushing buffered output, finishing a close.
+    /// part of the work: completing a connect, flushing buffered output, finishing a
+    /// close.
     pub fn on_socket_event(&mut self, slot: usize, event: &MioEvent) {
         let max_buffer = self.limits.max_buffer;
         let Some(conn) = self.conns.slot_mut(slot) else {
@@ -274,14 +343,37 @@ impl Net {
         if event.is_writable() {
             conn.writable = true;
         }
-        if let Phase::Closing { .. } = conn.phase {
-            if event.is_error() || self.finish_closing(slot) {
-                self.drop_conn(slot);
+        match conn.phase {
+            Phase::Closing { .. } => {
+                if event.is_error() || self.finish_closing(slot) {
+                    self.remove(slot);
+                }
+                return;
             }
-            return;
-        }
-        if conn.phase == Phase::Failed {
-            return;
+            Phase::Failed(_) => return,
+            Phase::Connecting { .. } => {
+                if !(event.is_writable() || event.is_error()) {
+                    return;
+                }
+                match connect_outcome(conn) {
+                    None => return, // a spurious edge: still connecting
+                    Some(Err(error)) => {
+                        self.with_deadline -= 1;
+                        conn.phase = Phase::Failed(error);
+                        enqueue(conn, &mut self.ready);
+                        return;
+                    }
+                    Some(Ok(())) => {
+                        self.with_deadline -= 1;
+                        conn.phase = Phase::Open;
+                        conn.announce_connected = true;
+                        if conn.write_shut && conn.out.is_empty() {
+                            send_fin(conn);
+                        }
+                    }
+                }
+            }
+            Phase::Open => {}
         }
         if event.is_error() {
             let error = conn.stream.take_error().ok().flatten();
@@ -300,7 +392,7 @@ impl Net {
     /// Appends the events of every connection with something to report, and of
     /// every timer due, to `batch`. Failed connections are reported `hangup` once and
     /// released here.
-    pub fn collect(&mut self, batch: &mut Vec<Event>) {
+    pub fn collect(&mut self, batch: &mut Batch) {
         let max_buffer = self.limits.max_buffer;
         let mut i = 0;
         while i < self.ready.len() {
@@ -309,19 +401,29 @@ impl Net {
                 self.ready.swap_remove(i);
                 continue;
             };
-            if conn.phase == Phase::Failed {
-                batch.push(Event::Hangup(conn.id));
+            let owner = conn.owner;
+            if let Phase::Failed(error) = conn.phase {
+                batch.push(
+                    owner,
+                    Event::Hangup(HangupInfo {
+                        conn: conn.id,
+                        error,
+                    }),
+                );
                 self.ready.swap_remove(i);
-                self.conns.remove(slot);
+                self.remove(slot);
                 continue;
+            }
+            if std::mem::take(&mut conn.announce_connected) {
+                batch.push(owner, Event::Connected(conn.id));
             }
             let readable = conn.read_ready();
             let writable = conn.write_ready(max_buffer);
             if readable {
-                batch.push(Event::Readable(conn.id));
+                batch.push(owner, Event::Readable(conn.id));
             }
             if writable {
-                batch.push(Event::Writable(conn.id));
+                batch.push(owner, Event::Writable(conn.id));
                 conn.notify_writable = false;
             }
             if readable || writable {
@@ -332,8 +434,9 @@ impl Net {
             }
         }
         if !self.timers.is_empty() {
-            self.timers
-                .expire(Instant::now(), |id| batch.push(Event::Timer(id)));
+            self.timers.expire(Instant::now(), |(owner, id)| {
+                batch.push(owner, Event::Timer(id))
+            });
         }
     }
 
@@ -357,47 +460,61 @@ impl Net {
         !self.ready.is_empty()
     }
 
-    /// How long the loop may sleep: until the next timer, or the next closing
-    /// connection's deadline check.
+    /// How long the loop may sleep: until the next timer, or the next check of
+    /// connection deadlines.
     pub fn next_wake(&mut self, now: Instant) -> Option<Duration> {
         let timer = self
             .timers
             .next_deadline()
             .map(|at| at.saturating_duration_since(now));
-        let linger = (self.closing > 0).then_some(Duration::from_secs(1));
-        match (timer, linger) {
+        let deadlines = (self.with_deadline > 0).then_some(Duration::from_secs(1));
+        match (timer, deadlines) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
 
-    /// Drops closing connections whose peer did not take their last bytes in time.
-    pub fn sweep_closing(&mut self, now: Instant) {
-        if self.closing == 0 {
+    /// Enforces connection deadlines: drops closing connections whose peer did not
+    /// take their last bytes in time, and fails connects that did not complete.
+    pub fn sweep_deadlines(&mut self, now: Instant) {
+        if self.with_deadline == 0 {
             return;
         }
-        let expired: Vec<usize> = self
+        let expired: Vec<(usize, Phase)> = self
             .conns
             .iter()
-            .filter(|(_, c)| matches!(c.phase, Phase::Closing { deadline } if deadline <= now))
-            .map(|(slot, _)| slot)
+            .filter_map(|(slot, c)| match c.phase {
+                Phase::Closing { deadline } | Phase::Connecting { deadline } if deadline <= now => {
+                    Some((slot, c.phase))
+                }
+                _ => None,
+            })
             .collect();
-        for slot in expired {
-            debug!(
-                slot,
-                "dropping a closed connection whose peer did not read its last bytes"
-            );
-            self.drop_conn(slot);
+        for (slot, phase) in expired {
+            if let Phase::Closing { .. } = phase {
+                debug!(
+                    slot,
+                    "dropping a closed connection whose peer did not read its last bytes"
+                );
+                self.remove(slot);
+            } else if let Some(conn) = self.conns.slot_mut(slot) {
+                self.with_deadline -= 1;
+                conn.phase = Phase::Failed(IoError::Unreachable);
+                enqueue(conn, &mut self.ready);
+            }
         }
     }
 
     /// Closes every connection the guest `owner` holds, as if it had called `close`
     /// on each: bytes it wrote are still sent. Used when the guest is cut off.
     pub fn close_owned_by(&mut self, owner: Owner) -> usize {
+        if self.owned_by(owner) == 0 {
+            return 0;
+        }
         let owned: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.owner == owner && !matches!(c.phase, Phase::Closing { .. }))
+            .filter(|(_, c)| c.owner == owner && !c.is_closing())
             .map(|(slot, _)| slot)
             .collect();
         for &slot in &owned {
@@ -406,9 +523,19 @@ impl Net {
         owned.len()
     }
 
-    /// Drops every timer: a fresh guest instance starts with none.
-    pub fn clear_timers(&mut self) {
-        self.timers.clear();
+    /// Drops every timer of a guest instance: a fresh one starts with none.
+    pub fn clear_timers(&mut self, owner: Owner) {
+        self.timers.clear_owner(owner);
+    }
+
+    /// Drops every connection at once, sent or not: the end of a shutdown.
+    pub fn drop_all(&mut self) -> usize {
+        let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
+        for &slot in &slots {
+            self.remove(slot);
+        }
+        self.ready.clear();
+        slots.len()
     }
 
     /// Moves a connection from the guest's hands to the host's: flush, FIN, close.
@@ -416,15 +543,19 @@ impl Net {
         let Some(conn) = self.conns.slot_mut(slot) else {
             return;
         };
-        if let Phase::Closing { .. } = conn.phase {
+        if conn.is_closing() {
             return;
         }
+        if !has_deadline(conn.phase) {
+            self.with_deadline += 1;
+        }
+        let owner = conn.owner;
         conn.phase = Phase::Closing {
             deadline: Instant::now() + CLOSE_LINGER,
         };
-        self.closing += 1;
+        self.disown(owner);
         if self.finish_closing(slot) {
-            self.drop_conn(slot);
+            self.remove(slot);
         }
     }
 
@@ -453,18 +584,36 @@ impl Net {
         true
     }
 
-    fn drop_conn(&mut self, slot: usize) {
-        if let Some(conn) = self.conns.remove(slot)
-            && let Phase::Closing { .. } = conn.phase
-        {
-            self.closing -= 1;
+    /// Takes a connection out of the table (closing its socket), keeping the counts.
+    fn remove(&mut self, slot: usize) {
+        let Some(conn) = self.conns.remove(slot) else {
+            return;
+        };
+        if has_deadline(conn.phase) {
+            self.with_deadline -= 1;
+        }
+        if !conn.is_closing() {
+            self.disown(conn.owner);
+        }
+    }
+
+    fn disown(&mut self, owner: Owner) {
+        if let Some(count) = self.owned.get_mut(&owner) {
+            *count -= 1;
+            if *count == 0 {
+                self.owned.remove(&owner);
+            }
         }
     }
 }
 
 /// Whether the calling guest may see this connection.
 fn visible(conn: &Connection, caller: Owner) -> bool {
-    conn.owner == caller && !matches!(conn.phase, Phase::Closing { .. })
+    conn.owner == caller && !conn.is_closing()
+}
+
+fn has_deadline(phase: Phase) -> bool {
+    matches!(phase, Phase::Closing { .. } | Phase::Connecting { .. })
 }
 
 fn enqueue(conn: &mut Connection, ready: &mut Vec<usize>) {
@@ -477,12 +626,36 @@ fn enqueue(conn: &mut Connection, ready: &mut Vec<usize>) {
 /// Marks a connection failed; the guest hears `hangup` in the next batch.
 fn fail(conn: &mut Connection, ready: &mut Vec<usize>, error: &io::Error) {
     debug!(conn = conn.id, peer = %conn.peer, %error, "connection failed");
-    conn.phase = Phase::Failed;
+    conn.phase = Phase::Failed(IoError::Reset);
     enqueue(conn, ready);
 }
 
+/// How an outbound connect ended, after a writable or error edge: `None` while it
+/// is still under way.
+fn connect_outcome(conn: &mut Connection) -> Option<Result<(), IoError>> {
+    let error = match conn.stream.take_error() {
+        Ok(None) => match conn.stream.peer_addr() {
+            Ok(_) => return Some(Ok(())),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return None,
+            Err(e) => e,
+        },
+        Ok(Some(e)) | Err(e) => e,
+    };
+    debug!(conn = conn.id, peer = %conn.peer, %error, "connect failed");
+    Some(Err(connect_error(&error)))
+}
+
+/// The guest's word for why a connect failed.
+fn connect_error(error: &io::Error) -> IoError {
+    match error.kind() {
+        io::ErrorKind::ConnectionRefused => IoError::Refused,
+        io::ErrorKind::PermissionDenied => IoError::NotPermitted,
+        _ => IoError::Unreachable,
+    }
+}
+
 /// Writes to a socket, retrying only on EINTR.
-fn write_some(stream: &mut mio::net::TcpStream, data: &[u8]) -> io::Result<usize> {
+fn write_some(stream: &mut TcpStream, data: &[u8]) -> io::Result<usize> {
     loop {
         match stream.write(data) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -29,3 +29,10 @@ impl RateLimit {
         true
     }
 }
+
+impl Default for RateLimit {
+    /// Once a second.
+    fn default() -> Self {
+        Self::new(Duration::from_secs(1))
+    }
+}

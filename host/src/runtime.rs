@@ -1,5 +1,5 @@
 //! The guest runtime: the wasmtime engine and linker, loading a component and checking
-//! it against the `handler` world, and running instances within the sandbox's limits.
+//! it against the `handler` world, and starting instances within the sandbox's limits.
 //!
 //! One `Store` per instance, because a trap poisons the whole store: recovery is a
 //! fresh store and a fresh instance from the pre-instantiated component (~40 µs).
@@ -8,34 +8,110 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use tracing::{error, info, warn};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    Trap,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use crate::connection::Owner;
 use crate::guest_log::{GuestLog, Stream};
-use crate::handler::EventHandler;
 use crate::limits::{EPOCH_TICK, Limits};
 use crate::net::Net;
 use crate::wit::{self, Conn, Event, HandlerPre, IoError, ReadResult, WriteResult};
 
-/// A crash-looping guest is re-instantiated no sooner than this after its first
-/// failure, doubling up to [`MAX_BACKOFF`], so that it cannot make the host spin.
-const FIRST_BACKOFF: Duration = Duration::from_millis(10);
-/// The longest wait between two attempts to start a guest that keeps failing.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// Two traps closer together than this count as a crash loop.
-const CRASH_LOOP_WINDOW: Duration = Duration::from_secs(1);
 /// Instances a component may create: ours are a handful; a bound stops a component
 /// built to exhaust the host with nested instances.
 const MAX_INSTANCES: usize = 64;
+/// Tables (and their elements) per store: a guest cannot make the host allocate
+/// without bound through `table.grow`.
+const MAX_TABLES: usize = 64;
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+/// Core instances and memories per component instance in the pooling allocator: a
+/// Rust wasip2 guest uses a few of each.
+const POOL_CORE_INSTANCES_PER_GUEST: u32 = 16;
+const POOL_MEMORIES_PER_GUEST: u32 = 2;
+const POOL_TABLES_PER_GUEST: u32 = 4;
 
-/// The state of one guest instance's store: WASI (granting nothing) and the
-/// connections lent to it for the length of a call.
+/// How guest instances map to connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Isolation {
+    /// One instance serves every connection; state lives across connections, and a
+    /// trap closes them all.
+    Shared,
+    /// An instance per connection (pooled); a trap closes only that connection.
+    Connection,
+}
+
+/// Everything a guest is granted and held to.
+#[derive(Clone, Debug)]
+pub struct Sandbox {
+    /// Time, memory, connection, buffer, timer and fuel limits.
+    pub limits: Limits,
+    /// How instances map to connections.
+    pub isolation: Isolation,
+    /// The only environment the guest sees (`--env`).
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            isolation: Isolation::Shared,
+            env: Vec::new(),
+        }
+    }
+}
+
+/// Holds a store to its memory cap, and remembers when it refused a growth, so that
+/// the trap that usually follows can be named "out of memory".
+struct Limiter {
+    max_memory: usize,
+    memory_refused: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = desired <= self.max_memory;
+        self.memory_refused |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_INSTANCES
+    }
+}
+
+/// The state of one guest instance's store: WASI (granting nothing but the given
+/// environment) and the connections lent to it for the length of a call.
 pub struct GuestState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limiter: Limiter,
     /// The loop's connections while a call runs; an empty table otherwise.
     pub(crate) net: Net,
 }
@@ -81,12 +157,17 @@ impl wit::sandsock::net::io::Host for GuestState {
     fn cancel_timer(&mut self, id: u64) {
         self.net.cancel_timer(id)
     }
+
+    fn connect(&mut self, addr: String) -> Result<Conn, IoError> {
+        self.net.connect(&addr)
+    }
 }
 
 /// The engine and the linker every guest is loaded with.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<GuestState>,
+    sandbox: Sandbox,
 }
 
 /// A guest's bytes and where they came from, before compilation.
@@ -109,15 +190,28 @@ pub struct Guest {
     pub load_time: Duration,
 }
 
+/// A live instance and its store.
+pub struct Instance {
+    store: Store<GuestState>,
+    bindings: wit::Handler,
+}
+
 impl Runtime {
-    /// An engine with epoch interruption (the per-call deadline) and the linker of
-    /// the `handler` world plus WASI that grants nothing.
-    pub fn new() -> Result<Self> {
+    /// An engine with epoch interruption (the per-call deadline), fuel if asked for,
+    /// the pooling allocator when every connection gets an instance, and the linker
+    /// of the `handler` world plus WASI that grants nothing.
+    pub fn new(sandbox: Sandbox) -> Result<Self> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         // Component-model concurrency is not used by the handler world, and leaving it
         // on more than doubles the cost of each call into the guest.
         config.concurrency_support(false);
+        config.consume_fuel(sandbox.limits.fuel.is_some());
+        if sandbox.isolation == Isolation::Connection {
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(
+                &sandbox.limits,
+            )));
+        }
         let engine = Engine::new(&config)
             .map_err(anyhow::Error::from)
             .context("cannot set up the wasm engine")?;
@@ -128,7 +222,16 @@ impl Runtime {
             .map_err(anyhow::Error::from)?;
 
         start_epoch_ticker(&engine);
-        Ok(Self { engine, linker })
+        Ok(Self {
+            engine,
+            linker,
+            sandbox,
+        })
+    }
+
+    /// The sandbox every instance runs in.
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
     }
 
     /// Compiles `source` and checks that it fits the `handler` world. Errors name
@@ -169,24 +272,26 @@ impl Runtime {
     }
 
     /// Starts a fresh instance of `guest` in a store of its own.
-    fn instantiate(&self, guest: &Guest, limits: &Limits) -> Result<Instance> {
-        let wasi = WasiCtxBuilder::new()
-            .stdout(GuestLog::new(guest.name.clone(), Stream::Stdout))
-            .stderr(GuestLog::new(guest.name.clone(), Stream::Stderr))
-            .build();
+    pub fn instantiate(&self, guest: &Guest) -> Result<Instance> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(GuestLog::new(guest.name.clone(), Stream::Stdout))
+            .stderr(GuestLog::new(guest.name.clone(), Stream::Stderr));
+        for (key, value) in &self.sandbox.env {
+            wasi.env(key, value);
+        }
         let state = GuestState {
-            wasi,
+            wasi: wasi.build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.max_memory)
-                .instances(MAX_INSTANCES)
-                .build(),
+            limiter: Limiter {
+                max_memory: self.sandbox.limits.max_memory,
+                memory_refused: false,
+            },
             net: Net::default(),
         };
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
-        // Instantiation runs guest code too (its start functions): same deadline.
-        store.set_epoch_deadline(deadline_ticks(limits));
+        store.limiter(|s| &mut s.limiter);
+        // Instantiation runs guest code too (its start functions): same budget.
+        arm(&mut store, &self.sandbox.limits)?;
         let bindings = guest
             .pre
             .instantiate(&mut store)
@@ -195,8 +300,56 @@ impl Runtime {
     }
 }
 
+impl Instance {
+    /// Calls `handle` with `events` on behalf of guest instance `owner`, lending it
+    /// `net` for the call. An error is a trap: the instance is unusable afterwards.
+    pub fn call(
+        &mut self,
+        events: &[Event],
+        net: &mut Net,
+        owner: Owner,
+        limits: &Limits,
+    ) -> Result<()> {
+        arm(&mut self.store, limits)?;
+        net.set_caller(owner);
+        std::mem::swap(net, &mut self.store.data_mut().net);
+        let result = self.bindings.call_handle(&mut self.store, events);
+        std::mem::swap(net, &mut self.store.data_mut().net);
+        result.map_err(anyhow::Error::from)
+    }
+
+    /// Whether the store refused a memory growth (for naming a trap's cause).
+    pub fn memory_refused(&self) -> bool {
+        self.store.data().limiter.memory_refused
+    }
+}
+
+/// Gives a store its budget for the next stretch of guest code: the epoch deadline,
+/// and fuel when a fuel limit is set.
+fn arm(store: &mut Store<GuestState>, limits: &Limits) -> Result<()> {
+    store.set_epoch_deadline(deadline_ticks(limits));
+    if let Some(fuel) = limits.fuel {
+        store.set_fuel(fuel).map_err(anyhow::Error::from)?;
+    }
+    Ok(())
+}
+
+/// Sizes the pooling allocator for an instance per connection.
+fn pooling(limits: &Limits) -> PoolingAllocationConfig {
+    let guests = u32::try_from(limits.max_connections)
+        .unwrap_or(u32::MAX)
+        .saturating_add(16);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(guests)
+        .total_core_instances(guests.saturating_mul(POOL_CORE_INSTANCES_PER_GUEST))
+        .total_memories(guests.saturating_mul(POOL_MEMORIES_PER_GUEST))
+        .total_tables(guests.saturating_mul(POOL_TABLES_PER_GUEST))
+        .max_memory_size(limits.max_memory);
+    pool
+}
+
 /// The epoch advances on a thread of its own; a guest call past its deadline traps
-/// with `Trap::Interrupt`. The thread lives as long as the process.
+/// with `Trap::Interrupt`. The thread ends with the engine.
 fn start_epoch_ticker(engine: &Engine) {
     let engine = engine.weak();
     std::thread::Builder::new()
@@ -238,159 +391,30 @@ fn list_or_none(names: &[String]) -> String {
     }
 }
 
-/// A live instance and its store.
-struct Instance {
-    store: Store<GuestState>,
-    bindings: wit::Handler,
-}
-
-/// An [`EventHandler`] that runs a wasm guest: one instance shared by all
-/// connections, replaced by a fresh one when it traps.
-pub struct WasmHandler {
-    runtime: Arc<Runtime>,
-    guest: Guest,
-    limits: Limits,
-    instance: Option<Instance>,
-    /// When a failed guest may be started again, and the wait after that.
-    retry_at: Instant,
-    backoff: Duration,
-    /// When it last trapped: a trap soon after another means a crash loop.
-    last_trap: Option<Instant>,
-    /// Traps so far, for the logs.
-    traps: u64,
-}
-
-impl WasmHandler {
-    /// Starts the first instance of `guest`. An instance that fails to start is an
-    /// error here, at start-up, where the user can fix it.
-    pub fn new(runtime: Arc<Runtime>, guest: Guest, limits: Limits) -> Result<Self> {
-        let instance = runtime
-            .instantiate(&guest, &limits)
-            .with_context(|| format!("guest `{}` failed to start", guest.name))?;
-        Ok(Self {
-            runtime,
-            guest,
-            limits,
-            instance: Some(instance),
-            retry_at: Instant::now(),
-            backoff: FIRST_BACKOFF,
-            last_trap: None,
-            traps: 0,
-        })
-    }
-
-    /// Gets a live instance, starting a fresh one if the last one trapped and its
-    /// back-off has passed.
-    fn live(&mut self) -> Option<&mut Instance> {
-        if self.instance.is_none() && Instant::now() >= self.retry_at {
-            match self.runtime.instantiate(&self.guest, &self.limits) {
-                Ok(instance) => {
-                    info!(guest = &*self.guest.name, "fresh guest instance started");
-                    self.instance = Some(instance);
-                }
-                Err(err) => {
-                    self.back_off();
-                    error!(
-                        guest = &*self.guest.name,
-                        retry_in = ?self.backoff,
-                        "guest failed to start: {}",
-                        describe(&err)
-                    );
-                }
-            }
-        }
-        self.instance.as_mut()
-    }
-
-    /// Delays the next start by the current back-off, and doubles it.
-    fn back_off(&mut self) {
-        self.retry_at = Instant::now() + self.backoff;
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-    }
-
-    /// Cuts off a trapped instance: logs the cause and backtrace, closes the
-    /// connections it owned, and lets the next batch start a fresh one.
-    fn on_trap(&mut self, err: anyhow::Error, net: &mut Net) {
-        self.traps += 1;
-        self.instance = None;
-        let closed = net.close_owned_by(0);
-        net.clear_timers();
-        error!(
-            guest = &*self.guest.name,
-            cause = %describe(&err),
-            traps = self.traps,
-            closed,
-            "guest trapped; its connections are closed and a fresh instance takes over\n{err:?}"
-        );
-        // A guest that traps again soon after the last trap is in a crash loop: make
-        // it wait, longer each time. An isolated trap is recovered from at once.
-        let now = Instant::now();
-        let looping = self
-            .last_trap
-            .is_some_and(|at| now - at < CRASH_LOOP_WINDOW);
-        self.last_trap = Some(now);
-        if looping {
-            self.back_off();
-        } else {
-            self.backoff = FIRST_BACKOFF;
-        }
-    }
-}
-
-impl EventHandler for WasmHandler {
-    fn handle(&mut self, batch: &[Event], net: &mut Net) {
-        let deadline = deadline_ticks(&self.limits);
-        let Some(instance) = self.live() else {
-            refuse_new(batch, net);
-            return;
-        };
-        instance.store.set_epoch_deadline(deadline);
-        std::mem::swap(net, &mut instance.store.data_mut().net);
-        let result = instance.bindings.call_handle(&mut instance.store, batch);
-        std::mem::swap(net, &mut instance.store.data_mut().net);
-        if let Err(err) = result {
-            self.on_trap(err.into(), net);
-        }
-    }
-}
-
-/// While no instance runs, new connections are closed at once: the listener keeps
-/// draining its queue and clients learn quickly.
-fn refuse_new(batch: &[Event], net: &mut Net) {
-    let mut refused = 0;
-    for event in batch {
-        if let Event::Accepted(conn) = event {
-            let _ = net.close(*conn);
-            refused += 1;
-        }
-    }
-    if refused > 0 {
-        warn!(
-            refused,
-            "no guest instance is running; closed new connections"
-        );
-    }
-}
-
 /// A trap's cause in words; wasmtime's own text for a trap is only "error while
-/// executing at wasm backtrace".
-pub fn describe(err: &anyhow::Error) -> String {
+/// executing at wasm backtrace". `memory_refused` says the store denied a growth
+/// before it: a guest that aborts on a failed allocation is out of memory.
+pub fn describe(err: &anyhow::Error, memory_refused: bool) -> String {
     match err.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => "timeout: the call ran past --event-timeout".into(),
+        Some(Trap::OutOfFuel) => "out of fuel: the call used up its --fuel".into(),
         Some(Trap::StackOverflow) => "stack overflow".into(),
+        Some(Trap::UnreachableCodeReached) if memory_refused => {
+            "out of memory: a growth past --max-memory was refused and the guest aborted".into()
+        }
         Some(Trap::UnreachableCodeReached) => {
-            "unreachable executed (a panic or abort in the guest; out of memory ends this way too)"
-                .into()
+            "unreachable executed (a panic or an abort in the guest)".into()
         }
         Some(Trap::MemoryOutOfBounds) => "out-of-bounds memory access".into(),
         Some(trap) => trap.to_string(),
+        None if memory_refused => format!("out of memory: {err:#}"),
         None => format!("{err:#}"),
     }
 }
 
 /// Loads `source` and reports whether it fits, for `host check`.
 pub fn check(source: &GuestSource) -> Result<String> {
-    let runtime = Runtime::new()?;
+    let runtime = Runtime::new(Sandbox::default())?;
     let guest = runtime.load(source)?;
     Ok(format!(
         "ok: {} fits the `{}` world ({} bytes, compiled in {:.0?})",

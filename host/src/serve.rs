@@ -10,29 +10,40 @@ use crate::event_loop::{EventLoop, bind};
 use crate::examples::guest_source;
 use crate::handler::EventHandler;
 use crate::native::NativeHttp;
-use crate::net::Net;
-use crate::runtime::{Runtime, WasmHandler};
+use crate::runtime::Runtime;
+use crate::wasm_handler::WasmHandler;
 
-/// Serves until the process is stopped.
+/// Serves until a shutdown completes.
 pub fn serve(args: &ServeArgs) -> Result<()> {
-    let limits = args.limits();
     match args.native.as_deref() {
         None => {}
         Some("http") => return run(args, NativeHttp::default(), "native http"),
         Some(other) => bail!("unknown native baseline `{other}` (known: http)"),
     }
     let source = guest_source(&args.guest)?;
-    let runtime = Arc::new(Runtime::new()?);
+    let runtime = Arc::new(Runtime::new(args.sandbox())?);
     let guest = runtime.load(&source)?;
-    info!(guest = &*guest.name, origin = %source.origin, load_time = ?guest.load_time, "guest loaded");
-    let handler = WasmHandler::new(runtime, guest, limits)?;
+    info!(
+        guest = &*guest.name,
+        origin = %source.origin,
+        load_time = ?guest.load_time,
+        isolation = ?args.isolation,
+        "guest loaded"
+    );
+    let handler = WasmHandler::new(runtime, guest)?;
     run(args, handler, &source.origin)
 }
 
 fn run(args: &ServeArgs, handler: impl EventHandler, what: &str) -> Result<()> {
     raise_open_file_limit();
     let listeners = bind(&args.listen)?;
-    let mut event_loop = EventLoop::new(listeners, handler, Net::new(args.limits()))?;
+    let mut event_loop = EventLoop::new(
+        listeners,
+        handler,
+        args.limits(),
+        args.allow_list(),
+        args.shutdown_timeout,
+    )?;
     for addr in event_loop.local_addrs() {
         // Tests and scripts read this line to find the port: keep it exact, on stderr.
         eprintln!("listening on {addr}");

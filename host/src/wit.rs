@@ -11,7 +11,9 @@ mod generated {
     });
 }
 
-pub use generated::sandsock::net::types::{Conn, Event, IoError, ReadResult, WriteResult};
+pub use generated::sandsock::net::types::{
+    Conn, Event, HangupInfo, IoError, ReadResult, WriteResult,
+};
 pub use generated::{Handler, HandlerPre, sandsock};
 
 /// The world's name, as `host check` reports it.
