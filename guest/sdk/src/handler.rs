@@ -17,6 +17,15 @@ pub trait Handler: 'static {
         let _ = (io, conn);
     }
 
+    /// An outbound connection opened with [`Io::connect`] completed.
+    ///
+    /// What was written to it before is sent right after this returns. If the
+    /// connection cannot be made, this is not called; [`on_close`](Self::on_close)
+    /// is, and [`Io::hangup_reason`] says why.
+    fn on_connected(&mut self, io: &mut Io, conn: Conn) {
+        let _ = (io, conn);
+    }
+
     /// The peer sent bytes: one chunk of at most 64 KiB, as the host read it.
     ///
     /// A chunk boundary means nothing: a message can be split across chunks, and
@@ -37,7 +46,8 @@ pub trait Handler: 'static {
 
     /// Everything this guest wrote to `conn` has been handed to the host.
     ///
-    /// Called when the SDK's queue for `conn` drains after the host pushed back, so
+    /// Called when the SDK's queue for `conn` drains after the host pushed back (or
+    /// after an outbound connection completed, if bytes waited for it), so
     /// a guest producing a large response can write a slice, wait for this, and
     /// write the next slice instead of queueing all of it. Not called after a write
     /// the host took at once, nor when a close or write shutdown was waiting for
@@ -46,11 +56,13 @@ pub trait Handler: 'static {
         let _ = (io, conn);
     }
 
-    /// The connection is gone: the peer reset it, the socket failed, or the guest
-    /// closed it and the close completed.
+    /// The connection is gone: the peer reset it, the socket failed, an outbound
+    /// connection could not be made, or the guest closed it and the close
+    /// completed.
     ///
     /// Called exactly once per connection, after which the handle refers to
     /// nothing; this is the place to drop per-connection state.
+    /// [`Io::hangup_reason`] says, from here, whether and how it failed.
     fn on_close(&mut self, io: &mut Io, conn: Conn) {
         let _ = (io, conn);
     }
@@ -58,5 +70,15 @@ pub trait Handler: 'static {
     /// The timer `id`, armed with [`Io::set_timer`], fired.
     fn on_timer(&mut self, io: &mut Io, id: u64) {
         let _ = (io, id);
+    }
+
+    /// The host is shutting down: no new connections will come.
+    ///
+    /// Finish what is in flight and close the connections (gracefully, with
+    /// [`Io::close`]); the host closes whatever is left when its shutdown timeout
+    /// runs out. Called once. The default does nothing, leaving every connection
+    /// to that timeout.
+    fn on_shutdown(&mut self, io: &mut Io) {
+        let _ = io;
     }
 }

@@ -50,6 +50,10 @@ impl WasmHost {
     pub(crate) fn cancel_timer(&mut self, id: u64) {
         crate::raw::io::cancel_timer(id)
     }
+
+    pub(crate) fn connect(&mut self, addr: &str) -> Result<u64, IoError> {
+        crate::raw::io::connect(addr)
+    }
 }
 
 #[cfg(test)]
@@ -81,11 +85,18 @@ pub(crate) mod fake {
     pub(crate) struct FakeHost {
         pub(crate) conns: HashMap<u64, FakeConn>,
         pub(crate) timers: HashMap<u64, u64>,
+        /// Answer `connect` with this failure instead of a handle.
+        pub(crate) connect_error: Option<IoError>,
+        /// The addresses `connect` was called with, in order.
+        pub(crate) connects: Vec<String>,
     }
+
+    /// The first handle `connect` hands out; then one more per call.
+    pub(crate) const FIRST_OUTBOUND: u64 = 1000;
 
     impl FakeHost {
         /// Hands out a connection, as the host does before `accepted`.
-        pub(crate) fn connect(&mut self, conn: u64, room: usize) -> &mut FakeConn {
+        pub(crate) fn add_conn(&mut self, conn: u64, room: usize) -> &mut FakeConn {
             self.conns.entry(conn).or_insert(FakeConn {
                 room,
                 interest: (true, false),
@@ -169,6 +180,18 @@ pub(crate) mod fake {
 
         pub(crate) fn cancel_timer(&mut self, id: u64) {
             self.timers.remove(&id);
+        }
+
+        /// Hands out an outbound connection with no room yet; the test then
+        /// delivers `connected` or `hangup`.
+        pub(crate) fn connect(&mut self, addr: &str) -> Result<u64, IoError> {
+            if let Some(error) = self.connect_error {
+                return Err(error);
+            }
+            self.connects.push(addr.to_owned());
+            let conn = FIRST_OUTBOUND + self.connects.len() as u64 - 1;
+            self.add_conn(conn, 0);
+            Ok(conn)
         }
 
         fn live(&mut self, conn: u64) -> Option<&mut FakeConn> {

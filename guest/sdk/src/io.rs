@@ -43,9 +43,13 @@ pub const READS_PER_EVENT: usize = 16;
 pub struct Io {
     host: Host,
     conns: HashMap<Conn, ConnState>,
-    /// Connections that ended while the handler was running; the runtime calls
-    /// `on_close` for each once the handler returns, so that it never re-enters it.
-    ended: VecDeque<Conn>,
+    /// Connections that ended while the handler was running, with the error that
+    /// ended them (none for the guest's own close); the runtime calls `on_close` for
+    /// each once the handler returns, so that it never re-enters it.
+    ended: VecDeque<(Conn, Option<IoError>)>,
+    /// The connection whose `on_close` is running, and why it ended: what
+    /// [`hangup_reason`](Io::hangup_reason) answers.
+    ending: Option<(Conn, Option<IoError>)>,
 }
 
 /// The SDK's state for one connection.
@@ -59,6 +63,13 @@ struct ConnState {
     eof: bool,
     /// Reading is paused because the queue passed [`HIGH_WATER`].
     backpressure: bool,
+    /// Whether the queue's own size pauses reading ([`Io::set_auto_pause`]).
+    auto_pause: bool,
+    /// Reading is paused because the guest asked ([`Io::pause_reading`]).
+    paused: bool,
+    /// An outbound connection that has not completed yet: everything written is
+    /// held in the queue until the host reports `connected`.
+    connecting: bool,
     /// What to do once the queue is empty.
     after_drain: AfterDrain,
     /// The write side is shut down; further writes are dropped.
@@ -86,7 +97,7 @@ enum AfterDrain {
 }
 
 impl ConnState {
-    fn new() -> Self {
+    fn new(connecting: bool) -> Self {
         Self {
             queue: WriteQueue::default(),
             // The host starts every connection with this interest.
@@ -96,14 +107,28 @@ impl ConnState {
             },
             eof: false,
             backpressure: false,
+            auto_pause: true,
+            paused: false,
+            connecting,
             after_drain: AfterDrain::Notify,
             write_shut: false,
             failed: false,
         }
     }
 
+    /// Reading goes on only while nothing wants it paused: end-of-stream, the
+    /// SDK's high-water mark, the guest, a failure, a pending close.
     fn wants_read(&self) -> bool {
-        !self.eof && !self.backpressure && !self.failed && self.after_drain != AfterDrain::Close
+        !self.eof
+            && !self.backpressure
+            && !self.paused
+            && !self.failed
+            && self.after_drain != AfterDrain::Close
+    }
+
+    /// Whether the queue can be handed to the host now.
+    fn can_flush(&self) -> bool {
+        !self.connecting && !self.failed
     }
 
     /// Writes are refused once the write side is shut, or a shutdown or close is
@@ -115,14 +140,16 @@ impl ConnState {
     fn wanted_interest(&self) -> Interest {
         Interest {
             readable: self.wants_read(),
-            writable: !self.failed && !self.queue.is_empty(),
+            writable: self.can_flush() && !self.queue.is_empty(),
         }
     }
 
     /// Updates the backpressure flag after the queue grew or shrank.
     fn update_backpressure(&mut self) {
         let queued = self.queue.len();
-        if queued >= HIGH_WATER {
+        if !self.auto_pause {
+            self.backpressure = false;
+        } else if queued >= HIGH_WATER {
             self.backpressure = true;
         } else if queued <= LOW_WATER {
             self.backpressure = false;
@@ -145,6 +172,7 @@ impl Io {
             host,
             conns: HashMap::new(),
             ended: VecDeque::new(),
+            ending: None,
         }
     }
 
@@ -165,14 +193,15 @@ impl Io {
         if bytes.is_empty() || !state.accepts_writes() {
             return;
         }
-        let rest = if state.queue.is_empty() {
+        let rest = if state.queue.is_empty() && state.can_flush() {
             match self.host.write(conn.raw(), bytes) {
                 WriteResult::Accepted(n) => bytes.get(n as usize..).unwrap_or_default(),
                 WriteResult::WouldBlock => bytes,
                 WriteResult::Failed(error) => return self.write_failed(conn, error),
             }
         } else {
-            // Behind queued bytes: writing these first would reorder the stream.
+            // Behind queued bytes (writing these first would reorder the stream), or
+            // the connection is not established yet.
             bytes
         };
         if rest.is_empty() {
@@ -185,7 +214,9 @@ impl Io {
 
     /// Closes `conn` gracefully: once everything written to it is sent.
     ///
-    /// Reading stops at once. When the queue is empty the host closes the socket
+    /// Reading stops at once. An outbound connection that has not completed is
+    /// closed at once if nothing was written to it, and otherwise once it completes
+    /// and the writes are sent. When the queue is empty the host closes the socket
     /// (still sending what it had accepted), and the handler hears
     /// [`on_close`](crate::Handler::on_close). A peer that never reads keeps the
     /// connection open; [`abort`](Self::abort) does not wait.
@@ -194,10 +225,20 @@ impl Io {
             return;
         };
         if state.queue.is_empty() || state.failed {
-            self.finish_close(conn);
+            self.finish_close(conn, None);
         } else {
             state.after_drain = AfterDrain::Close;
             sync_interest(&mut self.host, conn, state);
+        }
+    }
+
+    /// Closes every open connection gracefully, as [`close`](Self::close) does:
+    /// what [`on_shutdown`](crate::Handler::on_shutdown) does in a guest that has
+    /// nothing else in flight.
+    pub fn close_all(&mut self) {
+        let open: Vec<Conn> = self.conns.keys().copied().collect();
+        for conn in open {
+            self.close(conn);
         }
     }
 
@@ -207,11 +248,12 @@ impl Io {
     /// reading, where a graceful [`close`](Self::close) would wait for ever.
     pub fn abort(&mut self, conn: Conn) {
         if self.conns.contains_key(&conn) {
-            self.finish_close(conn);
+            self.finish_close(conn, None);
         }
     }
 
-    /// Sends end-of-stream to the peer once everything written to `conn` is sent.
+    /// Sends end-of-stream to the peer once everything written to `conn` is sent
+    /// (and, for an outbound connection, once it has completed).
     ///
     /// Reading goes on (half-close); writes after this are dropped.
     pub fn shutdown_write(&mut self, conn: Conn) {
@@ -221,11 +263,75 @@ impl Io {
         if !state.accepts_writes() {
             return;
         }
-        if state.queue.is_empty() {
+        if state.queue.is_empty() && !state.connecting {
             self.shutdown_now(conn);
         } else {
             state.after_drain = AfterDrain::ShutdownWrite;
         }
+    }
+
+    /// Opens an outbound TCP connection to `addr` (`ip:port`; the host does no
+    /// name lookup).
+    ///
+    /// The connection exists from this moment: [`write`](Self::write),
+    /// [`shutdown_write`](Self::shutdown_write) and [`close`](Self::close) work at
+    /// once, and what they ask for is held in the guest until the connection
+    /// completes. Then the handler hears
+    /// [`on_connected`](crate::Handler::on_connected); if it cannot be made, it
+    /// hears [`on_close`](crate::Handler::on_close), where
+    /// [`hangup_reason`](Self::hangup_reason) says `refused` or `unreachable`.
+    ///
+    /// Fails at once with [`IoError::NotPermitted`] unless the host allows
+    /// connecting to `addr` (`--allow-connect`), and with another [`IoError`] if
+    /// the host cannot even start (`addr` malformed, too many connections).
+    pub fn connect(&mut self, addr: &str) -> Result<Conn, IoError> {
+        let conn = Conn::from_raw(self.host.connect(addr)?);
+        self.conns.insert(conn, ConnState::new(true));
+        Ok(conn)
+    }
+
+    /// Stops reading `conn` until [`resume_reading`](Self::resume_reading).
+    ///
+    /// For backpressure across connections: a proxy pauses the client while the
+    /// upstream's queue is full. This composes with the SDK's own pause
+    /// ([`HIGH_WATER`]): reading resumes only once neither wants it paused. Bytes
+    /// the peer sends meanwhile wait in the host and the kernel, and then the
+    /// peer's own send buffer: a paused peer is slowed down, not lost.
+    pub fn pause_reading(&mut self, conn: Conn) {
+        self.set_paused(conn, true);
+    }
+
+    /// Undoes [`pause_reading`](Self::pause_reading).
+    pub fn resume_reading(&mut self, conn: Conn) {
+        self.set_paused(conn, false);
+    }
+
+    /// Whether the SDK pauses reading `conn` while `conn`'s own queue is above
+    /// [`HIGH_WATER`] (on by default).
+    ///
+    /// The default suits a connection whose writes answer its own reads (an echo,
+    /// a request/response server). Turn it off for a connection whose writes come
+    /// from elsewhere, such as either side of a proxy, and pause with
+    /// [`pause_reading`](Self::pause_reading) instead: a peer that is slow to
+    /// read would otherwise also stop the SDK reading what it sends, coupling two
+    /// directions that a direct connection keeps independent, and two peers
+    /// waiting on each other that way deadlock.
+    pub fn set_auto_pause(&mut self, conn: Conn, enabled: bool) {
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.auto_pause = enabled;
+            state.update_backpressure();
+            sync_interest(&mut self.host, conn, state);
+        }
+    }
+
+    /// Why `conn` ended, when asked from its [`on_close`](crate::Handler::on_close):
+    /// the error if it failed (`reset` for a reset or socket error, `refused` or
+    /// `unreachable` for an outbound connection that could not be made), `None` if
+    /// the guest closed it. `None` at any other time.
+    pub fn hangup_reason(&self, conn: Conn) -> Option<IoError> {
+        self.ending
+            .filter(|&(ending, _)| ending == conn)
+            .and_then(|(_, reason)| reason)
     }
 
     /// Bytes written to `conn` that the host has not taken yet; 0 for an unknown
@@ -237,7 +343,8 @@ impl Io {
         self.conns.get(&conn).map_or(0, |state| state.queue.len())
     }
 
-    /// Whether `conn` is still open: accepted, and neither closed nor hung up.
+    /// Whether `conn` is still open: accepted (or connecting), and neither closed
+    /// nor hung up.
     pub fn is_open(&self, conn: Conn) -> bool {
         self.conns.contains_key(&conn)
     }
@@ -276,10 +383,22 @@ impl Io {
     pub(crate) fn accept(&mut self, conn: Conn) -> bool {
         match self.conns.entry(conn) {
             Entry::Vacant(entry) => {
-                entry.insert(ConnState::new());
+                entry.insert(ConnState::new(false));
                 true
             }
             Entry::Occupied(_) => false,
+        }
+    }
+
+    /// An outbound connection completed: its queue may be sent from now on. False
+    /// if `conn` is not a connection this guest is waiting for.
+    pub(crate) fn connected(&mut self, conn: Conn) -> bool {
+        match self.conns.get_mut(&conn) {
+            Some(state) if state.connecting => {
+                state.connecting = false;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -305,20 +424,29 @@ impl Io {
     pub(crate) fn read_failed(&mut self, conn: Conn, error: IoError) {
         match error {
             IoError::Reset => self.mark_failed(conn),
-            IoError::UnknownConn => self.forget(conn),
+            IoError::UnknownConn => self.forget(conn, Some(error)),
             // Not answers `read` gives; whatever they mean, reading cannot go on.
-            IoError::Closed | IoError::NotPermitted | IoError::LimitExceeded => self.abort(conn),
+            IoError::Closed
+            | IoError::NotPermitted
+            | IoError::LimitExceeded
+            | IoError::Refused
+            | IoError::Unreachable => self.fail(conn, error),
         }
     }
 
-    /// Hands the host as much of the queue as it takes; true if that emptied the
-    /// queue and the handler should hear `on_writable`.
+    /// Hands the host as much of the queue as it takes, and does what waited for
+    /// the queue to drain; true if the handler should hear `on_writable`.
     pub(crate) fn flush(&mut self, conn: Conn) -> bool {
         let Some(state) = self.conns.get_mut(&conn) else {
             return false;
         };
-        if state.queue.is_empty() || state.failed {
+        if !state.can_flush() {
             return false;
+        }
+        if state.queue.is_empty() {
+            // Nothing was held back, unless a shutdown or close was waiting for an
+            // outbound connection to complete.
+            return state.after_drain != AfterDrain::Notify && self.queue_drained(conn);
         }
         match self.host.write(conn.raw(), state.queue.pending()) {
             WriteResult::Accepted(n) => state.queue.consume(n as usize),
@@ -337,16 +465,23 @@ impl Io {
         }
     }
 
-    /// Forgets `conn`, which the host released; the handler hears `on_close`.
-    pub(crate) fn forget(&mut self, conn: Conn) {
+    /// Forgets `conn`, which the host released (because of `reason`, if any);
+    /// the handler hears `on_close`.
+    pub(crate) fn forget(&mut self, conn: Conn, reason: Option<IoError>) {
         if self.conns.remove(&conn).is_some() {
-            self.ended.push_back(conn);
+            self.ended.push_back((conn, reason));
         }
     }
 
-    /// The next connection whose `on_close` is due.
-    pub(crate) fn next_ended(&mut self) -> Option<Conn> {
+    /// The next connection whose `on_close` is due, and why it ended.
+    pub(crate) fn next_ended(&mut self) -> Option<(Conn, Option<IoError>)> {
         self.ended.pop_front()
+    }
+
+    /// Marks the connection whose `on_close` runs now, for [`Io::hangup_reason`];
+    /// `None` once it returned.
+    pub(crate) fn set_ending(&mut self, ending: Option<(Conn, Option<IoError>)>) {
+        self.ending = ending;
     }
 
     // Internals.
@@ -367,7 +502,7 @@ impl Io {
                 false
             }
             AfterDrain::Close => {
-                self.finish_close(conn);
+                self.finish_close(conn, None);
                 false
             }
         }
@@ -388,10 +523,13 @@ impl Io {
     fn write_failed(&mut self, conn: Conn, error: IoError) {
         match error {
             IoError::Reset => self.mark_failed(conn),
-            IoError::UnknownConn => self.forget(conn),
+            IoError::UnknownConn => self.forget(conn, Some(error)),
             IoError::Closed => self.mark_write_shut(conn),
             // The host will not let this connection be written: it is of no use.
-            IoError::NotPermitted | IoError::LimitExceeded => self.abort(conn),
+            IoError::NotPermitted
+            | IoError::LimitExceeded
+            | IoError::Refused
+            | IoError::Unreachable => self.fail(conn, error),
         }
     }
 
@@ -404,7 +542,7 @@ impl Io {
         state.queue.clear();
         state.update_backpressure();
         if state.after_drain == AfterDrain::Close {
-            self.finish_close(conn);
+            self.finish_close(conn, None);
         } else {
             state.after_drain = AfterDrain::Notify;
             sync_interest(&mut self.host, conn, state);
@@ -422,11 +560,23 @@ impl Io {
         }
     }
 
-    fn finish_close(&mut self, conn: Conn) {
+    /// Closes `conn` because a host call failed with `error`: it is of no use.
+    fn fail(&mut self, conn: Conn, error: IoError) {
+        self.finish_close(conn, Some(error));
+    }
+
+    fn finish_close(&mut self, conn: Conn, reason: Option<IoError>) {
         // Whatever the host answers, the handle is dead for this guest afterwards:
         // `unknown-conn` only means the host dropped it first.
         let _ = self.host.close(conn.raw());
-        self.forget(conn);
+        self.forget(conn, reason);
+    }
+
+    fn set_paused(&mut self, conn: Conn, paused: bool) {
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.paused = paused;
+            sync_interest(&mut self.host, conn, state);
+        }
     }
 }
 

@@ -12,8 +12,9 @@
 //!   the bytes to [`Handler::on_data`]; [`Io::write`] never blocks and never fails
 //!   visibly: what the host does not take is queued in the guest and sent as the
 //!   peer reads, with backpressure ([`HIGH_WATER`]) so a peer that does not read
-//!   cannot make the guest buffer without bound. [`Lines`] splits a stream into
-//!   bounded lines for line protocols.
+//!   cannot make the guest buffer without bound. [`Io::connect`] opens outbound
+//!   connections, which are written to and closed like accepted ones.
+//!   [`Lines`] splits a stream into bounded lines for line protocols.
 //!
 //! ```no_run
 //! use sandsock_sdk::{Conn, Handler, Io};
@@ -50,7 +51,8 @@ pub use conn::Conn;
 pub use handler::Handler;
 pub use io::{HIGH_WATER, Io, LOW_WATER, READ_CHUNK, READS_PER_EVENT};
 pub use lines::{LineTooLong, Lines, trim_line_end};
-/// Why a host call failed; see [`Io::set_timer`].
+/// Why a host call failed ([`Io::connect`], [`Io::set_timer`]), or why a
+/// connection ended ([`Io::hangup_reason`]).
 pub use raw::types::IoError;
 
 /// Not public API: what [`serve!`] expands to needs these from the guest's crate.

@@ -7,7 +7,7 @@
 //! - implement [`Guest`] (one function, `handle`, called with every [`Event`] of a
 //!   turn of the host's loop) and export it with [`export_raw!`](crate::export_raw);
 //! - call the host through [`io`]: `read`, `write`, `set_interest`,
-//!   `shutdown_write`, `close`, `peer`, `set_timer`, `cancel_timer`.
+//!   `shutdown_write`, `close`, `peer`, `set_timer`, `cancel_timer`, `connect`.
 //!
 //! ```no_run
 //! use sandsock_sdk::raw::{self, io, types::ReadResult, Event};

@@ -28,10 +28,12 @@ impl<H: Handler> Runtime<H> {
         for event in events {
             match event {
                 Event::Accepted(handle) => self.accepted(Conn::from_raw(handle)),
+                Event::Connected(handle) => self.connected(Conn::from_raw(handle)),
                 Event::Readable(handle) => self.readable(Conn::from_raw(handle)),
                 Event::Writable(handle) => self.writable(Conn::from_raw(handle)),
-                Event::Hangup(handle) => self.io.forget(Conn::from_raw(handle)),
+                Event::Hangup(info) => self.io.forget(Conn::from_raw(info.conn), Some(info.error)),
                 Event::Timer(id) => self.handler.on_timer(&mut self.io, id),
+                Event::Shutdown => self.handler.on_shutdown(&mut self.io),
             }
             self.deliver_closes();
         }
@@ -40,6 +42,15 @@ impl<H: Handler> Runtime<H> {
     fn accepted(&mut self, conn: Conn) {
         if self.io.accept(conn) {
             self.handler.on_accept(&mut self.io, conn);
+        }
+    }
+
+    /// An outbound connection completed: the handler hears it, then what was
+    /// written before (and in `on_connected`) goes out.
+    fn connected(&mut self, conn: Conn) {
+        if self.io.connected(conn) {
+            self.handler.on_connected(&mut self.io, conn);
+            self.writable(conn);
         }
     }
 
@@ -76,8 +87,10 @@ impl<H: Handler> Runtime<H> {
     /// Calls `on_close` for every connection that ended, including those that end
     /// while `on_close` runs (a handler that closes others from there).
     fn deliver_closes(&mut self) {
-        while let Some(conn) = self.io.next_ended() {
+        while let Some((conn, reason)) = self.io.next_ended() {
+            self.io.set_ending(Some((conn, reason)));
             self.handler.on_close(&mut self.io, conn);
+            self.io.set_ending(None);
         }
     }
 }

@@ -1,9 +1,9 @@
 //! The buffered layer against a scripted host: what reaches the handler, and what
 //! reaches the host, for each event and answer.
 
-use crate::host::fake::FakeHost;
+use crate::host::fake::{FIRST_OUTBOUND, FakeHost};
 use crate::raw::Event;
-use crate::raw::types::{IoError, ReadResult};
+use crate::raw::types::{HangupInfo, IoError, ReadResult};
 use crate::runtime::Runtime;
 use crate::{Conn, HIGH_WATER, Handler, Io, LOW_WATER, READ_CHUNK, READS_PER_EVENT};
 
@@ -14,11 +14,13 @@ const CONN: Conn = Conn::from_raw(C);
 #[derive(Debug, PartialEq, Eq)]
 enum Call {
     Accept(u64),
+    Connected(u64),
     Data(u64, Vec<u8>),
     Eof(u64),
     Writable(u64),
     Close(u64),
     Timer(u64),
+    Shutdown,
 }
 
 type AcceptHook = Box<dyn FnMut(&mut Io, Conn)>;
@@ -29,6 +31,8 @@ type DataHook = Box<dyn FnMut(&mut Io, Conn, &[u8])>;
 #[derive(Default)]
 struct Recorder {
     calls: Vec<Call>,
+    /// What `hangup_reason` answered in each `on_close`.
+    reasons: Vec<(u64, Option<IoError>)>,
     on_accept: Option<AcceptHook>,
     on_data: Option<DataHook>,
 }
@@ -60,6 +64,10 @@ impl Handler for Recorder {
         }
     }
 
+    fn on_connected(&mut self, _io: &mut Io, conn: Conn) {
+        self.calls.push(Call::Connected(conn.raw()));
+    }
+
     fn on_data(&mut self, io: &mut Io, conn: Conn, data: &[u8]) {
         self.calls.push(Call::Data(conn.raw(), data.to_vec()));
         if let Some(hook) = &mut self.on_data {
@@ -76,12 +84,17 @@ impl Handler for Recorder {
         self.calls.push(Call::Writable(conn.raw()));
     }
 
-    fn on_close(&mut self, _io: &mut Io, conn: Conn) {
+    fn on_close(&mut self, io: &mut Io, conn: Conn) {
         self.calls.push(Call::Close(conn.raw()));
+        self.reasons.push((conn.raw(), io.hangup_reason(conn)));
     }
 
     fn on_timer(&mut self, _io: &mut Io, id: u64) {
         self.calls.push(Call::Timer(id));
+    }
+
+    fn on_shutdown(&mut self, _io: &mut Io) {
+        self.calls.push(Call::Shutdown);
     }
 }
 
@@ -89,8 +102,12 @@ impl Handler for Recorder {
 /// bytes of writes and then answering `would-block`.
 fn runtime(handler: Recorder, room: usize, reads: Vec<ReadResult>) -> Runtime<Recorder> {
     let mut host = FakeHost::default();
-    host.connect(C, room).reads = reads.into();
+    host.add_conn(C, room).reads = reads.into();
     Runtime::new(handler, host)
+}
+
+fn hangup(conn: u64, error: IoError) -> Event {
+    Event::Hangup(HangupInfo { conn, error })
 }
 
 fn data(bytes: &[u8]) -> ReadResult {
@@ -217,14 +234,16 @@ fn hangup_ends_a_connection_exactly_once() {
     let mut rt = runtime(Recorder::default(), 100, vec![data(b"late")]);
     rt.handle(vec![
         Event::Accepted(C),
-        Event::Hangup(C),
-        Event::Hangup(C),
+        hangup(C, IoError::Reset),
+        hangup(C, IoError::Reset),
         Event::Readable(C),
         Event::Writable(C),
     ]);
     assert_eq!(calls(&mut rt), [Call::Accept(C), Call::Close(C)]);
+    assert_eq!(rt.handler().reasons, [(C, Some(IoError::Reset))]);
     let io = rt.io();
     assert!(!io.is_open(CONN));
+    assert_eq!(io.hangup_reason(CONN), None, "only during on_close");
     io.write(CONN, b"dropped");
     io.close(CONN);
     assert_eq!(host(&mut rt).conn(C).written, b"");
@@ -239,8 +258,9 @@ fn reset_stops_everything_and_waits_for_hangup() {
     assert_eq!(rt.io().queued(CONN), 0, "nobody left to send it to");
     assert!(!calls(&mut rt).contains(&Call::Close(C)));
 
-    rt.handle(vec![Event::Hangup(C)]);
+    rt.handle(vec![hangup(C, IoError::Reset)]);
     assert_eq!(calls(&mut rt).last(), Some(&Call::Close(C)));
+    assert_eq!(rt.handler().reasons, [(C, Some(IoError::Reset))]);
 }
 
 #[test]
@@ -282,6 +302,7 @@ fn abort_closes_at_once_and_drops_the_queue() {
     assert!(fake.closed);
     assert_eq!(fake.written, b"a");
     assert_eq!(calls(&mut rt), [Call::Accept(C), Call::Close(C)]);
+    assert_eq!(rt.handler().reasons, [(C, None)], "the guest's own close");
 }
 
 #[test]
@@ -307,7 +328,8 @@ fn calls_on_unknown_handles_do_nothing() {
     rt.handle(vec![
         Event::Readable(99),
         Event::Writable(99),
-        Event::Hangup(99),
+        Event::Connected(99),
+        hangup(99, IoError::Reset),
     ]);
     assert!(calls(&mut rt).is_empty());
 }
@@ -328,7 +350,7 @@ fn timers_reach_the_handler_and_report_the_host_limit() {
 #[test]
 fn tracks_open_connections() {
     let mut rt = runtime(Recorder::default(), 0, vec![]);
-    host(&mut rt).connect(2, 0);
+    host(&mut rt).add_conn(2, 0);
     rt.handle(vec![
         Event::Accepted(C),
         Event::Accepted(2),
@@ -343,4 +365,160 @@ fn tracks_open_connections() {
         [Call::Accept(C), Call::Accept(2)],
         "accepted once"
     );
+}
+
+const OUT: u64 = FIRST_OUTBOUND;
+const OUT_CONN: Conn = Conn::from_raw(OUT);
+
+#[test]
+fn connect_holds_writes_and_shutdown_until_connected() {
+    let mut rt = runtime(Recorder::default(), 0, vec![]);
+    let io = rt.io();
+    assert_eq!(io.connect("127.0.0.1:9"), Ok(OUT_CONN));
+    assert!(io.is_open(OUT_CONN));
+    io.write(OUT_CONN, b"early");
+    io.shutdown_write(OUT_CONN);
+    assert_eq!(io.queued(OUT_CONN), 5);
+    let fake = host(&mut rt).conn(OUT);
+    assert_eq!(fake.written, b"");
+    assert!(!fake.shut_down);
+    assert_eq!(
+        fake.interest,
+        (true, false),
+        "no write interest before connected"
+    );
+    assert_eq!(host(&mut rt).connects, ["127.0.0.1:9"]);
+
+    host(&mut rt).conn(OUT).room = 100;
+    rt.handle(vec![Event::Connected(OUT), Event::Connected(OUT)]);
+    let fake = host(&mut rt).conn(OUT);
+    assert_eq!(fake.written, b"early");
+    assert!(fake.shut_down);
+    assert_eq!(calls(&mut rt), [Call::Connected(OUT)], "connected once");
+}
+
+#[test]
+fn a_queue_held_for_a_connection_reports_writable_once_sent() {
+    let mut rt = runtime(Recorder::default(), 0, vec![]);
+    let io = rt.io();
+    let out = io.connect("127.0.0.1:9").expect("the fake host connects");
+    io.write(out, b"abc");
+    host(&mut rt).conn(OUT).room = 2;
+    rt.handle(vec![Event::Connected(OUT)]);
+    assert_eq!(rt.io().queued(out), 1);
+    assert_eq!(host(&mut rt).conn(OUT).interest, (true, true));
+
+    host(&mut rt).conn(OUT).room = 2;
+    rt.handle(vec![Event::Writable(OUT)]);
+    assert_eq!(host(&mut rt).conn(OUT).written, b"abc");
+    assert_eq!(calls(&mut rt), [Call::Connected(OUT), Call::Writable(OUT)]);
+}
+
+#[test]
+fn a_connection_that_cannot_be_made_closes_with_its_reason() {
+    let mut rt = runtime(Recorder::default(), 0, vec![]);
+    let out = rt
+        .io()
+        .connect("127.0.0.1:1")
+        .expect("the fake host connects");
+    rt.io().write(out, b"lost");
+    rt.handle(vec![hangup(OUT, IoError::Refused)]);
+    assert_eq!(calls(&mut rt), [Call::Close(OUT)]);
+    assert_eq!(rt.handler().reasons, [(OUT, Some(IoError::Refused))]);
+    assert_eq!(host(&mut rt).conn(OUT).written, b"");
+}
+
+#[test]
+fn connect_reports_what_the_host_refuses() {
+    let mut rt = runtime(Recorder::default(), 0, vec![]);
+    host(&mut rt).connect_error = Some(IoError::NotPermitted);
+    assert_eq!(rt.io().connect("10.0.0.1:80"), Err(IoError::NotPermitted));
+    assert_eq!(rt.io().conns().count(), 0);
+}
+
+#[test]
+fn closing_a_connection_still_being_made() {
+    let mut rt = runtime(Recorder::default(), 0, vec![]);
+    let io = rt.io();
+    let empty = io.connect("127.0.0.1:9").expect("the fake host connects");
+    io.close(empty);
+    assert!(
+        host(&mut rt).conn(OUT).closed,
+        "nothing to send: closed at once"
+    );
+
+    let io = rt.io();
+    let pending = io.connect("127.0.0.1:9").expect("the fake host connects");
+    io.write(pending, b"bye");
+    io.close(pending);
+    let raw = pending.raw();
+    assert!(
+        !host(&mut rt).conn(raw).closed,
+        "waits to send what was written"
+    );
+    host(&mut rt).conn(raw).room = 100;
+    rt.handle(vec![Event::Connected(raw)]);
+    let fake = host(&mut rt).conn(raw);
+    assert_eq!(fake.written, b"bye");
+    assert!(fake.closed);
+    // The first close was made outside a batch, so its `on_close` waited for one.
+    assert_eq!(
+        calls(&mut rt),
+        [Call::Connected(raw), Call::Close(OUT), Call::Close(raw)]
+    );
+}
+
+#[test]
+fn pause_reading_composes_with_the_high_water_mark() {
+    let chunk = vec![b'x'; READ_CHUNK as usize];
+    let reads = (0..8).map(|_| ReadResult::Data(chunk.clone())).collect();
+    let mut rt = runtime(Recorder::echo(), 0, reads);
+    rt.handle(vec![Event::Accepted(C), Event::Readable(C)]);
+    assert_eq!(host(&mut rt).conn(C).interest, (false, true), "high water");
+
+    rt.io().pause_reading(CONN);
+    host(&mut rt).conn(C).room = usize::MAX;
+    rt.handle(vec![Event::Writable(C)]);
+    assert_eq!(rt.io().queued(CONN), 0);
+    assert_eq!(
+        host(&mut rt).conn(C).interest,
+        (false, false),
+        "still paused by the guest"
+    );
+    let reads_so_far = host(&mut rt).conn(C).read_calls;
+    rt.handle(vec![Event::Readable(C)]);
+    assert_eq!(host(&mut rt).conn(C).read_calls, reads_so_far);
+
+    rt.io().resume_reading(CONN);
+    assert_eq!(host(&mut rt).conn(C).interest, (true, false));
+    rt.handle(vec![Event::Readable(C)]);
+    assert!(host(&mut rt).conn(C).read_calls > reads_so_far);
+}
+
+#[test]
+fn without_auto_pause_a_full_queue_does_not_stop_reading() {
+    let chunk = vec![b'x'; READ_CHUNK as usize];
+    let reads = (0..8).map(|_| ReadResult::Data(chunk.clone())).collect();
+    let handler = Recorder {
+        on_accept: Some(Box::new(|io, conn| io.set_auto_pause(conn, false))),
+        ..Recorder::echo()
+    };
+    let mut rt = runtime(handler, 0, reads);
+    rt.handle(vec![Event::Accepted(C), Event::Readable(C)]);
+    assert_eq!(rt.io().queued(CONN), 8 * chunk.len());
+    assert_eq!(host(&mut rt).conn(C).interest, (true, true));
+
+    rt.io().set_auto_pause(CONN, true);
+    assert_eq!(
+        host(&mut rt).conn(C).interest,
+        (false, true),
+        "on again: over high water"
+    );
+}
+
+#[test]
+fn shutdown_reaches_the_handler() {
+    let mut rt = runtime(Recorder::default(), 0, vec![]);
+    rt.handle(vec![Event::Accepted(C), Event::Shutdown]);
+    assert_eq!(calls(&mut rt), [Call::Accept(C), Call::Shutdown]);
 }

@@ -52,6 +52,11 @@ impl Handler for Chat {
         self.members.retain(|&member| member != conn);
         self.lines.remove(&conn);
     }
+
+    /// Relayed lines are queued already, and a graceful close sends them.
+    fn on_shutdown(&mut self, io: &mut Io) {
+        io.close_all();
+    }
 }
 
 impl Chat {

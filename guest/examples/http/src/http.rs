@@ -73,6 +73,17 @@ pub struct Answers {
 
 /// Answers the request at the start of `input`, appending its response to `out`.
 pub fn answer(input: &[u8], out: &mut Vec<u8>) -> Outcome {
+    answer_with(input, out, false)
+}
+
+/// Like [`answer`], but the response says `Connection: close` whatever the request
+/// asked, and an `Answered` outcome has `close` set: for the last request of a
+/// connection, when the server is shutting down.
+pub fn answer_last(input: &[u8], out: &mut Vec<u8>) -> Outcome {
+    answer_with(input, out, true)
+}
+
+fn answer_with(input: &[u8], out: &mut Vec<u8>, last: bool) -> Outcome {
     let mut headers = [EMPTY_HEADER; MAX_HEADERS];
     let mut request = Request::new(&mut headers);
     let head_len = match request.parse(input) {
@@ -95,7 +106,7 @@ pub fn answer(input: &[u8], out: &mut Vec<u8>) -> Outcome {
         return Outcome::Incomplete;
     }
 
-    let close = head.closes();
+    let close = last || head.closes();
     let connection = if close {
         Connection::Close
     } else if head.http10 {
@@ -505,5 +516,21 @@ mod tests {
             push_decimal(&mut out, n);
             assert_eq!(out, n.to_string().as_bytes());
         }
+    }
+
+    #[test]
+    fn the_last_request_is_answered_with_connection_close() {
+        let mut out = Vec::new();
+        let request = "GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+        let outcome = answer_last(request.as_bytes(), &mut out);
+        assert_eq!(outcome, answered(request.len() / 2, true));
+        assert_eq!(
+            String::from_utf8(out).expect("responses are ASCII"),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\
+             Connection: close\r\n\r\nhello\n"
+        );
+        let mut out = Vec::new();
+        assert_eq!(answer_last(b"GET / HT", &mut out), Outcome::Incomplete);
+        assert!(out.is_empty());
     }
 }

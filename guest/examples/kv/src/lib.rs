@@ -77,6 +77,12 @@ impl Handler for Kv {
     fn on_close(&mut self, _io: &mut Io, conn: Conn) {
         self.lines.remove(&conn);
     }
+
+    /// Replies to complete lines are queued already, and a graceful close sends
+    /// them; an unfinished line is dropped.
+    fn on_shutdown(&mut self, io: &mut Io) {
+        io.close_all();
+    }
 }
 
 /// The keys and values, and how many bytes they take.

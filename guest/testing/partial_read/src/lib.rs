@@ -36,11 +36,14 @@ impl raw::Guest for PartialRead {
             for event in events {
                 match event {
                     // Interest starts as readable only, which is all this needs.
-                    Event::Accepted(_) | Event::Timer(_) => {}
+                    Event::Accepted(_)
+                    | Event::Connected(_)
+                    | Event::Timer(_)
+                    | Event::Shutdown => {}
                     Event::Readable(conn) => readable(unsent, conn),
                     Event::Writable(conn) => retry(unsent, conn),
-                    Event::Hangup(conn) => {
-                        unsent.remove(&conn);
+                    Event::Hangup(info) => {
+                        unsent.remove(&info.conn);
                     }
                 }
             }

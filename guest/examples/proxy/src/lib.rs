@@ -1,0 +1,168 @@
+//! `proxy`: forwards each accepted connection to the address in `UPSTREAM`.
+//!
+//! Every client gets its own upstream connection (`io.connect`), and bytes go
+//! through unchanged in both directions:
+//!
+//! - **Backpressure.** A side is read only while the other side's queue is below
+//!   [`HIGH_WATER`]: past it, the sending side is paused until the queue has been
+//!   handed to the host (`on_writable`). The SDK's own pause, which stops reading
+//!   a connection whose *own* queue is full, is off on both sides: here a full
+//!   queue says nothing about the connection's own sender, and pausing it could
+//!   deadlock two peers that each wait for the other to read. So each pair holds
+//!   at most about twice `HIGH_WATER` plus a read chunk.
+//! - **Half-close.** End-of-stream from one side becomes a write shutdown on the
+//!   other once everything before it was sent; once both sides have finished
+//!   sending, both connections close.
+//! - **Failures.** When one side hangs up, the other is closed once what was
+//!   forwarded to it has been sent. If `UPSTREAM` is missing, or the connection to
+//!   it cannot be made, one line goes to stderr (a host log line) and the client
+//!   is closed.
+//!
+//! `UPSTREAM` is `ip:port` (no name lookup), read on first use:
+//! `host --guest proxy.wasm --env UPSTREAM=127.0.0.1:9000 --allow-connect ...`.
+
+use std::cell::OnceCell;
+use std::collections::HashMap;
+
+use sandsock_sdk::{Conn, HIGH_WATER, Handler, Io, IoError};
+
+/// The environment variable naming the upstream address.
+const UPSTREAM: &str = "UPSTREAM";
+
+#[derive(Default)]
+struct Proxy {
+    /// `UPSTREAM`, read on first use (an empty value counts as missing).
+    upstream: OnceCell<Option<String>>,
+    /// Both connections of each pair, each pointing at the other.
+    sides: HashMap<Conn, Side>,
+}
+
+/// One connection of a pair.
+struct Side {
+    /// The other connection of the pair.
+    partner: Conn,
+    /// This is the upstream connection, not the client.
+    is_upstream: bool,
+    /// The connection is established: always for a client, after `on_connected`
+    /// for the upstream.
+    connected: bool,
+    /// This side's peer has finished sending.
+    eof: bool,
+}
+
+impl Handler for Proxy {
+    fn on_accept(&mut self, io: &mut Io, client: Conn) {
+        let Some(addr) = self.upstream() else {
+            eprintln!(
+                "proxy: {UPSTREAM} is not set (start the host with --env {UPSTREAM}=IP:PORT); \
+                 closing the connection from {}",
+                peer(io, client)
+            );
+            return io.close(client);
+        };
+        let upstream = match io.connect(&addr) {
+            Ok(upstream) => upstream,
+            Err(error) => {
+                let hint = match error {
+                    IoError::NotPermitted => " (start the host with --allow-connect IP:PORT)",
+                    _ => "",
+                };
+                eprintln!(
+                    "proxy: cannot connect to {UPSTREAM}={addr}: {}{hint}; \
+                     closing the connection from {}",
+                    error.name(),
+                    peer(io, client)
+                );
+                return io.close(client);
+            }
+        };
+        for conn in [client, upstream] {
+            // Each side's reading is paused by the other side's queue, below.
+            io.set_auto_pause(conn, false);
+        }
+        self.sides.insert(client, Side::new(upstream, false, true));
+        self.sides.insert(upstream, Side::new(client, true, false));
+    }
+
+    fn on_connected(&mut self, _io: &mut Io, upstream: Conn) {
+        if let Some(side) = self.sides.get_mut(&upstream) {
+            side.connected = true;
+        }
+    }
+
+    fn on_data(&mut self, io: &mut Io, from: Conn, data: &[u8]) {
+        let Some(side) = self.sides.get(&from) else {
+            return;
+        };
+        io.write(side.partner, data);
+        if io.queued(side.partner) >= HIGH_WATER {
+            io.pause_reading(from);
+        }
+    }
+
+    /// `conn`'s queue was handed to the host: its partner may send again.
+    fn on_writable(&mut self, io: &mut Io, conn: Conn) {
+        if let Some(side) = self.sides.get(&conn) {
+            io.resume_reading(side.partner);
+        }
+    }
+
+    fn on_eof(&mut self, io: &mut Io, from: Conn) {
+        let Some(side) = self.sides.get_mut(&from) else {
+            return io.close(from);
+        };
+        side.eof = true;
+        let partner = side.partner;
+        if self.sides.get(&partner).is_some_and(|other| other.eof) {
+            // Both directions are finished; each close sends what is queued first.
+            io.close(from);
+            io.close(partner);
+        } else {
+            io.shutdown_write(partner);
+        }
+    }
+
+    fn on_close(&mut self, io: &mut Io, conn: Conn) {
+        let Some(side) = self.sides.remove(&conn) else {
+            return;
+        };
+        if side.is_upstream && !side.connected {
+            let reason = io
+                .hangup_reason(conn)
+                .map_or("closed", |error| error.name());
+            eprintln!(
+                "proxy: cannot connect to {UPSTREAM}={}: {reason}; closing the connection from {}",
+                self.upstream().unwrap_or_default(),
+                peer(io, side.partner)
+            );
+        }
+        // Sends what was forwarded to the partner first; a no-op if it is gone.
+        io.close(side.partner);
+    }
+}
+
+impl Proxy {
+    fn upstream(&self) -> Option<String> {
+        self.upstream
+            .get_or_init(|| std::env::var(UPSTREAM).ok().filter(|addr| !addr.is_empty()))
+            .clone()
+    }
+}
+
+impl Side {
+    fn new(partner: Conn, is_upstream: bool, connected: bool) -> Self {
+        Self {
+            partner,
+            is_upstream,
+            connected,
+            eof: false,
+        }
+    }
+}
+
+/// The peer's address for a log line.
+fn peer(io: &Io, conn: Conn) -> String {
+    io.peer(conn).unwrap_or_else(|| conn.to_string())
+}
+
+sandsock_sdk::serve!(Proxy);
