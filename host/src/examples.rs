@@ -43,6 +43,10 @@ pub const EXAMPLES: &[Example] = &[
         "chat",
         "every line a client sends goes to every other client"
     ),
+    example!(
+        "proxy",
+        "forwards each connection to $UPSTREAM (needs --env and --allow-connect)"
+    ),
 ];
 
 /// The built-in guest with this name.

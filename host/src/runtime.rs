@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
-    Trap,
+    Trap, WasmBacktrace,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -410,6 +410,34 @@ pub fn describe(err: &anyhow::Error, memory_refused: bool) -> String {
         None if memory_refused => format!("out of memory: {err:#}"),
         None => format!("{err:#}"),
     }
+}
+
+/// Frames of a trap's backtrace shown in the log; a stack overflow has thousands.
+const BACKTRACE_FRAMES: usize = 12;
+
+/// The guest's backtrace of a trap, innermost frame first, at most
+/// [`BACKTRACE_FRAMES`] of them.
+pub fn backtrace(err: &anyhow::Error) -> String {
+    let Some(trace) = err.downcast_ref::<WasmBacktrace>() else {
+        return format!("{err:?}");
+    };
+    let frames = trace.frames();
+    let mut text = String::from("guest backtrace:");
+    for (i, frame) in frames.iter().take(BACKTRACE_FRAMES).enumerate() {
+        match frame.func_name() {
+            Some(name) => {
+                text.push_str(&format!("\n  {i:>2}: {:#}", rustc_demangle::demangle(name)))
+            }
+            None => text.push_str(&format!("\n  {i:>2}: <unnamed>")),
+        }
+    }
+    if frames.len() > BACKTRACE_FRAMES {
+        text.push_str(&format!(
+            "\n  ... {} more frames",
+            frames.len() - BACKTRACE_FRAMES
+        ));
+    }
+    text
 }
 
 /// Loads `source` and reports whether it fits, for `host check`.

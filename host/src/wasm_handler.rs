@@ -12,7 +12,7 @@ use crate::connection::Owner;
 use crate::handler::{Batch, EventHandler};
 use crate::net::Net;
 use crate::rate_limit::RateLimit;
-use crate::runtime::{Guest, Instance, Isolation, Runtime, describe};
+use crate::runtime::{Guest, Instance, Isolation, Runtime, backtrace, describe};
 use crate::wit::Event;
 
 /// A crash-looping guest is started again no sooner than this after a failure,
@@ -189,12 +189,13 @@ impl WasmHandler {
         if self.isolation == Isolation::Shared {
             self.backoff.failed();
         }
+        // One record: the cause on its first line, the guest's backtrace below it.
         error!(
             guest = &*self.guest.name,
-            cause = %describe(&err, memory_refused),
             traps = self.traps,
-            closed,
-            "guest trapped; its connections are closed and a fresh instance takes over\n{err:?}"
+            "guest trapped: {}; closed its {closed} connection(s), a fresh instance takes over\n{}",
+            describe(&err, memory_refused),
+            backtrace(&err)
         );
     }
 

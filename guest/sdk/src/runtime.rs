@@ -55,8 +55,8 @@ impl<H: Handler> Runtime<H> {
     }
 
     /// Reads until `would-block`, end-of-stream, or [`READS_PER_EVENT`] reads;
-    /// stops early when the handler closed the connection or its writes pushed it
-    /// into backpressure.
+    /// stops early when the handler closed or paused the connection, or its writes
+    /// pushed it into backpressure.
     fn readable(&mut self, conn: Conn) {
         for _ in 0..READS_PER_EVENT {
             if !self.io.wants_read(conn) {
