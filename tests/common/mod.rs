@@ -37,8 +37,14 @@ pub struct Host {
 impl Host {
     /// Starts `host ARGS --listen 127.0.0.1:0` and waits for its `listening on` line.
     pub fn start(args: &[&str]) -> Host {
+        Host::start_env(args, &[])
+    }
+
+    /// Like [`Host::start`], with extra environment variables for the host.
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Host {
         let mut child = Command::new(host_bin())
             .args(args)
+            .envs(env.iter().copied())
             .args(["--listen", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -101,6 +107,25 @@ impl Host {
         self.log.lock().unwrap().clone()
     }
 
+    /// Sends a signal (SIGTERM, SIGINT, ...) to the host process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill has no memory preconditions; the pid is our own child's.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill({signal})");
+    }
+
+    /// Waits for the process to exit, at most `timeout`; `None` if it did not.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().expect("try_wait").is_none()
@@ -150,6 +175,11 @@ pub fn run_host(args: &[&str]) -> Output {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Starts `host ARGS --listen 127.0.0.1:0` with `RUST_LOG` set.
+pub fn start_with_log_level(args: &[&str], level: &str) -> Host {
+    Host::start_env(args, &[("RUST_LOG", level)])
 }
 
 /// Reads exactly `n` bytes.

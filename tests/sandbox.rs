@@ -1,0 +1,389 @@
+//! The sandbox against misbehaving guests: whatever a guest does, the host keeps
+//! serving, loses no other connection's data, and grants nothing it was not told to.
+//!
+//! The misbehaving guests (guest/testing/) behave like `echo` until a connection
+//! sends `TRIGGER`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Host, read_line, test_guest};
+
+/// Echo clients that keep round-tripping numbered lines while a test misbehaves on
+/// another connection; `stop` returns how many round trips each made, and panics
+/// on any error or wrong byte.
+struct Bystanders {
+    stop: Arc<AtomicBool>,
+    workers: Vec<thread::JoinHandle<u64>>,
+}
+
+impl Bystanders {
+    fn start(host: &Host, count: usize) -> Bystanders {
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients: Vec<TcpStream> = (0..count).map(|_| host.connect()).collect();
+        // Four threads share the clients, so that the round trips overlap.
+        let mut groups: Vec<Vec<TcpStream>> = (0..4).map(|_| Vec::new()).collect();
+        for (i, client) in clients.into_iter().enumerate() {
+            groups[i % 4].push(client);
+        }
+        let workers = groups
+            .into_iter()
+            .enumerate()
+            .map(|(g, mut clients)| {
+                let stop = stop.clone();
+                thread::spawn(move || {
+                    let mut trips = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        for (i, client) in clients.iter_mut().enumerate() {
+                            let line = format!("bystander {g}.{i} trip {trips}\n");
+                            client.write_all(line.as_bytes()).expect("bystander write");
+                            let mut back = vec![0; line.len()];
+                            client.read_exact(&mut back).expect("bystander read");
+                            assert_eq!(back, line.as_bytes(), "a bystander's echo differs");
+                        }
+                        trips += 1;
+                    }
+                    trips
+                })
+            })
+            .collect();
+        Bystanders { stop, workers }
+    }
+
+    fn stop(self) -> Vec<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.workers
+            .into_iter()
+            .map(|w| w.join().expect("a bystander failed"))
+            .collect()
+    }
+}
+
+/// Sends `TRIGGER` and measures how long until the host closes the connection.
+fn trigger_and_time_cut_off(host: &Host) -> Duration {
+    let mut victim = host.connect();
+    victim.write_all(b"warm up\n").unwrap();
+    assert_eq!(read_line(&mut victim), "warm up");
+    let started = Instant::now();
+    victim.write_all(b"TRIGGER\n").unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match victim.read(&mut buf) {
+            Ok(0) => return started.elapsed(),
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return started.elapsed(),
+            Err(e) => panic!("the triggering connection was not closed: {e}"),
+        }
+    }
+}
+
+/// In `connection` isolation a trap closes only the triggering connection, within the
+/// event timeout plus a margin, while 50 others keep round-tripping.
+fn cut_off_alone(guest: &str, cause: &str) {
+    let path = test_guest(guest);
+    let host = Host::start(&[
+        "--guest",
+        path.to_str().unwrap(),
+        "--isolation",
+        "connection",
+        "--event-timeout",
+        "100ms",
+        "--max-memory",
+        "16MiB",
+    ]);
+    let bystanders = Bystanders::start(&host, 50);
+    thread::sleep(Duration::from_millis(100));
+    let cut_off = trigger_and_time_cut_off(&host);
+    thread::sleep(Duration::from_millis(100));
+    let trips = bystanders.stop();
+    assert!(
+        trips.iter().all(|&t| t > 0),
+        "some bystanders made no round trip: {trips:?}"
+    );
+    // 100 ms of timeout; the margin covers a loaded CI machine.
+    assert!(
+        cut_off < Duration::from_millis(1500),
+        "{guest}: cut off after {cut_off:?}"
+    );
+    host.wait_for_log("guest trapped", Duration::from_secs(5));
+    let log = host.log();
+    assert!(
+        log.contains(cause),
+        "{guest}: the log does not name the cause {cause:?}:\n{log}"
+    );
+    assert_eq!(
+        log.matches("guest trapped").count(),
+        1,
+        "{guest}: one trap, logged once:\n{log}"
+    );
+    eprintln!("{guest}: cut off after {cut_off:?}; bystander round trips {trips:?}");
+}
+
+#[test]
+fn a_guest_that_loops_is_cut_off_alone_by_the_timeout() {
+    cut_off_alone("loops_forever", "timeout");
+}
+
+#[test]
+fn a_guest_that_grows_memory_is_cut_off_alone_out_of_memory() {
+    cut_off_alone("grows_memory", "out of memory");
+}
+
+#[test]
+fn a_guest_that_panics_is_cut_off_alone() {
+    cut_off_alone("panics", "unreachable");
+}
+
+#[test]
+fn a_guest_that_overflows_its_stack_is_cut_off_alone() {
+    cut_off_alone("overflows_stack", "stack overflow");
+}
+
+/// In `shared` isolation a trap closes every connection of the instance, and a new
+/// connection is served by a fresh one.
+#[test]
+fn shared_isolation_serves_new_connections_after_each_trap() {
+    for guest in ["panics", "loops_forever", "overflows_stack", "grows_memory"] {
+        let path = test_guest(guest);
+        let host = Host::start(&["--guest", path.to_str().unwrap(), "--max-memory", "16MiB"]);
+        for round in 0..3 {
+            trigger_and_time_cut_off(&host);
+            assert_served_soon(&host, &format!("{guest} after trap {round}"));
+        }
+        assert_eq!(
+            host.log().matches("guest trapped").count(),
+            3,
+            "{}",
+            host.log()
+        );
+    }
+}
+
+/// A new connection round-trips within a few seconds (a guest that trapped twice
+/// in a row backs off briefly, and connections meanwhile are closed).
+fn assert_served_soon(host: &Host, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let mut client = host.connect();
+        if client.write_all(b"still there?\n").is_ok() {
+            let mut back = [0u8; 13];
+            if client.read_exact(&mut back).is_ok() && &back == b"still there?\n" {
+                return;
+            }
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what}: no new connection was served\n{}", host.log());
+}
+
+#[test]
+fn a_guest_that_tries_to_escape_is_denied_everything_but_its_env() {
+    let probe = std::path::Path::new("/tmp/sandsock-escape-probe");
+    let _ = std::fs::remove_file(probe);
+    let path = test_guest("escapes");
+    let mut host = Host::start(&["--guest", path.to_str().unwrap(), "--env", "GRANTED=yes"]);
+    let mut client = host.connect();
+    client.write_all(b"TRIGGER\n").unwrap();
+    let mut lines = Vec::new();
+    loop {
+        let line = read_line(&mut client);
+        if line == "done" {
+            break;
+        }
+        lines.push(line);
+        assert!(lines.len() < 50, "no `done` line: {lines:?}");
+    }
+    assert!(lines.len() >= 7, "every attempt reports a line: {lines:?}");
+    let host_dir = std::env::current_dir().unwrap().display().to_string();
+    for line in &lines {
+        if line.starts_with("env:") {
+            assert_eq!(
+                line, "env: ALLOWED [GRANTED]",
+                "only the granted variable is visible"
+            );
+        } else if line.starts_with("cwd:") {
+            // WASI always has a current directory; it must not be the host's.
+            assert!(
+                !line.contains(&host_dir),
+                "the host's directory leaked: {line}"
+            );
+        } else {
+            assert!(
+                line.contains("denied"),
+                "an escape attempt was not denied: {line}"
+            );
+        }
+    }
+    assert!(!probe.exists(), "the guest wrote a file on the host's disk");
+    assert!(host.is_running());
+}
+
+#[test]
+fn a_guest_that_floods_is_held_to_its_buffer_and_others_are_served() {
+    let path = test_guest("floods");
+    let host = Host::start(&["--guest", path.to_str().unwrap(), "--max-buffer", "256KiB"]);
+    thread::sleep(Duration::from_millis(200));
+    let rss_before = host.rss();
+    let bystanders = Bystanders::start(&host, 10);
+    let mut flooded = host.connect();
+    flooded.write_all(b"TRIGGER\n").unwrap();
+    // The flooded client does not read for two seconds: the guest writes without end.
+    let mut peak = 0;
+    for _ in 0..20 {
+        thread::sleep(Duration::from_millis(100));
+        peak = peak.max(host.rss());
+    }
+    let trips = bystanders.stop();
+    assert!(
+        trips.iter().all(|&t| t > 0),
+        "bystanders starved: {trips:?}"
+    );
+    let growth = peak.saturating_sub(rss_before);
+    assert!(
+        growth < 32 << 20,
+        "host RSS grew by {} MiB under a flood",
+        growth >> 20
+    );
+    // The flood is real: the client can read a lot of it.
+    let mut buf = vec![0u8; 1 << 20];
+    let mut got = 0;
+    while got < 4 << 20 {
+        got += flooded.read(&mut buf).expect("read the flood");
+    }
+}
+
+#[test]
+fn a_guest_that_sets_timers_without_end_meets_the_cap() {
+    let path = test_guest("sets_timers");
+    let host = Host::start(&["--guest", path.to_str().unwrap(), "--max-timers", "100"]);
+    let mut client = host.connect();
+    client.write_all(b"TRIGGER\n").unwrap();
+    assert_eq!(
+        read_line(&mut client),
+        "timers: 100 armed, then limit-exceeded"
+    );
+    // And it goes on echoing.
+    client.write_all(b"after\n").unwrap();
+    assert_eq!(read_line(&mut client), "after");
+}
+
+#[test]
+fn a_guest_that_abuses_the_host_gets_an_error_value_for_each_bad_call() {
+    let path = test_guest("abuses_host");
+    let mut host = Host::start(&["--guest", path.to_str().unwrap()]);
+    let mut client = BufReader::new(host.connect());
+    client.get_mut().write_all(b"TRIGGER\n").unwrap();
+    let answers = read_report(&mut client);
+    let answer = |call: &str| -> &str {
+        answers
+            .iter()
+            .find_map(|line| line.strip_prefix(call)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("no answer for {call}: {answers:?}"))
+    };
+    for call in [
+        "read(0)",
+        "read(u64::MAX)",
+        "read(1<<52)",
+        "write(unknown)",
+        "read(unknown)",
+        "shutdown-write(unknown)",
+        "close(unknown)",
+    ] {
+        assert_eq!(answer(call), "failed(unknown-conn)", "{call}");
+    }
+    assert_eq!(answer("peer(unknown)"), "none");
+    assert_eq!(answer("connect(not an address)"), "failed(not-permitted)");
+    assert_eq!(answer("connect(127.0.0.1:1)"), "failed(not-permitted)");
+    let huge_read = answer("read(self, u32::MAX)");
+    assert!(
+        huge_read == "would-block" || huge_read.starts_with("data("),
+        "{huge_read}"
+    );
+    if let Some(n) = huge_read
+        .strip_prefix("data(")
+        .and_then(|n| n.strip_suffix(')'))
+    {
+        assert!(
+            n.parse::<usize>().unwrap() <= 65536,
+            "a read is capped at 64 KiB: {n}"
+        );
+    }
+    let huge_write = answer("write(self, 8MiB)");
+    assert!(
+        huge_write.starts_with("accepted(") || huge_write == "would-block",
+        "{huge_write}"
+    );
+
+    // The calls after its own close, reported on the next connection.
+    let mut next = BufReader::new(host.connect());
+    next.get_mut().write_all(b"REPORT\n").unwrap();
+    let after_close = read_report(&mut next);
+    assert_eq!(
+        after_close,
+        [
+            "close(self)=ok",
+            "close(again)=failed(unknown-conn)",
+            "write(after close)=failed(unknown-conn)"
+        ]
+    );
+    assert!(host.is_running());
+    assert!(!host.log().contains("panicked"), "{}", host.log());
+}
+
+/// Reads report lines until `done`, skipping empty ones (the 8 MiB of newlines the
+/// abusing guest writes to its own connection).
+fn read_report(client: &mut BufReader<TcpStream>) -> Vec<String> {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        let n = client.read_line(&mut line).expect("read a report line");
+        assert!(n > 0, "the report ended without `done`: {lines:?}");
+        let line = line.trim_end();
+        match line {
+            "" => continue,
+            "done" => return lines,
+            _ => lines.push(line.to_string()),
+        }
+        assert!(lines.len() < 100, "no `done` line: {lines:?}");
+    }
+}
+
+/// A guest that traps in every call must not make the host spin: it backs off, keeps
+/// closing new connections, and still answers a signal at once.
+#[test]
+fn a_crash_looping_guest_does_not_make_the_host_spin() {
+    let path = test_guest("traps_always");
+    let mut host = Host::start(&["--guest", path.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut attempts = 0;
+    while Instant::now() < deadline {
+        attempts += 1;
+        let mut client = host.connect();
+        let _ = client.write_all(b"hello\n");
+        let mut buf = [0u8; 16];
+        // Closed, one way or another, and never answered.
+        match client.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            other => panic!("a crash-looping guest answered: {other:?}"),
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let traps = host.log().matches("guest trapped").count();
+    assert!(traps >= 2, "the guest should have trapped: {}", host.log());
+    assert!(
+        traps < attempts,
+        "with back-off, not every connection reaches the guest ({traps} traps)"
+    );
+    host.signal(libc::SIGTERM);
+    let status = host
+        .wait_exit(Duration::from_secs(5))
+        .expect("the host answers SIGTERM");
+    assert!(status.success(), "{status:?}");
+}

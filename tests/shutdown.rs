@@ -1,0 +1,167 @@
+//! SIGTERM and SIGINT: stop accepting, let the open connections finish, exit 0 within
+//! the shutdown timeout; a second signal exits at once.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Host, read_exact_n, read_to_end, test_guest};
+
+/// The `http` guest, told to shut down, answers the request in flight (with
+/// `Connection: close`) and closes its connections; the host then exits at once.
+#[test]
+fn a_request_in_flight_is_answered_then_the_host_exits_zero() {
+    let mut host = Host::start(&["--guest", "http", "--shutdown-timeout", "20s"]);
+    let mut busy = host.connect();
+    busy.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").unwrap(); // half a request
+    let mut idle = host.connect();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut answer = [0u8; 64];
+    assert!(idle.read(&mut answer).unwrap() > 0);
+    thread::sleep(Duration::from_millis(100));
+
+    let started = Instant::now();
+    host.signal(libc::SIGTERM);
+    host.wait_for_log("shutting down", Duration::from_secs(5));
+    // New connections are refused...
+    assert!(TcpStream::connect_timeout(&host.addr, Duration::from_secs(2)).is_err());
+    // ...the rest of the request in flight is answered, and that connection closed.
+    busy.write_all(b"\r\n").unwrap();
+    let answer = String::from_utf8(read_to_end(&mut busy)).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("Connection: close"), "{answer}");
+    assert!(answer.ends_with("hello\n"), "{answer}");
+    let status = host
+        .wait_exit(Duration::from_secs(5))
+        .expect("exit after the last connection");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "it waited for the timeout"
+    );
+}
+
+/// A guest that ignores `shutdown` (the raw `partial_read`) leaves its connection
+/// open: the host closes it when the shutdown timeout runs out, and exits 0.
+#[test]
+fn connections_left_open_are_closed_at_the_shutdown_timeout() {
+    let guest = test_guest("partial_read");
+    let mut host = Host::start(&[
+        "--guest",
+        guest.to_str().unwrap(),
+        "--shutdown-timeout",
+        "1s",
+    ]);
+    let mut idle = host.connect();
+    idle.write_all(b"x").unwrap();
+    assert_eq!(read_exact_n(&mut idle, 1), b"x");
+    let started = Instant::now();
+    host.signal(libc::SIGINT);
+    let status = host
+        .wait_exit(Duration::from_secs(10))
+        .expect("exit at the shutdown timeout");
+    assert!(status.success(), "{status:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "exited before the timeout: {took:?}"
+    );
+    let mut buf = [0u8; 1];
+    assert!(
+        matches!(idle.read(&mut buf), Ok(0) | Err(_)),
+        "the idle connection was closed"
+    );
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let guest = test_guest("partial_read");
+    let mut host = Host::start(&[
+        "--guest",
+        guest.to_str().unwrap(),
+        "--shutdown-timeout",
+        "60s",
+    ]);
+    let _idle = host.connect();
+    thread::sleep(Duration::from_millis(100));
+    host.signal(libc::SIGTERM);
+    host.wait_for_log("shutting down", Duration::from_secs(5));
+    host.signal(libc::SIGTERM);
+    let status = host
+        .wait_exit(Duration::from_secs(5))
+        .expect("the second signal ends it");
+    assert!(
+        !status.success(),
+        "a forced exit is not a clean one: {status:?}"
+    );
+}
+
+/// The `http` guest closes each connection after its answer (`Connection: close`).
+/// A SIGTERM in the middle of a flood of such connections must never cut an answer
+/// short: a client either gets its whole answer or is refused outright.
+#[test]
+fn sigterm_during_a_flood_loses_no_byte_of_an_answer() {
+    let mut host = Host::start(&["--guest", "http", "--shutdown-timeout", "10s"]);
+    let addr = host.addr;
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            thread::spawn(move || {
+                let (mut whole, mut refused) = (0u32, 0u32);
+                let deadline = Instant::now() + Duration::from_secs(4);
+                while Instant::now() < deadline {
+                    let Ok(mut client) = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+                    else {
+                        refused += 1;
+                        continue;
+                    };
+                    client
+                        .set_read_timeout(Some(Duration::from_secs(10)))
+                        .unwrap();
+                    let request = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+                    if client.write_all(request).is_err() {
+                        refused += 1;
+                        continue;
+                    }
+                    let mut answer = Vec::new();
+                    match client.read_to_end(&mut answer) {
+                        Ok(_) if answer.is_empty() => refused += 1,
+                        Err(e) if e.kind() == ErrorKind::ConnectionReset && answer.is_empty() => {
+                            refused += 1
+                        }
+                        Ok(_) => {
+                            let text = String::from_utf8_lossy(&answer);
+                            assert!(
+                                text.starts_with("HTTP/1.1 200")
+                                    && text.ends_with("\r\n\r\nhello\n"),
+                                "an answer was cut short: {text:?}"
+                            );
+                            whole += 1;
+                        }
+                        Err(e) => panic!("an answer failed after {} bytes: {e}", answer.len()),
+                    }
+                }
+                (whole, refused)
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    host.signal(libc::SIGTERM);
+    let status = host
+        .wait_exit(Duration::from_secs(15))
+        .expect("exit after the flood");
+    assert!(status.success(), "{status:?}");
+    let (mut whole, mut refused) = (0, 0);
+    for worker in workers {
+        let (w, r) = worker.join().expect("a client saw a cut answer");
+        whole += w;
+        refused += r;
+    }
+    assert!(
+        whole > 0 && refused > 0,
+        "answered {whole}, refused {refused}"
+    );
+}
