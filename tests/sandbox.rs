@@ -387,3 +387,45 @@ fn a_crash_looping_guest_does_not_make_the_host_spin() {
         .expect("the host answers SIGTERM");
     assert!(status.success(), "{status:?}");
 }
+
+/// `--fuel` cuts a loop off by its instruction budget, the same on every machine,
+/// long before the (here generous) wall-time deadline.
+#[test]
+fn a_guest_that_loops_runs_out_of_fuel_when_fuel_is_set() {
+    let path = test_guest("loops_forever");
+    let host = Host::start(&[
+        "--guest",
+        path.to_str().unwrap(),
+        "--fuel",
+        "10000000",
+        "--event-timeout",
+        "30s",
+    ]);
+    let cut_off = trigger_and_time_cut_off(&host);
+    assert!(cut_off < Duration::from_secs(10), "fuel did not stop the loop: {cut_off:?}");
+    host.wait_for_log("guest trapped: out of fuel", Duration::from_secs(5));
+    assert_served_soon(&host, "after running out of fuel");
+}
+
+/// Past `--max-connections` new connections are accepted and closed at once; the
+/// listener does not stall, and a freed slot is used again.
+#[test]
+fn connections_past_the_limit_are_closed_at_once() {
+    let host = Host::start(&["--guest", "echo", "--max-connections", "5"]);
+    let mut held: Vec<TcpStream> = (0..5).map(|_| host.connect()).collect();
+    for (i, client) in held.iter_mut().enumerate() {
+        client.write_all(format!("held {i}\n").as_bytes()).unwrap();
+        assert_eq!(read_line(client), format!("held {i}"));
+    }
+    for _ in 0..3 {
+        let mut extra = host.connect();
+        let _ = extra.write_all(b"one too many\n");
+        let mut buf = [0u8; 16];
+        assert!(matches!(extra.read(&mut buf), Ok(0) | Err(_)), "a connection past the limit was served");
+    }
+    host.wait_for_log("connection limit reached", Duration::from_secs(5));
+    assert_eq!(host.log().matches("connection limit reached").count(), 1, "the log line is rate-limited");
+    drop(held.pop());
+    thread::sleep(Duration::from_millis(200));
+    assert_served_soon(&host, "after a slot was freed");
+}
