@@ -11,6 +11,7 @@ use crate::limits::Limits;
 use crate::load::LoadArgs;
 use crate::runtime::{Isolation, Sandbox};
 use crate::units::{parse_duration, parse_size};
+use crate::wasm_handler::SwapMode;
 
 /// Serve sockets through a sandboxed WebAssembly handler.
 ///
@@ -95,6 +96,20 @@ pub struct ServeArgs {
     /// On SIGTERM or SIGINT, how long open connections may take to finish before they are closed.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "10s")]
     pub shutdown_timeout: Duration,
+
+    /// Reload the guest when its file changes (once it has been stable briefly).
+    /// SIGHUP reloads it too, with or without this.
+    #[arg(long)]
+    pub watch: bool,
+
+    /// At a reload: drain (open connections stay with the generation that accepted
+    /// them) or handoff (they move to the new one, with the guest's state).
+    #[arg(long, value_enum, default_value_t = SwapMode::Drain)]
+    pub swap: SwapMode,
+
+    /// With --swap drain: close what an old generation still holds after this long (default: never).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub drain_timeout: Option<Duration>,
 
     /// Benchmark baseline: run the named logic natively instead of a guest.
     #[arg(long, value_name = "LOGIC", hide = true)]

@@ -11,18 +11,19 @@
 //! did not drain stays in `Net`'s ready list and is reported again next turn, and the
 //! loop does not sleep while that list is non-empty.
 //!
-//! `SIGTERM` or `SIGINT` starts a shutdown: the listeners close, the guest hears
+//! `SIGHUP` reloads the guest (see `swap`). `SIGTERM` or `SIGINT` starts a shutdown: the listeners close, the guest hears
 //! `shutdown`, and the loop runs until every connection has finished or the shutdown
 //! timeout has passed. A second signal ends it at once.
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use tracing::{debug, info, warn};
 
@@ -38,6 +39,8 @@ use crate::wit::Event;
 const LISTENER_BASE: usize = 1 << SLOT_BITS;
 /// The signal pipe's token, above every listener's.
 const SIGNALS: Token = Token(usize::MAX);
+/// The waker's token: other threads (the guest loader) wake the loop with it.
+const WAKER: Token = Token(usize::MAX - 1);
 /// Events taken from the kernel per wait.
 const EVENTS_PER_POLL: usize = 1024;
 /// After an accept failure (out of file descriptors, say), the listener is retried
@@ -64,6 +67,7 @@ pub struct EventLoop<H> {
     handler: H,
     batch: Batch,
     signals: Signals,
+    waker: Arc<Waker>,
     shutdown_timeout: Duration,
     /// Set once a shutdown has begun: when it must end.
     stopping: Option<Instant>,
@@ -88,10 +92,11 @@ impl<H: EventHandler> EventLoop<H> {
                 .context("cannot register a listener with epoll")?;
         }
         let mut signals =
-            Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
+            Signals::new([SIGTERM, SIGINT, SIGHUP]).context("cannot install signal handlers")?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .context("cannot register the signal pipe with epoll")?;
+        let waker = Waker::new(poll.registry(), WAKER).context("cannot create the loop's waker")?;
         let registry = poll
             .registry()
             .try_clone()
@@ -104,12 +109,23 @@ impl<H: EventHandler> EventLoop<H> {
             handler,
             batch: Batch::default(),
             signals,
+            waker: Arc::new(waker),
             shutdown_timeout,
             stopping: None,
             accept_retry: false,
             last_sweep: Instant::now(),
             refused: RateLimit::new(Duration::from_secs(1)),
         })
+    }
+
+    /// Wakes the loop from another thread.
+    pub fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
+    }
+
+    /// The handler, to finish setting it up.
+    pub fn handler_mut(&mut self) -> &mut H {
+        &mut self.handler
     }
 
     /// The addresses actually bound (port 0 resolved).
@@ -159,9 +175,11 @@ impl<H: EventHandler> EventLoop<H> {
             }
         }
         let mut signalled = false;
+        let mut woken = false;
         for event in self.events.iter() {
             match event.token() {
                 SIGNALS => signalled = true,
+                WAKER => woken = true,
                 Token(token) if token >= LISTENER_BASE => {
                     let index = token - LISTENER_BASE;
                     if index < self.listeners.len() {
@@ -181,8 +199,12 @@ impl<H: EventHandler> EventLoop<H> {
         if signalled {
             self.on_signal()?;
         }
+        if woken {
+            self.handler.on_wake(&mut self.net);
+        }
 
         let now = Instant::now();
+        self.handler.tick(now, &mut self.net);
         if now.duration_since(self.last_sweep) >= SWEEP_EVERY {
             self.last_sweep = now;
             self.net.sweep_deadlines(now);
@@ -207,7 +229,8 @@ impl<H: EventHandler> EventLoop<H> {
         if self.accept_retry {
             wake = Some(wake.map_or(ACCEPT_RETRY, |w| w.min(ACCEPT_RETRY)));
         }
-        if let Some(deadline) = self.stopping {
+        let deadlines = [self.stopping, self.handler.next_tick()];
+        for deadline in deadlines.into_iter().flatten() {
             let left = deadline.saturating_duration_since(now);
             wake = Some(wake.map_or(left, |w| w.min(left)));
         }
@@ -225,9 +248,15 @@ impl<H: EventHandler> EventLoop<H> {
         );
     }
 
-    /// The first signal starts a shutdown; a second one ends the process at once.
+    /// `SIGHUP` asks for a reload. The first `SIGTERM` or `SIGINT` starts a
+    /// shutdown; a second one ends the process at once.
     fn on_signal(&mut self) -> Result<()> {
-        let received: Vec<i32> = self.signals.pending().collect();
+        let mut received: Vec<i32> = self.signals.pending().collect();
+        if received.contains(&SIGHUP) {
+            info!("SIGHUP: reloading the guest");
+            self.handler.reload();
+            received.retain(|&s| s != SIGHUP);
+        }
         if received.is_empty() {
             return Ok(());
         }

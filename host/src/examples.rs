@@ -62,6 +62,7 @@ pub fn guest_source(spec: &str) -> Result<GuestSource> {
             return Ok(GuestSource {
                 name: example.name.into(),
                 origin: format!("built-in guest `{}`", example.name),
+                path: None,
                 bytes: example.wasm.to_vec(),
             });
         }
@@ -88,6 +89,7 @@ pub fn read_guest_file(path: &Path) -> Result<GuestSource> {
     Ok(GuestSource {
         name,
         origin: path.display().to_string(),
+        path: Some(path.to_path_buf()),
         bytes,
     })
 }

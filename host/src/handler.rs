@@ -1,6 +1,8 @@
 //! What the event loop calls once per batch: a wasm guest, or (for the benchmark's
 //! baseline) the same logic compiled natively.
 
+use std::time::Instant;
+
 use crate::connection::Owner;
 use crate::net::Net;
 use crate::wit::Event;
@@ -67,4 +69,19 @@ pub trait EventHandler {
 
     /// The host is shutting down: tell every guest instance, once.
     fn shutdown(&mut self, net: &mut Net);
+
+    /// `SIGHUP`: reload the guest.
+    fn reload(&mut self) {}
+
+    /// The loop's waker fired (a new guest is ready, say).
+    fn on_wake(&mut self, _net: &mut Net) {}
+
+    /// Called once per turn, for work due at a time rather than on an event (a
+    /// drain timeout); `next_tick` says when the loop should wake for it.
+    fn tick(&mut self, _now: Instant, _net: &mut Net) {}
+
+    /// When `tick` next has something to do, if ever.
+    fn next_tick(&self) -> Option<Instant> {
+        None
+    }
 }

@@ -28,6 +28,7 @@ pub mod net;
 pub mod rate_limit;
 pub mod runtime;
 pub mod serve;
+pub mod swap;
 pub mod timers;
 pub mod units;
 pub mod wasm_handler;

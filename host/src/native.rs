@@ -39,7 +39,7 @@ impl EventHandler for NativeHttp {
     fn handle(&mut self, batch: &Batch, net: &mut Net) {
         for event in batch.events() {
             match *event {
-                Event::Accepted(conn) => {
+                Event::Accepted(conn) | Event::Adopted(conn) => {
                     self.conns.insert(conn, Pending::default());
                 }
                 Event::Readable(conn) => self.on_readable(conn, net),

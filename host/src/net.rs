@@ -523,6 +523,38 @@ impl Net {
         owned.len()
     }
 
+    /// Hands every connection `old` holds to `new` (a hot swap's handoff), and
+    /// returns their handles. Their buffered bytes and readiness stay as they are.
+    pub fn reassign(&mut self, old: Owner, new: Owner) -> Vec<Conn> {
+        let moved: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.owner == old && !c.is_closing())
+            .map(|(slot, _)| slot)
+            .collect();
+        let max_buffer = self.limits.max_buffer;
+        let mut handles = Vec::with_capacity(moved.len());
+        for slot in moved {
+            let Some(conn) = self.conns.slot_mut(slot) else {
+                continue;
+            };
+            conn.owner = new;
+            handles.push(conn.id);
+            if conn.reportable(max_buffer) {
+                enqueue(conn, &mut self.ready);
+            }
+        }
+        if let Some(count) = self.owned.remove(&old) {
+            *self.owned.entry(new).or_default() += count;
+        }
+        handles
+    }
+
+    /// Hands the timers `old` armed to `new`, due when they were.
+    pub fn reassign_timers(&mut self, old: Owner, new: Owner) {
+        self.timers.reassign(old, new);
+    }
+
     /// Drops every timer of a guest instance: a fresh one starts with none.
     pub fn clear_timers(&mut self, owner: Owner) {
         self.timers.clear_owner(owner);

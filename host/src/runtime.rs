@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use sha2::{Digest, Sha256};
+use wasmtime::component::{
+    Component, ComponentExportIndex, HasSelf, InstancePre, Linker, ResourceTable, TypedFunc,
+};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
     Trap, WasmBacktrace,
@@ -19,7 +22,7 @@ use crate::connection::Owner;
 use crate::guest_log::{GuestLog, Stream};
 use crate::limits::{EPOCH_TICK, Limits};
 use crate::net::Net;
-use crate::wit::{self, Conn, Event, HandlerPre, IoError, ReadResult, WriteResult};
+use crate::wit::{self, Conn, Event, HandlerIndices, IoError, ReadResult, WriteResult};
 
 /// Instances a component may create: ours are a handful; a bound stops a component
 /// built to exhaust the host with nested instances.
@@ -176,6 +179,8 @@ pub struct GuestSource {
     pub name: String,
     /// Where it came from, for error messages: a path, or `built-in NAME`.
     pub origin: String,
+    /// Its file, if it has one (built-in guests do not): what a reload reads.
+    pub path: Option<std::path::PathBuf>,
     /// The component's bytes.
     pub bytes: Vec<u8>,
 }
@@ -185,16 +190,52 @@ pub struct GuestSource {
 pub struct Guest {
     /// Its name, for logs.
     pub name: Arc<str>,
-    pre: HandlerPre<GuestState>,
+    /// The SHA-256 of its bytes: what a reload compares, and what logs show.
+    pub digest: [u8; 32],
+    pre: InstancePre<GuestState>,
+    indices: HandlerIndices,
+    /// Where its optional `state` interface lives, if it exports one.
+    state: Option<StateExports>,
     /// How long compilation and checking took.
     pub load_time: Duration,
 }
+
+impl Guest {
+    /// The first 12 hex digits of its digest, for logs.
+    pub fn short_digest(&self) -> String {
+        short_digest(&self.digest)
+    }
+
+    /// Whether it exports the `state` interface (snapshot and restore).
+    pub fn keeps_state(&self) -> bool {
+        self.state.is_some()
+    }
+}
+
+/// The first 12 hex digits of a SHA-256, for logs.
+pub fn short_digest(digest: &[u8; 32]) -> String {
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The export indices of the optional `state` interface.
+#[derive(Clone, Copy)]
+struct StateExports {
+    snapshot: ComponentExportIndex,
+    restore: ComponentExportIndex,
+}
+
+/// The name the optional `state` interface is exported under.
+const STATE_INTERFACE: &str = "sandsock:net/state@0.1.0";
 
 /// A live instance and its store.
 pub struct Instance {
     store: Store<GuestState>,
     bindings: wit::Handler,
+    state: Option<(StateSnapshot, StateRestore)>,
 }
+
+type StateSnapshot = TypedFunc<(), (Vec<u8>,)>;
+type StateRestore = TypedFunc<(Vec<u8>,), ()>;
 
 impl Runtime {
     /// An engine with epoch interruption (the per-call deadline), fuel if asked for,
@@ -261,12 +302,23 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{origin}: does not fit the `{}` world", wit::WORLD))?;
-        let pre = HandlerPre::new(pre)
+        let indices = HandlerIndices::new(&pre)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{origin}: does not fit the `{}` world", wit::WORLD))?;
+        let state = component
+            .get_export_index(None, STATE_INTERFACE)
+            .and_then(|interface| {
+                Some(StateExports {
+                    snapshot: component.get_export_index(Some(&interface), "snapshot")?,
+                    restore: component.get_export_index(Some(&interface), "restore")?,
+                })
+            });
         Ok(Guest {
             name: source.name.as_str().into(),
+            digest: Sha256::digest(&source.bytes).into(),
             pre,
+            indices,
+            state,
             load_time: started.elapsed(),
         })
     }
@@ -292,11 +344,32 @@ impl Runtime {
         store.limiter(|s| &mut s.limiter);
         // Instantiation runs guest code too (its start functions): same budget.
         arm(&mut store, &self.sandbox.limits)?;
-        let bindings = guest
+        let instance = guest
             .pre
             .instantiate(&mut store)
             .map_err(anyhow::Error::from)?;
-        Ok(Instance { store, bindings })
+        let bindings = guest
+            .indices
+            .load(&mut store, &instance)
+            .map_err(anyhow::Error::from)?;
+        let state = match guest.state {
+            Some(exports) => Some((
+                instance
+                    .get_typed_func(&mut store, exports.snapshot)
+                    .map_err(anyhow::Error::from)
+                    .context("the `state` interface's snapshot has the wrong type")?,
+                instance
+                    .get_typed_func(&mut store, exports.restore)
+                    .map_err(anyhow::Error::from)
+                    .context("the `state` interface's restore has the wrong type")?,
+            )),
+            None => None,
+        };
+        Ok(Instance {
+            store,
+            bindings,
+            state,
+        })
     }
 }
 
@@ -316,6 +389,30 @@ impl Instance {
         let result = self.bindings.call_handle(&mut self.store, events);
         std::mem::swap(net, &mut self.store.data_mut().net);
         result.map_err(anyhow::Error::from)
+    }
+
+    /// The instance's `snapshot`, or `None` when it does not export `state`.
+    pub fn snapshot(&mut self, limits: &Limits) -> Result<Option<Vec<u8>>> {
+        let Some((snapshot, _)) = self.state else {
+            return Ok(None);
+        };
+        arm(&mut self.store, limits)?;
+        let (state,) = snapshot
+            .call(&mut self.store, ())
+            .map_err(anyhow::Error::from)?;
+        Ok(Some(state))
+    }
+
+    /// Hands an earlier generation's snapshot to this instance's `restore`; nothing
+    /// happens when it does not export `state`.
+    pub fn restore(&mut self, state: Vec<u8>, limits: &Limits) -> Result<()> {
+        let Some((_, restore)) = self.state else {
+            return Ok(());
+        };
+        arm(&mut self.store, limits)?;
+        restore
+            .call(&mut self.store, (state,))
+            .map_err(anyhow::Error::from)
     }
 
     /// Whether the store refused a memory growth (for naming a trap's cause).

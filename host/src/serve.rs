@@ -11,6 +11,7 @@ use crate::examples::guest_source;
 use crate::handler::EventHandler;
 use crate::native::NativeHttp;
 use crate::runtime::Runtime;
+use crate::swap::Reloader;
 use crate::wasm_handler::WasmHandler;
 
 /// Serves until a shutdown completes.
@@ -30,20 +31,42 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         isolation = ?args.isolation,
         "guest loaded"
     );
-    let handler = WasmHandler::new(runtime, guest)?;
-    run(args, handler, &source.origin)
+    let digest = guest.digest;
+    let handler = WasmHandler::new(runtime.clone(), guest, args.swap, args.drain_timeout)?;
+    let mut event_loop = start_loop(args, handler)?;
+    match &source.path {
+        // A guest file can be reloaded (SIGHUP, and --watch).
+        Some(path) => {
+            let reloader = Reloader::start(runtime, path, digest, args.watch, event_loop.waker())?;
+            event_loop.handler_mut().set_reloader(reloader);
+        }
+        None if args.watch => bail!(
+            "--watch needs a guest file, not the built-in `{}`",
+            args.guest
+        ),
+        None => {}
+    }
+    serve_on(event_loop, &source.origin)
 }
 
 fn run(args: &ServeArgs, handler: impl EventHandler, what: &str) -> Result<()> {
+    let event_loop = start_loop(args, handler)?;
+    serve_on(event_loop, what)
+}
+
+fn start_loop<H: EventHandler>(args: &ServeArgs, handler: H) -> Result<EventLoop<H>> {
     raise_open_file_limit();
     let listeners = bind(&args.listen)?;
-    let mut event_loop = EventLoop::new(
+    EventLoop::new(
         listeners,
         handler,
         args.limits(),
         args.allow_list(),
         args.shutdown_timeout,
-    )?;
+    )
+}
+
+fn serve_on<H: EventHandler>(mut event_loop: EventLoop<H>, what: &str) -> Result<()> {
     for addr in event_loop.local_addrs() {
         // Tests and scripts read this line to find the port: keep it exact, on stderr.
         eprintln!("listening on {addr}");

@@ -72,6 +72,27 @@ impl Timers {
         }
     }
 
+    /// Gives every timer of `old` to `new`, due at the same time, under the same ids.
+    pub fn reassign(&mut self, old: Owner, new: Owner) {
+        if !self.per_owner.contains_key(&old) {
+            return;
+        }
+        let moved: Vec<(Instant, u64)> = self
+            .heap
+            .iter()
+            .filter(|Reverse((_, seq, key))| key.0 == old && self.armed.get(key) == Some(seq))
+            .map(|Reverse((at, _, key))| (*at, key.1))
+            .collect();
+        self.clear_owner(old);
+        for (at, id) in moved {
+            self.next_seq += 1;
+            if self.armed.insert((new, id), self.next_seq).is_none() {
+                *self.per_owner.entry(new).or_default() += 1;
+            }
+            self.heap.push(Reverse((at, self.next_seq, (new, id))));
+        }
+    }
+
     /// When the earliest armed timer fires.
     pub fn next_deadline(&mut self) -> Option<Instant> {
         self.drop_stale();

@@ -14,7 +14,7 @@ mod generated {
 pub use generated::sandsock::net::types::{
     Conn, Event, HangupInfo, IoError, ReadResult, WriteResult,
 };
-pub use generated::{Handler, HandlerPre, sandsock};
+pub use generated::{Handler, HandlerIndices, sandsock};
 
 /// The world's name, as `host check` reports it.
 pub const WORLD: &str = "sandsock:net/handler@0.1.0";

@@ -61,7 +61,10 @@ pub trait Handler: 'static {
     /// completed.
     ///
     /// Called exactly once per connection, after which the handle refers to
-    /// nothing; this is the place to drop per-connection state.
+    /// nothing; this is the place to drop per-connection state. That includes a
+    /// connection handed over at a hot swap that ends before its
+    /// [`on_adopted`](Self::on_adopted): [`restore`](Self::restore) may have
+    /// brought back state for it.
     /// [`Io::hangup_reason`] says, from here, whether and how it failed.
     fn on_close(&mut self, io: &mut Io, conn: Conn) {
         let _ = (io, conn);
@@ -70,6 +73,52 @@ pub trait Handler: 'static {
     /// The timer `id`, armed with [`Io::set_timer`], fired.
     fn on_timer(&mut self, io: &mut Io, id: u64) {
         let _ = (io, id);
+    }
+
+    /// After a hot swap with `--swap handoff`: `conn`, which an earlier
+    /// generation of this guest held, is now this one's.
+    ///
+    /// By now [`restore`](Self::restore) has run, and the SDK has taken up its own
+    /// state of `conn`: what the old generation wrote that the host had not taken
+    /// yet goes out right after this returns, before anything written from here
+    /// on. The default treats the connection as new
+    /// ([`on_accept`](Self::on_accept)), which suits a handler that keeps no state
+    /// for it; one that restored some must not overwrite it here.
+    fn on_adopted(&mut self, io: &mut Io, conn: Conn) {
+        self.on_accept(io, conn)
+    }
+
+    /// Before a hot swap with `--swap handoff`: what this instance wants the next
+    /// generation to [`restore`](Self::restore).
+    ///
+    /// The connections move to the new instance with what the host and the SDK
+    /// hold for them (the SDK's queues and flags go into the snapshot next to these
+    /// bytes); what the handler keeps per connection or across them (a store,
+    /// unfinished requests) is lost unless it is in here. Start with a version
+    /// byte of your own: the next generation may be another build.
+    /// [`SnapshotWriter`](crate::SnapshotWriter) has the pieces. The default keeps
+    /// nothing.
+    ///
+    /// Copy rather than move: nothing says this instance is done (a host can
+    /// keep it serving if the new generation fails to start).
+    fn snapshot(&mut self, io: &mut Io) -> Vec<u8> {
+        let _ = io;
+        Vec::new()
+    }
+
+    /// At a hot swap: takes up what the earlier generation's
+    /// [`snapshot`](Self::snapshot) returned, before any
+    /// [`on_adopted`](Self::on_adopted).
+    ///
+    /// Not called when that snapshot was empty or could not be read (a guest of
+    /// another kind, a truncated one). `state` may come from another build of the
+    /// guest: check it ([`SnapshotReader`](crate::SnapshotReader) answers errors,
+    /// never panics) and on an error log a line to stderr and keep the fresh state,
+    /// rather than trap, which would drop every connection just handed over. The
+    /// connections are not this instance's until their `on_adopted`: [`Io`] calls
+    /// on them do nothing here. The default ignores `state`.
+    fn restore(&mut self, io: &mut Io, state: &[u8]) {
+        let _ = (io, state);
     }
 
     /// The host is shutting down: no new connections will come.

@@ -3,10 +3,10 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 
-use crate::Conn;
 use crate::host::Host;
 use crate::raw::types::{IoError, ReadResult, WriteResult};
 use crate::write_queue::WriteQueue;
+use crate::{BadSnapshot, Conn, SnapshotReader, SnapshotWriter};
 
 /// Queued bytes past which the SDK stops reading a connection.
 ///
@@ -43,6 +43,10 @@ pub const READS_PER_EVENT: usize = 16;
 pub struct Io {
     host: Host,
     conns: HashMap<Conn, ConnState>,
+    /// Connections an earlier generation handed over at a hot swap, as its
+    /// snapshot left them, waiting for their `adopted` event. Until then they are
+    /// not this instance's: the host delivers `adopted` after `restore`.
+    adopting: HashMap<Conn, ConnState>,
     /// Connections that ended while the handler was running, with the error that
     /// ended them (none for the guest's own close); the runtime calls `on_close` for
     /// each once the handler returns, so that it never re-enters it.
@@ -53,8 +57,11 @@ pub struct Io {
 }
 
 /// The SDK's state for one connection.
+///
+/// All of it but `told` crosses a hot swap (see `handoff`): a queue or a pending
+/// close lost there would cut a response short.
 #[derive(Debug)]
-struct ConnState {
+pub(crate) struct ConnState {
     /// Bytes written by the guest that the host has not accepted yet.
     queue: WriteQueue,
     /// The interest the host was last told, so `set-interest` is called only on change.
@@ -85,6 +92,14 @@ struct Interest {
     writable: bool,
 }
 
+impl Interest {
+    /// What the host starts every connection with.
+    const INITIAL: Self = Self {
+        readable: true,
+        writable: false,
+    };
+}
+
 /// What the guest asked to happen once its queue for a connection is sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum AfterDrain {
@@ -100,11 +115,7 @@ impl ConnState {
     fn new(connecting: bool) -> Self {
         Self {
             queue: WriteQueue::default(),
-            // The host starts every connection with this interest.
-            told: Interest {
-                readable: true,
-                writable: false,
-            },
+            told: Interest::INITIAL,
             eof: false,
             backpressure: false,
             auto_pause: true,
@@ -144,6 +155,61 @@ impl ConnState {
         }
     }
 
+    /// Writes this state for a handoff: one byte of flags, one of `after_drain`,
+    /// then the queue (see `handoff` for the whole layout).
+    fn encode(&self, w: &mut SnapshotWriter) {
+        let flags = [
+            self.eof,
+            self.backpressure,
+            self.auto_pause,
+            self.paused,
+            self.connecting,
+            self.write_shut,
+            self.failed,
+        ];
+        w.u8(flags
+            .iter()
+            .enumerate()
+            .fold(0, |bits, (i, &on)| bits | (u8::from(on) << i)));
+        w.u8(match self.after_drain {
+            AfterDrain::Notify => 0,
+            AfterDrain::ShutdownWrite => 1,
+            AfterDrain::Close => 2,
+        });
+        w.bytes(self.queue.pending());
+    }
+
+    /// Reads what [`encode`](Self::encode) wrote. `told` is not in it: the
+    /// interest is set afresh on adoption.
+    fn decode(r: &mut SnapshotReader<'_>) -> Result<Self, BadSnapshot> {
+        let bits = r.u8()?;
+        if bits >> 7 != 0 {
+            return Err(BadSnapshot::new("unknown connection flags"));
+        }
+        let flag = |i: u8| bits & (1 << i) != 0;
+        let after_drain = match r.u8()? {
+            0 => AfterDrain::Notify,
+            1 => AfterDrain::ShutdownWrite,
+            2 => AfterDrain::Close,
+            _ => return Err(BadSnapshot::new("unknown pending action")),
+        };
+        let mut queue = WriteQueue::default();
+        queue.push(r.bytes()?);
+        Ok(Self {
+            queue,
+            // Not known (the host kept the old generation's); set on adoption.
+            told: Interest::INITIAL,
+            eof: flag(0),
+            backpressure: flag(1),
+            auto_pause: flag(2),
+            paused: flag(3),
+            connecting: flag(4),
+            after_drain,
+            write_shut: flag(5),
+            failed: flag(6),
+        })
+    }
+
     /// Updates the backpressure flag after the queue grew or shrank.
     fn update_backpressure(&mut self) {
         let queued = self.queue.len();
@@ -171,6 +237,7 @@ impl Io {
         Self {
             host,
             conns: HashMap::new(),
+            adopting: HashMap::new(),
             ended: VecDeque::new(),
             ending: None,
         }
@@ -390,6 +457,64 @@ impl Io {
         }
     }
 
+    /// A connection an earlier generation held is now this instance's: takes up
+    /// the state its snapshot left (a fresh one if there is none, for a
+    /// generation that kept no state or a snapshot that was refused). False if it
+    /// is open already.
+    pub(crate) fn adopt(&mut self, conn: Conn) -> bool {
+        let Entry::Vacant(entry) = self.conns.entry(conn) else {
+            return false;
+        };
+        let state = entry.insert(
+            self.adopting
+                .remove(&conn)
+                .unwrap_or_else(|| ConnState::new(false)),
+        );
+        // The host kept the interest the earlier generation set last, which this
+        // instance does not know: say what it wants, whether or not that differs
+        // from the default.
+        let wanted = state.wanted_interest();
+        self.host
+            .set_interest(conn.raw(), wanted.readable, wanted.writable);
+        state.told = wanted;
+        true
+    }
+
+    /// Writes the state of every connection, open or still to be adopted, for a
+    /// handoff: a count, then per connection its handle and its state.
+    pub(crate) fn snapshot_conns(&self, w: &mut SnapshotWriter) {
+        w.u64((self.conns.len() + self.adopting.len()) as u64);
+        for (conn, state) in self.conns.iter().chain(&self.adopting) {
+            w.u64(conn.raw());
+            state.encode(w);
+        }
+    }
+
+    /// Reads what [`snapshot_conns`](Self::snapshot_conns) wrote, without applying
+    /// it: a snapshot is taken up whole or not at all.
+    pub(crate) fn decode_conns(
+        r: &mut SnapshotReader<'_>,
+    ) -> Result<HashMap<Conn, ConnState>, BadSnapshot> {
+        let mut conns = HashMap::new();
+        for _ in 0..r.count()? {
+            let conn = Conn::from_raw(r.u64()?);
+            let state = ConnState::decode(r)?;
+            if conns.insert(conn, state).is_some() {
+                return Err(BadSnapshot::new("a connection appears twice"));
+            }
+        }
+        Ok(conns)
+    }
+
+    /// Keeps the decoded states of connections handed over, for their `adopted`.
+    pub(crate) fn restore_conns(&mut self, conns: HashMap<Conn, ConnState>) {
+        for (conn, state) in conns {
+            if !self.conns.contains_key(&conn) {
+                self.adopting.insert(conn, state);
+            }
+        }
+    }
+
     /// An outbound connection completed: its queue may be sent from now on. False
     /// if `conn` is not a connection this guest is waiting for.
     pub(crate) fn connected(&mut self, conn: Conn) -> bool {
@@ -467,8 +592,11 @@ impl Io {
 
     /// Forgets `conn`, which the host released (because of `reason`, if any);
     /// the handler hears `on_close`.
+    ///
+    /// A connection still to be adopted counts too: the handler restored whatever
+    /// it kept for it, and drops that in `on_close`.
     pub(crate) fn forget(&mut self, conn: Conn, reason: Option<IoError>) {
-        if self.conns.remove(&conn).is_some() {
+        if self.conns.remove(&conn).is_some() || self.adopting.remove(&conn).is_some() {
             self.ended.push_back((conn, reason));
         }
     }

@@ -16,6 +16,15 @@
 //!   connections, which are written to and closed like accepted ones.
 //!   [`Lines`] splits a stream into bounded lines for line protocols.
 //!
+//! A [`serve!`] guest is of the `stateful-handler` world: at a hot swap with
+//! `--swap handoff` the host hands its connections to a new instance, and the SDK
+//! carries across what it holds for them (bytes not yet sent, pauses, pending
+//! closes) together with whatever [`Handler::snapshot`] returns, which the new
+//! instance's [`Handler::restore`] takes up before each connection arrives in
+//! [`Handler::on_adopted`]. [`SnapshotWriter`] and [`SnapshotReader`] encode
+//! such state, and a snapshot that cannot be read is logged and ignored, never a
+//! trap.
+//!
 //! ```no_run
 //! use sandsock_sdk::{Conn, Handler, Io};
 //!
@@ -38,11 +47,13 @@
 
 mod conn;
 mod handler;
+mod handoff;
 mod host;
 mod io;
 mod lines;
 pub mod raw;
 mod runtime;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 mod write_queue;
@@ -54,6 +65,7 @@ pub use lines::{LineTooLong, Lines, trim_line_end};
 /// Why a host call failed ([`Io::connect`], [`Io::set_timer`]), or why a
 /// connection ended ([`Io::hangup_reason`]).
 pub use raw::types::IoError;
+pub use snapshot::{BadSnapshot, SnapshotReader, SnapshotWriter};
 
 /// Not public API: what [`serve!`] expands to needs these from the guest's crate.
 #[doc(hidden)]
@@ -107,13 +119,27 @@ macro_rules! serve {
                     const { $crate::__private::Slot::new() };
             }
 
+            fn init() -> $handler {
+                $init
+            }
+
             impl $crate::raw::Guest for SandsockGuest {
                 fn handle(events: ::std::vec::Vec<$crate::raw::Event>) {
-                    RUNTIME.with(|slot| slot.handle(|| $init, events));
+                    RUNTIME.with(|slot| slot.handle(init, events));
                 }
             }
 
-            $crate::export_raw!(SandsockGuest);
+            impl $crate::raw::state::Guest for SandsockGuest {
+                fn snapshot() -> ::std::vec::Vec<u8> {
+                    RUNTIME.with(|slot| slot.snapshot(init))
+                }
+
+                fn restore(state: ::std::vec::Vec<u8>) {
+                    RUNTIME.with(|slot| slot.restore(init, state));
+                }
+            }
+
+    $crate::export_raw!(SandsockGuest with state);
         };
     };
 }
@@ -121,7 +147,12 @@ macro_rules! serve {
 /// Exports a type implementing [`raw::Guest`] as the guest's `handle`, for guests
 /// that use the raw interface without the buffered layer.
 ///
-/// The type must be named by a plain identifier, declared in the same crate.
+/// `export_raw!(Type)` makes a component of the `handler` world: it exports
+/// `handle` alone, and keeps no state across a hot swap (the connections handed
+/// to it arrive as `adopted` events with nothing else). `export_raw!(Type with
+/// state)` makes one of the `stateful-handler` world, which also exports `state`:
+/// `Type` implements [`raw::state::Guest`] too. The type must be named by a plain
+/// identifier, declared in the same crate.
 ///
 /// ```no_run
 /// struct Silent;
@@ -132,9 +163,49 @@ macro_rules! serve {
 ///
 /// sandsock_sdk::export_raw!(Silent);
 /// ```
+///
+/// With state:
+///
+/// ```no_run
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// use sandsock_sdk::raw::{self, Event};
+///
+/// /// Connections seen by this guest and every generation before it.
+/// static SEEN: AtomicU64 = AtomicU64::new(0);
+///
+/// struct Counter;
+///
+/// impl raw::Guest for Counter {
+///     fn handle(events: Vec<Event>) {
+///         let accepted = events.iter().filter(|e| matches!(e, Event::Accepted(_)));
+///         SEEN.fetch_add(accepted.count() as u64, Ordering::Relaxed);
+///     }
+/// }
+///
+/// impl raw::state::Guest for Counter {
+///     fn snapshot() -> Vec<u8> {
+///         SEEN.load(Ordering::Relaxed).to_le_bytes().to_vec()
+///     }
+///
+///     fn restore(state: Vec<u8>) {
+///         // Anything but 8 bytes is not ours: keep counting from zero.
+///         if let Ok(bytes) = <[u8; 8]>::try_from(state) {
+///             SEEN.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
+///         }
+///     }
+/// }
+///
+/// sandsock_sdk::export_raw!(Counter with state);
+/// ```
 #[macro_export]
 macro_rules! export_raw {
     ($guest:ident) => {
         $crate::raw::__export_handler_world!($guest with_types_in $crate::raw);
+    };
+    ($guest:ident with state) => {
+        $crate::raw::stateful::__export_stateful_handler_world!(
+            $guest with_types_in $crate::raw::stateful
+        );
     };
 }

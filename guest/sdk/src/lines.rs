@@ -93,6 +93,31 @@ impl Lines {
         self.partial.len()
     }
 
+    /// The unfinished line held back, for a [`Handler::snapshot`]: a line split
+    /// across a hot swap is then completed by the next generation
+    /// ([`resume`](Self::resume)).
+    ///
+    /// [`Handler::snapshot`]: crate::Handler::snapshot
+    pub fn unfinished(&self) -> &[u8] {
+        &self.partial
+    }
+
+    /// A splitter that carries on from an [`unfinished`](Self::unfinished) line
+    /// an earlier generation held, for lines of at most `max_line` bytes.
+    ///
+    /// `None` if `unfinished` could not have come from a `Lines` with this limit:
+    /// longer than `max_line`, or holding a `\n`. Snapshots are input, so the
+    /// caller treats that as a malformed snapshot.
+    pub fn resume(max_line: usize, unfinished: &[u8]) -> Option<Self> {
+        if unfinished.len() > max_line || find_newline(unfinished).is_some() {
+            return None;
+        }
+        Some(Self {
+            partial: unfinished.to_vec(),
+            max_line,
+        })
+    }
+
     /// Holds back the start of a line, unless that alone breaks the limit.
     fn keep(&mut self, tail: &[u8]) -> Result<(), LineTooLong> {
         if self.partial.len() + tail.len() > self.max_line {
@@ -173,6 +198,25 @@ mod tests {
         let (seen, result) = feed_all(&mut lines, &[b"abc", b"de\n"]);
         assert_eq!(result, Err(LineTooLong));
         assert!(seen.is_empty());
+    }
+
+    #[test]
+    fn resumes_an_unfinished_line() {
+        let mut lines = Lines::new(10);
+        let (_, result) = feed_all(&mut lines, &[b"a\nSET k"]);
+        assert_eq!(result, Ok(()));
+        let mut resumed = Lines::resume(10, lines.unfinished()).expect("fits the limit");
+        let (seen, result) = feed_all(&mut resumed, &[b" v\n"]);
+        assert_eq!(result, Ok(()));
+        assert_eq!(seen, [&b"SET k v\n"[..]]);
+        assert_eq!(resumed.buffered(), 0);
+    }
+
+    #[test]
+    fn resume_refuses_what_no_lines_would_hold() {
+        assert!(Lines::resume(3, b"abcd").is_none(), "over the limit");
+        assert!(Lines::resume(10, b"a\nb").is_none(), "a complete line");
+        assert!(Lines::resume(3, b"").is_some());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The raw `handler` world, exactly as `wit/handler.wit` defines it.
+//! The raw `handler` and `stateful-handler` worlds, exactly as `wit/handler.wit`
+//! defines them.
 //!
 //! These are the bindings `wit-bindgen` generates, re-exported so that a guest can
 //! skip the buffered layer and speak the contract directly, without a `wit-bindgen`
@@ -7,7 +8,11 @@
 //! - implement [`Guest`] (one function, `handle`, called with every [`Event`] of a
 //!   turn of the host's loop) and export it with [`export_raw!`](crate::export_raw);
 //! - call the host through [`io`]: `read`, `write`, `set_interest`,
-//!   `shutdown_write`, `close`, `peer`, `set_timer`, `cancel_timer`, `connect`.
+//!   `shutdown_write`, `close`, `peer`, `set_timer`, `cancel_timer`, `connect`;
+//! - to keep state across a hot swap, also implement [`state::Guest`]
+//!   (`snapshot`, `restore`) and export with `export_raw!(Type with state)`: the
+//!   component is then of the `stateful-handler` world. Plain `export_raw!(Type)`
+//!   exports the `handler` world alone, a guest without state.
 //!
 //! ```no_run
 //! use sandsock_sdk::raw::{self, io, types::ReadResult, Event};
@@ -50,3 +55,36 @@ wit_bindgen::generate!({
 });
 
 pub use self::sandsock::net::{io, types};
+
+/// The `stateful-handler` world: `handle` plus the `state` interface.
+///
+/// Generated again, separately, so that a guest chooses by the export macro it
+/// uses which world its component has: [`export_raw!`](crate::export_raw) alone
+/// exports `handle` only, `export_raw!(Type with state)` also `state`. The imports
+/// and types are those of the parent module (`with`), so an [`Event`] is the same
+/// type in both.
+pub mod stateful {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "stateful-handler",
+        with: {
+            "sandsock:net/types@0.1.0": crate::raw::types,
+            "sandsock:net/io@0.1.0": crate::raw::io,
+        },
+        pub_export_macro: true,
+        export_macro_name: "__export_stateful_handler_world",
+        default_bindings_module: "::sandsock_sdk::raw::stateful",
+    });
+
+    /// One `handle` for both worlds: whatever implements [`super::Guest`] exports
+    /// it in this world too.
+    impl<T: super::Guest> Guest for T {
+        fn handle(events: ::std::vec::Vec<super::Event>) {
+            <T as super::Guest>::handle(events)
+        }
+    }
+}
+
+/// The `state` interface: implement its `Guest` (`snapshot`, `restore`) next to
+/// [`Guest`] and export both with `export_raw!(Type with state)`.
+pub use self::stateful::exports::sandsock::net::state;

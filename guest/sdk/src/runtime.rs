@@ -2,6 +2,7 @@
 
 use std::cell::RefCell;
 
+use crate::handoff;
 use crate::host::Host;
 use crate::io::READS_PER_EVENT;
 use crate::raw::Event;
@@ -32,6 +33,7 @@ impl<H: Handler> Runtime<H> {
                 Event::Readable(handle) => self.readable(Conn::from_raw(handle)),
                 Event::Writable(handle) => self.writable(Conn::from_raw(handle)),
                 Event::Hangup(info) => self.io.forget(Conn::from_raw(info.conn), Some(info.error)),
+                Event::Adopted(handle) => self.adopted(Conn::from_raw(handle)),
                 Event::Timer(id) => self.handler.on_timer(&mut self.io, id),
                 Event::Shutdown => self.handler.on_shutdown(&mut self.io),
             }
@@ -43,6 +45,48 @@ impl<H: Handler> Runtime<H> {
         if self.io.accept(conn) {
             self.handler.on_accept(&mut self.io, conn);
         }
+    }
+
+    /// A connection handed over at a hot swap: the handler hears it, then what the
+    /// earlier generation left queued goes out, ahead of what the handler wrote in
+    /// `on_adopted`.
+    fn adopted(&mut self, conn: Conn) {
+        if self.io.adopt(conn) {
+            self.handler.on_adopted(&mut self.io, conn);
+            self.writable(conn);
+        }
+    }
+
+    /// The `state.snapshot` export: the handler's bytes and the SDK's connection
+    /// state, in the layout `handoff` describes.
+    pub(crate) fn snapshot(&mut self) -> Vec<u8> {
+        let handler = self.handler.snapshot(&mut self.io);
+        self.deliver_closes();
+        handoff::encode(&handler, &self.io)
+    }
+
+    /// The `state.restore` export. An empty snapshot (from a generation that kept
+    /// nothing) restores nothing; one that cannot be read is logged and ignored
+    /// whole, so that a bad snapshot never traps the instance that just took over
+    /// the connections.
+    pub(crate) fn restore(&mut self, state: &[u8]) {
+        if state.is_empty() {
+            return;
+        }
+        match handoff::decode(state) {
+            Ok(restored) => {
+                self.io.restore_conns(restored.conns);
+                if !restored.handler.is_empty() {
+                    self.handler.restore(&mut self.io, restored.handler);
+                }
+            }
+            Err(error) => eprintln!(
+                "sandsock-sdk: ignoring the snapshot of the earlier generation \
+                 ({} bytes): {error}; the connections handed over start afresh",
+                state.len()
+            ),
+        }
+        self.deliver_closes();
     }
 
     /// An outbound connection completed: the handler hears it, then what was
@@ -120,12 +164,26 @@ impl<H: Handler> Slot<H> {
 
     /// Runs one batch, creating the runtime with `init` on first use.
     pub fn handle(&self, init: impl FnOnce() -> H, events: Vec<Event>) {
-        // The host never calls `handle` re-entrantly (imports do not call back), so
-        // this borrow cannot fail.
+        self.with(init, |runtime| runtime.handle(events));
+    }
+
+    /// The `state.snapshot` export, creating the runtime with `init` if no batch
+    /// came before.
+    pub fn snapshot(&self, init: impl FnOnce() -> H) -> Vec<u8> {
+        self.with(init, Runtime::snapshot)
+    }
+
+    /// The `state.restore` export: called on a new instance, before its first
+    /// batch, so it usually creates the runtime with `init`.
+    pub fn restore(&self, init: impl FnOnce() -> H, state: Vec<u8>) {
+        self.with(init, |runtime| runtime.restore(&state));
+    }
+
+    fn with<T>(&self, init: impl FnOnce() -> H, f: impl FnOnce(&mut Runtime<H>) -> T) -> T {
+        // The host never calls the guest re-entrantly (imports do not call back),
+        // so this borrow cannot fail.
         let mut runtime = self.0.borrow_mut();
-        runtime
-            .get_or_insert_with(|| Runtime::new(init(), Host::default()))
-            .handle(events);
+        f(runtime.get_or_insert_with(|| Runtime::new(init(), Host::default())))
     }
 }
 

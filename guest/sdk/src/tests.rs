@@ -21,6 +21,8 @@ enum Call {
     Close(u64),
     Timer(u64),
     Shutdown,
+    Adopted(u64),
+    Restored(Vec<u8>),
 }
 
 type AcceptHook = Box<dyn FnMut(&mut Io, Conn)>;
@@ -35,6 +37,8 @@ struct Recorder {
     reasons: Vec<(u64, Option<IoError>)>,
     on_accept: Option<AcceptHook>,
     on_data: Option<DataHook>,
+    /// What `snapshot` returns.
+    state: Vec<u8>,
 }
 
 impl Recorder {
@@ -95,6 +99,22 @@ impl Handler for Recorder {
 
     fn on_shutdown(&mut self, _io: &mut Io) {
         self.calls.push(Call::Shutdown);
+    }
+
+    /// Records, then does what `on_accept`'s hook does (the trait's default).
+    fn on_adopted(&mut self, io: &mut Io, conn: Conn) {
+        self.calls.push(Call::Adopted(conn.raw()));
+        if let Some(hook) = &mut self.on_accept {
+            hook(io, conn);
+        }
+    }
+
+    fn snapshot(&mut self, _io: &mut Io) -> Vec<u8> {
+        self.state.clone()
+    }
+
+    fn restore(&mut self, _io: &mut Io, state: &[u8]) {
+        self.calls.push(Call::Restored(state.to_vec()));
     }
 }
 
@@ -521,4 +541,238 @@ fn shutdown_reaches_the_handler() {
     let mut rt = runtime(Recorder::default(), 0, vec![]);
     rt.handle(vec![Event::Accepted(C), Event::Shutdown]);
     assert_eq!(calls(&mut rt), [Call::Accept(C), Call::Shutdown]);
+}
+
+// Hot swap with handoff: snapshot on one runtime, restore and `adopted` on another.
+
+/// A new generation's runtime: its host holds `C` as the old one left it, with
+/// `room` bytes of room and the interest the old generation set.
+fn successor(handler: Recorder, room: usize, interest: (bool, bool)) -> Runtime<Recorder> {
+    let mut host = FakeHost::default();
+    host.add_conn(C, room).interest = interest;
+    Runtime::new(handler, host)
+}
+
+/// An old generation with `C` open and `queued` bytes the host has not taken.
+fn generation_with_queue(queued: &'static [u8]) -> Runtime<Recorder> {
+    let mut rt = runtime(Recorder::writing_on_accept(queued, |_, _| {}), 0, vec![]);
+    rt.handle(vec![Event::Accepted(C)]);
+    assert_eq!(rt.io().queued(CONN), queued.len());
+    rt
+}
+
+#[test]
+fn queued_bytes_survive_a_handoff_and_go_out_first() {
+    let mut old = generation_with_queue(b"old bytes ");
+    old.handler().state = b"handler state".to_vec();
+    let snapshot = old.snapshot();
+
+    let handler = Recorder::writing_on_accept(b"new bytes", |_, _| {});
+    let mut new = successor(handler, 100, (true, true));
+    new.restore(&snapshot);
+    assert_eq!(calls(&mut new), [Call::Restored(b"handler state".to_vec())]);
+    assert!(
+        !new.io().is_open(CONN),
+        "not this instance's before adopted"
+    );
+
+    new.handle(vec![Event::Adopted(C)]);
+    let fake = host(&mut new).conn(C);
+    assert_eq!(fake.written, b"old bytes new bytes");
+    assert_eq!(fake.interest, (true, false), "drained: write interest off");
+    assert_eq!(
+        calls(&mut new)[1..],
+        [Call::Adopted(C), Call::Writable(C)],
+        "the queue the old generation waited on drained"
+    );
+}
+
+#[test]
+fn a_queue_the_host_still_cannot_take_waits_for_writable() {
+    let snapshot = generation_with_queue(b"abcdef").snapshot();
+    let mut new = successor(Recorder::default(), 2, (true, true));
+    new.restore(&snapshot);
+    new.handle(vec![Event::Adopted(C)]);
+    assert_eq!(new.io().queued(CONN), 4);
+    assert_eq!(host(&mut new).conn(C).interest, (true, true));
+    new.io().write(CONN, b"!");
+    host(&mut new).conn(C).room = 100;
+    new.handle(vec![Event::Writable(C)]);
+    assert_eq!(host(&mut new).conn(C).written, b"abcdef!");
+}
+
+#[test]
+fn a_close_waiting_for_the_queue_survives_a_handoff() {
+    let mut old = runtime(Recorder::writing_on_accept(b"bye", Io::close), 0, vec![]);
+    old.handle(vec![Event::Accepted(C)]);
+    assert!(old.io().is_open(CONN), "waiting to send");
+    let snapshot = old.snapshot();
+
+    let mut new = successor(Recorder::default(), 100, (false, true));
+    new.restore(&snapshot);
+    new.handle(vec![Event::Adopted(C), Event::Readable(C)]);
+    let fake = host(&mut new).conn(C);
+    assert_eq!(fake.written, b"bye");
+    assert!(fake.closed);
+    assert_eq!(fake.read_calls, 0, "reading stopped with the close");
+    assert_eq!(calls(&mut new), [Call::Adopted(C), Call::Close(C)]);
+}
+
+#[test]
+fn flags_survive_a_handoff() {
+    let mut old = runtime(Recorder::default(), 0, vec![]);
+    host(&mut old).add_conn(2, 0);
+    old.handle(vec![Event::Accepted(C), Event::Accepted(2)]);
+    // `C` saw end-of-stream and stays open, half-closed (the recorder's `on_eof`
+    // would close it, so the runtime's side is called directly).
+    old.io().mark_eof(CONN);
+    let two = Conn::from_raw(2);
+    old.io().pause_reading(two);
+    old.io().set_auto_pause(two, false);
+    let snapshot = old.snapshot();
+
+    let mut new = successor(Recorder::default(), 0, (true, true));
+    host(&mut new).add_conn(2, 0).interest = (true, true);
+    new.restore(&snapshot);
+    new.handle(vec![Event::Adopted(C), Event::Adopted(2)]);
+    assert_eq!(host(&mut new).conn(C).interest, (false, false), "eof");
+    assert_eq!(host(&mut new).conn(2).interest, (false, false), "paused");
+    new.io().resume_reading(two);
+    assert_eq!(host(&mut new).conn(2).interest, (true, false));
+    assert_eq!(calls(&mut new), [Call::Adopted(C), Call::Adopted(2)]);
+}
+
+#[test]
+fn a_connection_adopted_without_state_starts_afresh() {
+    let mut new = successor(Recorder::default(), 100, (false, true));
+    new.handle(vec![Event::Adopted(C), Event::Adopted(C)]);
+    assert_eq!(
+        host(&mut new).conn(C).interest,
+        (true, false),
+        "the old interest is replaced"
+    );
+    assert_eq!(calls(&mut new), [Call::Adopted(C)], "adopted once");
+    assert!(new.io().is_open(CONN));
+}
+
+#[test]
+fn the_default_on_adopted_is_on_accept() {
+    #[derive(Default)]
+    struct Greeter;
+    impl Handler for Greeter {
+        fn on_accept(&mut self, io: &mut Io, conn: Conn) {
+            io.write(conn, b"hi");
+        }
+    }
+    let mut host = FakeHost::default();
+    host.add_conn(C, 100);
+    let mut rt = Runtime::new(Greeter, host);
+    rt.restore(b"");
+    rt.handle(vec![Event::Adopted(C)]);
+    assert_eq!(rt.io().host().conn(C).written, b"hi");
+}
+
+#[test]
+fn a_connection_that_ends_before_adoption_is_closed_once() {
+    let snapshot = generation_with_queue(b"lost").snapshot();
+    let mut new = successor(Recorder::default(), 100, (true, true));
+    new.restore(&snapshot);
+    new.handle(vec![hangup(C, IoError::Reset), Event::Adopted(C)]);
+    assert_eq!(calls(&mut new)[0], Call::Close(C));
+    assert_eq!(new.handler().reasons, [(C, Some(IoError::Reset))]);
+    assert_eq!(host(&mut new).conn(C).written, b"");
+}
+
+#[test]
+fn an_empty_handler_snapshot_is_not_restored() {
+    let snapshot = generation_with_queue(b"q").snapshot();
+    let mut new = successor(Recorder::default(), 100, (true, true));
+    new.restore(&snapshot);
+    assert!(calls(&mut new).is_empty());
+    new.handle(vec![Event::Adopted(C)]);
+    assert_eq!(host(&mut new).conn(C).written, b"q");
+}
+
+#[test]
+fn a_malformed_snapshot_is_ignored_whole() {
+    let mut old = generation_with_queue(b"queued");
+    old.handler().state = b"handler state".to_vec();
+    let snapshot = old.snapshot();
+
+    let mut bad_version = snapshot.clone();
+    bad_version[4] = 99;
+    let mut trailing = snapshot.clone();
+    trailing.push(0);
+    let mut bad_flags = snapshot.clone();
+    let flags_at = snapshot.len() - (1 + 1 + 8 + b"queued".len());
+    bad_flags[flags_at] = 0x80;
+    let cases = [
+        b"not a snapshot at all".to_vec(),
+        b"SSDK".to_vec(),
+        bad_version,
+        trailing,
+        bad_flags,
+    ];
+    let truncations = (1..snapshot.len()).map(|end| snapshot[..end].to_vec());
+    for bad in cases.into_iter().chain(truncations) {
+        let mut new = successor(Recorder::default(), 100, (false, true));
+        new.restore(&bad);
+        assert!(calls(&mut new).is_empty(), "handler not restored: {bad:?}");
+        new.handle(vec![Event::Adopted(C)]);
+        let fake = host(&mut new).conn(C);
+        assert_eq!(fake.written, b"", "nothing of the old queue: {bad:?}");
+        assert_eq!(fake.interest, (true, false), "fresh: {bad:?}");
+    }
+}
+
+#[test]
+fn a_connection_listed_twice_is_refused() {
+    let snapshot = generation_with_queue(b"x").snapshot();
+    // The one connection, and a count of 2 with the same record again.
+    let record = snapshot[snapshot.len() - (8 + 1 + 1 + 8 + 1)..].to_vec();
+    let count_at = snapshot.len() - record.len() - 8;
+    let mut twice = snapshot[..count_at].to_vec();
+    twice.extend_from_slice(&2u64.to_le_bytes());
+    twice.extend_from_slice(&record);
+    twice.extend_from_slice(&record);
+    let mut new = successor(Recorder::default(), 100, (true, true));
+    new.restore(&twice);
+    new.handle(vec![Event::Adopted(C)]);
+    assert_eq!(host(&mut new).conn(C).written, b"");
+
+    let mut once = snapshot[..count_at].to_vec();
+    once.extend_from_slice(&1u64.to_le_bytes());
+    once.extend_from_slice(&record);
+    assert_eq!(once, snapshot, "the layout this test assumes");
+}
+
+#[test]
+fn a_snapshot_carries_connections_not_adopted_yet() {
+    let first = generation_with_queue(b"twice moved").snapshot();
+    let mut middle = successor(Recorder::default(), 0, (true, true));
+    middle.restore(&first);
+    let second = middle.snapshot();
+    let mut last = successor(Recorder::default(), 100, (true, true));
+    last.restore(&second);
+    last.handle(vec![Event::Adopted(C)]);
+    assert_eq!(host(&mut last).conn(C).written, b"twice moved");
+}
+
+#[test]
+fn snapshots_of_several_instances_merge() {
+    let first = generation_with_queue(b"first").snapshot();
+    let mut other = FakeHost::default();
+    other.add_conn(2, 0);
+    let mut second = Runtime::new(Recorder::writing_on_accept(b"second", |_, _| {}), other);
+    second.handle(vec![Event::Accepted(2)]);
+    let second = second.snapshot();
+
+    let mut new = successor(Recorder::default(), 100, (true, true));
+    host(&mut new).add_conn(2, 100);
+    new.restore(&first);
+    new.handle(vec![Event::Adopted(C)]);
+    new.restore(&second);
+    new.handle(vec![Event::Adopted(2)]);
+    assert_eq!(host(&mut new).conn(C).written, b"first");
+    assert_eq!(host(&mut new).conn(2).written, b"second");
 }

@@ -1,8 +1,9 @@
 //! The HTTP/1.1 logic of the `http` example, with no I/O: request bytes in,
 //! response bytes out.
 //!
-//! Every `GET` is answered `200 OK` with the body `hello\n`, every `HEAD` with the
-//! same head and no body, any other method with `405`. Connections are kept alive
+//! Every `GET` is answered `200 OK` with the body `hello\n` (or another body, with
+//! the `_with` functions: the hot-swap tests' second generation says `hello v2\n`),
+//! every `HEAD` with the same head and no body, any other method with `405`. Connections are kept alive
 //! as HTTP/1.1 says (HTTP/1.0 only with `Connection: keep-alive`), pipelined
 //! requests are answered in order, and a request body announced by
 //! `Content-Length` is skipped.
@@ -34,8 +35,8 @@ const MAX_HEADERS: usize = 32;
 /// connection buffers: at most `MAX_HEAD + MAX_BODY` bytes.
 const MAX_BODY: usize = 64 * 1024;
 
-/// The body of every successful `GET`.
-const HELLO: &[u8] = b"hello\n";
+/// The body of every successful `GET`, unless a `_with` function is given another.
+pub const HELLO: &[u8] = b"hello\n";
 
 /// What [`answer`] made of the start of its input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,17 +74,23 @@ pub struct Answers {
 
 /// Answers the request at the start of `input`, appending its response to `out`.
 pub fn answer(input: &[u8], out: &mut Vec<u8>) -> Outcome {
-    answer_with(input, out, false)
+    answer_one(input, out, false, HELLO)
 }
 
 /// Like [`answer`], but the response says `Connection: close` whatever the request
 /// asked, and an `Answered` outcome has `close` set: for the last request of a
 /// connection, when the server is shutting down.
 pub fn answer_last(input: &[u8], out: &mut Vec<u8>) -> Outcome {
-    answer_with(input, out, true)
+    answer_last_with(input, out, HELLO)
 }
 
-fn answer_with(input: &[u8], out: &mut Vec<u8>, last: bool) -> Outcome {
+/// Like [`answer_last`], with `body` instead of [`HELLO`] for a `GET`.
+pub fn answer_last_with(input: &[u8], out: &mut Vec<u8>, body: &[u8]) -> Outcome {
+    answer_one(input, out, true, body)
+}
+
+/// Answers one request; `last` forces `Connection: close`, and a `GET` gets `body`.
+fn answer_one(input: &[u8], out: &mut Vec<u8>, last: bool, body: &[u8]) -> Outcome {
     let mut headers = [EMPTY_HEADER; MAX_HEADERS];
     let mut request = Request::new(&mut headers);
     let head_len = match request.parse(input) {
@@ -115,9 +122,10 @@ fn answer_with(input: &[u8], out: &mut Vec<u8>, last: bool) -> Outcome {
     } else {
         Connection::Default
     };
+    let ok = Response { body, ..OK };
     match request.method {
-        Some("GET") => respond(out, &OK, connection, Body::Send),
-        Some("HEAD") => respond(out, &OK, connection, Body::Omit),
+        Some("GET") => respond(out, &ok, connection, Body::Send),
+        Some("HEAD") => respond(out, &ok, connection, Body::Omit),
         _ => respond(out, &METHOD_NOT_ALLOWED, connection, Body::Send),
     }
     Outcome::Answered { consumed, close }
@@ -126,9 +134,14 @@ fn answer_with(input: &[u8], out: &mut Vec<u8>, last: bool) -> Outcome {
 /// Answers every complete request at the start of `input`, in order, appending the
 /// responses to `out`: all the pipelined requests a read brought in, in one go.
 pub fn answer_all(input: &[u8], out: &mut Vec<u8>) -> Answers {
+    answer_all_with(input, out, HELLO)
+}
+
+/// Like [`answer_all`], with `body` instead of [`HELLO`] for each `GET`.
+pub fn answer_all_with(input: &[u8], out: &mut Vec<u8>, body: &[u8]) -> Answers {
     let mut consumed = 0;
     while consumed < input.len() {
-        match answer(&input[consumed..], out) {
+        match answer_one(&input[consumed..], out, false, body) {
             Outcome::Answered { consumed: n, close } => {
                 consumed += n;
                 if close {
@@ -161,7 +174,7 @@ struct Head {
 }
 
 impl Head {
-    fn read(request: &Request<'_, '_>) -> Result<Self, &'static Response> {
+    fn read(request: &Request<'_, '_>) -> Result<Self, &'static Response<'static>> {
         let mut head = Head {
             http10: request.version == Some(0),
             close_requested: false,
@@ -214,39 +227,39 @@ fn parse_content_length(value: &[u8]) -> Option<usize> {
 }
 
 /// A response this server sends: a status line and a `text/plain` body.
-struct Response {
+struct Response<'a> {
     status: &'static [u8],
     /// Header lines beyond the framing ones, each ending in `\r\n`.
     extra_headers: &'static [u8],
-    body: &'static [u8],
+    body: &'a [u8],
 }
 
-const OK: Response = Response {
+const OK: Response<'static> = Response {
     status: b"200 OK",
     extra_headers: b"",
     body: HELLO,
 };
-const METHOD_NOT_ALLOWED: Response = Response {
+const METHOD_NOT_ALLOWED: Response<'static> = Response {
     status: b"405 Method Not Allowed",
     extra_headers: b"Allow: GET, HEAD\r\n",
     body: b"method not allowed\n",
 };
-const BAD_REQUEST: Response = Response {
+const BAD_REQUEST: Response<'static> = Response {
     status: b"400 Bad Request",
     extra_headers: b"",
     body: b"bad request\n",
 };
-const BODY_TOO_LARGE: Response = Response {
+const BODY_TOO_LARGE: Response<'static> = Response {
     status: b"413 Content Too Large",
     extra_headers: b"",
     body: b"request body too large\n",
 };
-const HEAD_TOO_LARGE: Response = Response {
+const HEAD_TOO_LARGE: Response<'static> = Response {
     status: b"431 Request Header Fields Too Large",
     extra_headers: b"",
     body: b"request header fields too large\n",
 };
-const NOT_IMPLEMENTED: Response = Response {
+const NOT_IMPLEMENTED: Response<'static> = Response {
     status: b"501 Not Implemented",
     extra_headers: b"",
     body: b"transfer-encoding not supported\n",
@@ -268,12 +281,12 @@ enum Body {
     Omit,
 }
 
-fn reject(out: &mut Vec<u8>, response: &Response) -> Outcome {
+fn reject(out: &mut Vec<u8>, response: &Response<'_>) -> Outcome {
     respond(out, response, Connection::Close, Body::Send);
     Outcome::Rejected
 }
 
-fn respond(out: &mut Vec<u8>, response: &Response, connection: Connection, body: Body) {
+fn respond(out: &mut Vec<u8>, response: &Response<'_>, connection: Connection, body: Body) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(response.status);
     out.extend_from_slice(b"\r\nContent-Type: text/plain\r\nContent-Length: ");
@@ -532,5 +545,21 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(answer_last(b"GET / HT", &mut out), Outcome::Incomplete);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn another_body_is_sent_with_its_own_length() {
+        let mut out = Vec::new();
+        let input = b"GET / HTTP/1.1\r\n\r\nHEAD / HTTP/1.1\r\n\r\n";
+        let answers = answer_all_with(input, &mut out, b"hello v2\n");
+        assert_eq!(answers.consumed, input.len());
+        assert_eq!(
+            String::from_utf8(out).expect("responses are ASCII"),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\nhello v2\n\
+             HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        answer_last_with(b"GET / HTTP/1.1\r\n\r\n", &mut out, b"v2");
+        assert!(out.ends_with(b"Connection: close\r\n\r\nv2"));
     }
 }

@@ -10,10 +10,16 @@
 //! One reply line per request line, in order, so a client may pipeline. Lines end
 //! in `\n` or `\r\n`; a key is one word, a value may hold spaces. A line over
 //! [`MAX_LINE`] bytes gets `ERROR line too long` and the connection is closed.
+//!
+//! The store survives a hot swap with `--swap handoff`: the snapshot holds every
+//! key and value, and each connection's unfinished line, so a `SET` split across
+//! the swap still lands (layout: [`SNAPSHOT_VERSION`]).
 
 use std::collections::HashMap;
 
-use sandsock_sdk::{Conn, Handler, Io, Lines, trim_line_end};
+use sandsock_sdk::{
+    BadSnapshot, Conn, Handler, Io, Lines, SnapshotReader, SnapshotWriter, trim_line_end,
+};
 
 /// Longest request line, without its line end. Bounds what one connection
 /// buffers while a line is arriving.
@@ -29,6 +35,16 @@ const MAX_STORE_BYTES: usize = 16 * 1024 * 1024;
 /// that far behind is not reading them, and is disconnected.
 const MAX_PENDING_REPLIES: usize = 4 * 1024 * 1024;
 
+/// The layout of [`Kv::encode`], version 1 (the SDK's `bytes` is a `u64` length,
+/// then the bytes):
+///
+/// ```text
+/// version  u8    1
+/// entries  u64   then per entry: key bytes, value bytes
+/// conns    u64   then per connection: handle u64, unfinished line bytes
+/// ```
+const SNAPSHOT_VERSION: u8 = 1;
+
 #[derive(Default)]
 struct Kv {
     store: Store,
@@ -41,6 +57,33 @@ struct Kv {
 impl Handler for Kv {
     fn on_accept(&mut self, _io: &mut Io, conn: Conn) {
         self.lines.insert(conn, Lines::new(MAX_LINE));
+    }
+
+    /// Keeps the unfinished line `restore` brought back, if any.
+    fn on_adopted(&mut self, _io: &mut Io, conn: Conn) {
+        self.lines
+            .entry(conn)
+            .or_insert_with(|| Lines::new(MAX_LINE));
+    }
+
+    fn snapshot(&mut self, _io: &mut Io) -> Vec<u8> {
+        self.encode()
+    }
+
+    /// Takes up the earlier generation's store, or keeps this one's if the
+    /// snapshot cannot be read: a bad snapshot loses the data, not the connections.
+    ///
+    /// The host may call this more than once, once per earlier instance that held
+    /// connections (several generations can be draining at once), so a snapshot is
+    /// merged into what is there; on a key both have, the later snapshot wins.
+    fn restore(&mut self, _io: &mut Io, state: &[u8]) {
+        match decode(state) {
+            Ok((store, lines)) => {
+                self.store.merge(store);
+                self.lines.extend(lines);
+            }
+            Err(error) => eprintln!("kv: the store handed over is lost: {error}"),
+        }
     }
 
     fn on_data(&mut self, io: &mut Io, conn: Conn, data: &[u8]) {
@@ -85,6 +128,59 @@ impl Handler for Kv {
     }
 }
 
+impl Kv {
+    /// The snapshot: the store and the unfinished lines, as [`SNAPSHOT_VERSION`]
+    /// lays them out.
+    fn encode(&self) -> Vec<u8> {
+        let mut w = SnapshotWriter::new();
+        w.u8(SNAPSHOT_VERSION);
+        w.u64(self.store.entries.len() as u64);
+        for (key, value) in &self.store.entries {
+            w.bytes(key);
+            w.bytes(value);
+        }
+        w.u64(self.lines.len() as u64);
+        for (conn, lines) in &self.lines {
+            w.u64(conn.raw());
+            w.bytes(lines.unfinished());
+        }
+        w.into_bytes()
+    }
+}
+
+/// Reads what [`Kv::encode`] wrote, checking all of it before any of it is used.
+///
+/// A store larger than [`MAX_STORE_BYTES`] (from a build with a larger limit) is
+/// taken as it is: `SET` refuses to grow it until enough is deleted.
+fn decode(state: &[u8]) -> Result<(Store, HashMap<Conn, Lines>), BadSnapshot> {
+    let mut r = SnapshotReader::new(state);
+    if r.u8()? != SNAPSHOT_VERSION {
+        return Err(BadSnapshot::new("unknown kv snapshot version"));
+    }
+    let mut store = Store::default();
+    for _ in 0..r.count()? {
+        let (key, value) = (r.bytes()?, r.bytes()?);
+        if !is_key(key) {
+            return Err(BadSnapshot::new("a key is not one word"));
+        }
+        if store.entries.insert(key.to_vec(), value.to_vec()).is_some() {
+            return Err(BadSnapshot::new("a key appears twice"));
+        }
+        store.bytes += key.len() + value.len();
+    }
+    let mut lines = HashMap::new();
+    for _ in 0..r.count()? {
+        let conn = Conn::from_raw(r.u64()?);
+        let unfinished = Lines::resume(MAX_LINE, r.bytes()?)
+            .ok_or(BadSnapshot::new("an unfinished line is not one"))?;
+        if lines.insert(conn, unfinished).is_some() {
+            return Err(BadSnapshot::new("a connection appears twice"));
+        }
+    }
+    r.finish()?;
+    Ok((store, lines))
+}
+
 /// The keys and values, and how many bytes they take.
 #[derive(Default)]
 struct Store {
@@ -119,6 +215,22 @@ impl Store {
                 None => out.extend_from_slice(b"NOT_FOUND\n"),
             },
             _ => out.extend_from_slice(b"ERROR unknown command\n"),
+        }
+    }
+
+    /// Adds `other`'s entries, replacing those with the same key. Not held to
+    /// [`MAX_STORE_BYTES`]: a store handed over is kept whole.
+    fn merge(&mut self, other: Store) {
+        if self.entries.is_empty() {
+            *self = other;
+            return;
+        }
+        for (key, value) in other.entries {
+            let (key_len, value_len) = (key.len(), value.len());
+            if let Some(old) = self.entries.insert(key, value) {
+                self.bytes -= key_len + old.len();
+            }
+            self.bytes += key_len + value_len;
         }
     }
 
@@ -198,5 +310,78 @@ mod tests {
         store.execute(b"DEL a", &mut out);
         assert_eq!(out, b"OK\nERROR store full\nOK\nOK\nDELETED\n");
         assert_eq!(store.bytes, 2);
+    }
+
+    #[test]
+    fn a_snapshot_brings_back_the_store_and_unfinished_lines() {
+        let mut kv = Kv::default();
+        let mut out = Vec::new();
+        for line in ["SET a 1", "SET b two words", "SET c x", "DEL c"] {
+            kv.store.execute(line.as_bytes(), &mut out);
+        }
+        let conn = Conn::from_raw(7);
+        let mut lines = Lines::new(MAX_LINE);
+        lines
+            .feed(b"SET d", |_| {})
+            .expect("a short unfinished line");
+        kv.lines.insert(conn, lines);
+
+        let (mut store, mut restored) = decode(&kv.encode()).expect("its own snapshot");
+        assert_eq!(store.bytes, kv.store.bytes);
+        let mut replies = Vec::new();
+        let lines = restored.get_mut(&conn).expect("the connection's line");
+        let fed = lines.feed(b" 4\nGET b\n", |line| {
+            store.execute(trim_line_end(line), &mut replies);
+        });
+        assert_eq!(fed, Ok(()));
+        store.execute(b"GET a", &mut replies);
+        store.execute(b"GET d", &mut replies);
+        store.execute(b"GET c", &mut replies);
+        assert_eq!(
+            String::from_utf8(replies).expect("ASCII"),
+            "OK\nVALUE two words\nVALUE 1\nVALUE 4\nNOT_FOUND\n"
+        );
+    }
+
+    #[test]
+    fn a_bad_snapshot_is_refused_without_panicking() {
+        let mut kv = Kv::default();
+        kv.store.execute(b"SET key value", &mut Vec::new());
+        kv.lines.insert(Conn::from_raw(1), Lines::new(MAX_LINE));
+        let good = kv.encode();
+        for end in 0..good.len() {
+            assert!(decode(&good[..end]).is_err(), "truncated at {end}");
+        }
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(decode(&trailing).is_err());
+        let mut version = good.clone();
+        version[0] = 2;
+        assert!(decode(&version).is_err());
+
+        let mut w = SnapshotWriter::new();
+        w.u8(SNAPSHOT_VERSION);
+        w.u64(1);
+        w.bytes(b"two words");
+        w.bytes(b"v");
+        w.u64(0);
+        assert!(decode(&w.into_bytes()).is_err(), "a key with a space");
+    }
+
+    #[test]
+    fn snapshots_merge_and_the_later_one_wins() {
+        let mut store = Store::default();
+        store.execute(b"SET a 1", &mut Vec::new());
+        store.execute(b"SET b 2", &mut Vec::new());
+        let mut later = Store::default();
+        later.execute(b"SET b 22", &mut Vec::new());
+        later.execute(b"SET c 3", &mut Vec::new());
+        store.merge(later);
+        let mut out = Vec::new();
+        for line in ["GET a", "GET b", "GET c"] {
+            store.execute(line.as_bytes(), &mut out);
+        }
+        assert_eq!(out, b"VALUE 1\nVALUE 22\nVALUE 3\n");
+        assert_eq!(store.bytes, 2 + 3 + 2);
     }
 }

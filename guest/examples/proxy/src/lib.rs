@@ -18,16 +18,33 @@
 //!   it cannot be made, one line goes to stderr (a host log line) and the client
 //!   is closed.
 //!
+//! - **Hot swap.** With `--swap handoff` the pairs survive: the snapshot holds
+//!   which connection is whose partner and how far each side got, and the SDK
+//!   carries the queues and pauses. A connection handed over without a partner
+//!   (from a generation that kept no state) cannot be forwarded anywhere, and is
+//!   closed.
+//!
 //! `UPSTREAM` is `ip:port` (no name lookup), read on first use:
 //! `host --guest proxy.wasm --env UPSTREAM=127.0.0.1:9000 --allow-connect ...`.
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
 
-use sandsock_sdk::{Conn, HIGH_WATER, Handler, Io, IoError};
+use sandsock_sdk::{
+    BadSnapshot, Conn, HIGH_WATER, Handler, Io, IoError, SnapshotReader, SnapshotWriter,
+};
 
 /// The environment variable naming the upstream address.
 const UPSTREAM: &str = "UPSTREAM";
+
+/// The layout of [`Proxy::encode`], version 1:
+///
+/// ```text
+/// version  u8    1
+/// sides    u64   then per connection: handle u64, partner u64,
+///                flags u8 (bit 0 upstream, 1 connected, 2 eof; the rest 0)
+/// ```
+const SNAPSHOT_VERSION: u8 = 1;
 
 #[derive(Default)]
 struct Proxy {
@@ -82,6 +99,29 @@ impl Handler for Proxy {
         }
         self.sides.insert(client, Side::new(upstream, false, true));
         self.sides.insert(upstream, Side::new(client, true, false));
+    }
+
+    /// A side restored from the snapshot carries on; anything else has lost its
+    /// partner, and nothing it sends could be forwarded.
+    fn on_adopted(&mut self, io: &mut Io, conn: Conn) {
+        if !self.sides.contains_key(&conn) {
+            eprintln!(
+                "proxy: closing the connection {conn} from {}: handed over without its partner",
+                peer(io, conn)
+            );
+            io.close(conn);
+        }
+    }
+
+    fn snapshot(&mut self, _io: &mut Io) -> Vec<u8> {
+        self.encode()
+    }
+
+    fn restore(&mut self, _io: &mut Io, state: &[u8]) {
+        match decode(state) {
+            Ok(sides) => self.sides.extend(sides),
+            Err(error) => eprintln!("proxy: the pairs handed over are lost: {error}"),
+        }
     }
 
     fn on_connected(&mut self, _io: &mut Io, upstream: Conn) {
@@ -142,6 +182,24 @@ impl Handler for Proxy {
 }
 
 impl Proxy {
+    /// The snapshot: every side of every pair, as [`SNAPSHOT_VERSION`] lays them
+    /// out.
+    fn encode(&self) -> Vec<u8> {
+        let mut w = SnapshotWriter::new();
+        w.u8(SNAPSHOT_VERSION);
+        w.u64(self.sides.len() as u64);
+        for (conn, side) in &self.sides {
+            w.u64(conn.raw());
+            w.u64(side.partner.raw());
+            let flags = [side.is_upstream, side.connected, side.eof];
+            w.u8(flags
+                .iter()
+                .enumerate()
+                .fold(0, |bits, (i, &on)| bits | (u8::from(on) << i)));
+        }
+        w.into_bytes()
+    }
+
     fn upstream(&self) -> Option<String> {
         self.upstream
             .get_or_init(|| std::env::var(UPSTREAM).ok().filter(|addr| !addr.is_empty()))
@@ -160,9 +218,86 @@ impl Side {
     }
 }
 
+/// Reads what [`Proxy::encode`] wrote, checking all of it before any of it is
+/// used: each side's partner must be there and point back, one of the two the
+/// upstream.
+fn decode(state: &[u8]) -> Result<HashMap<Conn, Side>, BadSnapshot> {
+    let mut r = SnapshotReader::new(state);
+    if r.u8()? != SNAPSHOT_VERSION {
+        return Err(BadSnapshot::new("unknown proxy snapshot version"));
+    }
+    let mut sides = HashMap::new();
+    for _ in 0..r.count()? {
+        let conn = Conn::from_raw(r.u64()?);
+        let partner = Conn::from_raw(r.u64()?);
+        let bits = r.u8()?;
+        if bits >> 3 != 0 {
+            return Err(BadSnapshot::new("unknown flags"));
+        }
+        let mut side = Side::new(partner, bits & 1 != 0, bits & 2 != 0);
+        side.eof = bits & 4 != 0;
+        if sides.insert(conn, side).is_some() {
+            return Err(BadSnapshot::new("a connection appears twice"));
+        }
+    }
+    r.finish()?;
+    let paired = sides.iter().all(|(&conn, side)| {
+        sides
+            .get(&side.partner)
+            .is_some_and(|other| other.partner == conn && other.is_upstream != side.is_upstream)
+    });
+    if !paired {
+        return Err(BadSnapshot::new("a connection is not paired"));
+    }
+    Ok(sides)
+}
+
 /// The peer's address for a log line.
 fn peer(io: &Io, conn: Conn) -> String {
     io.peer(conn).unwrap_or_else(|| conn.to_string())
 }
 
 sandsock_sdk::serve!(Proxy);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(proxy: &mut Proxy, client: u64, upstream: u64) {
+        let (client, upstream) = (Conn::from_raw(client), Conn::from_raw(upstream));
+        proxy.sides.insert(client, Side::new(upstream, false, true));
+        proxy.sides.insert(upstream, Side::new(client, true, false));
+    }
+
+    #[test]
+    fn pairs_survive_a_snapshot() {
+        let mut proxy = Proxy::default();
+        pair(&mut proxy, 1, 1000);
+        pair(&mut proxy, 2, 1001);
+        if let Some(side) = proxy.sides.get_mut(&Conn::from_raw(2)) {
+            side.eof = true;
+        }
+        let sides = decode(&proxy.encode()).expect("its own snapshot");
+        assert_eq!(sides.len(), 4);
+        let side = &sides[&Conn::from_raw(2)];
+        assert_eq!(side.partner, Conn::from_raw(1001));
+        assert!(side.eof && side.connected && !side.is_upstream);
+        let upstream = &sides[&Conn::from_raw(1000)];
+        assert!(upstream.is_upstream && !upstream.connected && !upstream.eof);
+    }
+
+    #[test]
+    fn a_bad_snapshot_is_refused_without_panicking() {
+        let mut proxy = Proxy::default();
+        pair(&mut proxy, 1, 1000);
+        let good = proxy.encode();
+        for end in 0..good.len() {
+            assert!(decode(&good[..end]).is_err(), "truncated at {end}");
+        }
+        proxy.sides.remove(&Conn::from_raw(1000));
+        assert!(
+            decode(&proxy.encode()).is_err(),
+            "a side without its partner"
+        );
+    }
+}

@@ -9,6 +9,12 @@
 //! Bytes the host does not accept are kept and retried on the connection's next
 //! event; reading pauses meanwhile, so at most 7 bytes wait. At end-of-stream the
 //! connection is closed.
+//!
+//! It is also the host tests' guest without state: `export_raw!` without `with
+//! state` makes a component of the plain `handler` world, so a hot swap with
+//! `--swap handoff` hands its connections over with nothing but what the host
+//! holds. An `adopted` connection is read again from scratch; bytes an old
+//! generation was still retrying are lost.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -42,6 +48,9 @@ impl raw::Guest for PartialRead {
                     | Event::Shutdown => {}
                     Event::Readable(conn) => readable(unsent, conn),
                     Event::Writable(conn) => retry(unsent, conn),
+                    // Nothing of the old generation came along (no `state`), and its
+                    // interest may have been writable only: read again.
+                    Event::Adopted(conn) => io::set_interest(conn, true, false),
                     Event::Hangup(info) => {
                         unsent.remove(&info.conn);
                     }

@@ -1,0 +1,226 @@
+//! Hot-swap triggers and loading. `--watch` and `SIGHUP` lead here: the new guest is
+//! read once its file is stable, compared with the one serving, compiled and checked
+//! on a thread of its own, and only then handed to the loop, which never stalls for
+//! a compilation.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use mio::Waker;
+use notify::{RecursiveMode, Watcher};
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use crate::examples::read_guest_file;
+use crate::runtime::{Guest, Runtime, short_digest};
+
+/// A file must stay unchanged (size and modification time) this long before it is
+/// read: builds write in several steps, and a half-written guest must not be loaded.
+const STABLE_FOR: Duration = Duration::from_millis(200);
+/// How often a changing file is looked at while waiting for it to settle.
+const SETTLE_POLL: Duration = Duration::from_millis(25);
+/// A file that never settles is tried anyway after this (and refused if broken).
+const SETTLE_GIVE_UP: Duration = Duration::from_secs(10);
+
+/// What started a reload.
+#[derive(Clone, Copy, Debug)]
+enum Trigger {
+    /// The watched file changed.
+    Changed(Instant),
+    /// `SIGHUP`.
+    Signal(Instant),
+}
+
+impl Trigger {
+    fn at(self) -> Instant {
+        match self {
+            Trigger::Changed(at) | Trigger::Signal(at) => at,
+        }
+    }
+}
+
+/// A new guest, compiled and checked, ready to be swapped in.
+pub struct Loaded {
+    /// The guest.
+    pub guest: Guest,
+    /// When the change or signal that led to it happened: the swap's latency is
+    /// measured from here.
+    pub triggered: Instant,
+}
+
+/// The loading side of hot swap: a watcher (with `--watch`) and a loader thread.
+pub struct Reloader {
+    triggers: Sender<Trigger>,
+    loaded: Receiver<Loaded>,
+    // Kept alive for as long as the reloader is: dropping it stops the watching.
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl Reloader {
+    /// Starts the loader for `path`, whose current contents have `serving` as
+    /// digest; with `watch`, file changes trigger reloads too. `waker` wakes the
+    /// event loop when a new guest is ready.
+    pub fn start(
+        runtime: Arc<Runtime>,
+        path: &Path,
+        serving: [u8; 32],
+        watch: bool,
+        waker: Arc<Waker>,
+    ) -> Result<Self> {
+        let path = path
+            .canonicalize()
+            .with_context(|| format!("cannot resolve {}", path.display()))?;
+        let (triggers, trigger_rx) = mpsc::channel();
+        let (loaded_tx, loaded) = mpsc::channel();
+        let watcher = if watch {
+            Some(watch_file(&path, triggers.clone())?)
+        } else {
+            None
+        };
+        let loader = Loader {
+            runtime,
+            path,
+            serving,
+            triggers: trigger_rx,
+            loaded: loaded_tx,
+            waker,
+        };
+        thread::Builder::new()
+            .name("guest-loader".into())
+            .spawn(move || loader.run())
+            .context("cannot start the guest loader thread")?;
+        Ok(Self {
+            triggers,
+            loaded,
+            _watcher: watcher,
+        })
+    }
+
+    /// Asks for a reload of the same path (`SIGHUP`).
+    pub fn request(&self) {
+        let _ = self.triggers.send(Trigger::Signal(Instant::now()));
+    }
+
+    /// A guest that finished loading, if any.
+    pub fn take(&self) -> Option<Loaded> {
+        self.loaded.try_recv().ok()
+    }
+}
+
+/// Watches the file's directory (a build that writes a new file and renames it
+/// over the old one replaces the inode a file watch would follow).
+fn watch_file(path: &Path, triggers: Sender<Trigger>) -> Result<notify::RecommendedWatcher> {
+    let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let name = path.file_name().map(|n| n.to_owned());
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if event.kind.is_access() {
+            return;
+        }
+        if event.paths.iter().any(|p| p.file_name() == name.as_deref()) {
+            let _ = triggers.send(Trigger::Changed(Instant::now()));
+        }
+    })
+    .context("cannot start watching files")?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .with_context(|| format!("cannot watch {}", dir.display()))?;
+    info!(path = %path.display(), "watching the guest file for changes");
+    Ok(watcher)
+}
+
+struct Loader {
+    runtime: Arc<Runtime>,
+    path: PathBuf,
+    /// The digest of the guest last handed over (or serving at start).
+    serving: [u8; 32],
+    triggers: Receiver<Trigger>,
+    loaded: Sender<Loaded>,
+    waker: Arc<Waker>,
+}
+
+impl Loader {
+    /// Takes triggers until the reloader is dropped.
+    fn run(mut self) {
+        while let Ok(trigger) = self.triggers.recv() {
+            let trigger = match trigger {
+                Trigger::Changed(_) => self.settle(trigger),
+                Trigger::Signal(_) => self.coalesce(trigger),
+            };
+            let Some(trigger) = trigger else { return };
+            self.reload(trigger);
+        }
+    }
+
+    /// Folds triggers already queued into this one: one reload serves them all.
+    fn coalesce(&self, first: Trigger) -> Option<Trigger> {
+        while self.triggers.try_recv().is_ok() {}
+        Some(first)
+    }
+
+    /// Waits until the file has stopped changing, folding the events its writing
+    /// causes into one trigger. `None` when the reloader is gone.
+    fn settle(&self, first: Trigger) -> Option<Trigger> {
+        let started = Instant::now();
+        let mut seen = stamp(&self.path);
+        let mut stable_since = Instant::now();
+        loop {
+            match self.triggers.recv_timeout(SETTLE_POLL) {
+                Ok(_) => stable_since = Instant::now(),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+            let now_seen = stamp(&self.path);
+            if now_seen != seen {
+                seen = now_seen;
+                stable_since = Instant::now();
+            }
+            if stable_since.elapsed() >= STABLE_FOR || started.elapsed() >= SETTLE_GIVE_UP {
+                return Some(first);
+            }
+        }
+    }
+
+    fn reload(&mut self, trigger: Trigger) {
+        let path = self.path.display();
+        let source = match read_guest_file(&self.path) {
+            Ok(source) => source,
+            Err(err) => {
+                warn!("reload refused: {err:#}; the serving generation keeps serving");
+                return;
+            }
+        };
+        let digest: [u8; 32] = Sha256::digest(&source.bytes).into();
+        if digest == self.serving {
+            info!(%path, digest = short_digest(&digest), "reload skipped: the file is the one serving");
+            return;
+        }
+        match self.runtime.load(&source) {
+            Ok(guest) => {
+                self.serving = digest;
+                let loaded = Loaded {
+                    guest,
+                    triggered: trigger.at(),
+                };
+                if self.loaded.send(loaded).is_ok() {
+                    let _ = self.waker.wake();
+                }
+            }
+            Err(err) => warn!(
+                "reload refused: {}; the serving generation keeps serving",
+                format!("{err:#}").replace('\n', " ")
+            ),
+        }
+    }
+}
+
+/// What tells one version of a file from the next without reading it.
+fn stamp(path: &Path) -> Option<(u64, SystemTime)> {
+    let meta = fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()?))
+}

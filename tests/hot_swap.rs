@@ -1,0 +1,358 @@
+//! Hot swap: new handler code while the server runs, with `--watch` and `SIGHUP`,
+//! draining or handing over open connections, and refusing broken files.
+//!
+//! The two HTTP guests told apart by their bodies are the `http` example (`hello\n`)
+//! and the `http_v2` test guest (`hello v2\n`).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Host, read_line, test_guest};
+
+const V1: &str = "hello\n";
+const V2: &str = "hello v2\n";
+
+/// A scratch directory for one test's guest file.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sandsock-swap-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The bytes of a built-in example, as `host examples --out` writes them.
+fn example(name: &str) -> Vec<u8> {
+    std::fs::read(PathBuf::from(env!("SANDSOCK_GUEST_DIR")).join(format!("{name}.wasm"))).unwrap()
+}
+
+/// The same component with a custom section appended: different bytes (so a reload
+/// is not skipped), the same behaviour.
+fn variant(mut wasm: Vec<u8>, tag: u8) -> Vec<u8> {
+    let name = b"sandsock-test";
+    let payload = [tag];
+    wasm.push(0); // custom section
+    wasm.push((1 + name.len() + payload.len()) as u8);
+    wasm.push(name.len() as u8);
+    wasm.extend_from_slice(name);
+    wasm.extend_from_slice(&payload);
+    wasm
+}
+
+/// Replaces `path` the way many builds do: write a temporary file, rename it over.
+fn install(path: &Path, bytes: &[u8]) {
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, bytes).unwrap();
+    std::fs::rename(&temporary, path).unwrap();
+}
+
+/// One keep-alive GET; returns the body.
+fn get(stream: &mut BufReader<TcpStream>) -> String {
+    stream
+        .get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send a request");
+    read_body(stream)
+}
+
+fn read_body(stream: &mut BufReader<TcpStream>) -> String {
+    let mut length = None;
+    let mut status = String::new();
+    stream.read_line(&mut status).expect("read a status line");
+    assert!(status.starts_with("HTTP/1.1 200"), "status {status:?}");
+    loop {
+        let mut line = String::new();
+        stream.read_line(&mut line).expect("read a header");
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = Some(value.trim().parse::<usize>().unwrap());
+        }
+    }
+    let mut body = vec![0; length.expect("a Content-Length")];
+    stream.read_exact(&mut body).expect("read a body");
+    String::from_utf8(body).unwrap()
+}
+
+fn connect(host: &Host) -> BufReader<TcpStream> {
+    BufReader::new(host.connect())
+}
+
+/// The body a brand-new connection gets.
+fn fresh_body(host: &Host) -> String {
+    get(&mut connect(host))
+}
+
+fn wait_swapped_to(host: &Host, generation: u32) {
+    host.wait_for_log(
+        &format!("swap to generation {generation} "),
+        Duration::from_secs(30),
+    );
+}
+
+fn count(host: &Host, needle: &str) -> usize {
+    host.log().matches(needle).count()
+}
+
+#[test]
+fn twenty_swaps_under_load_fail_no_request() {
+    let dir = scratch("load");
+    let path = dir.join("guest.wasm");
+    let v1 = example("http");
+    let v2 = std::fs::read(test_guest("http_v2")).unwrap();
+    install(&path, &v1);
+    let host = Host::start(&["--guest", path.to_str().unwrap(), "--watch"]);
+    let addr = host.addr;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    // 50 keep-alive connections, 10 per thread.
+    let mut workers: Vec<thread::JoinHandle<()>> = (0..5)
+        .map(|_| {
+            let (stop, done) = (stop.clone(), done.clone());
+            let mut conns: Vec<BufReader<TcpStream>> = (0..10).map(|_| connect(&host)).collect();
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    for conn in &mut conns {
+                        let body = get(conn);
+                        assert!(body == V1 || body == V2, "body {body:?}");
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    // And new connections all the time.
+    {
+        let (stop, done) = (stop.clone(), done.clone());
+        workers.push(thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let stream = TcpStream::connect(addr).expect("connect during swaps");
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(20)))
+                    .unwrap();
+                let body = get(&mut BufReader::new(stream));
+                assert!(body == V1 || body == V2, "body {body:?}");
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+
+    for swap in 0..20u32 {
+        let (bytes, body) = if swap % 2 == 0 { (&v2, V2) } else { (&v1, V1) };
+        install(&path, bytes);
+        wait_swapped_to(&host, swap + 2);
+        assert_eq!(
+            fresh_body(&host),
+            body,
+            "a new connection after swap {}",
+            swap + 1
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.join().expect("a request failed during the swaps");
+    }
+    assert!(
+        done.load(Ordering::Relaxed) > 1000,
+        "too little load: {}",
+        done.load(Ordering::Relaxed)
+    );
+    assert_eq!(count(&host, "reload refused"), 0, "{}", host.log());
+}
+
+#[test]
+fn drain_keeps_the_old_generation_for_open_connections_then_drops_it() {
+    let dir = scratch("drain");
+    let path = dir.join("guest.wasm");
+    install(&path, &example("http"));
+    let host = Host::start(&["--guest", path.to_str().unwrap(), "--watch"]);
+    let mut before = connect(&host);
+    assert_eq!(get(&mut before), V1);
+
+    install(&path, &std::fs::read(test_guest("http_v2")).unwrap());
+    wait_swapped_to(&host, 2);
+    assert_eq!(fresh_body(&host), V2);
+    assert_eq!(
+        get(&mut before),
+        V1,
+        "an open connection stays with its generation"
+    );
+    assert_eq!(count(&host, "generation 1 dropped"), 0);
+
+    drop(before);
+    host.wait_for_log("generation 1 dropped", Duration::from_secs(10));
+}
+
+#[test]
+fn handoff_moves_an_open_connection_to_the_new_generation() {
+    let dir = scratch("handoff");
+    let path = dir.join("guest.wasm");
+    install(&path, &example("http"));
+    let host = Host::start(&[
+        "--guest",
+        path.to_str().unwrap(),
+        "--watch",
+        "--swap",
+        "handoff",
+    ]);
+    let mut before = connect(&host);
+    assert_eq!(get(&mut before), V1);
+
+    install(&path, &std::fs::read(test_guest("http_v2")).unwrap());
+    wait_swapped_to(&host, 2);
+    assert_eq!(
+        get(&mut before),
+        V2,
+        "the same connection is served by the new generation"
+    );
+    host.wait_for_log("generation 1 dropped", Duration::from_secs(10));
+}
+
+#[test]
+fn kv_values_survive_a_handoff() {
+    let dir = scratch("kv");
+    let path = dir.join("kv.wasm");
+    let kv = example("kv");
+    install(&path, &kv);
+    let host = Host::start(&[
+        "--guest",
+        path.to_str().unwrap(),
+        "--watch",
+        "--swap",
+        "handoff",
+    ]);
+    let mut client = host.connect();
+    client.write_all(b"SET planet mars\n").unwrap();
+    assert_eq!(read_line(&mut client), "OK");
+
+    install(&path, &variant(kv, 1));
+    wait_swapped_to(&host, 2);
+    // On the connection handed over, and on a new one.
+    client.write_all(b"GET planet\n").unwrap();
+    assert_eq!(read_line(&mut client), "VALUE mars");
+    let mut fresh = host.connect();
+    fresh.write_all(b"GET planet\n").unwrap();
+    assert_eq!(read_line(&mut fresh), "VALUE mars");
+}
+
+#[test]
+fn a_chat_client_from_before_a_handoff_hears_one_from_after() {
+    let dir = scratch("chat");
+    let path = dir.join("chat.wasm");
+    let chat = example("chat");
+    install(&path, &chat);
+    let host = Host::start(&[
+        "--guest",
+        path.to_str().unwrap(),
+        "--watch",
+        "--swap",
+        "handoff",
+    ]);
+    let mut before = host.connect();
+    let mut witness = host.connect();
+    witness.write_all(b"in the room\n").unwrap();
+    assert_eq!(read_line(&mut before), "in the room");
+
+    install(&path, &variant(chat, 1));
+    wait_swapped_to(&host, 2);
+    let mut after = host.connect();
+    // `after` proves it joined by hearing the old client, then speaks.
+    before.write_all(b"from before\n").unwrap();
+    assert_eq!(read_line(&mut after), "from before");
+    after.write_all(b"from after\n").unwrap();
+    assert_eq!(read_line(&mut before), "from after");
+    assert_eq!(read_line(&mut witness), "from before");
+    assert_eq!(read_line(&mut witness), "from after");
+}
+
+#[test]
+fn broken_files_are_refused_and_the_old_generation_keeps_serving() {
+    let dir = scratch("broken");
+    let path = dir.join("guest.wasm");
+    let v1 = example("http");
+    install(&path, &v1);
+    let host = Host::start(&["--guest", path.to_str().unwrap(), "--watch"]);
+    let mut open = connect(&host);
+    assert_eq!(get(&mut open), V1);
+
+    let other_world = std::fs::read(test_guest("other_world")).unwrap();
+    let broken: [(&str, &[u8]); 3] = [
+        ("truncated", &v1[..v1.len() / 2]),
+        ("text", b"this is not a guest\n"),
+        ("other world", &other_world),
+    ];
+    for (i, (what, bytes)) in broken.iter().enumerate() {
+        std::fs::write(&path, bytes).unwrap(); // in place, like `cp`
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while count(&host, "reload refused") < i + 1 {
+            assert!(
+                Instant::now() < deadline,
+                "a {what} file was not refused:\n{}",
+                host.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(fresh_body(&host), V1, "after a {what} file");
+        assert_eq!(get(&mut open), V1, "after a {what} file");
+    }
+    let log = host.log();
+    assert!(log.contains("not a WebAssembly file"), "{log}");
+    assert!(log.contains("does not export `handle`"), "{log}");
+    assert_eq!(count(&host, "swap to generation"), 0, "{log}");
+}
+
+#[test]
+fn sighup_reloads_and_an_unchanged_file_is_skipped() {
+    let dir = scratch("sighup");
+    let path = dir.join("guest.wasm");
+    install(&path, &example("http"));
+    let host = Host::start(&["--guest", path.to_str().unwrap()]);
+    host.signal(libc::SIGHUP);
+    host.wait_for_log("reload skipped", Duration::from_secs(10));
+    assert_eq!(fresh_body(&host), V1);
+
+    install(&path, &std::fs::read(test_guest("http_v2")).unwrap());
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        fresh_body(&host),
+        V1,
+        "without --watch a change alone does nothing"
+    );
+    host.signal(libc::SIGHUP);
+    wait_swapped_to(&host, 2);
+    assert_eq!(fresh_body(&host), V2);
+}
+
+#[test]
+fn a_guest_written_slowly_in_pieces_is_loaded_once_whole() {
+    let dir = scratch("slow");
+    let path = dir.join("guest.wasm");
+    install(&path, &example("http"));
+    let host = Host::start(&["--guest", path.to_str().unwrap(), "--watch"]);
+    let v2 = std::fs::read(test_guest("http_v2")).unwrap();
+    let mut file = std::fs::File::create(&path).unwrap(); // truncates in place
+    for piece in v2.chunks(v2.len() / 4 + 1) {
+        file.write_all(piece).unwrap();
+        file.flush().unwrap();
+        thread::sleep(Duration::from_millis(60));
+    }
+    drop(file);
+    wait_swapped_to(&host, 2);
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(fresh_body(&host), V2);
+    assert_eq!(count(&host, "swap to generation"), 1, "{}", host.log());
+    assert_eq!(
+        count(&host, "reload refused"),
+        0,
+        "a half-written file was tried:\n{}",
+        host.log()
+    );
+}
