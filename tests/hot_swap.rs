@@ -356,3 +356,33 @@ fn a_guest_written_slowly_in_pieces_is_loaded_once_whole() {
         host.log()
     );
 }
+
+#[test]
+fn swaps_work_with_an_instance_per_connection() {
+    for (mode, expect_on_open) in [("drain", V1), ("handoff", V2)] {
+        let dir = scratch(&format!("isolated-{mode}"));
+        let path = dir.join("guest.wasm");
+        install(&path, &example("http"));
+        let host = Host::start(&[
+            "--guest",
+            path.to_str().unwrap(),
+            "--watch",
+            "--isolation",
+            "connection",
+            "--swap",
+            mode,
+        ]);
+        let mut open = connect(&host);
+        assert_eq!(get(&mut open), V1);
+        install(&path, &std::fs::read(test_guest("http_v2")).unwrap());
+        wait_swapped_to(&host, 2);
+        assert_eq!(fresh_body(&host), V2, "{mode}: a new connection");
+        assert_eq!(
+            get(&mut open),
+            expect_on_open,
+            "{mode}: the open connection"
+        );
+        drop(open);
+        host.wait_for_log("generation 1 dropped", Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,196 @@
+//! What a hot swap costs: its latency (trigger to the new generation serving) and
+//! the requests/s a loaded server keeps while it swaps every 500 ms.
+//!
+//! `cargo bench --bench swap`. The latency is what the host logs for each swap
+//! (`swap to generation N ... done took=...`): with `--watch` it includes the
+//! 200 ms the file must stay unchanged; with `SIGHUP` it is the read, digest,
+//! compile, check and swap alone.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::Duration;
+
+use sandsock::load::{LoadArgs, run};
+
+const SWAPS: u32 = 20;
+const LOAD_REQUESTS: u64 = 1_000_000;
+
+fn main() {
+    let dir = std::env::temp_dir().join(format!("sandsock-swap-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("guest.wasm");
+    let guests = PathBuf::from(env!("SANDSOCK_GUEST_DIR"));
+    let v1 = std::fs::read(guests.join("http.wasm")).unwrap();
+    let v2 = std::fs::read(guests.join("http_v2.wasm")).unwrap();
+
+    let watch = swap_latencies(&path, &v1, &v2, true);
+    let sighup = swap_latencies(&path, &v1, &v2, false);
+    println!("swap latency, trigger to new generation serving (http example, {SWAPS} swaps):");
+    println!(
+        "  --watch (includes the 200 ms settle): median {:.1} ms",
+        median(&watch)
+    );
+    println!(
+        "  SIGHUP:                               median {:.1} ms",
+        median(&sighup)
+    );
+
+    let steady = requests_per_sec(&path, &v1, &v2, false);
+    let swapping = requests_per_sec(&path, &v1, &v2, true);
+    println!("requests/s, keep-alive HTTP, 50 connections, --swap handoff:");
+    println!("  no swaps:              {steady:>9.0}");
+    println!("  a swap every 500 ms:   {swapping:>9.0}");
+    println!("  ratio with/without:    {:.3}", swapping / steady);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Swaps `SWAPS` times, alternating the two guests, and returns each swap's latency
+/// in milliseconds as the host logged it.
+fn swap_latencies(path: &Path, v1: &[u8], v2: &[u8], watch: bool) -> Vec<f64> {
+    install(path, v1);
+    let mut args = vec!["--guest", path.to_str().unwrap()];
+    if watch {
+        args.push("--watch");
+    }
+    let (mut child, _addr, log) = start(&args);
+    let mut latencies = Vec::new();
+    for swap in 0..SWAPS {
+        install(path, if swap % 2 == 0 { v2 } else { v1 });
+        if !watch {
+            signal(&child, libc::SIGHUP);
+        }
+        let needle = format!("swap to generation {} ", swap + 2);
+        let line = wait_for(&log, &needle);
+        latencies.push(took_ms(&line));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    latencies
+}
+
+/// Requests/s of one keep-alive load run, with or without a swap every 500 ms.
+fn requests_per_sec(path: &Path, v1: &[u8], v2: &[u8], swapping: bool) -> f64 {
+    install(path, v1);
+    let (mut child, addr, log) = start(&["--guest", path.to_str().unwrap(), "--swap", "handoff"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = swapping.then(|| {
+        let (stop, path, v1, v2) = (stop.clone(), path.to_path_buf(), v1.to_vec(), v2.to_vec());
+        let pid = child.id();
+        thread::spawn(move || {
+            let mut swaps = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_millis(500));
+                install(&path, if swaps % 2 == 0 { &v2 } else { &v1 });
+                // SAFETY: kill has no memory preconditions; the pid is our child's.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) };
+                swaps += 1;
+            }
+            swaps
+        })
+    });
+    let args = LoadArgs {
+        addr,
+        connections: 50,
+        requests: LOAD_REQUESTS,
+        http: true,
+        payload: String::new(),
+        close: false,
+        timeout_secs: 120,
+        quiet: true,
+    };
+    let report = run(&args).expect("load run");
+    stop.store(true, Ordering::Relaxed);
+    if let Some(swapper) = swapper {
+        let swaps = swapper.join().unwrap();
+        println!("  ({swaps} swaps during the run, {} errors)", report.errors);
+    }
+    assert_eq!(report.errors, 0, "requests failed:\n{report}");
+    drop(log);
+    let _ = child.kill();
+    let _ = child.wait();
+    report.requests_per_sec()
+}
+
+fn start(args: &[&str]) -> (Child, SocketAddr, Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the host");
+    let log = lines(child.stderr.take().unwrap());
+    loop {
+        let line = log.recv().expect("the host exited before listening");
+        if let Some(addr) = line.strip_prefix("listening on ") {
+            return (child, addr.trim().parse().unwrap(), log);
+        }
+    }
+}
+
+fn lines(stderr: ChildStderr) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                // Nobody listens any more; keep draining so the host never blocks.
+                continue;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_for(log: &Receiver<String>, needle: &str) -> String {
+    loop {
+        let line = log
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the swap never happened");
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
+/// The `took=…` field of a swap line, in milliseconds.
+fn took_ms(line: &str) -> f64 {
+    let took = line.split("took=").nth(1).expect("a took= field");
+    let value = took.split_whitespace().next().unwrap();
+    let (number, scale) = if let Some(v) = value.strip_suffix("ms") {
+        (v, 1.0)
+    } else if let Some(v) = value.strip_suffix("µs") {
+        (v, 0.001)
+    } else if let Some(v) = value.strip_suffix('s') {
+        (v, 1000.0)
+    } else {
+        panic!("cannot read {value:?}")
+    };
+    number.parse::<f64>().unwrap() * scale
+}
+
+fn install(path: &Path, bytes: &[u8]) {
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, bytes).unwrap();
+    std::fs::rename(&temporary, path).unwrap();
+}
+
+fn signal(child: &Child, signal: i32) {
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
