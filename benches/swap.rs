@@ -61,7 +61,7 @@ fn swap_latencies(path: &Path, v1: &[u8], v2: &[u8], watch: bool) -> Vec<f64> {
     let (mut child, _addr, log) = start(&args);
     let mut latencies = Vec::new();
     for swap in 0..SWAPS {
-        install(path, if swap % 2 == 0 { v2 } else { v1 });
+        install(path, if swap.is_multiple_of(2) { v2 } else { v1 });
         if !watch {
             signal(&child, libc::SIGHUP);
         }
@@ -86,7 +86,7 @@ fn requests_per_sec(path: &Path, v1: &[u8], v2: &[u8], swapping: bool) -> f64 {
             let mut swaps = 0u32;
             while !stop.load(Ordering::Relaxed) {
                 thread::sleep(Duration::from_millis(500));
-                install(&path, if swaps % 2 == 0 { &v2 } else { &v1 });
+                install(&path, if swaps.is_multiple_of(2) { &v2 } else { &v1 });
                 // SAFETY: kill has no memory preconditions; the pid is our child's.
                 unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) };
                 swaps += 1;
@@ -129,12 +129,13 @@ fn start(args: &[&str]) -> (Child, SocketAddr, Receiver<String>) {
         .spawn()
         .expect("start the host");
     let log = lines(child.stderr.take().unwrap());
-    loop {
-        let line = log.recv().expect("the host exited before listening");
+    while let Ok(line) = log.recv() {
         if let Some(addr) = line.strip_prefix("listening on ") {
             return (child, addr.trim().parse().unwrap(), log);
         }
     }
+    let status = child.wait();
+    panic!("the host exited before listening: {status:?}");
 }
 
 fn lines(stderr: ChildStderr) -> Receiver<String> {

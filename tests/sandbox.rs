@@ -402,7 +402,10 @@ fn a_guest_that_loops_runs_out_of_fuel_when_fuel_is_set() {
         "30s",
     ]);
     let cut_off = trigger_and_time_cut_off(&host);
-    assert!(cut_off < Duration::from_secs(10), "fuel did not stop the loop: {cut_off:?}");
+    assert!(
+        cut_off < Duration::from_secs(10),
+        "fuel did not stop the loop: {cut_off:?}"
+    );
     host.wait_for_log("guest trapped: out of fuel", Duration::from_secs(5));
     assert_served_soon(&host, "after running out of fuel");
 }
@@ -421,10 +424,17 @@ fn connections_past_the_limit_are_closed_at_once() {
         let mut extra = host.connect();
         let _ = extra.write_all(b"one too many\n");
         let mut buf = [0u8; 16];
-        assert!(matches!(extra.read(&mut buf), Ok(0) | Err(_)), "a connection past the limit was served");
+        assert!(
+            matches!(extra.read(&mut buf), Ok(0) | Err(_)),
+            "a connection past the limit was served"
+        );
     }
     host.wait_for_log("connection limit reached", Duration::from_secs(5));
-    assert_eq!(host.log().matches("connection limit reached").count(), 1, "the log line is rate-limited");
+    assert_eq!(
+        host.log().matches("connection limit reached").count(),
+        1,
+        "the log line is rate-limited"
+    );
     drop(held.pop());
     thread::sleep(Duration::from_millis(200));
     assert_served_soon(&host, "after a slot was freed");
