@@ -35,6 +35,10 @@ fn a_request_in_flight_is_answered_then_the_host_exits_zero() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("Connection: close"), "{answer}");
     assert!(answer.ends_with("hello\n"), "{answer}");
+    // The idle connection was closed too; both clients end their side, as clients
+    // do (the host lingers on a closed connection until then).
+    read_to_end(&mut idle);
+    drop((busy, idle));
     let status = host
         .wait_exit(Duration::from_secs(5))
         .expect("exit after the last connection");

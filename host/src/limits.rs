@@ -21,6 +21,11 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// hold a socket and a buffer for ever: past this, the host drops it.
 pub const CLOSE_LINGER: Duration = Duration::from_secs(30);
 
+/// After its FIN, a closed connection waits this long at most for the peer's own
+/// end (reading and discarding meanwhile), so that late input does not make the
+/// kernel reset the connection and destroy the last bytes in flight.
+pub const LINGER_AFTER_FIN: Duration = Duration::from_secs(5);
+
 /// An outbound connection that has not completed by then fails as `unreachable`,
 /// instead of waiting out the kernel's minutes of SYN retries.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

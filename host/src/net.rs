@@ -19,7 +19,7 @@ use crate::allow::AllowList;
 use crate::conn_table::{ConnTable, slot_of};
 use crate::connection::{Connection, Owner, Phase};
 use crate::handler::Batch;
-use crate::limits::{CLOSE_LINGER, CONNECT_TIMEOUT, Limits, MAX_READ_CHUNK};
+use crate::limits::{CLOSE_LINGER, CONNECT_TIMEOUT, LINGER_AFTER_FIN, Limits, MAX_READ_CHUNK};
 use crate::rate_limit::RateLimit;
 use crate::timers::Timers;
 use crate::wit::{Conn, Event, HangupInfo, IoError, ReadResult, WriteResult};
@@ -591,7 +591,14 @@ impl Net {
         }
     }
 
-    /// Pushes a closing connection's last bytes; true when it can be dropped now.
+    /// Moves a closing connection on: its last bytes out, then the FIN, then a
+    /// lingering wait for the peer's own end. True when it can be dropped now.
+    ///
+    /// Closing a socket while input is unread, or while input is still to come,
+    /// makes the kernel answer with a reset, which destroys whatever of ours the
+    /// kernel has not sent yet and what the peer has not read yet. So after the FIN
+    /// the host keeps reading and discarding until the peer's end-of-stream (or the
+    /// linger deadline), like nginx's lingering close.
     fn finish_closing(&mut self, slot: usize) -> bool {
         let scratch = &mut self.scratch;
         let Some(conn) = self.conns.slot_mut(slot) else {
@@ -602,18 +609,24 @@ impl Net {
             Ok(false) => return false,
             Err(_) => return true,
         }
-        send_fin(conn);
-        // Unread input at close makes the kernel send a reset, which can destroy
-        // the answer in flight at the peer: read what is there first.
+        if !conn.fin_sent {
+            send_fin(conn);
+            if let Phase::Closing { deadline } = &mut conn.phase {
+                *deadline = (*deadline).min(Instant::now() + LINGER_AFTER_FIN);
+            }
+        }
         if scratch.is_empty() {
             scratch.resize(MAX_READ_CHUNK, 0);
         }
-        while let Ok(n) = conn.stream.read(scratch) {
-            if n == 0 {
-                break;
+        loop {
+            match conn.stream.read(scratch) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return true,
             }
         }
-        true
     }
 
     /// Takes a connection out of the table (closing its socket), keeping the counts.
@@ -677,11 +690,15 @@ fn connect_outcome(conn: &mut Connection) -> Option<Result<(), IoError>> {
     Some(Err(connect_error(&error)))
 }
 
-/// The guest's word for why a connect failed.
+/// The guest's word for why an outbound connection failed. A reset means the
+/// handshake did complete and the other end dropped it before the host noticed.
 fn connect_error(error: &io::Error) -> IoError {
     match error.kind() {
         io::ErrorKind::ConnectionRefused => IoError::Refused,
         io::ErrorKind::PermissionDenied => IoError::NotPermitted,
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe => IoError::Reset,
         _ => IoError::Unreachable,
     }
 }
