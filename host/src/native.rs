@@ -8,6 +8,7 @@
 //! guest's own allocator.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::handler::{Batch, EventHandler};
 use crate::limits::MAX_READ_CHUNK;
@@ -27,10 +28,31 @@ struct Pending {
     close_after_output: bool,
 }
 
+/// The SDK's `ConnMap` hasher (Fibonacci hashing of the handle), so that the
+/// baseline's connection lookups cost what the guest's do.
+#[derive(Default)]
+struct HandleHasher(u64);
+
+impl Hasher for HandleHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, handle: u64) {
+        self.0 = (self.0 ^ handle).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+}
+
 /// The `http` logic as a native [`EventHandler`].
 #[derive(Default)]
 pub struct NativeHttp {
-    conns: HashMap<Conn, Pending>,
+    conns: HashMap<Conn, Pending, BuildHasherDefault<HandleHasher>>,
     /// Answers to one read, reused.
     out: Vec<u8>,
 }
@@ -71,7 +93,8 @@ impl NativeHttp {
         loop {
             match net.read(conn, MAX_READ_CHUNK as u32) {
                 ReadResult::Data(data) => {
-                    if !self.on_data(conn, &data, net) {
+                    // As the SDK does: a short read means drained for now.
+                    if !self.on_data(conn, &data, net) || data.len() < MAX_READ_CHUNK {
                         return;
                     }
                 }

@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use crate::host::Host;
 use crate::raw::types::{IoError, ReadResult, WriteResult};
 use crate::write_queue::WriteQueue;
-use crate::{BadSnapshot, Conn, SnapshotReader, SnapshotWriter};
+use crate::{BadSnapshot, Conn, ConnMap, SnapshotReader, SnapshotWriter};
 
 /// Queued bytes past which the SDK stops reading a connection.
 ///
@@ -42,7 +42,7 @@ pub const READS_PER_EVENT: usize = 16;
 #[derive(Debug)]
 pub struct Io {
     host: Host,
-    conns: HashMap<Conn, ConnState>,
+    conns: ConnMap<ConnState>,
     /// Connections an earlier generation handed over at a hot swap, as its
     /// snapshot left them, waiting for their `adopted` event. Until then they are
     /// not this instance's: the host delivers `adopted` after `restore`.
@@ -236,7 +236,7 @@ impl Io {
     pub(crate) fn new(host: Host) -> Self {
         Self {
             host,
-            conns: HashMap::new(),
+            conns: ConnMap::default(),
             adopting: HashMap::new(),
             ended: VecDeque::new(),
             ending: None,

@@ -58,7 +58,7 @@ mod snapshot;
 mod tests;
 mod write_queue;
 
-pub use conn::Conn;
+pub use conn::{Conn, ConnHasher, ConnMap};
 pub use handler::Handler;
 pub use io::{HIGH_WATER, Io, LOW_WATER, READ_CHUNK, READS_PER_EVENT};
 pub use lines::{LineTooLong, Lines, trim_line_end};

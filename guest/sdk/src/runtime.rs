@@ -4,7 +4,7 @@ use std::cell::RefCell;
 
 use crate::handoff;
 use crate::host::Host;
-use crate::io::READS_PER_EVENT;
+use crate::io::{READ_CHUNK, READS_PER_EVENT};
 use crate::raw::Event;
 use crate::raw::types::ReadResult;
 use crate::{Conn, Handler, Io};
@@ -98,16 +98,26 @@ impl<H: Handler> Runtime<H> {
         }
     }
 
-    /// Reads until `would-block`, end-of-stream, or [`READS_PER_EVENT`] reads;
-    /// stops early when the handler closed or paused the connection, or its writes
-    /// pushed it into backpressure.
+    /// Reads until `would-block`, end-of-stream, a short read, or
+    /// [`READS_PER_EVENT`] reads; stops early when the handler closed or paused the
+    /// connection, or its writes pushed it into backpressure.
+    ///
+    /// A read shorter than asked for means the socket is drained for now; the read
+    /// that would answer `would-block` is skipped, one host call less per request.
+    /// Nothing is lost: readiness is level-triggered, so a connection with bytes
+    /// left (or an end-of-stream queued) is reported `readable` again.
     fn readable(&mut self, conn: Conn) {
         for _ in 0..READS_PER_EVENT {
             if !self.io.wants_read(conn) {
                 return;
             }
             match self.io.read(conn) {
-                ReadResult::Data(bytes) => self.handler.on_data(&mut self.io, conn, &bytes),
+                ReadResult::Data(bytes) => {
+                    self.handler.on_data(&mut self.io, conn, &bytes);
+                    if bytes.len() < READ_CHUNK as usize {
+                        return;
+                    }
+                }
                 ReadResult::WouldBlock => return,
                 ReadResult::Eof => {
                     self.io.mark_eof(conn);

@@ -142,28 +142,44 @@ fn calls(rt: &mut Runtime<Recorder>) -> &[Call] {
     &rt.handler().calls
 }
 
+/// A read of a whole chunk of `byte`s: the socket may hold more.
+fn full_chunk(byte: u8) -> Vec<u8> {
+    vec![byte; READ_CHUNK as usize]
+}
+
 #[test]
-fn reads_until_would_block_and_hands_over_each_chunk() {
-    let mut rt = runtime(Recorder::echo(), 100, vec![data(b"ab"), data(b"cd")]);
+fn reads_until_a_short_read_and_hands_over_each_chunk() {
+    let full = full_chunk(b'a');
+    let reads = vec![data(&full), data(b"cd"), data(b"never read")];
+    let mut rt = runtime(Recorder::echo(), usize::MAX, reads);
     rt.handle(vec![Event::Accepted(C), Event::Readable(C)]);
     assert_eq!(
         calls(&mut rt),
         [
             Call::Accept(C),
-            Call::Data(C, b"ab".to_vec()),
+            Call::Data(C, full.clone()),
             Call::Data(C, b"cd".to_vec())
         ]
     );
     let fake = host(&mut rt).conn(C);
-    assert_eq!(fake.written, b"abcd");
-    assert_eq!(fake.read_calls, 3, "the third read answers would-block");
+    assert_eq!(fake.written, [full, b"cd".to_vec()].concat());
+    assert_eq!(
+        fake.read_calls, 2,
+        "a short read means drained: no would-block read"
+    );
     assert_eq!(fake.interest, (true, false));
 }
 
 #[test]
 fn eof_closes_gracefully_once_the_queue_is_sent() {
     let mut rt = runtime(Recorder::echo(), 1, vec![data(b"hi"), ReadResult::Eof]);
-    rt.handle(vec![Event::Accepted(C), Event::Readable(C)]);
+    // The short read ends the first event; the host reports the connection again
+    // (level-triggered), and the second read finds the end-of-stream.
+    rt.handle(vec![
+        Event::Accepted(C),
+        Event::Readable(C),
+        Event::Readable(C),
+    ]);
     let fake = host(&mut rt).conn(C);
     assert_eq!(fake.written, b"h");
     assert!(!fake.closed, "closing waits for the queue");
@@ -241,7 +257,9 @@ fn backpressure_stops_reading_until_the_queue_drains() {
 
 #[test]
 fn reads_per_event_are_capped() {
-    let reads = (0..READS_PER_EVENT + 4).map(|_| data(b"z")).collect();
+    let reads = (0..READS_PER_EVENT + 4)
+        .map(|_| data(&full_chunk(b'z')))
+        .collect();
     let mut rt = runtime(Recorder::default(), 0, reads);
     rt.handle(vec![Event::Accepted(C), Event::Readable(C)]);
     assert_eq!(host(&mut rt).conn(C).read_calls, READS_PER_EVENT);
@@ -271,7 +289,7 @@ fn hangup_ends_a_connection_exactly_once() {
 
 #[test]
 fn reset_stops_everything_and_waits_for_hangup() {
-    let reads = vec![data(b"a"), ReadResult::Failed(IoError::Reset)];
+    let reads = vec![data(&full_chunk(b'a')), ReadResult::Failed(IoError::Reset)];
     let mut rt = runtime(Recorder::echo(), 0, reads);
     rt.handle(vec![Event::Accepted(C), Event::Readable(C)]);
     assert_eq!(host(&mut rt).conn(C).interest, (false, false));

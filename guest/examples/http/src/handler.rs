@@ -13,9 +13,7 @@
 //! into the snapshot, so a request split across the swap is answered by the new
 //! generation (responses not yet sent are the SDK's to carry, and it does).
 
-use std::collections::HashMap;
-
-use sandsock_sdk::{BadSnapshot, Conn, Handler, Io, SnapshotReader, SnapshotWriter};
+use sandsock_sdk::{BadSnapshot, Conn, ConnMap, Handler, Io, SnapshotReader, SnapshotWriter};
 
 use crate::http;
 
@@ -35,7 +33,7 @@ pub struct Hello {
     /// The start of a request that arrived split across chunks, per connection.
     /// Bounded by `http`'s own limits: a head or body that grows too large is
     /// refused instead of buffered.
-    unfinished: HashMap<Conn, Vec<u8>>,
+    unfinished: ConnMap<Vec<u8>>,
     /// The responses to one chunk, reused so that answering does not allocate.
     out: Vec<u8>,
     /// The host is shutting down: the next request a connection completes is its
@@ -48,7 +46,7 @@ impl Hello {
     pub fn new(body: &'static [u8]) -> Self {
         Self {
             body,
-            unfinished: HashMap::new(),
+            unfinished: ConnMap::default(),
             out: Vec::new(),
             shutting_down: false,
         }
@@ -151,12 +149,12 @@ impl Hello {
 /// Reads what [`Hello::encode`] wrote, checking all of it before any of it is
 /// used. The requests need no check of their own: `http` refuses one that grew
 /// too large as soon as more of it arrives.
-fn decode(state: &[u8]) -> Result<HashMap<Conn, Vec<u8>>, BadSnapshot> {
+fn decode(state: &[u8]) -> Result<ConnMap<Vec<u8>>, BadSnapshot> {
     let mut r = SnapshotReader::new(state);
     if r.u8()? != SNAPSHOT_VERSION {
         return Err(BadSnapshot::new("unknown http snapshot version"));
     }
-    let mut unfinished = HashMap::new();
+    let mut unfinished = ConnMap::default();
     for _ in 0..r.count()? {
         let conn = Conn::from_raw(r.u64()?);
         if unfinished.insert(conn, r.bytes()?.to_vec()).is_some() {
