@@ -1,7 +1,9 @@
 //! What the sandbox costs: the `http` guest against the same event loop running the
 //! same HTTP logic compiled natively, measured in one run with the same load client.
 //!
-//! `cargo bench --bench http` (optionally `-- ROUNDS REQUESTS`). The two servers take
+//! `cargo bench --bench http` (optionally `-- ROUNDS REQUESTS`; 9 rounds of 200,000 by
+//! default: on a shared 2-core machine single rounds swing by 15%, medians of many
+//! do not). The two servers take
 //! turns, several rounds each; the server is pinned to CPU 0 and the load client (this
 //! process) to CPU 1. With two cores the client is often the bottleneck, so besides
 //! requests/s it reports the server's CPU time (user + sys) per request, which is the
@@ -39,7 +41,7 @@ struct Sample {
 
 fn main() {
     let mut args = std::env::args().skip(1).filter(|a| !a.starts_with("--"));
-    let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
+    let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(9);
     let requests: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(200_000);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pinned = cpus >= 2;
