@@ -232,6 +232,7 @@ pub struct Instance {
     store: Store<GuestState>,
     bindings: wit::Handler,
     state: Option<(StateSnapshot, StateRestore)>,
+    budget: Budget,
 }
 
 type StateSnapshot = TypedFunc<(), (Vec<u8>,)>;
@@ -343,7 +344,8 @@ impl Runtime {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         // Instantiation runs guest code too (its start functions): same budget.
-        arm(&mut store, &self.sandbox.limits)?;
+        let budget = Budget::new(&self.sandbox.limits);
+        budget.arm(&mut store)?;
         let instance = guest
             .pre
             .instantiate(&mut store)
@@ -369,6 +371,7 @@ impl Runtime {
             store,
             bindings,
             state,
+            budget,
         })
     }
 }
@@ -376,14 +379,8 @@ impl Runtime {
 impl Instance {
     /// Calls `handle` with `events` on behalf of guest instance `owner`, lending it
     /// `net` for the call. An error is a trap: the instance is unusable afterwards.
-    pub fn call(
-        &mut self,
-        events: &[Event],
-        net: &mut Net,
-        owner: Owner,
-        limits: &Limits,
-    ) -> Result<()> {
-        arm(&mut self.store, limits)?;
+    pub fn call(&mut self, events: &[Event], net: &mut Net, owner: Owner) -> Result<()> {
+        self.budget.arm(&mut self.store)?;
         net.set_caller(owner);
         std::mem::swap(net, &mut self.store.data_mut().net);
         let result = self.bindings.call_handle(&mut self.store, events);
@@ -392,11 +389,11 @@ impl Instance {
     }
 
     /// The instance's `snapshot`, or `None` when it does not export `state`.
-    pub fn snapshot(&mut self, limits: &Limits) -> Result<Option<Vec<u8>>> {
+    pub fn snapshot(&mut self) -> Result<Option<Vec<u8>>> {
         let Some((snapshot, _)) = self.state else {
             return Ok(None);
         };
-        arm(&mut self.store, limits)?;
+        self.budget.arm(&mut self.store)?;
         let (state,) = snapshot
             .call(&mut self.store, ())
             .map_err(anyhow::Error::from)?;
@@ -405,11 +402,11 @@ impl Instance {
 
     /// Hands an earlier generation's snapshot to this instance's `restore`; nothing
     /// happens when it does not export `state`.
-    pub fn restore(&mut self, state: Vec<u8>, limits: &Limits) -> Result<()> {
+    pub fn restore(&mut self, state: Vec<u8>) -> Result<()> {
         let Some((_, restore)) = self.state else {
             return Ok(());
         };
-        arm(&mut self.store, limits)?;
+        self.budget.arm(&mut self.store)?;
         restore
             .call(&mut self.store, (state,))
             .map_err(anyhow::Error::from)
@@ -421,14 +418,31 @@ impl Instance {
     }
 }
 
-/// Gives a store its budget for the next stretch of guest code: the epoch deadline,
-/// and fuel when a fuel limit is set.
-fn arm(store: &mut Store<GuestState>, limits: &Limits) -> Result<()> {
-    store.set_epoch_deadline(deadline_ticks(limits));
-    if let Some(fuel) = limits.fuel {
-        store.set_fuel(fuel).map_err(anyhow::Error::from)?;
+/// What one stretch of guest code may use, worked out once per instance.
+#[derive(Clone, Copy, Debug)]
+struct Budget {
+    /// The epoch deadline, in ticks from now.
+    ticks: u64,
+    fuel: Option<u64>,
+}
+
+impl Budget {
+    fn new(limits: &Limits) -> Self {
+        Self {
+            ticks: deadline_ticks(limits),
+            fuel: limits.fuel,
+        }
     }
-    Ok(())
+
+    /// Gives a store its budget for the next call: the epoch deadline, and fuel when
+    /// a fuel limit is set.
+    fn arm(self, store: &mut Store<GuestState>) -> Result<()> {
+        store.set_epoch_deadline(self.ticks);
+        if let Some(fuel) = self.fuel {
+            store.set_fuel(fuel).map_err(anyhow::Error::from)?;
+        }
+        Ok(())
+    }
 }
 
 /// Sizes the pooling allocator for an instance per connection.

@@ -248,12 +248,11 @@ impl WasmHandler {
 
     /// Runs one instance's events; on a trap, cuts the instance off.
     fn run(&mut self, owner: Owner, events: &[Event], net: &mut Net) {
-        let limits = self.runtime.sandbox().limits.clone();
         let Some(instance) = self.instance(owner) else {
             self.refuse(owner, events, net);
             return;
         };
-        if let Err(err) = instance.call(events, net, owner, &limits) {
+        if let Err(err) = instance.call(events, net, owner) {
             let memory_refused = instance.memory_refused();
             self.on_trap(owner, err, memory_refused, net);
         }
@@ -398,7 +397,6 @@ impl WasmHandler {
     /// instance's snapshot goes to the new one's restore, then each connection is
     /// announced with `adopted`. The host's bytes for each stay where they are.
     fn hand_over(&mut self, number: u32, net: &mut Net) {
-        let limits = self.runtime.sandbox().limits.clone();
         let shared_target = self.current().shared_owner;
         let old: Vec<Owner> = self
             .owners
@@ -408,11 +406,7 @@ impl WasmHandler {
             .collect();
         let mut handed = 0;
         for old_owner in old {
-            let state = match self
-                .instances
-                .get_mut(&old_owner)
-                .map(|i| i.snapshot(&limits))
-            {
+            let state = match self.instances.get_mut(&old_owner).map(Instance::snapshot) {
                 Some(Ok(state)) => state,
                 Some(Err(err)) => {
                     warn!(
@@ -437,7 +431,7 @@ impl WasmHandler {
             handed += conns.len();
             if let Some(state) = state
                 && let Some(instance) = self.instance(target)
-                && let Err(err) = instance.restore(state, &limits)
+                && let Err(err) = instance.restore(state)
             {
                 let memory_refused = instance.memory_refused();
                 self.on_trap(target, err, memory_refused, net);
