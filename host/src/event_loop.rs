@@ -170,8 +170,15 @@ impl<H: EventHandler> EventLoop<H> {
         }
 
         if std::mem::take(&mut self.accept_retry) {
-            for index in 0..self.listeners.len() {
-                self.accept(index);
+            for listener in &mut self.listeners {
+                accept(
+                    listener,
+                    &mut self.net,
+                    &mut self.handler,
+                    &mut self.batch,
+                    &mut self.accept_retry,
+                    &mut self.refused,
+                );
             }
         }
         let mut signalled = false;
@@ -235,17 +242,6 @@ impl<H: EventHandler> EventLoop<H> {
             wake = Some(wake.map_or(left, |w| w.min(left)));
         }
         wake
-    }
-
-    fn accept(&mut self, index: usize) {
-        accept(
-            &mut self.listeners[index],
-            &mut self.net,
-            &mut self.handler,
-            &mut self.batch,
-            &mut self.accept_retry,
-            &mut self.refused,
-        );
     }
 
     /// `SIGHUP` asks for a reload. The first `SIGTERM` or `SIGINT` starts a
