@@ -386,3 +386,29 @@ fn swaps_work_with_an_instance_per_connection() {
         host.wait_for_log("generation 1 dropped", Duration::from_secs(10));
     }
 }
+
+/// A crash-looping guest is fixed by swapping in a good one: no restart needed.
+#[test]
+fn a_crash_looping_guest_recovers_when_its_file_is_fixed() {
+    let dir = scratch("crash-loop");
+    let path = dir.join("guest.wasm");
+    install(&path, &std::fs::read(test_guest("traps_always")).unwrap());
+    let host = Host::start(&["--guest", path.to_str().unwrap()]);
+    for _ in 0..5 {
+        let mut client = host.connect();
+        let _ = client.write_all(b"hello?\n");
+        let mut buf = [0u8; 8];
+        assert!(
+            matches!(client.read(&mut buf), Ok(0) | Err(_)),
+            "a trapping guest answered"
+        );
+    }
+    host.wait_for_log("guest trapped", Duration::from_secs(5));
+
+    install(&path, &example("echo"));
+    host.signal(libc::SIGHUP);
+    wait_swapped_to(&host, 2);
+    let mut client = host.connect();
+    client.write_all(b"fixed\n").unwrap();
+    assert_eq!(read_line(&mut client), "fixed");
+}
