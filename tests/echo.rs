@@ -5,11 +5,10 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::AsRawFd;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Host, pattern, read_exact_n, read_to_end};
+use common::{Host, pattern, read_exact_n, reset, send_finish_and_read_all};
 
 #[test]
 fn a_thousand_concurrent_connections_each_make_ten_round_trips() {
@@ -79,14 +78,7 @@ fn a_client_that_shuts_down_its_write_side_still_receives_the_whole_echo() {
     let host = Host::start(&["--guest", "echo"]);
     let mut client = host.connect();
     let payload = pattern(300_000, 3);
-    let mut writer = client.try_clone().unwrap();
-    let sent = payload.clone();
-    let sender = thread::spawn(move || {
-        writer.write_all(&sent).unwrap();
-        writer.shutdown(Shutdown::Write).unwrap();
-    });
-    let echoed = read_to_end(&mut client);
-    sender.join().unwrap();
+    let echoed = send_finish_and_read_all(&mut client, &payload);
     assert_eq!(echoed.len(), payload.len());
     assert!(echoed == payload);
 }
@@ -115,24 +107,4 @@ fn a_client_reset_mid_stream_does_not_disturb_the_others() {
     round_trip(&mut others, "after");
     let mut fresh = vec![host.connect()];
     round_trip(&mut fresh, "fresh");
-}
-
-/// Closes with SO_LINGER 0, which makes the kernel send RST instead of FIN.
-fn reset(stream: TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid socket fd and a correctly sized, initialised option value.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "setsockopt SO_LINGER");
-    drop(stream);
 }

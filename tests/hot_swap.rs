@@ -52,6 +52,21 @@ fn install(path: &Path, bytes: &[u8]) {
     std::fs::rename(&temporary, path).unwrap();
 }
 
+/// Installs `bytes` as a fresh guest file for test `name` and serves it with
+/// `host --guest FILE FLAGS`; returns the host and the file to swap.
+fn serve_file(name: &str, bytes: &[u8], flags: &[&str]) -> (Host, PathBuf) {
+    let path = scratch(name).join("guest.wasm");
+    install(&path, bytes);
+    let mut args = vec!["--guest", path.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    (Host::start(&args), path)
+}
+
+/// The `http_v2` test guest's bytes.
+fn http_v2() -> Vec<u8> {
+    std::fs::read(test_guest("http_v2")).unwrap()
+}
+
 /// One keep-alive GET; returns the body.
 fn get(stream: &mut BufReader<TcpStream>) -> String {
     stream
@@ -103,12 +118,9 @@ fn count(host: &Host, needle: &str) -> usize {
 
 #[test]
 fn twenty_swaps_under_load_fail_no_request() {
-    let dir = scratch("load");
-    let path = dir.join("guest.wasm");
     let v1 = example("http");
-    let v2 = std::fs::read(test_guest("http_v2")).unwrap();
-    install(&path, &v1);
-    let host = Host::start(&["--guest", path.to_str().unwrap(), "--watch"]);
+    let v2 = http_v2();
+    let (host, path) = serve_file("load", &v1, &["--watch"]);
     let addr = host.addr;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -170,14 +182,11 @@ fn twenty_swaps_under_load_fail_no_request() {
 
 #[test]
 fn drain_keeps_the_old_generation_for_open_connections_then_drops_it() {
-    let dir = scratch("drain");
-    let path = dir.join("guest.wasm");
-    install(&path, &example("http"));
-    let host = Host::start(&["--guest", path.to_str().unwrap(), "--watch"]);
+    let (host, path) = serve_file("drain", &example("http"), &["--watch"]);
     let mut before = connect(&host);
     assert_eq!(get(&mut before), V1);
 
-    install(&path, &std::fs::read(test_guest("http_v2")).unwrap());
+    install(&path, &http_v2());
     wait_swapped_to(&host, 2);
     assert_eq!(fresh_body(&host), V2);
     assert_eq!(
@@ -193,20 +202,15 @@ fn drain_keeps_the_old_generation_for_open_connections_then_drops_it() {
 
 #[test]
 fn handoff_moves_an_open_connection_to_the_new_generation() {
-    let dir = scratch("handoff");
-    let path = dir.join("guest.wasm");
-    install(&path, &example("http"));
-    let host = Host::start(&[
-        "--guest",
-        path.to_str().unwrap(),
-        "--watch",
-        "--swap",
+    let (host, path) = serve_file(
         "handoff",
-    ]);
+        &example("http"),
+        &["--watch", "--swap", "handoff"],
+    );
     let mut before = connect(&host);
     assert_eq!(get(&mut before), V1);
 
-    install(&path, &std::fs::read(test_guest("http_v2")).unwrap());
+    install(&path, &http_v2());
     wait_swapped_to(&host, 2);
     assert_eq!(
         get(&mut before),
@@ -218,17 +222,8 @@ fn handoff_moves_an_open_connection_to_the_new_generation() {
 
 #[test]
 fn kv_values_survive_a_handoff() {
-    let dir = scratch("kv");
-    let path = dir.join("kv.wasm");
     let kv = example("kv");
-    install(&path, &kv);
-    let host = Host::start(&[
-        "--guest",
-        path.to_str().unwrap(),
-        "--watch",
-        "--swap",
-        "handoff",
-    ]);
+    let (host, path) = serve_file("kv", &kv, &["--watch", "--swap", "handoff"]);
     let mut client = host.connect();
     client.write_all(b"SET planet mars\n").unwrap();
     assert_eq!(read_line(&mut client), "OK");
@@ -245,17 +240,8 @@ fn kv_values_survive_a_handoff() {
 
 #[test]
 fn a_chat_client_from_before_a_handoff_hears_one_from_after() {
-    let dir = scratch("chat");
-    let path = dir.join("chat.wasm");
     let chat = example("chat");
-    install(&path, &chat);
-    let host = Host::start(&[
-        "--guest",
-        path.to_str().unwrap(),
-        "--watch",
-        "--swap",
-        "handoff",
-    ]);
+    let (host, path) = serve_file("chat", &chat, &["--watch", "--swap", "handoff"]);
     let mut before = host.connect();
     let mut witness = host.connect();
     witness.write_all(b"in the room\n").unwrap();
@@ -275,11 +261,8 @@ fn a_chat_client_from_before_a_handoff_hears_one_from_after() {
 
 #[test]
 fn broken_files_are_refused_and_the_old_generation_keeps_serving() {
-    let dir = scratch("broken");
-    let path = dir.join("guest.wasm");
     let v1 = example("http");
-    install(&path, &v1);
-    let host = Host::start(&["--guest", path.to_str().unwrap(), "--watch"]);
+    let (host, path) = serve_file("broken", &v1, &["--watch"]);
     let mut open = connect(&host);
     assert_eq!(get(&mut open), V1);
 
@@ -311,15 +294,12 @@ fn broken_files_are_refused_and_the_old_generation_keeps_serving() {
 
 #[test]
 fn sighup_reloads_and_an_unchanged_file_is_skipped() {
-    let dir = scratch("sighup");
-    let path = dir.join("guest.wasm");
-    install(&path, &example("http"));
-    let host = Host::start(&["--guest", path.to_str().unwrap()]);
+    let (host, path) = serve_file("sighup", &example("http"), &[]);
     host.signal(libc::SIGHUP);
     host.wait_for_log("reload skipped", Duration::from_secs(10));
     assert_eq!(fresh_body(&host), V1);
 
-    install(&path, &std::fs::read(test_guest("http_v2")).unwrap());
+    install(&path, &http_v2());
     thread::sleep(Duration::from_millis(300));
     assert_eq!(
         fresh_body(&host),
@@ -333,11 +313,8 @@ fn sighup_reloads_and_an_unchanged_file_is_skipped() {
 
 #[test]
 fn a_guest_written_slowly_in_pieces_is_loaded_once_whole() {
-    let dir = scratch("slow");
-    let path = dir.join("guest.wasm");
-    install(&path, &example("http"));
-    let host = Host::start(&["--guest", path.to_str().unwrap(), "--watch"]);
-    let v2 = std::fs::read(test_guest("http_v2")).unwrap();
+    let (host, path) = serve_file("slow", &example("http"), &["--watch"]);
+    let v2 = http_v2();
     let mut file = std::fs::File::create(&path).unwrap(); // truncates in place
     for piece in v2.chunks(v2.len() / 4 + 1) {
         file.write_all(piece).unwrap();
@@ -360,21 +337,11 @@ fn a_guest_written_slowly_in_pieces_is_loaded_once_whole() {
 #[test]
 fn swaps_work_with_an_instance_per_connection() {
     for (mode, expect_on_open) in [("drain", V1), ("handoff", V2)] {
-        let dir = scratch(&format!("isolated-{mode}"));
-        let path = dir.join("guest.wasm");
-        install(&path, &example("http"));
-        let host = Host::start(&[
-            "--guest",
-            path.to_str().unwrap(),
-            "--watch",
-            "--isolation",
-            "connection",
-            "--swap",
-            mode,
-        ]);
+        let flags = ["--watch", "--isolation", "connection", "--swap", mode];
+        let (host, path) = serve_file(&format!("isolated-{mode}"), &example("http"), &flags);
         let mut open = connect(&host);
         assert_eq!(get(&mut open), V1);
-        install(&path, &std::fs::read(test_guest("http_v2")).unwrap());
+        install(&path, &http_v2());
         wait_swapped_to(&host, 2);
         assert_eq!(fresh_body(&host), V2, "{mode}: a new connection");
         assert_eq!(
@@ -390,10 +357,8 @@ fn swaps_work_with_an_instance_per_connection() {
 /// A crash-looping guest is fixed by swapping in a good one: no restart needed.
 #[test]
 fn a_crash_looping_guest_recovers_when_its_file_is_fixed() {
-    let dir = scratch("crash-loop");
-    let path = dir.join("guest.wasm");
-    install(&path, &std::fs::read(test_guest("traps_always")).unwrap());
-    let host = Host::start(&["--guest", path.to_str().unwrap()]);
+    let traps_always = std::fs::read(test_guest("traps_always")).unwrap();
+    let (host, path) = serve_file("crash-loop", &traps_always, &[]);
     for _ in 0..5 {
         let mut client = host.connect();
         let _ = client.write_all(b"hello?\n");

@@ -4,11 +4,11 @@
 mod common;
 
 use std::io::Write;
-use std::net::Shutdown;
-use std::thread;
 use std::time::Duration;
 
-use common::{Host, pattern, read_line, read_to_end, read_until_closed, start_with_log_level};
+use common::{
+    Host, pattern, read_line, read_until_closed, send_finish_and_read_all, start_with_log_level,
+};
 
 fn proxy_to(upstream: &Host, allow: bool) -> Host {
     let target = upstream.addr.to_string();
@@ -38,15 +38,8 @@ fn the_proxy_passes_half_close_and_large_payloads_through() {
     let proxy = proxy_to(&upstream, true);
     let mut client = proxy.connect();
     let payload = pattern(2 << 20, 11);
-    let mut writer = client.try_clone().unwrap();
-    let sent = payload.clone();
-    let sender = thread::spawn(move || {
-        writer.write_all(&sent).unwrap();
-        // The FIN must reach the echo upstream, whose own FIN must come back.
-        writer.shutdown(Shutdown::Write).unwrap();
-    });
-    let echoed = read_to_end(&mut client);
-    sender.join().unwrap();
+    // The FIN must reach the echo upstream, whose own FIN must come back.
+    let echoed = send_finish_and_read_all(&mut client, &payload);
     assert_eq!(echoed.len(), payload.len());
     assert!(echoed == payload, "the proxied bytes differ");
 }

@@ -234,10 +234,40 @@ pub fn read_line(stream: &mut TcpStream) -> String {
     }
 }
 
-/// Sends all of `data`, then shuts down the write side.
-pub fn send_and_finish(stream: &mut TcpStream, data: &[u8]) {
-    stream.write_all(data).expect("send");
-    stream.shutdown(Shutdown::Write).expect("shutdown write");
+/// Sends `data` from a second thread and then shuts down the write side, while
+/// this one reads until the server closes: a half-close round trip that cannot
+/// deadlock on full socket buffers. Returns what came back.
+pub fn send_finish_and_read_all(stream: &mut TcpStream, data: &[u8]) -> Vec<u8> {
+    let mut writer = stream.try_clone().expect("clone the client socket");
+    let data = data.to_vec();
+    let sender = std::thread::spawn(move || {
+        writer.write_all(&data).expect("send");
+        writer.shutdown(Shutdown::Write).expect("shutdown write");
+    });
+    let received = read_to_end(stream);
+    sender.join().expect("the sender failed");
+    received
+}
+
+/// Closes `stream` with SO_LINGER 0, which makes the kernel send a reset (RST)
+/// instead of a FIN.
+pub fn reset(stream: TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket fd and a correctly sized, initialised option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&stream),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+    drop(stream);
 }
 
 /// A deterministic, non-repeating-looking payload of `len` bytes.
