@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use sandsock::load::{LoadArgs, run};
+use sandsock_load::{LoadArgs, run};
 
 const CONNECTIONS: usize = 50;
 const WARM_UP_REQUESTS: u64 = 20_000;

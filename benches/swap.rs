@@ -16,7 +16,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::Duration;
 
-use sandsock::load::{LoadArgs, run};
+use sandsock_load::{LoadArgs, run};
 
 const SWAPS: u32 = 20;
 const LOAD_REQUESTS: u64 = 1_000_000;

@@ -1,4 +1,4 @@
-//! A property test of `Net` (host/src/net.rs), the host's side of the guest's `io`
+//! A property test of `Net` (src/sockets/net.rs), the host's side of the guest's `io`
 //! interface in wit/handler.wit, driven against real TCP socket pairs on 127.0.0.1.
 //!
 //! Each case builds a `Net` with small random limits, hands it a few accepted
@@ -70,11 +70,8 @@ use common::reset;
 use mio::{Events, Poll};
 use proptest::prelude::*;
 use proptest::sample::Index;
-use sandsock::allow::{AllowList, AllowRule};
-use sandsock::connection::Phase;
-use sandsock::handler::Batch;
 use sandsock::limits::{Limits, MAX_READ_CHUNK};
-use sandsock::net::Net;
+use sandsock::sockets::{AllowList, AllowRule, Batch, Net, Phase};
 use sandsock::wit::{Conn, Event, HangupInfo, IoError, ReadResult, WriteResult};
 
 /// Connections `Net` may hold at once in these tests.
@@ -873,7 +870,7 @@ impl Harness {
         } = inbound;
         let server_socket = socket_identity(server.as_raw_fd());
         let stream = mio::net::TcpStream::from_std(server);
-        let (_, handle) = self
+        let handle = self
             .net
             .insert(stream, peer, GUEST, Phase::Open)
             .expect("insert an accepted connection");
@@ -983,8 +980,8 @@ impl Harness {
     fn check_batch(&mut self, collected_at: Instant) {
         let events: Vec<(u32, Event)> = self
             .batch
-            .iter()
-            .map(|(owner, event)| (owner, *event))
+            .groups()
+            .flat_map(|(owner, events)| events.iter().map(move |&event| (owner, event)))
             .collect();
         let mut seen = HashSet::new();
         for (owner, event) in events {
@@ -1122,10 +1119,7 @@ impl Harness {
 
     fn reported(&self, event: Event) -> bool {
         let wanted = format!("{event:?}");
-        self.batch
-            .events()
-            .iter()
-            .any(|e| format!("{e:?}") == wanted)
+        self.batch.events().any(|e| format!("{e:?}") == wanted)
     }
 
     // ---- invariants --------------------------------------------------------------
@@ -1505,8 +1499,7 @@ fn close_delivers_every_accepted_byte_even_if_the_peer_sends_more() {
             GUEST,
             Phase::Open,
         )
-        .unwrap()
-        .1;
+        .unwrap();
 
     // The guest answers and closes at once.
     let answer = stream_bytes(handle, 0, 0, 64 * 1024);
@@ -1582,8 +1575,8 @@ fn turns_until(
         }
         let mut batch = Batch::default();
         net.collect(&mut batch);
-        let done = batch.events().iter().any(&mut stop);
-        seen.extend(batch.events().iter().copied());
+        let done = batch.events().any(&mut stop);
+        seen.extend(batch.events().copied());
         if done || Instant::now() >= deadline {
             return seen;
         }

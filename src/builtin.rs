@@ -1,12 +1,12 @@
-//! The example guests built into the binary, and how `--guest` finds a guest.
+//! The example guests built into the binary (`host examples`), and how `--guest` finds
+//! a guest: a built-in name, or a file.
 
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::runtime::GuestSource;
+use crate::runtime::component::GuestSource;
 
 /// An example guest compiled into the host.
 pub struct Example {
@@ -73,25 +73,7 @@ pub fn guest_source(spec: &str) -> Result<GuestSource> {
             );
         }
     }
-    read_guest_file(Path::new(spec))
-}
-
-/// Reads a guest file; the guest is named after the file's stem in logs.
-pub fn read_guest_file(path: &Path) -> Result<GuestSource> {
-    let bytes = fs::read(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => anyhow::anyhow!("guest file not found: {}", path.display()),
-        _ => anyhow::Error::new(e).context(format!("cannot read guest file {}", path.display())),
-    })?;
-    let name = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "guest".into());
-    Ok(GuestSource {
-        name,
-        origin: path.display().to_string(),
-        path: Some(path.to_path_buf()),
-        bytes,
-    })
+    GuestSource::read(Path::new(spec))
 }
 
 /// `host examples`: lists the built-in guests, or writes each to `DIR/NAME.wasm`.

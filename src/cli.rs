@@ -5,13 +5,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use sandsock_load::LoadArgs;
 
-use crate::allow::{AllowList, AllowRule};
 use crate::limits::Limits;
-use crate::load::LoadArgs;
-use crate::runtime::{Isolation, Sandbox};
-use crate::units::{parse_duration, parse_size};
-use crate::wasm_handler::SwapMode;
+use crate::runtime::sandbox::{Isolation, Sandbox};
+use crate::sockets::allow::{AllowList, AllowRule};
+use crate::swap::SwapMode;
+use crate::units::{Dur, Size};
+
+/// How long open connections may take to finish after SIGTERM or SIGINT, by default.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serve sockets through a sandboxed WebAssembly handler.
 ///
@@ -57,23 +60,23 @@ pub struct ServeArgs {
     pub listen: Vec<SocketAddr>,
 
     /// Most wall time one guest call may take before it is interrupted (a trap).
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "100ms")]
-    pub event_timeout: Duration,
+    #[arg(long, value_name = "DUR", default_value_t = Dur(Limits::DEFAULT.event_timeout))]
+    pub event_timeout: Dur,
 
     /// The guest's linear memory cap.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "64MiB")]
-    pub max_memory: usize,
+    #[arg(long, value_name = "SIZE", default_value_t = Size(Limits::DEFAULT.max_memory))]
+    pub max_memory: Size,
 
     /// Open connections at most; past it new ones are accepted and closed at once.
-    #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections)]
+    #[arg(long, value_name = "N", default_value_t = Limits::DEFAULT.max_connections)]
     pub max_connections: usize,
 
     /// Bytes held for one connection's unsent writes; past it `write` answers would-block.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "1MiB")]
-    pub max_buffer: usize,
+    #[arg(long, value_name = "SIZE", default_value_t = Size(Limits::DEFAULT.max_buffer))]
+    pub max_buffer: Size,
 
     /// Timers one guest instance may have armed at once; past it `set-timer` answers limit-exceeded.
-    #[arg(long, value_name = "N", default_value_t = Limits::default().max_timers)]
+    #[arg(long, value_name = "N", default_value_t = Limits::DEFAULT.max_timers)]
     pub max_timers: usize,
 
     /// A deterministic budget of wasm fuel (about one unit per instruction) per guest call; off by default.
@@ -94,8 +97,8 @@ pub struct ServeArgs {
     pub allow_connect: Vec<AllowRule>,
 
     /// On SIGTERM or SIGINT, how long open connections may take to finish before they are closed.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "10s")]
-    pub shutdown_timeout: Duration,
+    #[arg(long, value_name = "DUR", default_value_t = Dur(SHUTDOWN_TIMEOUT))]
+    pub shutdown_timeout: Dur,
 
     /// Reload the guest when its file changes (once it has been stable briefly).
     /// SIGHUP reloads it too, with or without this.
@@ -108,8 +111,8 @@ pub struct ServeArgs {
     pub swap: SwapMode,
 
     /// With --swap drain: close what an old generation still holds after this long (default: never).
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-    pub drain_timeout: Option<Duration>,
+    #[arg(long, value_name = "DUR")]
+    pub drain_timeout: Option<Dur>,
 
     /// Benchmark baseline: run the named logic natively instead of a guest.
     #[arg(long, value_name = "LOGIC", hide = true)]
@@ -120,19 +123,19 @@ impl ServeArgs {
     /// The limits these flags set.
     pub fn limits(&self) -> Limits {
         Limits {
-            event_timeout: self.event_timeout,
-            max_memory: self.max_memory,
+            event_timeout: self.event_timeout.0,
+            max_memory: self.max_memory.0,
             max_connections: self.max_connections,
-            max_buffer: self.max_buffer.max(1),
+            max_buffer: self.max_buffer.0.max(1),
             max_timers: self.max_timers,
             fuel: self.fuel,
         }
     }
 
-    /// The sandbox these flags describe.
-    pub fn sandbox(&self) -> Sandbox {
+    /// The sandbox these flags describe, within `limits`.
+    pub fn sandbox(&self, limits: Limits) -> Sandbox {
         Sandbox {
-            limits: self.limits(),
+            limits,
             isolation: self.isolation,
             env: self.env.clone(),
         }

@@ -3,40 +3,38 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use sandsock::builtin::examples_command;
 use sandsock::cli::{Cli, Command};
-use sandsock::{examples, load, runtime, serve};
+use sandsock::runtime::component::GuestSource;
+use sandsock::runtime::engine::check;
+use sandsock::serve::serve;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match &cli.command {
-        None => serve::serve(&cli.serve).map(|()| ExitCode::SUCCESS),
-        Some(Command::Check { path }) => check(path),
+        None => serve(&cli.serve).map(|()| ExitCode::SUCCESS),
+        Some(Command::Check { path }) => GuestSource::read(path)
+            .and_then(|source| check(&source))
+            .map(|verdict| {
+                println!("{verdict}");
+                ExitCode::SUCCESS
+            }),
         Some(Command::Examples { out }) => {
-            examples::examples_command(out.as_deref()).map(|()| ExitCode::SUCCESS)
+            examples_command(out.as_deref()).map(|()| ExitCode::SUCCESS)
         }
-        Some(Command::Load(args)) => load_command(args),
+        Some(Command::Load(args)) => sandsock_load::run(args).map(|report| {
+            println!("{report}");
+            if report.complete() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }),
     };
     result.unwrap_or_else(|err| {
         // One line, whatever the error chain holds.
         eprintln!("error: {}", format!("{err:#}").replace('\n', " "));
-        ExitCode::FAILURE
-    })
-}
-
-fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let source = examples::read_guest_file(path)?;
-    println!("{}", runtime::check(&source)?);
-    Ok(ExitCode::SUCCESS)
-}
-
-fn load_command(args: &load::LoadArgs) -> anyhow::Result<ExitCode> {
-    let report = load::run(args)?;
-    println!("{report}");
-    let complete = report.errors == 0 && report.requests == args.requests;
-    Ok(if complete {
-        ExitCode::SUCCESS
-    } else {
         ExitCode::FAILURE
     })
 }

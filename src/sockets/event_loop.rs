@@ -1,4 +1,4 @@
-//! The event loop: one thread, one `epoll` (through mio), one guest call per turn.
+//! [`EventLoop`]: one thread, one `epoll` (through mio), one handler call per turn.
 //!
 //! ```text
 //!   poll ──► accept new connections, note edges ──► collect one batch ──► handler.handle(batch)
@@ -11,9 +11,10 @@
 //! did not drain stays in `Net`'s ready list and is reported again next turn, and the
 //! loop does not sleep while that list is non-empty.
 //!
-//! `SIGHUP` reloads the guest (see `swap`). `SIGTERM` or `SIGINT` starts a shutdown: the listeners close, the guest hears
-//! `shutdown`, and the loop runs until every connection has finished or the shutdown
-//! timeout has passed. A second signal ends it at once.
+//! `SIGHUP` asks the handler to reload its guest. `SIGTERM` or `SIGINT` starts a
+//! shutdown: the listeners close, the guest hears `shutdown`, and the loop runs until
+//! every connection has finished or the shutdown timeout has passed. A second signal
+//! ends it at once.
 
 use std::io;
 use std::net::SocketAddr;
@@ -27,11 +28,12 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use tracing::{debug, info, warn};
 
-use crate::allow::AllowList;
-use crate::connection::Phase;
-use crate::handler::{Batch, EventHandler};
+use super::allow::AllowList;
+use super::batch::Batch;
+use super::connection::Phase;
+use super::handler::EventHandler;
+use super::net::Net;
 use crate::limits::{Limits, SLOT_BITS};
-use crate::net::Net;
 use crate::rate_limit::RateLimit;
 use crate::wit::Event;
 
@@ -46,8 +48,6 @@ const EVENTS_PER_POLL: usize = 1024;
 /// After an accept failure (out of file descriptors, say), the listener is retried
 /// this soon: with edge-triggered readiness no new edge may come for the queue.
 const ACCEPT_RETRY: Duration = Duration::from_millis(10);
-/// How often connection deadlines (connect, linger) are checked.
-const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Binds every address, naming the one that fails.
 pub fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>> {
@@ -72,7 +72,6 @@ pub struct EventLoop<H> {
     /// Set once a shutdown has begun: when it must end.
     stopping: Option<Instant>,
     accept_retry: bool,
-    last_sweep: Instant,
     refused: RateLimit,
 }
 
@@ -113,7 +112,6 @@ impl<H: EventHandler> EventLoop<H> {
             shutdown_timeout,
             stopping: None,
             accept_retry: false,
-            last_sweep: Instant::now(),
             refused: RateLimit::new(Duration::from_secs(1)),
         })
     }
@@ -159,7 +157,7 @@ impl<H: EventHandler> EventLoop<H> {
         }
     }
 
-    /// One turn: wait, take in the edges, make (at most) one guest call.
+    /// One turn: wait, take in the edges, make (at most) one handler call.
     pub fn turn(&mut self) -> Result<()> {
         let now = Instant::now();
         let timeout = self.timeout(now);
@@ -212,10 +210,7 @@ impl<H: EventHandler> EventLoop<H> {
 
         let now = Instant::now();
         self.handler.tick(now, &mut self.net);
-        if now.duration_since(self.last_sweep) >= SWEEP_EVERY {
-            self.last_sweep = now;
-            self.net.sweep_deadlines(now);
-        }
+        self.net.sweep_deadlines(now);
 
         self.net.collect(&mut self.batch);
         if !self.batch.is_empty() {
@@ -227,7 +222,8 @@ impl<H: EventHandler> EventLoop<H> {
     }
 
     /// How long the next wait may last: not at all while a connection is still
-    /// ready, else until the next timer, deadline check or accept retry.
+    /// ready, else until the next timer, deadline check, accept retry, handler tick
+    /// or the end of a shutdown.
     fn timeout(&mut self, now: Instant) -> Option<Duration> {
         if self.net.has_ready() {
             return Some(Duration::ZERO);
@@ -322,7 +318,7 @@ fn accept(
         let _ = stream.set_nodelay(true);
         let owner = handler.owner_for_new_connection();
         match net.insert(stream, peer, owner, Phase::Open) {
-            Ok((_, id)) => {
+            Ok(id) => {
                 debug!(conn = id, %peer, "accepted");
                 batch.push(owner, Event::Accepted(id));
             }

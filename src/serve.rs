@@ -5,24 +5,35 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 use tracing::info;
 
+use crate::builtin::guest_source;
 use crate::cli::ServeArgs;
-use crate::event_loop::{EventLoop, bind};
-use crate::examples::guest_source;
-use crate::handler::EventHandler;
+use crate::limits::Limits;
 use crate::native::NativeHttp;
-use crate::runtime::Runtime;
+use crate::runtime::engine::Runtime;
+use crate::sockets::event_loop::{EventLoop, bind};
+use crate::sockets::handler::EventHandler;
 use crate::swap::Reloader;
 use crate::wasm_handler::WasmHandler;
 
 /// Serves until a shutdown completes.
 pub fn serve(args: &ServeArgs) -> Result<()> {
+    let limits = args.limits();
     match args.native.as_deref() {
         None => {}
-        Some("http") => return run(args, NativeHttp::default(), "native http"),
+        Some("http") => {
+            let event_loop = start_loop(args, NativeHttp::default(), limits)?;
+            return serve_on(event_loop, "native http");
+        }
         Some(other) => bail!("unknown native baseline `{other}` (known: http)"),
     }
     let source = guest_source(&args.guest)?;
-    let runtime = Arc::new(Runtime::new(args.sandbox())?);
+    if source.path.is_none() && args.watch {
+        bail!(
+            "--watch needs a guest file, not the built-in `{}`",
+            args.guest
+        );
+    }
+    let runtime = Arc::new(Runtime::new(args.sandbox(limits.clone()))?);
     let guest = runtime.load(&source)?;
     info!(
         guest = &*guest.name,
@@ -32,37 +43,30 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         "guest loaded"
     );
     let digest = guest.digest;
-    let handler = WasmHandler::new(runtime.clone(), guest, args.swap, args.drain_timeout)?;
-    let mut event_loop = start_loop(args, handler)?;
-    match &source.path {
-        // A guest file can be reloaded (SIGHUP, and --watch).
-        Some(path) => {
-            let reloader = Reloader::start(runtime, path, digest, args.watch, event_loop.waker())?;
-            event_loop.handler_mut().set_reloader(reloader);
-        }
-        None if args.watch => bail!(
-            "--watch needs a guest file, not the built-in `{}`",
-            args.guest
-        ),
-        None => {}
+    let drain_timeout = args.drain_timeout.map(|d| d.0);
+    let handler = WasmHandler::new(runtime.clone(), guest, args.swap, drain_timeout)?;
+    let mut event_loop = start_loop(args, handler, limits)?;
+    // A guest file can be reloaded (SIGHUP, and --watch).
+    if let Some(path) = &source.path {
+        let reloader = Reloader::start(runtime, path, digest, args.watch, event_loop.waker())?;
+        event_loop.handler_mut().set_reloader(reloader);
     }
     serve_on(event_loop, &source.origin)
 }
 
-fn run(args: &ServeArgs, handler: impl EventHandler, what: &str) -> Result<()> {
-    let event_loop = start_loop(args, handler)?;
-    serve_on(event_loop, what)
-}
-
-fn start_loop<H: EventHandler>(args: &ServeArgs, handler: H) -> Result<EventLoop<H>> {
+fn start_loop<H: EventHandler>(
+    args: &ServeArgs,
+    handler: H,
+    limits: Limits,
+) -> Result<EventLoop<H>> {
     raise_open_file_limit();
     let listeners = bind(&args.listen)?;
     EventLoop::new(
         listeners,
         handler,
-        args.limits(),
+        limits,
         args.allow_list(),
-        args.shutdown_timeout,
+        args.shutdown_timeout.0,
     )
 }
 

@@ -1,5 +1,5 @@
-//! One accepted connection: its socket, what the socket is known to be ready for, and
-//! what the guest asked for.
+//! [`Connection`]: one connection, accepted or outbound: its socket, what the socket
+//! is known to be ready for, and what the guest asked for.
 //!
 //! mio reports readiness edge-triggered: an event says "something changed", once. The
 //! flags here remember the edge until a syscall answers `WouldBlock`, which is what lets
@@ -12,8 +12,9 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
+use super::owners::Owner;
+use super::write_buffer::WriteBuffer;
 use crate::wit::{Conn, IoError};
-use crate::write_buffer::WriteBuffer;
 
 /// Where a connection is in its life, as the host sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,10 +38,7 @@ pub enum Phase {
     },
 }
 
-/// Which guest instance a connection belongs to: a guest may only touch its own.
-pub type Owner = u32;
-
-/// One accepted connection.
+/// One connection: accepted from a listener, or opened by the guest with `connect`.
 #[derive(Debug)]
 pub struct Connection {
     /// The guest's handle for it.
@@ -127,6 +125,16 @@ impl Connection {
             || self.announce_connected
             || self.read_ready()
             || self.write_ready(max_buffer)
+    }
+
+    /// Whether its phase carries a deadline (the sweep enforces it).
+    pub fn has_deadline(&self) -> bool {
+        matches!(self.phase, Phase::Connecting { .. } | Phase::Closing { .. })
+    }
+
+    /// Whether the calling guest instance may see it: its own, and not closed.
+    pub fn visible_to(&self, caller: Owner) -> bool {
+        self.owner == caller && !self.is_closing()
     }
 
     /// Whether the host, not the guest, now drives it to its end.

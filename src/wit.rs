@@ -1,7 +1,8 @@
 //! Host-side bindings of the `handler` world in `wit/`, the one contract with guests.
 //!
-//! The loop uses the generated types directly (`Event`, `ReadResult`, ...), so a batch
-//! goes to the guest with no conversion.
+//! Only the generated code lives here: the sockets side uses its types directly
+//! (`Event`, `ReadResult`, ...), so a batch goes to the guest with no conversion, and
+//! the guest side implements its imports (`runtime::imports`).
 
 #[allow(missing_docs)]
 mod generated {
@@ -19,4 +20,5 @@ pub use generated::{Handler, HandlerIndices, sandsock};
 /// The world's name, as `host check` reports it.
 pub const WORLD: &str = "sandsock:net/handler@0.1.0";
 
-impl sandsock::net::types::Host for crate::runtime::GuestState {}
+/// The name the optional `state` interface is exported under.
+pub const STATE_INTERFACE: &str = "sandsock:net/state@0.1.0";

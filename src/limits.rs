@@ -1,7 +1,8 @@
 //! The sandbox's limits: what each one bounds, and its default.
 //!
 //! Every limit exists because a guest (buggy or hostile) or a peer could otherwise
-//! make the host spend without end: time, memory, sockets or timers.
+//! make the host spend without end: time, memory, sockets or timers. The command
+//! line's defaults are [`Limits::DEFAULT`]; nothing else spells them out.
 
 use std::time::Duration;
 
@@ -30,6 +31,11 @@ pub const LINGER_AFTER_FIN: Duration = Duration::from_secs(5);
 /// instead of waiting out the kernel's minutes of SYN retries.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often the connection deadlines above are checked: their resolution. Checking
+/// on every turn would cost a scan per event; a second late is harmless for
+/// deadlines counted in seconds.
+pub const DEADLINE_CHECK: Duration = Duration::from_secs(1);
+
 /// What one guest may use. The defaults suit a server on a small machine.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -45,7 +51,7 @@ pub struct Limits {
     /// Bytes the host holds for one connection's unsent writes; past it `write`
     /// answers `would-block`. Bounds what a peer that never reads can cost.
     pub max_buffer: usize,
-    /// Timers one guest may have armed at once: each costs host memory and a
+    /// Timers one guest instance may have armed at once: each costs host memory and a
     /// wake-up.
     pub max_timers: usize,
     /// Optional deterministic budget of wasm instructions (fuel) per guest call,
@@ -53,15 +59,20 @@ pub struct Limits {
     pub fuel: Option<u64>,
 }
 
+impl Limits {
+    /// The defaults, which the command line shows and uses.
+    pub const DEFAULT: Self = Self {
+        event_timeout: Duration::from_millis(100),
+        max_memory: 64 << 20,
+        max_connections: 10_000,
+        max_buffer: 1 << 20,
+        max_timers: 1024,
+        fuel: None,
+    };
+}
+
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            event_timeout: Duration::from_millis(100),
-            max_memory: 64 << 20,
-            max_connections: 10_000,
-            max_buffer: 1 << 20,
-            max_timers: 1024,
-            fuel: None,
-        }
+        Self::DEFAULT
     }
 }

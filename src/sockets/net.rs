@@ -1,11 +1,12 @@
-//! The host side of the guest's `io` interface, and the readiness bookkeeping that
-//! turns mio's edges into the guest's level-triggered batches.
+//! [`Net`]: the host side of the guest's `io` interface, and the readiness bookkeeping
+//! that turns mio's edges into the guest's level-triggered batches.
 //!
-//! Every call here is non-blocking: at most one syscall, or none when the flags
+//! Every call here is non-blocking. Most make one syscall, or none when the flags
 //! already know the answer (a read on a drained socket answers `would-block` without
-//! asking the kernel).
+//! asking the kernel). A few make a short, bounded series: `connect` creates, connects
+//! and registers a socket; `close` flushes what is buffered, sends the FIN and drains
+//! what the peer already sent; `read` retries only when interrupted by a signal.
 
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
@@ -15,13 +16,16 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use tracing::{debug, warn};
 
-use crate::allow::AllowList;
-use crate::conn_table::{ConnTable, slot_of};
-use crate::connection::{Connection, Owner, Phase};
-use crate::handler::Batch;
-use crate::limits::{CLOSE_LINGER, CONNECT_TIMEOUT, LINGER_AFTER_FIN, Limits, MAX_READ_CHUNK};
+use super::allow::AllowList;
+use super::batch::Batch;
+use super::conn_table::{ConnTable, slot_of};
+use super::connection::{Connection, Phase};
+use super::owners::{Owner, Owners};
+use super::timers::Timers;
+use crate::limits::{
+    CLOSE_LINGER, CONNECT_TIMEOUT, DEADLINE_CHECK, LINGER_AFTER_FIN, Limits, MAX_READ_CHUNK,
+};
 use crate::rate_limit::RateLimit;
-use crate::timers::Timers;
 use crate::wit::{Conn, Event, HangupInfo, IoError, ReadResult, WriteResult};
 
 /// Connections, timers and limits: everything a guest's I/O calls touch.
@@ -29,11 +33,11 @@ use crate::wit::{Conn, Event, HangupInfo, IoError, ReadResult, WriteResult};
 /// The loop owns it and lends it to the handler for the length of one batch.
 #[derive(Debug, Default)]
 pub struct Net {
-    conns: ConnTable,
-    /// Slots to look at before the next batch: touched since the last one, or still
-    /// ready. Each slot is in it at most once (`Connection::queued`).
-    ready: Vec<usize>,
+    conns: ConnTable<Connection>,
+    agenda: Agenda,
     timers: Timers,
+    /// What each guest instance holds: its connections and its timers.
+    owners: Owners,
     limits: Limits,
     /// Where outbound connections may go.
     allow: AllowList,
@@ -42,14 +46,64 @@ pub struct Net {
     registry: Option<Registry>,
     /// The guest instance whose call is running: it may only touch its own connections.
     caller: Owner,
-    /// Connections each guest instance holds (not counting those it closed, which
-    /// the host is finishing): an instance per connection ends when this is zero.
-    owned: HashMap<Owner, usize>,
-    /// Connections with a deadline (connecting, or closing with bytes left to send).
-    with_deadline: usize,
+    /// When connection deadlines are next checked.
+    next_check: Option<Instant>,
     /// Where reads land before they are copied into the guest's answer; allocated once.
     scratch: Vec<u8>,
     denied_log: RateLimit,
+}
+
+/// What the loop must come back to: the connections with something to report, and
+/// how many connections have a deadline to enforce.
+///
+/// Every change of a connection's phase goes through [`Agenda::set_phase`], so the
+/// count cannot drift from the phases it counts.
+#[derive(Debug, Default)]
+struct Agenda {
+    /// Slots to look at before the next batch: touched since the last one, or still
+    /// ready. Each slot is in it at most once (`Connection::queued`).
+    ready: Vec<usize>,
+    /// Connections whose phase has a deadline (connecting, or closing).
+    with_deadline: usize,
+}
+
+impl Agenda {
+    /// Puts a connection on the list for the next batch.
+    fn enqueue(&mut self, conn: &mut Connection) {
+        if !conn.queued {
+            conn.queued = true;
+            self.ready.push(slot_of(conn.id));
+        }
+    }
+
+    /// Moves a connection to `phase`.
+    fn set_phase(&mut self, conn: &mut Connection, phase: Phase) {
+        self.forget(conn);
+        conn.phase = phase;
+        self.note(conn);
+    }
+
+    /// Counts a connection that enters the table.
+    fn note(&mut self, conn: &Connection) {
+        self.with_deadline += usize::from(conn.has_deadline());
+    }
+
+    /// Stops counting a connection that leaves the table (or its phase).
+    fn forget(&mut self, conn: &Connection) {
+        self.with_deadline -= usize::from(conn.has_deadline());
+    }
+
+    /// Marks a connection failed; the guest hears `hangup` in the next batch.
+    fn fail(&mut self, conn: &mut Connection, error: &io::Error) {
+        debug!(conn = conn.id, peer = %conn.peer, %error, "connection failed");
+        self.set_phase(conn, Phase::Failed(IoError::Reset));
+        self.enqueue(conn);
+    }
+}
+
+/// The connection `id` if the calling guest instance may use it.
+fn visible(conns: &mut ConnTable<Connection>, id: Conn, caller: Owner) -> Option<&mut Connection> {
+    conns.get_mut(id).filter(|conn| conn.visible_to(caller))
 }
 
 impl Net {
@@ -78,18 +132,15 @@ impl Net {
         self.conns.is_empty()
     }
 
-    /// Connections the guest instance `owner` still holds.
+    /// Connections the guest instance `owner` still holds (not counting those it
+    /// closed, which the host is finishing).
     pub fn owned_by(&self, owner: Owner) -> usize {
-        self.owned.get(&owner).copied().unwrap_or(0)
+        self.owners.get(owner).conns
     }
 
     /// Bytes the host holds unsent for a connection the current caller may see.
     pub fn buffered(&mut self, id: Conn) -> Option<usize> {
-        let caller = self.caller;
-        self.conns
-            .get_mut(id)
-            .filter(|c| visible(c, caller))
-            .map(|c| c.out.len())
+        visible(&mut self.conns, id, self.caller).map(|c| c.out.len())
     }
 
     /// Sets which guest instance the next calls come from.
@@ -104,8 +155,7 @@ impl Net {
         if self.scratch.is_empty() {
             self.scratch = vec![0; MAX_READ_CHUNK];
         }
-        let caller = self.caller;
-        let Some(conn) = self.conns.get_mut(id).filter(|c| visible(c, caller)) else {
+        let Some(conn) = visible(&mut self.conns, id, self.caller) else {
             return ReadResult::Failed(IoError::UnknownConn);
         };
         if let Phase::Failed(error) = conn.phase {
@@ -142,7 +192,7 @@ impl Net {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    fail(conn, &mut self.ready, &e);
+                    self.agenda.fail(conn, &e);
                     ReadResult::Failed(IoError::Reset)
                 }
             };
@@ -151,8 +201,7 @@ impl Net {
 
     /// `write`: sends what the socket takes now, buffers the rest up to the bound.
     pub fn write(&mut self, id: Conn, data: &[u8]) -> WriteResult {
-        let caller = self.caller;
-        let Some(conn) = self.conns.get_mut(id).filter(|c| visible(c, caller)) else {
+        let Some(conn) = visible(&mut self.conns, id, self.caller) else {
             return WriteResult::Failed(IoError::UnknownConn);
         };
         if let Phase::Failed(error) = conn.phase {
@@ -173,7 +222,7 @@ impl Net {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.writable = false,
                 Err(e) => {
-                    fail(conn, &mut self.ready, &e);
+                    self.agenda.fail(conn, &e);
                     return WriteResult::Failed(IoError::Reset);
                 }
             }
@@ -191,22 +240,18 @@ impl Net {
 
     /// `set-interest`.
     pub fn set_interest(&mut self, id: Conn, readable: bool, writable: bool) {
-        let caller = self.caller;
-        if let Some(conn) = self.conns.get_mut(id).filter(|c| visible(c, caller)) {
+        if let Some(conn) = visible(&mut self.conns, id, self.caller) {
             conn.want_read = readable;
             conn.want_write = writable;
             if conn.reportable(self.limits.max_buffer) {
-                enqueue(conn, &mut self.ready);
+                self.agenda.enqueue(conn);
             }
         }
     }
 
     /// `shutdown-write`: the FIN follows the bytes already accepted.
     pub fn shutdown_write(&mut self, id: Conn) -> Result<(), IoError> {
-        let caller = self.caller;
-        let Some(conn) = self.conns.get_mut(id).filter(|c| visible(c, caller)) else {
-            return Err(IoError::UnknownConn);
-        };
+        let conn = visible(&mut self.conns, id, self.caller).ok_or(IoError::UnknownConn)?;
         if let Phase::Failed(error) = conn.phase {
             return Err(error);
         }
@@ -220,41 +265,35 @@ impl Net {
     /// `close`: the handle dies now; buffered bytes are still sent, then the socket
     /// is closed.
     pub fn close(&mut self, id: Conn) -> Result<(), IoError> {
-        let caller = self.caller;
-        if self
-            .conns
-            .get_mut(id)
-            .filter(|c| visible(c, caller))
-            .is_none()
-        {
-            return Err(IoError::UnknownConn);
-        }
+        visible(&mut self.conns, id, self.caller).ok_or(IoError::UnknownConn)?;
         self.start_close(slot_of(id));
         Ok(())
     }
 
     /// `peer`.
     pub fn peer(&mut self, id: Conn) -> Option<String> {
-        let caller = self.caller;
-        let conn = self.conns.get_mut(id).filter(|c| visible(c, caller))?;
-        Some(conn.peer.to_string())
+        visible(&mut self.conns, id, self.caller).map(|conn| conn.peer.to_string())
     }
 
     /// `set-timer`.
     pub fn set_timer(&mut self, id: u64, after_ms: u64) -> Result<(), IoError> {
         let key = (self.caller, id);
-        if self.timers.armed_by(self.caller) >= self.limits.max_timers && !self.timers.is_armed(key)
-        {
+        let armed = self.owners.get(self.caller).timers;
+        if armed >= self.limits.max_timers && !self.timers.is_armed(key) {
             return Err(IoError::LimitExceeded);
         }
-        self.timers
-            .set(key, Instant::now(), Duration::from_millis(after_ms));
+        let after = Duration::from_millis(after_ms);
+        if self.timers.set(key, Instant::now(), after) {
+            self.owners.timer_armed(self.caller);
+        }
         Ok(())
     }
 
     /// `cancel-timer`.
     pub fn cancel_timer(&mut self, id: u64) {
-        self.timers.cancel((self.caller, id));
+        if self.timers.cancel((self.caller, id)) {
+            self.owners.timers_gone(self.caller, 1);
+        }
     }
 
     /// `connect`: starts a non-blocking connect to an allowed `ip:port`.
@@ -278,7 +317,7 @@ impl Net {
         let phase = Phase::Connecting {
             deadline: Instant::now() + CONNECT_TIMEOUT,
         };
-        let (_, id) = self
+        let id = self
             .insert(stream, target, self.caller, phase)
             .map_err(|_| IoError::LimitExceeded)?;
         debug!(conn = id, %target, "connecting");
@@ -293,7 +332,7 @@ impl Net {
 
     // ---- the loop's side ------------------------------------------------------------
 
-    /// Stores and registers a new connection, and returns its slot and handle. An
+    /// Stores and registers a new connection for `owner`, and returns its handle. An
     /// error means it was not kept (the table is full, or epoll refused it); the
     /// stream is closed then.
     pub fn insert(
@@ -302,7 +341,7 @@ impl Net {
         peer: SocketAddr,
         owner: Owner,
         phase: Phase,
-    ) -> io::Result<(usize, Conn)> {
+    ) -> io::Result<Conn> {
         let mut stream = Some(stream);
         let slot = self
             .conns
@@ -311,7 +350,6 @@ impl Net {
             })
             .ok_or_else(|| io::Error::other("every connection slot is taken"))?;
         let conn = self.conns.slot_mut(slot).expect("just inserted");
-        let id = conn.id;
         if let Some(registry) = &self.registry {
             let interest = Interest::READABLE | Interest::WRITABLE;
             if let Err(e) = registry.register(&mut conn.stream, Token(slot), interest) {
@@ -319,11 +357,10 @@ impl Net {
                 return Err(e);
             }
         }
-        *self.owned.entry(owner).or_default() += 1;
-        if has_deadline(phase) {
-            self.with_deadline += 1;
-        }
-        Ok((slot, id))
+        let id = conn.id;
+        self.agenda.note(conn);
+        self.owners.conn_added(owner);
+        Ok(id)
     }
 
     /// Records what mio reported for a connection's socket, and does the host's own
@@ -358,14 +395,12 @@ impl Net {
                 match connect_outcome(conn) {
                     None => return, // a spurious edge: still connecting
                     Some(Err(error)) => {
-                        self.with_deadline -= 1;
-                        conn.phase = Phase::Failed(error);
-                        enqueue(conn, &mut self.ready);
+                        self.agenda.set_phase(conn, Phase::Failed(error));
+                        self.agenda.enqueue(conn);
                         return;
                     }
                     Some(Ok(())) => {
-                        self.with_deadline -= 1;
-                        conn.phase = Phase::Open;
+                        self.agenda.set_phase(conn, Phase::Open);
                         conn.announce_connected = true;
                         if conn.write_shut && conn.out.is_empty() {
                             send_fin(conn);
@@ -378,39 +413,37 @@ impl Net {
         if event.is_error() {
             let error = conn.stream.take_error().ok().flatten();
             let error = error.unwrap_or_else(|| io::ErrorKind::ConnectionReset.into());
-            fail(conn, &mut self.ready, &error);
+            self.agenda.fail(conn, &error);
             return;
         }
         if conn.writable && !conn.out.is_empty() {
-            flush(conn, &mut self.ready);
+            flush(conn, &mut self.agenda);
         }
         if conn.reportable(max_buffer) {
-            enqueue(conn, &mut self.ready);
+            self.agenda.enqueue(conn);
         }
     }
 
     /// Appends the events of every connection with something to report, and of
-    /// every timer due, to `batch`. Failed connections are reported `hangup` once and
-    /// released here.
+    /// every timer due, to `batch`, each for its owner. Failed connections are
+    /// reported `hangup` once and released here.
     pub fn collect(&mut self, batch: &mut Batch) {
         let max_buffer = self.limits.max_buffer;
         let mut i = 0;
-        while i < self.ready.len() {
-            let slot = self.ready[i];
+        while i < self.agenda.ready.len() {
+            let slot = self.agenda.ready[i];
             let Some(conn) = self.conns.slot_mut(slot) else {
-                self.ready.swap_remove(i);
+                self.agenda.ready.swap_remove(i);
                 continue;
             };
             let owner = conn.owner;
             if let Phase::Failed(error) = conn.phase {
-                batch.push(
-                    owner,
-                    Event::Hangup(HangupInfo {
-                        conn: conn.id,
-                        error,
-                    }),
-                );
-                self.ready.swap_remove(i);
+                let hangup = HangupInfo {
+                    conn: conn.id,
+                    error,
+                };
+                batch.push(owner, Event::Hangup(hangup));
+                self.agenda.ready.swap_remove(i);
                 self.remove(slot);
                 continue;
             }
@@ -430,12 +463,14 @@ impl Net {
                 i += 1;
             } else {
                 conn.queued = false;
-                self.ready.swap_remove(i);
+                self.agenda.ready.swap_remove(i);
             }
         }
         if !self.timers.is_empty() {
+            let owners = &mut self.owners;
             self.timers.expire(Instant::now(), |(owner, id)| {
-                batch.push(owner, Event::Timer(id))
+                owners.timers_gone(owner, 1);
+                batch.push(owner, Event::Timer(id));
             });
         }
     }
@@ -445,19 +480,21 @@ impl Net {
     pub fn prune(&mut self) {
         let max_buffer = self.limits.max_buffer;
         let conns = &mut self.conns;
-        self.ready.retain(|&slot| match conns.slot_mut(slot) {
-            Some(conn) if conn.reportable(max_buffer) => true,
-            Some(conn) => {
-                conn.queued = false;
-                false
-            }
-            None => false,
-        });
+        self.agenda
+            .ready
+            .retain(|&slot| match conns.slot_mut(slot) {
+                Some(conn) if conn.reportable(max_buffer) => true,
+                Some(conn) => {
+                    conn.queued = false;
+                    false
+                }
+                None => false,
+            });
     }
 
     /// Whether a batch is due without waiting for the kernel.
     pub fn has_ready(&self) -> bool {
-        !self.ready.is_empty()
+        !self.agenda.ready.is_empty()
     }
 
     /// How long the loop may sleep: until the next timer, or the next check of
@@ -467,72 +504,76 @@ impl Net {
             .timers
             .next_deadline()
             .map(|at| at.saturating_duration_since(now));
-        let deadlines = (self.with_deadline > 0).then_some(Duration::from_secs(1));
-        match (timer, deadlines) {
+        let check = (self.agenda.with_deadline > 0).then(|| {
+            self.next_check
+                .map_or(Duration::ZERO, |at| at.saturating_duration_since(now))
+        });
+        match (timer, check) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
 
-    /// Enforces connection deadlines: drops closing connections whose peer did not
-    /// take their last bytes in time, and fails connects that did not complete.
+    /// Enforces connection deadlines, at most once per [`DEADLINE_CHECK`]: drops
+    /// closing connections whose peer did not take their last bytes in time, and
+    /// fails connects that did not complete.
     pub fn sweep_deadlines(&mut self, now: Instant) {
-        if self.with_deadline == 0 {
+        if self.agenda.with_deadline == 0 || self.next_check.is_some_and(|at| now < at) {
             return;
         }
-        let expired: Vec<(usize, Phase)> = self
+        self.next_check = Some(now + DEADLINE_CHECK);
+        let expired: Vec<usize> = self
             .conns
             .iter()
-            .filter_map(|(slot, c)| match c.phase {
-                Phase::Closing { deadline } | Phase::Connecting { deadline } if deadline <= now => {
-                    Some((slot, c.phase))
-                }
-                _ => None,
+            .filter(|(_, c)| match c.phase {
+                Phase::Closing { deadline } | Phase::Connecting { deadline } => deadline <= now,
+                _ => false,
             })
+            .map(|(slot, _)| slot)
             .collect();
-        for (slot, phase) in expired {
-            if let Phase::Closing { .. } = phase {
+        for slot in expired {
+            let Some(conn) = self.conns.slot_mut(slot) else {
+                continue;
+            };
+            if conn.is_closing() {
                 debug!(
                     slot,
                     "dropping a closed connection whose peer did not read its last bytes"
                 );
                 self.remove(slot);
-            } else if let Some(conn) = self.conns.slot_mut(slot) {
-                self.with_deadline -= 1;
-                conn.phase = Phase::Failed(IoError::Unreachable);
-                enqueue(conn, &mut self.ready);
+            } else {
+                self.agenda
+                    .set_phase(conn, Phase::Failed(IoError::Unreachable));
+                self.agenda.enqueue(conn);
             }
         }
     }
 
-    /// Closes every connection the guest `owner` holds, as if it had called `close`
-    /// on each: bytes it wrote are still sent. Used when the guest is cut off.
-    pub fn close_owned_by(&mut self, owner: Owner) -> usize {
-        if self.owned_by(owner) == 0 {
+    /// Cuts a guest instance off: closes every connection it holds, as if it had
+    /// called `close` on each (bytes it wrote are still sent), and disarms its
+    /// timers. Returns how many connections it held.
+    pub fn release(&mut self, owner: Owner) -> usize {
+        let held = self.owners.get(owner);
+        if held.timers > 0 {
+            let disarmed = self.timers.clear_owner(owner);
+            self.owners.timers_gone(owner, disarmed);
+        }
+        if held.conns == 0 {
             return 0;
         }
-        let owned: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.owner == owner && !c.is_closing())
-            .map(|(slot, _)| slot)
-            .collect();
+        let owned = self.slots_of(owner);
         for &slot in &owned {
             self.start_close(slot);
         }
         owned.len()
     }
 
-    /// Hands every connection `old` holds to `new` (a hot swap's handoff), and
-    /// returns their handles. Their buffered bytes and readiness stay as they are.
-    pub fn reassign(&mut self, old: Owner, new: Owner) -> Vec<Conn> {
-        let moved: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.owner == old && !c.is_closing())
-            .map(|(slot, _)| slot)
-            .collect();
+    /// Hands everything `old` holds to `new` (a hot swap's handoff): its connections,
+    /// whose buffered bytes and readiness stay as they are, and its timers, due when
+    /// they were. Returns the handles of the connections.
+    pub fn hand_over(&mut self, old: Owner, new: Owner) -> Vec<Conn> {
         let max_buffer = self.limits.max_buffer;
+        let moved = self.slots_of(old);
         let mut handles = Vec::with_capacity(moved.len());
         for slot in moved {
             let Some(conn) = self.conns.slot_mut(slot) else {
@@ -541,23 +582,12 @@ impl Net {
             conn.owner = new;
             handles.push(conn.id);
             if conn.reportable(max_buffer) {
-                enqueue(conn, &mut self.ready);
+                self.agenda.enqueue(conn);
             }
         }
-        if let Some(count) = self.owned.remove(&old) {
-            *self.owned.entry(new).or_default() += count;
-        }
-        handles
-    }
-
-    /// Hands the timers `old` armed to `new`, due when they were.
-    pub fn reassign_timers(&mut self, old: Owner, new: Owner) {
         self.timers.reassign(old, new);
-    }
-
-    /// Drops every timer of a guest instance: a fresh one starts with none.
-    pub fn clear_timers(&mut self, owner: Owner) {
-        self.timers.clear_owner(owner);
+        self.owners.transfer(old, new);
+        handles
     }
 
     /// Drops every connection at once, sent or not: the end of a shutdown.
@@ -566,8 +596,18 @@ impl Net {
         for &slot in &slots {
             self.remove(slot);
         }
-        self.ready.clear();
+        self.agenda.ready.clear();
         slots.len()
+    }
+
+    /// The slots of the connections `owner` may use: for cutting off or handing over
+    /// an instance, not for the hot path.
+    fn slots_of(&self, owner: Owner) -> Vec<usize> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.visible_to(owner))
+            .map(|(slot, _)| slot)
+            .collect()
     }
 
     /// Moves a connection from the guest's hands to the host's: flush, FIN, close.
@@ -578,14 +618,10 @@ impl Net {
         if conn.is_closing() {
             return;
         }
-        if !has_deadline(conn.phase) {
-            self.with_deadline += 1;
-        }
         let owner = conn.owner;
-        conn.phase = Phase::Closing {
-            deadline: Instant::now() + CLOSE_LINGER,
-        };
-        self.disown(owner);
+        let deadline = Instant::now() + CLOSE_LINGER;
+        self.agenda.set_phase(conn, Phase::Closing { deadline });
+        self.owners.conn_removed(owner);
         if self.finish_closing(slot) {
             self.remove(slot);
         }
@@ -634,45 +670,11 @@ impl Net {
         let Some(conn) = self.conns.remove(slot) else {
             return;
         };
-        if has_deadline(conn.phase) {
-            self.with_deadline -= 1;
-        }
+        self.agenda.forget(&conn);
         if !conn.is_closing() {
-            self.disown(conn.owner);
+            self.owners.conn_removed(conn.owner);
         }
     }
-
-    fn disown(&mut self, owner: Owner) {
-        if let Some(count) = self.owned.get_mut(&owner) {
-            *count -= 1;
-            if *count == 0 {
-                self.owned.remove(&owner);
-            }
-        }
-    }
-}
-
-/// Whether the calling guest may see this connection.
-fn visible(conn: &Connection, caller: Owner) -> bool {
-    conn.owner == caller && !conn.is_closing()
-}
-
-fn has_deadline(phase: Phase) -> bool {
-    matches!(phase, Phase::Closing { .. } | Phase::Connecting { .. })
-}
-
-fn enqueue(conn: &mut Connection, ready: &mut Vec<usize>) {
-    if !conn.queued {
-        conn.queued = true;
-        ready.push(slot_of(conn.id));
-    }
-}
-
-/// Marks a connection failed; the guest hears `hangup` in the next batch.
-fn fail(conn: &mut Connection, ready: &mut Vec<usize>, error: &io::Error) {
-    debug!(conn = conn.id, peer = %conn.peer, %error, "connection failed");
-    conn.phase = Phase::Failed(IoError::Reset);
-    enqueue(conn, ready);
 }
 
 /// How an outbound connect ended, after a writable or error edge: `None` while it
@@ -714,7 +716,7 @@ fn write_some(stream: &mut TcpStream, data: &[u8]) -> io::Result<usize> {
 }
 
 /// Sends buffered bytes after a writable edge; sends the FIN once they are out.
-fn flush(conn: &mut Connection, ready: &mut Vec<usize>) {
+fn flush(conn: &mut Connection, agenda: &mut Agenda) {
     match conn.out.flush_to(&mut conn.stream) {
         Ok(true) => {
             if conn.write_shut {
@@ -722,7 +724,7 @@ fn flush(conn: &mut Connection, ready: &mut Vec<usize>) {
             }
         }
         Ok(false) => conn.writable = false,
-        Err(e) => fail(conn, ready, &e),
+        Err(e) => agenda.fail(conn, &e),
     }
 }
 

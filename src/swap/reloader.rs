@@ -1,7 +1,8 @@
-//! Hot-swap triggers and loading. `--watch` and `SIGHUP` lead here: the new guest is
-//! read once its file is stable, compared with the one serving, compiled and checked
-//! on a thread of its own, and only then handed to the loop, which never stalls for
-//! a compilation.
+//! [`Reloader`]: hot swap's triggers and loading. `--watch` and `SIGHUP` lead here:
+//! the new guest is read once its file is stable, compared with the one serving,
+//! compiled and checked on a thread of its own, and only then handed to the loop,
+//! which never stalls for a compilation. The loop says how each swap ended, so that
+//! "the one serving" is what really serves.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,11 +14,10 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result};
 use mio::Waker;
 use notify::{RecursiveMode, Watcher};
-use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use crate::examples::read_guest_file;
-use crate::runtime::{Guest, Runtime, short_digest};
+use crate::runtime::component::{Guest, GuestSource, short_digest};
+use crate::runtime::engine::Runtime;
 
 /// A file must stay unchanged (size and modification time) this long before it is
 /// read: builds write in several steps, and a half-written guest must not be loaded.
@@ -53,10 +53,20 @@ pub struct Loaded {
     pub triggered: Instant,
 }
 
+/// How the loop dealt with a guest the loader handed over.
+#[derive(Clone, Copy, Debug)]
+enum Outcome {
+    /// It serves now.
+    Serving([u8; 32]),
+    /// It could not start; the generation before it goes on serving.
+    Refused([u8; 32]),
+}
+
 /// The loading side of hot swap: a watcher (with `--watch`) and a loader thread.
 pub struct Reloader {
     triggers: Sender<Trigger>,
     loaded: Receiver<Loaded>,
+    outcomes: Sender<Outcome>,
     // Kept alive for as long as the reloader is: dropping it stops the watching.
     _watcher: Option<notify::RecommendedWatcher>,
 }
@@ -77,6 +87,7 @@ impl Reloader {
             .with_context(|| format!("cannot resolve {}", path.display()))?;
         let (triggers, trigger_rx) = mpsc::channel();
         let (loaded_tx, loaded) = mpsc::channel();
+        let (outcomes, outcome_rx) = mpsc::channel();
         let watcher = if watch {
             Some(watch_file(&path, triggers.clone())?)
         } else {
@@ -86,7 +97,9 @@ impl Reloader {
             runtime,
             path,
             serving,
+            in_flight: None,
             triggers: trigger_rx,
+            outcomes: outcome_rx,
             loaded: loaded_tx,
             waker,
         };
@@ -97,6 +110,7 @@ impl Reloader {
         Ok(Self {
             triggers,
             loaded,
+            outcomes,
             _watcher: watcher,
         })
     }
@@ -109,6 +123,17 @@ impl Reloader {
     /// A guest that finished loading, if any.
     pub fn take(&self) -> Option<Loaded> {
         self.loaded.try_recv().ok()
+    }
+
+    /// Tells the loader how the guest with `digest` it handed over ended: serving,
+    /// or refused (it could not start).
+    pub fn report(&self, digest: [u8; 32], serving: bool) {
+        let outcome = if serving {
+            Outcome::Serving(digest)
+        } else {
+            Outcome::Refused(digest)
+        };
+        let _ = self.outcomes.send(outcome);
     }
 }
 
@@ -137,9 +162,12 @@ fn watch_file(path: &Path, triggers: Sender<Trigger>) -> Result<notify::Recommen
 struct Loader {
     runtime: Arc<Runtime>,
     path: PathBuf,
-    /// The digest of the guest last handed over (or serving at start).
+    /// The digest of the guest serving, as the loop last reported.
     serving: [u8; 32],
+    /// The digest of a guest handed to the loop whose outcome is not known yet.
+    in_flight: Option<[u8; 32]>,
     triggers: Receiver<Trigger>,
+    outcomes: Receiver<Outcome>,
     loaded: Sender<Loaded>,
     waker: Arc<Waker>,
 }
@@ -186,23 +214,44 @@ impl Loader {
         }
     }
 
+    /// Takes in what the loop reported about guests handed over so far.
+    fn note_outcomes(&mut self) {
+        while let Ok(outcome) = self.outcomes.try_recv() {
+            let digest = match outcome {
+                Outcome::Serving(digest) => {
+                    self.serving = digest;
+                    digest
+                }
+                Outcome::Refused(digest) => digest,
+            };
+            if self.in_flight == Some(digest) {
+                self.in_flight = None;
+            }
+        }
+    }
+
     fn reload(&mut self, trigger: Trigger) {
+        self.note_outcomes();
         let path = self.path.display();
-        let source = match read_guest_file(&self.path) {
+        let source = match GuestSource::read(&self.path) {
             Ok(source) => source,
             Err(err) => {
                 warn!("reload refused: {err:#}; the serving generation keeps serving");
                 return;
             }
         };
-        let digest: [u8; 32] = Sha256::digest(&source.bytes).into();
+        let digest = source.digest();
         if digest == self.serving {
             info!(%path, digest = short_digest(&digest), "reload skipped: the file is the one serving");
             return;
         }
+        if self.in_flight == Some(digest) {
+            info!(%path, digest = short_digest(&digest), "reload skipped: the file is being swapped in already");
+            return;
+        }
         match self.runtime.load(&source) {
             Ok(guest) => {
-                self.serving = digest;
+                self.in_flight = Some(digest);
                 let loaded = Loaded {
                     guest,
                     triggered: trigger.at(),

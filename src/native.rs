@@ -1,5 +1,5 @@
-//! The benchmark's baseline: the `http` example's logic compiled natively, driven by the
-//! same event loop and the same `Net` calls as the wasm guest.
+//! [`NativeHttp`], the benchmark's baseline: the `http` example's logic compiled
+//! natively, driven by the same event loop and the same `Net` calls as the wasm guest.
 //!
 //! The HTTP code is the guest's own `http.rs`, included by path, and the connection
 //! handling mirrors what the guest SDK does (read until `would-block`, keep what the
@@ -10,12 +10,13 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::handler::{Batch, EventHandler};
 use crate::limits::MAX_READ_CHUNK;
-use crate::net::Net;
+use crate::sockets::batch::Batch;
+use crate::sockets::handler::EventHandler;
+use crate::sockets::net::Net;
 use crate::wit::{Conn, Event, ReadResult, WriteResult};
 
-#[path = "../../guest/examples/http/src/http.rs"]
+#[path = "../guest/examples/http/src/http.rs"]
 #[allow(dead_code, missing_docs)]
 mod http;
 

@@ -1,0 +1,35 @@
+//! sandsock: a native host that owns the sockets and an epoll loop, and runs the
+//! request-handling logic as a sandboxed WebAssembly component.
+//!
+//! The code is in three wings and a little glue; `ARCHITECTURE.md` at the top of the
+//! repository is the map, with where each kind of new feature goes.
+//!
+//! - [`sockets`]: the event loop, connections, readiness, timers, and the guest's
+//!   `io` calls as [`sockets::Net`] answers them. Knows nothing of wasm.
+//! - [`runtime`]: the guest side: wasmtime's engine and linker, components,
+//!   instances and their limits, traps, guest output, and [`runtime::tenants`], the
+//!   instances serving each owner of connections.
+//! - [`swap`]: hot swap: the triggers and the loader thread, and the generations
+//!   with their drain and handoff policy.
+//! - Glue: [`cli`] (the command line), [`serve`] (what `host` does by default),
+//!   [`wasm_handler`] (the guest side and swap as the loop's handler), [`builtin`]
+//!   (the guests built in), [`native`] (the benchmark's native baseline).
+//! - Shared: [`wit`] (the bindings of the contract), [`limits`], [`units`],
+//!   [`rate_limit`].
+//!
+//! Arrows go one way: glue → swap → runtime → sockets → shared. The load client
+//! (`host load`) is a crate of its own, `sandsock-load`, in `load/`.
+#![deny(missing_docs)]
+
+pub mod builtin;
+pub mod cli;
+pub mod limits;
+pub mod native;
+pub mod rate_limit;
+pub mod runtime;
+pub mod serve;
+pub mod sockets;
+pub mod swap;
+pub mod units;
+pub mod wasm_handler;
+pub mod wit;

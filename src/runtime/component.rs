@@ -1,0 +1,196 @@
+//! A guest before and after compilation: [`GuestSource`] (bytes and where they came
+//! from) and [`Guest`] (compiled, checked against the `handler` world, ready to
+//! instantiate).
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker};
+
+use super::imports::GuestState;
+use crate::wit::{self, HandlerIndices};
+
+/// A guest's bytes and where they came from, before compilation.
+pub struct GuestSource {
+    /// The name it is logged under (file stem or built-in name).
+    pub name: String,
+    /// Where it came from, for error messages: a path, or `built-in guest NAME`.
+    pub origin: String,
+    /// Its file, if it has one (built-in guests do not): what a reload reads.
+    pub path: Option<PathBuf>,
+    /// The component's bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl GuestSource {
+    /// Reads a guest file; the guest is named after the file's stem in logs.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = fs::read(path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => anyhow::anyhow!("guest file not found: {}", path.display()),
+            _ => {
+                anyhow::Error::new(e).context(format!("cannot read guest file {}", path.display()))
+            }
+        })?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "guest".into());
+        Ok(Self {
+            name,
+            origin: path.display().to_string(),
+            path: Some(path.to_path_buf()),
+            bytes,
+        })
+    }
+
+    /// The SHA-256 of its bytes.
+    pub fn digest(&self) -> [u8; 32] {
+        Sha256::digest(&self.bytes).into()
+    }
+}
+
+/// A compiled guest that fits the `handler` world, ready to instantiate. Cheap to
+/// clone: the compiled code is shared.
+#[derive(Clone)]
+pub struct Guest {
+    /// Its name, for logs.
+    pub name: Arc<str>,
+    /// The SHA-256 of its bytes: what a reload compares, and what logs show.
+    pub digest: [u8; 32],
+    pub(super) pre: InstancePre<GuestState>,
+    pub(super) indices: HandlerIndices,
+    /// Where its optional `state` interface lives, if it exports one.
+    pub(super) state: Option<StateExports>,
+    /// How long compilation and checking took.
+    pub load_time: Duration,
+}
+
+impl Guest {
+    /// The first 12 hex digits of its digest, for logs.
+    pub fn short_digest(&self) -> String {
+        short_digest(&self.digest)
+    }
+
+    /// Whether it exports the `state` interface (snapshot and restore).
+    pub fn keeps_state(&self) -> bool {
+        self.state.is_some()
+    }
+}
+
+/// The export indices of the optional `state` interface.
+#[derive(Clone, Copy)]
+pub(super) struct StateExports {
+    pub(super) snapshot: ComponentExportIndex,
+    pub(super) restore: ComponentExportIndex,
+}
+
+/// The first 12 hex digits of a SHA-256, for logs.
+pub fn short_digest(digest: &[u8; 32]) -> String {
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compiles `source` and checks that it fits the `handler` world. Errors name the
+/// origin and what is wrong, in one line.
+pub fn compile(
+    engine: &Engine,
+    linker: &Linker<GuestState>,
+    source: &GuestSource,
+) -> Result<Guest> {
+    let started = Instant::now();
+    let origin = &source.origin;
+    check_header(&source.bytes).with_context(|| origin.clone())?;
+    let component = Component::new(engine, &source.bytes)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("{origin}: not a valid component"))?;
+
+    let exports: Vec<String> = component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    if !exports.iter().any(|name| name == "handle") {
+        bail!(
+            "{origin}: does not fit the `{}` world: it does not export `handle` (it exports: {})",
+            wit::WORLD,
+            list_or_none(&exports)
+        );
+    }
+    let misfit = || format!("{origin}: does not fit the `{}` world", wit::WORLD);
+    let pre = linker
+        .instantiate_pre(&component)
+        .map_err(anyhow::Error::from)
+        .with_context(misfit)?;
+    let indices = HandlerIndices::new(&pre)
+        .map_err(anyhow::Error::from)
+        .with_context(misfit)?;
+    let state = component
+        .get_export_index(None, wit::STATE_INTERFACE)
+        .and_then(|interface| {
+            Some(StateExports {
+                snapshot: component.get_export_index(Some(&interface), "snapshot")?,
+                restore: component.get_export_index(Some(&interface), "restore")?,
+            })
+        });
+    Ok(Guest {
+        name: source.name.as_str().into(),
+        digest: source.digest(),
+        pre,
+        indices,
+        state,
+        load_time: started.elapsed(),
+    })
+}
+
+/// Tells apart the inputs that are not components at all, with a hint for each.
+fn check_header(bytes: &[u8]) -> Result<()> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        bail!("not a WebAssembly file (no `\\0asm` header)");
+    }
+    // The version field tells a core module (1) from a component (0x0d, layer 1).
+    if bytes[4..8] == [1, 0, 0, 0] {
+        bail!(
+            "a core WebAssembly module, not a component (build the guest for the \
+             wasm32-wasip2 target, which produces a component)"
+        );
+    }
+    Ok(())
+}
+
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "nothing".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header_error(bytes: &[u8]) -> String {
+        check_header(bytes).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_header_tells_text_modules_and_components_apart() {
+        assert!(header_error(b"").starts_with("not a WebAssembly file"));
+        assert!(header_error(b"hello, world").starts_with("not a WebAssembly file"));
+        assert!(header_error(b"\0asm\x01\0").starts_with("not a WebAssembly file"));
+        assert!(header_error(b"\0asm\x01\0\0\0").starts_with("a core WebAssembly module"));
+        assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok(), "a component");
+    }
+
+    #[test]
+    fn digests_are_shown_short() {
+        let mut digest = [0u8; 32];
+        digest[..6].copy_from_slice(&[0xab, 0x01, 0, 0xff, 0x10, 0x02]);
+        assert_eq!(short_digest(&digest), "ab0100ff1002");
+    }
+}

@@ -1,0 +1,82 @@
+//! [`GuestState`]: what one instance's store holds, and the host side of the world's
+//! imports: WASI that grants nothing, and the `io` interface, which forwards each call
+//! to the [`Net`] lent to the store for the length of a call.
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::limiter::Limiter;
+use crate::sockets::net::Net;
+use crate::wit::{Conn, IoError, ReadResult, WriteResult, sandsock};
+
+/// The state of one guest instance's store: WASI (granting nothing but the given
+/// environment), its limiter, and the connections lent to it during a call.
+pub struct GuestState {
+    pub(super) wasi: WasiCtx,
+    pub(super) table: ResourceTable,
+    pub(super) limiter: Limiter,
+    /// The loop's connections while a call runs; an empty placeholder otherwise.
+    pub(super) net: Net,
+}
+
+impl GuestState {
+    /// A store's state: `wasi` as built, memory held to `limiter`.
+    pub fn new(wasi: WasiCtx, limiter: Limiter) -> Self {
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limiter,
+            net: Net::default(),
+        }
+    }
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The `types` interface has no functions: bindgen still asks for its trait.
+impl sandsock::net::types::Host for GuestState {}
+
+impl sandsock::net::io::Host for GuestState {
+    fn read(&mut self, c: Conn, max: u32) -> ReadResult {
+        self.net.read(c, max)
+    }
+
+    fn write(&mut self, c: Conn, data: Vec<u8>) -> WriteResult {
+        self.net.write(c, &data)
+    }
+
+    fn set_interest(&mut self, c: Conn, readable: bool, writable: bool) {
+        self.net.set_interest(c, readable, writable)
+    }
+
+    fn shutdown_write(&mut self, c: Conn) -> Result<(), IoError> {
+        self.net.shutdown_write(c)
+    }
+
+    fn close(&mut self, c: Conn) -> Result<(), IoError> {
+        self.net.close(c)
+    }
+
+    fn peer(&mut self, c: Conn) -> Option<String> {
+        self.net.peer(c)
+    }
+
+    fn set_timer(&mut self, id: u64, after_ms: u64) -> Result<(), IoError> {
+        self.net.set_timer(id, after_ms)
+    }
+
+    fn cancel_timer(&mut self, id: u64) {
+        self.net.cancel_timer(id)
+    }
+
+    fn connect(&mut self, addr: String) -> Result<Conn, IoError> {
+        self.net.connect(&addr)
+    }
+}

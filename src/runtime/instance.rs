@@ -1,0 +1,182 @@
+//! [`Instance`]: one live guest instance in a store of its own, and the budget each of
+//! its calls runs under.
+//!
+//! One store per instance, because a trap poisons the whole store: recovery is a
+//! fresh store and a fresh instance from the pre-instantiated component (~40 µs).
+
+use anyhow::{Context, Result};
+use wasmtime::component::TypedFunc;
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::WasiCtxBuilder;
+
+use super::component::Guest;
+use super::sandbox::Sandbox;
+use super::guest_log::{GuestLog, Stream};
+use super::imports::GuestState;
+use super::limiter::Limiter;
+use crate::limits::{EPOCH_TICK, Limits};
+use crate::sockets::net::Net;
+use crate::sockets::owners::Owner;
+use crate::wit::{self, Event};
+
+type StateSnapshot = TypedFunc<(), (Vec<u8>,)>;
+type StateRestore = TypedFunc<(Vec<u8>,), ()>;
+
+/// A live instance and its store.
+pub struct Instance {
+    store: Store<GuestState>,
+    bindings: wit::Handler,
+    state: Option<(StateSnapshot, StateRestore)>,
+    budget: Budget,
+}
+
+impl Instance {
+    /// Starts a fresh instance of `guest` in a store of its own, within `sandbox`.
+    pub fn start(engine: &Engine, sandbox: &Sandbox, guest: &Guest) -> Result<Self> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(GuestLog::new(guest.name.clone(), Stream::Stdout))
+            .stderr(GuestLog::new(guest.name.clone(), Stream::Stderr));
+        for (key, value) in &sandbox.env {
+            wasi.env(key, value);
+        }
+        let state = GuestState::new(wasi.build(), Limiter::new(sandbox.limits.max_memory));
+        let mut store = Store::new(engine, state);
+        store.limiter(|s| &mut s.limiter);
+        // Instantiation runs guest code too (its start functions): same budget.
+        let budget = Budget::new(&sandbox.limits);
+        budget.arm(&mut store)?;
+        let instance = guest
+            .pre
+            .instantiate(&mut store)
+            .map_err(anyhow::Error::from)?;
+        let bindings = guest
+            .indices
+            .load(&mut store, &instance)
+            .map_err(anyhow::Error::from)?;
+        let state = match guest.state {
+            Some(exports) => Some((
+                instance
+                    .get_typed_func(&mut store, exports.snapshot)
+                    .map_err(anyhow::Error::from)
+                    .context("the `state` interface's snapshot has the wrong type")?,
+                instance
+                    .get_typed_func(&mut store, exports.restore)
+                    .map_err(anyhow::Error::from)
+                    .context("the `state` interface's restore has the wrong type")?,
+            )),
+            None => None,
+        };
+        Ok(Self {
+            store,
+            bindings,
+            state,
+            budget,
+        })
+    }
+
+    /// Calls `handle` with `events` on behalf of guest instance `owner`, lending it
+    /// `net` for the call. An error is a trap: the instance is unusable afterwards.
+    pub fn call(&mut self, events: &[Event], net: &mut Net, owner: Owner) -> Result<()> {
+        self.budget.arm(&mut self.store)?;
+        net.set_caller(owner);
+        std::mem::swap(net, &mut self.store.data_mut().net);
+        let result = self.bindings.call_handle(&mut self.store, events);
+        std::mem::swap(net, &mut self.store.data_mut().net);
+        result.map_err(anyhow::Error::from)
+    }
+
+    /// The instance's `snapshot`, or `None` when it does not export `state`.
+    pub fn snapshot(&mut self) -> Result<Option<Vec<u8>>> {
+        let Some((snapshot, _)) = self.state else {
+            return Ok(None);
+        };
+        self.budget.arm(&mut self.store)?;
+        let (state,) = snapshot
+            .call(&mut self.store, ())
+            .map_err(anyhow::Error::from)?;
+        Ok(Some(state))
+    }
+
+    /// Hands an earlier generation's snapshot to this instance's `restore`; nothing
+    /// happens when it does not export `state`.
+    pub fn restore(&mut self, state: Vec<u8>) -> Result<()> {
+        let Some((_, restore)) = self.state else {
+            return Ok(());
+        };
+        self.budget.arm(&mut self.store)?;
+        restore
+            .call(&mut self.store, (state,))
+            .map_err(anyhow::Error::from)
+    }
+
+    /// Whether the store refused a memory growth (for naming a trap's cause).
+    pub fn memory_refused(&self) -> bool {
+        self.store.data().limiter.memory_refused()
+    }
+}
+
+/// What one stretch of guest code may use, worked out once per instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Budget {
+    /// The epoch deadline, in ticks from now.
+    ticks: u64,
+    fuel: Option<u64>,
+}
+
+impl Budget {
+    fn new(limits: &Limits) -> Self {
+        Self {
+            ticks: deadline_ticks(limits),
+            fuel: limits.fuel,
+        }
+    }
+
+    /// Gives a store its budget for the next call: the epoch deadline, and fuel when
+    /// a fuel limit is set.
+    fn arm(self, store: &mut Store<GuestState>) -> Result<()> {
+        store.set_epoch_deadline(self.ticks);
+        if let Some(fuel) = self.fuel {
+            store.set_fuel(fuel).map_err(anyhow::Error::from)?;
+        }
+        Ok(())
+    }
+}
+
+/// `--event-timeout` in epoch ticks, rounded down, plus one: the epoch may advance
+/// just after the deadline is set, so a call gets between `ticks - 1` and `ticks`
+/// whole ticks, never less than the timeout's whole ticks and never zero.
+fn deadline_ticks(limits: &Limits) -> u64 {
+    (limits.event_timeout.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn ticks(timeout: Duration) -> u64 {
+        deadline_ticks(&Limits {
+            event_timeout: timeout,
+            ..Limits::DEFAULT
+        })
+    }
+
+    #[test]
+    fn deadlines_are_whole_ticks_plus_one() {
+        assert_eq!(
+            EPOCH_TICK,
+            Duration::from_millis(5),
+            "the cases below assume 5 ms"
+        );
+        assert_eq!(ticks(Duration::from_millis(100)), 21);
+        assert_eq!(ticks(Duration::from_millis(7)), 2, "rounded down");
+        assert_eq!(
+            ticks(Duration::from_millis(1)),
+            2,
+            "never less than one tick"
+        );
+        assert_eq!(ticks(Duration::ZERO), 2);
+        assert_eq!(ticks(Duration::from_secs(30)), 6001);
+    }
+}

@@ -1,0 +1,356 @@
+//! [`Tenants`]: the guest instances that serve connections, one record per owner,
+//! and what happens when one traps.
+//!
+//! Every connection has an owner (see `sockets::owners`). With `--isolation shared`
+//! a generation has one owner, whose instance serves all of that generation's
+//! connections; with `--isolation connection` each connection has an owner of its
+//! own, and its instance ends with the connection. A record holds the owner's
+//! generation, its compiled guest and its instance (none while it cannot run);
+//! what the owner holds on the sockets side (connections, timers) is `Net`'s to
+//! count, since those outlive a trapped instance.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::{error, info, warn};
+
+use super::backoff::Backoff;
+use super::component::Guest;
+use super::engine::Runtime;
+use super::sandbox::Isolation;
+use super::instance::Instance;
+use super::trap::{backtrace, describe};
+use crate::rate_limit::RateLimit;
+use crate::sockets::net::Net;
+use crate::sockets::owners::Owner;
+use crate::wit::Event;
+
+/// One owner's guest instance.
+struct Tenant {
+    /// The generation it belongs to: a hot swap's unit (see `swap`).
+    generation: u32,
+    guest: Arc<Guest>,
+    /// `None` after a trap, or before its first event.
+    instance: Option<Instance>,
+}
+
+/// The generation taking new connections.
+struct Serving {
+    generation: u32,
+    guest: Arc<Guest>,
+    /// Its one owner, with shared isolation.
+    shared: Option<Owner>,
+}
+
+/// Every owner that holds, or may get, an instance.
+pub struct Tenants {
+    runtime: Arc<Runtime>,
+    isolation: Isolation,
+    records: HashMap<Owner, Tenant>,
+    /// How many records each generation has, kept by `insert` and `remove`: a
+    /// retired generation with none left holds nothing.
+    per_generation: HashMap<u32, usize>,
+    serving: Serving,
+    next_owner: Owner,
+    /// Restarts of the serving shared instance, after traps.
+    backoff: Backoff,
+    traps: u64,
+    down_log: RateLimit,
+}
+
+impl Tenants {
+    /// Serves `guest` as `generation`; `first` is an instance of it already started
+    /// (kept as the shared instance, or dropped: it proved the guest starts).
+    pub fn new(runtime: Arc<Runtime>, generation: u32, guest: Arc<Guest>, first: Instance) -> Self {
+        let isolation = runtime.sandbox().isolation;
+        let mut tenants = Self {
+            runtime,
+            isolation,
+            records: HashMap::new(),
+            per_generation: HashMap::new(),
+            serving: Serving {
+                generation,
+                guest: guest.clone(),
+                shared: None,
+            },
+            next_owner: 0,
+            backoff: Backoff::default(),
+            traps: 0,
+            down_log: RateLimit::default(),
+        };
+        tenants.serve(generation, guest, first);
+        tenants
+    }
+
+    /// The runtime instances are started with.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// New connections go to `generation` from now on; `first` is an instance of it
+    /// already started. A crash-loop back-off of the one before is forgotten.
+    pub fn serve(&mut self, generation: u32, guest: Arc<Guest>, first: Instance) {
+        let shared = match self.isolation {
+            Isolation::Shared => Some(self.insert(generation, guest.clone(), Some(first))),
+            Isolation::Connection => None,
+        };
+        self.serving = Serving {
+            generation,
+            guest,
+            shared,
+        };
+        self.backoff = Backoff::default();
+    }
+
+    /// The owner of a connection accepted now, or handed over to the serving
+    /// generation at a swap.
+    pub fn owner_for_new_connection(&mut self) -> Owner {
+        match self.serving.shared {
+            Some(owner) => owner,
+            None => {
+                let guest = self.serving.guest.clone();
+                self.insert(self.serving.generation, guest, None)
+            }
+        }
+    }
+
+    /// Whether new connections can be served now (the serving instance is not backing
+    /// off after traps).
+    pub fn accepting(&mut self) -> bool {
+        self.backoff.ready(Instant::now())
+    }
+
+    /// Whether any owner of `generation` is left.
+    pub fn holds(&self, generation: u32) -> bool {
+        self.per_generation.get(&generation).is_some_and(|&n| n > 0)
+    }
+
+    /// The owners of `generation`.
+    pub fn owners_of(&self, generation: u32) -> Vec<Owner> {
+        self.owners_where(|g| g == generation)
+    }
+
+    /// The owners of every generation but `generation`.
+    pub fn owners_not_of(&self, generation: u32) -> Vec<Owner> {
+        self.owners_where(|g| g != generation)
+    }
+
+    /// Runs `events` on `owner`'s instance, starting one if it may; on a trap, cuts
+    /// the instance off. While it cannot run, its connections are closed.
+    pub fn run(&mut self, owner: Owner, events: &[Event], net: &mut Net) {
+        let Some(instance) = self.instance(owner) else {
+            self.refuse(owner, events, net);
+            return;
+        };
+        if let Err(err) = instance.call(events, net, owner) {
+            let memory_refused = instance.memory_refused();
+            self.on_trap(owner, err, memory_refused, net);
+        }
+    }
+
+    /// After `owner`'s call: an instance per connection ends with its connections,
+    /// and so does a retired generation's shared instance.
+    pub fn after_call(&mut self, owner: Owner, net: &mut Net) {
+        if net.owned_by(owner) == 0 && !self.restartable(owner) {
+            self.end(owner, net);
+        }
+    }
+
+    /// Ends every owner of a retired generation that holds no connection: nothing
+    /// would ever call it again.
+    pub fn end_idle_retired(&mut self, net: &mut Net) {
+        let serving = self.serving.generation;
+        for owner in self.owners_not_of(serving) {
+            if net.owned_by(owner) == 0 {
+                self.end(owner, net);
+            }
+        }
+    }
+
+    /// Cuts `owner` off: closes its connections (bytes it wrote are still sent),
+    /// disarms its timers, drops its instance, and forgets it unless it is the
+    /// serving generation's shared owner, which a fresh instance takes over. Returns
+    /// how many connections it held.
+    pub fn end(&mut self, owner: Owner, net: &mut Net) -> usize {
+        let closed = net.release(owner);
+        if self.restartable(owner) {
+            if let Some(tenant) = self.records.get_mut(&owner) {
+                tenant.instance = None;
+            }
+        } else {
+            self.remove(owner);
+        }
+        closed
+    }
+
+    /// The `state` interface's snapshot of `owner`'s instance, if it has one and
+    /// exports `state`. A snapshot that fails is logged, and the handoff goes on
+    /// without state.
+    pub fn snapshot(&mut self, owner: Owner) -> Option<Vec<u8>> {
+        let instance = self.records.get_mut(&owner)?.instance.as_mut()?;
+        match instance.snapshot() {
+            Ok(state) => state,
+            Err(err) => {
+                warn!(
+                    "the old generation's snapshot failed, handing over without state: {}",
+                    describe(&err, false)
+                );
+                None
+            }
+        }
+    }
+
+    /// Hands `state` to `owner`'s `restore`, starting its instance if need be. False
+    /// if it trapped (and was cut off).
+    pub fn restore(&mut self, owner: Owner, state: Vec<u8>, net: &mut Net) -> bool {
+        let Some(instance) = self.instance(owner) else {
+            return true;
+        };
+        match instance.restore(state) {
+            Ok(()) => true,
+            Err(err) => {
+                let memory_refused = instance.memory_refused();
+                self.on_trap(owner, err, memory_refused, net);
+                false
+            }
+        }
+    }
+
+    /// Tells every live instance that the host is shutting down.
+    pub fn shutdown(&mut self, net: &mut Net) {
+        let live: Vec<Owner> = self
+            .records
+            .iter()
+            .filter(|(_, tenant)| tenant.instance.is_some())
+            .map(|(&owner, _)| owner)
+            .collect();
+        for owner in live {
+            self.run(owner, &[Event::Shutdown], net);
+            self.after_call(owner, net);
+        }
+    }
+
+    /// Whether `owner` gets a fresh instance when it has none: an owner per
+    /// connection always does (until its connection ends); a shared one only while
+    /// its generation serves.
+    fn restartable(&self, owner: Owner) -> bool {
+        match self.isolation {
+            Isolation::Connection => false,
+            Isolation::Shared => self
+                .records
+                .get(&owner)
+                .is_some_and(|t| t.generation == self.serving.generation),
+        }
+    }
+
+    /// The instance for `owner`, starting it if it may be started. `None` when the
+    /// guest cannot run now (it failed to start, is backing off, or its generation
+    /// is draining and lost its instance).
+    fn instance(&mut self, owner: Owner) -> Option<&mut Instance> {
+        let isolation = self.isolation;
+        let serving = self.serving.generation;
+        let tenant = self.records.get_mut(&owner)?;
+        if tenant.instance.is_none() {
+            let shared = isolation == Isolation::Shared;
+            if shared && (tenant.generation != serving || !self.backoff.ready(Instant::now())) {
+                return None;
+            }
+            match self.runtime.instantiate(&tenant.guest) {
+                Ok(instance) => {
+                    if shared {
+                        info!(
+                            generation = tenant.generation,
+                            "a fresh guest instance took over"
+                        );
+                    }
+                    tenant.instance = Some(instance);
+                }
+                Err(err) => {
+                    let now = Instant::now();
+                    self.backoff.failed(now);
+                    error!(
+                        generation = tenant.generation,
+                        retry_in = ?self.backoff.waiting(now),
+                        "guest failed to start: {}",
+                        describe(&err, false)
+                    );
+                    return None;
+                }
+            }
+        }
+        tenant.instance.as_mut()
+    }
+
+    /// Logs a trap once with its cause and the guest's backtrace, and cuts the
+    /// instance off: the next batch (or the next connection) gets a fresh one.
+    fn on_trap(&mut self, owner: Owner, err: anyhow::Error, memory_refused: bool, net: &mut Net) {
+        self.traps += 1;
+        let guest = self.records.get(&owner).map(|t| t.guest.name.clone());
+        let closed = self.end(owner, net);
+        // With an instance per connection a trap costs one connection, not a restart
+        // of the whole guest: only shared instances count towards a crash loop.
+        if self.isolation == Isolation::Shared {
+            self.backoff.failed(Instant::now());
+        }
+        // One record: the cause on its first line, the guest's backtrace below it.
+        error!(
+            guest = guest.as_deref().unwrap_or("?"),
+            traps = self.traps,
+            "guest trapped: {}; closed its {closed} connection(s), a fresh instance takes over\n{}",
+            describe(&err, memory_refused),
+            backtrace(&err)
+        );
+    }
+
+    /// While the guest cannot run, what it would have been told is answered by
+    /// closing: new connections are closed at once, the others were closed already.
+    fn refuse(&mut self, owner: Owner, events: &[Event], net: &mut Net) {
+        net.set_caller(owner);
+        let mut refused = 0;
+        for event in events {
+            if let Event::Accepted(conn) | Event::Connected(conn) | Event::Adopted(conn) = event
+                && net.close(*conn).is_ok()
+            {
+                refused += 1;
+            }
+        }
+        net.release(owner);
+        if refused > 0 && self.down_log.allow() {
+            warn!(refused, "the guest is not running; closed new connections");
+        }
+    }
+
+    fn owners_where(&self, keep: impl Fn(u32) -> bool) -> Vec<Owner> {
+        self.records
+            .iter()
+            .filter(|(_, tenant)| keep(tenant.generation))
+            .map(|(&owner, _)| owner)
+            .collect()
+    }
+
+    fn insert(&mut self, generation: u32, guest: Arc<Guest>, instance: Option<Instance>) -> Owner {
+        self.next_owner += 1;
+        let owner = self.next_owner;
+        let tenant = Tenant {
+            generation,
+            guest,
+            instance,
+        };
+        self.records.insert(owner, tenant);
+        *self.per_generation.entry(generation).or_default() += 1;
+        owner
+    }
+
+    fn remove(&mut self, owner: Owner) {
+        let Some(tenant) = self.records.remove(&owner) else {
+            return;
+        };
+        if let Some(count) = self.per_generation.get_mut(&tenant.generation) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_generation.remove(&tenant.generation);
+            }
+        }
+    }
+}

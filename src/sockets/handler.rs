@@ -1,0 +1,47 @@
+//! [`EventHandler`]: what the event loop calls once per turn.
+
+use std::time::Instant;
+
+use super::batch::Batch;
+use super::net::Net;
+use super::owners::Owner;
+
+/// Handles one batch of events, doing its I/O through `net`: a wasm guest, or (for
+/// the benchmark's baseline) the same logic compiled natively.
+///
+/// The loop makes one call per turn with every event of that turn. A handler deals
+/// with its own faults (a guest trap is logged and recovered from inside): the loop
+/// goes on whatever happens.
+pub trait EventHandler {
+    /// The guest instance that will own a connection accepted now.
+    fn owner_for_new_connection(&mut self) -> Owner {
+        0
+    }
+
+    /// Whether new connections can be served now; while not (a crashing guest backs
+    /// off), the loop accepts and closes them at once.
+    fn accepting(&mut self) -> bool {
+        true
+    }
+
+    /// Handles `batch`: each owner's events, in order.
+    fn handle(&mut self, batch: &Batch, net: &mut Net);
+
+    /// The host is shutting down: tell every guest instance, once.
+    fn shutdown(&mut self, net: &mut Net);
+
+    /// `SIGHUP`: reload the guest.
+    fn reload(&mut self) {}
+
+    /// The loop's waker fired (a new guest is ready, say).
+    fn on_wake(&mut self, _net: &mut Net) {}
+
+    /// Called once per turn, for work due at a time rather than on an event (a
+    /// drain timeout); `next_tick` says when the loop should wake for it.
+    fn tick(&mut self, _now: Instant, _net: &mut Net) {}
+
+    /// When `tick` next has something to do, if ever.
+    fn next_tick(&self) -> Option<Instant> {
+        None
+    }
+}

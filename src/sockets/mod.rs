@@ -1,0 +1,40 @@
+//! The sockets side: the event loop and everything it owns, with no knowledge of wasm.
+//!
+//! From the wire up:
+//! - [`write_buffer`]: one connection's bounded buffer of unsent bytes.
+//! - [`connection`]: one socket's state: what it is known to be ready for (mio's
+//!   edges, remembered until a syscall says `WouldBlock`) and what the guest wants.
+//! - [`conn_table`]: connections by slot (the mio token), with never-reused handles.
+//! - [`owners`]: which guest instance holds which connections and timers.
+//! - [`timers`]: the guests' one-shot timers.
+//! - [`allow`]: where a guest may connect out (`--allow-connect`).
+//! - [`net`]: the guest's `io` calls, and the bookkeeping that turns edges into
+//!   level-triggered batches.
+//! - [`batch`]: one turn's events, grouped by owner as they are found.
+//! - [`handler`]: what the loop calls with a batch (a wasm guest, or the native
+//!   baseline).
+//! - [`event_loop`]: poll, accept, one handler call per turn, signals, shutdown.
+//!
+//! The discipline, in one picture: mio reports *edges*; [`net`] keeps a flag per
+//! edge until a read or write answers `WouldBlock`, and reports a connection in
+//! every batch while its flag is set and the guest wants it. So a guest that reads
+//! 7 bytes of 100 hears `readable` again next turn, without a syscall to ask.
+
+pub mod allow;
+pub mod batch;
+pub mod conn_table;
+pub mod connection;
+pub mod event_loop;
+pub mod handler;
+pub mod net;
+pub mod owners;
+pub mod timers;
+pub mod write_buffer;
+
+pub use allow::{AllowList, AllowRule};
+pub use batch::Batch;
+pub use connection::Phase;
+pub use event_loop::EventLoop;
+pub use handler::EventHandler;
+pub use net::Net;
+pub use owners::Owner;

@@ -1,0 +1,219 @@
+//! [`Generations`]: every loaded version of the guest, and the swap policy: how a new
+//! one takes over (drain or handoff), when an old one is closed (`--drain-timeout`),
+//! and when it is dropped.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::SwapMode;
+use super::reloader::Loaded;
+use crate::runtime::component::Guest;
+use crate::runtime::tenants::Tenants;
+use crate::runtime::trap::describe;
+use crate::sockets::net::Net;
+use crate::wit::Event;
+
+/// Why a generation is dropped after a batch or a drain timeout.
+const LAST_CLOSED: &str = "its last connection has closed";
+
+/// One loaded version of the guest.
+struct Generation {
+    number: u32,
+    guest: Arc<Guest>,
+    /// When a newer generation took over new connections; `None` while serving.
+    retired: Option<Instant>,
+}
+
+/// The generations, oldest first; the last one serves new connections.
+pub struct Generations {
+    list: Vec<Generation>,
+    next: u32,
+    mode: SwapMode,
+    drain_timeout: Option<Duration>,
+}
+
+impl Generations {
+    /// Generation 1, serving `guest`.
+    pub fn new(guest: Arc<Guest>, mode: SwapMode, drain_timeout: Option<Duration>) -> Self {
+        let generations = Self {
+            list: vec![Generation {
+                number: 1,
+                guest,
+                retired: None,
+            }],
+            next: 2,
+            mode,
+            drain_timeout,
+        };
+        generations.log_serving();
+        generations
+    }
+
+    /// The number of the generation serving new connections.
+    pub fn serving_number(&self) -> u32 {
+        self.serving().number
+    }
+
+    /// Whether older generations are still around (draining, or handing over).
+    pub fn has_retired(&self) -> bool {
+        self.list.len() > 1
+    }
+
+    /// Swaps in a newly loaded guest as the serving generation: it must start first;
+    /// then older generations drain, or hand their connections over, as `--swap`
+    /// says. Returns whether the swap happened (a guest that cannot start is refused,
+    /// and the serving generation goes on).
+    pub fn swap_in(&mut self, loaded: Loaded, tenants: &mut Tenants, net: &mut Net) -> bool {
+        let digest = loaded.guest.short_digest();
+        let first = match tenants.runtime().instantiate(&loaded.guest) {
+            Ok(instance) => instance,
+            Err(err) => {
+                warn!(
+                    "reload refused: generation ({digest}) failed to start: {}",
+                    describe(&err, false)
+                );
+                return false;
+            }
+        };
+        let now = Instant::now();
+        for generation in &mut self.list {
+            generation.retired.get_or_insert(now);
+        }
+        let number = self.next;
+        self.next += 1;
+        let guest = Arc::new(loaded.guest);
+        tenants.serve(number, guest.clone(), first);
+        self.list.push(Generation {
+            number,
+            guest,
+            retired: None,
+        });
+        self.log_serving();
+        let why = match self.mode {
+            SwapMode::Drain => {
+                self.log_draining(tenants, net);
+                "it held no connection"
+            }
+            SwapMode::Handoff => {
+                self.hand_over(number, tenants, net);
+                "its connections were handed over"
+            }
+        };
+        tenants.end_idle_retired(net);
+        self.drop_drained(tenants, why);
+        info!(
+            took = ?loaded.triggered.elapsed(),
+            "swap to generation {number} ({digest}) done"
+        );
+        true
+    }
+
+    /// Closes what retired generations still hold past `--drain-timeout`.
+    pub fn enforce_drain_timeout(&mut self, now: Instant, tenants: &mut Tenants, net: &mut Net) {
+        let Some(timeout) = self.drain_timeout else {
+            return;
+        };
+        let expired = self
+            .list
+            .iter()
+            .filter(|g| g.retired.is_some_and(|at| now >= at + timeout));
+        for generation in expired {
+            let number = generation.number;
+            let closed: usize = tenants
+                .owners_of(number)
+                .into_iter()
+                .map(|owner| tenants.end(owner, net))
+                .sum();
+            if closed > 0 {
+                warn!(
+                    "generation {number}: --drain-timeout reached; closed its last {closed} connection(s)"
+                );
+            }
+        }
+        self.drop_drained(tenants, LAST_CLOSED);
+    }
+
+    /// When the next `--drain-timeout` runs out, if one will.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let timeout = self.drain_timeout?;
+        self.list
+            .iter()
+            .filter_map(|g| g.retired)
+            .min()
+            .map(|at| at + timeout)
+    }
+
+    /// After a batch: drops the retired generations whose last connection closed.
+    pub fn drop_closed(&mut self, tenants: &Tenants) {
+        self.drop_drained(tenants, LAST_CLOSED);
+    }
+
+    /// Drops the retired generations that no owner belongs to any more, saying `why`.
+    fn drop_drained(&mut self, tenants: &Tenants, why: &str) {
+        self.list.retain(|generation| {
+            let drained = generation.retired.is_some() && !tenants.holds(generation.number);
+            if drained {
+                info!("generation {} dropped: {why}", generation.number);
+            }
+            !drained
+        });
+    }
+
+    fn serving(&self) -> &Generation {
+        self.list
+            .last()
+            .expect("there is always a serving generation")
+    }
+
+    fn log_serving(&self) {
+        let generation = self.serving();
+        info!(
+            guest = &*generation.guest.name,
+            keeps_state = generation.guest.keeps_state(),
+            "generation {} ({}) serving",
+            generation.number,
+            generation.guest.short_digest()
+        );
+    }
+
+    fn log_draining(&self, tenants: &Tenants, net: &Net) {
+        for generation in &self.list[..self.list.len() - 1] {
+            let held: usize = tenants
+                .owners_of(generation.number)
+                .into_iter()
+                .map(|owner| net.owned_by(owner))
+                .sum();
+            info!(
+                "generation {} drains {held} connection(s)",
+                generation.number
+            );
+        }
+    }
+
+    /// Moves every connection of older generations to generation `number`: each old
+    /// instance's snapshot goes to its new owner's restore, then each connection is
+    /// announced with `adopted`. The host's bytes for each stay where they are.
+    fn hand_over(&self, number: u32, tenants: &mut Tenants, net: &mut Net) {
+        let mut handed = 0;
+        for old in tenants.owners_not_of(number) {
+            let state = tenants.snapshot(old);
+            let target = tenants.owner_for_new_connection();
+            let conns = net.hand_over(old, target);
+            tenants.end(old, net);
+            handed += conns.len();
+            if let Some(state) = state
+                && !tenants.restore(target, state, net)
+            {
+                continue;
+            }
+            if !conns.is_empty() {
+                let adopted: Vec<Event> = conns.iter().map(|&c| Event::Adopted(c)).collect();
+                tenants.run(target, &adopted, net);
+            }
+            tenants.after_call(target, net);
+        }
+        info!("handed {handed} connection(s) over to generation {number}");
+    }
+}

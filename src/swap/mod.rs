@@ -1,0 +1,24 @@
+//! Hot swap: replacing the guest of a running server without dropping a connection.
+//!
+//! - [`reloader`]: the triggers (`--watch`, `SIGHUP`) and the loader thread, which
+//!   reads, compiles and checks a new guest off the loop thread.
+//! - [`generations`]: every loaded version, and the policy: how a new one takes
+//!   over ([`SwapMode`]), when an old one's connections are closed
+//!   (`--drain-timeout`), and when it is dropped.
+
+pub mod generations;
+pub mod reloader;
+
+pub use generations::Generations;
+pub use reloader::{Loaded, Reloader};
+
+/// What happens to open connections when a new generation takes over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SwapMode {
+    /// Open connections stay with the generation that accepted them until they
+    /// close; only new ones go to the new generation.
+    Drain,
+    /// Open connections move to the new generation at once (`adopted`), with the
+    /// guest's state handed over through its optional `state` interface.
+    Handoff,
+}

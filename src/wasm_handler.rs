@@ -1,0 +1,108 @@
+//! [`WasmHandler`]: a wasm guest as the loop's [`EventHandler`]. It puts the guest
+//! side's [`Tenants`] (which instance serves which connections, and traps) together
+//! with hot swap's [`Generations`] and [`Reloader`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tracing::warn;
+
+use crate::runtime::component::Guest;
+use crate::runtime::engine::Runtime;
+use crate::runtime::tenants::Tenants;
+use crate::sockets::batch::Batch;
+use crate::sockets::handler::EventHandler;
+use crate::sockets::net::Net;
+use crate::sockets::owners::Owner;
+use crate::swap::{Generations, Reloader, SwapMode};
+
+/// An [`EventHandler`] running a wasm guest under `--isolation` and `--swap`: one
+/// instance shared by every connection, or one instance per connection, in as many
+/// generations as hot swaps have left draining.
+pub struct WasmHandler {
+    tenants: Tenants,
+    generations: Generations,
+    reloader: Option<Reloader>,
+}
+
+impl WasmHandler {
+    /// Starts serving `guest` as generation 1. An instance starts now, so that a
+    /// guest that cannot start is an error at start-up, where the user sees it.
+    pub fn new(
+        runtime: Arc<Runtime>,
+        guest: Guest,
+        swap_mode: SwapMode,
+        drain_timeout: Option<Duration>,
+    ) -> Result<Self> {
+        let first = runtime
+            .instantiate(&guest)
+            .with_context(|| format!("guest `{}` failed to start", guest.name))?;
+        let guest = Arc::new(guest);
+        let generations = Generations::new(guest.clone(), swap_mode, drain_timeout);
+        let tenants = Tenants::new(runtime, generations.serving_number(), guest, first);
+        Ok(Self {
+            tenants,
+            generations,
+            reloader: None,
+        })
+    }
+
+    /// Lets `SIGHUP` and (with `--watch`) file changes bring new generations.
+    pub fn set_reloader(&mut self, reloader: Reloader) {
+        self.reloader = Some(reloader);
+    }
+}
+
+impl EventHandler for WasmHandler {
+    fn owner_for_new_connection(&mut self) -> Owner {
+        self.tenants.owner_for_new_connection()
+    }
+
+    fn accepting(&mut self) -> bool {
+        self.tenants.accepting()
+    }
+
+    fn handle(&mut self, batch: &Batch, net: &mut Net) {
+        for (owner, events) in batch.groups() {
+            self.tenants.run(owner, events, net);
+            self.tenants.after_call(owner, net);
+        }
+        if self.generations.has_retired() {
+            self.generations.drop_closed(&self.tenants);
+        }
+    }
+
+    fn shutdown(&mut self, net: &mut Net) {
+        self.tenants.shutdown(net);
+    }
+
+    fn reload(&mut self) {
+        match &self.reloader {
+            Some(reloader) => reloader.request(),
+            None => warn!("SIGHUP ignored: a built-in guest has no file to reload"),
+        }
+    }
+
+    fn on_wake(&mut self, net: &mut Net) {
+        let Some(reloader) = &self.reloader else {
+            return;
+        };
+        while let Some(loaded) = reloader.take() {
+            let digest = loaded.guest.digest;
+            let swapped = self.generations.swap_in(loaded, &mut self.tenants, net);
+            reloader.report(digest, swapped);
+        }
+    }
+
+    fn tick(&mut self, now: Instant, net: &mut Net) {
+        if self.generations.has_retired() {
+            self.generations
+                .enforce_drain_timeout(now, &mut self.tenants, net);
+        }
+    }
+
+    fn next_tick(&self) -> Option<Instant> {
+        self.generations.next_deadline()
+    }
+}
