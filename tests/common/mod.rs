@@ -66,7 +66,7 @@ impl Host {
                     addr_tx = None;
                 }
                 let mut log = sink.lock().unwrap();
-                log.push_str(&line);
+                log.push_str(&strip_ansi(&line));
                 log.push('\n');
             }
         });
@@ -151,6 +151,28 @@ impl Drop for Host {
     }
 }
 
+/// `line` without ANSI escape sequences (colours), so that log matching does not
+/// depend on how the host colours its output.
+pub fn strip_ansi(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters... final byte in @..=~
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
 /// Runs `host ARGS` to completion (bounded), for the subcommands and error cases.
 pub fn run_host(args: &[&str]) -> Output {
     let mut child = Command::new(host_bin())
@@ -212,6 +234,23 @@ pub fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return buf,
             Err(e) => panic!("reading until the server closes: {e}"),
         }
+    }
+}
+
+/// Asserts that the server closed `stream` without sending a byte: the read ends in
+/// end-of-stream or a reset (the kernel's answer when the server closed while input
+/// was unread). Anything else fails: an answer, or no end within the socket timeout
+/// (a hung host).
+pub fn assert_closed_without_answer(stream: &mut TcpStream, what: &str) {
+    let mut buf = [0u8; 256];
+    match stream.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!(
+            "{what}: answered {:?} instead of closing",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("{what}: not closed ({e})"),
     }
 }
 
