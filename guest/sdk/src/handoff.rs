@@ -11,18 +11,19 @@
 //! backpressure, auto-pause, still connecting, write side shut, failed, and a
 //! write shutdown or close waiting for the queue).
 //!
-//! Layout, version 1 (integers little-endian; `bytes` is a `u64` length, then
+//! Layout, version 2 (integers little-endian; `bytes` is a `u64` length, then
 //! the bytes):
 //!
 //! ```text
 //! magic     4 bytes   "SSDK"
-//! version   u8        1
+//! version   u8        2 (1 is read too: it is 2 with bit 7 of the flags always 0)
 //! handler   bytes     the handler's snapshot, opaque here
 //! count     u64       connections that follow
 //! per connection:
 //!   handle  u64
 //!   flags   u8        bit 0 eof, 1 backpressure, 2 auto-pause, 3 paused,
-//!                     4 connecting, 5 write side shut, 6 failed; bit 7 is 0
+//!                     4 connecting, 5 write side shut, 6 failed,
+//!                     7 write interest asked for
 //!   after   u8        once the queue is sent: 0 nothing, 1 shutdown-write, 2 close
 //!   queue   bytes     written by the guest, not yet taken by the host
 //! ```
@@ -40,9 +41,13 @@ use crate::{BadSnapshot, Conn, Io, SnapshotReader, SnapshotWriter};
 /// between a raw stateful guest and an SDK one must not misread either.
 const MAGIC: &[u8; 4] = b"SSDK";
 
-/// The layout written by this build. A reader refuses any other: a later layout
-/// means a downgrade, which cannot know what the newer fields meant.
-const VERSION: u8 = 1;
+/// The layout written by this build. A reader takes it and the ones before it
+/// ([`READS`]) and refuses a later one: that would be a downgrade, which cannot
+/// know what the newer fields meant.
+const VERSION: u8 = 2;
+
+/// The layouts this build reads.
+const READS: [u8; 2] = [1, 2];
 
 /// Wraps the handler's snapshot and the SDK's connection state.
 pub(crate) fn encode(handler: &[u8], io: &Io) -> Vec<u8> {
@@ -72,11 +77,12 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Restored<'_>, BadSnapshot> {
             return Err(BadSnapshot::new("not a sandsock-sdk snapshot"));
         }
     }
-    if r.u8()? != VERSION {
+    let version = r.u8()?;
+    if !READS.contains(&version) {
         return Err(BadSnapshot::new("unknown sandsock-sdk snapshot version"));
     }
     let handler = r.bytes()?;
-    let conns = Io::decode_conns(&mut r)?;
+    let conns = Io::decode_conns(&mut r, version)?;
     r.finish()?;
     Ok(Restored { handler, conns })
 }

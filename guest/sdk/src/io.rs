@@ -74,6 +74,9 @@ pub(crate) struct ConnState {
     auto_pause: bool,
     /// Reading is paused because the guest asked ([`Io::pause_reading`]).
     paused: bool,
+    /// The guest wants `on_writable` whenever the connection can take more, even
+    /// with nothing queued ([`Io::set_interest`]).
+    want_writable: bool,
     /// An outbound connection that has not completed yet: everything written is
     /// held in the queue until the host reports `connected`.
     connecting: bool,
@@ -120,6 +123,7 @@ impl ConnState {
             backpressure: false,
             auto_pause: true,
             paused: false,
+            want_writable: false,
             connecting,
             after_drain: AfterDrain::Notify,
             write_shut: false,
@@ -149,9 +153,10 @@ impl ConnState {
     }
 
     fn wanted_interest(&self) -> Interest {
+        let asked = self.want_writable && self.accepts_writes();
         Interest {
             readable: self.wants_read(),
-            writable: self.can_flush() && !self.queue.is_empty(),
+            writable: self.can_flush() && (!self.queue.is_empty() || asked),
         }
     }
 
@@ -166,6 +171,7 @@ impl ConnState {
             self.connecting,
             self.write_shut,
             self.failed,
+            self.want_writable,
         ];
         w.u8(flags
             .iter()
@@ -179,11 +185,12 @@ impl ConnState {
         w.bytes(self.queue.pending());
     }
 
-    /// Reads what [`encode`](Self::encode) wrote. `told` is not in it: the
+    /// Reads what [`encode`](Self::encode) wrote, in the handoff layout `version`
+    /// (1 had no write interest: its bit 7 is always 0). `told` is not in it: the
     /// interest is set afresh on adoption.
-    fn decode(r: &mut SnapshotReader<'_>) -> Result<Self, BadSnapshot> {
+    fn decode(r: &mut SnapshotReader<'_>, version: u8) -> Result<Self, BadSnapshot> {
         let bits = r.u8()?;
-        if bits >> 7 != 0 {
+        if version < 2 && bits >> 7 != 0 {
             return Err(BadSnapshot::new("unknown connection flags"));
         }
         let flag = |i: u8| bits & (1 << i) != 0;
@@ -203,6 +210,7 @@ impl ConnState {
             backpressure: flag(1),
             auto_pause: flag(2),
             paused: flag(3),
+            want_writable: flag(7),
             connecting: flag(4),
             after_drain,
             write_shut: flag(5),
@@ -373,6 +381,26 @@ impl Io {
         self.set_paused(conn, false);
     }
 
+    /// What the guest wants to hear about `conn`, as the raw `set-interest` says it.
+    ///
+    /// `readable: false` pauses reading, as [`pause_reading`](Self::pause_reading)
+    /// does. `writable: true` asks for [`on_writable`](crate::Handler::on_writable)
+    /// whenever the connection can take more bytes, even with nothing queued: for a
+    /// guest that produces output as fast as the peer reads it (a large file, a
+    /// stream), writing a slice per call. Turn it off when there is nothing left to
+    /// write, or the handler hears it in every batch.
+    ///
+    /// Both compose with the SDK's own reasons: reading stays paused while the queue
+    /// is above [`HIGH_WATER`] or after end-of-stream, and queued bytes are sent
+    /// whatever `writable` says.
+    pub fn set_interest(&mut self, conn: Conn, readable: bool, writable: bool) {
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.paused = !readable;
+            state.want_writable = writable;
+            sync_interest(&mut self.host, conn, state);
+        }
+    }
+
     /// Whether the SDK pauses reading `conn` while `conn`'s own queue is above
     /// [`HIGH_WATER`] (on by default).
     ///
@@ -484,8 +512,8 @@ impl Io {
     /// handoff: a count, then per connection its handle and its state.
     pub(crate) fn snapshot_conns(&self, w: &mut SnapshotWriter) {
         w.u64((self.conns.len() + self.adopting.len()) as u64);
-        for (conn, state) in self.conns.iter().chain(&self.adopting) {
-            w.u64(conn.raw());
+        for (&conn, state) in self.conns.iter().chain(&self.adopting) {
+            w.conn(conn);
             state.encode(w);
         }
     }
@@ -494,11 +522,12 @@ impl Io {
     /// it: a snapshot is taken up whole or not at all.
     pub(crate) fn decode_conns(
         r: &mut SnapshotReader<'_>,
+        version: u8,
     ) -> Result<HashMap<Conn, ConnState>, BadSnapshot> {
         let mut conns = HashMap::new();
         for _ in 0..r.count()? {
-            let conn = Conn::from_raw(r.u64()?);
-            let state = ConnState::decode(r)?;
+            let conn = r.conn()?;
+            let state = ConnState::decode(r, version)?;
             if conns.insert(conn, state).is_some() {
                 return Err(BadSnapshot::new("a connection appears twice"));
             }
@@ -570,8 +599,12 @@ impl Io {
         }
         if state.queue.is_empty() {
             // Nothing was held back, unless a shutdown or close was waiting for an
-            // outbound connection to complete.
-            return state.after_drain != AfterDrain::Notify && self.queue_drained(conn);
+            // outbound connection to complete; the handler hears the room only if it
+            // asked for it.
+            if state.after_drain != AfterDrain::Notify {
+                return self.queue_drained(conn);
+            }
+            return state.want_writable && state.accepts_writes();
         }
         match self.host.write(conn.raw(), state.queue.pending()) {
             WriteResult::Accepted(n) => state.queue.consume(n as usize),

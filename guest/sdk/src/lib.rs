@@ -14,7 +14,9 @@
 //!   peer reads, with backpressure ([`HIGH_WATER`]) so a peer that does not read
 //!   cannot make the guest buffer without bound. [`Io::connect`] opens outbound
 //!   connections, which are written to and closed like accepted ones.
-//!   [`Lines`] splits a stream into bounded lines for line protocols.
+//!   [`LineBuffers`] splits each connection's input into bounded lines, and
+//!   [`InputBuffers`] holds each connection's unfinished message for a parser;
+//!   both carry what they hold across a hot swap.
 //!
 //! A [`serve!`] guest is of the `stateful-handler` world: at a hot swap with
 //! `--swap handoff` the host hands its connections to a new instance, and the SDK
@@ -49,8 +51,8 @@ mod conn;
 mod handler;
 mod handoff;
 mod host;
+mod input;
 mod io;
-mod lines;
 pub mod raw;
 mod runtime;
 mod snapshot;
@@ -60,8 +62,8 @@ mod write_queue;
 
 pub use conn::{Conn, ConnHasher, ConnMap};
 pub use handler::Handler;
+pub use input::{InputBuffers, LineBuffers, LineTooLong, trim_line_end};
 pub use io::{HIGH_WATER, Io, LOW_WATER, READ_CHUNK, READS_PER_EVENT};
-pub use lines::{LineTooLong, Lines, trim_line_end};
 /// Why a host call failed ([`Io::connect`], [`Io::set_timer`]), or why a
 /// connection ended ([`Io::hangup_reason`]).
 pub use raw::types::IoError;

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::Conn;
+
 /// Builds the bytes a [`Handler::snapshot`](crate::Handler::snapshot) returns.
 ///
 /// Fields are written in order with no tags: integers little-endian, byte
@@ -50,6 +52,13 @@ impl SnapshotWriter {
     /// Appends a `u64`, little-endian.
     pub fn u64(&mut self, value: u64) {
         self.buf.extend_from_slice(&value.to_le_bytes());
+    }
+
+    /// Appends a connection's handle (a `u64`), to be read back with
+    /// [`SnapshotReader::conn`]. The host keeps handles across a handoff, so a
+    /// connection's state can be keyed by its handle in a snapshot.
+    pub fn conn(&mut self, conn: Conn) {
+        self.u64(conn.raw());
     }
 
     /// Appends a byte string: its length as a `u64`, then the bytes.
@@ -103,6 +112,11 @@ impl<'a> SnapshotReader<'a> {
     /// Reads a little-endian `u64`.
     pub fn u64(&mut self) -> Result<u64, BadSnapshot> {
         Ok(u64::from_le_bytes(self.take_array()?))
+    }
+
+    /// Reads a connection's handle written with [`SnapshotWriter::conn`].
+    pub fn conn(&mut self) -> Result<Conn, BadSnapshot> {
+        self.u64().map(Conn::from_raw)
     }
 
     /// Reads a byte string written with [`SnapshotWriter::bytes`], without copying.
@@ -197,12 +211,14 @@ mod tests {
         w.u64(u64::MAX - 1);
         w.bytes(b"");
         w.bytes(b"hello");
+        w.conn(Conn::from_raw(42));
         let bytes = w.into_bytes();
         let mut r = SnapshotReader::new(&bytes);
         assert_eq!(r.u8(), Ok(7));
         assert_eq!(r.u64(), Ok(u64::MAX - 1));
         assert_eq!(r.bytes(), Ok(&b""[..]));
         assert_eq!(r.bytes(), Ok(&b"hello"[..]));
+        assert_eq!(r.conn(), Ok(Conn::from_raw(42)));
         assert_eq!(r.finish(), Ok(()));
     }
 

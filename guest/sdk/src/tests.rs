@@ -225,6 +225,42 @@ fn partial_write_queues_and_reports_writable_once_drained() {
 }
 
 #[test]
+fn write_interest_asked_for_reports_writable_with_nothing_queued() {
+    let mut rt = runtime(
+        Recorder::writing_on_accept(b"", |io, conn| io.set_interest(conn, true, true)),
+        100,
+        vec![],
+    );
+    rt.handle(vec![Event::Accepted(C)]);
+    assert_eq!(host(&mut rt).conn(C).interest, (true, true));
+    rt.handle(vec![Event::Writable(C)]);
+    assert_eq!(calls(&mut rt), [Call::Accept(C), Call::Writable(C)]);
+
+    // Off again: no more `on_writable` for an empty queue, and reading paused too.
+    rt.io().set_interest(CONN, false, false);
+    assert_eq!(host(&mut rt).conn(C).interest, (false, false));
+    rt.handle(vec![Event::Writable(C)]);
+    assert_eq!(calls(&mut rt).len(), 2, "not told again");
+    rt.io().set_interest(CONN, true, false);
+    assert_eq!(host(&mut rt).conn(C).interest, (true, false));
+}
+
+#[test]
+fn write_interest_is_dropped_once_the_write_side_is_shut() {
+    let mut rt = runtime(
+        Recorder::writing_on_accept(b"", |io, conn| {
+            io.set_interest(conn, true, true);
+            io.shutdown_write(conn);
+        }),
+        100,
+        vec![],
+    );
+    rt.handle(vec![Event::Accepted(C), Event::Writable(C)]);
+    assert_eq!(host(&mut rt).conn(C).interest, (true, false));
+    assert_eq!(calls(&mut rt), [Call::Accept(C)], "nothing to write to");
+}
+
+#[test]
 fn backpressure_stops_reading_until_the_queue_drains() {
     let chunk = vec![b'x'; READ_CHUNK as usize];
     let reads = (0..8).map(|_| ReadResult::Data(chunk.clone())).collect();
@@ -606,6 +642,26 @@ fn queued_bytes_survive_a_handoff_and_go_out_first() {
 }
 
 #[test]
+fn write_interest_survives_a_handoff() {
+    let mut old = runtime(
+        Recorder::writing_on_accept(b"", |io, conn| io.set_interest(conn, true, true)),
+        100,
+        vec![],
+    );
+    old.handle(vec![Event::Accepted(C)]);
+    let snapshot = old.snapshot();
+    let mut new = successor(Recorder::default(), 100, (true, true));
+    new.restore(&snapshot);
+    new.handle(vec![Event::Adopted(C)]);
+    assert_eq!(host(&mut new).conn(C).interest, (true, true));
+    assert_eq!(
+        calls(&mut new),
+        [Call::Adopted(C), Call::Writable(C)],
+        "the new generation hears the room its predecessor asked for"
+    );
+}
+
+#[test]
 fn a_queue_the_host_still_cannot_take_waits_for_writable() {
     let snapshot = generation_with_queue(b"abcdef").snapshot();
     let mut new = successor(Recorder::default(), 2, (true, true));
@@ -721,9 +777,11 @@ fn a_malformed_snapshot_is_ignored_whole() {
     bad_version[4] = 99;
     let mut trailing = snapshot.clone();
     trailing.push(0);
+    // Layout 1 had no write interest: its flags' bit 7 is always 0.
     let mut bad_flags = snapshot.clone();
     let flags_at = snapshot.len() - (1 + 1 + 8 + b"queued".len());
-    bad_flags[flags_at] = 0x80;
+    bad_flags[4] = 1;
+    bad_flags[flags_at] |= 0x80;
     let cases = [
         b"not a snapshot at all".to_vec(),
         b"SSDK".to_vec(),

@@ -11,9 +11,7 @@
 //! sending is completed from the snapshot; what was relayed but not yet sent goes
 //! out first (the SDK keeps that).
 
-use std::collections::HashMap;
-
-use sandsock_sdk::{BadSnapshot, Conn, Handler, Io, Lines, SnapshotReader, SnapshotWriter};
+use sandsock_sdk::{BadSnapshot, Conn, Handler, Io, LineBuffers, SnapshotReader, SnapshotWriter};
 
 /// Longest line, without its `\n`. A longer one gets `ERROR line too long` and
 /// the sender is disconnected.
@@ -22,42 +20,47 @@ const MAX_LINE: usize = 64 * 1024;
 /// Most bytes waiting for one receiver before it is disconnected.
 const MAX_BACKLOG: usize = 1024 * 1024;
 
-/// The layout of [`Chat::encode`], version 1 (the SDK's `bytes` is a `u64`
-/// length, then the bytes):
+/// The layout of [`Chat::encode`], version 1:
 ///
 /// ```text
 /// version  u8    1
-/// members  u64   then per member: handle u64, unfinished line bytes
+/// lines          each member's unfinished line, as `LineBuffers::encode` writes
+///                them (a u64 count, then per member its handle and the bytes)
 /// ```
 ///
 /// Membership itself needs no more: each connection handed over is adopted,
 /// and joins again then.
 const SNAPSHOT_VERSION: u8 = 1;
 
-#[derive(Default)]
 struct Chat {
     /// Every open connection, in the order they joined (the order lines go out).
     members: Vec<Conn>,
     /// Each member's unfinished line.
-    lines: HashMap<Conn, Lines>,
+    lines: LineBuffers,
     /// The complete lines of one chunk, sent to each receiver in one write.
     outgoing: Vec<u8>,
+}
+
+impl Default for Chat {
+    fn default() -> Self {
+        Self {
+            members: Vec::new(),
+            lines: LineBuffers::new(MAX_LINE),
+            outgoing: Vec::new(),
+        }
+    }
 }
 
 impl Handler for Chat {
     fn on_accept(&mut self, _io: &mut Io, conn: Conn) {
         self.members.push(conn);
-        self.lines.insert(conn, Lines::new(MAX_LINE));
     }
 
-    /// Joins the room again, keeping the unfinished line `restore` brought back.
+    /// Joins the room again; the unfinished line `restore` brought back is kept.
     fn on_adopted(&mut self, _io: &mut Io, conn: Conn) {
         if !self.members.contains(&conn) {
             self.members.push(conn);
         }
-        self.lines
-            .entry(conn)
-            .or_insert_with(|| Lines::new(MAX_LINE));
     }
 
     fn snapshot(&mut self, _io: &mut Io) -> Vec<u8> {
@@ -66,17 +69,17 @@ impl Handler for Chat {
 
     fn restore(&mut self, _io: &mut Io, state: &[u8]) {
         match decode(state) {
-            Ok(lines) => self.lines.extend(lines),
+            Ok(lines) => self.lines.merge(lines),
             Err(error) => eprintln!("chat: unfinished lines are lost: {error}"),
         }
     }
 
     fn on_data(&mut self, io: &mut Io, sender: Conn, data: &[u8]) {
-        let Some(lines) = self.lines.get_mut(&sender) else {
-            return;
-        };
         self.outgoing.clear();
-        let fed = lines.feed(data, |line| self.outgoing.extend_from_slice(line));
+        let outgoing = &mut self.outgoing;
+        let fed = self
+            .lines
+            .feed(sender, data, |line| outgoing.extend_from_slice(line));
         if !self.outgoing.is_empty() {
             self.relay(io, sender);
         }
@@ -88,7 +91,7 @@ impl Handler for Chat {
 
     fn on_close(&mut self, _io: &mut Io, conn: Conn) {
         self.members.retain(|&member| member != conn);
-        self.lines.remove(&conn);
+        self.lines.forget(conn);
     }
 
     /// Relayed lines are queued already, and a graceful close sends them.
@@ -113,39 +116,23 @@ impl Chat {
 }
 
 impl Chat {
-    /// The snapshot: each member's unfinished line, in join order.
+    /// The snapshot: each member's unfinished line.
     fn encode(&self) -> Vec<u8> {
         let mut w = SnapshotWriter::new();
         w.u8(SNAPSHOT_VERSION);
-        let members = self.members.iter().filter_map(|&conn| {
-            let lines = self.lines.get(&conn)?;
-            Some((conn, lines))
-        });
-        w.u64(members.clone().count() as u64);
-        for (conn, lines) in members {
-            w.u64(conn.raw());
-            w.bytes(lines.unfinished());
-        }
+        self.lines.encode(&mut w);
         w.into_bytes()
     }
 }
 
 /// Reads what [`Chat::encode`] wrote, checking all of it before any of it is
 /// used.
-fn decode(state: &[u8]) -> Result<HashMap<Conn, Lines>, BadSnapshot> {
+fn decode(state: &[u8]) -> Result<LineBuffers, BadSnapshot> {
     let mut r = SnapshotReader::new(state);
     if r.u8()? != SNAPSHOT_VERSION {
         return Err(BadSnapshot::new("unknown chat snapshot version"));
     }
-    let mut lines = HashMap::new();
-    for _ in 0..r.count()? {
-        let conn = Conn::from_raw(r.u64()?);
-        let unfinished = Lines::resume(MAX_LINE, r.bytes()?)
-            .ok_or(BadSnapshot::new("an unfinished line is not one"))?;
-        if lines.insert(conn, unfinished).is_some() {
-            return Err(BadSnapshot::new("a member appears twice"));
-        }
-    }
+    let lines = LineBuffers::decode(&mut r, MAX_LINE)?;
     r.finish()?;
     Ok(lines)
 }
@@ -156,39 +143,40 @@ sandsock_sdk::serve!(Chat);
 mod tests {
     use super::*;
 
+    fn chat_with(sent: &[(u64, &[u8])]) -> Chat {
+        let mut chat = Chat::default();
+        for &(raw, bytes) in sent {
+            let conn = Conn::from_raw(raw);
+            chat.members.push(conn);
+            chat.lines.feed(conn, bytes, |_| {}).expect("short lines");
+        }
+        chat
+    }
+
     #[test]
     fn unfinished_lines_survive_a_snapshot() {
-        let mut chat = Chat::default();
-        for (raw, sent) in [(1, &b"hel"[..]), (2, b""), (3, b"done\nnext")] {
-            let conn = Conn::from_raw(raw);
-            let mut lines = Lines::new(MAX_LINE);
-            lines.feed(sent, |_| {}).expect("short lines");
-            chat.members.push(conn);
-            chat.lines.insert(conn, lines);
-        }
+        let chat = chat_with(&[(1, b"hel"), (2, b""), (3, b"done\nnext")]);
         let restored = decode(&chat.encode()).expect("its own snapshot");
-        let unfinished = |raw| restored[&Conn::from_raw(raw)].unfinished().to_vec();
+        let held = |raw| restored.held(Conn::from_raw(raw)).to_vec();
         assert_eq!(
-            (unfinished(1), unfinished(2), unfinished(3)),
+            (held(1), held(2), held(3)),
             (b"hel".to_vec(), Vec::new(), b"next".to_vec())
         );
     }
 
     #[test]
     fn a_bad_snapshot_is_refused_without_panicking() {
-        let mut chat = Chat::default();
-        let mut lines = Lines::new(MAX_LINE);
-        lines.feed(b"abc", |_| {}).expect("a short line");
-        chat.members.push(Conn::from_raw(1));
-        chat.lines.insert(Conn::from_raw(1), lines);
-        let good = chat.encode();
+        let good = chat_with(&[(1, b"abc")]).encode();
         for end in 0..good.len() {
             assert!(decode(&good[..end]).is_err(), "truncated at {end}");
         }
+        let mut version = good.clone();
+        version[0] = 0;
+        assert!(decode(&version).is_err(), "another layout");
         let mut w = SnapshotWriter::new();
         w.u8(SNAPSHOT_VERSION);
         w.u64(1);
-        w.u64(1);
+        w.conn(Conn::from_raw(1));
         w.bytes(b"a\nb");
         assert!(decode(&w.into_bytes()).is_err(), "a complete line");
     }

@@ -13,16 +13,17 @@
 //! into the snapshot, so a request split across the swap is answered by the new
 //! generation (responses not yet sent are the SDK's to carry, and it does).
 
-use sandsock_sdk::{BadSnapshot, Conn, ConnMap, Handler, Io, SnapshotReader, SnapshotWriter};
+use sandsock_sdk::{BadSnapshot, Conn, Handler, InputBuffers, Io, SnapshotReader, SnapshotWriter};
 
 use crate::http;
 
-/// The layout of [`Hello::encode`], version 1 (the SDK's `bytes` is a `u64`
-/// length, then the bytes):
+/// The layout of [`Hello::encode`], version 1:
 ///
 /// ```text
 /// version  u8    1
-/// conns    u64   then per connection: handle u64, unfinished request bytes
+/// input          each connection's unfinished request, as `InputBuffers::encode`
+///                writes them (a u64 count, then per connection its handle and the
+///                bytes)
 /// ```
 const SNAPSHOT_VERSION: u8 = 1;
 
@@ -33,7 +34,7 @@ pub struct Hello {
     /// The start of a request that arrived split across chunks, per connection.
     /// Bounded by `http`'s own limits: a head or body that grows too large is
     /// refused instead of buffered.
-    unfinished: ConnMap<Vec<u8>>,
+    unfinished: InputBuffers,
     /// The responses to one chunk, reused so that answering does not allocate.
     out: Vec<u8>,
     /// The host is shutting down: the next request a connection completes is its
@@ -46,7 +47,7 @@ impl Hello {
     pub fn new(body: &'static [u8]) -> Self {
         Self {
             body,
-            unfinished: ConnMap::default(),
+            unfinished: InputBuffers::default(),
             out: Vec::new(),
             shutting_down: false,
         }
@@ -59,42 +60,28 @@ impl Handler for Hello {
         if self.shutting_down {
             return self.answer_last(io, conn, data);
         }
-        let unfinished = match self.unfinished.remove(&conn) {
-            // The common case: the chunk starts with a request; answer straight
-            // from it and copy only a trailing partial request, if any.
-            None => {
-                let answers = http::answer_all_with(data, &mut self.out, self.body);
-                if !send(io, conn, &self.out, answers.close) {
-                    return;
-                }
-                Some(&data[answers.consumed..])
-                    .filter(|rest| !rest.is_empty())
-                    .map(<[u8]>::to_vec)
-            }
-            Some(mut buffer) => {
-                buffer.extend_from_slice(data);
-                let answers = http::answer_all_with(&buffer, &mut self.out, self.body);
-                if !send(io, conn, &self.out, answers.close) {
-                    return;
-                }
-                buffer.drain(..answers.consumed);
-                Some(buffer).filter(|rest| !rest.is_empty())
-            }
-        };
-        if let Some(rest) = unfinished {
-            self.unfinished.insert(conn, rest);
+        // Answered straight from the chunk when no request is half-way; only a
+        // trailing partial request is copied, to be completed by the next chunk.
+        let (out, body) = (&mut self.out, self.body);
+        let close = self.unfinished.feed(conn, data, |input| {
+            let answers = http::answer_all_with(input, out, body);
+            (answers.consumed, answers.close)
+        });
+        if close {
+            self.unfinished.forget(conn);
         }
+        send(io, conn, &self.out, close);
     }
 
     fn on_close(&mut self, _io: &mut Io, conn: Conn) {
-        self.unfinished.remove(&conn);
+        self.unfinished.forget(conn);
     }
 
     fn on_shutdown(&mut self, io: &mut Io) {
         self.shutting_down = true;
         let idle: Vec<Conn> = io
             .conns()
-            .filter(|conn| !self.unfinished.contains_key(conn))
+            .filter(|&conn| !self.unfinished.is_holding(conn))
             .collect();
         for conn in idle {
             io.close(conn);
@@ -110,7 +97,7 @@ impl Handler for Hello {
     /// get a `400` for the rest of their request), not the connections.
     fn restore(&mut self, _io: &mut Io, state: &[u8]) {
         match decode(state) {
-            Ok(unfinished) => self.unfinished.extend(unfinished),
+            Ok(unfinished) => self.unfinished.merge(unfinished),
             Err(error) => eprintln!("http: unfinished requests are lost: {error}"),
         }
     }
@@ -120,15 +107,15 @@ impl Hello {
     /// During shutdown: answers the request under way on `conn` once it is
     /// complete, with `Connection: close`, and closes the connection.
     fn answer_last(&mut self, io: &mut Io, conn: Conn, data: &[u8]) {
-        let mut buffer = self.unfinished.remove(&conn).unwrap_or_default();
-        buffer.extend_from_slice(data);
-        match http::answer_last_with(&buffer, &mut self.out, self.body) {
-            http::Outcome::Incomplete => {
-                self.unfinished.insert(conn, buffer);
+        let (out, body) = (&mut self.out, self.body);
+        let answered = self.unfinished.feed(conn, data, |input| {
+            match http::answer_last_with(input, out, body) {
+                http::Outcome::Incomplete => (0, false),
+                http::Outcome::Answered { .. } | http::Outcome::Rejected => (input.len(), true),
             }
-            http::Outcome::Answered { .. } | http::Outcome::Rejected => {
-                send(io, conn, &self.out, true);
-            }
+        });
+        if answered {
+            send(io, conn, &self.out, true);
         }
     }
 
@@ -137,11 +124,7 @@ impl Hello {
     fn encode(&self) -> Vec<u8> {
         let mut w = SnapshotWriter::new();
         w.u8(SNAPSHOT_VERSION);
-        w.u64(self.unfinished.len() as u64);
-        for (conn, request) in &self.unfinished {
-            w.u64(conn.raw());
-            w.bytes(request);
-        }
+        self.unfinished.encode(&mut w);
         w.into_bytes()
     }
 }
@@ -149,18 +132,12 @@ impl Hello {
 /// Reads what [`Hello::encode`] wrote, checking all of it before any of it is
 /// used. The requests need no check of their own: `http` refuses one that grew
 /// too large as soon as more of it arrives.
-fn decode(state: &[u8]) -> Result<ConnMap<Vec<u8>>, BadSnapshot> {
+fn decode(state: &[u8]) -> Result<InputBuffers, BadSnapshot> {
     let mut r = SnapshotReader::new(state);
     if r.u8()? != SNAPSHOT_VERSION {
         return Err(BadSnapshot::new("unknown http snapshot version"));
     }
-    let mut unfinished = ConnMap::default();
-    for _ in 0..r.count()? {
-        let conn = Conn::from_raw(r.u64()?);
-        if unfinished.insert(conn, r.bytes()?.to_vec()).is_some() {
-            return Err(BadSnapshot::new("a connection appears twice"));
-        }
-    }
+    let unfinished = InputBuffers::decode(&mut r)?;
     r.finish()?;
     Ok(unfinished)
 }
@@ -182,22 +159,30 @@ mod tests {
     fn a_request_split_across_a_snapshot_is_answered() {
         let mut old = Hello::new(b"old\n");
         let conn = Conn::from_raw(3);
-        old.unfinished
-            .insert(conn, b"GET / HTTP/1.1\r\nHo".to_vec());
+        let (out, body) = (&mut old.out, old.body);
+        old.unfinished.feed(conn, b"GET / HTTP/1.1\r\nHo", |input| {
+            let answers = http::answer_all_with(input, out, body);
+            (answers.consumed, ())
+        });
+        assert!(old.unfinished.is_holding(conn), "half a request");
         let mut new = Hello::new(b"new\n");
         new.unfinished
-            .extend(decode(&old.encode()).expect("its own snapshot"));
-        let mut request = new.unfinished.remove(&conn).expect("the request");
-        request.extend_from_slice(b"st: x\r\n\r\n");
-        let answers = http::answer_all_with(&request, &mut new.out, new.body);
-        assert_eq!(answers.consumed, request.len());
+            .merge(decode(&old.encode()).expect("its own snapshot"));
+        let (out, body) = (&mut new.out, new.body);
+        let consumed_all = new.unfinished.feed(conn, b"st: x\r\n\r\n", |input| {
+            let answers = http::answer_all_with(input, out, body);
+            (answers.consumed, answers.consumed == input.len())
+        });
+        assert!(consumed_all);
         assert!(new.out.ends_with(b"\r\n\r\nnew\n"));
     }
 
     #[test]
     fn a_bad_snapshot_is_refused_without_panicking() {
         let mut hello = Hello::new(http::HELLO);
-        hello.unfinished.insert(Conn::from_raw(1), b"GET".to_vec());
+        hello
+            .unfinished
+            .feed(Conn::from_raw(1), b"GET", |_| (0, ()));
         let good = hello.encode();
         for end in 0..good.len() {
             assert!(decode(&good[..end]).is_err(), "truncated at {end}");

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 
 use sandsock_sdk::{
-    BadSnapshot, Conn, Handler, Io, Lines, SnapshotReader, SnapshotWriter, trim_line_end,
+    BadSnapshot, Conn, Handler, Io, LineBuffers, SnapshotReader, SnapshotWriter, trim_line_end,
 };
 
 /// Longest request line, without its line end. Bounds what one connection
@@ -41,31 +41,31 @@ const MAX_PENDING_REPLIES: usize = 4 * 1024 * 1024;
 /// ```text
 /// version  u8    1
 /// entries  u64   then per entry: key bytes, value bytes
-/// conns    u64   then per connection: handle u64, unfinished line bytes
+/// lines          each connection's unfinished line, as `LineBuffers::encode`
+///                writes them (a u64 count, then per connection its handle and the
+///                bytes)
 /// ```
 const SNAPSHOT_VERSION: u8 = 1;
 
-#[derive(Default)]
 struct Kv {
     store: Store,
     /// Each open connection's unfinished line.
-    lines: HashMap<Conn, Lines>,
+    lines: LineBuffers,
     /// The replies to one chunk, reused across chunks.
     replies: Vec<u8>,
 }
 
+impl Default for Kv {
+    fn default() -> Self {
+        Self {
+            store: Store::default(),
+            lines: LineBuffers::new(MAX_LINE),
+            replies: Vec::new(),
+        }
+    }
+}
+
 impl Handler for Kv {
-    fn on_accept(&mut self, _io: &mut Io, conn: Conn) {
-        self.lines.insert(conn, Lines::new(MAX_LINE));
-    }
-
-    /// Keeps the unfinished line `restore` brought back, if any.
-    fn on_adopted(&mut self, _io: &mut Io, conn: Conn) {
-        self.lines
-            .entry(conn)
-            .or_insert_with(|| Lines::new(MAX_LINE));
-    }
-
     fn snapshot(&mut self, _io: &mut Io) -> Vec<u8> {
         self.encode()
     }
@@ -80,7 +80,7 @@ impl Handler for Kv {
         match decode(state) {
             Ok((store, lines)) => {
                 self.store.merge(store);
-                self.lines.extend(lines);
+                self.lines.merge(lines);
             }
             Err(error) => eprintln!("kv: the store handed over is lost: {error}"),
         }
@@ -92,13 +92,10 @@ impl Handler for Kv {
             lines,
             replies,
         } = self;
-        let Some(lines) = lines.get_mut(&conn) else {
-            return;
-        };
         replies.clear();
         let already_queued = io.queued(conn);
         let mut overwhelmed = false;
-        let fed = lines.feed(data, |line| {
+        let fed = lines.feed(conn, data, |line| {
             overwhelmed |= already_queued + replies.len() > MAX_PENDING_REPLIES;
             if !overwhelmed {
                 store.execute(trim_line_end(line), replies);
@@ -118,7 +115,7 @@ impl Handler for Kv {
     }
 
     fn on_close(&mut self, _io: &mut Io, conn: Conn) {
-        self.lines.remove(&conn);
+        self.lines.forget(conn);
     }
 
     /// Replies to complete lines are queued already, and a graceful close sends
@@ -139,11 +136,7 @@ impl Kv {
             w.bytes(key);
             w.bytes(value);
         }
-        w.u64(self.lines.len() as u64);
-        for (conn, lines) in &self.lines {
-            w.u64(conn.raw());
-            w.bytes(lines.unfinished());
-        }
+        self.lines.encode(&mut w);
         w.into_bytes()
     }
 }
@@ -152,7 +145,7 @@ impl Kv {
 ///
 /// A store larger than [`MAX_STORE_BYTES`] (from a build with a larger limit) is
 /// taken as it is: `SET` refuses to grow it until enough is deleted.
-fn decode(state: &[u8]) -> Result<(Store, HashMap<Conn, Lines>), BadSnapshot> {
+fn decode(state: &[u8]) -> Result<(Store, LineBuffers), BadSnapshot> {
     let mut r = SnapshotReader::new(state);
     if r.u8()? != SNAPSHOT_VERSION {
         return Err(BadSnapshot::new("unknown kv snapshot version"));
@@ -168,15 +161,7 @@ fn decode(state: &[u8]) -> Result<(Store, HashMap<Conn, Lines>), BadSnapshot> {
         }
         store.bytes += key.len() + value.len();
     }
-    let mut lines = HashMap::new();
-    for _ in 0..r.count()? {
-        let conn = Conn::from_raw(r.u64()?);
-        let unfinished = Lines::resume(MAX_LINE, r.bytes()?)
-            .ok_or(BadSnapshot::new("an unfinished line is not one"))?;
-        if lines.insert(conn, unfinished).is_some() {
-            return Err(BadSnapshot::new("a connection appears twice"));
-        }
-    }
+    let lines = LineBuffers::decode(&mut r, MAX_LINE)?;
     r.finish()?;
     Ok((store, lines))
 }
@@ -320,17 +305,14 @@ mod tests {
             kv.store.execute(line.as_bytes(), &mut out);
         }
         let conn = Conn::from_raw(7);
-        let mut lines = Lines::new(MAX_LINE);
-        lines
-            .feed(b"SET d", |_| {})
+        kv.lines
+            .feed(conn, b"SET d", |_| {})
             .expect("a short unfinished line");
-        kv.lines.insert(conn, lines);
 
         let (mut store, mut restored) = decode(&kv.encode()).expect("its own snapshot");
         assert_eq!(store.bytes, kv.store.bytes);
         let mut replies = Vec::new();
-        let lines = restored.get_mut(&conn).expect("the connection's line");
-        let fed = lines.feed(b" 4\nGET b\n", |line| {
+        let fed = restored.feed(conn, b" 4\nGET b\n", |line| {
             store.execute(trim_line_end(line), &mut replies);
         });
         assert_eq!(fed, Ok(()));
@@ -347,7 +329,9 @@ mod tests {
     fn a_bad_snapshot_is_refused_without_panicking() {
         let mut kv = Kv::default();
         kv.store.execute(b"SET key value", &mut Vec::new());
-        kv.lines.insert(Conn::from_raw(1), Lines::new(MAX_LINE));
+        kv.lines
+            .feed(Conn::from_raw(1), b"GET", |_| {})
+            .expect("a short unfinished line");
         let good = kv.encode();
         for end in 0..good.len() {
             assert!(decode(&good[..end]).is_err(), "truncated at {end}");

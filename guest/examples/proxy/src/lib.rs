@@ -188,9 +188,9 @@ impl Proxy {
         let mut w = SnapshotWriter::new();
         w.u8(SNAPSHOT_VERSION);
         w.u64(self.sides.len() as u64);
-        for (conn, side) in &self.sides {
-            w.u64(conn.raw());
-            w.u64(side.partner.raw());
+        for (&conn, side) in &self.sides {
+            w.conn(conn);
+            w.conn(side.partner);
             let flags = [side.is_upstream, side.connected, side.eof];
             w.u8(flags
                 .iter()
@@ -228,8 +228,8 @@ fn decode(state: &[u8]) -> Result<HashMap<Conn, Side>, BadSnapshot> {
     }
     let mut sides = HashMap::new();
     for _ in 0..r.count()? {
-        let conn = Conn::from_raw(r.u64()?);
-        let partner = Conn::from_raw(r.u64()?);
+        let conn = r.conn()?;
+        let partner = r.conn()?;
         let bits = r.u8()?;
         if bits >> 3 != 0 {
             return Err(BadSnapshot::new("unknown flags"));
