@@ -10,10 +10,10 @@ use wasmtime::{Engine, Store};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::component::Guest;
-use super::sandbox::Sandbox;
 use super::guest_log::{GuestLog, Stream};
 use super::imports::GuestState;
 use super::limiter::Limiter;
+use super::sandbox::Sandbox;
 use crate::limits::{EPOCH_TICK, Limits};
 use crate::sockets::net::Net;
 use crate::sockets::owners::Owner;
