@@ -311,6 +311,32 @@ fn sighup_reloads_and_an_unchanged_file_is_skipped() {
     assert_eq!(fresh_body(&host), V2);
 }
 
+/// A guest that compiles and fits the world but cannot start (its memory starts
+/// past `--max-memory`) is refused at every reload, never skipped as "the one
+/// serving", and the generation before it goes on.
+#[test]
+fn a_guest_that_cannot_start_is_refused_at_every_reload() {
+    let (host, path) = serve_file("cannot-start", &example("echo"), &["--max-memory", "4MiB"]);
+    install(
+        &path,
+        &std::fs::read(test_guest("too_big_to_start")).unwrap(),
+    );
+    for attempt in 1..=2 {
+        host.signal(libc::SIGHUP);
+        let refused = "reload refused: generation";
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while count(&host, refused) < attempt && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(count(&host, refused), attempt, "{}", host.log());
+    }
+    assert_eq!(count(&host, "reload skipped"), 0, "{}", host.log());
+    assert_eq!(count(&host, "swap to generation"), 0, "{}", host.log());
+    let mut client = host.connect();
+    client.write_all(b"still echo\n").unwrap();
+    assert_eq!(read_line(&mut client), "still echo");
+}
+
 #[test]
 fn a_guest_written_slowly_in_pieces_is_loaded_once_whole() {
     let (host, path) = serve_file("slow", &example("http"), &["--watch"]);
