@@ -114,6 +114,17 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DUR")]
     pub drain_timeout: Option<Dur>,
 
+    /// Keep compiled guests in DIR, so that a start or a swap to a guest seen before
+    /// skips compiling it [default: $XDG_CACHE_HOME/sandsock, else ~/.cache/sandsock].
+    /// It must be yours and writable by you alone: a directory others can write is
+    /// refused, since its files are machine code the host runs.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Compile every guest; read and write no compiled-component cache.
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
+
     /// Benchmark baseline: run the named logic natively instead of a guest.
     #[arg(long, value_name = "LOGIC", hide = true)]
     pub native: Option<String>,
@@ -138,6 +149,17 @@ impl ServeArgs {
             limits,
             isolation: self.isolation,
             env: self.env.clone(),
+        }
+    }
+
+    /// Where compiled guests are kept, if anywhere.
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        if self.no_cache {
+            None
+        } else {
+            self.cache_dir
+                .clone()
+                .or_else(crate::runtime::cache::default_dir)
         }
     }
 

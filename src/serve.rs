@@ -33,14 +33,19 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
             args.guest
         );
     }
-    let runtime = Arc::new(Runtime::new(args.sandbox(limits.clone()))?);
+    let cache_dir = args.cache_dir();
+    let runtime = Arc::new(Runtime::new(
+        args.sandbox(limits.clone()),
+        cache_dir.as_deref(),
+    )?);
     let guest = runtime.load(&source)?;
     info!(
         guest = &*guest.name,
         origin = %source.origin,
-        load_time = ?guest.load_time,
+        took = ?guest.load_time,
         isolation = ?args.isolation,
-        "guest loaded"
+        "guest {}",
+        guest.how_loaded()
     );
     let digest = guest.digest;
     let drain_timeout = args.drain_timeout.map(|d| d.0);

@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
+use tracing::warn;
 use wasmtime::Engine;
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker};
 
+use super::cache::{Cache, Miss};
 use super::imports::GuestState;
 use crate::wit::{self, HandlerIndices};
 
@@ -67,8 +69,10 @@ pub struct Guest {
     pub(super) indices: HandlerIndices,
     /// Where its optional `state` interface lives, if it exports one.
     pub(super) state: Option<StateExports>,
-    /// How long compilation and checking took.
+    /// How long compilation (or loading it compiled) and checking took.
     pub load_time: Duration,
+    /// Whether it came compiled from the cache.
+    pub cached: bool,
 }
 
 impl Guest {
@@ -80,6 +84,15 @@ impl Guest {
     /// Whether it exports the `state` interface (snapshot and restore).
     pub fn keeps_state(&self) -> bool {
         self.state.is_some()
+    }
+
+    /// How it was loaded, for the log: "compiled" or "loaded from the cache".
+    pub fn how_loaded(&self) -> &'static str {
+        if self.cached {
+            "loaded compiled from the cache"
+        } else {
+            "compiled"
+        }
     }
 }
 
@@ -95,19 +108,41 @@ pub fn short_digest(digest: &[u8; 32]) -> String {
     digest[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Compiles `source` and checks that it fits the `handler` world. Errors name the
-/// origin and what is wrong, in one line.
+/// Compiles `source`, or takes its compiled form from `cache`, and checks that it
+/// fits the `handler` world. Errors name the origin and what is wrong, in one line.
 pub fn compile(
     engine: &Engine,
     linker: &Linker<GuestState>,
     source: &GuestSource,
+    cache: Option<&Cache>,
 ) -> Result<Guest> {
     let started = Instant::now();
     let origin = &source.origin;
     check_header(&source.bytes).with_context(|| origin.clone())?;
-    let component = Component::new(engine, &source.bytes)
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("{origin}: not a valid component"))?;
+    let digest = source.digest();
+    let cached = match cache.map(|cache| cache.load(engine, &digest)) {
+        Some(Ok(component)) => Some(component),
+        Some(Err(Miss::Unusable(why))) => {
+            warn!("compiled-component cache: not using {why}; compiling the guest again");
+            None
+        }
+        Some(Err(Miss::Absent)) | None => None,
+    };
+    let from_cache = cached.is_some();
+    let component = match cached {
+        Some(component) => component,
+        None => {
+            let component = Component::new(engine, &source.bytes)
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("{origin}: not a valid component"))?;
+            if let Some(cache) = cache
+                && let Err(err) = cache.store(&digest, &component)
+            {
+                warn!("compiled-component cache: {err:#}");
+            }
+            component
+        }
+    };
 
     let exports: Vec<String> = component
         .component_type()
@@ -139,11 +174,12 @@ pub fn compile(
         });
     Ok(Guest {
         name: source.name.as_str().into(),
-        digest: source.digest(),
+        digest,
         pre,
         indices,
         state,
         load_time: started.elapsed(),
+        cached: from_cache,
     })
 }
 

@@ -1,9 +1,13 @@
 //! [`Runtime`]: the wasmtime engine and linker every guest is loaded with.
 
+use std::path::Path;
+
 use anyhow::{Context, Result};
+use tracing::{info, warn};
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use super::cache::Cache;
 use super::component::{self, Guest, GuestSource};
 use super::imports::GuestState;
 use super::instance::Instance;
@@ -22,13 +26,18 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<GuestState>,
     sandbox: Sandbox,
+    /// Compiled components from earlier runs and swaps; `None` with `--no-cache`, or
+    /// when the directory cannot be trusted.
+    cache: Option<Cache>,
 }
 
 impl Runtime {
     /// An engine with epoch interruption (the per-call deadline), fuel if asked for,
     /// the pooling allocator when every connection gets an instance, and the linker
-    /// of the `handler` world plus WASI that grants nothing.
-    pub fn new(sandbox: Sandbox) -> Result<Self> {
+    /// of the `handler` world plus WASI that grants nothing. Compiled components are
+    /// kept in `cache_dir` (none when `None`); a directory that cannot be made or
+    /// trusted is one log line, and the host compiles every guest.
+    pub fn new(sandbox: Sandbox, cache_dir: Option<&Path>) -> Result<Self> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         // Component-model concurrency is not used by the handler world, and leaving it
@@ -49,11 +58,23 @@ impl Runtime {
         wit::Handler::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |s| s)
             .map_err(anyhow::Error::from)?;
 
+        let cache = cache_dir.and_then(|dir| match Cache::open(dir, &engine) {
+            Ok(cache) => {
+                info!(dir = %cache.dir().display(), "compiled-component cache");
+                Some(cache)
+            }
+            Err(err) => {
+                warn!("compiled-component cache off: {err:#}");
+                None
+            }
+        });
+
         start_epoch_ticker(&engine);
         Ok(Self {
             engine,
             linker,
             sandbox,
+            cache,
         })
     }
 
@@ -65,7 +86,7 @@ impl Runtime {
     /// Compiles `source` and checks that it fits the `handler` world. Errors name
     /// the origin and what is wrong, in one line.
     pub fn load(&self, source: &GuestSource) -> Result<Guest> {
-        component::compile(&self.engine, &self.linker, source)
+        component::compile(&self.engine, &self.linker, source, self.cache.as_ref())
     }
 
     /// Starts a fresh instance of `guest` in a store of its own.
@@ -74,9 +95,10 @@ impl Runtime {
     }
 }
 
-/// Loads `source` and reports whether it fits, for `host check`.
+/// Compiles `source` and reports whether it fits, for `host check` (which always
+/// compiles: it is a check of the file, not a start).
 pub fn check(source: &GuestSource) -> Result<String> {
-    let runtime = Runtime::new(Sandbox::default())?;
+    let runtime = Runtime::new(Sandbox::default(), None)?;
     let guest = runtime.load(source)?;
     Ok(format!(
         "ok: {} fits the `{}` world ({} bytes, compiled in {:.0?})",

@@ -4,7 +4,7 @@
 //!   environment.
 //! - [`engine`]: the engine and the linker, set up for that sandbox.
 //! - [`component`]: a guest's bytes, and the compiled guest checked against the
-//!   `handler` world.
+//!   `handler` world; [`cache`] keeps compiled guests on disk.
 //! - [`instance`]: one instance in a store of its own, and each call's budget
 //!   (epoch deadline, fuel).
 //! - [`imports`]: the store's state and the host side of the world's imports (WASI
@@ -16,6 +16,7 @@
 //!   [`backoff`].
 
 pub mod backoff;
+pub mod cache;
 pub mod component;
 pub mod engine;
 pub mod guest_log;

@@ -251,6 +251,7 @@ impl Loader {
         }
         match self.runtime.load(&source) {
             Ok(guest) => {
+                info!(%path, took = ?guest.load_time, "new guest {}", guest.how_loaded());
                 self.in_flight = Some(digest);
                 let loaded = Loaded {
                     guest,

@@ -26,6 +26,13 @@ pub fn test_guest(name: &str) -> PathBuf {
     PathBuf::from(env!("SANDSOCK_GUEST_DIR")).join(format!("{name}.wasm"))
 }
 
+/// The `XDG_CACHE_HOME` every host started by the tests gets, unless a test sets its
+/// own: a directory of cargo's for test files, so that no test reads or writes the
+/// user's cache of compiled guests, and hosts of one run share their compiled guests.
+pub fn test_cache_home() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("xdg-cache")
+}
+
 /// A running host, killed on drop.
 pub struct Host {
     child: Child,
@@ -44,6 +51,7 @@ impl Host {
     pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Host {
         let mut child = Command::new(host_bin())
             .args(args)
+            .env("XDG_CACHE_HOME", test_cache_home())
             .envs(env.iter().copied())
             .args(["--listen", "127.0.0.1:0"])
             .stdin(Stdio::null())
@@ -177,6 +185,7 @@ pub fn strip_ansi(line: &str) -> String {
 pub fn run_host(args: &[&str]) -> Output {
     let mut child = Command::new(host_bin())
         .args(args)
+        .env("XDG_CACHE_HOME", test_cache_home())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
