@@ -37,11 +37,11 @@ pub const EXAMPLES: &[Example] = &[
     example!("echo", "echoes every byte back, with backpressure"),
     example!(
         "kv",
-        "line protocol SET/GET/DEL on a store shared by all connections"
+        "line protocol SET/GET/DEL on a store shared by all connections (of one worker)"
     ),
     example!(
         "chat",
-        "every line a client sends goes to every other client"
+        "every line a client sends goes to every other client (of one worker)"
     ),
     example!(
         "proxy",

@@ -10,6 +10,7 @@ use sandsock_load::LoadArgs;
 use crate::limits::Limits;
 use crate::runtime::sandbox::{Isolation, Sandbox};
 use crate::sockets::allow::{AllowList, AllowRule};
+use crate::sockets::listener::DEFAULT_BACKLOG;
 use crate::swap::SwapMode;
 use crate::units::{Dur, Size};
 
@@ -59,23 +60,39 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR", value_parser = parse_addr, default_value = "127.0.0.1:8080")]
     pub listen: Vec<SocketAddr>,
 
-    /// Most wall time one guest call may take before it is interrupted (a trap).
+    /// Event loops, one per thread, each with its own listening socket on every
+    /// address (the kernel spreads new connections across them) and its own guest
+    /// instances; `auto` is one per CPU. Guest state is per worker: kv's store and
+    /// chat's room are not shared between workers (use 1 for those).
+    #[arg(long, value_name = "N|auto", default_value = "1")]
+    pub workers: Workers,
+
+    /// Connections the kernel queues for a listener until the host accepts them (Linux
+    /// caps it at net.core.somaxconn).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BACKLOG)]
+    pub backlog: u32,
+
+    /// Most wall time one guest call may take before it is interrupted (a trap); per
+    /// call.
     #[arg(long, value_name = "DUR", default_value_t = Dur(Limits::DEFAULT.event_timeout))]
     pub event_timeout: Dur,
 
-    /// The guest's linear memory cap.
+    /// The linear memory cap of each guest instance.
     #[arg(long, value_name = "SIZE", default_value_t = Size(Limits::DEFAULT.max_memory))]
     pub max_memory: Size,
 
-    /// Open connections at most; past it new ones are accepted and closed at once.
+    /// Open connections at most, in total across workers; past it new ones are
+    /// accepted and closed at once.
     #[arg(long, value_name = "N", default_value_t = Limits::DEFAULT.max_connections)]
     pub max_connections: usize,
 
-    /// Bytes held for one connection's unsent writes; past it `write` answers would-block.
+    /// Bytes held for one connection's unsent writes (per connection); past it
+    /// `write` answers would-block.
     #[arg(long, value_name = "SIZE", default_value_t = Size(Limits::DEFAULT.max_buffer))]
     pub max_buffer: Size,
 
-    /// Timers one guest instance may have armed at once; past it `set-timer` answers limit-exceeded.
+    /// Timers one guest instance may have armed at once (per instance); past it
+    /// `set-timer` answers limit-exceeded.
     #[arg(long, value_name = "N", default_value_t = Limits::DEFAULT.max_timers)]
     pub max_timers: usize,
 
@@ -166,6 +183,44 @@ impl ServeArgs {
     /// The outbound addresses allowed.
     pub fn allow_list(&self) -> AllowList {
         AllowList::new(self.allow_connect.clone())
+    }
+}
+
+/// `--workers`: a number of event loops, or one per CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workers {
+    /// This many.
+    Count(usize),
+    /// One per CPU this process may run on.
+    Auto,
+}
+
+/// More workers than this is a typo, not a machine.
+const MAX_WORKERS: usize = 1024;
+
+impl Workers {
+    /// How many loops to run.
+    pub fn count(self) -> usize {
+        match self {
+            Workers::Count(n) => n,
+            Workers::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+impl std::str::FromStr for Workers {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text == "auto" {
+            return Ok(Workers::Auto);
+        }
+        match text.parse() {
+            Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(Workers::Count(n)),
+            _ => Err(format!(
+                "`{text}` is not a number of workers from 1 to {MAX_WORKERS}, or auto"
+            )),
+        }
     }
 }
 

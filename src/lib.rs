@@ -12,7 +12,7 @@
 //! - [`swap`]: hot swap: the triggers and the loader thread, and the generations
 //!   with their drain and handoff policy.
 //! - Glue: [`cli`] (the command line), [`serve`] (what `host` does by default),
-//!   [`wasm_handler`] (the guest side and swap as the loop's handler), [`builtin`]
+//!   [`supervisor`] (signals and workers), [`wasm_handler`] (the guest side and swap as the loop's handler), [`builtin`]
 //!   (the guests built in), [`native`] (the benchmark's native baseline).
 //! - Shared: [`wit`] (the bindings of the contract), [`limits`], [`units`],
 //!   [`rate_limit`].
@@ -29,6 +29,7 @@ pub mod rate_limit;
 pub mod runtime;
 pub mod serve;
 pub mod sockets;
+pub mod supervisor;
 pub mod swap;
 pub mod units;
 pub mod wasm_handler;

@@ -1,31 +1,50 @@
-//! `host` serving: load the guest, bind the listeners, announce them, run the loop.
+//! `host` serving: load the guest, bind the listeners, start one event loop per
+//! worker, announce the addresses, and supervise until a shutdown completes.
 
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
-use tracing::info;
+use mio::net::TcpListener;
+use tracing::{Span, info, info_span};
 
 use crate::builtin::guest_source;
 use crate::cli::ServeArgs;
 use crate::limits::Limits;
 use crate::native::NativeHttp;
 use crate::runtime::engine::Runtime;
-use crate::sockets::event_loop::{EventLoop, bind};
+use crate::sockets::capacity::Capacity;
+use crate::sockets::event_loop::EventLoop;
 use crate::sockets::handler::EventHandler;
+use crate::sockets::listener::bind_all;
+use crate::supervisor::Supervisor;
 use crate::swap::Reloader;
 use crate::wasm_handler::WasmHandler;
 
 /// Serves until a shutdown completes.
 pub fn serve(args: &ServeArgs) -> Result<()> {
+    let workers = args.workers.count();
     let limits = args.limits();
+    raise_open_file_limit();
+    let listeners = bind_all(&args.listen, args.backlog, workers)?;
+    let settings = LoopSettings {
+        limits: limits.clone(),
+        args,
+        capacity: Capacity::new(limits.max_connections),
+    };
+    let supervisor = Supervisor::new()?;
+
     match args.native.as_deref() {
         None => {}
         Some("http") => {
-            let event_loop = start_loop(args, NativeHttp::default(), limits)?;
-            return serve_on(event_loop, "native http");
+            let loops = listeners
+                .into_iter()
+                .map(|listeners| settings.event_loop(listeners, NativeHttp::default()))
+                .collect::<Result<Vec<_>>>()?;
+            return run(supervisor, loops, None, "native http");
         }
         Some(other) => bail!("unknown native baseline `{other}` (known: http)"),
     }
+
     let source = guest_source(&args.guest)?;
     if source.path.is_none() && args.watch {
         bail!(
@@ -49,39 +68,83 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
     );
     let digest = guest.digest;
     let drain_timeout = args.drain_timeout.map(|d| d.0);
-    let handler = WasmHandler::new(runtime.clone(), guest, args.swap, drain_timeout)?;
-    let mut event_loop = start_loop(args, handler, limits)?;
-    // A guest file can be reloaded (SIGHUP, and --watch).
-    if let Some(path) = &source.path {
-        let reloader = Reloader::start(runtime, path, digest, args.watch, event_loop.waker())?;
-        event_loop.handler_mut().set_reloader(reloader);
+    let mut loops = Vec::with_capacity(workers);
+    for (worker, listeners) in listeners.into_iter().enumerate() {
+        let _in_worker = worker_span(worker, workers).entered();
+        let handler = WasmHandler::new(runtime.clone(), guest.clone(), args.swap, drain_timeout)?;
+        loops.push(settings.event_loop(listeners, handler)?);
     }
-    serve_on(event_loop, &source.origin)
+    // A guest file can be reloaded (SIGHUP, and --watch): each worker gets the new one.
+    let reloader = match &source.path {
+        Some(path) => {
+            let remotes: Vec<_> = loops.iter().map(EventLoop::remote).collect();
+            let (reloader, inboxes) = Reloader::start(runtime, path, digest, args.watch, &remotes)?;
+            for (event_loop, inbox) in loops.iter_mut().zip(inboxes) {
+                event_loop.handler_mut().set_swap_inbox(inbox);
+            }
+            Some(reloader)
+        }
+        None => None,
+    };
+    run(supervisor, loops, reloader, &source.origin)
 }
 
-fn start_loop<H: EventHandler>(
-    args: &ServeArgs,
-    handler: H,
+/// What every worker's loop is built with.
+struct LoopSettings<'a> {
     limits: Limits,
-) -> Result<EventLoop<H>> {
-    raise_open_file_limit();
-    let listeners = bind(&args.listen)?;
-    EventLoop::new(
-        listeners,
-        handler,
-        limits,
-        args.allow_list(),
-        args.shutdown_timeout.0,
-    )
+    args: &'a ServeArgs,
+    /// Shared by every worker: `--max-connections` is the process's.
+    capacity: Capacity,
 }
 
-fn serve_on<H: EventHandler>(mut event_loop: EventLoop<H>, what: &str) -> Result<()> {
-    for addr in event_loop.local_addrs() {
+impl LoopSettings<'_> {
+    fn event_loop<H: EventHandler>(
+        &self,
+        listeners: Vec<TcpListener>,
+        handler: H,
+    ) -> Result<EventLoop<H>> {
+        EventLoop::new(
+            listeners,
+            handler,
+            self.limits.clone(),
+            self.args.allow_list(),
+            self.capacity.clone(),
+            self.args.shutdown_timeout.0,
+        )
+    }
+}
+
+/// Announces the addresses, starts each loop on a thread of its own, and supervises
+/// them until they have all finished.
+fn run<H: EventHandler + Send + 'static>(
+    mut supervisor: Supervisor,
+    loops: Vec<EventLoop<H>>,
+    reloader: Option<Reloader>,
+    what: &str,
+) -> Result<()> {
+    let workers = loops.len();
+    for addr in loops[0].local_addrs() {
         // Tests and scripts read this line to find the port: keep it exact, on stderr.
         eprintln!("listening on {addr}");
     }
-    info!(handler = what, "serving");
-    event_loop.run()
+    info!(handler = what, workers, "serving");
+    for (worker, mut event_loop) in loops.into_iter().enumerate() {
+        let remote = event_loop.remote();
+        let span = worker_span(worker, workers);
+        supervisor.spawn(format!("worker {worker}"), remote, move || {
+            span.in_scope(|| event_loop.run())
+        })?;
+    }
+    supervisor.run(reloader)
+}
+
+/// Each worker's log lines say which worker wrote them, when there are several.
+fn worker_span(worker: usize, workers: usize) -> Span {
+    if workers > 1 {
+        info_span!("worker", id = worker)
+    } else {
+        Span::none()
+    }
 }
 
 /// Each connection is a file descriptor, and a soft limit of 1024 (a common default)

@@ -1,12 +1,12 @@
 //! [`WasmHandler`]: a wasm guest as the loop's [`EventHandler`]. It puts the guest
 //! side's [`Tenants`] (which instance serves which connections, and traps) together
-//! with hot swap's [`Generations`] and [`Reloader`].
+//! with hot swap's [`Generations`] and the worker's [`SwapInbox`]. Each worker has
+//! one, with instances of its own.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use tracing::warn;
 
 use crate::runtime::component::Guest;
 use crate::runtime::engine::Runtime;
@@ -15,7 +15,7 @@ use crate::sockets::batch::Batch;
 use crate::sockets::handler::EventHandler;
 use crate::sockets::net::Net;
 use crate::sockets::owners::Owner;
-use crate::swap::{Generations, Reloader, SwapMode};
+use crate::swap::{Generations, SwapInbox, SwapMode};
 
 /// An [`EventHandler`] running a wasm guest under `--isolation` and `--swap`: one
 /// instance shared by every connection, or one instance per connection, in as many
@@ -23,7 +23,7 @@ use crate::swap::{Generations, Reloader, SwapMode};
 pub struct WasmHandler {
     tenants: Tenants,
     generations: Generations,
-    reloader: Option<Reloader>,
+    inbox: Option<SwapInbox>,
 }
 
 impl WasmHandler {
@@ -44,13 +44,13 @@ impl WasmHandler {
         Ok(Self {
             tenants,
             generations,
-            reloader: None,
+            inbox: None,
         })
     }
 
-    /// Lets `SIGHUP` and (with `--watch`) file changes bring new generations.
-    pub fn set_reloader(&mut self, reloader: Reloader) {
-        self.reloader = Some(reloader);
+    /// Where new generations come from (`SIGHUP`, and file changes with `--watch`).
+    pub fn set_swap_inbox(&mut self, inbox: SwapInbox) {
+        self.inbox = Some(inbox);
     }
 }
 
@@ -77,21 +77,14 @@ impl EventHandler for WasmHandler {
         self.tenants.shutdown(net);
     }
 
-    fn reload(&mut self) {
-        match &self.reloader {
-            Some(reloader) => reloader.request(),
-            None => warn!("SIGHUP ignored: a built-in guest has no file to reload"),
-        }
-    }
-
     fn on_wake(&mut self, net: &mut Net) {
-        let Some(reloader) = &self.reloader else {
+        let Some(inbox) = &self.inbox else {
             return;
         };
-        while let Some(loaded) = reloader.take() {
+        while let Some(loaded) = inbox.take() {
             let digest = loaded.guest.digest;
             let swapped = self.generations.swap_in(loaded, &mut self.tenants, net);
-            reloader.report(digest, swapped);
+            inbox.report(digest, swapped);
         }
     }
 

@@ -9,20 +9,13 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
 use std::time::Duration;
 
-use common::{Host, read_line};
+use common::{Host, read_line, scratch};
 
 const COMPILED: &str = "guest compiled";
 const FROM_CACHE: &str = "guest loaded compiled from the cache";
-
-/// An empty scratch directory for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sandsock-cache-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// Serves the built-in echo with `flags`, checks it echoes, and returns its log.
 fn serve_echo(flags: &[&str]) -> String {

@@ -6,31 +6,20 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Host, assert_closed_without_answer, read_line, test_guest};
+use common::{
+    assert_closed_without_answer, connect, count, example, fresh_body, get, http_v2, install,
+    read_line, serve_file, test_guest, wait_swapped_to,
+};
 
 const V1: &str = "hello\n";
 const V2: &str = "hello v2\n";
-
-/// A scratch directory for one test's guest file.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sandsock-swap-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// The bytes of a built-in example, as `host examples --out` writes them.
-fn example(name: &str) -> Vec<u8> {
-    std::fs::read(PathBuf::from(env!("SANDSOCK_GUEST_DIR")).join(format!("{name}.wasm"))).unwrap()
-}
 
 /// The same component with a custom section appended: different bytes (so a reload
 /// is not skipped), the same behaviour.
@@ -43,77 +32,6 @@ fn variant(mut wasm: Vec<u8>, tag: u8) -> Vec<u8> {
     wasm.extend_from_slice(name);
     wasm.extend_from_slice(&payload);
     wasm
-}
-
-/// Replaces `path` the way many builds do: write a temporary file, rename it over.
-fn install(path: &Path, bytes: &[u8]) {
-    let temporary = path.with_extension("tmp");
-    std::fs::write(&temporary, bytes).unwrap();
-    std::fs::rename(&temporary, path).unwrap();
-}
-
-/// Installs `bytes` as a fresh guest file for test `name` and serves it with
-/// `host --guest FILE FLAGS`; returns the host and the file to swap.
-fn serve_file(name: &str, bytes: &[u8], flags: &[&str]) -> (Host, PathBuf) {
-    let path = scratch(name).join("guest.wasm");
-    install(&path, bytes);
-    let mut args = vec!["--guest", path.to_str().unwrap()];
-    args.extend_from_slice(flags);
-    (Host::start(&args), path)
-}
-
-/// The `http_v2` test guest's bytes.
-fn http_v2() -> Vec<u8> {
-    std::fs::read(test_guest("http_v2")).unwrap()
-}
-
-/// One keep-alive GET; returns the body.
-fn get(stream: &mut BufReader<TcpStream>) -> String {
-    stream
-        .get_mut()
-        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-        .expect("send a request");
-    read_body(stream)
-}
-
-fn read_body(stream: &mut BufReader<TcpStream>) -> String {
-    let mut length = None;
-    let mut status = String::new();
-    stream.read_line(&mut status).expect("read a status line");
-    assert!(status.starts_with("HTTP/1.1 200"), "status {status:?}");
-    loop {
-        let mut line = String::new();
-        stream.read_line(&mut line).expect("read a header");
-        if line == "\r\n" {
-            break;
-        }
-        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = Some(value.trim().parse::<usize>().unwrap());
-        }
-    }
-    let mut body = vec![0; length.expect("a Content-Length")];
-    stream.read_exact(&mut body).expect("read a body");
-    String::from_utf8(body).unwrap()
-}
-
-fn connect(host: &Host) -> BufReader<TcpStream> {
-    BufReader::new(host.connect())
-}
-
-/// The body a brand-new connection gets.
-fn fresh_body(host: &Host) -> String {
-    get(&mut connect(host))
-}
-
-fn wait_swapped_to(host: &Host, generation: u32) {
-    host.wait_for_log(
-        &format!("swap to generation {generation} "),
-        Duration::from_secs(30),
-    );
-}
-
-fn count(host: &Host, needle: &str) -> usize {
-    host.log().matches(needle).count()
 }
 
 #[test]

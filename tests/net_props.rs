@@ -71,7 +71,7 @@ use mio::{Events, Poll};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use sandsock::limits::{Limits, MAX_READ_CHUNK};
-use sandsock::sockets::{AllowList, AllowRule, Batch, Net, Phase};
+use sandsock::sockets::{AllowList, AllowRule, Batch, Capacity, Net, Phase};
 use sandsock::wit::{Conn, Event, HangupInfo, IoError, ReadResult, WriteResult};
 
 /// Connections `Net` may hold at once in these tests.
@@ -426,7 +426,8 @@ impl Harness {
             ..Limits::default()
         };
         let allow = AllowList::new(vec![AllowRule::parse("127.0.0.1:*").expect("rule")]);
-        let mut net = Net::new(limits, allow, registry);
+        let capacity = Capacity::new(limits.max_connections);
+        let mut net = Net::new(limits, allow, registry, capacity);
         net.set_caller(GUEST);
         let mut harness = Self {
             poll,
@@ -870,9 +871,11 @@ impl Harness {
         } = inbound;
         let server_socket = socket_identity(server.as_raw_fd());
         let stream = mio::net::TcpStream::from_std(server);
+        // The loop takes a place first; the model only inserts below the limit.
+        let place = self.net.capacity().take().expect("a place below the limit");
         let handle = self
             .net
-            .insert(stream, peer, GUEST, Phase::Open)
+            .insert(stream, peer, GUEST, Phase::Open, place)
             .expect("insert an accepted connection");
         assert!(
             self.conns.iter().all(|c| c.handle != handle),
@@ -1498,6 +1501,7 @@ fn close_delivers_every_accepted_byte_even_if_the_peer_sends_more() {
             peer,
             GUEST,
             Phase::Open,
+            net.capacity().take().unwrap(),
         )
         .unwrap();
 
@@ -1551,7 +1555,13 @@ fn close_delivers_every_accepted_byte_even_if_the_peer_sends_more() {
 fn bare_net(limits: Limits) -> (Poll, Net, TcpListener) {
     let poll = Poll::new().unwrap();
     let allow = AllowList::new(vec![AllowRule::parse("127.0.0.1:*").unwrap()]);
-    let net = Net::new(limits, allow, poll.registry().try_clone().unwrap());
+    let capacity = Capacity::new(limits.max_connections);
+    let net = Net::new(
+        limits,
+        allow,
+        poll.registry().try_clone().unwrap(),
+        capacity,
+    );
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     (poll, net, listener)
 }

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
+use super::capacity::Place;
 use super::owners::Owner;
 use super::write_buffer::WriteBuffer;
 use crate::wit::{Conn, IoError};
@@ -76,13 +77,22 @@ pub struct Connection {
     pub announce_connected: bool,
     /// It is in the loop's list of connections to look at before the next batch.
     pub queued: bool,
+    /// Its place under `--max-connections`, given back when the record is dropped.
+    _place: Place,
 }
 
 impl Connection {
     /// A connection in `phase` (`Open` when accepted, `Connecting` when outbound):
     /// readable interest only, as the WIT promises. An accepted one starts writable,
     /// as a new socket is, which saves a buffered copy of the first answer.
-    pub fn new(id: Conn, stream: TcpStream, peer: SocketAddr, owner: Owner, phase: Phase) -> Self {
+    pub fn new(
+        id: Conn,
+        stream: TcpStream,
+        peer: SocketAddr,
+        owner: Owner,
+        phase: Phase,
+        place: Place,
+    ) -> Self {
         Self {
             id,
             stream,
@@ -101,6 +111,7 @@ impl Connection {
             out: WriteBuffer::default(),
             announce_connected: false,
             queued: false,
+            _place: place,
         }
     }
 

@@ -11,25 +11,26 @@
 //! did not drain stays in `Net`'s ready list and is reported again next turn, and the
 //! loop does not sleep while that list is non-empty.
 //!
-//! `SIGHUP` asks the handler to reload its guest. `SIGTERM` or `SIGINT` starts a
-//! shutdown: the listeners close, the guest hears `shutdown`, and the loop runs until
-//! every connection has finished or the shutdown timeout has passed. A second signal
-//! ends it at once.
+//! With `--workers N` there are N loops, one per thread, each with its own listening
+//! sockets on the same addresses. Other threads reach a loop through its [`Remote`]:
+//! the supervisor asks it to shut down (the listeners close, the guest hears
+//! `shutdown`, and the loop runs until every connection has finished or the shutdown
+//! timeout has passed), and the guest loader wakes it when a new guest is ready.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook_mio::v1_0::Signals;
 use tracing::{debug, info, warn};
 
 use super::allow::AllowList;
 use super::batch::Batch;
+use super::capacity::Capacity;
 use super::connection::Phase;
 use super::handler::EventHandler;
 use super::net::Net;
@@ -39,22 +40,36 @@ use crate::wit::Event;
 
 /// Tokens below this are connection slots; listeners sit above.
 const LISTENER_BASE: usize = 1 << SLOT_BITS;
-/// The signal pipe's token, above every listener's.
-const SIGNALS: Token = Token(usize::MAX);
-/// The waker's token: other threads (the guest loader) wake the loop with it.
-const WAKER: Token = Token(usize::MAX - 1);
+/// The waker's token: other threads (the supervisor, the guest loader) wake the loop
+/// with it.
+const WAKER: Token = Token(usize::MAX);
 /// Events taken from the kernel per wait.
 const EVENTS_PER_POLL: usize = 1024;
 /// After an accept failure (out of file descriptors, say), the listener is retried
 /// this soon: with edge-triggered readiness no new edge may come for the queue.
 const ACCEPT_RETRY: Duration = Duration::from_millis(10);
 
-/// Binds every address, naming the one that fails.
-pub fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>> {
-    addrs
-        .iter()
-        .map(|addr| TcpListener::bind(*addr).with_context(|| format!("cannot listen on {addr}")))
-        .collect()
+/// How other threads reach a loop: wake it, or ask it to shut down.
+#[derive(Clone, Debug)]
+pub struct Remote {
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Remote {
+    /// Wakes the loop: its handler looks for what the caller left it (a new guest).
+    pub fn wake(&self) {
+        if let Err(e) = self.waker.wake() {
+            warn!(error = %e, "cannot wake an event loop");
+        }
+    }
+
+    /// Asks the loop to shut down: stop accepting, tell the guest, let the open
+    /// connections finish.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.wake();
+    }
 }
 
 /// The loop, generic over what handles the batches so that the wasm guest and the
@@ -66,8 +81,7 @@ pub struct EventLoop<H> {
     net: Net,
     handler: H,
     batch: Batch,
-    signals: Signals,
-    waker: Arc<Waker>,
+    remote: Remote,
     shutdown_timeout: Duration,
     /// Set once a shutdown has begun: when it must end.
     stopping: Option<Instant>,
@@ -76,12 +90,13 @@ pub struct EventLoop<H> {
 }
 
 impl<H: EventHandler> EventLoop<H> {
-    /// Registers the listeners and the shutdown signals.
+    /// Registers the listeners; `capacity` is shared with the other workers' loops.
     pub fn new(
         mut listeners: Vec<TcpListener>,
         handler: H,
         limits: Limits,
         allow: AllowList,
+        capacity: Capacity,
         shutdown_timeout: Duration,
     ) -> Result<Self> {
         let poll = Poll::new().context("cannot create the epoll instance")?;
@@ -90,11 +105,6 @@ impl<H: EventHandler> EventLoop<H> {
                 .register(listener, Token(LISTENER_BASE + i), Interest::READABLE)
                 .context("cannot register a listener with epoll")?;
         }
-        let mut signals =
-            Signals::new([SIGTERM, SIGINT, SIGHUP]).context("cannot install signal handlers")?;
-        poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)
-            .context("cannot register the signal pipe with epoll")?;
         let waker = Waker::new(poll.registry(), WAKER).context("cannot create the loop's waker")?;
         let registry = poll
             .registry()
@@ -104,11 +114,13 @@ impl<H: EventHandler> EventLoop<H> {
             poll,
             events: Events::with_capacity(EVENTS_PER_POLL),
             listeners,
-            net: Net::new(limits, allow, registry),
+            net: Net::new(limits, allow, registry, capacity),
             handler,
             batch: Batch::default(),
-            signals,
-            waker: Arc::new(waker),
+            remote: Remote {
+                waker: Arc::new(waker),
+                stop: Arc::new(AtomicBool::new(false)),
+            },
             shutdown_timeout,
             stopping: None,
             accept_retry: false,
@@ -116,9 +128,9 @@ impl<H: EventHandler> EventLoop<H> {
         })
     }
 
-    /// Wakes the loop from another thread.
-    pub fn waker(&self) -> Arc<Waker> {
-        self.waker.clone()
+    /// How other threads reach this loop.
+    pub fn remote(&self) -> Remote {
+        self.remote.clone()
     }
 
     /// The handler, to finish setting it up.
@@ -134,8 +146,7 @@ impl<H: EventHandler> EventLoop<H> {
             .collect()
     }
 
-    /// Runs until a shutdown completes (`Ok`), or a second signal or a poller error
-    /// cuts it short.
+    /// Runs until a shutdown completes, or a poller error cuts it short.
     pub fn run(&mut self) -> Result<()> {
         loop {
             self.turn().context("the event loop failed")?;
@@ -179,11 +190,9 @@ impl<H: EventHandler> EventLoop<H> {
                 );
             }
         }
-        let mut signalled = false;
         let mut woken = false;
         for event in self.events.iter() {
             match event.token() {
-                SIGNALS => signalled = true,
                 WAKER => woken = true,
                 Token(token) if token >= LISTENER_BASE => {
                     let index = token - LISTENER_BASE;
@@ -201,10 +210,10 @@ impl<H: EventHandler> EventLoop<H> {
                 Token(slot) => self.net.on_socket_event(slot, event),
             }
         }
-        if signalled {
-            self.on_signal()?;
-        }
         if woken {
+            if self.remote.stop.load(Ordering::Acquire) && self.stopping.is_none() {
+                self.begin_shutdown();
+            }
             self.handler.on_wake(&mut self.net);
         }
 
@@ -240,23 +249,10 @@ impl<H: EventHandler> EventLoop<H> {
         wake
     }
 
-    /// `SIGHUP` asks for a reload. The first `SIGTERM` or `SIGINT` starts a
-    /// shutdown; a second one ends the process at once.
-    fn on_signal(&mut self) -> Result<()> {
-        let mut received: Vec<i32> = self.signals.pending().collect();
-        if received.contains(&SIGHUP) {
-            info!("SIGHUP: reloading the guest");
-            self.handler.reload();
-            received.retain(|&s| s != SIGHUP);
-        }
-        if received.is_empty() {
-            return Ok(());
-        }
-        if self.stopping.is_some() {
-            bail!("a second signal during shutdown: exiting at once");
-        }
+    /// Stops accepting, tells the guest, and gives the open connections until the
+    /// shutdown timeout to finish.
+    fn begin_shutdown(&mut self) {
         info!(
-            signal = received[0],
             connections = self.net.len(),
             timeout = ?self.shutdown_timeout,
             "shutting down: no new connections; waiting for open ones to finish"
@@ -269,7 +265,6 @@ impl<H: EventHandler> EventLoop<H> {
         self.listeners.clear();
         self.accept_retry = false;
         self.handler.shutdown(&mut self.net);
-        Ok(())
     }
 }
 
@@ -297,15 +292,17 @@ fn accept(
                 return;
             }
         };
-        if net.len() >= net.limits().max_connections {
+        // Dropping `stream` (at `continue`) closes it, and dropping `place` gives
+        // the place back.
+        let Some(place) = net.capacity().take() else {
             if refused.allow() {
                 warn!(
-                    limit = net.limits().max_connections,
+                    limit = net.capacity().max(),
                     "connection limit reached; closing new connections at once"
                 );
             }
-            continue; // dropping `stream` closes it
-        }
+            continue;
+        };
         if !handler.accepting() {
             if refused.allow() {
                 warn!(
@@ -317,7 +314,7 @@ fn accept(
         // Answers are small and come in one write: Nagle would only delay them.
         let _ = stream.set_nodelay(true);
         let owner = handler.owner_for_new_connection();
-        match net.insert(stream, peer, owner, Phase::Open) {
+        match net.insert(stream, peer, owner, Phase::Open, place) {
             Ok(id) => {
                 debug!(conn = id, %peer, "accepted");
                 batch.push(owner, Event::Accepted(id));

@@ -30,10 +30,7 @@ pub trait EventHandler {
     /// The host is shutting down: tell every guest instance, once.
     fn shutdown(&mut self, net: &mut Net);
 
-    /// `SIGHUP`: reload the guest.
-    fn reload(&mut self) {}
-
-    /// The loop's waker fired (a new guest is ready, say).
+    /// The loop's waker fired: look for what another thread left (a new guest).
     fn on_wake(&mut self, _net: &mut Net) {}
 
     /// Called once per turn, for work due at a time rather than on an event (a

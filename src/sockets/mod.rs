@@ -8,12 +8,14 @@
 //! - [`owners`]: which guest instance holds which connections and timers.
 //! - [`timers`]: the guests' one-shot timers.
 //! - [`allow`]: where a guest may connect out (`--allow-connect`).
+//! - [`capacity`]: places for connections under `--max-connections`, across workers.
+//! - [`listener`]: listening sockets, with a backlog, shared by workers.
 //! - [`net`]: the guest's `io` calls, and the bookkeeping that turns edges into
 //!   level-triggered batches.
 //! - [`batch`]: one turn's events, grouped by owner as they are found.
 //! - [`handler`]: what the loop calls with a batch (a wasm guest, or the native
 //!   baseline).
-//! - [`event_loop`]: poll, accept, one handler call per turn, signals, shutdown.
+//! - [`event_loop`]: poll, accept, one handler call per turn, shutdown.
 //!
 //! The discipline, in one picture: mio reports *edges*; [`net`] keeps a flag per
 //! edge until a read or write answers `WouldBlock`, and reports a connection in
@@ -22,10 +24,12 @@
 
 pub mod allow;
 pub mod batch;
+pub mod capacity;
 pub mod conn_table;
 pub mod connection;
 pub mod event_loop;
 pub mod handler;
+pub mod listener;
 pub mod net;
 pub mod owners;
 pub mod timers;
@@ -33,8 +37,9 @@ pub mod write_buffer;
 
 pub use allow::{AllowList, AllowRule};
 pub use batch::Batch;
+pub use capacity::Capacity;
 pub use connection::Phase;
-pub use event_loop::EventLoop;
+pub use event_loop::{EventLoop, Remote};
 pub use handler::EventHandler;
 pub use net::Net;
 pub use owners::Owner;

@@ -18,6 +18,7 @@ use tracing::{debug, warn};
 
 use super::allow::AllowList;
 use super::batch::Batch;
+use super::capacity::{Capacity, Place};
 use super::conn_table::{ConnTable, slot_of};
 use super::connection::{Connection, Phase};
 use super::owners::{Owner, Owners};
@@ -41,6 +42,8 @@ pub struct Net {
     limits: Limits,
     /// Where outbound connections may go.
     allow: AllowList,
+    /// Places for connections, shared with the other workers.
+    capacity: Capacity,
     /// Registers the sockets of outbound connections; `None` in the placeholder a
     /// guest store holds between calls.
     registry: Option<Registry>,
@@ -107,14 +110,21 @@ fn visible(conns: &mut ConnTable<Connection>, id: Conn, caller: Owner) -> Option
 }
 
 impl Net {
-    /// An empty table with these limits; `registry` registers new sockets.
-    pub fn new(limits: Limits, allow: AllowList, registry: Registry) -> Self {
+    /// An empty table with these limits; `registry` registers new sockets, and
+    /// every connection takes a place in `capacity`.
+    pub fn new(limits: Limits, allow: AllowList, registry: Registry, capacity: Capacity) -> Self {
         Self {
             limits,
             allow,
+            capacity,
             registry: Some(registry),
             ..Self::default()
         }
+    }
+
+    /// The places for connections, across every worker.
+    pub fn capacity(&self) -> &Capacity {
+        &self.capacity
     }
 
     /// The limits in force.
@@ -122,7 +132,7 @@ impl Net {
         &self.limits
     }
 
-    /// Connections held, the closing ones included.
+    /// Connections this loop holds, the closing ones included.
     pub fn len(&self) -> usize {
         self.conns.len()
     }
@@ -306,9 +316,7 @@ impl Net {
             self.log_denied(addr, "no --allow-connect matches");
             return Err(IoError::NotPermitted);
         }
-        if self.conns.len() >= self.limits.max_connections {
-            return Err(IoError::LimitExceeded);
-        }
+        let place = self.capacity.take().ok_or(IoError::LimitExceeded)?;
         let stream = match TcpStream::connect(target) {
             Ok(stream) => stream,
             Err(e) => return Err(connect_error(&e)),
@@ -318,7 +326,7 @@ impl Net {
             deadline: Instant::now() + CONNECT_TIMEOUT,
         };
         let id = self
-            .insert(stream, target, self.caller, phase)
+            .insert(stream, target, self.caller, phase, place)
             .map_err(|_| IoError::LimitExceeded)?;
         debug!(conn = id, %target, "connecting");
         Ok(id)
@@ -332,21 +340,23 @@ impl Net {
 
     // ---- the loop's side ------------------------------------------------------------
 
-    /// Stores and registers a new connection for `owner`, and returns its handle. An
-    /// error means it was not kept (the table is full, or epoll refused it); the
-    /// stream is closed then.
+    /// Stores and registers a new connection for `owner`, in the place it took,
+    /// and returns its handle. An error means it was not kept (the table is full, or
+    /// epoll refused it); the stream is closed and the place given back then.
     pub fn insert(
         &mut self,
         stream: TcpStream,
         peer: SocketAddr,
         owner: Owner,
         phase: Phase,
+        place: Place,
     ) -> io::Result<Conn> {
-        let mut stream = Some(stream);
+        let mut parts = Some((stream, place));
         let slot = self
             .conns
             .insert(|id| {
-                Connection::new(id, stream.take().expect("taken once"), peer, owner, phase)
+                let (stream, place) = parts.take().expect("taken once");
+                Connection::new(id, stream, peer, owner, phase, place)
             })
             .ok_or_else(|| io::Error::other("every connection slot is taken"))?;
         let conn = self.conns.slot_mut(slot).expect("just inserted");

@@ -1,8 +1,9 @@
 //! [`Reloader`]: hot swap's triggers and loading. `--watch` and `SIGHUP` lead here:
 //! the new guest is read once its file is stable, compared with the one serving,
 //! compiled and checked on a thread of its own, and only then handed to the loop,
-//! which never stalls for a compilation. The loop says how each swap ended, so that
-//! "the one serving" is what really serves.
+//! which never stalls for a compilation. With several workers each gets the same
+//! compiled guest, through its [`SwapInbox`]. The workers say how each swap ended,
+//! so that "the one serving" is what really serves.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,12 +13,12 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
-use mio::Waker;
 use notify::{RecursiveMode, Watcher};
 use tracing::{info, warn};
 
 use crate::runtime::component::{Guest, GuestSource, short_digest};
 use crate::runtime::engine::Runtime;
+use crate::sockets::event_loop::Remote;
 
 /// A file must stay unchanged (size and modification time) this long before it is
 /// read: builds write in several steps, and a half-written guest must not be loaded.
@@ -45,6 +46,7 @@ impl Trigger {
 }
 
 /// A new guest, compiled and checked, ready to be swapped in.
+#[derive(Clone)]
 pub struct Loaded {
     /// The guest.
     pub guest: Guest,
@@ -65,29 +67,62 @@ enum Outcome {
 /// The loading side of hot swap: a watcher (with `--watch`) and a loader thread.
 pub struct Reloader {
     triggers: Sender<Trigger>,
-    loaded: Receiver<Loaded>,
-    outcomes: Sender<Outcome>,
     // Kept alive for as long as the reloader is: dropping it stops the watching.
     _watcher: Option<notify::RecommendedWatcher>,
 }
 
+/// One worker's side of hot swap: the new guests the loader hands it, and the way
+/// back to tell the loader how each swap ended.
+pub struct SwapInbox {
+    loaded: Receiver<Loaded>,
+    outcomes: Sender<Outcome>,
+}
+
+impl SwapInbox {
+    /// A guest that finished loading, if any.
+    pub fn take(&self) -> Option<Loaded> {
+        self.loaded.try_recv().ok()
+    }
+
+    /// Tells the loader how the guest with `digest` ended in this worker: serving,
+    /// or refused (it could not start).
+    pub fn report(&self, digest: [u8; 32], serving: bool) {
+        let outcome = if serving {
+            Outcome::Serving(digest)
+        } else {
+            Outcome::Refused(digest)
+        };
+        let _ = self.outcomes.send(outcome);
+    }
+}
+
 impl Reloader {
     /// Starts the loader for `path`, whose current contents have `serving` as
-    /// digest; with `watch`, file changes trigger reloads too. `waker` wakes the
-    /// event loop when a new guest is ready.
+    /// digest; with `watch`, file changes trigger reloads too. Every new guest goes
+    /// to each of `workers`, through the inbox returned for it (in the same order),
+    /// and the worker is woken.
     pub fn start(
         runtime: Arc<Runtime>,
         path: &Path,
         serving: [u8; 32],
         watch: bool,
-        waker: Arc<Waker>,
-    ) -> Result<Self> {
+        workers: &[Remote],
+    ) -> Result<(Self, Vec<SwapInbox>)> {
         let path = path
             .canonicalize()
             .with_context(|| format!("cannot resolve {}", path.display()))?;
         let (triggers, trigger_rx) = mpsc::channel();
-        let (loaded_tx, loaded) = mpsc::channel();
         let (outcomes, outcome_rx) = mpsc::channel();
+        let mut inboxes = Vec::with_capacity(workers.len());
+        let mut deliveries = Vec::with_capacity(workers.len());
+        for remote in workers {
+            let (loaded_tx, loaded) = mpsc::channel();
+            inboxes.push(SwapInbox {
+                loaded,
+                outcomes: outcomes.clone(),
+            });
+            deliveries.push((loaded_tx, remote.clone()));
+        }
         let watcher = if watch {
             Some(watch_file(&path, triggers.clone())?)
         } else {
@@ -100,40 +135,24 @@ impl Reloader {
             in_flight: None,
             triggers: trigger_rx,
             outcomes: outcome_rx,
-            loaded: loaded_tx,
-            waker,
+            workers: deliveries,
         };
         thread::Builder::new()
             .name("guest-loader".into())
             .spawn(move || loader.run())
             .context("cannot start the guest loader thread")?;
-        Ok(Self {
-            triggers,
-            loaded,
-            outcomes,
-            _watcher: watcher,
-        })
+        Ok((
+            Self {
+                triggers,
+                _watcher: watcher,
+            },
+            inboxes,
+        ))
     }
 
     /// Asks for a reload of the same path (`SIGHUP`).
     pub fn request(&self) {
         let _ = self.triggers.send(Trigger::Signal(Instant::now()));
-    }
-
-    /// A guest that finished loading, if any.
-    pub fn take(&self) -> Option<Loaded> {
-        self.loaded.try_recv().ok()
-    }
-
-    /// Tells the loader how the guest with `digest` it handed over ended: serving,
-    /// or refused (it could not start).
-    pub fn report(&self, digest: [u8; 32], serving: bool) {
-        let outcome = if serving {
-            Outcome::Serving(digest)
-        } else {
-            Outcome::Refused(digest)
-        };
-        let _ = self.outcomes.send(outcome);
     }
 }
 
@@ -164,12 +183,12 @@ struct Loader {
     path: PathBuf,
     /// The digest of the guest serving, as the loop last reported.
     serving: [u8; 32],
-    /// The digest of a guest handed to the loop whose outcome is not known yet.
+    /// The digest of a guest handed to the workers whose outcome is not known yet.
     in_flight: Option<[u8; 32]>,
     triggers: Receiver<Trigger>,
     outcomes: Receiver<Outcome>,
-    loaded: Sender<Loaded>,
-    waker: Arc<Waker>,
+    /// Where each worker takes new guests, and how to wake it.
+    workers: Vec<(Sender<Loaded>, Remote)>,
 }
 
 impl Loader {
@@ -214,7 +233,8 @@ impl Loader {
         }
     }
 
-    /// Takes in what the loop reported about guests handed over so far.
+    /// Takes in what the workers reported about guests handed over so far: a guest
+    /// serves once any worker serves it.
     fn note_outcomes(&mut self) {
         while let Ok(outcome) = self.outcomes.try_recv() {
             let digest = match outcome {
@@ -257,8 +277,10 @@ impl Loader {
                     guest,
                     triggered: trigger.at(),
                 };
-                if self.loaded.send(loaded).is_ok() {
-                    let _ = self.waker.wake();
+                for (inbox, remote) in &self.workers {
+                    if inbox.send(loaded.clone()).is_ok() {
+                        remote.wake();
+                    }
                 }
             }
             Err(err) => warn!(

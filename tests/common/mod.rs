@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -132,6 +132,27 @@ impl Host {
             std::thread::sleep(Duration::from_millis(10));
         }
         None
+    }
+
+    /// Stops the process (SIGSTOP) and waits until the kernel says it is stopped:
+    /// the signal alone is asynchronous.
+    pub fn stop(&self) {
+        self.signal(libc::SIGSTOP);
+        let stat = format!("/proc/{}/stat", self.child.id());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(&stat).expect("read /proc stat");
+            // The state follows the command name, which is in parentheses.
+            let state = text
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next());
+            if state == Some("T") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the host did not stop: {text}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Whether the process is still running.
@@ -329,4 +350,94 @@ pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+// ---- guest files and HTTP, for hot swaps and workers ----------------------------
+
+/// An empty scratch directory for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sandsock-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The bytes of a built-in example, as `host examples --out` writes them.
+pub fn example(name: &str) -> Vec<u8> {
+    std::fs::read(PathBuf::from(env!("SANDSOCK_GUEST_DIR")).join(format!("{name}.wasm"))).unwrap()
+}
+
+/// Replaces `path` the way many builds do: write a temporary file, rename it over.
+pub fn install(path: &Path, bytes: &[u8]) {
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, bytes).unwrap();
+    std::fs::rename(&temporary, path).unwrap();
+}
+
+/// Installs `bytes` as a fresh guest file for test `name` and serves it with
+/// `host --guest FILE FLAGS`; returns the host and the file to swap.
+pub fn serve_file(name: &str, bytes: &[u8], flags: &[&str]) -> (Host, PathBuf) {
+    let path = scratch(name).join("guest.wasm");
+    install(&path, bytes);
+    let mut args = vec!["--guest", path.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    (Host::start(&args), path)
+}
+
+/// The `http_v2` test guest's bytes.
+pub fn http_v2() -> Vec<u8> {
+    std::fs::read(test_guest("http_v2")).unwrap()
+}
+
+/// One keep-alive GET; returns the body.
+pub fn get(stream: &mut BufReader<TcpStream>) -> String {
+    stream
+        .get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send a request");
+    read_body(stream)
+}
+
+/// Reads one `200` response; returns its body.
+pub fn read_body(stream: &mut BufReader<TcpStream>) -> String {
+    let mut length = None;
+    let mut status = String::new();
+    stream.read_line(&mut status).expect("read a status line");
+    assert!(status.starts_with("HTTP/1.1 200"), "status {status:?}");
+    loop {
+        let mut line = String::new();
+        stream.read_line(&mut line).expect("read a header");
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = Some(value.trim().parse::<usize>().unwrap());
+        }
+    }
+    let mut body = vec![0; length.expect("a Content-Length")];
+    stream.read_exact(&mut body).expect("read a body");
+    String::from_utf8(body).unwrap()
+}
+
+/// A keep-alive HTTP client connection.
+pub fn connect(host: &Host) -> BufReader<TcpStream> {
+    BufReader::new(host.connect())
+}
+
+/// The body a brand-new connection gets.
+pub fn fresh_body(host: &Host) -> String {
+    get(&mut connect(host))
+}
+
+/// Waits until the host has swapped to `generation`.
+pub fn wait_swapped_to(host: &Host, generation: u32) {
+    host.wait_for_log(
+        &format!("swap to generation {generation} "),
+        Duration::from_secs(30),
+    );
+}
+
+/// How often `needle` appears in the host's log.
+pub fn count(host: &Host, needle: &str) -> usize {
+    host.log().matches(needle).count()
 }

@@ -1,5 +1,9 @@
 //! `chat`: every line a client sends goes to every other connected client.
 //!
+//! The room lives in the guest instance: serve it with one instance for every
+//! connection and one worker (`--isolation shared --workers 1`, the defaults), or each
+//! instance has a room of its own.
+//!
 //! A line is relayed exactly as sent, `\n` included, once it is complete; the
 //! sender does not get its own lines back. Lines are capped at [`MAX_LINE`] bytes.
 //! A client that does not read what the room sends it is disconnected once

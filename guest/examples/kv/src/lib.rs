@@ -1,5 +1,9 @@
 //! `kv`: a key-value store over a line protocol, shared by all connections.
 //!
+//! The store lives in the guest instance: serve it with one instance for every
+//! connection and one worker (`--isolation shared --workers 1`, the defaults), or each
+//! instance has a store of its own.
+//!
 //! ```text
 //! SET key value   ->  OK              (the value is the rest of the line)
 //! GET key         ->  VALUE value  |  NOT_FOUND

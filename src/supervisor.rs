@@ -1,0 +1,148 @@
+//! [`Supervisor`]: the main thread's job while the workers serve: the signals
+//! (`SIGHUP` reloads the guest; `SIGTERM` or `SIGINT` shuts every worker down, and a
+//! second one ends the process at once), and waiting for the workers to finish.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread::{self, JoinHandle};
+
+use anyhow::{Context, Result, anyhow, bail};
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use tracing::{info, warn};
+
+use crate::sockets::event_loop::Remote;
+use crate::swap::Reloader;
+
+const SIGNALS: Token = Token(0);
+/// A worker wakes the supervisor with it when its loop has ended.
+const FINISHED: Token = Token(1);
+
+/// One worker: its loop's remote, and its thread (until it is joined).
+struct Worker {
+    remote: Remote,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Signals and workers.
+pub struct Supervisor {
+    poll: Poll,
+    signals: Signals,
+    finished: Arc<Waker>,
+    /// Each worker's thread sends its loop's result here, then wakes `finished`.
+    results: Receiver<(usize, Result<()>)>,
+    results_tx: Sender<(usize, Result<()>)>,
+    workers: Vec<Worker>,
+}
+
+impl Supervisor {
+    /// Installs the signal handlers: from here on a `SIGTERM` is a graceful shutdown,
+    /// not the end of the process.
+    pub fn new() -> Result<Self> {
+        let poll = Poll::new().context("cannot create the supervisor's epoll instance")?;
+        let mut signals =
+            Signals::new([SIGTERM, SIGINT, SIGHUP]).context("cannot install signal handlers")?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .context("cannot register the signal pipe with epoll")?;
+        let finished = Waker::new(poll.registry(), FINISHED)
+            .context("cannot create the supervisor's waker")?;
+        let (results_tx, results) = mpsc::channel();
+        Ok(Self {
+            poll,
+            signals,
+            finished: Arc::new(finished),
+            results,
+            results_tx,
+            workers: Vec::new(),
+        })
+    }
+
+    /// Starts a worker: `work` runs on a thread named `name`, and its result (a
+    /// panic too) comes back to the supervisor. `remote` reaches the worker's loop.
+    pub fn spawn(
+        &mut self,
+        name: String,
+        remote: Remote,
+        work: impl FnOnce() -> Result<()> + Send + 'static,
+    ) -> Result<()> {
+        let id = self.workers.len();
+        let results = self.results_tx.clone();
+        let finished = self.finished.clone();
+        let what = name.clone();
+        let thread = thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                let result = catch_unwind(AssertUnwindSafe(work))
+                    .unwrap_or_else(|_| Err(anyhow!("{what} panicked")));
+                // The result is in the channel before the supervisor is woken, so it
+                // cannot look too early and sleep for ever.
+                let _ = results.send((id, result));
+                let _ = finished.wake();
+            })
+            .with_context(|| format!("cannot start {name}"))?;
+        self.workers.push(Worker {
+            remote,
+            thread: Some(thread),
+        });
+        Ok(())
+    }
+
+    /// Handles signals until every worker has finished: `Ok` once all shut down
+    /// cleanly, the first worker's error otherwise, or an error at a second signal
+    /// during a shutdown. `reloader` answers `SIGHUP`.
+    pub fn run(mut self, reloader: Option<Reloader>) -> Result<()> {
+        let mut events = Events::with_capacity(8);
+        let mut stopping = false;
+        loop {
+            match self.poll.poll(&mut events, None) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e).context("the supervisor's poll failed"),
+            }
+            for event in events.iter() {
+                if event.token() == SIGNALS {
+                    for signal in self.signals.pending() {
+                        if signal == SIGHUP {
+                            match &reloader {
+                                Some(reloader) => {
+                                    info!("SIGHUP: reloading the guest");
+                                    reloader.request();
+                                }
+                                None => {
+                                    warn!("SIGHUP ignored: a built-in guest has no file to reload")
+                                }
+                            }
+                        } else if stopping {
+                            bail!("a second signal during shutdown: exiting at once");
+                        } else {
+                            stopping = true;
+                            info!(signal, "shutting down");
+                            for worker in &self.workers {
+                                worker.remote.stop();
+                            }
+                        }
+                    }
+                }
+            }
+            if self.reap()? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Joins the workers that have reported; true when none is left. A worker that
+    /// failed (or panicked) ends the supervision with its error.
+    fn reap(&mut self) -> Result<bool> {
+        while let Ok((id, result)) = self.results.try_recv() {
+            if let Some(thread) = self.workers[id].thread.take() {
+                // It has sent its last message: it is returning, so this is brief.
+                let _ = thread.join();
+            }
+            result.with_context(|| format!("worker {id}"))?;
+        }
+        Ok(self.workers.iter().all(|w| w.thread.is_none()))
+    }
+}
