@@ -1,13 +1,20 @@
-//! What the sandbox costs: the `http` guest against the same event loop running the
-//! same HTTP logic compiled natively, measured in one run with the same load client.
+//! What the sandbox costs, against the floor: a minimal plain-mio HTTP server (written
+//! for this benchmark, `minimal_http.rs`), the host running the same HTTP logic
+//! natively (`--native http`, the same event loop), and the `http` guest (shared
+//! isolation, an instance per connection, two workers), all measured in one run with
+//! the same load client (`host load`'s engine).
 //!
-//! `cargo bench --bench http` (optionally `-- ROUNDS REQUESTS`; 9 rounds of 200,000 by
-//! default: on a shared 2-core machine single rounds swing by 15%, medians of many
-//! do not). The two servers take
-//! turns, several rounds each; the server is pinned to CPU 0 and the load client (this
-//! process) to CPU 1. With two cores the client is often the bottleneck, so besides
-//! requests/s it reports the server's CPU time (user + sys) per request, which is the
-//! figure that shows the cost of the sandbox.
+//! `cargo bench --bench http` (optionally `-- ROUNDS REQUESTS`: 9 rounds of 200,000
+//! keep-alive requests by default, and a fifth as many with a connection per request;
+//! `--keep-alive` or `--close` runs one mode only). On a shared 2-core machine single
+//! rounds swing by 15%, medians of many do not. The servers take turns in every round,
+//! in a rotating order; a server is pinned to CPU 0 and the load client (this process)
+//! to CPU 1, except the two-worker host, which gets both CPUs. With two cores the
+//! client is often the bottleneck, so besides requests/s it reports the server's CPU
+//! time (user + sys, all threads) per request, which is the figure that shows the cost.
+
+#[path = "minimal_http.rs"]
+mod minimal_http;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -18,18 +25,65 @@ use sandsock_load::{LoadArgs, run};
 
 const CONNECTIONS: usize = 50;
 const WARM_UP_REQUESTS: u64 = 20_000;
+/// Set (to an address) in the environment of this benchmark's own binary when it
+/// runs as the minimal server.
+const MINIMAL_SERVER: &str = "SANDSOCK_BENCH_MINIMAL_HTTP";
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Server {
-    Wasm,
+    Minimal,
     Native,
+    Wasm,
+    WasmPerConnection,
+    WasmTwoWorkers,
 }
 
+const SERVERS: [Server; 5] = [
+    Server::Minimal,
+    Server::Native,
+    Server::Wasm,
+    Server::WasmPerConnection,
+    Server::WasmTwoWorkers,
+];
+
 impl Server {
-    fn args(self) -> &'static [&'static str] {
+    fn name(self) -> &'static str {
         match self {
-            Server::Wasm => &["--guest", "http"],
+            Server::Minimal => "minimal mio",
+            Server::Native => "host --native",
+            Server::Wasm => "host wasm",
+            Server::WasmPerConnection => "wasm, instance/conn",
+            Server::WasmTwoWorkers => "wasm, 2 workers",
+        }
+    }
+
+    fn host_args(self) -> &'static [&'static str] {
+        match self {
+            Server::Minimal => &[],
             Server::Native => &["--native", "http"],
+            Server::Wasm => &["--guest", "http"],
+            Server::WasmPerConnection => &["--guest", "http", "--isolation", "connection"],
+            Server::WasmTwoWorkers => &["--guest", "http", "--workers", "2"],
+        }
+    }
+
+    /// Every server but the two-worker one runs on CPU 0 alone.
+    fn pinned(self) -> bool {
+        self != Server::WasmTwoWorkers
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    KeepAlive,
+    ConnectionPerRequest,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::KeepAlive => "keep-alive",
+            Mode::ConnectionPerRequest => "a connection per request",
         }
     }
 }
@@ -40,71 +94,84 @@ struct Sample {
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1).filter(|a| !a.starts_with("--"));
-    let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(9);
-    let requests: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(200_000);
+    if let Ok(addr) = std::env::var(MINIMAL_SERVER) {
+        minimal_http::serve(addr.parse().expect("the minimal server's address"));
+    }
+    let flags: Vec<String> = std::env::args().skip(1).collect();
+    let mut numbers = flags.iter().filter(|a| !a.starts_with("--"));
+    let rounds: usize = numbers.next().and_then(|a| a.parse().ok()).unwrap_or(9);
+    let requests: u64 = numbers
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(200_000);
+    let modes: Vec<Mode> = if flags.iter().any(|f| f == "--keep-alive") {
+        vec![Mode::KeepAlive]
+    } else if flags.iter().any(|f| f == "--close") {
+        vec![Mode::ConnectionPerRequest]
+    } else {
+        vec![Mode::KeepAlive, Mode::ConnectionPerRequest]
+    };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pinned = cpus >= 2;
     if pinned {
         pin_to_cpu(1);
     }
     println!(
-        "http benchmark: {rounds} rounds x {requests} keep-alive requests, {CONNECTIONS} connections, \
-         server {}",
+        "http benchmark: {rounds} rounds, {CONNECTIONS} connections, servers {}",
         if pinned {
-            "on CPU 0, load client on CPU 1"
+            "on CPU 0 (two workers: both CPUs), load client on CPU 1"
         } else {
             "unpinned (one CPU)"
         }
     );
-
-    let mut wasm = Vec::new();
-    let mut native = Vec::new();
-    for round in 0..rounds {
-        // Alternate who goes first, so that drift (thermal, other load) hits both alike.
-        let order = if round % 2 == 0 {
-            [Server::Wasm, Server::Native]
-        } else {
-            [Server::Native, Server::Wasm]
+    for mode in modes {
+        let n = match mode {
+            Mode::KeepAlive => requests,
+            Mode::ConnectionPerRequest => requests / 5,
         };
-        for server in order {
-            let sample = measure(server, requests, pinned);
-            println!(
-                "round {round} {:<6} {:>9.0} requests/s  {:>6.2} µs CPU/request",
-                format!("{server:?}").to_lowercase(),
-                sample.requests_per_sec,
-                sample.cpu_per_request.as_secs_f64() * 1e6
-            );
-            match server {
-                Server::Wasm => wasm.push(sample),
-                Server::Native => native.push(sample),
+        println!("\n{}: {n} requests per round", mode.name());
+        let mut samples: Vec<Vec<Sample>> = SERVERS.iter().map(|_| Vec::new()).collect();
+        for round in 0..rounds {
+            // Rotate who goes first, so that drift (thermal, other load) hits all alike.
+            for k in 0..SERVERS.len() {
+                let i = (round + k) % SERVERS.len();
+                let sample = measure(SERVERS[i], mode, n, pinned);
+                println!(
+                    "round {round} {:<20} {:>9.0} requests/s  {:>7.2} µs CPU/request",
+                    SERVERS[i].name(),
+                    sample.requests_per_sec,
+                    sample.cpu_per_request.as_secs_f64() * 1e6
+                );
+                samples[i].push(sample);
             }
         }
+        let medians: Vec<(f64, f64)> = samples.iter().map(|s| medians(s)).collect();
+        let (_, floor_cpu) = medians[0];
+        let (_, native_cpu) = medians[1];
+        println!();
+        println!(
+            "median, {}: {:>20} {:>11} {:>13} {:>10}",
+            mode.name(),
+            "requests/s",
+            "µs CPU/req",
+            "× minimal",
+            "× native"
+        );
+        for (server, (rps, cpu)) in SERVERS.iter().zip(&medians) {
+            println!(
+                "  {:<20} {:>30.0} {:>11.2} {:>13.3} {:>10.3}",
+                server.name(),
+                rps,
+                cpu * 1e6,
+                cpu / floor_cpu,
+                cpu / native_cpu
+            );
+        }
     }
-
-    let (w_rps, w_cpu) = medians(&wasm);
-    let (n_rps, n_cpu) = medians(&native);
-    println!();
-    println!(
-        "median   native: {n_rps:>9.0} requests/s  {:>6.2} µs CPU/request",
-        n_cpu * 1e6
-    );
-    println!(
-        "median   wasm:   {w_rps:>9.0} requests/s  {:>6.2} µs CPU/request",
-        w_cpu * 1e6
-    );
-    println!(
-        "ratio    wasm/native CPU per request: {:.3}  (target <= 1.15)",
-        w_cpu / n_cpu
-    );
-    println!(
-        "ratio    wasm/native requests/s:      {:.3}  (target >= 0.85)",
-        w_rps / n_rps
-    );
 }
 
-fn measure(server: Server, requests: u64, pinned: bool) -> Sample {
-    let mut child = start(server, pinned);
+fn measure(server: Server, mode: Mode, requests: u64, pinned: bool) -> Sample {
+    let mut child = start(server, pinned && server.pinned());
     let addr = listening_addr(&mut child);
     let load = |n: u64| {
         let args = LoadArgs {
@@ -113,8 +180,8 @@ fn measure(server: Server, requests: u64, pinned: bool) -> Sample {
             requests: n,
             http: true,
             payload: String::new(),
-            close: false,
-            timeout_secs: 120,
+            close: mode == Mode::ConnectionPerRequest,
+            timeout_secs: 300,
             quiet: true,
         };
         let report = run(&args).expect("load run");
@@ -124,7 +191,7 @@ fn measure(server: Server, requests: u64, pinned: bool) -> Sample {
         );
         report
     };
-    load(WARM_UP_REQUESTS);
+    load(WARM_UP_REQUESTS.min(requests));
     let cpu_before = cpu_time(child.id());
     let report = load(requests);
     let cpu = cpu_time(child.id()) - cpu_before;
@@ -137,23 +204,42 @@ fn measure(server: Server, requests: u64, pinned: bool) -> Sample {
 }
 
 fn start(server: Server, pinned: bool) -> Child {
-    let host = env!("CARGO_BIN_EXE_host");
+    let (program, args, env): (String, &[&str], Option<(&str, &str)>) = match server {
+        Server::Minimal => (
+            std::env::current_exe()
+                .expect("this benchmark's binary")
+                .to_string_lossy()
+                .into_owned(),
+            &[],
+            Some((MINIMAL_SERVER, "127.0.0.1:0")),
+        ),
+        _ => (
+            env!("CARGO_BIN_EXE_host").to_string(),
+            server.host_args(),
+            None,
+        ),
+    };
     let mut command = if pinned {
         let mut c = Command::new("taskset");
-        c.args(["-c", "0", host]);
+        c.args(["-c", "0", &program]);
         c
     } else {
-        Command::new(host)
+        Command::new(&program)
     };
+    command.args(args);
+    if server != Server::Minimal {
+        command.args(["--listen", "127.0.0.1:0"]);
+    }
+    if let Some((key, value)) = env {
+        command.env(key, value);
+    }
     command
-        .args(server.args())
-        .args(["--listen", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start the host (is taskset installed?)")
+        .expect("start the server (is taskset installed?)")
 }
 
 /// Reads the host's stderr up to its `listening on ADDR` line, then keeps draining it

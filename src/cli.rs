@@ -11,6 +11,7 @@ use crate::limits::Limits;
 use crate::runtime::sandbox::{Isolation, Sandbox};
 use crate::sockets::allow::{AllowList, AllowRule};
 use crate::sockets::listener::DEFAULT_BACKLOG;
+use crate::sockets::net::Lingering;
 use crate::swap::SwapMode;
 use crate::units::{Dur, Size};
 
@@ -116,6 +117,14 @@ pub struct ServeArgs {
     /// On SIGTERM or SIGINT, how long open connections may take to finish before they are closed.
     #[arg(long, value_name = "DUR", default_value_t = Dur(SHUTDOWN_TIMEOUT))]
     pub shutdown_timeout: Dur,
+
+    /// When the guest closes a connection: auto lingers (sends the FIN, then reads and
+    /// discards until the peer's end, 5 s at most) only if input is pending, so that
+    /// it cannot turn into a reset that destroys the answer, and closes at once
+    /// otherwise, as nginx does; always lingers after every close, so that even bytes
+    /// the peer sends late cannot, at an extra turn per connection.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = Lingering::Auto)]
+    pub lingering_close: Lingering,
 
     /// Reload the guest when its file changes (once it has been stable briefly).
     /// SIGHUP reloads it too, with or without this.

@@ -109,6 +109,7 @@ impl LoopSettings<'_> {
             self.limits.clone(),
             self.args.allow_list(),
             self.capacity.clone(),
+            self.args.lingering_close,
             self.args.shutdown_timeout.0,
         )
     }

@@ -71,7 +71,7 @@ use mio::{Events, Poll};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use sandsock::limits::{Limits, MAX_READ_CHUNK};
-use sandsock::sockets::{AllowList, AllowRule, Batch, Capacity, Net, Phase};
+use sandsock::sockets::{AllowList, AllowRule, Batch, Capacity, Lingering, Net, Phase};
 use sandsock::wit::{Conn, Event, HangupInfo, IoError, ReadResult, WriteResult};
 
 /// Connections `Net` may hold at once in these tests.
@@ -428,6 +428,9 @@ impl Harness {
         let allow = AllowList::new(vec![AllowRule::parse("127.0.0.1:*").expect("rule")]);
         let capacity = Capacity::new(limits.max_connections);
         let mut net = Net::new(limits, allow, registry, capacity);
+        // The model holds the host to delivering every accepted byte whatever the
+        // peer sends when: the promise of a lingering close after every close.
+        net.set_lingering(Lingering::Always);
         net.set_caller(GUEST);
         let mut harness = Self {
             poll,
@@ -1482,13 +1485,23 @@ fn connect_then_reset_before_the_host_notices_is_reported_as_reset() {
 /// peer writes 1, guest writes 4097, peer writes 1; close; the peer got 7744 of 7745).
 /// The fix is a lingering close: after the FIN, `Net` reads and discards until the
 /// peer's own FIN (or the linger deadline), and only then closes the socket.
+///
+/// `--lingering-close auto` must pass it too: the byte arrives while the answer is
+/// still going out, so it is pending when the close is decided.
 #[test]
 fn close_delivers_every_accepted_byte_even_if_the_peer_sends_more() {
+    for lingering in [Lingering::Always, Lingering::Auto] {
+        close_delivers_every_accepted_byte_when(lingering);
+    }
+}
+
+fn close_delivers_every_accepted_byte_when(lingering: Lingering) {
     let limits = Limits {
         max_buffer: 64 * 1024,
         ..Limits::default()
     };
     let (mut poll, mut net, listener) = bare_net(limits);
+    net.set_lingering(lingering);
     // The peer's receive window is small, so that the answer queues in the host.
     let mut client = connect_to(listener.local_addr().unwrap(), true);
     listener.set_nonblocking(false).unwrap();
@@ -1551,17 +1564,103 @@ fn close_delivers_every_accepted_byte_even_if_the_peer_sends_more() {
     assert_same_bytes(&received, &answer[..accepted], "the answer");
 }
 
-/// A `Net` allowed to connect to 127.0.0.1, with its poll and a listener.
+/// An accepted connection in `net` (as the loop inserts one) and its peer.
+fn accepted(net: &mut Net, listener: &TcpListener) -> (Conn, TcpStream) {
+    let client = connect_to(listener.local_addr().unwrap(), false);
+    listener.set_nonblocking(false).unwrap();
+    let (server, peer) = listener.accept().unwrap();
+    server.set_nonblocking(true).unwrap();
+    let place = net.capacity().take().unwrap();
+    let handle = net
+        .insert(
+            mio::net::TcpStream::from_std(server),
+            peer,
+            GUEST,
+            Phase::Open,
+            place,
+        )
+        .unwrap();
+    (handle, client)
+}
+
+/// Reads until end-of-stream, failing on a reset or after 3 s.
+fn read_answer(client: &mut TcpStream) -> Vec<u8> {
+    client.set_nonblocking(false).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut answer = Vec::new();
+    client
+        .read_to_end(&mut answer)
+        .expect("the whole answer, then end-of-stream, not a reset");
+    answer
+}
+
+/// `--lingering-close auto`: with nothing pending, a closed connection leaves the
+/// table at once (no FIN-and-wait, no extra turn), and the peer still gets every
+/// byte, then end-of-stream.
+#[test]
+fn auto_lingering_closes_at_once_when_nothing_is_pending() {
+    let (mut poll, mut net, listener) = bare_net(Limits::default());
+    net.set_lingering(Lingering::Auto);
+    let (handle, mut client) = accepted(&mut net, &listener);
+    turns_until(&mut poll, &mut net, Duration::from_millis(20), |_| false);
+    assert!(matches!(
+        net.write(handle, b"bye\n"),
+        WriteResult::Accepted(4)
+    ));
+    net.close(handle).unwrap();
+    assert!(net.is_empty(), "closed at once");
+    assert_eq!(read_answer(&mut client), b"bye\n");
+}
+
+/// `--lingering-close auto`: input the guest left unread is pending at the close,
+/// so the host lingers; bytes the peer sends afterwards do not reset the answer.
+#[test]
+fn auto_lingering_lingers_when_input_is_pending() {
+    let (mut poll, mut net, listener) = bare_net(Limits::default());
+    net.set_lingering(Lingering::Auto);
+    let (handle, mut client) = accepted(&mut net, &listener);
+    client.write_all(b"unread request").unwrap();
+    turns_until(&mut poll, &mut net, Duration::from_millis(50), |e| {
+        matches!(e, Event::Readable(_))
+    });
+    assert!(matches!(
+        net.write(handle, b"answer\n"),
+        WriteResult::Accepted(7)
+    ));
+    net.close(handle).unwrap();
+    assert!(!net.is_empty(), "lingering");
+    client.write_all(b"more, late").unwrap();
+    turns_until(&mut poll, &mut net, Duration::from_millis(50), |_| false);
+    let mut answer = vec![0; 7];
+    client.read_exact(&mut answer).unwrap();
+    assert_eq!(answer, b"answer\n");
+    client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_answer(&mut client), b"", "then end-of-stream");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !net.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "Net kept the connection after the peer's end"
+        );
+        turns_until(&mut poll, &mut net, Duration::ZERO, |_| false);
+    }
+}
+
+/// A `Net` allowed to connect to 127.0.0.1, with its poll and a listener, lingering
+/// after every close (`set_lingering` to change it).
 fn bare_net(limits: Limits) -> (Poll, Net, TcpListener) {
     let poll = Poll::new().unwrap();
     let allow = AllowList::new(vec![AllowRule::parse("127.0.0.1:*").unwrap()]);
     let capacity = Capacity::new(limits.max_connections);
-    let net = Net::new(
+    let mut net = Net::new(
         limits,
         allow,
         poll.registry().try_clone().unwrap(),
         capacity,
     );
+    net.set_lingering(Lingering::Always);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     (poll, net, listener)
 }

@@ -33,7 +33,7 @@ use super::batch::Batch;
 use super::capacity::Capacity;
 use super::connection::Phase;
 use super::handler::EventHandler;
-use super::net::Net;
+use super::net::{Lingering, Net};
 use crate::limits::{Limits, SLOT_BITS};
 use crate::rate_limit::RateLimit;
 use crate::wit::Event;
@@ -97,6 +97,7 @@ impl<H: EventHandler> EventLoop<H> {
         limits: Limits,
         allow: AllowList,
         capacity: Capacity,
+        lingering: Lingering,
         shutdown_timeout: Duration,
     ) -> Result<Self> {
         let poll = Poll::new().context("cannot create the epoll instance")?;
@@ -110,11 +111,13 @@ impl<H: EventHandler> EventLoop<H> {
             .registry()
             .try_clone()
             .context("cannot clone the epoll registry")?;
+        let mut net = Net::new(limits, allow, registry, capacity);
+        net.set_lingering(lingering);
         Ok(Self {
             poll,
             events: Events::with_capacity(EVENTS_PER_POLL),
             listeners,
-            net: Net::new(limits, allow, registry, capacity),
+            net,
             handler,
             batch: Batch::default(),
             remote: Remote {

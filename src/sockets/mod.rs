@@ -41,5 +41,5 @@ pub use capacity::Capacity;
 pub use connection::Phase;
 pub use event_loop::{EventLoop, Remote};
 pub use handler::EventHandler;
-pub use net::Net;
+pub use net::{Lingering, Net};
 pub use owners::Owner;

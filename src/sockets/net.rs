@@ -9,6 +9,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use mio::event::Event as MioEvent;
@@ -29,6 +30,26 @@ use crate::limits::{
 use crate::rate_limit::RateLimit;
 use crate::wit::{Conn, Event, HangupInfo, IoError, ReadResult, WriteResult};
 
+/// How the host ends a connection the guest closed, once its last bytes are out.
+///
+/// Once a socket is closed, the kernel answers any byte the peer sends with a reset,
+/// which discards whatever of the answer the kernel has not sent yet. A lingering
+/// close sends the FIN and keeps reading (and discarding) until the peer's own end,
+/// at the cost of an extra turn and three syscalls per connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lingering {
+    /// Linger when input is pending at the close (bytes the guest left unread, or
+    /// that arrived while the last bytes went out) or the kernel has not sent all of
+    /// the answer yet; otherwise every byte is on the wire, and the host closes at
+    /// once. A peer that starts sending only then may be reset, but loses nothing
+    /// already sent (on a network that loses a segment, a retransmission of it).
+    #[default]
+    Auto,
+    /// Linger after every close, up to 5 s: no byte the peer sends late can destroy
+    /// an answer.
+    Always,
+}
+
 /// Connections, timers and limits: everything a guest's I/O calls touch.
 ///
 /// The loop owns it and lends it to the handler for the length of one batch.
@@ -44,6 +65,8 @@ pub struct Net {
     allow: AllowList,
     /// Places for connections, shared with the other workers.
     capacity: Capacity,
+    /// How a closed connection ends.
+    lingering: Lingering,
     /// Registers the sockets of outbound connections; `None` in the placeholder a
     /// guest store holds between calls.
     registry: Option<Registry>,
@@ -125,6 +148,11 @@ impl Net {
     /// The places for connections, across every worker.
     pub fn capacity(&self) -> &Capacity {
         &self.capacity
+    }
+
+    /// Sets how closed connections end (`--lingering-close`).
+    pub fn set_lingering(&mut self, lingering: Lingering) {
+        self.lingering = lingering;
     }
 
     /// The limits in force.
@@ -637,14 +665,15 @@ impl Net {
         }
     }
 
-    /// Moves a closing connection on: its last bytes out, then the FIN, then a
-    /// lingering wait for the peer's own end. True when it can be dropped now.
+    /// Moves a closing connection on: its last bytes out, then either the close at
+    /// once or the FIN and a lingering wait for the peer's own end, as [`Lingering`]
+    /// decides. True when it can be dropped now.
     ///
     /// Closing a socket while input is unread, or while input is still to come,
     /// makes the kernel answer with a reset, which destroys whatever of ours the
-    /// kernel has not sent yet and what the peer has not read yet. So after the FIN
-    /// the host keeps reading and discarding until the peer's end-of-stream (or the
-    /// linger deadline), like nginx's lingering close.
+    /// kernel has not sent yet and what the peer has not read yet. So a lingering
+    /// close sends the FIN and keeps reading and discarding until the peer's
+    /// end-of-stream (or the linger deadline), like nginx's.
     fn finish_closing(&mut self, slot: usize) -> bool {
         let scratch = &mut self.scratch;
         let Some(conn) = self.conns.slot_mut(slot) else {
@@ -655,14 +684,28 @@ impl Net {
             Ok(false) => return false,
             Err(_) => return true,
         }
+        if scratch.is_empty() {
+            scratch.resize(MAX_READ_CHUNK, 0);
+        }
         if !conn.fin_sent {
+            // The peer has ended its side and the guest read it all: nothing more
+            // can come, so nothing can turn into a reset.
+            if conn.eof_seen {
+                return true;
+            }
+            if self.lingering == Lingering::Auto {
+                match read_pending(&mut conn.stream, scratch) {
+                    // Nothing to read, and every byte of ours on the wire: late input
+                    // could only reset what is already sent. Close at once.
+                    Ok(false) if unsent(&conn.stream) == 0 => return true,
+                    Ok(_) => {}
+                    Err(_) => return true,
+                }
+            }
             send_fin(conn);
             if let Phase::Closing { deadline } = &mut conn.phase {
                 *deadline = (*deadline).min(Instant::now() + LINGER_AFTER_FIN);
             }
-        }
-        if scratch.is_empty() {
-            scratch.resize(MAX_READ_CHUNK, 0);
         }
         loop {
             match conn.stream.read(scratch) {
@@ -712,6 +755,33 @@ fn connect_error(error: &io::Error) -> IoError {
         | io::ErrorKind::ConnectionAborted
         | io::ErrorKind::BrokenPipe => IoError::Reset,
         _ => IoError::Unreachable,
+    }
+}
+
+/// One read to see whether input is pending at a close: true if it found (and
+/// discarded) some, false at `WouldBlock` or the peer's end-of-stream.
+fn read_pending(stream: &mut TcpStream, scratch: &mut [u8]) -> io::Result<bool> {
+    loop {
+        return match stream.read(scratch) {
+            Ok(0) => Ok(false),
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => Err(e),
+        };
+    }
+}
+
+/// Bytes the kernel holds for a socket that it has not sent yet (the peer's window is
+/// full, say): a reset would discard them. Unknown counts as some.
+fn unsent(stream: &TcpStream) -> usize {
+    let mut unsent: libc::c_int = 0;
+    // SAFETY: SIOCOUTQNSD writes one int through the pointer, to a valid local.
+    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::SIOCOUTQNSD, &mut unsent) };
+    if rc == 0 {
+        usize::try_from(unsent).unwrap_or(1)
+    } else {
+        1
     }
 }
 
