@@ -13,7 +13,8 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
-use notify::{RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+use notify::{EventKind, RecursiveMode, Watcher};
 use tracing::{info, warn};
 
 use crate::runtime::component::{Guest, GuestSource, short_digest};
@@ -31,8 +32,9 @@ const SETTLE_GIVE_UP: Duration = Duration::from_secs(10);
 /// What started a reload.
 #[derive(Clone, Copy, Debug)]
 enum Trigger {
-    /// The watched file changed.
-    Changed(Instant),
+    /// The watched file changed: `complete` when the change says the file is whole
+    /// (renamed into place, or closed after writing), not while it is being written.
+    Changed { at: Instant, complete: bool },
     /// `SIGHUP`.
     Signal(Instant),
 }
@@ -40,7 +42,16 @@ enum Trigger {
 impl Trigger {
     fn at(self) -> Instant {
         match self {
-            Trigger::Changed(at) | Trigger::Signal(at) => at,
+            Trigger::Changed { at, .. } | Trigger::Signal(at) => at,
+        }
+    }
+
+    /// Whether the file can be read at once: a signal, a rename into place, a close
+    /// after writing.
+    fn complete(self) -> bool {
+        match self {
+            Trigger::Changed { complete, .. } => complete,
+            Trigger::Signal(_) => true,
         }
     }
 }
@@ -158,16 +169,34 @@ impl Reloader {
 
 /// Watches the file's directory (a build that writes a new file and renames it
 /// over the old one replaces the inode a file watch would follow).
+///
+/// A rename into place, or a close after writing, means the file is whole: the
+/// reload starts at once. Other changes (a writer writing in place) wait until the
+/// file has stopped changing.
 fn watch_file(path: &Path, triggers: Sender<Trigger>) -> Result<notify::RecommendedWatcher> {
     let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
     let name = path.file_name().map(|n| n.to_owned());
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
-        if event.kind.is_access() {
-            return;
-        }
-        if event.paths.iter().any(|p| p.file_name() == name.as_deref()) {
-            let _ = triggers.send(Trigger::Changed(Instant::now()));
+        let ours = |p: &PathBuf| p.file_name() == name.as_deref();
+        let complete = match event.kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)) => true,
+            // A rename reported as one event: the destination is the second path.
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
+                if !event.paths.get(1).is_some_and(ours) {
+                    return;
+                }
+                true
+            }
+            EventKind::Access(_) => return,
+            _ => false,
+        };
+        if event.paths.iter().any(ours) {
+            let _ = triggers.send(Trigger::Changed {
+                at: Instant::now(),
+                complete,
+            });
         }
     })
     .context("cannot start watching files")?;
@@ -195,9 +224,10 @@ impl Loader {
     /// Takes triggers until the reloader is dropped.
     fn run(mut self) {
         while let Ok(trigger) = self.triggers.recv() {
-            let trigger = match trigger {
-                Trigger::Changed(_) => self.settle(trigger),
-                Trigger::Signal(_) => self.coalesce(trigger),
+            let trigger = if trigger.complete() {
+                self.coalesce(trigger)
+            } else {
+                self.settle(trigger)
             };
             let Some(trigger) = trigger else { return };
             self.reload(trigger);
@@ -210,14 +240,17 @@ impl Loader {
         Some(first)
     }
 
-    /// Waits until the file has stopped changing, folding the events its writing
-    /// causes into one trigger. `None` when the reloader is gone.
+    /// Waits until the file has stopped changing, or a rename or a close says it is
+    /// whole, folding the events its writing causes into one trigger. `None` when
+    /// the reloader is gone.
     fn settle(&self, first: Trigger) -> Option<Trigger> {
         let started = Instant::now();
         let mut seen = stamp(&self.path);
         let mut stable_since = Instant::now();
         loop {
             match self.triggers.recv_timeout(SETTLE_POLL) {
+                // The writer closed the file, or a whole one was renamed into place.
+                Ok(trigger) if trigger.complete() => return self.coalesce(first),
                 Ok(_) => stable_since = Instant::now(),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return None,
