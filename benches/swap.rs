@@ -7,7 +7,9 @@
 //! it starts at the file's rename into place (a writer writing in place without
 //! closing would add the 200 ms the file must stay unchanged). Each host gets a cache
 //! directory of the benchmark's own: "cached" swaps go between two components both
-//! compiled before, "uncached" ones run with `--no-cache` and compile every time.
+//! compiled before; uncached ones (`--no-cache`) compile every time, with Cranelift,
+//! or with Winch first (the tier-up's second swap, to Cranelift's code, follows and
+//! is waited for, not timed).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -36,16 +38,23 @@ fn main() {
 
     let cache = dir.join("cache");
     let cached = ["--cache-dir", cache.to_str().unwrap()];
-    let uncached = ["--no-cache"];
+    let uncached = ["--no-cache", "--no-tier-up"];
+    let baseline = ["--no-cache"];
     let sighup_uncached = swap_latencies(&path, &v1, &v2, false, &uncached);
-    // Both components compiled once into the cache (by that first run's swaps).
-    let _ = swap_latencies(&path, &v1, &v2, false, &cached);
+    let sighup_baseline = swap_latencies(&path, &v1, &v2, false, &baseline);
+    // Both components compiled once into the cache (by this run's swaps).
+    let warm = ["--cache-dir", cache.to_str().unwrap(), "--no-tier-up"];
+    let _ = swap_latencies(&path, &v1, &v2, false, &warm);
     let sighup_cached = swap_latencies(&path, &v1, &v2, false, &cached);
     let watch_cached = swap_latencies(&path, &v1, &v2, true, &cached);
     println!("swap latency, trigger to new generation serving (http example, {SWAPS} swaps):");
     println!(
-        "  SIGHUP, compiled each time (--no-cache): median {:>6.1} ms",
+        "  SIGHUP, Cranelift each time:             median {:>6.1} ms",
         median(&sighup_uncached)
+    );
+    println!(
+        "  SIGHUP, Winch each time (then tier-up):  median {:>6.1} ms",
+        median(&sighup_baseline)
     );
     println!(
         "  SIGHUP, from the cache:                  median {:>6.1} ms",
@@ -98,9 +107,18 @@ fn swap_latencies(path: &Path, v1: &[u8], v2: &[u8], watch: bool, flags: &[&str]
         if !watch {
             signal(&child, libc::SIGHUP);
         }
-        let needle = format!("swap to generation {} ", swap + 2);
+        // With a tier-up every change is two swaps: time the first, wait for both.
+        let tier_up = flags.contains(&"--no-cache") && !flags.contains(&"--no-tier-up");
+        let per_change = if tier_up { 2 } else { 1 };
+        let needle = format!("swap to generation {} ", swap * per_change + 2);
         let line = wait_for(&log, &needle);
         latencies.push(took_ms(&line));
+        if tier_up {
+            wait_for(
+                &log,
+                &format!("swap to generation {} ", swap * per_change + 3),
+            );
+        }
     }
     let _ = child.kill();
     let _ = child.wait();

@@ -140,6 +140,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DUR")]
     pub drain_timeout: Option<Dur>,
 
+    /// At a swap, wait for the optimizing compiler (Cranelift, about 110 ms for a small
+    /// guest) instead of serving the new code first as the baseline compiler (Winch)
+    /// compiled it (about 35 ms) and then swapping again to the optimized code.
+    #[arg(long)]
+    pub no_tier_up: bool,
+
     /// Keep compiled guests in DIR, so that a start or a swap to a guest seen before
     /// skips compiling it [default: $XDG_CACHE_HOME/sandsock, else ~/.cache/sandsock].
     /// It must be yours and writable by you alone: a directory others can write is

@@ -53,9 +53,12 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         );
     }
     let cache_dir = args.cache_dir();
+    // Only a guest file is ever swapped, so only it needs the baseline compiler.
+    let tier_up = source.path.is_some() && !args.no_tier_up;
     let runtime = Arc::new(Runtime::new(
         args.sandbox(limits.clone()),
         cache_dir.as_deref(),
+        tier_up,
     )?);
     let guest = runtime.load(&source)?;
     info!(

@@ -255,6 +255,31 @@ fn a_guest_that_cannot_start_is_refused_at_every_reload() {
     assert_eq!(read_line(&mut client), "still echo");
 }
 
+/// A file put back to the serving guest while a swap away from it is still under way
+/// is swapped back: the loader must not take the old guest for "the one serving"
+/// before the swap away from it has landed (the swap benchmark met that race, and
+/// this test lost a swap back in a few of its flips before the fix).
+#[test]
+fn a_file_changed_back_during_a_swap_is_swapped_back() {
+    let v1 = example("http");
+    let (host, path) = serve_file("flip", &v1, &["--watch"]);
+    let v2 = http_v2();
+    for flip in 0..20u64 {
+        install(&path, &v2);
+        std::thread::sleep(Duration::from_micros(200 * (flip % 10)));
+        install(&path, &v1);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while fresh_body(&host) != V1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "flip {flip}: the new guest serves, though the file is the old one again:\n{}",
+                host.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 #[test]
 fn a_guest_written_slowly_in_pieces_is_loaded_once_whole() {
     let (host, path) = serve_file("slow", &example("http"), &["--watch"]);

@@ -107,6 +107,12 @@ impl Cache {
         unsafe { Component::deserialize(engine, payload) }.map_err(|e| unusable(&path, e))
     }
 
+    /// Whether an entry for the component with SHA-256 `digest` is there (not
+    /// whether it is usable: [`load`](Self::load) checks that).
+    pub fn holds(&self, digest: &[u8; 32]) -> bool {
+        self.entry(digest).is_file()
+    }
+
     /// Stores the compiled `component` for the component with SHA-256 `digest`:
     /// written to a private temporary file, then renamed into place, so that a
     /// reader never sees half of it.

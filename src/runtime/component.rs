@@ -65,6 +65,8 @@ pub struct Guest {
     pub name: Arc<str>,
     /// The SHA-256 of its bytes: what a reload compares, and what logs show.
     pub digest: [u8; 32],
+    /// The engine its code was compiled for: instances are made in its stores.
+    pub(super) engine: Engine,
     pub(super) pre: InstancePre<GuestState>,
     pub(super) indices: HandlerIndices,
     /// Where its optional `state` interface lives, if it exports one.
@@ -73,6 +75,9 @@ pub struct Guest {
     pub load_time: Duration,
     /// Whether it came compiled from the cache.
     pub cached: bool,
+    /// Whether its code is the optimizing compiler's (else the baseline's, until a
+    /// tier-up replaces it).
+    pub optimized: bool,
 }
 
 impl Guest {
@@ -86,12 +91,12 @@ impl Guest {
         self.state.is_some()
     }
 
-    /// How it was loaded, for the log: "compiled" or "loaded from the cache".
+    /// How it was loaded, for the log.
     pub fn how_loaded(&self) -> &'static str {
-        if self.cached {
-            "loaded compiled from the cache"
-        } else {
-            "compiled"
+        match (self.cached, self.optimized) {
+            (true, _) => "loaded compiled from the cache",
+            (false, true) => "compiled",
+            (false, false) => "compiled by the baseline compiler (Winch); optimizing",
         }
     }
 }
@@ -108,13 +113,15 @@ pub fn short_digest(digest: &[u8; 32]) -> String {
     digest[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Compiles `source`, or takes its compiled form from `cache`, and checks that it
-/// fits the `handler` world. Errors name the origin and what is wrong, in one line.
+/// Compiles `source` for `engine` (whose compiler is the optimizing one if
+/// `optimized`), or takes its compiled form from `cache`, and checks that it fits the
+/// `handler` world. Errors name the origin and what is wrong, in one line.
 pub fn compile(
     engine: &Engine,
     linker: &Linker<GuestState>,
     source: &GuestSource,
     cache: Option<&Cache>,
+    optimized: bool,
 ) -> Result<Guest> {
     let started = Instant::now();
     let origin = &source.origin;
@@ -173,6 +180,7 @@ pub fn compile(
             })
         });
     Ok(Guest {
+        engine: engine.clone(),
         name: source.name.as_str().into(),
         digest,
         pre,
@@ -180,6 +188,7 @@ pub fn compile(
         state,
         load_time: started.elapsed(),
         cached: from_cache,
+        optimized,
     })
 }
 

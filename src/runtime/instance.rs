@@ -5,8 +5,8 @@
 //! fresh store and a fresh instance from the pre-instantiated component (~40 µs).
 
 use anyhow::{Context, Result};
+use wasmtime::Store;
 use wasmtime::component::TypedFunc;
-use wasmtime::{Engine, Store};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::component::Guest;
@@ -31,8 +31,9 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Starts a fresh instance of `guest` in a store of its own, within `sandbox`.
-    pub fn start(engine: &Engine, sandbox: &Sandbox, guest: &Guest) -> Result<Self> {
+    /// Starts a fresh instance of `guest` in a store of its own (of the engine its
+    /// code was compiled for), within `sandbox`.
+    pub fn start(sandbox: &Sandbox, guest: &Guest) -> Result<Self> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(GuestLog::new(guest.name.clone(), Stream::Stdout))
             .stderr(GuestLog::new(guest.name.clone(), Stream::Stderr));
@@ -40,7 +41,7 @@ impl Instance {
             wasi.env(key, value);
         }
         let state = GuestState::new(wasi.build(), Limiter::new(sandbox.limits.max_memory));
-        let mut store = Store::new(engine, state);
+        let mut store = Store::new(&guest.engine, state);
         store.limiter(|s| &mut s.limiter);
         // Instantiation runs guest code too (its start functions): same budget.
         let budget = Budget::new(&sandbox.limits);

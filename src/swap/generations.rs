@@ -83,6 +83,7 @@ impl Generations {
         }
         let number = self.next;
         self.next += 1;
+        let loaded_digest = loaded.guest.digest;
         let guest = Arc::new(loaded.guest);
         tenants.serve(number, guest.clone(), first);
         self.list.push(Generation {
@@ -91,6 +92,21 @@ impl Generations {
             retired: None,
         });
         self.log_serving();
+        if loaded.tier_up {
+            let same = self
+                .list
+                .iter()
+                .rev()
+                .skip(1)
+                .find(|g| g.guest.digest == loaded_digest);
+            match same {
+                Some(baseline) => info!(
+                    "tier-up: generation {number} runs the optimized code of generation {}",
+                    baseline.number
+                ),
+                None => info!("tier-up: generation {number} runs optimized code"),
+            }
+        }
         let why = match self.mode {
             SwapMode::Drain => {
                 self.log_draining(tenants, net);
@@ -172,6 +188,7 @@ impl Generations {
         info!(
             guest = &*generation.guest.name,
             keeps_state = generation.guest.keeps_state(),
+            optimized = generation.guest.optimized,
             "generation {} ({}) serving",
             generation.number,
             generation.guest.short_digest()

@@ -61,6 +61,8 @@ impl Trigger {
 pub struct Loaded {
     /// The guest.
     pub guest: Guest,
+    /// It is the optimized code of the guest the last swap brought as baseline code.
+    pub tier_up: bool,
     /// When the change or signal that led to it happened: the swap's latency is
     /// measured from here.
     pub triggered: Instant,
@@ -294,32 +296,64 @@ impl Loader {
             }
         };
         let digest = source.digest();
-        if digest == self.serving {
-            info!(%path, digest = short_digest(&digest), "reload skipped: the file is the one serving");
+        // Compare with what serves once the swap under way (if any) has landed: a
+        // file changed back to the old guest while a swap away from it is in flight
+        // must be swapped back.
+        match self.in_flight {
+            Some(in_flight) if in_flight == digest => {
+                info!(%path, digest = short_digest(&digest), "reload skipped: the file is being swapped in already");
+                return;
+            }
+            None if self.serving == digest => {
+                info!(%path, digest = short_digest(&digest), "reload skipped: the file is the one serving");
+                return;
+            }
+            _ => {}
+        }
+        let guest = match self.runtime.load_quickly(&source) {
+            Ok(guest) => guest,
+            Err(err) => {
+                warn!(
+                    "reload refused: {}; the serving generation keeps serving",
+                    format!("{err:#}").replace('\n', " ")
+                );
+                return;
+            }
+        };
+        info!(%path, took = ?guest.load_time, "new guest {}", guest.how_loaded());
+        self.in_flight = Some(digest);
+        let optimized = guest.optimized;
+        self.hand_over(Loaded {
+            guest,
+            tier_up: false,
+            triggered: trigger.at(),
+        });
+        if optimized {
             return;
         }
-        if self.in_flight == Some(digest) {
-            info!(%path, digest = short_digest(&digest), "reload skipped: the file is being swapped in already");
-            return;
-        }
+        // The baseline code serves; now the optimized code, in the background.
         match self.runtime.load(&source) {
             Ok(guest) => {
-                info!(%path, took = ?guest.load_time, "new guest {}", guest.how_loaded());
-                self.in_flight = Some(digest);
-                let loaded = Loaded {
+                info!(%path, took = ?guest.load_time, "optimized code of the new guest compiled");
+                self.hand_over(Loaded {
                     guest,
-                    triggered: trigger.at(),
-                };
-                for (inbox, remote) in &self.workers {
-                    if inbox.send(loaded.clone()).is_ok() {
-                        remote.wake();
-                    }
-                }
+                    tier_up: true,
+                    triggered: Instant::now(),
+                });
             }
             Err(err) => warn!(
-                "reload refused: {}; the serving generation keeps serving",
+                "tier-up refused: {}; the baseline code keeps serving",
                 format!("{err:#}").replace('\n', " ")
             ),
+        }
+    }
+
+    /// Gives every worker the new guest, and wakes it.
+    fn hand_over(&self, loaded: Loaded) {
+        for (inbox, remote) in &self.workers {
+            if inbox.send(loaded.clone()).is_ok() {
+                remote.wake();
+            }
         }
     }
 }

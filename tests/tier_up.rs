@@ -1,0 +1,96 @@
+//! Tier-up: a swap to code not in the compiled cache serves first what the baseline
+//! compiler (Winch) made of it, then swaps by itself to the optimizing compiler's
+//! code; code in the cache, or `--no-tier-up`, swaps once.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{
+    Host, connect, count, example, fresh_body, get, http_v2, install, scratch, wait_swapped_to,
+};
+
+const V1: &str = "hello\n";
+const V2: &str = "hello v2\n";
+
+/// Serves the http example from a fresh file with `flags`; returns the host and the file.
+fn serve(name: &str, flags: &[&str]) -> (Host, PathBuf) {
+    let path = scratch(name).join("guest.wasm");
+    install(&path, &example("http"));
+    let mut args = vec!["--guest", path.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    (Host::start(&args), path)
+}
+
+#[test]
+fn new_code_serves_as_baseline_code_then_tiers_up_by_itself() {
+    for mode in ["drain", "handoff"] {
+        let (host, path) = serve(&format!("tier-{mode}"), &["--no-cache", "--swap", mode]);
+        let mut open = connect(&host);
+        assert_eq!(get(&mut open), V1);
+        install(&path, &http_v2());
+        host.signal(libc::SIGHUP);
+        wait_swapped_to(&host, 2);
+        host.wait_for_log(
+            "tier-up: generation 3 runs the optimized code of generation 2",
+            Duration::from_secs(30),
+        );
+        let log = host.log();
+        assert!(log.contains("compiled by the baseline compiler"), "{log}");
+        assert!(
+            log.contains("optimized code of the new guest compiled"),
+            "{log}"
+        );
+        assert_eq!(
+            fresh_body(&host),
+            V2,
+            "{mode}: new connections get the new code"
+        );
+        let expected = if mode == "drain" { V1 } else { V2 };
+        assert_eq!(
+            get(&mut open),
+            expected,
+            "{mode}: the connection open before"
+        );
+        if mode == "handoff" {
+            host.wait_for_log("generation 2 dropped", Duration::from_secs(10));
+        }
+    }
+}
+
+#[test]
+fn code_in_the_cache_or_no_tier_up_swaps_once() {
+    let cache = scratch("tier-cache");
+    let cache_arg = cache.to_str().unwrap();
+    // A first host puts the optimized code of v2 in the cache (its tier-up does).
+    {
+        let (host, path) = serve("tier-warm", &["--cache-dir", cache_arg]);
+        install(&path, &http_v2());
+        host.signal(libc::SIGHUP);
+        host.wait_for_log("tier-up: generation 3", Duration::from_secs(30));
+    }
+    let (host, path) = serve("tier-cached", &["--cache-dir", cache_arg]);
+    install(&path, &http_v2());
+    host.signal(libc::SIGHUP);
+    wait_swapped_to(&host, 2);
+    assert_eq!(fresh_body(&host), V2);
+    assert!(
+        host.log()
+            .contains("new guest loaded compiled from the cache")
+    );
+
+    let (uncached, path) = serve("tier-off", &["--no-cache", "--no-tier-up"]);
+    install(&path, &http_v2());
+    uncached.signal(libc::SIGHUP);
+    wait_swapped_to(&uncached, 2);
+    assert_eq!(fresh_body(&uncached), V2);
+
+    // Neither swaps again: wait a little longer than a tier-up takes.
+    std::thread::sleep(Duration::from_millis(500));
+    for host in [&host, &uncached] {
+        assert_eq!(count(host, "swap to generation"), 1, "{}", host.log());
+        assert_eq!(count(host, "tier-up"), 0, "{}", host.log());
+        assert_eq!(count(host, "baseline"), 0, "{}", host.log());
+    }
+}
