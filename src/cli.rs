@@ -10,7 +10,7 @@ use sandsock_load::LoadArgs;
 use crate::limits::Limits;
 use crate::runtime::sandbox::{Isolation, Sandbox};
 use crate::sockets::allow::{AllowList, AllowRule};
-use crate::sockets::listener::DEFAULT_BACKLOG;
+use crate::sockets::listener::default_backlog;
 use crate::sockets::net::Lingering;
 use crate::swap::SwapMode;
 use crate::units::{Dur, Size};
@@ -68,9 +68,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N|auto", default_value = "1")]
     pub workers: Workers,
 
-    /// Connections the kernel queues for a listener until the host accepts them (Linux
-    /// caps it at net.core.somaxconn).
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_BACKLOG)]
+    /// Connections the kernel queues for a listener until the host accepts them; the
+    /// default is the most the kernel allows (net.core.somaxconn), which also caps it.
+    #[arg(long, value_name = "N", default_value_t = default_backlog())]
     pub backlog: u32,
 
     /// Most wall time one guest call may take before it is interrupted (a trap); per

@@ -148,11 +148,27 @@ pub fn check(source: &GuestSource) -> Result<String> {
     ))
 }
 
+/// Linear memories that may each reserve wasmtime's default 4 GiB of address space
+/// (which spares compiled code the bounds checks): 8,192 of them take 32 TiB of the
+/// 128 TiB a process has on x86-64, leaving room for a second engine and the rest.
+/// Past that (about 4,000 connections with an instance each) each memory reserves
+/// only its cap.
+const MAX_FULL_RESERVATIONS: u64 = 8_192;
+
+/// The guard after a linear memory when only the cap is reserved: the compiler checks
+/// bounds then, so the guard only catches what its checks would too.
+const SMALL_GUARD: u64 = 64 << 10;
+
+/// Instances the pool holds: one per connection, and a few for starts and swaps.
+fn pool_guests(limits: &Limits) -> u32 {
+    u32::try_from(limits.max_connections)
+        .unwrap_or(u32::MAX)
+        .saturating_add(16)
+}
+
 /// Sizes the pooling allocator for an instance per connection.
 fn pooling(limits: &Limits) -> PoolingAllocationConfig {
-    let guests = u32::try_from(limits.max_connections)
-        .unwrap_or(u32::MAX)
-        .saturating_add(16);
+    let guests = pool_guests(limits);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(guests)
         .total_core_instances(guests.saturating_mul(POOL_CORE_INSTANCES_PER_GUEST))
@@ -174,9 +190,16 @@ impl Compiler {
         config.concurrency_support(false);
         config.consume_fuel(sandbox.limits.fuel.is_some());
         if sandbox.isolation == Isolation::Connection {
-            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(
-                &sandbox.limits,
-            )));
+            let pool = pooling(&sandbox.limits);
+            if pool_guests(&sandbox.limits) as u64 * POOL_MEMORIES_PER_GUEST as u64
+                > MAX_FULL_RESERVATIONS
+            {
+                // Too many memories for 4 GiB of address space each: reserve only the
+                // cap, and let the compiler check bounds explicitly instead.
+                config.memory_reservation(sandbox.limits.max_memory as u64);
+                config.memory_guard_size(SMALL_GUARD);
+            }
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
         let mut linker = Linker::new(&engine);
