@@ -1,8 +1,9 @@
 //! What the sandbox costs, against the floor: a minimal plain-mio HTTP server (written
 //! for this benchmark, `minimal_http.rs`), the host running the same HTTP logic
 //! natively (`--native http`, the same event loop), and the `http` guest (shared
-//! isolation, an instance per connection, two workers), all measured in one run with
-//! the same load client (`host load`'s engine).
+//! isolation, with `--admin` publishing metrics, an instance per connection, two
+//! workers), all measured in one run with the same load client (`host load`'s
+//! engine).
 //!
 //! `cargo bench --bench http` (optionally `-- ROUNDS REQUESTS`: 9 rounds of 200,000
 //! keep-alive requests by default, and a fifth as many with a connection per request;
@@ -34,14 +35,16 @@ enum Server {
     Minimal,
     Native,
     Wasm,
+    WasmAdmin,
     WasmPerConnection,
     WasmTwoWorkers,
 }
 
-const SERVERS: [Server; 5] = [
+const SERVERS: [Server; 6] = [
     Server::Minimal,
     Server::Native,
     Server::Wasm,
+    Server::WasmAdmin,
     Server::WasmPerConnection,
     Server::WasmTwoWorkers,
 ];
@@ -52,6 +55,7 @@ impl Server {
             Server::Minimal => "minimal mio",
             Server::Native => "host --native",
             Server::Wasm => "host wasm",
+            Server::WasmAdmin => "host wasm, --admin",
             Server::WasmPerConnection => "wasm, instance/conn",
             Server::WasmTwoWorkers => "wasm, 2 workers",
         }
@@ -62,6 +66,7 @@ impl Server {
             Server::Minimal => &[],
             Server::Native => &["--native", "http"],
             Server::Wasm => &["--guest", "http"],
+            Server::WasmAdmin => &["--guest", "http", "--admin", "127.0.0.1:0"],
             Server::WasmPerConnection => &["--guest", "http", "--isolation", "connection"],
             Server::WasmTwoWorkers => &["--guest", "http", "--workers", "2"],
         }

@@ -27,9 +27,24 @@ pub struct Cli {
     /// A subcommand; none means serve.
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// How log lines are written to stderr: text (coloured only on a terminal, and
+    /// never with NO_COLOR set), or json, one object per line.
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// The serve flags.
     #[command(flatten)]
     pub serve: ServeArgs,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// For people: a line of text per record.
+    Text,
+    /// For machines: a JSON object per line, fields at the top level (`timestamp`,
+    /// `level`, `target`, `message`, and the record's own: `guest`, `generation`,
+    /// `conn`, `cause`, `took_ms`, ...).
+    Json,
 }
 
 /// The subcommands besides serving.
@@ -156,6 +171,17 @@ pub struct ServeArgs {
     /// Compile every guest; read and write no compiled-component cache.
     #[arg(long, conflicts_with = "cache_dir")]
     pub no_cache: bool,
+
+    /// Serve the admin endpoints on ADDR, off the event loops: GET /metrics (Prometheus
+    /// text), /healthz, /readyz, and POST /reload. Port 0 picks a free port; the host
+    /// prints `admin listening on ADDR`. Off by default.
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    pub admin: Option<SocketAddr>,
+
+    /// Let --admin listen on an address that is not loopback: the admin endpoints show
+    /// the host's internals and can reload its guest.
+    #[arg(long, requires = "admin")]
+    pub admin_allow_remote: bool,
 
     /// Benchmark baseline: run the named logic natively instead of a guest.
     #[arg(long, value_name = "LOGIC", hide = true)]

@@ -12,18 +12,21 @@
 //! - [`swap`]: hot swap: the triggers and the loader thread, and the generations
 //!   with their drain and handoff policy.
 //! - Glue: [`cli`] (the command line), [`serve`] (what `host` does by default),
-//!   [`supervisor`] (signals and workers), [`wasm_handler`] (the guest side and swap as the loop's handler), [`builtin`]
+//!   [`supervisor`] (signals and workers), [`admin`] (the admin listener),
+//!   [`wasm_handler`] (the guest side and swap as the loop's handler), [`builtin`]
 //!   (the guests built in), [`native`] (the benchmark's native baseline).
 //! - Shared: [`wit`] (the bindings of the contract), [`limits`], [`units`],
-//!   [`rate_limit`].
+//!   [`rate_limit`], [`metrics`] (what the admin listener reports).
 //!
 //! Arrows go one way: glue → swap → runtime → sockets → shared. The load client
 //! (`host load`) is a crate of its own, `sandsock-load`, in `load/`.
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod builtin;
 pub mod cli;
 pub mod limits;
+pub mod metrics;
 pub mod native;
 pub mod rate_limit;
 pub mod runtime;

@@ -31,6 +31,11 @@ pub const LINGER_AFTER_FIN: Duration = Duration::from_secs(5);
 /// instead of waiting out the kernel's minutes of SYN retries.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The longest delay `set-timer` takes, in milliseconds (a day): a timer armed for
+/// ever would hold its place under `--max-timers` for ever, and one that fires after
+/// the host is gone fires for nobody. The contract says so.
+pub const MAX_TIMER_DELAY_MS: u64 = 86_400_000;
+
 /// How often the connection deadlines above are checked: their resolution. Checking
 /// on every turn would cost a scan per event; a second late is harmless for
 /// deadlines counted in seconds.

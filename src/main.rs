@@ -2,16 +2,18 @@
 
 use std::process::ExitCode;
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use sandsock::builtin::examples_command;
-use sandsock::cli::{Cli, Command};
+use sandsock::cli::{Cli, Command, LogFormat};
 use sandsock::runtime::component::GuestSource;
 use sandsock::runtime::engine::check;
 use sandsock::serve::serve;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     let result = match &cli.command {
         None => serve(&cli.serve).map(|()| ExitCode::SUCCESS),
         Some(Command::Check { path }) => GuestSource::read(path)
@@ -39,12 +41,25 @@ fn main() -> ExitCode {
     })
 }
 
-/// Logs go to stderr; `RUST_LOG` picks the level (default: info).
-fn init_logging() {
+/// Logs go to stderr; `RUST_LOG` picks the level (default: info). Text is coloured
+/// only for a terminal, and never with `NO_COLOR` set (no-color.org).
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            builder.with_ansi(colour).init();
+        }
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .init(),
+    }
 }

@@ -7,9 +7,11 @@ use anyhow::{Result, bail};
 use mio::net::TcpListener;
 use tracing::{Span, info, info_span};
 
+use crate::admin::Admin;
 use crate::builtin::guest_source;
 use crate::cli::ServeArgs;
 use crate::limits::Limits;
+use crate::metrics::{Published, millis};
 use crate::native::NativeHttp;
 use crate::runtime::engine::Runtime;
 use crate::sockets::capacity::Capacity;
@@ -40,7 +42,7 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
                 .into_iter()
                 .map(|listeners| settings.event_loop(listeners, NativeHttp::default()))
                 .collect::<Result<Vec<_>>>()?;
-            return run(supervisor, loops, None, "native http");
+            return run(args, supervisor, loops, None, "native http");
         }
         Some(other) => bail!("unknown native baseline `{other}` (known: http)"),
     }
@@ -64,7 +66,7 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
     info!(
         guest = &*guest.name,
         origin = %source.origin,
-        took = ?guest.load_time,
+        took_ms = millis(guest.load_time),
         isolation = ?args.isolation,
         "guest {}",
         guest.how_loaded()
@@ -89,7 +91,12 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         }
         None => None,
     };
-    run(supervisor, loops, reloader, &source.origin)
+    if args.admin.is_some() {
+        for event_loop in &mut loops {
+            event_loop.handler_mut().time_calls();
+        }
+    }
+    run(args, supervisor, loops, reloader, &source.origin)
 }
 
 /// What every worker's loop is built with.
@@ -121,15 +128,39 @@ impl LoopSettings<'_> {
 /// Announces the addresses, starts each loop on a thread of its own, and supervises
 /// them until they have all finished.
 fn run<H: EventHandler + Send + 'static>(
+    args: &ServeArgs,
     mut supervisor: Supervisor,
-    loops: Vec<EventLoop<H>>,
+    mut loops: Vec<EventLoop<H>>,
     reloader: Option<Reloader>,
     what: &str,
 ) -> Result<()> {
     let workers = loops.len();
+    let admin = match args.admin {
+        Some(addr) => {
+            let published: Vec<Arc<Published>> = loops
+                .iter_mut()
+                .map(|event_loop| {
+                    let published = Arc::new(Published::default());
+                    event_loop.publish_to(published.clone());
+                    published
+                })
+                .collect();
+            let admin = Admin {
+                workers: published,
+                reloads_refused: reloader.as_ref().map(Reloader::refused).unwrap_or_default(),
+                max_connections: args.max_connections,
+                reload: reloader.as_ref().map(Reloader::handle),
+            };
+            Some(admin.start(addr, args.admin_allow_remote)?)
+        }
+        None => None,
+    };
     for addr in loops[0].local_addrs() {
         // Tests and scripts read this line to find the port: keep it exact, on stderr.
         eprintln!("listening on {addr}");
+    }
+    if let Some(addr) = admin {
+        eprintln!("admin listening on {addr}");
     }
     info!(handler = what, workers, "serving");
     for (worker, mut event_loop) in loops.into_iter().enumerate() {
@@ -145,7 +176,7 @@ fn run<H: EventHandler + Send + 'static>(
 /// Each worker's log lines say which worker wrote them, when there are several.
 fn worker_span(worker: usize, workers: usize) -> Span {
     if workers > 1 {
-        info_span!("worker", id = worker)
+        info_span!("worker", worker)
     } else {
         Span::none()
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use crate::metrics::Published;
 use crate::runtime::component::Guest;
 use crate::runtime::engine::Runtime;
 use crate::runtime::tenants::Tenants;
@@ -46,6 +47,11 @@ impl WasmHandler {
             generations,
             inbox: None,
         })
+    }
+
+    /// Times guest calls, for `/metrics`.
+    pub fn time_calls(&mut self) {
+        self.tenants.time_calls();
     }
 
     /// Where new generations come from (`SIGHUP`, and file changes with `--watch`).
@@ -89,6 +95,7 @@ impl EventHandler for WasmHandler {
     }
 
     fn tick(&mut self, now: Instant, net: &mut Net) {
+        self.tenants.log_suppressed(now);
         if self.generations.has_retired() {
             self.generations
                 .enforce_drain_timeout(now, &mut self.tenants, net);
@@ -96,6 +103,15 @@ impl EventHandler for WasmHandler {
     }
 
     fn next_tick(&self) -> Option<Instant> {
-        self.generations.next_deadline()
+        let deadlines = [
+            self.generations.next_deadline(),
+            self.tenants.next_summary(),
+        ];
+        deadlines.into_iter().flatten().min()
+    }
+
+    fn publish(&mut self, to: &Published, net: &Net) {
+        self.tenants.publish(to);
+        self.generations.publish(to, &self.tenants, net);
     }
 }

@@ -17,8 +17,15 @@ pub use generated::sandsock::net::types::{
 };
 pub use generated::{Handler, HandlerIndices, sandsock};
 
+/// The contract's package, without its version.
+pub const PACKAGE: &str = "sandsock:net";
+
+/// The version of the package this host speaks; a component built for another is
+/// refused, naming both.
+pub const VERSION: &str = "0.2.0";
+
 /// The world's name, as `host check` reports it.
-pub const WORLD: &str = "sandsock:net/handler@0.1.0";
+pub const WORLD: &str = "sandsock:net/handler@0.2.0";
 
 /// The name the optional `state` interface is exported under.
-pub const STATE_INTERFACE: &str = "sandsock:net/state@0.1.0";
+pub const STATE_INTERFACE: &str = "sandsock:net/state@0.2.0";

@@ -739,9 +739,16 @@ impl Harness {
         let (addr, kind) = match target {
             Target::Denied(addr) => {
                 let result = self.net.connect(addr);
+                // An address that is not `ip:port` is its own error; a good one no
+                // rule allows is not permitted.
+                let expected = if addr.parse::<SocketAddr>().is_ok() {
+                    IoError::NotPermitted
+                } else {
+                    IoError::InvalidAddress
+                };
                 assert!(
-                    matches!(result, Err(IoError::NotPermitted)),
-                    "op {}: connect({addr:?}) is not allowed, yet answered {result:?}",
+                    matches!(result, Err(e) if e == expected),
+                    "op {}: connect({addr:?}) should answer {expected:?}, yet answered {result:?}",
                     self.step
                 );
                 return;

@@ -149,20 +149,42 @@ fn a_guest_that_overflows_its_stack_is_cut_off_alone() {
 /// connection is served by a fresh one.
 #[test]
 fn shared_isolation_serves_new_connections_after_each_trap() {
-    for guest in ["panics", "loops_forever", "overflows_stack", "grows_memory"] {
+    for (guest, cause) in [
+        ("panics", "unreachable"),
+        ("loops_forever", "timeout"),
+        ("overflows_stack", "stack_overflow"),
+        ("grows_memory", "out_of_memory"),
+    ] {
         let path = test_guest(guest);
-        let host = Host::start(&["--guest", path.to_str().unwrap(), "--max-memory", "16MiB"]);
+        let host = Host::start(&[
+            "--guest",
+            path.to_str().unwrap(),
+            "--max-memory",
+            "16MiB",
+            "--admin",
+            "127.0.0.1:0",
+        ]);
         for round in 0..3 {
             trigger_and_time_cut_off(&host);
             assert_served_soon(&host, &format!("{guest} after trap {round}"));
         }
+        // Logged in full once; the two after it, of the same cause, are counted.
+        assert_eq!(count_in_log(&host, "guest trapped: "), 1, "{}", host.log());
         assert_eq!(
-            host.log().matches("guest trapped").count(),
-            3,
-            "{}",
-            host.log()
+            host.metric("sandsock_guest_traps_total", &[("cause", cause)]),
+            3.0,
+            "{guest}"
+        );
+        assert_eq!(
+            host.metric("sandsock_guest_traps_total", &[]),
+            3.0,
+            "{guest}"
         );
     }
+}
+
+fn count_in_log(host: &Host, needle: &str) -> usize {
+    host.log().matches(needle).count()
 }
 
 /// A new connection round-trips within a few seconds (a guest that trapped twice
@@ -298,7 +320,7 @@ fn a_guest_that_abuses_the_host_gets_an_error_value_for_each_bad_call() {
         assert_eq!(answer(call), "failed(unknown-conn)", "{call}");
     }
     assert_eq!(answer("peer(unknown)"), "none");
-    assert_eq!(answer("connect(not an address)"), "failed(not-permitted)");
+    assert_eq!(answer("connect(not an address)"), "failed(invalid-address)");
     assert_eq!(answer("connect(127.0.0.1:1)"), "failed(not-permitted)");
     let huge_read = answer("read(self, u32::MAX)");
     assert!(
@@ -359,7 +381,7 @@ fn read_report(client: &mut BufReader<TcpStream>) -> Vec<String> {
 #[test]
 fn a_crash_looping_guest_does_not_make_the_host_spin() {
     let path = test_guest("traps_always");
-    let mut host = Host::start(&["--guest", path.to_str().unwrap()]);
+    let mut host = Host::start(&["--guest", path.to_str().unwrap(), "--admin", "127.0.0.1:0"]);
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut attempts = 0;
     while Instant::now() < deadline {
@@ -375,7 +397,7 @@ fn a_crash_looping_guest_does_not_make_the_host_spin() {
         }
         thread::sleep(Duration::from_millis(20));
     }
-    let traps = host.log().matches("guest trapped").count();
+    let traps = host.metric("sandsock_guest_traps_total", &[]) as usize;
     assert!(traps >= 2, "the guest should have trapped: {}", host.log());
     assert!(
         traps < attempts,

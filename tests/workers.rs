@@ -24,7 +24,8 @@ fn workers_logging(host: &Host, needle: &str) -> BTreeSet<u32> {
         .lines()
         .filter(|line| line.contains(needle))
         .filter_map(|line| {
-            let rest = &line[line.find("worker{id=")? + "worker{id=".len()..];
+            // The span's field, as text logs show it: `worker{worker=1}: ...`.
+            let rest = &line[line.find("worker{worker=")? + "worker{worker=".len()..];
             rest[..rest.find('}')?].parse().ok()
         })
         .collect()

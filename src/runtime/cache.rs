@@ -22,11 +22,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use super::component::short_digest;
+use super::digest::{self, Digest};
 
 /// What an entry starts with: this cache's format, version 1.
 const MAGIC: &[u8; 16] = b"sandsock-cwasm1\n";
@@ -87,7 +87,7 @@ impl Cache {
 
     /// The compiled form of the component with SHA-256 `digest`, if the cache holds
     /// a usable one.
-    pub fn load(&self, engine: &Engine, digest: &[u8; 32]) -> Result<Component, Miss> {
+    pub fn load(&self, engine: &Engine, digest: &Digest) -> Result<Component, Miss> {
         let path = self.entry(digest);
         let meta = match fs::symlink_metadata(&path) {
             Ok(meta) => meta,
@@ -109,14 +109,14 @@ impl Cache {
 
     /// Whether an entry for the component with SHA-256 `digest` is there (not
     /// whether it is usable: [`load`](Self::load) checks that).
-    pub fn holds(&self, digest: &[u8; 32]) -> bool {
+    pub fn holds(&self, digest: &Digest) -> bool {
         self.entry(digest).is_file()
     }
 
     /// Stores the compiled `component` for the component with SHA-256 `digest`:
     /// written to a private temporary file, then renamed into place, so that a
     /// reader never sees half of it.
-    pub fn store(&self, digest: &[u8; 32], component: &Component) -> Result<()> {
+    pub fn store(&self, digest: &Digest, component: &Component) -> Result<()> {
         let payload = component
             .serialize()
             .map_err(anyhow::Error::from)
@@ -124,7 +124,7 @@ impl Cache {
         let path = self.entry(digest);
         let temporary = self.dir.join(format!(
             ".{}.{}.{}.tmp",
-            short_digest(digest),
+            digest::short(digest),
             std::process::id(),
             next_temporary()
         ));
@@ -146,8 +146,8 @@ impl Cache {
         })
     }
 
-    fn entry(&self, digest: &[u8; 32]) -> PathBuf {
-        let component: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    fn entry(&self, digest: &Digest) -> PathBuf {
+        let component = digest::hex(digest);
         self.dir.join(format!("{component}-{}.cwasm", self.engine))
     }
 }

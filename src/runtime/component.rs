@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use sha2::{Digest, Sha256};
 use tracing::warn;
 use wasmtime::Engine;
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker};
 
 use super::cache::{Cache, Miss};
+use super::digest::{self, Digest};
+use super::guest_log::GenerationBudget;
 use super::imports::GuestState;
 use crate::wit::{self, HandlerIndices};
 
@@ -52,8 +53,8 @@ impl GuestSource {
     }
 
     /// The SHA-256 of its bytes.
-    pub fn digest(&self) -> [u8; 32] {
-        Sha256::digest(&self.bytes).into()
+    pub fn digest(&self) -> Digest {
+        digest::of(&self.bytes)
     }
 }
 
@@ -64,7 +65,7 @@ pub struct Guest {
     /// Its name, for logs.
     pub name: Arc<str>,
     /// The SHA-256 of its bytes: what a reload compares, and what logs show.
-    pub digest: [u8; 32],
+    pub digest: Digest,
     /// The engine its code was compiled for: instances are made in its stores.
     pub(super) engine: Engine,
     pub(super) pre: InstancePre<GuestState>,
@@ -78,12 +79,14 @@ pub struct Guest {
     /// Whether its code is the optimizing compiler's (else the baseline's, until a
     /// tier-up replaces it).
     pub optimized: bool,
+    /// The log budget all its instances share.
+    pub(super) log_budget: Arc<GenerationBudget>,
 }
 
 impl Guest {
     /// The first 12 hex digits of its digest, for logs.
     pub fn short_digest(&self) -> String {
-        short_digest(&self.digest)
+        digest::short(&self.digest)
     }
 
     /// Whether it exports the `state` interface (snapshot and restore).
@@ -106,11 +109,6 @@ impl Guest {
 pub(super) struct StateExports {
     pub(super) snapshot: ComponentExportIndex,
     pub(super) restore: ComponentExportIndex,
-}
-
-/// The first 12 hex digits of a SHA-256, for logs.
-pub fn short_digest(digest: &[u8; 32]) -> String {
-    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Compiles `source` for `engine` (whose compiler is the optimizing one if
@@ -151,6 +149,7 @@ pub fn compile(
         }
     };
 
+    check_version(engine, &component).with_context(|| origin.clone())?;
     let exports: Vec<String> = component
         .component_type()
         .exports(engine)
@@ -189,7 +188,41 @@ pub fn compile(
         load_time: started.elapsed(),
         cached: from_cache,
         optimized,
+        log_budget: Arc::default(),
     })
+}
+
+/// Refuses a component built for another version of the contract, naming both: the
+/// error wasmtime would give ("expected variant of 7 cases, found 8") says nothing of
+/// versions.
+fn check_version(engine: &Engine, component: &Component) -> Result<()> {
+    let ty = component.component_type();
+    let names = ty
+        .imports(engine)
+        .map(|(name, _)| name)
+        .chain(ty.exports(engine).map(|(name, _)| name));
+    for name in names {
+        let Some(version) = contract_version(name) else {
+            continue;
+        };
+        if version != wit::VERSION {
+            bail!(
+                "built for {}@{version}; this host speaks {}@{} (rebuild the guest \
+                 against this host's wit/, or serve it with a host of that version)",
+                wit::PACKAGE,
+                wit::PACKAGE,
+                wit::VERSION
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The contract version an import or export name like `sandsock:net/io@0.1.0` is
+/// for, if it is one of the contract's.
+fn contract_version(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix(wit::PACKAGE)?.strip_prefix('/')?;
+    rest.split_once('@').map(|(_, version)| version)
 }
 
 /// Tells apart the inputs that are not components at all, with a hint for each.
@@ -233,9 +266,11 @@ mod tests {
     }
 
     #[test]
-    fn digests_are_shown_short() {
-        let mut digest = [0u8; 32];
-        digest[..6].copy_from_slice(&[0xab, 0x01, 0, 0xff, 0x10, 0x02]);
-        assert_eq!(short_digest(&digest), "ab0100ff1002");
+    fn contract_versions_are_read_off_names() {
+        assert_eq!(contract_version("sandsock:net/io@0.1.0"), Some("0.1.0"));
+        assert_eq!(contract_version("sandsock:net/state@0.2.0"), Some("0.2.0"));
+        assert_eq!(contract_version("wasi:cli/stdout@0.2.6"), None);
+        assert_eq!(contract_version("handle"), None);
+        assert_eq!(contract_version("sandsock:network/io@1.0.0"), None);
     }
 }

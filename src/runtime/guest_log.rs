@@ -1,12 +1,18 @@
-//! A guest's stdout and stderr, turned into host log lines tagged with its name.
+//! A guest's stdout and stderr, turned into host log lines tagged with its name, within
+//! a budget.
 //!
 //! WASI output would otherwise go to an empty sink; this is where a guest's
-//! `println!` and its panic messages become visible to the operator.
+//! `println!` and its panic messages become visible to the operator. Within its time
+//! budget a guest could write tens of megabytes of lines a second, so each instance,
+//! and each generation as a whole, has a budget of bytes (a burst, then a steady rate);
+//! lines past it are dropped and counted, and a line says how many.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
@@ -17,6 +23,139 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 /// buffer without bound by never writing a newline.
 const MAX_LINE: usize = 4096;
 
+/// What a logged line costs against a budget besides its text: the record's own
+/// timestamp, level, target and guest name.
+const LINE_OVERHEAD: usize = 128;
+
+/// Bytes of log one instance may write at once, then per second: enough for a panic
+/// message and its context, or a few hundred lines of debugging.
+const INSTANCE_BURST: f64 = 64.0 * 1024.0;
+const INSTANCE_RATE: f64 = 16.0 * 1024.0;
+
+/// Bytes of log all instances of one generation may write at once, then per second:
+/// with an instance per connection, many instances could each use their own budget.
+const GENERATION_BURST: f64 = 256.0 * 1024.0;
+const GENERATION_RATE: f64 = 64.0 * 1024.0;
+
+/// How often, at most, a line says how many lines were dropped.
+const DROP_REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// A token bucket of bytes.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    burst: f64,
+    per_second: f64,
+    refilled: Instant,
+}
+
+impl Bucket {
+    fn new(burst: f64, per_second: f64) -> Self {
+        Self {
+            tokens: burst,
+            burst,
+            per_second,
+            refilled: Instant::now(),
+        }
+    }
+
+    /// Takes `cost` bytes if the bucket holds them.
+    fn take(&mut self, cost: f64, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        self.refilled = now;
+        if self.tokens < cost {
+            return false;
+        }
+        self.tokens -= cost;
+        true
+    }
+}
+
+/// The log budget of all instances of one generation.
+#[derive(Debug)]
+pub struct GenerationBudget(Mutex<Bucket>);
+
+impl Default for GenerationBudget {
+    fn default() -> Self {
+        Self(Mutex::new(Bucket::new(GENERATION_BURST, GENERATION_RATE)))
+    }
+}
+
+/// One instance's budget, shared by its stdout and stderr, and the lines it dropped.
+#[derive(Debug)]
+struct Budget {
+    guest: Arc<str>,
+    bucket: Bucket,
+    generation: Arc<GenerationBudget>,
+    /// Lines dropped and not reported yet: an atomic, so that the instance can see
+    /// at the end of a call whether there are any without taking the lock.
+    dropped: Arc<AtomicU64>,
+    reported: Option<Instant>,
+}
+
+impl Budget {
+    /// Whether a line of `len` bytes may be logged now; says first how many lines
+    /// were dropped before it, at most once per [`DROP_REPORT_EVERY`].
+    fn admit(&mut self, len: usize) -> bool {
+        let now = Instant::now();
+        let cost = (len + LINE_OVERHEAD) as f64;
+        let mut generation = self.generation.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !(self.bucket.take(cost, now) && generation.take(cost, now)) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        drop(generation);
+        if self.reported.is_none_or(|at| now - at >= DROP_REPORT_EVERY) {
+            self.report();
+        }
+        true
+    }
+
+    /// Logs how many lines were dropped since the last report, if any.
+    fn report(&mut self) {
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped == 0 {
+            return;
+        }
+        self.reported = Some(Instant::now());
+        let guest = &*self.guest;
+        tracing::warn!(
+            target: "guest",
+            guest,
+            dropped,
+            "guest output: {dropped} line(s) dropped, past its budget of log bytes"
+        );
+    }
+}
+
+impl Drop for Budget {
+    fn drop(&mut self) {
+        self.report();
+    }
+}
+
+/// What an instance keeps of its output's budget: at the end of each call, whatever
+/// was dropped during it is reported.
+#[derive(Debug)]
+pub struct Drops {
+    budget: Arc<Mutex<Budget>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Drops {
+    /// Reports the lines dropped since the last report, if any (an atomic load when
+    /// there are none).
+    pub fn report(&self) {
+        if self.dropped.load(Ordering::Relaxed) > 0 {
+            self.budget
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .report();
+        }
+    }
+}
+
 /// Which of the guest's streams.
 #[derive(Clone, Copy, Debug)]
 pub enum Stream {
@@ -26,17 +165,37 @@ pub enum Stream {
     Stderr,
 }
 
-/// A guest output stream that logs each line it receives.
+/// A guest output stream that logs each line it receives, within the instance's and
+/// the generation's budgets.
 #[derive(Clone, Debug)]
 pub struct GuestLog {
     guest: Arc<str>,
     stream: Stream,
+    budget: Arc<Mutex<Budget>>,
 }
 
 impl GuestLog {
-    /// A sink for `stream` of the guest named `guest`.
-    pub fn new(guest: Arc<str>, stream: Stream) -> Self {
-        Self { guest, stream }
+    /// The stdout and stderr sinks of one instance of the guest named `guest`, whose
+    /// generation's budget is `generation`, and what reports their dropped lines.
+    pub fn pair(guest: Arc<str>, generation: Arc<GenerationBudget>) -> (Self, Self, Drops) {
+        let dropped = Arc::new(AtomicU64::new(0));
+        let budget = Arc::new(Mutex::new(Budget {
+            guest: guest.clone(),
+            bucket: Bucket::new(INSTANCE_BURST, INSTANCE_RATE),
+            generation,
+            dropped: dropped.clone(),
+            reported: None,
+        }));
+        let sink = |stream| Self {
+            guest: guest.clone(),
+            stream,
+            budget: budget.clone(),
+        };
+        let drops = Drops {
+            budget: budget.clone(),
+            dropped,
+        };
+        (sink(Stream::Stdout), sink(Stream::Stderr), drops)
     }
 
     fn writer(&self) -> LineWriter {
@@ -83,6 +242,16 @@ impl LineWriter {
     }
 
     fn emit(&mut self) {
+        let admitted = self
+            .log
+            .budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(self.line.len());
+        if !admitted {
+            self.line.clear();
+            return;
+        }
         let text = String::from_utf8_lossy(&self.line);
         let text = text.trim_end_matches('\r');
         let guest = &*self.log.guest;
@@ -138,5 +307,45 @@ impl AsyncWrite for LineWriter {
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_gives_its_burst_then_its_rate() {
+        let start = Instant::now();
+        let mut bucket = Bucket::new(100.0, 10.0);
+        assert!(bucket.take(60.0, start));
+        assert!(!bucket.take(60.0, start), "past the burst");
+        assert!(bucket.take(40.0, start));
+        assert!(!bucket.take(5.0, start));
+        assert!(
+            bucket.take(5.0, start + Duration::from_millis(500)),
+            "5 bytes refilled"
+        );
+        let mut full = Bucket::new(100.0, 10.0);
+        assert!(
+            !full.take(101.0, start + Duration::from_secs(3600)),
+            "never past the burst"
+        );
+    }
+
+    #[test]
+    fn an_instance_and_its_generation_share_the_limits() {
+        let generation = Arc::new(GenerationBudget::default());
+        let (stdout, _stderr, _) = GuestLog::pair("g".into(), generation.clone());
+        let mut budget = stdout.budget.lock().unwrap();
+        let line = 1024 - LINE_OVERHEAD;
+        let admitted = (0..200).filter(|_| budget.admit(line)).count();
+        assert_eq!(admitted, 64, "the instance's burst of 64 KiB");
+        assert_eq!(budget.dropped.load(Ordering::Relaxed), 136);
+        drop(budget);
+        let (other, _, _) = GuestLog::pair("g".into(), generation);
+        let mut other = other.budget.lock().unwrap();
+        let admitted = (0..1000).filter(|_| other.admit(line)).count();
+        assert_eq!(admitted, 64, "another instance has its own burst");
     }
 }

@@ -10,7 +10,7 @@ use wasmtime::component::TypedFunc;
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::component::Guest;
-use super::guest_log::{GuestLog, Stream};
+use super::guest_log::{Drops, GuestLog};
 use super::imports::GuestState;
 use super::limiter::Limiter;
 use super::sandbox::Sandbox;
@@ -20,7 +20,7 @@ use crate::sockets::owners::Owner;
 use crate::wit::{self, Event};
 
 type StateSnapshot = TypedFunc<(), (Vec<u8>,)>;
-type StateRestore = TypedFunc<(Vec<u8>,), ()>;
+type StateRestore = TypedFunc<(Vec<u8>,), (Result<(), String>,)>;
 
 /// A live instance and its store.
 pub struct Instance {
@@ -28,6 +28,8 @@ pub struct Instance {
     bindings: wit::Handler,
     state: Option<(StateSnapshot, StateRestore)>,
     budget: Budget,
+    /// Reports the output lines its budget dropped, after each call.
+    drops: Drops,
 }
 
 impl Instance {
@@ -35,8 +37,8 @@ impl Instance {
     /// code was compiled for), within `sandbox`.
     pub fn start(sandbox: &Sandbox, guest: &Guest) -> Result<Self> {
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(GuestLog::new(guest.name.clone(), Stream::Stdout))
-            .stderr(GuestLog::new(guest.name.clone(), Stream::Stderr));
+        let (stdout, stderr, drops) = GuestLog::pair(guest.name.clone(), guest.log_budget.clone());
+        wasi.stdout(stdout).stderr(stderr);
         for (key, value) in &sandbox.env {
             wasi.env(key, value);
         }
@@ -72,6 +74,7 @@ impl Instance {
             bindings,
             state,
             budget,
+            drops,
         })
     }
 
@@ -83,6 +86,7 @@ impl Instance {
         std::mem::swap(net, &mut self.store.data_mut().net);
         let result = self.bindings.call_handle(&mut self.store, events);
         std::mem::swap(net, &mut self.store.data_mut().net);
+        self.drops.report();
         result.map_err(anyhow::Error::from)
     }
 
@@ -98,16 +102,18 @@ impl Instance {
         Ok(Some(state))
     }
 
-    /// Hands an earlier generation's snapshot to this instance's `restore`; nothing
-    /// happens when it does not export `state`.
-    pub fn restore(&mut self, state: Vec<u8>) -> Result<()> {
+    /// Hands an earlier generation's snapshot to this instance's `restore`: the
+    /// outer error is a trap, the inner one the guest refusing the snapshot (with its
+    /// reason). Nothing happens when it does not export `state`.
+    pub fn restore(&mut self, state: Vec<u8>) -> Result<Result<(), String>> {
         let Some((_, restore)) = self.state else {
-            return Ok(());
+            return Ok(Ok(()));
         };
         self.budget.arm(&mut self.store)?;
-        restore
+        let (refusal,) = restore
             .call(&mut self.store, (state,))
-            .map_err(anyhow::Error::from)
+            .map_err(anyhow::Error::from)?;
+        Ok(refusal)
     }
 
     /// Whether the store refused a memory growth (for naming a trap's cause).

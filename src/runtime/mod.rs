@@ -4,7 +4,7 @@
 //!   environment.
 //! - [`engine`]: the engine and the linker, set up for that sandbox.
 //! - [`component`]: a guest's bytes, and the compiled guest checked against the
-//!   `handler` world; [`cache`] keeps compiled guests on disk.
+//!   `handler` world, known by its [`digest`]; [`cache`] keeps compiled guests on disk.
 //! - [`instance`]: one instance in a store of its own, and each call's budget
 //!   (epoch deadline, fuel).
 //! - [`imports`]: the store's state and the host side of the world's imports (WASI
@@ -18,6 +18,7 @@
 pub mod backoff;
 pub mod cache;
 pub mod component;
+pub mod digest;
 pub mod engine;
 pub mod guest_log;
 pub mod imports;

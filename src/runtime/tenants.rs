@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
@@ -20,7 +20,8 @@ use super::component::Guest;
 use super::engine::Runtime;
 use super::instance::Instance;
 use super::sandbox::Isolation;
-use super::trap::{backtrace, describe};
+use super::trap::{backtrace, cause, describe};
+use crate::metrics::{GuestCounters, Published, TrapCause};
 use crate::rate_limit::RateLimit;
 use crate::sockets::net::Net;
 use crate::sockets::owners::Owner;
@@ -33,6 +34,34 @@ struct Tenant {
     guest: Arc<Guest>,
     /// `None` after a trap, or before its first event.
     instance: Option<Instance>,
+    /// Calls made into its current instance: a trap in the first means it cannot
+    /// serve anything.
+    calls: u32,
+}
+
+/// A trap of one cause is logged in full (with the guest's backtrace) at most once
+/// per this long; the others are counted and summed up in one line at its end, so
+/// that a guest clients can make trap at will cannot flood the log.
+const TRAP_SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
+/// The traps of one cause not logged in full yet.
+#[derive(Clone, Copy, Debug, Default)]
+struct Suppressed {
+    /// When this cause was last logged (in full, or summed up).
+    logged: Option<Instant>,
+    traps: u64,
+    closed: usize,
+}
+
+/// How a handoff's `restore` went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Restored {
+    /// The state was taken up (or the guest keeps none).
+    Taken,
+    /// The guest refused it, saying why: it goes on with a fresh state.
+    Refused(String),
+    /// It trapped, and was cut off.
+    Trapped,
 }
 
 /// The generation taking new connections.
@@ -57,6 +86,12 @@ pub struct Tenants {
     backoff: Backoff,
     traps: u64,
     down_log: RateLimit,
+    /// What it counts for `/metrics`.
+    counters: GuestCounters,
+    /// Whether calls are timed (only for `/metrics`: it costs two clock reads).
+    timed: bool,
+    /// Traps of each cause waiting to be summed up, in [`TrapCause::ALL`] order.
+    suppressed: [Suppressed; 6],
 }
 
 impl Tenants {
@@ -78,9 +113,38 @@ impl Tenants {
             backoff: Backoff::default(),
             traps: 0,
             down_log: RateLimit::default(),
+            counters: GuestCounters::default(),
+            timed: false,
+            suppressed: [Suppressed::default(); 6],
         };
         tenants.serve(generation, guest, first);
         tenants
+    }
+
+    /// Times every call, for the call duration histogram of `/metrics`.
+    pub fn time_calls(&mut self) {
+        self.timed = true;
+    }
+
+    /// Stores what it counted into the worker's published metrics.
+    pub fn publish(&mut self, to: &Published) {
+        self.counters.backing_off = self.backoff.waiting(Instant::now()) > Duration::ZERO;
+        to.guest(&self.counters);
+    }
+
+    /// The connections `generation` still holds, for `/metrics`: cheap for a few
+    /// owners, or with one owner per connection.
+    pub fn connections_of(&self, generation: u32, net: &Net) -> u64 {
+        match self.isolation {
+            Isolation::Connection => {
+                self.per_generation.get(&generation).copied().unwrap_or(0) as u64
+            }
+            Isolation::Shared => self
+                .owners_of(generation)
+                .into_iter()
+                .map(|owner| net.owned_by(owner) as u64)
+                .sum(),
+        }
     }
 
     /// The runtime instances are started with.
@@ -139,12 +203,25 @@ impl Tenants {
     /// Runs `events` on `owner`'s instance, starting one if it may; on a trap, cuts
     /// the instance off. While it cannot run, its connections are closed.
     pub fn run(&mut self, owner: Owner, events: &[Event], net: &mut Net) {
+        let timed = self.timed;
+        if let Some(tenant) = self.records.get_mut(&owner) {
+            tenant.calls += 1;
+        }
         let Some(instance) = self.instance(owner) else {
             self.refuse(owner, events, net);
             return;
         };
-        if let Err(err) = instance.call(events, net, owner) {
-            let memory_refused = instance.memory_refused();
+        let started = timed.then(Instant::now);
+        let result = instance.call(events, net, owner);
+        let memory_refused = instance.memory_refused();
+        self.counters.calls += 1;
+        self.counters.call_events.observe(events.len() as f64);
+        if let Some(started) = started {
+            self.counters
+                .call_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        if let Err(err) = result {
             self.on_trap(owner, err, memory_refused, net);
         }
     }
@@ -201,18 +278,18 @@ impl Tenants {
         }
     }
 
-    /// Hands `state` to `owner`'s `restore`, starting its instance if need be. False
-    /// if it trapped (and was cut off).
-    pub fn restore(&mut self, owner: Owner, state: Vec<u8>, net: &mut Net) -> bool {
+    /// Hands `state` to `owner`'s `restore`, starting its instance if need be.
+    pub fn restore(&mut self, owner: Owner, state: Vec<u8>, net: &mut Net) -> Restored {
         let Some(instance) = self.instance(owner) else {
-            return true;
+            return Restored::Taken;
         };
         match instance.restore(state) {
-            Ok(()) => true,
+            Ok(Ok(())) => Restored::Taken,
+            Ok(Err(why)) => Restored::Refused(why),
             Err(err) => {
                 let memory_refused = instance.memory_refused();
                 self.on_trap(owner, err, memory_refused, net);
-                false
+                Restored::Trapped
             }
         }
     }
@@ -265,6 +342,7 @@ impl Tenants {
                         );
                     }
                     tenant.instance = Some(instance);
+                    tenant.calls = 1;
                 }
                 Err(err) => {
                     let now = Instant::now();
@@ -282,25 +360,88 @@ impl Tenants {
         tenant.instance.as_mut()
     }
 
-    /// Logs a trap once with its cause and the guest's backtrace, and cuts the
+    /// Logs a trap with its cause and the guest's backtrace (or counts it, when the
+    /// same cause was logged in the last [`TRAP_SUMMARY_EVERY`]), and cuts the
     /// instance off: the next batch (or the next connection) gets a fresh one.
     fn on_trap(&mut self, owner: Owner, err: anyhow::Error, memory_refused: bool, net: &mut Net) {
         self.traps += 1;
-        let guest = self.records.get(&owner).map(|t| t.guest.name.clone());
+        let now = Instant::now();
+        let cause = cause(&err, memory_refused);
+        let index = TrapCause::ALL.iter().position(|&c| c == cause).unwrap_or(5);
+        self.counters.traps[index] += 1;
+        let tenant = self.records.get(&owner);
+        let guest = tenant.map(|t| t.guest.name.clone());
+        let generation = tenant.map_or(0, |t| t.generation);
+        let first_call = tenant.is_some_and(|t| t.calls <= 1);
         let closed = self.end(owner, net);
-        // With an instance per connection a trap costs one connection, not a restart
-        // of the whole guest: only shared instances count towards a crash loop.
-        if self.isolation == Isolation::Shared {
-            self.backoff.failed(Instant::now());
+        // A shared instance that traps is a crash; with an instance per connection a
+        // trap costs one connection, unless the instance trapped in its first call:
+        // then every connection would, and that is a crash loop too.
+        if self.isolation == Isolation::Shared || first_call {
+            self.backoff.failed(now);
         }
+        let suppressed = &mut self.suppressed[index];
+        if suppressed
+            .logged
+            .is_some_and(|at| now.saturating_duration_since(at) < TRAP_SUMMARY_EVERY)
+        {
+            suppressed.traps += 1;
+            suppressed.closed += closed;
+            return;
+        }
+        self.log_suppressed(now);
+        self.suppressed[index].logged = Some(now);
+        let after = match self.isolation {
+            Isolation::Shared => "a fresh instance takes over",
+            Isolation::Connection => "its instance ends",
+        };
         // One record: the cause on its first line, the guest's backtrace below it.
         error!(
             guest = guest.as_deref().unwrap_or("?"),
+            generation,
+            cause = cause.label(),
+            closed,
             traps = self.traps,
-            "guest trapped: {}; closed its {closed} connection(s), a fresh instance takes over\n{}",
+            "guest trapped: {}; closed its {closed} connection(s), {after}\n{}",
             describe(&err, memory_refused),
             backtrace(&err)
         );
+    }
+
+    /// Sums up the traps counted but not logged whose interval has ended (from the
+    /// loop's tick, and before a trap is logged in full).
+    pub fn log_suppressed(&mut self, now: Instant) {
+        for (cause, suppressed) in TrapCause::ALL.iter().zip(&mut self.suppressed) {
+            let due = suppressed
+                .logged
+                .is_some_and(|at| now.saturating_duration_since(at) >= TRAP_SUMMARY_EVERY);
+            if suppressed.traps == 0 || !due {
+                continue;
+            }
+            let (traps, closed) = (suppressed.traps, suppressed.closed);
+            error!(
+                cause = cause.label(),
+                traps,
+                closed,
+                "guest trapped {traps} more time(s) ({}) in the last {}s; closed {closed} connection(s)",
+                cause.label(),
+                TRAP_SUMMARY_EVERY.as_secs()
+            );
+            *suppressed = Suppressed {
+                logged: Some(now),
+                ..Suppressed::default()
+            };
+        }
+    }
+
+    /// When counted traps are next due to be summed up, if any are waiting.
+    pub fn next_summary(&self) -> Option<Instant> {
+        self.suppressed
+            .iter()
+            .filter(|s| s.traps > 0)
+            .filter_map(|s| s.logged)
+            .min()
+            .map(|at| at + TRAP_SUMMARY_EVERY)
     }
 
     /// While the guest cannot run, what it would have been told is answered by
@@ -335,6 +476,7 @@ impl Tenants {
         let tenant = Tenant {
             generation,
             guest,
+            calls: u32::from(instance.is_some()),
             instance,
         };
         self.records.insert(owner, tenant);

@@ -3,6 +3,8 @@
 
 use wasmtime::{Trap, WasmBacktrace};
 
+use crate::metrics::TrapCause;
+
 /// Frames of a trap's backtrace shown in the log; a stack overflow has thousands.
 const BACKTRACE_FRAMES: usize = 12;
 
@@ -24,6 +26,19 @@ pub fn describe(err: &anyhow::Error, memory_refused: bool) -> String {
         Some(trap) => trap.to_string(),
         None if memory_refused => format!("out of memory: {err:#}"),
         None => format!("{err:#}"),
+    }
+}
+
+/// A trap's cause, as the metrics count it.
+pub fn cause(err: &anyhow::Error, memory_refused: bool) -> TrapCause {
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => TrapCause::Timeout,
+        Some(Trap::OutOfFuel) => TrapCause::OutOfFuel,
+        Some(Trap::StackOverflow) => TrapCause::StackOverflow,
+        Some(Trap::UnreachableCodeReached) if memory_refused => TrapCause::OutOfMemory,
+        Some(Trap::UnreachableCodeReached) => TrapCause::Unreachable,
+        _ if memory_refused => TrapCause::OutOfMemory,
+        _ => TrapCause::Other,
     }
 }
 

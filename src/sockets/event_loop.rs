@@ -35,6 +35,7 @@ use super::connection::Phase;
 use super::handler::EventHandler;
 use super::net::{Lingering, Net};
 use crate::limits::{Limits, SLOT_BITS};
+use crate::metrics::Published;
 use crate::rate_limit::RateLimit;
 use crate::wit::Event;
 
@@ -87,6 +88,8 @@ pub struct EventLoop<H> {
     stopping: Option<Instant>,
     accept_retry: bool,
     refused: RateLimit,
+    /// Where the loop publishes its counters once per turn, with `--admin`.
+    published: Option<Arc<Published>>,
 }
 
 impl<H: EventHandler> EventLoop<H> {
@@ -128,7 +131,14 @@ impl<H: EventHandler> EventLoop<H> {
             stopping: None,
             accept_retry: false,
             refused: RateLimit::new(Duration::from_secs(1)),
+            published: None,
         })
+    }
+
+    /// Publishes the loop's counters (and its handler's) there once per turn, for the
+    /// admin listener.
+    pub fn publish_to(&mut self, published: Arc<Published>) {
+        self.published = Some(published);
     }
 
     /// How other threads reach this loop.
@@ -230,6 +240,11 @@ impl<H: EventHandler> EventLoop<H> {
             self.batch.clear();
             self.net.prune();
         }
+        if let Some(published) = &self.published {
+            let (counters, gauges) = self.net.metrics();
+            published.net(counters, gauges);
+            self.handler.publish(published, &self.net);
+        }
         Ok(())
     }
 
@@ -261,6 +276,11 @@ impl<H: EventHandler> EventLoop<H> {
             "shutting down: no new connections; waiting for open ones to finish"
         );
         self.stopping = Some(Instant::now() + self.shutdown_timeout);
+        if let Some(published) = &self.published {
+            published
+                .stopping
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         for listener in &mut self.listeners {
             let _ = self.poll.registry().deregister(listener);
         }
@@ -298,6 +318,7 @@ fn accept(
         // Dropping `stream` (at `continue`) closes it, and dropping `place` gives
         // the place back.
         let Some(place) = net.capacity().take() else {
+            net.counters_mut().refused_at_limit += 1;
             if refused.allow() {
                 warn!(
                     limit = net.capacity().max(),
@@ -307,6 +328,7 @@ fn accept(
             continue;
         };
         if !handler.accepting() {
+            net.counters_mut().refused_guest_down += 1;
             if refused.allow() {
                 warn!(
                     "the guest is not running (backing off after traps); closing new connections"
@@ -319,6 +341,7 @@ fn accept(
         let owner = handler.owner_for_new_connection();
         match net.insert(stream, peer, owner, Phase::Open, place) {
             Ok(id) => {
+                net.counters_mut().accepted += 1;
                 debug!(conn = id, %peer, "accepted");
                 batch.push(owner, Event::Accepted(id));
             }

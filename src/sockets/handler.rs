@@ -5,6 +5,7 @@ use std::time::Instant;
 use super::batch::Batch;
 use super::net::Net;
 use super::owners::Owner;
+use crate::metrics::Published;
 
 /// Handles one batch of events, doing its I/O through `net`: a wasm guest, or (for
 /// the benchmark's baseline) the same logic compiled natively.
@@ -41,4 +42,8 @@ pub trait EventHandler {
     fn next_tick(&self) -> Option<Instant> {
         None
     }
+
+    /// Stores what the handler counts into the worker's published metrics (once per
+    /// turn, with `--admin`).
+    fn publish(&mut self, _to: &Published, _net: &Net) {}
 }

@@ -26,7 +26,9 @@ use super::owners::{Owner, Owners};
 use super::timers::Timers;
 use crate::limits::{
     CLOSE_LINGER, CONNECT_TIMEOUT, DEADLINE_CHECK, LINGER_AFTER_FIN, Limits, MAX_READ_CHUNK,
+    MAX_TIMER_DELAY_MS,
 };
+use crate::metrics::{NetCounters, NetGauges};
 use crate::rate_limit::RateLimit;
 use crate::wit::{Conn, Event, HangupInfo, IoError, ReadResult, WriteResult};
 
@@ -67,6 +69,10 @@ pub struct Net {
     capacity: Capacity,
     /// How a closed connection ends.
     lingering: Lingering,
+    /// What it counts for the admin listener.
+    counters: NetCounters,
+    /// Bytes held in every connection's write buffer, kept as they change.
+    buffered: u64,
     /// Registers the sockets of outbound connections; `None` in the placeholder a
     /// guest store holds between calls.
     registry: Option<Registry>,
@@ -150,6 +156,21 @@ impl Net {
         &self.capacity
     }
 
+    /// What it counted so far (connections, bytes), for `/metrics`.
+    pub fn counters_mut(&mut self) -> &mut NetCounters {
+        &mut self.counters
+    }
+
+    /// What it counted, and its gauges now, for `/metrics`.
+    pub fn metrics(&self) -> (&NetCounters, NetGauges) {
+        let gauges = NetGauges {
+            open: self.conns.len() as u64,
+            buffered: self.buffered,
+            timers: self.timers.len() as u64,
+        };
+        (&self.counters, gauges)
+    }
+
     /// Sets how closed connections end (`--lingering-close`).
     pub fn set_lingering(&mut self, lingering: Lingering) {
         self.lingering = lingering;
@@ -222,6 +243,7 @@ impl Net {
                     if n < want && !conn.peer_closed {
                         conn.readable = false;
                     }
+                    self.counters.bytes_read += n as u64;
                     ReadResult::Data(self.scratch[..n].to_vec())
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -265,7 +287,10 @@ impl Net {
                 }
             }
         }
-        let taken = sent + conn.out.push(&data[sent..], self.limits.max_buffer);
+        let buffered = conn.out.push(&data[sent..], self.limits.max_buffer);
+        self.buffered += buffered as u64;
+        let taken = sent + buffered;
+        self.counters.bytes_written += taken as u64;
         if taken < data.len() {
             // The guest has bytes left over: promise it a `writable` when there is room.
             conn.notify_writable = true;
@@ -320,6 +345,9 @@ impl Net {
         if armed >= self.limits.max_timers && !self.timers.is_armed(key) {
             return Err(IoError::LimitExceeded);
         }
+        if after_ms > MAX_TIMER_DELAY_MS {
+            return Err(IoError::LimitExceeded);
+        }
         let after = Duration::from_millis(after_ms);
         if self.timers.set(key, Instant::now(), after) {
             self.owners.timer_armed(self.caller);
@@ -338,7 +366,7 @@ impl Net {
     pub fn connect(&mut self, addr: &str) -> Result<Conn, IoError> {
         let Ok(target) = addr.parse::<SocketAddr>() else {
             self.log_denied(addr, "not an ip:port");
-            return Err(IoError::NotPermitted);
+            return Err(IoError::InvalidAddress);
         };
         if !self.allow.permits(target) {
             self.log_denied(addr, "no --allow-connect matches");
@@ -455,7 +483,9 @@ impl Net {
             return;
         }
         if conn.writable && !conn.out.is_empty() {
+            let before = conn.out.len();
             flush(conn, &mut self.agenda);
+            self.buffered -= (before - conn.out.len()) as u64;
         }
         if conn.reportable(max_buffer) {
             self.agenda.enqueue(conn);
@@ -679,7 +709,10 @@ impl Net {
         let Some(conn) = self.conns.slot_mut(slot) else {
             return false;
         };
-        match conn.out.flush_to(&mut conn.stream) {
+        let before = conn.out.len();
+        let flushed = conn.out.flush_to(&mut conn.stream);
+        self.buffered -= (before - conn.out.len()) as u64;
+        match flushed {
             Ok(true) => {}
             Ok(false) => return false,
             Err(_) => return true,
@@ -723,6 +756,7 @@ impl Net {
         let Some(conn) = self.conns.remove(slot) else {
             return;
         };
+        self.buffered -= conn.out.len() as u64;
         self.agenda.forget(&conn);
         if !conn.is_closing() {
             self.owners.conn_removed(conn.owner);

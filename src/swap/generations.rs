@@ -9,8 +9,9 @@ use tracing::{info, warn};
 
 use super::SwapMode;
 use super::reloader::Loaded;
+use crate::metrics::{Published, Serving, SwapCounters, millis};
 use crate::runtime::component::Guest;
-use crate::runtime::tenants::Tenants;
+use crate::runtime::tenants::{Restored, Tenants};
 use crate::runtime::trap::describe;
 use crate::sockets::net::Net;
 use crate::wit::Event;
@@ -32,6 +33,10 @@ pub struct Generations {
     next: u32,
     mode: SwapMode,
     drain_timeout: Option<Duration>,
+    /// What it counts for `/metrics`.
+    counters: SwapCounters,
+    /// The serving generation changed since it was last published.
+    serving_changed: bool,
 }
 
 impl Generations {
@@ -46,9 +51,29 @@ impl Generations {
             next: 2,
             mode,
             drain_timeout,
+            counters: SwapCounters::default(),
+            serving_changed: true,
         };
         generations.log_serving();
         generations
+    }
+
+    /// Stores what it counted into the worker's published metrics: the counters,
+    /// the connections each retired generation holds, and (after a swap) which
+    /// generation serves.
+    pub fn publish(&mut self, to: &Published, tenants: &Tenants, net: &Net) {
+        let retired = self.list[..self.list.len() - 1]
+            .iter()
+            .map(|g| (g.number, tenants.connections_of(g.number, net)));
+        to.swap(&self.counters, retired);
+        if std::mem::take(&mut self.serving_changed) {
+            let serving = self.serving();
+            to.set_serving(Serving {
+                generation: serving.number,
+                guest: serving.guest.name.to_string(),
+                sha256: serving.guest.short_digest(),
+            });
+        }
     }
 
     /// The number of the generation serving new connections.
@@ -70,6 +95,7 @@ impl Generations {
         let first = match tenants.runtime().instantiate(&loaded.guest) {
             Ok(instance) => instance,
             Err(err) => {
+                self.counters.refused += 1;
                 warn!(
                     "reload refused: generation ({digest}) failed to start: {}",
                     describe(&err, false)
@@ -119,9 +145,15 @@ impl Generations {
         };
         tenants.end_idle_retired(net);
         self.drop_drained(tenants, why);
+        let took = loaded.triggered.elapsed();
+        self.counters.swaps += 1;
+        self.counters.swap_seconds.observe(took.as_secs_f64());
+        self.serving_changed = true;
         info!(
-            took = ?loaded.triggered.elapsed(),
-            "swap to generation {number} ({digest}) done"
+            generation = number,
+            sha256 = %digest,
+            took_ms = millis(took),
+            "swap to generation {number} ({digest}) done took={took:?}"
         );
         true
     }
@@ -171,7 +203,10 @@ impl Generations {
         self.list.retain(|generation| {
             let drained = generation.retired.is_some() && !tenants.holds(generation.number);
             if drained {
-                info!("generation {} dropped: {why}", generation.number);
+                info!(
+                    generation = generation.number,
+                    "generation {} dropped: {why}", generation.number
+                );
             }
             !drained
         });
@@ -187,6 +222,8 @@ impl Generations {
         let generation = self.serving();
         info!(
             guest = &*generation.guest.name,
+            generation = generation.number,
+            sha256 = %generation.guest.short_digest(),
             keeps_state = generation.guest.keeps_state(),
             optimized = generation.guest.optimized,
             "generation {} ({}) serving",
@@ -202,17 +239,20 @@ impl Generations {
                 .into_iter()
                 .map(|owner| net.owned_by(owner))
                 .sum();
-            info!(
-                "generation {} drains {held} connection(s)",
-                generation.number
-            );
+            // One that holds none is dropped at once, and says so.
+            if held > 0 {
+                info!(
+                    generation = generation.number,
+                    "generation {} drains {held} connection(s)", generation.number
+                );
+            }
         }
     }
 
     /// Moves every connection of older generations to generation `number`: each old
     /// instance's snapshot goes to its new owner's restore, then each connection is
     /// announced with `adopted`. The host's bytes for each stay where they are.
-    fn hand_over(&self, number: u32, tenants: &mut Tenants, net: &mut Net) {
+    fn hand_over(&mut self, number: u32, tenants: &mut Tenants, net: &mut Net) {
         let mut handed = 0;
         for old in tenants.owners_not_of(number) {
             let state = tenants.snapshot(old);
@@ -220,10 +260,19 @@ impl Generations {
             let conns = net.hand_over(old, target);
             tenants.end(old, net);
             handed += conns.len();
-            if let Some(state) = state
-                && !tenants.restore(target, state, net)
-            {
-                continue;
+            if let Some(state) = state {
+                match tenants.restore(target, state, net) {
+                    Restored::Taken => {}
+                    Restored::Refused(why) => {
+                        self.counters.snapshots_refused += 1;
+                        warn!(
+                            generation = number,
+                            "generation {number} refused the snapshot of the one before: \
+                             {why}; it goes on with a fresh state, and takes the connections"
+                        );
+                    }
+                    Restored::Trapped => continue,
+                }
             }
             if !conns.is_empty() {
                 let adopted: Vec<Event> = conns.iter().map(|&c| Event::Adopted(c)).collect();

@@ -10,7 +10,7 @@ pub mod generations;
 pub mod reloader;
 
 pub use generations::Generations;
-pub use reloader::{Loaded, Reloader, SwapInbox};
+pub use reloader::{Loaded, ReloadHandle, Reloader, SwapInbox};
 
 /// What happens to open connections when a new generation takes over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -8,6 +8,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -17,7 +18,9 @@ use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 use tracing::{info, warn};
 
-use crate::runtime::component::{Guest, GuestSource, short_digest};
+use crate::metrics::millis;
+use crate::runtime::component::{Guest, GuestSource};
+use crate::runtime::digest::{self, Digest};
 use crate::runtime::engine::Runtime;
 use crate::sockets::event_loop::Remote;
 
@@ -72,14 +75,28 @@ pub struct Loaded {
 #[derive(Clone, Copy, Debug)]
 enum Outcome {
     /// It serves now.
-    Serving([u8; 32]),
+    Serving(Digest),
     /// It could not start; the generation before it goes on serving.
-    Refused([u8; 32]),
+    Refused(Digest),
+}
+
+/// Asks the loader for a reload: what `SIGHUP` and `POST /reload` do.
+#[derive(Clone, Debug)]
+pub struct ReloadHandle(Sender<Trigger>);
+
+impl ReloadHandle {
+    /// Asks for a reload of the guest's file.
+    pub fn request(&self) {
+        let _ = self.0.send(Trigger::Signal(Instant::now()));
+    }
 }
 
 /// The loading side of hot swap: a watcher (with `--watch`) and a loader thread.
 pub struct Reloader {
     triggers: Sender<Trigger>,
+    /// Reloads refused before any worker saw them: unreadable, not a component,
+    /// another world. For `/metrics`.
+    refused: Arc<AtomicU64>,
     // Kept alive for as long as the reloader is: dropping it stops the watching.
     _watcher: Option<notify::RecommendedWatcher>,
 }
@@ -99,7 +116,7 @@ impl SwapInbox {
 
     /// Tells the loader how the guest with `digest` ended in this worker: serving,
     /// or refused (it could not start).
-    pub fn report(&self, digest: [u8; 32], serving: bool) {
+    pub fn report(&self, digest: Digest, serving: bool) {
         let outcome = if serving {
             Outcome::Serving(digest)
         } else {
@@ -117,7 +134,7 @@ impl Reloader {
     pub fn start(
         runtime: Arc<Runtime>,
         path: &Path,
-        serving: [u8; 32],
+        serving: Digest,
         watch: bool,
         workers: &[Remote],
     ) -> Result<(Self, Vec<SwapInbox>)> {
@@ -141,7 +158,9 @@ impl Reloader {
         } else {
             None
         };
+        let refused = Arc::new(AtomicU64::new(0));
         let loader = Loader {
+            refused: refused.clone(),
             runtime,
             path,
             serving,
@@ -157,6 +176,7 @@ impl Reloader {
         Ok((
             Self {
                 triggers,
+                refused,
                 _watcher: watcher,
             },
             inboxes,
@@ -165,7 +185,17 @@ impl Reloader {
 
     /// Asks for a reload of the same path (`SIGHUP`).
     pub fn request(&self) {
-        let _ = self.triggers.send(Trigger::Signal(Instant::now()));
+        self.handle().request();
+    }
+
+    /// A handle that asks for reloads, for other threads (the admin listener).
+    pub fn handle(&self) -> ReloadHandle {
+        ReloadHandle(self.triggers.clone())
+    }
+
+    /// The count of reloads refused before any worker saw them.
+    pub fn refused(&self) -> Arc<AtomicU64> {
+        self.refused.clone()
     }
 }
 
@@ -210,12 +240,13 @@ fn watch_file(path: &Path, triggers: Sender<Trigger>) -> Result<notify::Recommen
 }
 
 struct Loader {
+    refused: Arc<AtomicU64>,
     runtime: Arc<Runtime>,
     path: PathBuf,
     /// The digest of the guest serving, as the loop last reported.
-    serving: [u8; 32],
+    serving: Digest,
     /// The digest of a guest handed to the workers whose outcome is not known yet.
-    in_flight: Option<[u8; 32]>,
+    in_flight: Option<Digest>,
     triggers: Receiver<Trigger>,
     outcomes: Receiver<Outcome>,
     /// Where each worker takes new guests, and how to wake it.
@@ -291,6 +322,7 @@ impl Loader {
         let source = match GuestSource::read(&self.path) {
             Ok(source) => source,
             Err(err) => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
                 warn!("reload refused: {err:#}; the serving generation keeps serving");
                 return;
             }
@@ -301,11 +333,11 @@ impl Loader {
         // must be swapped back.
         match self.in_flight {
             Some(in_flight) if in_flight == digest => {
-                info!(%path, digest = short_digest(&digest), "reload skipped: the file is being swapped in already");
+                info!(%path, digest = digest::short(&digest), "reload skipped: the file is being swapped in already");
                 return;
             }
             None if self.serving == digest => {
-                info!(%path, digest = short_digest(&digest), "reload skipped: the file is the one serving");
+                info!(%path, digest = digest::short(&digest), "reload skipped: the file is the one serving");
                 return;
             }
             _ => {}
@@ -313,6 +345,7 @@ impl Loader {
         let guest = match self.runtime.load_quickly(&source) {
             Ok(guest) => guest,
             Err(err) => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
                 warn!(
                     "reload refused: {}; the serving generation keeps serving",
                     format!("{err:#}").replace('\n', " ")
@@ -320,7 +353,7 @@ impl Loader {
                 return;
             }
         };
-        info!(%path, took = ?guest.load_time, "new guest {}", guest.how_loaded());
+        info!(%path, took_ms = millis(guest.load_time), "new guest {}", guest.how_loaded());
         self.in_flight = Some(digest);
         let optimized = guest.optimized;
         self.hand_over(Loaded {
@@ -334,7 +367,11 @@ impl Loader {
         // The baseline code serves; now the optimized code, in the background.
         match self.runtime.load(&source) {
             Ok(guest) => {
-                info!(%path, took = ?guest.load_time, "optimized code of the new guest compiled");
+                info!(
+                    %path,
+                    took_ms = millis(guest.load_time),
+                    "optimized code of the new guest compiled"
+                );
                 self.hand_over(Loaded {
                     guest,
                     tier_up: true,

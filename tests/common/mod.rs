@@ -38,6 +38,8 @@ pub struct Host {
     child: Child,
     /// The address it listens on.
     pub addr: SocketAddr,
+    /// The admin listener's address, when started with `--admin 127.0.0.1:0`.
+    pub admin: Option<SocketAddr>,
     log: Arc<Mutex<String>>,
 }
 
@@ -62,11 +64,17 @@ impl Host {
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(String::new()));
         let (addr_tx, addr_rx) = mpsc::channel();
+        let (admin_tx, admin_rx) = mpsc::channel();
         let sink = log.clone();
         std::thread::spawn(move || {
             let mut addr_tx = Some(addr_tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix("admin listening on ")
+                    && let Ok(addr) = addr.trim().parse::<SocketAddr>()
+                {
+                    let _ = admin_tx.send(addr);
+                }
                 if let Some(addr) = line.strip_prefix("listening on ")
                     && let (Some(tx), Ok(addr)) = (addr_tx.as_ref(), addr.trim().parse())
                 {
@@ -86,7 +94,53 @@ impl Host {
                 panic!("host did not start; its log:\n{}", log.lock().unwrap());
             }
         };
-        Host { child, addr, log }
+        // The admin line comes right after the listening ones, or not at all.
+        let admin = if args.contains(&"--admin") {
+            admin_rx.recv_timeout(START_TIMEOUT).ok()
+        } else {
+            None
+        };
+        Host {
+            child,
+            addr,
+            admin,
+            log,
+        }
+    }
+
+    /// An HTTP request to the admin listener; the status and the body.
+    pub fn admin_request(&self, method: &str, path: &str) -> (u16, String) {
+        let addr = self.admin.expect("the host was started with --admin");
+        let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect to admin");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        write!(stream, "{method} {path} HTTP/1.1\r\nHost: admin\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .expect("the admin answer");
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP answer: {response:?}"));
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// `GET /metrics`, parsed as Prometheus text.
+    pub fn metrics(&self) -> prometheus_parse::Scrape {
+        let (status, body) = self.admin_request("GET", "/metrics");
+        assert_eq!(status, 200, "{body}");
+        prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+            .expect("/metrics parses as Prometheus text")
+    }
+
+    /// The sum of every sample of the metric `name` whose labels include `labels`.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_value(&self.metrics(), name, labels)
     }
 
     /// A connected client socket with the test timeouts.
@@ -178,6 +232,22 @@ impl Drop for Host {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The sum of every sample of `name` in `scrape` whose labels include `labels`.
+pub fn metric_value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|sample| sample.metric == name)
+        .filter(|sample| labels.iter().all(|(k, v)| sample.labels.get(k) == Some(*v)))
+        .map(|sample| match sample.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
 }
 
 /// `line` without ANSI escape sequences (colours), so that log matching does not

@@ -1,6 +1,6 @@
 //! [`Handler`], the trait a guest implements.
 
-use crate::{Conn, Io};
+use crate::{BadSnapshot, Conn, Io};
 
 /// What a guest does when something happens on its connections.
 ///
@@ -113,12 +113,14 @@ pub trait Handler: 'static {
     /// Not called when that snapshot was empty or could not be read (a guest of
     /// another kind, a truncated one). `state` may come from another build of the
     /// guest: check it ([`SnapshotReader`](crate::SnapshotReader) answers errors,
-    /// never panics) and on an error log a line to stderr and keep the fresh state,
-    /// rather than trap, which would drop every connection just handed over. The
+    /// never panics), and on an error keep the fresh state and return the error,
+    /// rather than trap, which would drop every connection just handed over: the
+    /// host logs and counts it, and the connections arrive all the same. The
     /// connections are not this instance's until their `on_adopted`: [`Io`] calls
     /// on them do nothing here. The default ignores `state`.
-    fn restore(&mut self, io: &mut Io, state: &[u8]) {
+    fn restore(&mut self, io: &mut Io, state: &[u8]) -> Result<(), BadSnapshot> {
         let _ = (io, state);
+        Ok(())
     }
 
     /// The host is shutting down: no new connections will come.

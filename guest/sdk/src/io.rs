@@ -584,7 +584,8 @@ impl Io {
             | IoError::NotPermitted
             | IoError::LimitExceeded
             | IoError::Refused
-            | IoError::Unreachable => self.fail(conn, error),
+            | IoError::Unreachable
+            | IoError::InvalidAddress => self.fail(conn, error),
         }
     }
 
@@ -690,7 +691,8 @@ impl Io {
             IoError::NotPermitted
             | IoError::LimitExceeded
             | IoError::Refused
-            | IoError::Unreachable => self.fail(conn, error),
+            | IoError::Unreachable
+            | IoError::InvalidAddress => self.fail(conn, error),
         }
     }
 

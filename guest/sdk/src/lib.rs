@@ -136,8 +136,10 @@ macro_rules! serve {
                     RUNTIME.with(|slot| slot.snapshot(init))
                 }
 
-                fn restore(state: ::std::vec::Vec<u8>) {
-                    RUNTIME.with(|slot| slot.restore(init, state));
+                fn restore(
+                    state: ::std::vec::Vec<u8>,
+                ) -> ::core::result::Result<(), ::std::string::String> {
+                    RUNTIME.with(|slot| slot.restore(init, state))
                 }
             }
 
@@ -190,11 +192,11 @@ macro_rules! serve {
 ///         SEEN.load(Ordering::Relaxed).to_le_bytes().to_vec()
 ///     }
 ///
-///     fn restore(state: Vec<u8>) {
-///         // Anything but 8 bytes is not ours: keep counting from zero.
-///         if let Ok(bytes) = <[u8; 8]>::try_from(state) {
-///             SEEN.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
-///         }
+///     fn restore(state: Vec<u8>) -> Result<(), String> {
+///         // Anything but 8 bytes is not ours: refuse it, and count from zero.
+///         let bytes = <[u8; 8]>::try_from(state).map_err(|s| format!("{} bytes, not 8", s.len()))?;
+///         SEEN.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
+///         Ok(())
 ///     }
 /// }
 ///

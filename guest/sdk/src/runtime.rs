@@ -66,27 +66,33 @@ impl<H: Handler> Runtime<H> {
     }
 
     /// The `state.restore` export. An empty snapshot (from a generation that kept
-    /// nothing) restores nothing; one that cannot be read is logged and ignored
-    /// whole, so that a bad snapshot never traps the instance that just took over
-    /// the connections.
-    pub(crate) fn restore(&mut self, state: &[u8]) {
+    /// nothing) restores nothing; one that cannot be read is refused whole, with the
+    /// reason for the host to log, so that a bad snapshot never traps the instance
+    /// that just took over the connections (they start afresh). The handler's own
+    /// part is taken up only if the SDK's part was, and its refusal is passed on.
+    pub(crate) fn restore(&mut self, state: &[u8]) -> Result<(), String> {
         if state.is_empty() {
-            return;
+            return Ok(());
         }
-        match handoff::decode(state) {
+        let result = match handoff::decode(state) {
             Ok(restored) => {
                 self.io.restore_conns(restored.conns);
-                if !restored.handler.is_empty() {
-                    self.handler.restore(&mut self.io, restored.handler);
+                if restored.handler.is_empty() {
+                    Ok(())
+                } else {
+                    self.handler
+                        .restore(&mut self.io, restored.handler)
+                        .map_err(|error| format!("the handler refused its state: {error}"))
                 }
             }
-            Err(error) => eprintln!(
-                "sandsock-sdk: ignoring the snapshot of the earlier generation \
-                 ({} bytes): {error}; the connections handed over start afresh",
+            Err(error) => Err(format!(
+                "sandsock-sdk could not read the snapshot ({} bytes): {error}; the \
+                 connections handed over start afresh",
                 state.len()
-            ),
-        }
+            )),
+        };
         self.deliver_closes();
+        result
     }
 
     /// An outbound connection completed: the handler hears it, then what was
@@ -185,8 +191,8 @@ impl<H: Handler> Slot<H> {
 
     /// The `state.restore` export: called on a new instance, before its first
     /// batch, so it usually creates the runtime with `init`.
-    pub fn restore(&self, init: impl FnOnce() -> H, state: Vec<u8>) {
-        self.with(init, |runtime| runtime.restore(&state));
+    pub fn restore(&self, init: impl FnOnce() -> H, state: Vec<u8>) -> Result<(), String> {
+        self.with(init, |runtime| runtime.restore(&state))
     }
 
     fn with<T>(&self, init: impl FnOnce() -> H, f: impl FnOnce(&mut Runtime<H>) -> T) -> T {

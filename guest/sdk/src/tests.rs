@@ -113,8 +113,9 @@ impl Handler for Recorder {
         self.state.clone()
     }
 
-    fn restore(&mut self, _io: &mut Io, state: &[u8]) {
+    fn restore(&mut self, _io: &mut Io, state: &[u8]) -> Result<(), crate::BadSnapshot> {
         self.calls.push(Call::Restored(state.to_vec()));
+        Ok(())
     }
 }
 
@@ -623,7 +624,7 @@ fn queued_bytes_survive_a_handoff_and_go_out_first() {
 
     let handler = Recorder::writing_on_accept(b"new bytes", |_, _| {});
     let mut new = successor(handler, 100, (true, true));
-    new.restore(&snapshot);
+    new.restore(&snapshot).expect("a good snapshot");
     assert_eq!(calls(&mut new), [Call::Restored(b"handler state".to_vec())]);
     assert!(
         !new.io().is_open(CONN),
@@ -651,7 +652,7 @@ fn write_interest_survives_a_handoff() {
     old.handle(vec![Event::Accepted(C)]);
     let snapshot = old.snapshot();
     let mut new = successor(Recorder::default(), 100, (true, true));
-    new.restore(&snapshot);
+    new.restore(&snapshot).expect("a good snapshot");
     new.handle(vec![Event::Adopted(C)]);
     assert_eq!(host(&mut new).conn(C).interest, (true, true));
     assert_eq!(
@@ -665,7 +666,7 @@ fn write_interest_survives_a_handoff() {
 fn a_queue_the_host_still_cannot_take_waits_for_writable() {
     let snapshot = generation_with_queue(b"abcdef").snapshot();
     let mut new = successor(Recorder::default(), 2, (true, true));
-    new.restore(&snapshot);
+    new.restore(&snapshot).expect("a good snapshot");
     new.handle(vec![Event::Adopted(C)]);
     assert_eq!(new.io().queued(CONN), 4);
     assert_eq!(host(&mut new).conn(C).interest, (true, true));
@@ -683,7 +684,7 @@ fn a_close_waiting_for_the_queue_survives_a_handoff() {
     let snapshot = old.snapshot();
 
     let mut new = successor(Recorder::default(), 100, (false, true));
-    new.restore(&snapshot);
+    new.restore(&snapshot).expect("a good snapshot");
     new.handle(vec![Event::Adopted(C), Event::Readable(C)]);
     let fake = host(&mut new).conn(C);
     assert_eq!(fake.written, b"bye");
@@ -707,7 +708,7 @@ fn flags_survive_a_handoff() {
 
     let mut new = successor(Recorder::default(), 0, (true, true));
     host(&mut new).add_conn(2, 0).interest = (true, true);
-    new.restore(&snapshot);
+    new.restore(&snapshot).expect("a good snapshot");
     new.handle(vec![Event::Adopted(C), Event::Adopted(2)]);
     assert_eq!(host(&mut new).conn(C).interest, (false, false), "eof");
     assert_eq!(host(&mut new).conn(2).interest, (false, false), "paused");
@@ -741,7 +742,7 @@ fn the_default_on_adopted_is_on_accept() {
     let mut host = FakeHost::default();
     host.add_conn(C, 100);
     let mut rt = Runtime::new(Greeter, host);
-    rt.restore(b"");
+    rt.restore(b"").expect("nothing to restore");
     rt.handle(vec![Event::Adopted(C)]);
     assert_eq!(rt.io().host().conn(C).written, b"hi");
 }
@@ -750,7 +751,7 @@ fn the_default_on_adopted_is_on_accept() {
 fn a_connection_that_ends_before_adoption_is_closed_once() {
     let snapshot = generation_with_queue(b"lost").snapshot();
     let mut new = successor(Recorder::default(), 100, (true, true));
-    new.restore(&snapshot);
+    new.restore(&snapshot).expect("a good snapshot");
     new.handle(vec![hangup(C, IoError::Reset), Event::Adopted(C)]);
     assert_eq!(calls(&mut new)[0], Call::Close(C));
     assert_eq!(new.handler().reasons, [(C, Some(IoError::Reset))]);
@@ -761,7 +762,7 @@ fn a_connection_that_ends_before_adoption_is_closed_once() {
 fn an_empty_handler_snapshot_is_not_restored() {
     let snapshot = generation_with_queue(b"q").snapshot();
     let mut new = successor(Recorder::default(), 100, (true, true));
-    new.restore(&snapshot);
+    new.restore(&snapshot).expect("a good snapshot");
     assert!(calls(&mut new).is_empty());
     new.handle(vec![Event::Adopted(C)]);
     assert_eq!(host(&mut new).conn(C).written, b"q");
@@ -792,7 +793,8 @@ fn a_malformed_snapshot_is_ignored_whole() {
     let truncations = (1..snapshot.len()).map(|end| snapshot[..end].to_vec());
     for bad in cases.into_iter().chain(truncations) {
         let mut new = successor(Recorder::default(), 100, (false, true));
-        new.restore(&bad);
+        let refused = new.restore(&bad);
+        assert!(refused.is_err(), "refused: {bad:?}");
         assert!(calls(&mut new).is_empty(), "handler not restored: {bad:?}");
         new.handle(vec![Event::Adopted(C)]);
         let fake = host(&mut new).conn(C);
@@ -812,7 +814,7 @@ fn a_connection_listed_twice_is_refused() {
     twice.extend_from_slice(&record);
     twice.extend_from_slice(&record);
     let mut new = successor(Recorder::default(), 100, (true, true));
-    new.restore(&twice);
+    assert!(new.restore(&twice).is_err(), "a duplicate is refused");
     new.handle(vec![Event::Adopted(C)]);
     assert_eq!(host(&mut new).conn(C).written, b"");
 
@@ -826,10 +828,10 @@ fn a_connection_listed_twice_is_refused() {
 fn a_snapshot_carries_connections_not_adopted_yet() {
     let first = generation_with_queue(b"twice moved").snapshot();
     let mut middle = successor(Recorder::default(), 0, (true, true));
-    middle.restore(&first);
+    middle.restore(&first).expect("a good snapshot");
     let second = middle.snapshot();
     let mut last = successor(Recorder::default(), 100, (true, true));
-    last.restore(&second);
+    last.restore(&second).expect("a good snapshot");
     last.handle(vec![Event::Adopted(C)]);
     assert_eq!(host(&mut last).conn(C).written, b"twice moved");
 }
@@ -845,10 +847,32 @@ fn snapshots_of_several_instances_merge() {
 
     let mut new = successor(Recorder::default(), 100, (true, true));
     host(&mut new).add_conn(2, 100);
-    new.restore(&first);
+    new.restore(&first).expect("a good snapshot");
     new.handle(vec![Event::Adopted(C)]);
-    new.restore(&second);
+    new.restore(&second).expect("a good snapshot");
     new.handle(vec![Event::Adopted(2)]);
     assert_eq!(host(&mut new).conn(C).written, b"first");
     assert_eq!(host(&mut new).conn(2).written, b"second");
+}
+
+#[test]
+fn a_handler_that_refuses_its_state_is_reported_and_the_queues_still_go_out() {
+    #[derive(Default)]
+    struct Picky;
+    impl Handler for Picky {
+        fn restore(&mut self, _io: &mut Io, _state: &[u8]) -> Result<(), crate::BadSnapshot> {
+            Err(crate::BadSnapshot::new("not my format"))
+        }
+    }
+    let mut old = generation_with_queue(b"still mine");
+    old.handler().state = b"someone else's".to_vec();
+    let snapshot = old.snapshot();
+
+    let mut host = FakeHost::default();
+    host.add_conn(C, 100).interest = (true, true);
+    let mut new = Runtime::new(Picky, host);
+    let error = new.restore(&snapshot).expect_err("the handler refused");
+    assert!(error.contains("not my format"), "{error}");
+    new.handle(vec![Event::Adopted(C)]);
+    assert_eq!(new.io().host().conn(C).written, b"still mine");
 }

@@ -71,11 +71,11 @@ impl Handler for Chat {
         self.encode()
     }
 
-    fn restore(&mut self, _io: &mut Io, state: &[u8]) {
-        match decode(state) {
-            Ok(lines) => self.lines.merge(lines),
-            Err(error) => eprintln!("chat: unfinished lines are lost: {error}"),
-        }
+    /// A snapshot that cannot be read loses the unfinished lines (the host logs
+    /// why), not the connections.
+    fn restore(&mut self, _io: &mut Io, state: &[u8]) -> Result<(), BadSnapshot> {
+        self.lines.merge(decode(state)?);
+        Ok(())
     }
 
     fn on_data(&mut self, io: &mut Io, sender: Conn, data: &[u8]) {

@@ -95,11 +95,9 @@ impl Handler for Hello {
     /// Takes up the unfinished requests; the next bytes of each connection then
     /// complete them. A snapshot that cannot be read loses them (those clients
     /// get a `400` for the rest of their request), not the connections.
-    fn restore(&mut self, _io: &mut Io, state: &[u8]) {
-        match decode(state) {
-            Ok(unfinished) => self.unfinished.merge(unfinished),
-            Err(error) => eprintln!("http: unfinished requests are lost: {error}"),
-        }
+    fn restore(&mut self, _io: &mut Io, state: &[u8]) -> Result<(), BadSnapshot> {
+        self.unfinished.merge(decode(state)?);
+        Ok(())
     }
 }
 

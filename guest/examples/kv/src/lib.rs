@@ -80,14 +80,11 @@ impl Handler for Kv {
     /// The host may call this more than once, once per earlier instance that held
     /// connections (several generations can be draining at once), so a snapshot is
     /// merged into what is there; on a key both have, the later snapshot wins.
-    fn restore(&mut self, _io: &mut Io, state: &[u8]) {
-        match decode(state) {
-            Ok((store, lines)) => {
-                self.store.merge(store);
-                self.lines.merge(lines);
-            }
-            Err(error) => eprintln!("kv: the store handed over is lost: {error}"),
-        }
+    fn restore(&mut self, _io: &mut Io, state: &[u8]) -> Result<(), BadSnapshot> {
+        let (store, lines) = decode(state)?;
+        self.store.merge(store);
+        self.lines.merge(lines);
+        Ok(())
     }
 
     fn on_data(&mut self, io: &mut Io, conn: Conn, data: &[u8]) {

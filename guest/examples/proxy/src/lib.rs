@@ -117,11 +117,9 @@ impl Handler for Proxy {
         self.encode()
     }
 
-    fn restore(&mut self, _io: &mut Io, state: &[u8]) {
-        match decode(state) {
-            Ok(sides) => self.sides.extend(sides),
-            Err(error) => eprintln!("proxy: the pairs handed over are lost: {error}"),
-        }
+    fn restore(&mut self, _io: &mut Io, state: &[u8]) -> Result<(), BadSnapshot> {
+        self.sides.extend(decode(state)?);
+        Ok(())
     }
 
     fn on_connected(&mut self, _io: &mut Io, upstream: Conn) {

@@ -1,0 +1,29 @@
+//! `prints_lines`: echoes until a chunk contains `TRIGGER`, then prints 200,000 lines
+//! to stdout in that one call, and echoes on.
+//!
+//! It exists to prove that a guest cannot flood the host's log: its lines past the
+//! instance's budget are dropped and counted, and the other connections are served.
+//! The host needs a long `--event-timeout` for the call to finish.
+
+use sandsock_sdk::{Conn, Handler, Io};
+
+/// Lines printed at the trigger.
+const LINES: usize = 200_000;
+
+#[derive(Default)]
+struct PrintsLines;
+
+impl Handler for PrintsLines {
+    fn on_data(&mut self, io: &mut Io, conn: Conn, data: &[u8]) {
+        if data.windows(7).any(|window| window == b"TRIGGER") {
+            for i in 0..LINES {
+                println!("line {i} of a guest that prints without end");
+            }
+            io.write(conn, b"printed\n");
+            return;
+        }
+        io.write(conn, data);
+    }
+}
+
+sandsock_sdk::serve!(PrintsLines);

@@ -1,0 +1,225 @@
+//! The admin listener: `/metrics` parses as Prometheus text and moves as the host
+//! works; `/readyz` follows crash-loop back-off; `POST /reload` swaps; unknown paths
+//! and methods are refused; a non-loopback address needs `--admin-allow-remote`.
+
+mod common;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use common::{
+    Host, assert_closed_without_answer, example, fresh_body, http_v2, install, run_host, scratch,
+    test_guest, wait_swapped_to,
+};
+
+const ADMIN: [&str; 2] = ["--admin", "127.0.0.1:0"];
+
+/// Waits until `metric` (summed over samples with `labels`) reaches `want`, or panics
+/// with what it was: the loop publishes once per turn, so a scrape may be a turn
+/// behind.
+fn wait_metric(host: &Host, metric: &str, labels: &[(&str, &str)], want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let value = host.metric(metric, labels);
+        if value == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{metric}{labels:?} is {value}, not {want}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Serves a guest file (`bytes`) with `--admin`; returns the host and the file.
+fn serve_file_with_admin(name: &str, bytes: &[u8], flags: &[&str]) -> (Host, std::path::PathBuf) {
+    let path = scratch(name).join("guest.wasm");
+    install(&path, bytes);
+    let mut args = vec!["--guest", path.to_str().unwrap(), "--no-tier-up"];
+    args.extend_from_slice(&ADMIN);
+    args.extend_from_slice(flags);
+    (Host::start(&args), path)
+}
+
+#[test]
+fn requests_move_the_connection_and_byte_counters() {
+    let host = Host::start(&["--guest", "http", ADMIN[0], ADMIN[1]]);
+    assert_eq!(host.metric("sandsock_connections_accepted_total", &[]), 0.0);
+    let addr = host.addr.to_string();
+    let out = run_host(&[
+        "load", &addr, "--http", "--close", "-c", "4", "-n", "100", "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    wait_metric(&host, "sandsock_connections_accepted_total", &[], 100.0);
+    let request = format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    assert_eq!(
+        host.metric("sandsock_read_bytes_total", &[]),
+        (100 * request.len()) as f64,
+        "every request's bytes, read by the guest"
+    );
+    let written = host.metric("sandsock_written_bytes_total", &[]);
+    assert!(written >= 100.0 * 6.0, "at least the bodies: {written}");
+    wait_metric(&host, "sandsock_connections_open", &[], 0.0);
+    // One call per batch: connections that arrive together share calls, so the
+    // events, not the calls, are what 100 connections fix from below.
+    let scrape = host.metrics();
+    let calls = common::metric_value(&scrape, "sandsock_guest_calls_total", &[]);
+    let events = common::metric_value(&scrape, "sandsock_guest_call_events_sum", &[]);
+    assert!(
+        events >= 200.0,
+        "an accept and a read for each of 100 connections: {events} events"
+    );
+    assert!(
+        calls >= 1.0 && calls <= events,
+        "{calls} calls, {events} events"
+    );
+    let count = common::metric_value(&scrape, "sandsock_guest_call_duration_seconds_count", &[]);
+    assert_eq!(count, calls, "every call timed");
+    let count = common::metric_value(&scrape, "sandsock_guest_call_events_count", &[]);
+    assert_eq!(count, calls, "every call's events counted");
+    assert_eq!(
+        host.metric(
+            "sandsock_generation_info",
+            &[("generation", "1"), ("guest", "http")]
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn a_trap_is_counted_by_its_cause() {
+    let guest = test_guest("panics");
+    let host = Host::start(&["--guest", guest.to_str().unwrap(), ADMIN[0], ADMIN[1]]);
+    let mut client = host.connect();
+    client.write_all(b"TRIGGER\n").unwrap();
+    assert_closed_without_answer(&mut client, "the trapping connection");
+    wait_metric(
+        &host,
+        "sandsock_guest_traps_total",
+        &[("cause", "unreachable")],
+        1.0,
+    );
+    assert_eq!(host.metric("sandsock_guest_traps_total", &[]), 1.0);
+}
+
+#[test]
+fn a_reload_swaps_and_a_refused_one_is_counted() {
+    let (host, path) = serve_file_with_admin("admin-reload", &example("http"), &[]);
+    install(&path, &http_v2());
+    let (status, body) = host.admin_request("POST", "/reload");
+    assert_eq!((status, body.as_str()), (202, "reloading\n"));
+    wait_swapped_to(&host, 2);
+    assert_eq!(fresh_body(&host), "hello v2\n");
+    wait_metric(&host, "sandsock_swaps_total", &[], 1.0);
+    let v2_digest = host
+        .log()
+        .lines()
+        .find(|line| line.contains("generation 2 ("))
+        .and_then(|line| line.split("generation 2 (").nth(1))
+        .map(|rest| rest[..12].to_string())
+        .expect("the log names generation 2's digest");
+    wait_metric(
+        &host,
+        "sandsock_generation_info",
+        &[("generation", "2"), ("sha256", &v2_digest)],
+        1.0,
+    );
+    let swap_count =
+        common::metric_value(&host.metrics(), "sandsock_swap_duration_seconds_count", &[]);
+    assert_eq!(swap_count, 1.0);
+
+    std::fs::write(&path, b"not a component at all").unwrap();
+    assert_eq!(host.admin_request("POST", "/reload").0, 202);
+    wait_metric(
+        &host,
+        "sandsock_reloads_refused_total",
+        &[("stage", "load")],
+        1.0,
+    );
+    assert_eq!(
+        fresh_body(&host),
+        "hello v2\n",
+        "the serving generation goes on"
+    );
+}
+
+#[test]
+fn readyz_follows_crash_loop_back_off() {
+    let (host, path) = serve_file_with_admin(
+        "admin-ready",
+        &std::fs::read(test_guest("traps_always")).unwrap(),
+        &[],
+    );
+    assert_eq!(
+        host.admin_request("GET", "/healthz"),
+        (200, "ok\n".to_string())
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // Every connection makes the guest trap, until it backs off.
+        let mut client = host.connect();
+        let _ = client.write_all(b"hello\n");
+        assert_closed_without_answer(&mut client, "a connection to a crash-looping guest");
+        let (status, body) = host.admin_request("GET", "/readyz");
+        if status == 503 {
+            assert!(body.contains("crash-loop back-off"), "{body}");
+            break;
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "never backed off:\n{}",
+            host.log()
+        );
+    }
+    assert_eq!(host.metric("sandsock_guest_backoff", &[]), 1.0);
+    install(&path, &example("echo"));
+    assert_eq!(host.admin_request("POST", "/reload").0, 202);
+    wait_swapped_to(&host, 2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while host.admin_request("GET", "/readyz").0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "not ready after the fix:\n{}",
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(host.admin_request("GET", "/healthz").0, 200);
+}
+
+#[test]
+fn unknown_paths_and_methods_are_refused_and_a_built_in_guest_cannot_reload() {
+    let host = Host::start(&["--guest", "echo", ADMIN[0], ADMIN[1]]);
+    assert_eq!(host.admin_request("GET", "/nope").0, 404);
+    assert_eq!(host.admin_request("GET", "/reload").0, 405);
+    assert_eq!(host.admin_request("POST", "/metrics").0, 405);
+    let (status, body) = host.admin_request("POST", "/reload");
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("built-in guest"), "{body}");
+}
+
+#[test]
+fn a_non_loopback_admin_address_needs_admin_allow_remote() {
+    let out = run_host(&[
+        "--guest",
+        "echo",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "0.0.0.0:0",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr.lines().last().unwrap_or_default();
+    assert!(
+        line.contains("--admin 0.0.0.0:0 is not a loopback address"),
+        "{stderr}"
+    );
+    assert!(line.contains("--admin-allow-remote"), "{stderr}");
+}
