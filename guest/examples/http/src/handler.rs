@@ -5,6 +5,13 @@
 //! serves another body, so that the host's hot-swap tests run two generations
 //! of exactly this code and tell them apart by the body alone.
 //!
+//! A refused request (a body too large, a bad head) may still be arriving when the
+//! refusal goes out. Closing then would let the kernel answer the rest with a
+//! reset, which can destroy the refusal before the client reads it; so the
+//! connection shuts down its write side after the refusal and reads and drops
+//! what still comes, until the peer ends its side or [`DRAIN_MS`] pass, as
+//! nginx's lingering close does.
+//!
 //! On shutdown, a connection with no unfinished request is closed once its
 //! responses are sent; one whose request is still arriving gets that request
 //! answered, with `Connection: close`, and is closed then.
@@ -13,7 +20,9 @@
 //! into the snapshot, so a request split across the swap is answered by the new
 //! generation (responses not yet sent are the SDK's to carry, and it does).
 
-use sandsock_sdk::{BadSnapshot, Conn, Handler, InputBuffers, Io, SnapshotReader, SnapshotWriter};
+use sandsock_sdk::{
+    BadSnapshot, Conn, ConnMap, Handler, InputBuffers, Io, SnapshotReader, SnapshotWriter,
+};
 
 use crate::http;
 
@@ -27,6 +36,10 @@ use crate::http;
 /// ```
 const SNAPSHOT_VERSION: u8 = 1;
 
+/// How long a refused connection goes on reading and dropping what its peer
+/// sends, at most: the host's own lingering time after a close.
+const DRAIN_MS: u64 = 5_000;
+
 /// An HTTP server answering every `GET` with one fixed body.
 pub struct Hello {
     /// The body of every `GET`.
@@ -35,6 +48,9 @@ pub struct Hello {
     /// Bounded by `http`'s own limits: a head or body that grows too large is
     /// refused instead of buffered.
     unfinished: InputBuffers,
+    /// Connections whose request was refused, read and dropped until the peer's
+    /// end (or [`DRAIN_MS`], a timer whose id is the connection's handle).
+    draining: ConnMap<()>,
     /// The responses to one chunk, reused so that answering does not allocate.
     out: Vec<u8>,
     /// The host is shutting down: the next request a connection completes is its
@@ -48,6 +64,7 @@ impl Hello {
         Self {
             body,
             unfinished: InputBuffers::default(),
+            draining: ConnMap::default(),
             out: Vec::new(),
             shutting_down: false,
         }
@@ -56,6 +73,9 @@ impl Hello {
 
 impl Handler for Hello {
     fn on_data(&mut self, io: &mut Io, conn: Conn, data: &[u8]) {
+        if self.draining.contains_key(&conn) {
+            return;
+        }
         self.out.clear();
         if self.shutting_down {
             return self.answer_last(io, conn, data);
@@ -63,18 +83,33 @@ impl Handler for Hello {
         // Answered straight from the chunk when no request is half-way; only a
         // trailing partial request is copied, to be completed by the next chunk.
         let (out, body) = (&mut self.out, self.body);
-        let close = self.unfinished.feed(conn, data, |input| {
+        let answers = self.unfinished.feed(conn, data, |input| {
             let answers = http::answer_all_with(input, out, body);
-            (answers.consumed, answers.close)
+            (answers.consumed, answers)
         });
-        if close {
+        if answers.close {
             self.unfinished.forget(conn);
         }
-        send(io, conn, &self.out, close);
+        if answers.rejected {
+            self.refuse(io, conn);
+        } else {
+            send(io, conn, &self.out, answers.close);
+        }
     }
 
-    fn on_close(&mut self, _io: &mut Io, conn: Conn) {
+    fn on_close(&mut self, io: &mut Io, conn: Conn) {
         self.unfinished.forget(conn);
+        if self.draining.remove(&conn).is_some() {
+            io.cancel_timer(conn.raw());
+        }
+    }
+
+    /// A refused connection's drain ran out: it closes, whatever still comes.
+    fn on_timer(&mut self, io: &mut Io, id: u64) {
+        let conn = Conn::from_raw(id);
+        if self.draining.remove(&conn).is_some() {
+            io.close(conn);
+        }
     }
 
     fn on_shutdown(&mut self, io: &mut Io) {
@@ -114,6 +149,21 @@ impl Hello {
         });
         if answered {
             send(io, conn, &self.out, true);
+        }
+    }
+
+    /// Sends the refusal in `self.out` and ends the write side; the connection
+    /// stays open, dropping its input, until the peer ends its side (the SDK's
+    /// `on_eof` closes it then) or the drain timer fires.
+    fn refuse(&mut self, io: &mut Io, conn: Conn) {
+        io.write(conn, &self.out);
+        io.shutdown_write(conn);
+        if io.set_timer(conn.raw(), DRAIN_MS).is_ok() {
+            self.draining.insert(conn, ());
+        } else {
+            // No timer to bound the drain (the host's cap on timers is reached):
+            // close now rather than read for ever.
+            io.close(conn);
         }
     }
 

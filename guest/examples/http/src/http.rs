@@ -70,6 +70,10 @@ pub struct Answers {
     /// Close the connection once the responses are sent; ignore the rest of the
     /// input.
     pub close: bool,
+    /// The last request was refused ([`Outcome::Rejected`]): the rest of it may
+    /// still be on its way, and closing before it arrives would have the kernel
+    /// answer it with a reset that can destroy the refusal.
+    pub rejected: bool,
 }
 
 /// Answers the request at the start of `input`, appending its response to `out`.
@@ -145,7 +149,11 @@ pub fn answer_all_with(input: &[u8], out: &mut Vec<u8>, body: &[u8]) -> Answers 
             Outcome::Answered { consumed: n, close } => {
                 consumed += n;
                 if close {
-                    return Answers { consumed, close };
+                    return Answers {
+                        consumed,
+                        close,
+                        rejected: false,
+                    };
                 }
             }
             Outcome::Incomplete => break,
@@ -153,6 +161,7 @@ pub fn answer_all_with(input: &[u8], out: &mut Vec<u8>, body: &[u8]) -> Answers 
                 return Answers {
                     consumed,
                     close: true,
+                    rejected: true,
                 };
             }
         }
@@ -160,6 +169,7 @@ pub fn answer_all_with(input: &[u8], out: &mut Vec<u8>, body: &[u8]) -> Answers 
     Answers {
         consumed,
         close: false,
+        rejected: false,
     }
 }
 
@@ -515,7 +525,8 @@ mod tests {
             (
                 Answers {
                     consumed: 0,
-                    close: false
+                    close: false,
+                    rejected: false
                 },
                 String::new()
             )
