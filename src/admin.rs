@@ -3,15 +3,15 @@
 //!
 //! It reads what the workers published (see [`crate::metrics`]) and never touches a
 //! loop. One request per connection, answered with `Connection: close`; a client that
-//! does not send its request within [`REQUEST_TIMEOUT`] is dropped, so a stalled
-//! client delays the next scrape by that much at most.
+//! does not send its whole request within [`REQUEST_TIMEOUT`] is dropped, so each
+//! stalled client delays the requests behind it by that much at most.
 
 use std::borrow::Cow;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use prometheus_client::collector::Collector;
@@ -21,10 +21,13 @@ use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
 use crate::metrics::{Published, PublishedHistogram, TrapCause};
+use crate::rate_limit::RateLimit;
 use crate::swap::ReloadHandle;
 
-/// How long a client may take to send its request.
+/// How long a client may take to send its request, in all.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the listener waits after a failed accept before it tries again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// The largest request head read: the endpoints take no more.
 const MAX_REQUEST: usize = 8 * 1024;
 
@@ -60,14 +63,24 @@ impl Admin {
         std::thread::Builder::new()
             .name("admin".into())
             .spawn(move || {
+                let mut failures = RateLimit::default();
                 for stream in listener.incoming() {
                     match stream {
                         Ok(stream) => {
-                            if let Err(e) = admin.serve(stream) {
+                            if let Err(e) = admin.serve(stream)
+                                && failures.allow()
+                            {
                                 warn!(error = %e, "admin request failed");
                             }
                         }
-                        Err(e) => warn!(error = %e, "admin accept failed"),
+                        Err(e) => {
+                            // Out of file descriptors, say: the connection stays
+                            // queued, so trying again at once would spin.
+                            if failures.allow() {
+                                warn!(error = %e, "admin accept failed");
+                            }
+                            std::thread::sleep(ACCEPT_RETRY);
+                        }
                     }
                 }
             })
@@ -77,9 +90,9 @@ impl Admin {
 
     /// Answers one request.
     fn serve(&self, mut stream: TcpStream) -> io::Result<()> {
-        stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
         stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
-        let Some((method, path)) = read_request(&mut stream)? else {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let Some((method, path)) = read_request(&mut stream, deadline)? else {
             return respond(&mut stream, 400, "text/plain", "bad request\n");
         };
         let (status, body) = match (method.as_str(), path.as_str()) {
@@ -385,11 +398,20 @@ impl Collector for Scrape {
     }
 }
 
-/// Reads a request head; `None` if it is not one.
-fn read_request(stream: &mut TcpStream) -> io::Result<Option<(String, String)>> {
+/// Reads a request head by `deadline`, however the client spaces its bytes; `None`
+/// if it is not one.
+fn read_request(stream: &mut TcpStream, deadline: Instant) -> io::Result<Option<(String, String)>> {
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the request did not arrive in time",
+            ));
+        }
+        stream.set_read_timeout(Some(left))?;
         let n = stream.read(&mut chunk)?;
         if n == 0 {
             return Ok(None);

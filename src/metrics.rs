@@ -67,7 +67,7 @@ impl TrapCause {
     }
 }
 
-/// A histogram a worker fills: counts per bucket (the last is +Inf), and the sum.
+/// A histogram a worker fills: counts per bucket, past the last bound, and the sum.
 #[derive(Clone, Debug)]
 pub struct Histogram<const N: usize> {
     bounds: &'static [f64; N],
@@ -126,16 +126,17 @@ impl<const N: usize> PublishedHistogram<N> {
     }
 
     /// The sum, the count, and the count in each bucket (not cumulative: the
-    /// encoder adds them up), by upper bound.
+    /// encoder adds them up), by upper bound, ending with the `+Inf` bucket that
+    /// Prometheus requires (the encoder names a bound of infinity so).
     pub fn read(&self) -> (f64, u64, Vec<(f64, u64)>) {
         let buckets: Vec<(f64, u64)> = self
             .bounds
             .iter()
             .zip(&self.counts)
             .map(|(bound, cell)| (*bound, cell.load(Ordering::Relaxed)))
+            .chain([(f64::INFINITY, self.overflow.load(Ordering::Relaxed))])
             .collect();
-        let count =
-            buckets.iter().map(|(_, n)| n).sum::<u64>() + self.overflow.load(Ordering::Relaxed);
+        let count = buckets.iter().map(|(_, n)| n).sum::<u64>();
         (
             f64::from_bits(self.sum.load(Ordering::Relaxed)),
             count,
@@ -362,13 +363,21 @@ impl Published {
     }
 
     /// The retired generations still holding connections, and how many each holds.
+    ///
+    /// Slots are read one by one while the worker may be repacking them (a
+    /// generation dropped shifts the others down), so a generation can be seen in
+    /// two slots: it is reported once, as two series with the same labels would
+    /// make the scrape invalid.
     pub fn retired(&self) -> Vec<(u32, u64)> {
-        self.retired
-            .iter()
-            .map(|slot| slot.load(Ordering::Relaxed))
-            .filter(|&packed| packed != 0)
-            .map(|packed| ((packed >> 32) as u32, packed & u64::from(u32::MAX)))
-            .collect()
+        let mut retired: Vec<(u32, u64)> = Vec::with_capacity(RETIRED_SLOTS);
+        for slot in &self.retired {
+            let packed = slot.load(Ordering::Relaxed);
+            let generation = (packed >> 32) as u32;
+            if packed != 0 && !retired.iter().any(|&(g, _)| g == generation) {
+                retired.push((generation, packed & u64::from(u32::MAX)));
+            }
+        }
+        retired
     }
 }
 
@@ -393,9 +402,10 @@ mod tests {
         assert_eq!((sum, count), (5005.0, 4));
         assert_eq!(buckets[0], (1.0, 2));
         assert_eq!(buckets[2], (4.0, 1), "3 events fall in the 4 bucket");
+        assert_eq!(buckets[buckets.len() - 2], (1024.0, 0));
         assert_eq!(
             buckets.last(),
-            Some(&(1024.0, 0)),
+            Some(&(f64::INFINITY, 1)),
             "5000 is past every bound"
         );
     }
@@ -407,5 +417,9 @@ mod tests {
         assert_eq!(published.retired(), [(2, 5), (3, 1)]);
         published.swap(&SwapCounters::default(), std::iter::empty());
         assert!(published.retired().is_empty(), "slots are emptied");
+        // Half-way through a repack: generation 3 moved down, not yet cleared above.
+        published.retired[0].store(3 << 32 | 1, Ordering::Relaxed);
+        published.retired[1].store(3 << 32 | 1, Ordering::Relaxed);
+        assert_eq!(published.retired(), [(3, 1)], "once");
     }
 }

@@ -95,7 +95,7 @@ impl EventHandler for WasmHandler {
     }
 
     fn tick(&mut self, now: Instant, net: &mut Net) {
-        self.tenants.log_suppressed(now);
+        self.tenants.tick(now);
         if self.generations.has_retired() {
             self.generations
                 .enforce_drain_timeout(now, &mut self.tenants, net);
@@ -103,10 +103,7 @@ impl EventHandler for WasmHandler {
     }
 
     fn next_tick(&self) -> Option<Instant> {
-        let deadlines = [
-            self.generations.next_deadline(),
-            self.tenants.next_summary(),
-        ];
+        let deadlines = [self.generations.next_deadline(), self.tenants.next_tick()];
         deadlines.into_iter().flatten().min()
     }
 

@@ -1,10 +1,12 @@
 //! The admin listener: `/metrics` parses as Prometheus text and moves as the host
 //! works; `/readyz` follows crash-loop back-off; `POST /reload` swaps; unknown paths
-//! and methods are refused; a non-loopback address needs `--admin-allow-remote`.
+//! and methods are refused; a client trickling its request is dropped; a
+//! non-loopback address needs `--admin-allow-remote`.
 
 mod common;
 
 use std::io::Write;
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::{
@@ -82,6 +84,27 @@ fn requests_move_the_connection_and_byte_counters() {
     assert_eq!(count, calls, "every call timed");
     let count = common::metric_value(&scrape, "sandsock_guest_call_events_count", &[]);
     assert_eq!(count, calls, "every call's events counted");
+    for histogram in [
+        "sandsock_guest_call_duration_seconds",
+        "sandsock_guest_call_events",
+    ] {
+        let top = scrape
+            .samples
+            .iter()
+            .find(|sample| sample.metric == histogram)
+            .and_then(|sample| match &sample.value {
+                prometheus_parse::Value::Histogram(buckets) => buckets
+                    .iter()
+                    .find(|bucket| bucket.less_than == f64::INFINITY)
+                    .map(|bucket| bucket.count),
+                _ => None,
+            });
+        assert_eq!(
+            top,
+            Some(calls),
+            "{histogram}: a +Inf bucket holding every call"
+        );
+    }
     assert_eq!(
         host.metric(
             "sandsock_generation_info",
@@ -148,20 +171,11 @@ fn a_reload_swaps_and_a_refused_one_is_counted() {
     );
 }
 
-#[test]
-fn readyz_follows_crash_loop_back_off() {
-    let (host, path) = serve_file_with_admin(
-        "admin-ready",
-        &std::fs::read(test_guest("traps_always")).unwrap(),
-        &[],
-    );
-    assert_eq!(
-        host.admin_request("GET", "/healthz"),
-        (200, "ok\n".to_string())
-    );
+/// Connects until the guest (one that traps on every connection) backs off, as
+/// `/readyz` and `/metrics` say.
+fn drive_into_back_off(host: &Host) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        // Every connection makes the guest trap, until it backs off.
         let mut client = host.connect();
         let _ = client.write_all(b"hello\n");
         assert_closed_without_answer(&mut client, "a connection to a crash-looping guest");
@@ -178,18 +192,48 @@ fn readyz_follows_crash_loop_back_off() {
         );
     }
     assert_eq!(host.metric("sandsock_guest_backoff", &[]), 1.0);
-    install(&path, &example("echo"));
-    assert_eq!(host.admin_request("POST", "/reload").0, 202);
-    wait_swapped_to(&host, 2);
+}
+
+#[test]
+fn readiness_returns_when_the_back_off_ends_without_any_traffic() {
+    let guest = test_guest("traps_always");
+    let host = Host::start(&["--guest", guest.to_str().unwrap(), ADMIN[0], ADMIN[1]]);
+    drive_into_back_off(&host);
+    // No connection comes: the loop wakes at the back-off's end by itself (at most
+    // 5 s after the last trap) and publishes that.
+    wait_ready(&host, "after the back-off");
+    assert_eq!(host.metric("sandsock_guest_backoff", &[]), 0.0);
+}
+
+/// Polls `/readyz` until it answers 200, for at most 10 s.
+fn wait_ready(host: &Host, when: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while host.admin_request("GET", "/readyz").0 != 200 {
         assert!(
             Instant::now() < deadline,
-            "not ready after the fix:\n{}",
+            "not ready {when}:\n{}",
             host.log()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn readyz_follows_crash_loop_back_off() {
+    let (host, path) = serve_file_with_admin(
+        "admin-ready",
+        &std::fs::read(test_guest("traps_always")).unwrap(),
+        &[],
+    );
+    assert_eq!(
+        host.admin_request("GET", "/healthz"),
+        (200, "ok\n".to_string())
+    );
+    drive_into_back_off(&host);
+    install(&path, &example("echo"));
+    assert_eq!(host.admin_request("POST", "/reload").0, 202);
+    wait_swapped_to(&host, 2);
+    wait_ready(&host, "after the fix");
     assert_eq!(host.admin_request("GET", "/healthz").0, 200);
 }
 
@@ -222,4 +266,27 @@ fn a_non_loopback_admin_address_needs_admin_allow_remote() {
         "{stderr}"
     );
     assert!(line.contains("--admin-allow-remote"), "{stderr}");
+}
+
+#[test]
+fn a_client_trickling_its_request_is_dropped_and_the_next_is_served() {
+    let host = Host::start(&["--guest", "echo", ADMIN[0], ADMIN[1]]);
+    let mut slow = TcpStream::connect(host.admin.unwrap()).unwrap();
+    // A byte every 200 ms: no single read waits long, but the request never ends.
+    // The listener gives a request 2 s in all; a write fails once it has closed.
+    let started = Instant::now();
+    let mut dropped = false;
+    while started.elapsed() < Duration::from_secs(8) {
+        if slow.write_all(b"G").is_err() {
+            dropped = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        dropped,
+        "still reading the trickle after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(host.admin_request("GET", "/healthz").0, 200);
 }

@@ -63,6 +63,11 @@ impl Backoff {
         }
     }
 
+    /// When a start may be attempted again, while backing off.
+    pub fn until(&self) -> Option<Instant> {
+        self.until
+    }
+
     /// How long until a start may be attempted, from `now`.
     pub fn waiting(&self, now: Instant) -> Duration {
         self.until

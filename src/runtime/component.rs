@@ -178,9 +178,11 @@ pub fn compile(
                 restore: component.get_export_index(Some(&interface), "restore")?,
             })
         });
+    let name: Arc<str> = source.name.as_str().into();
     Ok(Guest {
         engine: engine.clone(),
-        name: source.name.as_str().into(),
+        log_budget: Arc::new(GenerationBudget::new(name.clone())),
+        name,
         digest,
         pre,
         indices,
@@ -188,7 +190,6 @@ pub fn compile(
         load_time: started.elapsed(),
         cached: from_cache,
         optimized,
-        log_budget: Arc::default(),
     })
 }
 

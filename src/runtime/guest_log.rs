@@ -59,11 +59,17 @@ impl Bucket {
         }
     }
 
-    /// Takes `cost` bytes if the bucket holds them.
-    fn take(&mut self, cost: f64, now: Instant) -> bool {
+    /// Adds what has accrued since the last refill, up to the burst.
+    fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
         self.refilled = now;
+    }
+
+    /// Takes `cost` bytes if the bucket holds them.
+    #[cfg(test)]
+    fn take(&mut self, cost: f64, now: Instant) -> bool {
+        self.refill(now);
         if self.tokens < cost {
             return false;
         }
@@ -72,53 +78,100 @@ impl Bucket {
     }
 }
 
-/// The log budget of all instances of one generation.
+/// The log budget of all instances of one generation, and the lines they dropped.
+///
+/// Dropped lines are counted here, for the generation as a whole, and reported in one
+/// line at most once per [`DROP_REPORT_EVERY`]: before the next line admitted, or from
+/// the loop's tick ([`Tenants`](super::tenants::Tenants) keeps the generations with a
+/// count waiting), so that a guest printing one line too many per call cannot turn
+/// each call into a report.
 #[derive(Debug)]
-pub struct GenerationBudget(Mutex<Bucket>);
-
-impl Default for GenerationBudget {
-    fn default() -> Self {
-        Self(Mutex::new(Bucket::new(GENERATION_BURST, GENERATION_RATE)))
-    }
+pub struct GenerationBudget {
+    guest: Arc<str>,
+    shared: Mutex<Shared>,
+    /// Lines dropped and not reported yet: an atomic, so that the loop can see after
+    /// a call whether there are any without taking the lock.
+    dropped: AtomicU64,
 }
 
-/// One instance's budget, shared by its stdout and stderr, and the lines it dropped.
+/// What the instances of a generation share: its bucket, and when it last reported.
 #[derive(Debug)]
-struct Budget {
-    guest: Arc<str>,
+struct Shared {
     bucket: Bucket,
-    generation: Arc<GenerationBudget>,
-    /// Lines dropped and not reported yet: an atomic, so that the instance can see
-    /// at the end of a call whether there are any without taking the lock.
-    dropped: Arc<AtomicU64>,
     reported: Option<Instant>,
 }
 
-impl Budget {
-    /// Whether a line of `len` bytes may be logged now; says first how many lines
-    /// were dropped before it, at most once per [`DROP_REPORT_EVERY`].
-    fn admit(&mut self, len: usize) -> bool {
-        let now = Instant::now();
-        let cost = (len + LINE_OVERHEAD) as f64;
-        let mut generation = self.generation.0.lock().unwrap_or_else(|e| e.into_inner());
-        if !(self.bucket.take(cost, now) && generation.take(cost, now)) {
+impl GenerationBudget {
+    /// The budget of a generation of the guest named `guest`.
+    pub fn new(guest: Arc<str>) -> Self {
+        Self {
+            guest,
+            shared: Mutex::new(Shared {
+                bucket: Bucket::new(GENERATION_BURST, GENERATION_RATE),
+                reported: None,
+            }),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a line costing `cost` may be logged now by the instance whose own
+    /// bucket is `instance`: only if both buckets hold it, and then both pay. Says
+    /// first how many lines were dropped before it, if that is due.
+    fn admit(&self, instance: &mut Bucket, cost: f64, now: Instant) -> bool {
+        let mut shared = self.lock();
+        instance.refill(now);
+        shared.bucket.refill(now);
+        if instance.tokens < cost || shared.bucket.tokens < cost {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        drop(generation);
-        if self.reported.is_none_or(|at| now - at >= DROP_REPORT_EVERY) {
-            self.report();
-        }
+        instance.tokens -= cost;
+        shared.bucket.tokens -= cost;
+        self.report_if_due(&mut shared, now);
         true
     }
 
+    /// Whether lines were dropped and not reported yet: one atomic load, for after
+    /// each call.
+    pub fn has_dropped(&self) -> bool {
+        self.dropped.load(Ordering::Relaxed) > 0
+    }
+
+    /// After a call: reports the lines dropped if that is due, and says when the
+    /// rest is due if some are left waiting (an atomic load when none were dropped).
+    pub fn report_due(&self, now: Instant) -> Option<Instant> {
+        if self.dropped.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut shared = self.lock();
+        self.report_if_due(&mut shared, now)
+    }
+
+    /// Reports unless a report went out less than [`DROP_REPORT_EVERY`] ago; then
+    /// says when the next is due.
+    fn report_if_due(&self, shared: &mut Shared, now: Instant) -> Option<Instant> {
+        if let Some(at) = shared.reported {
+            let due = at + DROP_REPORT_EVERY;
+            if now < due {
+                return (self.dropped.load(Ordering::Relaxed) > 0).then_some(due);
+            }
+        }
+        if self.report() {
+            shared.reported = Some(now);
+        }
+        None
+    }
+
     /// Logs how many lines were dropped since the last report, if any.
-    fn report(&mut self) {
+    fn report(&self) -> bool {
         let dropped = self.dropped.swap(0, Ordering::Relaxed);
         if dropped == 0 {
-            return;
+            return false;
         }
-        self.reported = Some(Instant::now());
         let guest = &*self.guest;
         tracing::warn!(
             target: "guest",
@@ -126,33 +179,30 @@ impl Budget {
             dropped,
             "guest output: {dropped} line(s) dropped, past its budget of log bytes"
         );
+        true
     }
 }
 
-impl Drop for Budget {
+impl Drop for GenerationBudget {
+    /// The last count, when the generation's last instance and record are gone.
     fn drop(&mut self) {
         self.report();
     }
 }
 
-/// What an instance keeps of its output's budget: at the end of each call, whatever
-/// was dropped during it is reported.
+/// One instance's budget, shared by its stdout and stderr.
 #[derive(Debug)]
-pub struct Drops {
-    budget: Arc<Mutex<Budget>>,
-    dropped: Arc<AtomicU64>,
+struct Budget {
+    bucket: Bucket,
+    generation: Arc<GenerationBudget>,
 }
 
-impl Drops {
-    /// Reports the lines dropped since the last report, if any (an atomic load when
-    /// there are none).
-    pub fn report(&self) {
-        if self.dropped.load(Ordering::Relaxed) > 0 {
-            self.budget
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .report();
-        }
+impl Budget {
+    /// Whether a line of `len` bytes may be logged now.
+    fn admit(&mut self, len: usize) -> bool {
+        let cost = (len + LINE_OVERHEAD) as f64;
+        self.generation
+            .admit(&mut self.bucket, cost, Instant::now())
     }
 }
 
@@ -176,26 +226,18 @@ pub struct GuestLog {
 
 impl GuestLog {
     /// The stdout and stderr sinks of one instance of the guest named `guest`, whose
-    /// generation's budget is `generation`, and what reports their dropped lines.
-    pub fn pair(guest: Arc<str>, generation: Arc<GenerationBudget>) -> (Self, Self, Drops) {
-        let dropped = Arc::new(AtomicU64::new(0));
+    /// generation's budget is `generation`.
+    pub fn pair(guest: Arc<str>, generation: Arc<GenerationBudget>) -> (Self, Self) {
         let budget = Arc::new(Mutex::new(Budget {
-            guest: guest.clone(),
             bucket: Bucket::new(INSTANCE_BURST, INSTANCE_RATE),
             generation,
-            dropped: dropped.clone(),
-            reported: None,
         }));
         let sink = |stream| Self {
             guest: guest.clone(),
             stream,
             budget: budget.clone(),
         };
-        let drops = Drops {
-            budget: budget.clone(),
-            dropped,
-        };
-        (sink(Stream::Stdout), sink(Stream::Stderr), drops)
+        (sink(Stream::Stdout), sink(Stream::Stderr))
     }
 
     fn writer(&self) -> LineWriter {
@@ -335,17 +377,64 @@ mod tests {
 
     #[test]
     fn an_instance_and_its_generation_share_the_limits() {
-        let generation = Arc::new(GenerationBudget::default());
-        let (stdout, _stderr, _) = GuestLog::pair("g".into(), generation.clone());
+        let generation = Arc::new(GenerationBudget::new("g".into()));
+        let (stdout, _stderr) = GuestLog::pair("g".into(), generation.clone());
         let mut budget = stdout.budget.lock().unwrap();
         let line = 1024 - LINE_OVERHEAD;
         let admitted = (0..200).filter(|_| budget.admit(line)).count();
         assert_eq!(admitted, 64, "the instance's burst of 64 KiB");
-        assert_eq!(budget.dropped.load(Ordering::Relaxed), 136);
+        assert_eq!(generation.dropped.load(Ordering::Relaxed), 136);
         drop(budget);
-        let (other, _, _) = GuestLog::pair("g".into(), generation);
+        let (other, _) = GuestLog::pair("g".into(), generation.clone());
         let mut other = other.budget.lock().unwrap();
         let admitted = (0..1000).filter(|_| other.admit(line)).count();
         assert_eq!(admitted, 64, "another instance has its own burst");
+        let mut admitted = 0;
+        for _ in 0..3 {
+            let (more, _) = GuestLog::pair("g".into(), generation.clone());
+            let mut more = more.budget.lock().unwrap();
+            admitted += (0..1000).filter(|_| more.admit(line)).count();
+        }
+        // The generation's 256 KiB: 128 KiB left for three more instances (a line
+        // more if the test ran slowly enough for 1 KiB to accrue at 64 KiB/s).
+        assert!((128..=129).contains(&admitted), "{admitted}");
+    }
+
+    #[test]
+    fn a_line_the_generation_refuses_costs_the_instance_nothing() {
+        let generation = Arc::new(GenerationBudget::new("g".into()));
+        let now = Instant::now();
+        let mut instance = Bucket::new(INSTANCE_BURST, 0.0);
+        let mut greedy = Bucket::new(GENERATION_BURST, 0.0);
+        assert!(generation.admit(&mut greedy, GENERATION_BURST, now));
+        assert!(!generation.admit(&mut instance, 100.0, now));
+        assert_eq!(
+            instance.tokens, INSTANCE_BURST,
+            "not charged for a dropped line"
+        );
+    }
+
+    #[test]
+    fn dropped_lines_are_reported_at_most_once_per_interval() {
+        let generation = GenerationBudget::new("g".into());
+        let start = Instant::now();
+        assert_eq!(generation.report_due(start), None, "nothing dropped");
+        generation.dropped.store(5, Ordering::Relaxed);
+        assert_eq!(
+            generation.report_due(start),
+            None,
+            "the first report goes out"
+        );
+        assert_eq!(generation.dropped.load(Ordering::Relaxed), 0);
+        generation.dropped.store(3, Ordering::Relaxed);
+        let half = start + DROP_REPORT_EVERY / 2;
+        assert_eq!(
+            generation.report_due(half),
+            Some(start + DROP_REPORT_EVERY),
+            "too soon: waits, and says until when"
+        );
+        assert_eq!(generation.dropped.load(Ordering::Relaxed), 3, "kept");
+        assert_eq!(generation.report_due(start + DROP_REPORT_EVERY), None);
+        assert_eq!(generation.dropped.load(Ordering::Relaxed), 0, "reported");
     }
 }

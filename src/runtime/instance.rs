@@ -4,13 +4,15 @@
 //! One store per instance, because a trap poisons the whole store: recovery is a
 //! fresh store and a fresh instance from the pre-instantiated component (~40 µs).
 
+use std::sync::Arc;
+
 use anyhow::{Context, Result};
 use wasmtime::Store;
 use wasmtime::component::TypedFunc;
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::component::Guest;
-use super::guest_log::{Drops, GuestLog};
+use super::guest_log::{GenerationBudget, GuestLog};
 use super::imports::GuestState;
 use super::limiter::Limiter;
 use super::sandbox::Sandbox;
@@ -28,8 +30,8 @@ pub struct Instance {
     bindings: wit::Handler,
     state: Option<(StateSnapshot, StateRestore)>,
     budget: Budget,
-    /// Reports the output lines its budget dropped, after each call.
-    drops: Drops,
+    /// Its generation's log budget, which counts the output lines dropped.
+    log_budget: Arc<GenerationBudget>,
 }
 
 impl Instance {
@@ -37,7 +39,7 @@ impl Instance {
     /// code was compiled for), within `sandbox`.
     pub fn start(sandbox: &Sandbox, guest: &Guest) -> Result<Self> {
         let mut wasi = WasiCtxBuilder::new();
-        let (stdout, stderr, drops) = GuestLog::pair(guest.name.clone(), guest.log_budget.clone());
+        let (stdout, stderr) = GuestLog::pair(guest.name.clone(), guest.log_budget.clone());
         wasi.stdout(stdout).stderr(stderr);
         for (key, value) in &sandbox.env {
             wasi.env(key, value);
@@ -74,7 +76,7 @@ impl Instance {
             bindings,
             state,
             budget,
-            drops,
+            log_budget: guest.log_budget.clone(),
         })
     }
 
@@ -86,8 +88,12 @@ impl Instance {
         std::mem::swap(net, &mut self.store.data_mut().net);
         let result = self.bindings.call_handle(&mut self.store, events);
         std::mem::swap(net, &mut self.store.data_mut().net);
-        self.drops.report();
         result.map_err(anyhow::Error::from)
+    }
+
+    /// Its generation's log budget: after a call, whether output was dropped.
+    pub fn log_budget(&self) -> &Arc<GenerationBudget> {
+        &self.log_budget
     }
 
     /// The instance's `snapshot`, or `None` when it does not export `state`.

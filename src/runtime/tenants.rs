@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 use super::backoff::Backoff;
 use super::component::Guest;
 use super::engine::Runtime;
+use super::guest_log::GenerationBudget;
 use super::instance::Instance;
 use super::sandbox::Isolation;
 use super::trap::{backtrace, cause, describe};
@@ -92,6 +93,8 @@ pub struct Tenants {
     timed: bool,
     /// Traps of each cause waiting to be summed up, in [`TrapCause::ALL`] order.
     suppressed: [Suppressed; 6],
+    /// Generations whose dropped output lines wait to be reported, and when.
+    log_pending: Vec<(Arc<GenerationBudget>, Instant)>,
 }
 
 impl Tenants {
@@ -116,6 +119,7 @@ impl Tenants {
             counters: GuestCounters::default(),
             timed: false,
             suppressed: [Suppressed::default(); 6],
+            log_pending: Vec::new(),
         };
         tenants.serve(generation, guest, first);
         tenants
@@ -132,8 +136,10 @@ impl Tenants {
         to.guest(&self.counters);
     }
 
-    /// The connections `generation` still holds, for `/metrics`: cheap for a few
-    /// owners, or with one owner per connection.
+    /// The connections `generation` still holds, for `/metrics`, counted without a
+    /// scan per turn: with shared isolation, the few owners' connections; with an
+    /// instance per connection, its instances, one per client connection (outbound
+    /// connections an instance opened are not counted).
     pub fn connections_of(&self, generation: u32, net: &Net) -> u64 {
         match self.isolation {
             Isolation::Connection => {
@@ -205,7 +211,7 @@ impl Tenants {
     pub fn run(&mut self, owner: Owner, events: &[Event], net: &mut Net) {
         let timed = self.timed;
         if let Some(tenant) = self.records.get_mut(&owner) {
-            tenant.calls += 1;
+            tenant.calls = tenant.calls.saturating_add(1);
         }
         let Some(instance) = self.instance(owner) else {
             self.refuse(owner, events, net);
@@ -214,6 +220,10 @@ impl Tenants {
         let started = timed.then(Instant::now);
         let result = instance.call(events, net, owner);
         let memory_refused = instance.memory_refused();
+        if instance.log_budget().has_dropped() {
+            let budget = instance.log_budget().clone();
+            self.report_dropped(budget, Instant::now());
+        }
         self.counters.calls += 1;
         self.counters.call_events.observe(events.len() as f64);
         if let Some(started) = started {
@@ -408,9 +418,58 @@ impl Tenants {
         );
     }
 
+    /// The loop's tick: sums up the traps and reports the dropped output lines that
+    /// are due.
+    pub fn tick(&mut self, now: Instant) {
+        self.log_suppressed(now);
+        self.log_pending.retain_mut(|(budget, due)| {
+            if now < *due {
+                return true;
+            }
+            match budget.report_due(now) {
+                Some(next) => {
+                    *due = next;
+                    true
+                }
+                None => false,
+            }
+        });
+    }
+
+    /// When the loop should tick for the tenants next: a trap summary or a report of
+    /// dropped output due, or the end of a crash-loop back-off (so that `/readyz`
+    /// says ready again without waiting for a connection).
+    pub fn next_tick(&self) -> Option<Instant> {
+        let summary = self
+            .suppressed
+            .iter()
+            .filter(|s| s.traps > 0)
+            .filter_map(|s| s.logged)
+            .min()
+            .map(|at| at + TRAP_SUMMARY_EVERY);
+        let report = self.log_pending.iter().map(|&(_, due)| due).min();
+        // Once past, the back-off's end is no deadline (it is cleared only when a
+        // connection asks), or the loop would spin.
+        let backoff_ends = self.backoff.until().filter(|&at| at > Instant::now());
+        [summary, report, backoff_ends].into_iter().flatten().min()
+    }
+
+    /// After a call whose instance dropped output lines: reports them if that is
+    /// due, or keeps its generation's budget for the tick that will.
+    fn report_dropped(&mut self, budget: Arc<GenerationBudget>, now: Instant) {
+        if let Some(due) = budget.report_due(now)
+            && !self
+                .log_pending
+                .iter()
+                .any(|(b, _)| Arc::ptr_eq(b, &budget))
+        {
+            self.log_pending.push((budget, due));
+        }
+    }
+
     /// Sums up the traps counted but not logged whose interval has ended (from the
     /// loop's tick, and before a trap is logged in full).
-    pub fn log_suppressed(&mut self, now: Instant) {
+    fn log_suppressed(&mut self, now: Instant) {
         for (cause, suppressed) in TrapCause::ALL.iter().zip(&mut self.suppressed) {
             let due = suppressed
                 .logged
@@ -432,16 +491,6 @@ impl Tenants {
                 ..Suppressed::default()
             };
         }
-    }
-
-    /// When counted traps are next due to be summed up, if any are waiting.
-    pub fn next_summary(&self) -> Option<Instant> {
-        self.suppressed
-            .iter()
-            .filter(|s| s.traps > 0)
-            .filter_map(|s| s.logged)
-            .min()
-            .map(|at| at + TRAP_SUMMARY_EVERY)
     }
 
     /// While the guest cannot run, what it would have been told is answered by

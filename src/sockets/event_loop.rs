@@ -136,9 +136,20 @@ impl<H: EventHandler> EventLoop<H> {
     }
 
     /// Publishes the loop's counters (and its handler's) there once per turn, for the
-    /// admin listener.
+    /// admin listener. The first copy goes out now, so that a worker idle from the
+    /// start is seen.
     pub fn publish_to(&mut self, published: Arc<Published>) {
         self.published = Some(published);
+        self.publish();
+    }
+
+    /// Stores the counters into the published copy, with `--admin`.
+    fn publish(&mut self) {
+        if let Some(published) = &self.published {
+            let (counters, gauges) = self.net.metrics();
+            published.net(counters, gauges);
+            self.handler.publish(published, &self.net);
+        }
     }
 
     /// How other threads reach this loop.
@@ -240,11 +251,7 @@ impl<H: EventHandler> EventLoop<H> {
             self.batch.clear();
             self.net.prune();
         }
-        if let Some(published) = &self.published {
-            let (counters, gauges) = self.net.metrics();
-            published.net(counters, gauges);
-            self.handler.publish(published, &self.net);
-        }
+        self.publish();
         Ok(())
     }
 

@@ -16,6 +16,9 @@ use crate::runtime::trap::describe;
 use crate::sockets::net::Net;
 use crate::wit::Event;
 
+/// The most of a guest's reason for refusing a snapshot that is logged, in chars.
+const MAX_REASON: usize = 200;
+
 /// Why a generation is dropped after a batch or a drain timeout.
 const LAST_CLOSED: &str = "its last connection has closed";
 
@@ -146,8 +149,12 @@ impl Generations {
         tenants.end_idle_retired(net);
         self.drop_drained(tenants, why);
         let took = loaded.triggered.elapsed();
-        self.counters.swaps += 1;
-        self.counters.swap_seconds.observe(took.as_secs_f64());
+        // A tier-up is the second half of one reload, not a swap of its own: the
+        // swap's count and time are those of the first half, trigger to serving.
+        if !loaded.tier_up {
+            self.counters.swaps += 1;
+            self.counters.swap_seconds.observe(took.as_secs_f64());
+        }
         self.serving_changed = true;
         info!(
             generation = number,
@@ -254,6 +261,7 @@ impl Generations {
     /// announced with `adopted`. The host's bytes for each stay where they are.
     fn hand_over(&mut self, number: u32, tenants: &mut Tenants, net: &mut Net) {
         let mut handed = 0;
+        let mut refused = 0;
         for old in tenants.owners_not_of(number) {
             let state = tenants.snapshot(old);
             let target = tenants.owner_for_new_connection();
@@ -265,11 +273,18 @@ impl Generations {
                     Restored::Taken => {}
                     Restored::Refused(why) => {
                         self.counters.snapshots_refused += 1;
-                        warn!(
-                            generation = number,
-                            "generation {number} refused the snapshot of the one before: \
-                             {why}; it goes on with a fresh state, and takes the connections"
-                        );
+                        refused += 1;
+                        // The guest's words, once per swap, on one line and short:
+                        // with an instance per connection there is one per owner.
+                        if refused == 1 {
+                            let why: String = why.chars().take(MAX_REASON).collect();
+                            warn!(
+                                generation = number,
+                                "generation {number} refused the snapshot of the one before: \
+                                 {}; it goes on with a fresh state, and takes the connections",
+                                why.escape_debug()
+                            );
+                        }
                     }
                     Restored::Trapped => continue,
                 }
@@ -279,6 +294,13 @@ impl Generations {
                 tenants.run(target, &adopted, net);
             }
             tenants.after_call(target, net);
+        }
+        if refused > 1 {
+            warn!(
+                generation = number,
+                "generation {number} refused {} more snapshot(s) at this swap",
+                refused - 1
+            );
         }
         info!("handed {handed} connection(s) over to generation {number}");
     }

@@ -462,7 +462,8 @@ impl Io {
     /// milliseconds, as a call to [`on_timer`](crate::Handler::on_timer).
     ///
     /// Fails with [`IoError::LimitExceeded`] when the guest already has as many
-    /// timers outstanding as the host allows.
+    /// timers outstanding as the host allows, or when `after_ms` is more than a day
+    /// (86,400,000): a timer must fire while the host runs.
     pub fn set_timer(&mut self, id: u64, after_ms: u64) -> Result<(), IoError> {
         self.host.set_timer(id, after_ms)
     }

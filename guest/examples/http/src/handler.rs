@@ -14,7 +14,8 @@
 //!
 //! On shutdown, a connection with no unfinished request is closed once its
 //! responses are sent; one whose request is still arriving gets that request
-//! answered, with `Connection: close`, and is closed then.
+//! answered, with `Connection: close`, and is closed then; one draining a refused
+//! request goes on until its client's end or its drain timer.
 //!
 //! At a hot swap with `--swap handoff`, each connection's unfinished request goes
 //! into the snapshot, so a request split across the swap is answered by the new
@@ -114,9 +115,11 @@ impl Handler for Hello {
 
     fn on_shutdown(&mut self, io: &mut Io) {
         self.shutting_down = true;
+        // A connection still draining a refused request ends as it would have: at
+        // the client's end or its drain timer, well within the shutdown timeout.
         let idle: Vec<Conn> = io
             .conns()
-            .filter(|&conn| !self.unfinished.is_holding(conn))
+            .filter(|&conn| !self.unfinished.is_holding(conn) && !self.draining.contains_key(&conn))
             .collect();
         for conn in idle {
             io.close(conn);

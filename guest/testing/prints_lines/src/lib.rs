@@ -1,5 +1,6 @@
 //! `prints_lines`: echoes until a chunk contains `TRIGGER`, then prints 200,000 lines
-//! to stdout in that one call, and echoes on.
+//! to stdout in that one call, and echoes on; a chunk containing `MORE` prints 1,000
+//! (a guest past its budget in every call).
 //!
 //! It exists to prove that a guest cannot flood the host's log: its lines past the
 //! instance's budget are dropped and counted, and the other connections are served.
@@ -9,6 +10,8 @@ use sandsock_sdk::{Conn, Handler, Io};
 
 /// Lines printed at the trigger.
 const LINES: usize = 200_000;
+/// Lines printed at `MORE`: over the instance's burst of log bytes on their own.
+const MORE: usize = 1_000;
 
 #[derive(Default)]
 struct PrintsLines;
@@ -20,6 +23,13 @@ impl Handler for PrintsLines {
                 println!("line {i} of a guest that prints without end");
             }
             io.write(conn, b"printed\n");
+            return;
+        }
+        if data.windows(4).any(|window| window == b"MORE") {
+            for i in 0..MORE {
+                println!("line {i} of a guest that prints without end");
+            }
+            io.write(conn, b"printed more\n");
             return;
         }
         io.write(conn, data);
