@@ -280,6 +280,49 @@ fn a_file_changed_back_during_a_swap_is_swapped_back() {
     }
 }
 
+/// Writes `bytes` into a ConfigMap-style volume at `dir` the way the kubelet does
+/// (its `AtomicWriter`): the files go into a fresh timestamped directory, a
+/// `..data_tmp` symlink to it is renamed over `..data`, then the old directory goes.
+/// The first call also makes the user-visible `guest.wasm -> ..data/guest.wasm`.
+fn configmap_update(dir: &std::path::Path, version: u32, bytes: &[u8]) {
+    use std::os::unix::fs::symlink;
+    let fresh = format!("..2026_11_29_14_00_00.{version:09}");
+    std::fs::create_dir(dir.join(&fresh)).unwrap();
+    std::fs::write(dir.join(&fresh).join("guest.wasm"), bytes).unwrap();
+    let old = std::fs::read_link(dir.join("..data")).ok();
+    symlink(&fresh, dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    match old {
+        Some(old) => std::fs::remove_dir_all(dir.join(old)).unwrap(),
+        None => symlink("..data/guest.wasm", dir.join("guest.wasm")).unwrap(),
+    }
+}
+
+/// `--watch` on a file in a Kubernetes ConfigMap volume: the file is a symlink
+/// through `..data`, which each update re-points; each update swaps exactly once.
+#[test]
+fn a_configmap_volume_update_swaps_exactly_once() {
+    let dir = common::scratch("configmap");
+    configmap_update(&dir, 1, &example("http"));
+    let file = dir.join("guest.wasm");
+    let host = common::Host::start(&["--guest", file.to_str().unwrap(), "--no-tier-up", "--watch"]);
+    assert_eq!(fresh_body(&host), V1);
+
+    configmap_update(&dir, 2, &http_v2());
+    wait_swapped_to(&host, 2);
+    assert_eq!(fresh_body(&host), V2);
+    configmap_update(&dir, 3, &example("http"));
+    wait_swapped_to(&host, 3);
+    assert_eq!(fresh_body(&host), V1);
+    // Longer than the settle delay: a second trigger for either update would have
+    // been acted on by now.
+    thread::sleep(Duration::from_millis(600));
+    let log = host.log();
+    assert_eq!(count(&host, "swap to generation"), 2, "{log}");
+    assert_eq!(count(&host, "new guest"), 2, "{log}");
+    assert_eq!(count(&host, "reload refused"), 0, "{log}");
+}
+
 #[test]
 fn a_guest_written_slowly_in_pieces_is_loaded_once_whole() {
     let (host, path) = serve_file("slow", &example("http"), &["--watch"]);

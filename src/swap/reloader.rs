@@ -5,8 +5,9 @@
 //! compiled guest, through its [`SwapInbox`]. The workers say how each swap ended,
 //! so that "the one serving" is what really serves.
 
+use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -138,8 +139,10 @@ impl Reloader {
         watch: bool,
         workers: &[Remote],
     ) -> Result<(Self, Vec<SwapInbox>)> {
-        let path = path
-            .canonicalize()
+        // Made absolute but not resolved: a symlink the path goes through (a
+        // Kubernetes ConfigMap volume's `..data`) may point elsewhere at the next
+        // reload, and the directory it points to now may be gone by then.
+        let path = std::path::absolute(path)
             .with_context(|| format!("cannot resolve {}", path.display()))?;
         let (triggers, trigger_rx) = mpsc::channel();
         let (outcomes, outcome_rx) = mpsc::channel();
@@ -204,13 +207,15 @@ impl Reloader {
 ///
 /// A rename into place, or a close after writing, means the file is whole: the
 /// reload starts at once. Other changes (a writer writing in place) wait until the
-/// file has stopped changing.
+/// file has stopped changing. Besides the file's own name, the first name its
+/// symlink goes through counts as the file (see [`watched_names`]).
 fn watch_file(path: &Path, triggers: Sender<Trigger>) -> Result<notify::RecommendedWatcher> {
     let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
-    let name = path.file_name().map(|n| n.to_owned());
+    let file = path.to_path_buf();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
-        let ours = |p: &PathBuf| p.file_name() == name.as_deref();
+        let names = watched_names(&file);
+        let ours = |p: &PathBuf| p.file_name().is_some_and(|n| names.iter().any(|w| w == n));
         let complete = match event.kind {
             EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
             EventKind::Modify(ModifyKind::Name(RenameMode::To)) => true,
@@ -237,6 +242,22 @@ fn watch_file(path: &Path, triggers: Sender<Trigger>) -> Result<notify::Recommen
         .with_context(|| format!("cannot watch {}", dir.display()))?;
     info!(path = %path.display(), "watching the guest file for changes");
     Ok(watcher)
+}
+
+/// The names in the file's directory whose change is a change of the file: its own,
+/// and, when it is a symlink within the directory, the first name the link goes
+/// through. A Kubernetes ConfigMap volume holds `guest.wasm -> ..data/guest.wasm`
+/// and updates by re-pointing `..data` to a new directory with one rename: the file's
+/// own entry never changes. A link to another directory is not followed there.
+fn watched_names(file: &Path) -> Vec<OsString> {
+    let mut names: Vec<OsString> = file.file_name().map(OsStr::to_owned).into_iter().collect();
+    if let Ok(target) = fs::read_link(file)
+        && target.is_relative()
+        && let Some(Component::Normal(first)) = target.components().next()
+    {
+        names.push(first.to_owned());
+    }
+    names
 }
 
 struct Loader {
