@@ -63,6 +63,15 @@ pub enum Command {
     },
     /// Drive many concurrent non-blocking clients against a server and check every answer.
     Load(LoadArgs),
+    /// Ask a running host's admin listener whether it is alive (exit 0) or not (exit
+    /// 1), for container health checks.
+    Health {
+        /// The admin listener's address (`--admin`), e.g. 127.0.0.1:9901.
+        admin: SocketAddr,
+        /// Ask `/readyz` (serving and not in crash-loop back-off) instead of `/healthz`.
+        #[arg(long)]
+        ready: bool,
+    },
 }
 
 /// How to serve: which guest, where, within which limits.

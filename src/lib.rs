@@ -14,7 +14,8 @@
 //! - Glue: [`cli`] (the command line), [`serve`] (what `host` does by default),
 //!   [`supervisor`] (signals and workers), [`admin`] (the admin listener),
 //!   [`wasm_handler`] (the guest side and swap as the loop's handler), [`builtin`]
-//!   (the guests built in), [`native`] (the benchmark's native baseline).
+//!   (the guests built in), [`native`] (the benchmark's native baseline), [`probe`]
+//!   (`host health`, the admin listener's client for container health checks).
 //! - Shared: [`wit`] (the bindings of the contract), [`limits`], [`units`],
 //!   [`rate_limit`], [`metrics`] (what the admin listener reports).
 //!
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod limits;
 pub mod metrics;
 pub mod native;
+pub mod probe;
 pub mod rate_limit;
 pub mod runtime;
 pub mod serve;

@@ -7,6 +7,7 @@ use std::io::IsTerminal;
 use clap::Parser;
 use sandsock::builtin::examples_command;
 use sandsock::cli::{Cli, Command, LogFormat};
+use sandsock::probe::health;
 use sandsock::runtime::component::GuestSource;
 use sandsock::runtime::engine::check;
 use sandsock::serve::serve;
@@ -25,6 +26,10 @@ fn main() -> ExitCode {
         Some(Command::Examples { out }) => {
             examples_command(out.as_deref()).map(|()| ExitCode::SUCCESS)
         }
+        Some(Command::Health { admin, ready }) => health(*admin, *ready).map(|answer| {
+            println!("{answer}");
+            ExitCode::SUCCESS
+        }),
         Some(Command::Load(args)) => sandsock_load::run(args).map(|report| {
             println!("{report}");
             if report.complete() {

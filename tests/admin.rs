@@ -1,7 +1,8 @@
 //! The admin listener: `/metrics` parses as Prometheus text and moves as the host
 //! works; `/readyz` follows crash-loop back-off; `POST /reload` swaps; unknown paths
 //! and methods are refused; a client trickling its request is dropped; a
-//! non-loopback address needs `--admin-allow-remote`.
+//! non-loopback address needs `--admin-allow-remote`; `host health` asks it as a
+//! container's health check would.
 
 mod common;
 
@@ -171,10 +172,12 @@ fn a_reload_swaps_and_a_refused_one_is_counted() {
     );
 }
 
-/// Connects until the guest (one that traps on every connection) backs off, as
-/// `/readyz` and `/metrics` say.
-fn drive_into_back_off(host: &Host) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+/// Connects until the guest (one that traps on every connection) is seen backing
+/// off by `/readyz` (and `/metrics`), or by `seen` too: each connection after a
+/// back-off traps again and doubles the next one (10 ms at first), so a check slower
+/// than the first back-offs sees one in the end.
+fn drive_into_back_off(host: &Host, seen: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let mut client = host.connect();
         let _ = client.write_all(b"hello\n");
@@ -182,27 +185,70 @@ fn drive_into_back_off(host: &Host) {
         let (status, body) = host.admin_request("GET", "/readyz");
         if status == 503 {
             assert!(body.contains("crash-loop back-off"), "{body}");
-            break;
+            if host.metric("sandsock_guest_backoff", &[]) == 1.0 && seen() {
+                return;
+            }
+        } else {
+            assert_eq!(status, 200, "{body}");
         }
-        assert_eq!(status, 200, "{body}");
         assert!(
             Instant::now() < deadline,
-            "never backed off:\n{}",
+            "never seen backing off:\n{}",
             host.log()
         );
     }
-    assert_eq!(host.metric("sandsock_guest_backoff", &[]), 1.0);
 }
 
 #[test]
 fn readiness_returns_when_the_back_off_ends_without_any_traffic() {
     let guest = test_guest("traps_always");
     let host = Host::start(&["--guest", guest.to_str().unwrap(), ADMIN[0], ADMIN[1]]);
-    drive_into_back_off(&host);
+    let admin = host.admin.unwrap().to_string();
+    let health = |flags: &[&str]| run_host(&[&["health", admin.as_str()], flags].concat());
+    // `host health`, as a container's health checks run it: alive, and not ready.
+    drive_into_back_off(&host, || {
+        let not_ready = health(&["--ready"]);
+        let said = String::from_utf8_lossy(&not_ready.stderr);
+        if not_ready.status.success() {
+            return false; // the back-off ended before the probe asked
+        }
+        assert_eq!(not_ready.status.code(), Some(1), "{not_ready:?}");
+        assert!(
+            said.starts_with(&format!("error: {admin}/readyz answered 503"))
+                && said.lines().count() == 1,
+            "{said}"
+        );
+        true
+    });
+    let alive = health(&[]);
+    assert!(alive.status.success(), "{alive:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&alive.stdout),
+        format!("{admin}/healthz: ok\n")
+    );
     // No connection comes: the loop wakes at the back-off's end by itself (at most
     // 5 s after the last trap) and publishes that.
     wait_ready(&host, "after the back-off");
     assert_eq!(host.metric("sandsock_guest_backoff", &[]), 0.0);
+    let ready = health(&["--ready"]);
+    assert!(ready.status.success(), "{ready:?}");
+}
+
+#[test]
+fn host_health_names_an_admin_listener_it_cannot_reach() {
+    // A port just freed: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = run_host(&["health", &port.to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.starts_with(&format!("error: cannot reach the admin listener at {port}"))
+            && said.lines().count() == 1,
+        "{said}"
+    );
 }
 
 /// Polls `/readyz` until it answers 200, for at most 10 s.
@@ -229,7 +275,7 @@ fn readyz_follows_crash_loop_back_off() {
         host.admin_request("GET", "/healthz"),
         (200, "ok\n".to_string())
     );
-    drive_into_back_off(&host);
+    drive_into_back_off(&host, || true);
     install(&path, &example("echo"));
     assert_eq!(host.admin_request("POST", "/reload").0, 202);
     wait_swapped_to(&host, 2);
