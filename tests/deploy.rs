@@ -1,0 +1,162 @@
+//! The container image and the Kubernetes manifests, as far as they can be checked
+//! without a container engine: the flags the image's `CMD` and the Deployment's
+//! `args` give the host are run (on loopback, with their paths moved into a scratch
+//! directory), so that they cannot drift from the CLI; the cache under a mount
+//! anyone can write (an `emptyDir`) is used, not refused; the grace period covers
+//! the shutdown. (`hadolint` and `kubernetes-validate` check the files in CI; the
+//! ConfigMap's update sequence is replayed in tests/hot_swap.rs.)
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use common::{Host, example, fresh_body, install, run_host, scratch};
+
+/// Where the image and the Deployment mount the writable cache volume.
+const CACHE_MOUNT: &str = "/var/cache/sandsock";
+
+fn deploy_file(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(name);
+    fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The JSON array that follows `key` in `text` (a Dockerfile's exec form, or a YAML
+/// flow sequence written as JSON), across lines and `\` continuations.
+fn json_array_after(text: &str, key: &str) -> Vec<String> {
+    let start = text.find(key).unwrap_or_else(|| panic!("no `{key}`")) + key.len();
+    let rest = &text[start..];
+    let open = rest.find('[').expect("an array");
+    let close = rest.find(']').expect("the array's end");
+    let json = rest[open..=close].replace("\\\n", " ");
+    serde_json::from_str(&json).unwrap_or_else(|e| panic!("`{key}` is not a JSON array: {e}"))
+}
+
+/// The value after `flag` in `args`.
+fn flag<'a>(args: &'a [String], flag: &str) -> &'a str {
+    let at = args.iter().position(|a| a == flag);
+    at.and_then(|i| args.get(i + 1))
+        .unwrap_or_else(|| panic!("no {flag} in {args:?}"))
+}
+
+/// `args` as this machine can run them: the guest and the cache under `dir`, the
+/// admin listener on a free loopback port, no `--listen` (the test's own is added).
+fn on_loopback(args: &[String], dir: &Path) -> Vec<String> {
+    let guest = flag(args, "--guest").to_string();
+    let cache = flag(args, "--cache-dir").to_string();
+    let listen = flag(args, "--listen").to_string();
+    let admin = flag(args, "--admin").to_string();
+    let mut out = Vec::new();
+    let mut skip = false;
+    for arg in args {
+        if std::mem::take(&mut skip) {
+            continue;
+        }
+        if arg == "--listen" {
+            skip = true;
+            continue;
+        }
+        out.push(if *arg == guest {
+            dir.join("etc/guest.wasm").display().to_string()
+        } else if *arg == cache {
+            let within = cache
+                .strip_prefix(CACHE_MOUNT)
+                .unwrap_or_else(|| panic!("--cache-dir {cache} is not on the {CACHE_MOUNT} mount"));
+            format!("{}{within}", dir.join("cache-mount").display())
+        } else if *arg == admin {
+            "127.0.0.1:0".to_string()
+        } else {
+            arg.clone()
+        });
+    }
+    assert!(listen.ends_with(":8080"), "{listen}");
+    out
+}
+
+/// A scratch directory laid out like the container's mounts: the guest file, and a
+/// cache mount that anyone can write, as an `emptyDir` is.
+fn mounts(name: &str) -> PathBuf {
+    let dir = scratch(name);
+    fs::create_dir(dir.join("etc")).unwrap();
+    install(&dir.join("etc/guest.wasm"), &example("http"));
+    let mount = dir.join("cache-mount");
+    fs::create_dir(&mount).unwrap();
+    fs::set_permissions(&mount, fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}
+
+/// Starts the host with `args` (made loopback) twice, as a pod restarted on the same
+/// `emptyDir`: both serve, the first compiles into a private subdirectory, the second
+/// loads from it, and `host health` answers for the admin listener.
+fn serves_twice_with_its_cache(name: &str, args: &[String]) {
+    let dir = mounts(name);
+    let loopback = on_loopback(args, &dir);
+    let args: Vec<&str> = loopback.iter().map(String::as_str).collect();
+    for start in ["first", "second"] {
+        let host = Host::start(&args);
+        assert_eq!(fresh_body(&host), "hello\n", "{start} start");
+        let health = run_host(&["health", &host.admin.unwrap().to_string(), "--ready"]);
+        assert!(health.status.success(), "{health:?}");
+        let log = host.log();
+        assert!(!log.contains("refusing the cache"), "{log}");
+        let wanted = match start {
+            "first" => "guest compiled",
+            _ => "guest loaded compiled from the cache",
+        };
+        assert!(log.contains(wanted), "{start} start:\n{log}");
+    }
+    let cache = flag(&loopback, "--cache-dir");
+    let mode = fs::metadata(cache).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the host's own cache directory is private");
+}
+
+#[test]
+fn the_image_command_serves_and_caches_under_an_emptydir_like_mount() {
+    let dockerfile = deploy_file("Dockerfile");
+    let cmd = json_array_after(&dockerfile, "\nCMD ");
+    serves_twice_with_its_cache("image-cmd", &cmd);
+    assert!(
+        dockerfile.contains("CMD [\"/usr/local/bin/host\", \"health\", \"127.0.0.1:9901\"]"),
+        "the health check asks the admin port the CMD opens"
+    );
+    assert_eq!(flag(&cmd, "--admin"), "0.0.0.0:9901");
+    assert!(
+        dockerfile.contains(&format!(" {CACHE_MOUNT}\n")),
+        "the image makes the mount point"
+    );
+}
+
+#[test]
+fn the_deployment_args_serve_and_its_grace_period_covers_the_shutdown() {
+    let deployment = deploy_file("k8s/deployment.yaml");
+    let args = json_array_after(&deployment, "\n          args: ");
+    serves_twice_with_its_cache("deployment-args", &args);
+
+    let number_after = |key: &str| -> u64 {
+        let at = deployment.find(key).unwrap_or_else(|| panic!("no {key}")) + key.len();
+        let digits: String = deployment[at..]
+            .trim_start()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().unwrap()
+    };
+    let shutdown: u64 = flag(&args, "--shutdown-timeout")
+        .trim_end_matches('s')
+        .parse()
+        .unwrap();
+    let grace = number_after("terminationGracePeriodSeconds:");
+    let pre_stop = number_after("sleep:\n                seconds:");
+    assert!(
+        grace > shutdown + pre_stop,
+        "terminationGracePeriodSeconds {grace} must exceed --shutdown-timeout {shutdown}s \
+         plus the preStop pause {pre_stop}s"
+    );
+    // The probes ask the admin port the args open.
+    assert_eq!(flag(&args, "--admin"), "0.0.0.0:9901");
+    assert!(deployment.contains("containerPort: 9901"));
+    assert!(deployment.contains(&format!("mountPath: {CACHE_MOUNT}\n")));
+}
