@@ -198,6 +198,29 @@ impl Scrape {
         Ok(())
     }
 
+    /// A counter per worker and per value of one more label (`label`), the values
+    /// and counts given by `counts`.
+    fn labelled_counters<const N: usize>(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        name: &str,
+        help: &str,
+        label: &str,
+        counts: impl Fn(&Published) -> [(&'static str, u64); N],
+    ) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (labels, published) in self.live() {
+            for (value, count) in counts(published) {
+                let mut labels = labels.clone();
+                labels.push((label.to_string().into(), value.into()));
+                family
+                    .encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+            }
+        }
+        Ok(())
+    }
+
     /// A histogram per worker.
     fn histogram<const N: usize>(
         &self,
@@ -236,24 +259,31 @@ impl Collector for Scrape {
             Counter,
             |p| load(&p.accepted),
         )?;
-        let mut refused = e.encode_descriptor(
+        self.labelled_counters(
+            e,
             "sandsock_connections_refused",
             "Connections accepted and closed at once: at --max-connections (limit), or while the guest backed off after traps (guest_down).",
-            None,
-            Counter,
+            "reason",
+            |p| {
+                [
+                    ("limit", load(&p.refused_at_limit)),
+                    ("guest_down", load(&p.refused_guest_down)),
+                ]
+            },
         )?;
-        for (labels, p) in self.live() {
-            for (reason, value) in [
-                ("limit", load(&p.refused_at_limit)),
-                ("guest_down", load(&p.refused_guest_down)),
-            ] {
-                let mut labels = labels.clone();
-                labels.push(("reason".into(), reason.into()));
-                refused
-                    .encode_family(&labels)?
-                    .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
-            }
-        }
+        self.labelled_counters(
+            e,
+            "sandsock_tls_handshakes",
+            "TLS handshakes on --listen-tls connections, by outcome: done, failed (a bad client hello or record, or a peer that left), timeout (--tls-handshake-timeout).",
+            "outcome",
+            |p| {
+                [
+                    ("done", load(&p.tls_handshakes)),
+                    ("failed", load(&p.tls_handshakes_failed)),
+                    ("timeout", load(&p.tls_handshakes_timed_out)),
+                ]
+            },
+        )?;
         let mut max = e.encode_descriptor(
             "sandsock_connections_max",
             "--max-connections, for the whole process.",

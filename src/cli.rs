@@ -17,6 +17,10 @@ use crate::units::{Dur, Size};
 
 /// How long open connections may take to finish after SIGTERM or SIGINT, by default.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a TLS handshake may take, by default: a few round trips on any network.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Where the host listens when no address is given.
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 /// Serve sockets through a sandboxed WebAssembly handler.
 ///
@@ -82,8 +86,30 @@ pub struct ServeArgs {
     pub guest: String,
 
     /// Address to listen on; repeat for several. Port 0 picks a free port.
-    #[arg(long, value_name = "ADDR", value_parser = parse_addr, default_value = "127.0.0.1:8080")]
+    /// [default: 127.0.0.1:8080, unless --listen-tls is given]
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
     pub listen: Vec<SocketAddr>,
+
+    /// Address to listen on with TLS (repeatable), beside any --listen: the host
+    /// runs the handshake with --tls-cert and --tls-key, the guest sees plaintext and
+    /// never the key. The host prints `listening on ADDR (tls)`.
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr, requires_all = ["tls_cert", "tls_key"])]
+    pub listen_tls: Vec<SocketAddr>,
+
+    /// The certificate chain for --listen-tls, PEM (the server's first). SIGHUP,
+    /// POST /reload and --watch reload it, with the key: new handshakes use the new
+    /// pair, open connections go on; a pair that fails to load is refused.
+    #[arg(long, value_name = "PEM", requires = "listen_tls")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key for --tls-cert, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PEM", requires = "listen_tls")]
+    pub tls_key: Option<PathBuf>,
+
+    /// How long a TLS handshake may take before the connection is closed (a client
+    /// that stalls mid-handshake holds a connection at most this long).
+    #[arg(long, value_name = "DUR", default_value_t = Dur(TLS_HANDSHAKE_TIMEOUT))]
+    pub tls_handshake_timeout: Dur,
 
     /// Event loops, one per thread, each with its own listening socket on every
     /// address (the kernel spreads new connections across them) and its own guest
@@ -227,6 +253,16 @@ impl ServeArgs {
             self.cache_dir
                 .clone()
                 .or_else(crate::runtime::cache::default_dir)
+        }
+    }
+
+    /// The plaintext addresses to listen on: those given, or the default when no
+    /// address at all (plain or TLS) is.
+    pub fn plain_addrs(&self) -> Vec<SocketAddr> {
+        if self.listen.is_empty() && self.listen_tls.is_empty() {
+            vec![DEFAULT_LISTEN.parse().expect("a valid default address")]
+        } else {
+            self.listen.clone()
         }
     }
 

@@ -158,6 +158,12 @@ pub struct NetCounters {
     pub bytes_read: u64,
     /// Bytes the guest wrote to its connections (taken by the host).
     pub bytes_written: u64,
+    /// TLS handshakes done.
+    pub tls_handshakes: u64,
+    /// TLS handshakes that failed: a bad client hello or record, or a peer that left.
+    pub tls_handshakes_failed: u64,
+    /// TLS handshakes not done within `--tls-handshake-timeout`.
+    pub tls_handshakes_timed_out: u64,
 }
 
 /// The gauges a worker's `Net` reports, read off its state at publishing.
@@ -253,6 +259,12 @@ pub struct Published {
     pub bytes_read: AtomicU64,
     /// See [`NetCounters::bytes_written`].
     pub bytes_written: AtomicU64,
+    /// See [`NetCounters::tls_handshakes`].
+    pub tls_handshakes: AtomicU64,
+    /// See [`NetCounters::tls_handshakes_failed`].
+    pub tls_handshakes_failed: AtomicU64,
+    /// See [`NetCounters::tls_handshakes_timed_out`].
+    pub tls_handshakes_timed_out: AtomicU64,
     /// See [`NetGauges::open`].
     pub open: AtomicU64,
     /// See [`NetGauges::buffered`].
@@ -294,6 +306,9 @@ impl Default for Published {
             refused_guest_down: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
+            tls_handshakes: AtomicU64::new(0),
+            tls_handshakes_failed: AtomicU64::new(0),
+            tls_handshakes_timed_out: AtomicU64::new(0),
             open: AtomicU64::new(0),
             buffered: AtomicU64::new(0),
             timers: AtomicU64::new(0),
@@ -321,6 +336,12 @@ impl Published {
         store(&self.refused_guest_down, counters.refused_guest_down);
         store(&self.bytes_read, counters.bytes_read);
         store(&self.bytes_written, counters.bytes_written);
+        store(&self.tls_handshakes, counters.tls_handshakes);
+        store(&self.tls_handshakes_failed, counters.tls_handshakes_failed);
+        store(
+            &self.tls_handshakes_timed_out,
+            counters.tls_handshakes_timed_out,
+        );
         store(&self.open, gauges.open);
         store(&self.buffered, gauges.buffered);
         store(&self.timers, gauges.timers);

@@ -1,10 +1,10 @@
 //! `host` serving: load the guest, bind the listeners, start one event loop per
 //! worker, announce the addresses, and supervise until a shutdown completes.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
-use mio::net::TcpListener;
 use tracing::{Span, info, info_span};
 
 use crate::admin::Admin;
@@ -17,7 +17,8 @@ use crate::runtime::engine::Runtime;
 use crate::sockets::capacity::Capacity;
 use crate::sockets::event_loop::EventLoop;
 use crate::sockets::handler::EventHandler;
-use crate::sockets::listener::bind_all;
+use crate::sockets::listener::{Listener, bind_all};
+use crate::sockets::tls::{Certificates, TlsServer};
 use crate::supervisor::Supervisor;
 use crate::swap::Reloader;
 use crate::wasm_handler::WasmHandler;
@@ -27,7 +28,9 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
     let workers = args.workers.count();
     let limits = args.limits();
     raise_open_file_limit();
-    let listeners = bind_all(&args.listen, args.backlog, workers)?;
+    let tls = tls_server(args)?;
+    let listeners = bind_listeners(args, tls.as_ref().map(|(_, server)| server), workers)?;
+    let certificates = tls.map(|(certificates, _)| certificates);
     let settings = LoopSettings {
         limits: limits.clone(),
         args,
@@ -48,9 +51,9 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
     }
 
     let source = guest_source(&args.guest)?;
-    if source.path.is_none() && args.watch {
+    if source.path.is_none() && args.watch && certificates.is_none() {
         bail!(
-            "--watch needs a guest file, not the built-in `{}`",
+            "--watch needs a guest file (or TLS certificates), not the built-in `{}`",
             args.guest
         );
     }
@@ -79,17 +82,19 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         let handler = WasmHandler::new(runtime.clone(), guest.clone(), args.swap, drain_timeout)?;
         loops.push(settings.event_loop(listeners, handler)?);
     }
-    // A guest file can be reloaded (SIGHUP, and --watch): each worker gets the new one.
-    let reloader = match &source.path {
-        Some(path) => {
-            let remotes: Vec<_> = loops.iter().map(EventLoop::remote).collect();
-            let (reloader, inboxes) = Reloader::start(runtime, path, digest, args.watch, &remotes)?;
-            for (event_loop, inbox) in loops.iter_mut().zip(inboxes) {
-                event_loop.handler_mut().set_swap_inbox(inbox);
-            }
-            Some(reloader)
+    // A guest file (SIGHUP, and --watch: each worker gets the new one) and the TLS
+    // certificate can be reloaded.
+    let reloader = if source.path.is_some() || certificates.is_some() {
+        let remotes: Vec<_> = loops.iter().map(EventLoop::remote).collect();
+        let guest_file = source.path.as_deref().map(|path| (path, digest));
+        let (reloader, inboxes) =
+            Reloader::start(runtime, guest_file, certificates, args.watch, &remotes)?;
+        for (event_loop, inbox) in loops.iter_mut().zip(inboxes) {
+            event_loop.handler_mut().set_swap_inbox(inbox);
         }
-        None => None,
+        Some(reloader)
+    } else {
+        None
     };
     if args.admin.is_some() {
         for event_loop in &mut loops {
@@ -110,7 +115,7 @@ struct LoopSettings<'a> {
 impl LoopSettings<'_> {
     fn event_loop<H: EventHandler>(
         &self,
-        listeners: Vec<TcpListener>,
+        listeners: Vec<Listener>,
         handler: H,
     ) -> Result<EventLoop<H>> {
         EventLoop::new(
@@ -155,9 +160,10 @@ fn run<H: EventHandler + Send + 'static>(
         }
         None => None,
     };
-    for addr in loops[0].local_addrs() {
+    for (addr, tls) in loops[0].local_addrs() {
         // Tests and scripts read this line to find the port: keep it exact, on stderr.
-        eprintln!("listening on {addr}");
+        let tls = if tls { " (tls)" } else { "" };
+        eprintln!("listening on {addr}{tls}");
     }
     if let Some(addr) = admin {
         eprintln!("admin listening on {addr}");
@@ -171,6 +177,45 @@ fn run<H: EventHandler + Send + 'static>(
         })?;
     }
     supervisor.run(reloader)
+}
+
+/// The certificates and the server side of TLS, when there are `--listen-tls`
+/// addresses: loaded before anything is bound, so that a bad file is the one error.
+fn tls_server(args: &ServeArgs) -> Result<Option<(Arc<Certificates>, TlsServer)>> {
+    if args.listen_tls.is_empty() {
+        return Ok(None);
+    }
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        bail!("--listen-tls needs --tls-cert and --tls-key");
+    };
+    let certificates = Certificates::load(cert, key)?;
+    let server = TlsServer::new(certificates.clone(), args.tls_handshake_timeout.0)?;
+    Ok(Some((certificates, server)))
+}
+
+/// Binds the plaintext addresses, then the TLS ones, once per worker:
+/// `listeners[worker]` holds them all in that order.
+fn bind_listeners(
+    args: &ServeArgs,
+    tls: Option<&TlsServer>,
+    workers: usize,
+) -> Result<Vec<Vec<Listener>>> {
+    let plain = args.plain_addrs();
+    let addrs: Vec<SocketAddr> = plain.iter().chain(&args.listen_tls).copied().collect();
+    let bound = bind_all(&addrs, args.backlog, workers)?;
+    Ok(bound
+        .into_iter()
+        .map(|sockets| {
+            sockets
+                .into_iter()
+                .enumerate()
+                .map(|(i, socket)| Listener {
+                    socket,
+                    tls: if i < plain.len() { None } else { tls.cloned() },
+                })
+                .collect()
+        })
+        .collect())
 }
 
 /// Each worker's log lines say which worker wrote them, when there are several.

@@ -1,5 +1,5 @@
-//! [`Connection`]: one connection, accepted or outbound: its socket, what the socket
-//! is known to be ready for, and what the guest asked for.
+//! [`Connection`]: one connection, accepted or outbound: its socket (and TLS session,
+//! if any), what the socket is known to be ready for, and what the guest asked for.
 //!
 //! mio reports readiness edge-triggered: an event says "something changed", once. The
 //! flags here remember the edge until a syscall answers `WouldBlock`, which is what lets
@@ -14,12 +14,19 @@ use mio::net::TcpStream;
 
 use super::capacity::Place;
 use super::owners::Owner;
+use super::tls::Tls;
 use super::write_buffer::WriteBuffer;
 use crate::wit::{Conn, IoError};
 
 /// Where a connection is in its life, as the host sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
+    /// An accepted TLS connection whose handshake the host is running; it belongs to
+    /// the host until then, and is closed at `deadline` if the handshake is not done.
+    Handshaking {
+        /// When the host gives up on the handshake.
+        deadline: Instant,
+    },
     /// An outbound connection the guest asked for, not yet established; it fails as
     /// `unreachable` at `deadline`.
     Connecting {
@@ -77,6 +84,9 @@ pub struct Connection {
     pub announce_connected: bool,
     /// It is in the loop's list of connections to look at before the next batch.
     pub queued: bool,
+    /// Its TLS session, for a connection from a `--listen-tls` listener: boxed, so
+    /// that a plain connection pays a pointer for it.
+    pub tls: Option<Box<Tls>>,
     /// Its place under `--max-connections`, given back when the record is dropped.
     _place: Place,
 }
@@ -111,13 +121,20 @@ impl Connection {
             out: WriteBuffer::default(),
             announce_connected: false,
             queued: false,
+            tls: None,
             _place: place,
         }
     }
 
     /// Whether the guest should hear `readable` for it now.
     pub fn read_ready(&self) -> bool {
-        self.phase == Phase::Open && self.want_read && self.readable && !self.eof_seen
+        self.phase == Phase::Open && self.want_read && !self.eof_seen && self.has_input()
+    }
+
+    /// Whether a read may find something: the socket's edge, or (with TLS) bytes
+    /// decrypted already or the end.
+    fn has_input(&self) -> bool {
+        self.readable || self.tls.as_ref().is_some_and(|tls| tls.has_input())
     }
 
     /// Whether the guest should hear `writable` for it now. "Room" starts at half
@@ -140,7 +157,10 @@ impl Connection {
 
     /// Whether its phase carries a deadline (the sweep enforces it).
     pub fn has_deadline(&self) -> bool {
-        matches!(self.phase, Phase::Connecting { .. } | Phase::Closing { .. })
+        matches!(
+            self.phase,
+            Phase::Handshaking { .. } | Phase::Connecting { .. } | Phase::Closing { .. }
+        )
     }
 
     /// Whether the calling guest instance may see it: its own, and not closed.

@@ -24,7 +24,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, info, warn};
 
@@ -33,6 +32,7 @@ use super::batch::Batch;
 use super::capacity::Capacity;
 use super::connection::Phase;
 use super::handler::EventHandler;
+use super::listener::Listener;
 use super::net::{Lingering, Net};
 use crate::limits::{Limits, SLOT_BITS};
 use crate::metrics::Published;
@@ -78,7 +78,7 @@ impl Remote {
 pub struct EventLoop<H> {
     poll: Poll,
     events: Events,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     net: Net,
     handler: H,
     batch: Batch,
@@ -95,7 +95,7 @@ pub struct EventLoop<H> {
 impl<H: EventHandler> EventLoop<H> {
     /// Registers the listeners; `capacity` is shared with the other workers' loops.
     pub fn new(
-        mut listeners: Vec<TcpListener>,
+        mut listeners: Vec<Listener>,
         handler: H,
         limits: Limits,
         allow: AllowList,
@@ -106,7 +106,11 @@ impl<H: EventHandler> EventLoop<H> {
         let poll = Poll::new().context("cannot create the epoll instance")?;
         for (i, listener) in listeners.iter_mut().enumerate() {
             poll.registry()
-                .register(listener, Token(LISTENER_BASE + i), Interest::READABLE)
+                .register(
+                    &mut listener.socket,
+                    Token(LISTENER_BASE + i),
+                    Interest::READABLE,
+                )
                 .context("cannot register a listener with epoll")?;
         }
         let waker = Waker::new(poll.registry(), WAKER).context("cannot create the loop's waker")?;
@@ -162,11 +166,11 @@ impl<H: EventHandler> EventLoop<H> {
         &mut self.handler
     }
 
-    /// The addresses actually bound (port 0 resolved).
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+    /// The addresses actually bound (port 0 resolved), and whether each is TLS.
+    pub fn local_addrs(&self) -> Vec<(SocketAddr, bool)> {
         self.listeners
             .iter()
-            .filter_map(|l| l.local_addr().ok())
+            .filter_map(|l| Some((l.socket.local_addr().ok()?, l.tls.is_some())))
             .collect()
     }
 
@@ -234,6 +238,18 @@ impl<H: EventHandler> EventLoop<H> {
                 Token(slot) => self.net.on_socket_event(slot, event),
             }
         }
+        // TLS connections whose handshake finished: now the guest hears of them.
+        while let Some(slot) = self.net.next_handshaken() {
+            if !self.handler.accepting() {
+                self.net.counters_mut().refused_guest_down += 1;
+                self.net.refuse(slot);
+                continue;
+            }
+            let owner = self.handler.owner_for_new_connection();
+            if let Some(id) = self.net.adopt(slot, owner) {
+                self.batch.push(owner, Event::Accepted(id));
+            }
+        }
         if woken {
             if self.remote.stop.load(Ordering::Acquire) && self.stopping.is_none() {
                 self.begin_shutdown();
@@ -289,7 +305,7 @@ impl<H: EventHandler> EventLoop<H> {
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         for listener in &mut self.listeners {
-            let _ = self.poll.registry().deregister(listener);
+            let _ = self.poll.registry().deregister(&mut listener.socket);
         }
         // Dropping the listeners closes them: new clients are refused, not queued.
         self.listeners.clear();
@@ -299,9 +315,10 @@ impl<H: EventHandler> EventLoop<H> {
 }
 
 /// Accepts every pending connection of one listener (edge-triggered: until
-/// `WouldBlock`), and adds an `accepted` event for each to the batch.
+/// `WouldBlock`), and adds an `accepted` event for each to the batch; a TLS
+/// connection is held by the host for its handshake first.
 fn accept(
-    listener: &mut TcpListener,
+    listener: &mut Listener,
     net: &mut Net,
     handler: &mut impl EventHandler,
     batch: &mut Batch,
@@ -309,7 +326,7 @@ fn accept(
     refused: &mut RateLimit,
 ) {
     loop {
-        let (stream, peer) = match listener.accept() {
+        let (stream, peer) = match listener.socket.accept() {
             Ok(accepted) => accepted,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -345,6 +362,20 @@ fn accept(
         }
         // Answers are small and come in one write: Nagle would only delay them.
         let _ = stream.set_nodelay(true);
+        if let Some(server) = &listener.tls {
+            let deadline = Instant::now() + server.handshake_timeout();
+            match server
+                .session()
+                .and_then(|tls| net.insert_tls(stream, peer, tls, deadline, place))
+            {
+                Ok(id) => {
+                    net.counters_mut().accepted += 1;
+                    debug!(conn = id, %peer, "accepted; TLS handshake under way");
+                }
+                Err(e) => warn!(error = %e, %peer, "cannot take a new connection"),
+            }
+            continue;
+        }
         let owner = handler.owner_for_new_connection();
         match net.insert(stream, peer, owner, Phase::Open, place) {
             Ok(id) => {

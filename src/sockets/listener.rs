@@ -1,4 +1,4 @@
-//! Listening sockets: bound with the backlog the user chose, and, when several
+//! Listening sockets (plain or TLS): bound with the backlog the user chose, and, when several
 //! workers serve one address, each worker's own socket on it with `SO_REUSEPORT`, so
 //! that the kernel spreads new connections across the workers.
 
@@ -7,6 +7,17 @@ use std::net::SocketAddr;
 use anyhow::{Context, Result};
 use mio::net::TcpListener;
 use socket2::{Domain, Socket, Type};
+
+use super::tls::TlsServer;
+
+/// One listening socket of a worker, and the TLS it speaks, if any.
+#[derive(Debug)]
+pub struct Listener {
+    /// The socket, non-blocking.
+    pub socket: TcpListener,
+    /// For a `--listen-tls` address: the server side of the handshake.
+    pub tls: Option<TlsServer>,
+}
 
 /// Where Linux says the most a listen backlog may be.
 const SOMAXCONN: &str = "/proc/sys/net/core/somaxconn";

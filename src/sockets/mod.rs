@@ -10,6 +10,7 @@
 //! - [`allow`]: where a guest may connect out (`--allow-connect`).
 //! - [`capacity`]: places for connections under `--max-connections`, across workers.
 //! - [`listener`]: listening sockets, with a backlog, shared by workers.
+//! - [`tls`]: TLS termination: certificates, and each connection's session.
 //! - [`net`]: the guest's `io` calls, and the bookkeeping that turns edges into
 //!   level-triggered batches.
 //! - [`batch`]: one turn's events, grouped by owner as they are found.
@@ -33,6 +34,7 @@ pub mod listener;
 pub mod net;
 pub mod owners;
 pub mod timers;
+pub mod tls;
 pub mod write_buffer;
 
 pub use allow::{AllowList, AllowRule};

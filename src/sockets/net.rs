@@ -15,15 +15,16 @@ use std::time::{Duration, Instant};
 use mio::event::Event as MioEvent;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::allow::AllowList;
 use super::batch::Batch;
 use super::capacity::{Capacity, Place};
 use super::conn_table::{ConnTable, slot_of};
 use super::connection::{Connection, Phase};
-use super::owners::{Owner, Owners};
+use super::owners::{HOST, Owner, Owners};
 use super::timers::Timers;
+use super::tls::{Failure, Tls};
 use crate::limits::{
     CLOSE_LINGER, CONNECT_TIMEOUT, DEADLINE_CHECK, LINGER_AFTER_FIN, Limits, MAX_READ_CHUNK,
     MAX_TIMER_DELAY_MS,
@@ -83,6 +84,10 @@ pub struct Net {
     /// Where reads land before they are copied into the guest's answer; allocated once.
     scratch: Vec<u8>,
     denied_log: RateLimit,
+    /// TLS connections whose handshake finished this turn, for the loop to give to
+    /// the guest.
+    handshaken: Vec<usize>,
+    tls_log: RateLimit,
 }
 
 /// What the loop must come back to: the connections with something to report, and
@@ -223,10 +228,18 @@ impl Net {
         if conn.eof_seen {
             return ReadResult::Eof;
         }
+        let want = (max as usize).min(MAX_READ_CHUNK);
+        if conn.tls.is_some() {
+            return read_tls(
+                conn,
+                &mut self.scratch[..want],
+                &mut self.agenda,
+                &mut self.counters,
+            );
+        }
         if !conn.readable {
             return ReadResult::WouldBlock;
         }
-        let want = (max as usize).min(MAX_READ_CHUNK);
         if want == 0 {
             return ReadResult::Data(Vec::new());
         }
@@ -270,6 +283,9 @@ impl Net {
         if conn.write_shut {
             return WriteResult::Failed(IoError::Closed);
         }
+        if conn.tls.is_some() {
+            return self.write_tls(slot_of(id), data);
+        }
         let mut sent = 0;
         // With bytes already queued, new ones go behind them: order is the contract.
         if conn.out.is_empty() && conn.writable && !data.is_empty() {
@@ -289,16 +305,7 @@ impl Net {
         }
         let buffered = conn.out.push(&data[sent..], self.limits.max_buffer);
         self.buffered += buffered as u64;
-        let taken = sent + buffered;
-        self.counters.bytes_written += taken as u64;
-        if taken < data.len() {
-            // The guest has bytes left over: promise it a `writable` when there is room.
-            conn.notify_writable = true;
-        }
-        if taken == 0 && !data.is_empty() {
-            return WriteResult::WouldBlock;
-        }
-        WriteResult::Accepted(taken as u32)
+        write_answer(conn, &mut self.counters, sent + buffered, data.len())
     }
 
     /// `set-interest`.
@@ -319,6 +326,7 @@ impl Net {
             return Err(error);
         }
         conn.write_shut = true;
+        self.buffered += tls_close_notify(conn, &mut self.agenda) as u64;
         if conn.out.is_empty() && conn.phase == Phase::Open {
             send_fin(conn);
         }
@@ -429,6 +437,121 @@ impl Net {
         Ok(id)
     }
 
+    /// Stores and registers a connection from a TLS listener: the host holds it and
+    /// runs its handshake until [`Net::adopt`] gives it to a guest instance, or
+    /// closes it at `deadline`.
+    pub fn insert_tls(
+        &mut self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        tls: Tls,
+        deadline: Instant,
+        place: Place,
+    ) -> io::Result<Conn> {
+        let phase = Phase::Handshaking { deadline };
+        let id = self.insert(stream, peer, HOST, phase, place)?;
+        let conn = self.conns.get_mut(id).expect("just inserted");
+        conn.tls = Some(Box::new(tls));
+        // A new socket takes bytes: the server's first flight goes out at once.
+        conn.writable = true;
+        Ok(id)
+    }
+
+    /// The next TLS connection whose handshake is done and that waits for an owner.
+    pub fn next_handshaken(&mut self) -> Option<usize> {
+        self.handshaken.pop()
+    }
+
+    /// Gives a connection the host held (its TLS handshake done) to `owner`; returns
+    /// its handle for the guest's `accepted`.
+    pub fn adopt(&mut self, slot: usize, owner: Owner) -> Option<Conn> {
+        let max_buffer = self.limits.max_buffer;
+        let conn = self.conns.slot_mut(slot)?;
+        conn.owner = owner;
+        self.owners.conn_removed(HOST);
+        self.owners.conn_added(owner);
+        if conn.reportable(max_buffer) {
+            self.agenda.enqueue(conn);
+        }
+        Some(conn.id)
+    }
+
+    /// Drops a connection the host held, with no guest to give it to.
+    pub fn refuse(&mut self, slot: usize) {
+        self.remove(slot);
+    }
+
+    /// Moves a TLS handshake on after an edge: takes in what the peer sent, answers,
+    /// and, once it is done, queues the connection for [`Net::adopt`]. A peer that
+    /// breaks the protocol is closed with one (rate-limited) line.
+    fn advance_handshake(&mut self, slot: usize) {
+        let Some(conn) = self.conns.slot_mut(slot) else {
+            return;
+        };
+        let tls = conn.tls.as_mut().expect("a handshaking connection has TLS");
+        let taken = if conn.readable {
+            tls.fill(&mut conn.stream, 1).map(|drained| {
+                if drained {
+                    conn.readable = false;
+                }
+            })
+        } else {
+            Ok(())
+        };
+        // The answer (or the alert that says why not) goes out either way.
+        let sent = tls.send(&mut conn.stream, &mut conn.writable, &mut conn.out);
+        self.buffered += *sent.as_ref().unwrap_or(&0) as u64;
+        if let Err(failure) = taken {
+            self.counters.tls_handshakes_failed += 1;
+            if let Failure::Protocol(error) = &failure
+                && self.tls_log.allow()
+            {
+                warn!(peer = %conn.peer, %error, "TLS handshake failed; closing the connection");
+            }
+            debug!(peer = %conn.peer, %failure, "TLS handshake failed");
+            let _ = conn.out.flush_to(&mut conn.stream);
+            self.remove(slot);
+            return;
+        }
+        if sent.is_err() || (tls.at_end() && tls.is_handshaking()) {
+            debug!(peer = %conn.peer, "the peer left during the TLS handshake");
+            self.counters.tls_handshakes_failed += 1;
+            self.remove(slot);
+            return;
+        }
+        let done = !tls.is_handshaking();
+        if conn.writable && !conn.out.is_empty() {
+            let before = conn.out.len();
+            flush(conn, &mut self.agenda);
+            self.buffered -= (before - conn.out.len()) as u64;
+        }
+        if done {
+            debug!(conn = conn.id, peer = %conn.peer, "TLS handshake done");
+            self.counters.tls_handshakes += 1;
+            self.agenda.set_phase(conn, Phase::Open);
+            self.handshaken.push(slot);
+        }
+    }
+
+    /// `write` on a TLS connection: encrypts what fits under the bound and sends
+    /// the records the socket takes now.
+    fn write_tls(&mut self, slot: usize, data: &[u8]) -> WriteResult {
+        let Some(conn) = self.conns.slot_mut(slot) else {
+            return WriteResult::Failed(IoError::UnknownConn);
+        };
+        let room = self.limits.max_buffer.saturating_sub(conn.out.len());
+        let tls = conn.tls.as_mut().expect("a TLS connection");
+        let taken = tls.write_plaintext(&data[..data.len().min(room)]);
+        match tls.send(&mut conn.stream, &mut conn.writable, &mut conn.out) {
+            Ok(buffered) => self.buffered += buffered as u64,
+            Err(e) => {
+                self.agenda.fail(conn, &e);
+                return WriteResult::Failed(IoError::Reset);
+            }
+        }
+        write_answer(conn, &mut self.counters, taken, data.len())
+    }
+
     /// Records what mio reported for a connection's socket, and does the host's own
     /// part of the work: completing a connect, flushing buffered output, finishing a
     /// close.
@@ -450,6 +573,14 @@ impl Net {
             Phase::Closing { .. } => {
                 if event.is_error() || self.finish_closing(slot) {
                     self.remove(slot);
+                }
+                return;
+            }
+            Phase::Handshaking { .. } => {
+                if event.is_error() {
+                    self.remove(slot);
+                } else {
+                    self.advance_handshake(slot);
                 }
                 return;
             }
@@ -594,7 +725,9 @@ impl Net {
             .conns
             .iter()
             .filter(|(_, c)| match c.phase {
-                Phase::Closing { deadline } | Phase::Connecting { deadline } => deadline <= now,
+                Phase::Closing { deadline }
+                | Phase::Connecting { deadline }
+                | Phase::Handshaking { deadline } => deadline <= now,
                 _ => false,
             })
             .map(|(slot, _)| slot)
@@ -608,6 +741,12 @@ impl Net {
                     slot,
                     "dropping a closed connection whose peer did not read its last bytes"
                 );
+                self.remove(slot);
+            } else if let Phase::Handshaking { .. } = conn.phase {
+                self.counters.tls_handshakes_timed_out += 1;
+                if self.tls_log.allow() {
+                    info!(peer = %conn.peer, "TLS handshake not done in time; closing the connection");
+                }
                 self.remove(slot);
             } else {
                 self.agenda
@@ -687,6 +826,7 @@ impl Net {
             return;
         }
         let owner = conn.owner;
+        self.buffered += tls_close_notify(conn, &mut self.agenda) as u64;
         let deadline = Instant::now() + CLOSE_LINGER;
         self.agenda.set_phase(conn, Phase::Closing { deadline });
         self.owners.conn_removed(owner);
@@ -847,5 +987,86 @@ fn send_fin(conn: &mut Connection) {
         conn.fin_sent = true;
         // NotConnected only means the peer is gone already; the FIN is moot then.
         let _ = conn.stream.shutdown(Shutdown::Write);
+    }
+}
+
+/// What `write` answers once `taken` of `len` bytes were taken (sent, buffered or
+/// encrypted): bytes left over get the guest a `writable` when there is room.
+fn write_answer(
+    conn: &mut Connection,
+    counters: &mut NetCounters,
+    taken: usize,
+    len: usize,
+) -> WriteResult {
+    counters.bytes_written += taken as u64;
+    if taken < len {
+        conn.notify_writable = true;
+    }
+    if taken == 0 && len > 0 {
+        return WriteResult::WouldBlock;
+    }
+    WriteResult::Accepted(taken as u32)
+}
+
+/// `read` on a TLS connection: decrypted bytes if some wait, else what the socket
+/// holds, decrypted, else `would-block` or the end.
+fn read_tls(
+    conn: &mut Connection,
+    buf: &mut [u8],
+    agenda: &mut Agenda,
+    counters: &mut NetCounters,
+) -> ReadResult {
+    let tls = conn.tls.as_mut().expect("a TLS connection");
+    if !tls.has_input() {
+        if !conn.readable {
+            return ReadResult::WouldBlock;
+        }
+        match tls.fill(&mut conn.stream, buf.len().max(1)) {
+            Ok(true) => conn.readable = false,
+            Ok(false) => {}
+            Err(failure) => {
+                debug!(conn = conn.id, %failure, "TLS connection failed");
+                let error = match failure {
+                    Failure::Io(e) => e,
+                    Failure::Protocol(e) => io::Error::other(e),
+                };
+                agenda.fail(conn, &error);
+                return ReadResult::Failed(IoError::Reset);
+            }
+        }
+        // Whatever the records asked for (a key update's answer) goes out now.
+        let _ = tls.send(&mut conn.stream, &mut conn.writable, &mut conn.out);
+    }
+    if buf.is_empty() {
+        return ReadResult::Data(Vec::new());
+    }
+    let n = tls.read_plaintext(buf);
+    if n > 0 {
+        counters.bytes_read += n as u64;
+        return ReadResult::Data(buf[..n].to_vec());
+    }
+    if tls.at_end() {
+        conn.readable = false;
+        conn.eof_seen = true;
+        return ReadResult::Eof;
+    }
+    ReadResult::WouldBlock
+}
+
+/// Queues a TLS connection's `close_notify` (at `close` and `shutdown-write`) and
+/// sends or buffers it; returns the bytes buffered. Nothing for a plain one.
+fn tls_close_notify(conn: &mut Connection, agenda: &mut Agenda) -> usize {
+    let Some(tls) = conn.tls.as_mut() else {
+        return 0;
+    };
+    tls.close_notify();
+    match tls.send(&mut conn.stream, &mut conn.writable, &mut conn.out) {
+        Ok(buffered) => buffered,
+        Err(e) => {
+            if conn.phase == Phase::Open {
+                agenda.fail(conn, &e);
+            }
+            0
+        }
     }
 }

@@ -13,6 +13,10 @@ use std::collections::HashMap;
 /// next simply changes owner.
 pub type Owner = u32;
 
+/// The owner of a connection no guest may see yet: a TLS connection whose handshake
+/// the host is running. The handler never picks it.
+pub const HOST: Owner = Owner::MAX;
+
 /// What one owner holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Holdings {

@@ -1,9 +1,10 @@
-//! [`Reloader`]: hot swap's triggers and loading. `--watch` and `SIGHUP` lead here:
-//! the new guest is read once its file is stable, compared with the one serving,
-//! compiled and checked on a thread of its own, and only then handed to the loop,
-//! which never stalls for a compilation. With several workers each gets the same
-//! compiled guest, through its [`SwapInbox`]. The workers say how each swap ended,
-//! so that "the one serving" is what really serves.
+//! [`Reloader`]: hot swap's triggers and loading. `--watch`, `SIGHUP` and `POST
+//! /reload` lead here: the new guest is read once its file is stable, compared with
+//! the one serving, compiled and checked on a thread of its own, and only then handed
+//! to the loop, which never stalls for a compilation. With several workers each gets
+//! the same compiled guest, through its [`SwapInbox`]. The workers say how each swap
+//! ended, so that "the one serving" is what really serves. The TLS certificate and
+//! key, when there are TLS listeners, are reloaded by the same triggers.
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
@@ -24,6 +25,7 @@ use crate::runtime::component::{Guest, GuestSource};
 use crate::runtime::digest::{self, Digest};
 use crate::runtime::engine::Runtime;
 use crate::sockets::event_loop::Remote;
+use crate::sockets::tls::Certificates;
 
 /// A file must stay unchanged (size and modification time) this long before it is
 /// read: builds write in several steps, and a half-written guest must not be loaded.
@@ -128,22 +130,35 @@ impl SwapInbox {
 }
 
 impl Reloader {
-    /// Starts the loader for `path`, whose current contents have `serving` as
-    /// digest; with `watch`, file changes trigger reloads too. Every new guest goes
-    /// to each of `workers`, through the inbox returned for it (in the same order),
-    /// and the worker is woken.
+    /// Starts the loader for the guest file `guest` (if the guest is a file), whose
+    /// current contents have the digest given with it, and for `certificates` (if
+    /// there are TLS listeners); with `watch`, changes of those files trigger reloads
+    /// too. Every new guest goes to each of `workers`, through the inbox returned for
+    /// it (in the same order), and the worker is woken.
     pub fn start(
         runtime: Arc<Runtime>,
-        path: &Path,
-        serving: Digest,
+        guest: Option<(&Path, Digest)>,
+        certificates: Option<Arc<Certificates>>,
         watch: bool,
         workers: &[Remote],
     ) -> Result<(Self, Vec<SwapInbox>)> {
         // Made absolute but not resolved: a symlink the path goes through (a
         // Kubernetes ConfigMap volume's `..data`) may point elsewhere at the next
         // reload, and the directory it points to now may be gone by then.
-        let path = std::path::absolute(path)
-            .with_context(|| format!("cannot resolve {}", path.display()))?;
+        let absolute = |path: &Path| {
+            std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))
+        };
+        let (path, serving) = match guest {
+            Some((path, digest)) => (Some(absolute(path)?), digest),
+            None => (None, [0; 32]),
+        };
+        let mut watched = Vec::new();
+        watched.extend(path.clone());
+        if let Some(certificates) = &certificates {
+            for file in certificates.files() {
+                watched.push(absolute(file)?);
+            }
+        }
         let (triggers, trigger_rx) = mpsc::channel();
         let (outcomes, outcome_rx) = mpsc::channel();
         let mut inboxes = Vec::with_capacity(workers.len());
@@ -157,7 +172,7 @@ impl Reloader {
             deliveries.push((loaded_tx, remote.clone()));
         }
         let watcher = if watch {
-            Some(watch_file(&path, triggers.clone())?)
+            Some(watch_files(&watched, triggers.clone())?)
         } else {
             None
         };
@@ -166,6 +181,8 @@ impl Reloader {
             refused: refused.clone(),
             runtime,
             path,
+            watched,
+            certificates,
             serving,
             in_flight: None,
             triggers: trigger_rx,
@@ -202,20 +219,24 @@ impl Reloader {
     }
 }
 
-/// Watches the file's directory (a build that writes a new file and renames it
+/// Watches the files' directories (a build that writes a new file and renames it
 /// over the old one replaces the inode a file watch would follow).
 ///
-/// A rename into place, or a close after writing, means the file is whole: the
-/// reload starts at once. Other changes (a writer writing in place) wait until the
-/// file has stopped changing. Besides the file's own name, the first name its
-/// symlink goes through counts as the file (see [`watched_names`]).
-fn watch_file(path: &Path, triggers: Sender<Trigger>) -> Result<notify::RecommendedWatcher> {
-    let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
-    let file = path.to_path_buf();
+/// A rename into place, or a close after writing, means a file is whole: the reload
+/// starts at once. Other changes (a writer writing in place) wait until the files
+/// have stopped changing. Besides a file's own name, the first name its symlink goes
+/// through counts as the file (see [`watched_names`]).
+fn watch_files(files: &[PathBuf], triggers: Sender<Trigger>) -> Result<notify::RecommendedWatcher> {
+    let watched = files.to_vec();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
-        let names = watched_names(&file);
-        let ours = |p: &PathBuf| p.file_name().is_some_and(|n| names.iter().any(|w| w == n));
+        let ours = |p: &PathBuf| {
+            watched.iter().any(|file| {
+                p.parent() == file.parent()
+                    && p.file_name()
+                        .is_some_and(|name| watched_names(file).iter().any(|w| w == name))
+            })
+        };
         let complete = match event.kind {
             EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
             EventKind::Modify(ModifyKind::Name(RenameMode::To)) => true,
@@ -237,10 +258,20 @@ fn watch_file(path: &Path, triggers: Sender<Trigger>) -> Result<notify::Recommen
         }
     })
     .context("cannot start watching files")?;
-    watcher
-        .watch(&dir, RecursiveMode::NonRecursive)
-        .with_context(|| format!("cannot watch {}", dir.display()))?;
-    info!(path = %path.display(), "watching the guest file for changes");
+    let mut dirs: Vec<&Path> = files
+        .iter()
+        .map(|file| file.parent().unwrap_or(Path::new("/")))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
+        watcher
+            .watch(dir, RecursiveMode::NonRecursive)
+            .with_context(|| format!("cannot watch {}", dir.display()))?;
+    }
+    for file in files {
+        info!(path = %file.display(), "watching for changes");
+    }
     Ok(watcher)
 }
 
@@ -263,7 +294,13 @@ fn watched_names(file: &Path) -> Vec<OsString> {
 struct Loader {
     refused: Arc<AtomicU64>,
     runtime: Arc<Runtime>,
-    path: PathBuf,
+    /// The guest file, if the guest is one (not a built-in).
+    path: Option<PathBuf>,
+    /// Every file whose change triggers a reload: the guest's, the certificate's and
+    /// the key's.
+    watched: Vec<PathBuf>,
+    /// The TLS certificate and key, with TLS listeners.
+    certificates: Option<Arc<Certificates>>,
     /// The digest of the guest serving, as the loop last reported.
     serving: Digest,
     /// The digest of a guest handed to the workers whose outcome is not known yet.
@@ -299,7 +336,7 @@ impl Loader {
     /// the reloader is gone.
     fn settle(&self, first: Trigger) -> Option<Trigger> {
         let started = Instant::now();
-        let mut seen = stamp(&self.path);
+        let mut seen = self.stamps();
         let mut stable_since = Instant::now();
         loop {
             match self.triggers.recv_timeout(SETTLE_POLL) {
@@ -309,7 +346,7 @@ impl Loader {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return None,
             }
-            let now_seen = stamp(&self.path);
+            let now_seen = self.stamps();
             if now_seen != seen {
                 seen = now_seen;
                 stable_since = Instant::now();
@@ -337,10 +374,35 @@ impl Loader {
         }
     }
 
+    /// What tells the watched files' versions apart, all together.
+    fn stamps(&self) -> Vec<Option<(u64, SystemTime)>> {
+        self.watched.iter().map(|file| stamp(file)).collect()
+    }
+
+    /// Reloads the TLS certificate and key if they changed; a pair that does not
+    /// load is refused and the one serving goes on.
+    fn reload_certificates(&self) {
+        let Some(certificates) = &self.certificates else {
+            return;
+        };
+        match certificates.reload() {
+            Ok(true) => info!("TLS certificate reloaded: new handshakes present it"),
+            Ok(false) => {}
+            Err(err) => warn!(
+                "TLS certificate reload refused: {}; the certificate serving goes on",
+                format!("{err:#}").replace('\n', " ")
+            ),
+        }
+    }
+
     fn reload(&mut self, trigger: Trigger) {
+        self.reload_certificates();
+        let Some(guest_path) = self.path.clone() else {
+            return;
+        };
         self.note_outcomes();
-        let path = self.path.display();
-        let source = match GuestSource::read(&self.path) {
+        let path = guest_path.display();
+        let source = match GuestSource::read(&guest_path) {
             Ok(source) => source,
             Err(err) => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
