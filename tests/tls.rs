@@ -3,7 +3,8 @@
 //! handshake is closed after the timeout while others are served; garbage instead of
 //! a client hello is refused with one log line and counted; the certificate rotates
 //! (`--watch`, SIGHUP) without touching open connections, and a bad new pair is
-//! refused while the old one serves; bad files at the start are one line and exit 1.
+//! refused while the old one serves; a guest learns a connection's TLS facts through
+//! `io.tls`; bad files at the start are one line and exit 1.
 //!
 //! Certificates are made at test time (rcgen): a CA and a server certificate for
 //! `localhost` and 127.0.0.1.
@@ -336,6 +337,41 @@ fn the_certificate_rotates_without_touching_open_connections() {
     let mut later = Client::connect(addr, &dir, &["a", "b"]);
     assert_eq!(later.server_certificate(), second);
     assert!(later.get().ends_with("hello\n"));
+}
+
+/// `io.tls` (contract 0.3.0): a guest learns the version, the SNI name and the ALPN
+/// protocol of a TLS connection, and `none` for a plaintext one.
+#[test]
+fn a_guest_learns_the_tls_facts_of_a_connection_and_none_for_plaintext() {
+    let dir = scratch("tls-facts");
+    make_certificates(&dir, "a");
+    install_pair(&dir, "a");
+    let guest = common::test_guest("tells_tls");
+    let (cert, key) = (file(&dir, "cert.pem"), file(&dir, "key.pem"));
+    let host = Host::start(&[
+        "--guest",
+        guest.to_str().unwrap(),
+        "--listen-tls",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ]);
+    let addr = tls_addr(&host);
+    let ca = file(&dir, "a-ca.pem");
+    let url = format!("https://localhost:{}/", addr.port());
+    // curl offers h2 and http/1.1: the host agrees on http/1.1, its one protocol.
+    let said = curl(&ca, &["--http0.9"], std::slice::from_ref(&url));
+    assert_eq!(said[0].2, "tls TLSv1.3 localhost http/1.1\n");
+    let said = curl(&ca, &["--http0.9", "--tls-max", "1.2"], &[url]);
+    assert_eq!(said[0].2, "tls TLSv1.2 localhost http/1.1\n");
+    // By address: no server name is sent.
+    let by_ip = format!("https://127.0.0.1:{}/", addr.port());
+    let said = curl(&ca, &["--http0.9"], &[by_ip]);
+    assert_eq!(said[0].2, "tls TLSv1.3 - http/1.1\n");
+    let mut plain = host.connect();
+    assert_eq!(common::read_line(&mut plain), "plain");
 }
 
 #[test]

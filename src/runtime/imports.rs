@@ -7,7 +7,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::limiter::Limiter;
 use crate::sockets::net::Net;
-use crate::wit::{Conn, IoError, ReadResult, WriteResult, sandsock};
+use crate::wit::{Conn, IoError, ReadResult, TlsInfo, WriteResult, sandsock};
 
 /// The state of one guest instance's store: WASI (granting nothing but the given
 /// environment), its limiter, and the connections lent to it during a call.
@@ -66,6 +66,10 @@ impl sandsock::net::io::Host for GuestState {
 
     fn peer(&mut self, c: Conn) -> Option<String> {
         self.net.peer(c)
+    }
+
+    fn tls(&mut self, c: Conn) -> Option<TlsInfo> {
+        self.net.tls(c)
     }
 
     fn set_timer(&mut self, id: u64, after_ms: u64) -> Result<(), IoError> {

@@ -31,7 +31,7 @@ use crate::limits::{
 };
 use crate::metrics::{NetCounters, NetGauges};
 use crate::rate_limit::RateLimit;
-use crate::wit::{Conn, Event, HangupInfo, IoError, ReadResult, WriteResult};
+use crate::wit::{Conn, Event, HangupInfo, IoError, ReadResult, TlsInfo, WriteResult};
 
 /// How the host ends a connection the guest closed, once its last bytes are out.
 ///
@@ -344,6 +344,14 @@ impl Net {
     /// `peer`.
     pub fn peer(&mut self, id: Conn) -> Option<String> {
         visible(&mut self.conns, id, self.caller).map(|conn| conn.peer.to_string())
+    }
+
+    /// `tls`: what the handshake settled, for a connection from a TLS listener.
+    pub fn tls(&mut self, id: Conn) -> Option<TlsInfo> {
+        visible(&mut self.conns, id, self.caller)?
+            .tls
+            .as_ref()
+            .map(|tls| tls.info())
     }
 
     /// `set-timer`.

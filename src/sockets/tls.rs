@@ -21,11 +21,12 @@ use mio::net::TcpStream;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::{ServerConfig, ServerConnection};
+use rustls::{ProtocolVersion, ServerConfig, ServerConnection};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::write_buffer::WriteBuffer;
+use crate::wit::TlsInfo;
 
 /// The one application protocol offered: the examples speak HTTP/1.1.
 const ALPN: &[u8] = b"http/1.1";
@@ -278,6 +279,24 @@ impl Tls {
     /// [`Tls::send`].
     pub fn write_plaintext(&mut self, data: &[u8]) -> usize {
         self.session.writer().write(data).unwrap_or(0)
+    }
+
+    /// What the handshake settled, as the guest's `tls` call answers it.
+    pub fn info(&self) -> TlsInfo {
+        let version = match self.session.protocol_version() {
+            Some(ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
+            Some(ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
+            Some(other) => format!("{other:?}"),
+            None => String::new(),
+        };
+        TlsInfo {
+            version,
+            server_name: self.session.server_name().map(str::to_string),
+            alpn: self
+                .session
+                .alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+        }
     }
 
     /// Queues the `close_notify` alert: the peer learns the end was meant.

@@ -5,7 +5,7 @@
 //! [`fake::FakeHost`], which scripts the host's answers natively, so the buffering,
 //! backpressure and close logic is tested without a wasm runtime.
 
-use crate::raw::types::{IoError, ReadResult, WriteResult};
+use crate::raw::types::{IoError, ReadResult, TlsInfo, WriteResult};
 
 #[cfg(not(test))]
 pub(crate) type Host = WasmHost;
@@ -41,6 +41,10 @@ impl WasmHost {
 
     pub(crate) fn peer(&self, conn: u64) -> Option<String> {
         crate::raw::io::peer(conn)
+    }
+
+    pub(crate) fn tls(&self, conn: u64) -> Option<TlsInfo> {
+        crate::raw::io::tls(conn)
     }
 
     pub(crate) fn set_timer(&mut self, id: u64, after_ms: u64) -> Result<(), IoError> {
@@ -168,6 +172,11 @@ pub(crate) mod fake {
                 .get(&conn)
                 .filter(|state| !state.closed)
                 .map(|_| format!("127.0.0.1:{}", 40000 + conn))
+        }
+
+        /// Plaintext, as every scripted connection is.
+        pub(crate) fn tls(&self, _conn: u64) -> Option<TlsInfo> {
+            None
         }
 
         pub(crate) fn set_timer(&mut self, id: u64, after_ms: u64) -> Result<(), IoError> {

@@ -4,7 +4,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 
 use crate::host::Host;
-use crate::raw::types::{IoError, ReadResult, WriteResult};
+use crate::raw::types::{IoError, ReadResult, TlsInfo, WriteResult};
 use crate::write_queue::WriteQueue;
 use crate::{BadSnapshot, Conn, ConnMap, SnapshotReader, SnapshotWriter};
 
@@ -453,6 +453,17 @@ impl Io {
     pub fn peer(&self, conn: Conn) -> Option<String> {
         if self.is_open(conn) {
             self.host.peer(conn.raw())
+        } else {
+            None
+        }
+    }
+
+    /// What the TLS handshake of `conn` settled (version, SNI server name, ALPN
+    /// protocol), if it came from a TLS listener and is open; `None` for plaintext.
+    /// The host decrypts: reads and writes are plaintext either way.
+    pub fn tls(&self, conn: Conn) -> Option<TlsInfo> {
+        if self.is_open(conn) {
+            self.host.tls(conn.raw())
         } else {
             None
         }

@@ -66,7 +66,7 @@ pub use input::{InputBuffers, LineBuffers, LineTooLong, trim_line_end};
 pub use io::{HIGH_WATER, Io, LOW_WATER, READ_CHUNK, READS_PER_EVENT};
 /// Why a host call failed ([`Io::connect`], [`Io::set_timer`]), or why a
 /// connection ended ([`Io::hangup_reason`]).
-pub use raw::types::IoError;
+pub use raw::types::{IoError, TlsInfo};
 pub use snapshot::{BadSnapshot, SnapshotReader, SnapshotWriter};
 
 /// Not public API: what [`serve!`] expands to needs these from the guest's crate.

@@ -68,8 +68,8 @@ pub mod stateful {
         path: "../../wit",
         world: "stateful-handler",
         with: {
-            "sandsock:net/types@0.2.0": crate::raw::types,
-            "sandsock:net/io@0.2.0": crate::raw::io,
+            "sandsock:net/types@0.3.0": crate::raw::types,
+            "sandsock:net/io@0.3.0": crate::raw::io,
         },
         pub_export_macro: true,
         export_macro_name: "__export_stateful_handler_world",

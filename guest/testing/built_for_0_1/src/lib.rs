@@ -1,8 +1,9 @@
 //! `built_for_0_1`: a handler built against `sandsock:net@0.1.0`, the contract as it
 //! was before 0.2.0 (`wit/handler.wit` here is that version, verbatim).
 //!
-//! A host speaking 0.2.0 must refuse it at `host check` and at load, with one line
-//! that names both versions, rather than wasmtime's "expected variant of N cases".
+//! A host speaking a later version must refuse it at `host check` and at load, with
+//! one line that names both versions, rather than wasmtime's "expected variant of N
+//! cases".
 //! It echoes, raw, should a host ever take it.
 
 wit_bindgen::generate!({
