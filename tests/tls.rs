@@ -51,11 +51,16 @@ fn file(dir: &Path, name: &str) -> String {
 /// test harness adds), with the `name` pair from `dir` installed as `cert.pem` and
 /// `key.pem`.
 fn serve_tls(dir: &Path, name: &str, flags: &[&str]) -> (Host, SocketAddr) {
+    serve_tls_guest("http", dir, name, flags)
+}
+
+/// [`serve_tls`] with another guest.
+fn serve_tls_guest(guest: &str, dir: &Path, name: &str, flags: &[&str]) -> (Host, SocketAddr) {
     install_pair(dir, name);
     let (cert, key) = (file(dir, "cert.pem"), file(dir, "key.pem"));
     let mut args = vec![
         "--guest",
-        "http",
+        guest,
         "--listen-tls",
         "127.0.0.1:0",
         "--tls-cert",
@@ -345,20 +350,8 @@ fn the_certificate_rotates_without_touching_open_connections() {
 fn a_guest_learns_the_tls_facts_of_a_connection_and_none_for_plaintext() {
     let dir = scratch("tls-facts");
     make_certificates(&dir, "a");
-    install_pair(&dir, "a");
     let guest = common::test_guest("tells_tls");
-    let (cert, key) = (file(&dir, "cert.pem"), file(&dir, "key.pem"));
-    let host = Host::start(&[
-        "--guest",
-        guest.to_str().unwrap(),
-        "--listen-tls",
-        "127.0.0.1:0",
-        "--tls-cert",
-        &cert,
-        "--tls-key",
-        &key,
-    ]);
-    let addr = tls_addr(&host);
+    let (host, addr) = serve_tls_guest(guest.to_str().unwrap(), &dir, "a", &[]);
     let ca = file(&dir, "a-ca.pem");
     let url = format!("https://localhost:{}/", addr.port());
     // curl offers h2 and http/1.1: the host agrees on http/1.1, its one protocol.
