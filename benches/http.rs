@@ -2,8 +2,9 @@
 //! for this benchmark, `minimal_http.rs`), the host running the same HTTP logic
 //! natively (`--native http`, the same event loop), and the `http` guest (shared
 //! isolation, with `--admin` publishing metrics, an instance per connection, two
-//! workers), all measured in one run with the same load client (`host load`'s
-//! engine).
+//! workers, and over TLS with a certificate made for the run), all measured in one
+//! run with the same load client (`host load`'s engine; over TLS every connection
+//! makes a full handshake, no resumption).
 //!
 //! `cargo bench --bench http` (optionally `-- ROUNDS REQUESTS`: 9 rounds of 200,000
 //! keep-alive requests by default, and a fifth as many with a connection per request;
@@ -38,16 +39,51 @@ enum Server {
     WasmAdmin,
     WasmPerConnection,
     WasmTwoWorkers,
+    WasmTls,
 }
 
-const SERVERS: [Server; 6] = [
+const SERVERS: [Server; 7] = [
     Server::Minimal,
     Server::Native,
     Server::Wasm,
     Server::WasmAdmin,
     Server::WasmPerConnection,
     Server::WasmTwoWorkers,
+    Server::WasmTls,
 ];
+
+/// The certificate a TLS row serves, made for this run (a CA and a certificate it
+/// signed for `localhost`), and the CA the load client trusts.
+struct TlsFiles {
+    cert: String,
+    key: String,
+    ca: std::path::PathBuf,
+}
+
+impl TlsFiles {
+    fn make() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let dir = std::env::temp_dir().join(format!("sandsock-bench-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        // ECDSA P-256, rcgen's default: what most sites serve.
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let cert = params.signed_by(&key, &ca).unwrap();
+        let write = |name: &str, text: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).expect("write a certificate file");
+            path
+        };
+        Self {
+            cert: write("cert.pem", cert.pem()).display().to_string(),
+            key: write("key.pem", key.serialize_pem()).display().to_string(),
+            ca: write("ca.pem", ca.pem()),
+        }
+    }
+}
 
 impl Server {
     fn name(self) -> &'static str {
@@ -58,18 +94,33 @@ impl Server {
             Server::WasmAdmin => "host wasm, --admin",
             Server::WasmPerConnection => "wasm, instance/conn",
             Server::WasmTwoWorkers => "wasm, 2 workers",
+            Server::WasmTls => "host wasm, TLS",
         }
     }
 
-    fn host_args(self) -> &'static [&'static str] {
-        match self {
+    fn host_args(self, tls: &TlsFiles) -> Vec<&str> {
+        let listen = ["--listen", "127.0.0.1:0"];
+        let args: &[&str] = match self {
             Server::Minimal => &[],
             Server::Native => &["--native", "http"],
             Server::Wasm => &["--guest", "http"],
             Server::WasmAdmin => &["--guest", "http", "--admin", "127.0.0.1:0"],
             Server::WasmPerConnection => &["--guest", "http", "--isolation", "connection"],
             Server::WasmTwoWorkers => &["--guest", "http", "--workers", "2"],
-        }
+            Server::WasmTls => {
+                return vec![
+                    "--guest",
+                    "http",
+                    "--listen-tls",
+                    "127.0.0.1:0",
+                    "--tls-cert",
+                    &tls.cert,
+                    "--tls-key",
+                    &tls.key,
+                ];
+            }
+        };
+        args.iter().chain(&listen).copied().collect()
     }
 
     /// Every server but the two-worker one runs on CPU 0 alone.
@@ -129,6 +180,7 @@ fn main() {
             "unpinned (one CPU)"
         }
     );
+    let tls = TlsFiles::make();
     for mode in modes {
         let n = match mode {
             Mode::KeepAlive => requests,
@@ -140,7 +192,7 @@ fn main() {
             // Rotate who goes first, so that drift (thermal, other load) hits all alike.
             for k in 0..SERVERS.len() {
                 let i = (round + k) % SERVERS.len();
-                let sample = measure(SERVERS[i], mode, n, pinned);
+                let sample = measure(SERVERS[i], mode, n, pinned, &tls);
                 println!(
                     "round {round} {:<20} {:>9.0} requests/s  {:>7.2} µs CPU/request",
                     SERVERS[i].name(),
@@ -172,11 +224,17 @@ fn main() {
                 cpu / native_cpu
             );
         }
+        let (_, wasm_cpu) = medians[2];
+        let (_, tls_cpu) = medians[SERVERS.len() - 1];
+        println!(
+            "  TLS over plaintext, the same guest: {:.2}× CPU per request",
+            tls_cpu / wasm_cpu
+        );
     }
 }
 
-fn measure(server: Server, mode: Mode, requests: u64, pinned: bool) -> Sample {
-    let mut child = start(server, pinned && server.pinned());
+fn measure(server: Server, mode: Mode, requests: u64, pinned: bool, tls: &TlsFiles) -> Sample {
+    let mut child = start(server, pinned && server.pinned(), tls);
     let addr = listening_addr(&mut child);
     let load = |n: u64| {
         let args = LoadArgs {
@@ -188,6 +246,8 @@ fn measure(server: Server, mode: Mode, requests: u64, pinned: bool) -> Sample {
             close: mode == Mode::ConnectionPerRequest,
             timeout_secs: 300,
             quiet: true,
+            tls_ca: (server == Server::WasmTls).then(|| tls.ca.clone()),
+            tls_server_name: "localhost".into(),
         };
         let report = run(&args).expect("load run");
         assert_eq!(
@@ -208,19 +268,19 @@ fn measure(server: Server, mode: Mode, requests: u64, pinned: bool) -> Sample {
     }
 }
 
-fn start(server: Server, pinned: bool) -> Child {
-    let (program, args, env): (String, &[&str], Option<(&str, &str)>) = match server {
+fn start(server: Server, pinned: bool, tls: &TlsFiles) -> Child {
+    let (program, args, env): (String, Vec<&str>, Option<(&str, &str)>) = match server {
         Server::Minimal => (
             std::env::current_exe()
                 .expect("this benchmark's binary")
                 .to_string_lossy()
                 .into_owned(),
-            &[],
+            Vec::new(),
             Some((MINIMAL_SERVER, "127.0.0.1:0")),
         ),
         _ => (
             env!("CARGO_BIN_EXE_host").to_string(),
-            server.host_args(),
+            server.host_args(tls),
             None,
         ),
     };
@@ -232,9 +292,6 @@ fn start(server: Server, pinned: bool) -> Child {
         Command::new(&program)
     };
     command.args(args);
-    if server != Server::Minimal {
-        command.args(["--listen", "127.0.0.1:0"]);
-    }
     if let Some((key, value)) = env {
         command.env(key, value);
     }
@@ -254,7 +311,8 @@ fn listening_addr(child: &mut Child) -> SocketAddr {
     for line in lines.by_ref() {
         let line = line.expect("host stderr");
         if let Some(addr) = line.strip_prefix("listening on ") {
-            let addr = addr.trim().parse().expect("an address");
+            let addr = addr.trim().trim_end_matches(" (tls)");
+            let addr = addr.parse().expect("an address");
             std::thread::spawn(move || lines.for_each(drop));
             return addr;
         }

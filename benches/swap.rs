@@ -156,6 +156,8 @@ fn requests_per_sec(path: &Path, v1: &[u8], v2: &[u8], swapping: bool, flags: &[
         close: false,
         timeout_secs: 120,
         quiet: true,
+        tls_ca: None,
+        tls_server_name: String::new(),
     };
     let report = run(&args).expect("load run");
     stop.store(true, Ordering::Relaxed);

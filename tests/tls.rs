@@ -4,7 +4,7 @@
 //! a client hello is refused with one log line and counted; the certificate rotates
 //! (`--watch`, SIGHUP) without touching open connections, and a bad new pair is
 //! refused while the old one serves; a guest learns a connection's TLS facts through
-//! `io.tls`; bad files at the start are one line and exit 1.
+//! `io.tls`; `host load` speaks TLS; bad files at the start are one line and exit 1.
 //!
 //! Certificates are made at test time (rcgen): a CA and a server certificate for
 //! `localhost` and 127.0.0.1.
@@ -365,6 +365,52 @@ fn a_guest_learns_the_tls_facts_of_a_connection_and_none_for_plaintext() {
     assert_eq!(said[0].2, "tls TLSv1.3 - http/1.1\n");
     let mut plain = host.connect();
     assert_eq!(common::read_line(&mut plain), "plain");
+}
+
+/// `host load --tls-ca`: the benchmark's client over TLS, every answer checked, with
+/// keep-alive and with a full handshake per request; a name the certificate does not
+/// carry fails every request.
+#[test]
+fn host_load_speaks_tls() {
+    let dir = scratch("tls-load");
+    make_certificates(&dir, "a");
+    let (_host, addr) = serve_tls(&dir, "a", &[]);
+    let (addr, ca) = (addr.to_string(), file(&dir, "a-ca.pem"));
+    let load = |flags: &[&str]| {
+        let base = [
+            "load",
+            addr.as_str(),
+            "--http",
+            "--quiet",
+            "--tls-ca",
+            ca.as_str(),
+        ];
+        run_host(&[&base[..], flags].concat())
+    };
+    for (flags, n) in [
+        (&["-c", "10", "-n", "2000"][..], 2000),
+        (&["-c", "5", "-n", "200", "--close"], 200),
+    ] {
+        let out = load(flags);
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{report}");
+        assert!(
+            report.contains(&format!("requests ok:    {n} of {n}")),
+            "{report}"
+        );
+    }
+    let out = load(&[
+        "-c",
+        "2",
+        "-n",
+        "4",
+        "--tls-server-name",
+        "elsewhere.example",
+    ]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{report}");
+    assert!(report.contains("errors:         4"), "{report}");
+    assert!(report.contains("certificate"), "{report}");
 }
 
 #[test]

@@ -11,6 +11,7 @@ use mio::{Interest, Registry, Token};
 use crate::inbox::Inbox;
 use crate::protocol::{Protocol, ResponseState};
 use crate::report::Stats;
+use crate::transport::{TlsClient, Transport};
 
 /// Bytes of response a client can hold unparsed: bounds an HTTP response head (8 KiB,
 /// the common server limit for request heads). Echo answers are checked as they arrive,
@@ -27,6 +28,8 @@ pub(crate) const CLIENT_SLOT_BITS: u32 = 24;
 pub(crate) struct Shared {
     pub(crate) protocol: Protocol,
     pub(crate) addr: SocketAddr,
+    /// With `--tls-ca`: how every connection speaks TLS.
+    pub(crate) tls: Option<TlsClient>,
     /// Whether a connection carries more than one request (no `--close`).
     pub(crate) keep_alive: bool,
     /// Requests to issue in all (`-n`).
@@ -76,7 +79,7 @@ pub(crate) struct Client {
     id: usize,
     /// Bumped at every close, so a stale event for an earlier socket is not taken for this one.
     pub(crate) generation: usize,
-    stream: Option<TcpStream>,
+    stream: Option<Transport>,
     stage: Stage,
     /// Bytes of the shared request written so far.
     written: usize,
@@ -145,6 +148,7 @@ impl Client {
         let Some(stream) = &self.stream else {
             return Err("no socket".into());
         };
+        let stream = stream.socket_ref();
         match stream.take_error() {
             Ok(None) => {}
             Ok(Some(err)) | Err(err) => return Err(format!("connect failed: {err}")),
@@ -238,7 +242,7 @@ impl Client {
                 self.stage = Stage::Active;
                 return;
             }
-            match self.connect(registry, shared.addr) {
+            match self.connect(registry, shared.addr, shared.tls.as_ref()) {
                 Ok(()) => {
                     self.stage = Stage::Connecting;
                     return;
@@ -269,8 +273,13 @@ impl Client {
         self.started = Instant::now();
     }
 
-    fn connect(&mut self, registry: &Registry, addr: SocketAddr) -> Result<(), String> {
-        let mut stream = TcpStream::connect(addr).map_err(|err| {
+    fn connect(
+        &mut self,
+        registry: &Registry,
+        addr: SocketAddr,
+        tls: Option<&TlsClient>,
+    ) -> Result<(), String> {
+        let stream = TcpStream::connect(addr).map_err(|err| {
             if err.raw_os_error() == Some(EMFILE) {
                 format!("connect failed: {err} (each connection needs a descriptor: raise `ulimit -n` or lower -c)")
             } else {
@@ -281,9 +290,10 @@ impl Client {
         stream
             .set_nodelay(true)
             .map_err(|err| format!("setting TCP_NODELAY: {err}"))?;
+        let mut stream = Transport::new(stream, tls)?;
         registry
             .register(
-                &mut stream,
+                stream.socket(),
                 self.token(),
                 Interest::READABLE | Interest::WRITABLE,
             )
@@ -296,14 +306,14 @@ impl Client {
     fn close(&mut self, registry: &Registry) {
         if let Some(mut stream) = self.stream.take() {
             // Dropping the socket closes it; deregistering first keeps the poll tidy.
-            let _ = registry.deregister(&mut stream);
+            let _ = registry.deregister(stream.socket());
             self.generation = self.generation.wrapping_add(1);
         }
     }
 
     /// The connection and where its request stands, for an error message.
     fn describe(&self, addr: SocketAddr, request_len: usize) -> String {
-        let local = match self.stream.as_ref().map(TcpStream::local_addr) {
+        let local = match self.stream.as_ref().map(|s| s.socket_ref().local_addr()) {
             Some(Ok(local)) => local.to_string(),
             _ => "unbound".into(),
         };

@@ -13,6 +13,7 @@
 //!
 //! The crate is `host load`'s engine, and the benchmarks' load client:
 //! - [`client`]: one client slot, driven through its requests;
+//! - [`transport`]: its connection, plain or TLS;
 //! - [`protocol`] and [`inbox`]: the request, and how each answer is checked;
 //! - [`report`]: the tallies and the [`LoadReport`];
 //! - [`progress`]: the progress bar or lines.
@@ -23,6 +24,7 @@ mod inbox;
 mod progress;
 mod protocol;
 mod report;
+mod transport;
 
 use std::io;
 use std::net::SocketAddr;
@@ -36,6 +38,7 @@ use progress::Progress;
 use protocol::Protocol;
 pub use report::LoadReport;
 use report::Stats;
+use transport::TlsClient;
 
 /// Longest `--timeout`, in seconds (a week): keeps the deadline arithmetic far from overflow.
 const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
@@ -71,6 +74,18 @@ pub struct LoadArgs {
     /// No progress output (a plain line per second is used when stderr is not a terminal)
     #[arg(long)]
     pub quiet: bool,
+    /// Speak TLS, trusting the CA certificate(s) in this PEM file; every connection
+    /// makes a full handshake (no session resumption)
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// The server name a TLS client asks for and checks the certificate against
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "localhost",
+        requires = "tls_ca"
+    )]
+    pub tls_server_name: String,
 }
 
 /// Runs the load, printing progress (indicatif bar on a terminal, a plain line per second
@@ -94,9 +109,16 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<LoadReport> {
         "load {addr}: --timeout must be 1 to {MAX_TIMEOUT_SECS} seconds"
     );
     let timeout = Duration::from_secs(args.timeout_secs);
+    let tls = match &args.tls_ca {
+        Some(ca) => Some(
+            TlsClient::new(ca, &args.tls_server_name).with_context(|| format!("load {addr}"))?,
+        ),
+        None => None,
+    };
     let mut shared = Shared {
         protocol: Protocol::new(args),
         addr,
+        tls,
         keep_alive: !args.close,
         total: args.requests,
         issued: 0,

@@ -230,6 +230,8 @@ pub(crate) mod tests {
             close: false,
             timeout_secs: 1,
             quiet: true,
+            tls_ca: None,
+            tls_server_name: String::new(),
         };
         Protocol::new(&args)
     }
@@ -250,6 +252,8 @@ pub(crate) mod tests {
             close: true,
             timeout_secs: 1,
             quiet: true,
+            tls_ca: None,
+            tls_server_name: String::new(),
         };
         assert_eq!(
             &*Protocol::new(&args).request,
