@@ -39,7 +39,8 @@ pub struct Admin {
     pub reloads_refused: Arc<AtomicU64>,
     /// `--max-connections`.
     pub max_connections: usize,
-    /// Asks for a reload; `None` for a built-in guest.
+    /// Asks for a reload; `None` when there is nothing to reload (a built-in guest
+    /// and no TLS certificate).
     pub reload: Option<ReloadHandle>,
 }
 
@@ -116,7 +117,11 @@ impl Admin {
                     reload.request();
                     (202, "reloading\n".to_string())
                 }
-                None => (409, "a built-in guest has no file to reload\n".to_string()),
+                None => (
+                    409,
+                    "nothing to reload: a built-in guest has no file (and there is no TLS certificate)\n"
+                        .to_string(),
+                ),
             },
             (_, "/metrics" | "/healthz" | "/readyz" | "/reload") => {
                 (405, "method not allowed\n".to_string())
