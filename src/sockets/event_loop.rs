@@ -245,6 +245,11 @@ impl<H: EventHandler> EventLoop<H> {
                 self.net.refuse(slot);
                 continue;
             }
+            if self.stopping.is_some() {
+                // The guest heard `shutdown`: no new connection comes after it.
+                self.net.refuse(slot);
+                continue;
+            }
             let owner = self.handler.owner_for_new_connection();
             if let Some(id) = self.net.adopt(slot, owner) {
                 self.batch.push(owner, Event::Accepted(id));
@@ -309,6 +314,14 @@ impl<H: EventHandler> EventLoop<H> {
         }
         // Dropping the listeners closes them: new clients are refused, not queued.
         self.listeners.clear();
+        // TLS handshakes under way would become new connections: they end here.
+        let handshakes = self.net.drop_handshakes();
+        if handshakes > 0 {
+            debug!(
+                handshakes,
+                "closed TLS handshakes under way at the shutdown"
+            );
+        }
         self.accept_retry = false;
         self.handler.shutdown(&mut self.net);
     }

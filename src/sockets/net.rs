@@ -230,11 +230,13 @@ impl Net {
         }
         let want = (max as usize).min(MAX_READ_CHUNK);
         if conn.tls.is_some() {
+            let buf = &mut self.scratch[..want];
             return read_tls(
                 conn,
-                &mut self.scratch[..want],
+                buf,
                 &mut self.agenda,
                 &mut self.counters,
+                &mut self.buffered,
             );
         }
         if !conn.readable {
@@ -489,6 +491,17 @@ impl Net {
         self.remove(slot);
     }
 
+    /// Drops every connection the host still holds (TLS handshakes under way): at a
+    /// shutdown, no new connection goes to the guest.
+    pub fn drop_handshakes(&mut self) -> usize {
+        let held = self.slots_of(HOST);
+        for &slot in &held {
+            self.remove(slot);
+        }
+        self.handshaken.clear();
+        held.len()
+    }
+
     /// Moves a TLS handshake on after an edge: takes in what the peer sent, answers,
     /// and, once it is done, queues the connection for [`Net::adopt`]. A peer that
     /// breaks the protocol is closed with one (rate-limited) line.
@@ -517,7 +530,10 @@ impl Net {
                 warn!(peer = %conn.peer, %error, "TLS handshake failed; closing the connection");
             }
             debug!(peer = %conn.peer, %failure, "TLS handshake failed");
+            // The alert, if the socket takes it; `remove` counts off what is left.
+            let before = conn.out.len();
             let _ = conn.out.flush_to(&mut conn.stream);
+            self.buffered -= (before - conn.out.len()) as u64;
             self.remove(slot);
             return;
         }
@@ -530,8 +546,19 @@ impl Net {
         let done = !tls.is_handshaking();
         if conn.writable && !conn.out.is_empty() {
             let before = conn.out.len();
-            flush(conn, &mut self.agenda);
+            let flushed = conn.out.flush_to(&mut conn.stream);
             self.buffered -= (before - conn.out.len()) as u64;
+            match flushed {
+                Ok(true) => {}
+                Ok(false) => conn.writable = false,
+                // No guest owns it yet to hear a `hangup`: it just goes.
+                Err(error) => {
+                    debug!(peer = %conn.peer, %error, "the TLS handshake's socket failed");
+                    self.counters.tls_handshakes_failed += 1;
+                    self.remove(slot);
+                    return;
+                }
+            }
         }
         if done {
             debug!(conn = conn.id, peer = %conn.peer, "TLS handshake done");
@@ -586,6 +613,7 @@ impl Net {
             }
             Phase::Handshaking { .. } => {
                 if event.is_error() {
+                    self.counters.tls_handshakes_failed += 1;
                     self.remove(slot);
                 } else {
                     self.advance_handshake(slot);
@@ -1023,6 +1051,7 @@ fn read_tls(
     buf: &mut [u8],
     agenda: &mut Agenda,
     counters: &mut NetCounters,
+    buffered: &mut u64,
 ) -> ReadResult {
     let tls = conn.tls.as_mut().expect("a TLS connection");
     if !tls.has_input() {
@@ -1042,8 +1071,11 @@ fn read_tls(
                 return ReadResult::Failed(IoError::Reset);
             }
         }
-        // Whatever the records asked for (a key update's answer) goes out now.
-        let _ = tls.send(&mut conn.stream, &mut conn.writable, &mut conn.out);
+        // Whatever the records asked for (a key update's answer) goes out now, or
+        // waits behind what is buffered.
+        if let Ok(added) = tls.send(&mut conn.stream, &mut conn.writable, &mut conn.out) {
+            *buffered += added as u64;
+        }
     }
     if buf.is_empty() {
         return ReadResult::Data(Vec::new());
