@@ -372,6 +372,13 @@ impl Collector for Scrape {
             Counter,
             |p| load(&p.swaps),
         )?;
+        self.per_worker(
+            e,
+            "sandsock_recycles",
+            "Shared instances replaced by a fresh one of the same code (--recycle-at-memory, --recycle-after), nothing closed.",
+            Counter,
+            |p| load(&p.recycles),
+        )?;
         self.histogram(
             e,
             "sandsock_swap_duration_seconds",

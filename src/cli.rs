@@ -12,7 +12,7 @@ use crate::runtime::sandbox::{Isolation, Sandbox};
 use crate::sockets::allow::{AllowList, AllowRule};
 use crate::sockets::listener::default_backlog;
 use crate::sockets::net::Lingering;
-use crate::swap::SwapMode;
+use crate::swap::{Recycle, SwapMode};
 use crate::units::{Dur, Size};
 
 /// How long open connections may take to finish after SIGTERM or SIGINT, by default.
@@ -218,6 +218,19 @@ pub struct ServeArgs {
     #[arg(long, requires = "admin")]
     pub admin_allow_remote: bool,
 
+    /// Replace the shared guest instance with a fresh one of the same code once its
+    /// linear memory reaches SIZE (per instance; default 3/4 of --max-memory), so
+    /// that a guest that leaks is renewed before it runs out: its connections move
+    /// to the fresh instance with its state (a guest exporting `state`), or finish
+    /// on the old one. Nothing is closed. Not with --isolation connection (an
+    /// instance ends with its connection there). Above --max-memory: off.
+    #[arg(long, value_name = "SIZE")]
+    pub recycle_at_memory: Option<Size>,
+
+    /// Also replace the shared instance after it has served N calls (off by default).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub recycle_after: Option<u32>,
+
     /// Benchmark baseline: run the named logic natively instead of a guest.
     #[arg(long, value_name = "LOGIC", hide = true)]
     pub native: Option<String>,
@@ -253,6 +266,16 @@ impl ServeArgs {
             self.cache_dir
                 .clone()
                 .or_else(crate::runtime::cache::default_dir)
+        }
+    }
+
+    /// When the shared instance is recycled.
+    pub fn recycle(&self) -> Recycle {
+        Recycle {
+            at_memory: self
+                .recycle_at_memory
+                .map_or(self.max_memory.0 / 4 * 3, |size| size.0),
+            after_calls: self.recycle_after,
         }
     }
 

@@ -215,6 +215,9 @@ pub struct SwapCounters {
     pub swap_seconds: Histogram<10>,
     /// Snapshots a new generation refused at a handoff (`restore` failed).
     pub snapshots_refused: u64,
+    /// Shared instances replaced by fresh ones (`--recycle-at-memory`,
+    /// `--recycle-after`); not counted as swaps.
+    pub recycles: u64,
 }
 
 impl Default for SwapCounters {
@@ -222,6 +225,7 @@ impl Default for SwapCounters {
         Self {
             swaps: 0,
             refused: 0,
+            recycles: 0,
             swap_seconds: Histogram::new(&SWAP_SECONDS),
             snapshots_refused: 0,
         }
@@ -289,6 +293,8 @@ pub struct Published {
     pub swap_seconds: PublishedHistogram<10>,
     /// See [`SwapCounters::snapshots_refused`].
     pub snapshots_refused: AtomicU64,
+    /// See [`SwapCounters::recycles`].
+    pub recycles: AtomicU64,
     /// Retired generations still holding connections: `generation << 32 |
     /// connections` per slot, 0 for an empty slot.
     pub retired: [AtomicU64; RETIRED_SLOTS],
@@ -321,6 +327,7 @@ impl Default for Published {
             swaps_refused: AtomicU64::new(0),
             swap_seconds: PublishedHistogram::new(&SWAP_SECONDS),
             snapshots_refused: AtomicU64::new(0),
+            recycles: AtomicU64::new(0),
             retired: std::array::from_fn(|_| AtomicU64::new(0)),
             serving: Mutex::new(Serving::default()),
         }
@@ -369,6 +376,7 @@ impl Published {
         counters.swap_seconds.publish(&self.swap_seconds);
         self.snapshots_refused
             .store(counters.snapshots_refused, Ordering::Relaxed);
+        self.recycles.store(counters.recycles, Ordering::Relaxed);
         let mut retired = retired;
         for slot in &self.retired {
             let packed = retired.next().map_or(0, |(generation, conns)| {

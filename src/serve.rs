@@ -79,7 +79,13 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
     let mut loops = Vec::with_capacity(workers);
     for (worker, listeners) in listeners.into_iter().enumerate() {
         let _in_worker = worker_span(worker, workers).entered();
-        let handler = WasmHandler::new(runtime.clone(), guest.clone(), args.swap, drain_timeout)?;
+        let handler = WasmHandler::new(
+            runtime.clone(),
+            guest.clone(),
+            args.swap,
+            drain_timeout,
+            args.recycle(),
+        )?;
         loops.push(settings.event_loop(listeners, handler)?);
     }
     // A guest file (SIGHUP, and --watch: each worker gets the new one) and the TLS

@@ -16,7 +16,7 @@ use crate::sockets::batch::Batch;
 use crate::sockets::handler::EventHandler;
 use crate::sockets::net::Net;
 use crate::sockets::owners::Owner;
-use crate::swap::{Generations, SwapInbox, SwapMode};
+use crate::swap::{Generations, Recycle, SwapInbox, SwapMode};
 
 /// An [`EventHandler`] running a wasm guest under `--isolation` and `--swap`: one
 /// instance shared by every connection, or one instance per connection, in as many
@@ -25,6 +25,7 @@ pub struct WasmHandler {
     tenants: Tenants,
     generations: Generations,
     inbox: Option<SwapInbox>,
+    recycle: Recycle,
 }
 
 impl WasmHandler {
@@ -35,6 +36,7 @@ impl WasmHandler {
         guest: Guest,
         swap_mode: SwapMode,
         drain_timeout: Option<Duration>,
+        recycle: Recycle,
     ) -> Result<Self> {
         let first = runtime
             .instantiate(&guest)
@@ -46,6 +48,7 @@ impl WasmHandler {
             tenants,
             generations,
             inbox: None,
+            recycle,
         })
     }
 
@@ -76,6 +79,13 @@ impl EventHandler for WasmHandler {
         }
         if self.generations.has_retired() {
             self.generations.drop_closed(&self.tenants);
+        }
+        let Recycle {
+            at_memory,
+            after_calls,
+        } = self.recycle;
+        if let Some(why) = self.tenants.recycle_due(at_memory, after_calls) {
+            self.generations.recycle(&why, &mut self.tenants, net);
         }
     }
 

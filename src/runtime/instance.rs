@@ -32,6 +32,8 @@ pub struct Instance {
     budget: Budget,
     /// Its generation's log budget, which counts the output lines dropped.
     log_budget: Arc<GenerationBudget>,
+    /// Its linear memory once started: recycling looks at growth past it.
+    initial_memory: usize,
 }
 
 impl Instance {
@@ -71,12 +73,14 @@ impl Instance {
             )),
             None => None,
         };
+        let initial_memory = store.data().limiter.memory();
         Ok(Self {
             store,
             bindings,
             state,
             budget,
             log_budget: guest.log_budget.clone(),
+            initial_memory,
         })
     }
 
@@ -120,6 +124,16 @@ impl Instance {
             .call(&mut self.store, (state,))
             .map_err(anyhow::Error::from)?;
         Ok(refusal)
+    }
+
+    /// The size of its largest linear memory, in bytes.
+    pub fn memory(&self) -> usize {
+        self.store.data().limiter.memory()
+    }
+
+    /// Whether its linear memory has grown since it started.
+    pub fn has_grown(&self) -> bool {
+        self.memory() > self.initial_memory
     }
 
     /// Whether the store refused a memory growth (for naming a trap's cause).

@@ -19,6 +19,9 @@ const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 pub struct Limiter {
     max_memory: usize,
     memory_refused: bool,
+    /// The largest linear memory the store has grown to, in bytes (memory never
+    /// shrinks): what `--recycle-at-memory` compares.
+    memory: usize,
 }
 
 impl Limiter {
@@ -27,7 +30,13 @@ impl Limiter {
         Self {
             max_memory,
             memory_refused: false,
+            memory: 0,
         }
+    }
+
+    /// The largest linear memory of the store, in bytes.
+    pub fn memory(&self) -> usize {
+        self.memory
     }
 
     /// Whether a memory growth was refused since the store was made.
@@ -45,6 +54,9 @@ impl ResourceLimiter for Limiter {
     ) -> wasmtime::Result<bool> {
         let allowed = desired <= self.max_memory;
         self.memory_refused |= !allowed;
+        if allowed {
+            self.memory = self.memory.max(desired);
+        }
         Ok(allowed)
     }
 

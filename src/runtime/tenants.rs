@@ -185,6 +185,32 @@ impl Tenants {
         }
     }
 
+    /// Why the serving generation's shared instance should be replaced by a fresh
+    /// one (it grew to `at_memory` bytes, or served `after_calls` calls), if it
+    /// should: a guest that leaks is recycled before it runs out of memory. Never
+    /// with an instance per connection, which ends with its connection anyway.
+    pub fn recycle_due(&self, at_memory: usize, after_calls: Option<u32>) -> Option<String> {
+        let tenant = self.records.get(&self.serving.shared?)?;
+        let instance = tenant.instance.as_ref()?;
+        let memory = instance.memory();
+        // A fresh instance already past the mark (a mark below the guest's starting
+        // size) is not recycled again until it grows: no churn.
+        if memory >= at_memory && instance.has_grown() {
+            return Some(format!(
+                "its memory grew to {} KiB (--recycle-at-memory {} KiB)",
+                memory / 1024,
+                at_memory / 1024
+            ));
+        }
+        match after_calls {
+            Some(calls) if tenant.calls >= calls => Some(format!(
+                "it served {} calls (--recycle-after {calls})",
+                tenant.calls
+            )),
+            _ => None,
+        }
+    }
+
     /// Whether new connections can be served now (the serving instance is not backing
     /// off after traps).
     pub fn accepting(&mut self) -> bool {

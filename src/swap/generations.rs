@@ -106,14 +106,89 @@ impl Generations {
                 return false;
             }
         };
+        // The generation whose baseline code this tier-up replaces, found before the
+        // take-over, which may drop it.
+        let baseline = loaded.tier_up.then(|| {
+            self.list
+                .iter()
+                .rev()
+                .find(|g| g.guest.digest == loaded.guest.digest)
+                .map(|g| g.number)
+        });
+        let number = self.take_over(Arc::new(loaded.guest), first, self.mode, tenants, net);
+        match baseline {
+            Some(Some(baseline)) => info!(
+                "tier-up: generation {number} runs the optimized code of generation {baseline}"
+            ),
+            Some(None) => info!("tier-up: generation {number} runs optimized code"),
+            None => {}
+        }
+        let took = loaded.triggered.elapsed();
+        // A tier-up is the second half of one reload, not a swap of its own: the
+        // swap's count and time are those of the first half, trigger to serving.
+        if !loaded.tier_up {
+            self.counters.swaps += 1;
+            self.counters.swap_seconds.observe(took.as_secs_f64());
+        }
+        info!(
+            generation = number,
+            sha256 = %digest,
+            took_ms = millis(took),
+            "swap to generation {number} ({digest}) done took={took:?}"
+        );
+        true
+    }
+
+    /// Replaces the serving generation's shared instance with a fresh one of the
+    /// same compiled code, as a generation of its own (`why` says what was due): its
+    /// connections move to the fresh instance with its state when the guest keeps
+    /// state (the handoff path), and otherwise finish on the old one (drain). Nothing
+    /// is closed. Returns whether it happened (a fresh instance that cannot start
+    /// leaves the old one serving).
+    pub fn recycle(&mut self, why: &str, tenants: &mut Tenants, net: &mut Net) -> bool {
+        let guest = self.serving().guest.clone();
+        let old = self.serving().number;
+        let first = match tenants.runtime().instantiate(&guest) {
+            Ok(instance) => instance,
+            Err(err) => {
+                warn!(
+                    "recycling generation {old} failed: a fresh instance did not start: {}",
+                    describe(&err, false)
+                );
+                return false;
+            }
+        };
+        let mode = if guest.keeps_state() {
+            SwapMode::Handoff
+        } else {
+            SwapMode::Drain
+        };
+        info!(
+            generation = old,
+            "recycling generation {old}: {why}; a fresh instance of the same code takes over"
+        );
+        self.counters.recycles += 1;
+        self.take_over(guest, first, mode, tenants, net);
+        true
+    }
+
+    /// Makes `guest` (whose instance `first` has started) the serving generation;
+    /// the older ones drain or hand their connections over, as `mode` says. Returns
+    /// its number.
+    fn take_over(
+        &mut self,
+        guest: Arc<Guest>,
+        first: crate::runtime::instance::Instance,
+        mode: SwapMode,
+        tenants: &mut Tenants,
+        net: &mut Net,
+    ) -> u32 {
         let now = Instant::now();
         for generation in &mut self.list {
             generation.retired.get_or_insert(now);
         }
         let number = self.next;
         self.next += 1;
-        let loaded_digest = loaded.guest.digest;
-        let guest = Arc::new(loaded.guest);
         tenants.serve(number, guest.clone(), first);
         self.list.push(Generation {
             number,
@@ -121,22 +196,7 @@ impl Generations {
             retired: None,
         });
         self.log_serving();
-        if loaded.tier_up {
-            let same = self
-                .list
-                .iter()
-                .rev()
-                .skip(1)
-                .find(|g| g.guest.digest == loaded_digest);
-            match same {
-                Some(baseline) => info!(
-                    "tier-up: generation {number} runs the optimized code of generation {}",
-                    baseline.number
-                ),
-                None => info!("tier-up: generation {number} runs optimized code"),
-            }
-        }
-        let why = match self.mode {
+        let why = match mode {
             SwapMode::Drain => {
                 self.log_draining(tenants, net);
                 "it held no connection"
@@ -148,21 +208,8 @@ impl Generations {
         };
         tenants.end_idle_retired(net);
         self.drop_drained(tenants, why);
-        let took = loaded.triggered.elapsed();
-        // A tier-up is the second half of one reload, not a swap of its own: the
-        // swap's count and time are those of the first half, trigger to serving.
-        if !loaded.tier_up {
-            self.counters.swaps += 1;
-            self.counters.swap_seconds.observe(took.as_secs_f64());
-        }
         self.serving_changed = true;
-        info!(
-            generation = number,
-            sha256 = %digest,
-            took_ms = millis(took),
-            "swap to generation {number} ({digest}) done took={took:?}"
-        );
-        true
+        number
     }
 
     /// Closes what retired generations still hold past `--drain-timeout`.

@@ -4,13 +4,24 @@
 //!   reads, compiles and checks a new guest off the loop thread.
 //! - [`generations`]: every loaded version, and the policy: how a new one takes
 //!   over ([`SwapMode`]), when an old one's connections are closed
-//!   (`--drain-timeout`), and when it is dropped.
+//!   (`--drain-timeout`), and when it is dropped; and recycling ([`Recycle`]): a
+//!   fresh instance of the same code taking over from a leaking one.
 
 pub mod generations;
 pub mod reloader;
 
 pub use generations::Generations;
 pub use reloader::{Loaded, ReloadHandle, Reloader, SwapInbox};
+
+/// When the serving generation's shared instance is replaced by a fresh one of the
+/// same code (`--recycle-at-memory`, `--recycle-after`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recycle {
+    /// Its linear memory reaches this many bytes.
+    pub at_memory: usize,
+    /// It has served this many calls.
+    pub after_calls: Option<u32>,
+}
 
 /// What happens to open connections when a new generation takes over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
