@@ -67,6 +67,15 @@ pub enum Command {
     },
     /// Drive many concurrent non-blocking clients against a server and check every answer.
     Load(LoadArgs),
+    /// Write a ready-to-build guest project in the directory NAME: an HTTP hello, this
+    /// host's SDK and contract, build.sh (writes NAME/NAME.wasm) and a README.
+    New {
+        /// The guest's name, and the directory made for it.
+        name: String,
+        /// The guest's language (only rust for now).
+        #[arg(long, value_enum, default_value_t = Lang::Rust)]
+        lang: Lang,
+    },
     /// Ask a running host's admin listener whether it is alive (exit 0) or not (exit
     /// 1), for container health checks.
     Health {
@@ -76,6 +85,13 @@ pub enum Command {
         #[arg(long)]
         ready: bool,
     },
+}
+
+/// The languages `host new` writes projects in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// Rust, with the SDK of this host.
+    Rust,
 }
 
 /// How to serve: which guest, where, within which limits.

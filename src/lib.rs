@@ -15,7 +15,8 @@
 //!   [`supervisor`] (signals and workers), [`admin`] (the admin listener),
 //!   [`wasm_handler`] (the guest side and swap as the loop's handler), [`builtin`]
 //!   (the guests built in), [`native`] (the benchmark's native baseline), [`probe`]
-//!   (`host health`, the admin listener's client for container health checks).
+//!   (`host health`, the admin listener's client for container health checks),
+//!   [`scaffold`] (`host new`, a guest project to start from).
 //! - Shared: [`wit`] (the bindings of the contract), [`limits`], [`units`],
 //!   [`rate_limit`], [`metrics`] (what the admin listener reports).
 //!
@@ -32,6 +33,7 @@ pub mod native;
 pub mod probe;
 pub mod rate_limit;
 pub mod runtime;
+pub mod scaffold;
 pub mod serve;
 pub mod sockets;
 pub mod supervisor;

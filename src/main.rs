@@ -1,5 +1,6 @@
 //! `host`: parses the command line and dispatches; the work is in the library.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use std::io::IsTerminal;
@@ -10,6 +11,7 @@ use sandsock::cli::{Cli, Command, LogFormat};
 use sandsock::probe::health;
 use sandsock::runtime::component::GuestSource;
 use sandsock::runtime::engine::check;
+use sandsock::scaffold::new_project;
 use sandsock::serve::serve;
 
 fn main() -> ExitCode {
@@ -26,6 +28,14 @@ fn main() -> ExitCode {
         Some(Command::Examples { out }) => {
             examples_command(out.as_deref()).map(|()| ExitCode::SUCCESS)
         }
+        Some(Command::New { name, lang: _ }) => new_project(Path::new("."), name).map(|dir| {
+            println!(
+                "made {}: build it with `{}/build.sh`",
+                dir.display(),
+                dir.display()
+            );
+            ExitCode::SUCCESS
+        }),
         Some(Command::Health { admin, ready }) => health(*admin, *ready).map(|answer| {
             println!("{answer}");
             ExitCode::SUCCESS
