@@ -122,6 +122,51 @@ fn a_component_built_for_another_contract_version_is_refused_naming_both() {
     );
 }
 
+/// The smallest component that uses the component model's async ABI, as
+/// `wat::parse_str` makes it from:
+///
+/// ```wat
+/// (component
+///   (core func $cancel (canon task.cancel))
+///   (core module $m (import "" "cancel" (func)))
+///   (core instance (instantiate $m (with "" (instance (export "cancel" (func $cancel)))))))
+/// ```
+///
+/// (Bytes, not the `wat` crate: as a dev-dependency it changes the features of
+/// crates wasmtime shares, and the test build would no longer share the run build.)
+const ASYNC_ABI_COMPONENT: [u8; 110] = [
+    0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00, 0x08, 0x02, 0x01, 0x05, 0x01, 0x26, 0x00, 0x61,
+    0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x04, 0x01, 0x60, 0x00, 0x00, 0x02, 0x0b, 0x01, 0x00,
+    0x06, 0x63, 0x61, 0x6e, 0x63, 0x65, 0x6c, 0x00, 0x00, 0x00, 0x09, 0x04, 0x6e, 0x61, 0x6d, 0x65,
+    0x00, 0x02, 0x01, 0x6d, 0x02, 0x12, 0x02, 0x01, 0x01, 0x06, 0x63, 0x61, 0x6e, 0x63, 0x65, 0x6c,
+    0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x12, 0x00, 0x00, 0x24, 0x0e, 0x63, 0x6f, 0x6d, 0x70, 0x6f,
+    0x6e, 0x65, 0x6e, 0x74, 0x2d, 0x6e, 0x61, 0x6d, 0x65, 0x01, 0x0b, 0x00, 0x00, 0x01, 0x00, 0x06,
+    0x63, 0x61, 0x6e, 0x63, 0x65, 0x6c, 0x01, 0x06, 0x00, 0x11, 0x01, 0x00, 0x01, 0x6d,
+];
+
+/// A component built for the async ABI (componentize-qjs without `--sync`, say) is
+/// refused with one line that says how to rebuild it, not with wasmtime's
+/// "`task.cancel` requires the component model async feature".
+#[test]
+fn an_async_abi_component_is_refused_with_how_to_rebuild_it() {
+    let path = common::scratch("async-abi").join("async.wasm");
+    std::fs::write(&path, ASYNC_ABI_COMPONENT).unwrap();
+    for args in [
+        vec!["check", path.to_str().unwrap()],
+        vec!["--guest", path.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+    ] {
+        let (ok, stderr) = stderr_of(&args);
+        assert!(!ok);
+        let line = error_line(&stderr);
+        assert!(
+            line.contains("async.wasm: built for the component model's async ABI")
+                && line.contains("`task.cancel`")
+                && line.contains("rebuild it synchronously"),
+            "{stderr}"
+        );
+    }
+}
+
 #[test]
 fn a_missing_guest_file_exits_non_zero_with_a_clear_message() {
     let (ok, stderr) = stderr_of(&[

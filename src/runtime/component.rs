@@ -137,9 +137,18 @@ pub fn compile(
     let component = match cached {
         Some(component) => component,
         None => {
-            let component = Component::new(engine, &source.bytes)
-                .map_err(anyhow::Error::from)
-                .with_context(|| format!("{origin}: not a valid component"))?;
+            let component = Component::new(engine, &source.bytes).map_err(|err| {
+                let err = anyhow::Error::from(err);
+                match async_abi(&err) {
+                    Some(builtin) => anyhow::anyhow!(
+                        "{origin}: built for the component model's async ABI (it uses \
+                         `{builtin}`), which this host does not run: rebuild it \
+                         synchronously (componentize-qjs: --sync; wit-bindgen and \
+                         componentize-py make synchronous components by default)"
+                    ),
+                    None => err.context(format!("{origin}: not a valid component")),
+                }
+            })?;
             if let Some(cache) = cache
                 && let Err(err) = cache.store(&digest, &component)
             {
@@ -196,6 +205,17 @@ pub fn compile(
 /// Refuses a component built for another version of the contract, naming both: the
 /// error wasmtime would give ("expected variant of 7 cases, found 8") says nothing of
 /// versions.
+/// The async-ABI builtin a component was refused for, if that is why: the engine
+/// runs the handler world synchronously (concurrency support off), and wasmtime's
+/// own words for it ("`task.cancel` requires the component model async feature")
+/// do not tell a user what to do.
+fn async_abi(err: &anyhow::Error) -> Option<String> {
+    let text = format!("{err:#}");
+    let at = text.find(" requires the component model async feature")?;
+    let builtin = text[..at].rsplit(['`', ' ']).find(|s| !s.is_empty())?;
+    Some(builtin.to_string())
+}
+
 fn check_version(engine: &Engine, component: &Component) -> Result<()> {
     let ty = component.component_type();
     let names = ty
