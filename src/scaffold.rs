@@ -116,6 +116,56 @@ pub fn new_project(parent: &Path, name: &str) -> Result<PathBuf> {
             "`{name}` is not a guest name: use letters, digits, `-` and `_`, starting with a letter"
         );
     }
+    // What cargo refuses as a package name, and the SDK's own.
+    const RESERVED: &[&str] = &[
+        "std",
+        "core",
+        "alloc",
+        "test",
+        "proc_macro",
+        "self",
+        "super",
+        "crate",
+        "Self",
+        "sandsock_sdk",
+        "fn",
+        "mod",
+        "struct",
+        "enum",
+        "impl",
+        "trait",
+        "type",
+        "use",
+        "let",
+        "loop",
+        "match",
+        "if",
+        "else",
+        "while",
+        "for",
+        "in",
+        "return",
+        "break",
+        "continue",
+        "pub",
+        "ref",
+        "mut",
+        "const",
+        "static",
+        "extern",
+        "unsafe",
+        "where",
+        "as",
+        "async",
+        "await",
+        "dyn",
+        "move",
+        "true",
+        "false",
+    ];
+    if RESERVED.contains(&name.replace('-', "_").as_str()) {
+        bail!("`{name}` is not a guest name: it is reserved by Rust or the SDK; pick another");
+    }
     let dir = parent.join(name);
     if dir.exists() {
         bail!("{} exists already: pick another name", dir.display());

@@ -26,7 +26,15 @@ pub struct WasmHandler {
     generations: Generations,
     inbox: Option<SwapInbox>,
     recycle: Recycle,
+    /// Off once the host is shutting down: a fresh instance would never hear it.
+    recycling: bool,
+    /// After a fresh instance failed to start: no recycling before this.
+    recycle_retry: Option<Instant>,
 }
+
+/// After a recycle failed (a fresh instance did not start), the next attempt waits
+/// this long: no instantiation per batch.
+const RECYCLE_RETRY: Duration = Duration::from_secs(10);
 
 impl WasmHandler {
     /// Starts serving `guest` as generation 1. An instance starts now, so that a
@@ -49,6 +57,8 @@ impl WasmHandler {
             generations,
             inbox: None,
             recycle,
+            recycling: true,
+            recycle_retry: None,
         })
     }
 
@@ -84,12 +94,18 @@ impl EventHandler for WasmHandler {
             at_memory,
             after_calls,
         } = self.recycle;
-        if let Some(why) = self.tenants.recycle_due(at_memory, after_calls) {
-            self.generations.recycle(&why, &mut self.tenants, net);
+        // The clock is read only while a retry waits.
+        if self.recycling
+            && self.recycle_retry.is_none_or(|at| at <= Instant::now())
+            && let Some(why) = self.tenants.recycle_due(at_memory, after_calls)
+        {
+            let recycled = self.generations.recycle(&why, &mut self.tenants, net);
+            self.recycle_retry = (!recycled).then(|| Instant::now() + RECYCLE_RETRY);
         }
     }
 
     fn shutdown(&mut self, net: &mut Net) {
+        self.recycling = false;
         self.tenants.shutdown(net);
     }
 

@@ -1,7 +1,8 @@
 //! Recycling: a guest that leaks is renewed by a fresh instance of the same code
 //! before it runs out of memory (`--recycle-at-memory`, by default 3/4 of
-//! `--max-memory`) or after a number of calls (`--recycle-after`); no connection is
-//! closed and the guest's state goes on (the handoff path).
+//! `--max-memory`) or after a number of calls (`--recycle-after`). With `--swap
+//! handoff` its connections and state move to the fresh instance; with the default
+//! drain, new connections go to the fresh one. Nothing is closed either way.
 
 mod common;
 
@@ -23,6 +24,8 @@ fn a_leaking_guest_is_recycled_before_it_runs_out_without_closing_anything() {
         guest.to_str().unwrap(),
         "--max-memory",
         "8MiB",
+        "--swap",
+        "handoff",
         "--admin",
         "127.0.0.1:0",
     ]);
@@ -48,7 +51,14 @@ fn a_leaking_guest_is_recycled_before_it_runs_out_without_closing_anything() {
 #[test]
 fn recycle_after_a_number_of_calls() {
     let guest = test_guest("leaks");
-    let host = Host::start(&["--guest", guest.to_str().unwrap(), "--recycle-after", "10"]);
+    let host = Host::start(&[
+        "--guest",
+        guest.to_str().unwrap(),
+        "--swap",
+        "handoff",
+        "--recycle-after",
+        "10",
+    ]);
     let mut conn = host.connect();
     for i in 0..35 {
         echo(&mut conn, &format!("line {i}"));
@@ -57,4 +67,28 @@ fn recycle_after_a_number_of_calls() {
     assert_eq!(read_line(&mut conn), "served 35");
     let recycled = common::count(&host, "(--recycle-after 10)");
     assert!(recycled >= 2, "{recycled}:\n{}", host.log());
+}
+
+/// With the default `--swap drain`, a recycled instance keeps its open connections
+/// and new ones go to the fresh instance: a leaking guest serving short connections
+/// never runs out.
+#[test]
+fn with_drain_new_connections_go_to_the_fresh_instance() {
+    let guest = test_guest("leaks");
+    let host = Host::start(&[
+        "--guest",
+        guest.to_str().unwrap(),
+        "--max-memory",
+        "8MiB",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    for i in 0..120 {
+        echo(&mut host.connect(), &format!("line {i}"));
+    }
+    let log = host.log();
+    assert!(!log.contains("out of memory"), "{log}");
+    let recycles = host.metric("sandsock_recycles_total", &[]);
+    assert!(recycles >= 4.0, "{recycles} recycles:\n{log}");
+    assert!(log.contains("drains"), "{log}");
 }

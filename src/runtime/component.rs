@@ -202,9 +202,6 @@ pub fn compile(
     })
 }
 
-/// Refuses a component built for another version of the contract, naming both: the
-/// error wasmtime would give ("expected variant of 7 cases, found 8") says nothing of
-/// versions.
 /// The async-ABI builtin a component was refused for, if that is why: the engine
 /// runs the handler world synchronously (concurrency support off), and wasmtime's
 /// own words for it ("`task.cancel` requires the component model async feature")
@@ -216,6 +213,9 @@ fn async_abi(err: &anyhow::Error) -> Option<String> {
     Some(builtin.to_string())
 }
 
+/// Refuses a component built for another version of the contract, naming both: the
+/// error wasmtime would give ("expected variant of 7 cases, found 8") says nothing of
+/// versions.
 fn check_version(engine: &Engine, component: &Component) -> Result<()> {
     let ty = component.component_type();
     let names = ty

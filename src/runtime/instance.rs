@@ -32,7 +32,7 @@ pub struct Instance {
     budget: Budget,
     /// Its generation's log budget, which counts the output lines dropped.
     log_budget: Arc<GenerationBudget>,
-    /// Its linear memory once started: recycling looks at growth past it.
+    /// Its linear memory once started (or rebased): recycling looks at growth past it.
     initial_memory: usize,
 }
 
@@ -131,9 +131,15 @@ impl Instance {
         self.store.data().limiter.memory()
     }
 
-    /// Whether its linear memory has grown since it started.
-    pub fn has_grown(&self) -> bool {
-        self.memory() > self.initial_memory
+    /// How far its linear memory has grown since it started (or since
+    /// [`Instance::rebase`]), in bytes.
+    pub fn grown(&self) -> usize {
+        self.memory().saturating_sub(self.initial_memory)
+    }
+
+    /// Counts growth from the memory it has now.
+    pub fn rebase(&mut self) {
+        self.initial_memory = self.memory();
     }
 
     /// Whether the store refused a memory growth (for naming a trap's cause).

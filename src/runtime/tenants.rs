@@ -40,6 +40,10 @@ struct Tenant {
     calls: u32,
 }
 
+/// The least growth that makes an instance past `--recycle-at-memory` due for
+/// recycling: one wasm page.
+const MIN_RECYCLE_GROWTH: usize = 64 * 1024;
+
 /// A trap of one cause is logged in full (with the guest's backtrace) at most once
 /// per this long; the others are counted and summed up in one line at its end, so
 /// that a guest clients can make trap at will cannot flood the log.
@@ -193,9 +197,10 @@ impl Tenants {
         let tenant = self.records.get(&self.serving.shared?)?;
         let instance = tenant.instance.as_ref()?;
         let memory = instance.memory();
-        // A fresh instance already past the mark (a mark below the guest's starting
-        // size) is not recycled again until it grows: no churn.
-        if memory >= at_memory && instance.has_grown() {
+        // Past the mark, and grown by an eighth of it since the instance started (or
+        // took over a recycled one's state): a guest whose live state alone is past
+        // the mark is not recycled again and again.
+        if memory >= at_memory && instance.grown() >= (at_memory / 8).max(MIN_RECYCLE_GROWTH) {
             return Some(format!(
                 "its memory grew to {} KiB (--recycle-at-memory {} KiB)",
                 memory / 1024,
@@ -208,6 +213,19 @@ impl Tenants {
                 tenant.calls
             )),
             _ => None,
+        }
+    }
+
+    /// Takes the serving shared instance's memory now as where its growth counts
+    /// from: after a recycle, what the fresh instance took over is not a leak.
+    pub fn rebase_serving(&mut self) {
+        if let Some(instance) = self
+            .serving
+            .shared
+            .and_then(|owner| self.records.get_mut(&owner))
+            .and_then(|tenant| tenant.instance.as_mut())
+        {
+            instance.rebase();
         }
     }
 
@@ -537,12 +555,18 @@ impl Tenants {
         }
     }
 
+    /// The owners whose generation `keep` says, oldest first (owners are numbered
+    /// as they come): a handoff restores their snapshots in that order, so the
+    /// latest state is taken up last.
     fn owners_where(&self, keep: impl Fn(u32) -> bool) -> Vec<Owner> {
-        self.records
+        let mut owners: Vec<Owner> = self
+            .records
             .iter()
             .filter(|(_, tenant)| keep(tenant.generation))
             .map(|(&owner, _)| owner)
-            .collect()
+            .collect();
+        owners.sort_unstable();
+        owners
     }
 
     fn insert(&mut self, generation: u32, guest: Arc<Guest>, instance: Option<Instance>) -> Owner {

@@ -115,7 +115,7 @@ impl Generations {
                 .find(|g| g.guest.digest == loaded.guest.digest)
                 .map(|g| g.number)
         });
-        let number = self.take_over(Arc::new(loaded.guest), first, self.mode, tenants, net);
+        let number = self.take_over(Arc::new(loaded.guest), first, self.mode, None, tenants, net);
         match baseline {
             Some(Some(baseline)) => info!(
                 "tier-up: generation {number} runs the optimized code of generation {baseline}"
@@ -158,8 +158,10 @@ impl Generations {
                 return false;
             }
         };
+        // --swap says what happens to open connections, as at a reload: a handoff
+        // carries them over only with what the guest's snapshot keeps.
         let mode = if guest.keeps_state() {
-            SwapMode::Handoff
+            self.mode
         } else {
             SwapMode::Drain
         };
@@ -168,18 +170,21 @@ impl Generations {
             "recycling generation {old}: {why}; a fresh instance of the same code takes over"
         );
         self.counters.recycles += 1;
-        self.take_over(guest, first, mode, tenants, net);
+        let from = tenants.owners_of(old);
+        self.take_over(guest, first, mode, Some(from), tenants, net);
+        tenants.rebase_serving();
         true
     }
 
     /// Makes `guest` (whose instance `first` has started) the serving generation;
-    /// the older ones drain or hand their connections over, as `mode` says. Returns
-    /// its number.
+    /// the older ones drain or hand their connections over, as `mode` says (a
+    /// handoff takes the owners in `from`, or every older one). Returns its number.
     fn take_over(
         &mut self,
         guest: Arc<Guest>,
         first: crate::runtime::instance::Instance,
         mode: SwapMode,
+        from: Option<Vec<crate::sockets::owners::Owner>>,
         tenants: &mut Tenants,
         net: &mut Net,
     ) -> u32 {
@@ -202,7 +207,8 @@ impl Generations {
                 "it held no connection"
             }
             SwapMode::Handoff => {
-                self.hand_over(number, tenants, net);
+                let from = from.unwrap_or_else(|| tenants.owners_not_of(number));
+                self.hand_over(number, from, tenants, net);
                 "its connections were handed over"
             }
         };
@@ -306,10 +312,16 @@ impl Generations {
     /// Moves every connection of older generations to generation `number`: each old
     /// instance's snapshot goes to its new owner's restore, then each connection is
     /// announced with `adopted`. The host's bytes for each stay where they are.
-    fn hand_over(&mut self, number: u32, tenants: &mut Tenants, net: &mut Net) {
+    fn hand_over(
+        &mut self,
+        number: u32,
+        from: Vec<crate::sockets::owners::Owner>,
+        tenants: &mut Tenants,
+        net: &mut Net,
+    ) {
         let mut handed = 0;
         let mut refused = 0;
-        for old in tenants.owners_not_of(number) {
+        for old in from {
             let state = tenants.snapshot(old);
             let target = tenants.owner_for_new_connection();
             let conns = net.hand_over(old, target);
