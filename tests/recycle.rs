@@ -10,6 +10,14 @@ use std::io::Write;
 
 use common::{Host, read_line, test_guest};
 
+/// Serves the `leaks` test guest with `flags`.
+fn serve_leaks(flags: &[&str]) -> Host {
+    let guest = test_guest("leaks");
+    let mut args = vec!["--guest", guest.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    Host::start(&args)
+}
+
 /// Sends `line` on `conn` and checks the echo.
 fn echo(conn: &mut std::net::TcpStream, line: &str) {
     conn.write_all(format!("{line}\n").as_bytes()).unwrap();
@@ -18,10 +26,7 @@ fn echo(conn: &mut std::net::TcpStream, line: &str) {
 
 #[test]
 fn a_leaking_guest_is_recycled_before_it_runs_out_without_closing_anything() {
-    let guest = test_guest("leaks");
-    let host = Host::start(&[
-        "--guest",
-        guest.to_str().unwrap(),
+    let host = serve_leaks(&[
         "--max-memory",
         "8MiB",
         "--swap",
@@ -50,15 +55,7 @@ fn a_leaking_guest_is_recycled_before_it_runs_out_without_closing_anything() {
 
 #[test]
 fn recycle_after_a_number_of_calls() {
-    let guest = test_guest("leaks");
-    let host = Host::start(&[
-        "--guest",
-        guest.to_str().unwrap(),
-        "--swap",
-        "handoff",
-        "--recycle-after",
-        "10",
-    ]);
+    let host = serve_leaks(&["--swap", "handoff", "--recycle-after", "10"]);
     let mut conn = host.connect();
     for i in 0..35 {
         echo(&mut conn, &format!("line {i}"));
@@ -74,15 +71,7 @@ fn recycle_after_a_number_of_calls() {
 /// never runs out.
 #[test]
 fn with_drain_new_connections_go_to_the_fresh_instance() {
-    let guest = test_guest("leaks");
-    let host = Host::start(&[
-        "--guest",
-        guest.to_str().unwrap(),
-        "--max-memory",
-        "8MiB",
-        "--admin",
-        "127.0.0.1:0",
-    ]);
+    let host = serve_leaks(&["--max-memory", "8MiB", "--admin", "127.0.0.1:0"]);
     for i in 0..120 {
         echo(&mut host.connect(), &format!("line {i}"));
     }
