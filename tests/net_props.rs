@@ -1560,14 +1560,7 @@ fn close_delivers_every_accepted_byte_when(lingering: Lingering) {
     );
     // Once the peer ends its side too, Net lets the socket go.
     client.shutdown(Shutdown::Write).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !net.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "Net kept the connection after the peer's end"
-        );
-        turns_until(&mut poll, &mut net, Duration::ZERO, |_| false);
-    }
+    turn_until_released(&mut poll, &mut net);
     assert_same_bytes(&received, &answer[..accepted], "the answer");
 }
 
@@ -1645,14 +1638,7 @@ fn auto_lingering_lingers_when_input_is_pending() {
     assert_eq!(answer, b"answer\n");
     client.shutdown(Shutdown::Write).unwrap();
     assert_eq!(read_answer(&mut client), b"", "then end-of-stream");
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !net.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "Net kept the connection after the peer's end"
-        );
-        turns_until(&mut poll, &mut net, Duration::ZERO, |_| false);
-    }
+    turn_until_released(&mut poll, &mut net);
 }
 
 /// A `Net` allowed to connect to 127.0.0.1, with its poll and a listener, lingering
@@ -1674,6 +1660,19 @@ fn bare_net(limits: Limits) -> (Poll, Net, TcpListener) {
 
 /// Runs turns (prune, poll, edges, collect) until an event matches `stop` or `limit`
 /// has passed (at least one turn), and returns every event seen.
+/// Turns until `net` lets its last socket go (the peer has ended its side), for 3 s
+/// at most.
+fn turn_until_released(poll: &mut Poll, net: &mut Net) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !net.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "Net kept the connection after the peer's end"
+        );
+        turns_until(poll, net, Duration::ZERO, |_| false);
+    }
+}
+
 fn turns_until(
     poll: &mut Poll,
     net: &mut Net,

@@ -309,19 +309,6 @@ fn garbage_instead_of_a_client_hello_is_refused_with_one_line_and_counted() {
     assert!(client.get().ends_with("hello\n"));
 }
 
-/// Waits until `needle` appears more than `seen` times in the host's log.
-fn wait_for_more(host: &Host, needle: &str, seen: usize) {
-    let deadline = Instant::now() + IO_TIMEOUT;
-    while common::count(host, needle) <= seen {
-        assert!(
-            Instant::now() < deadline,
-            "no new `{needle}`:\n{}",
-            host.log()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn the_certificate_rotates_with_watch_without_touching_open_connections() {
     let dir = scratch("tls-rotate");
@@ -353,7 +340,7 @@ fn the_certificate_rotates_with_watch_without_touching_open_connections() {
     let refused = common::count(&host, "TLS certificate reload refused");
     let c_cert = std::fs::read(dir.join("c-cert.pem")).unwrap();
     install(&dir.join("cert.pem"), &c_cert);
-    wait_for_more(&host, "TLS certificate reload refused", refused);
+    host.wait_for_more_log("TLS certificate reload refused", refused, IO_TIMEOUT);
     let log = host.log();
     let last = log
         .lines()
@@ -388,7 +375,7 @@ fn sighup_and_post_reload_rotate_the_certificate() {
     install_pair(&dir, "a");
     let reloaded = common::count(&host, "TLS certificate reloaded");
     assert_eq!(host.admin_request("POST", "/reload").0, 202);
-    wait_for_more(&host, "TLS certificate reloaded", reloaded);
+    host.wait_for_more_log("TLS certificate reloaded", reloaded, IO_TIMEOUT);
     let client = Client::connect(addr, &dir, &["a", "b"]);
     assert_eq!(client.server_certificate(), first);
 }

@@ -216,14 +216,22 @@ impl Host {
 
     /// Waits until the log contains `needle`, or panics with the log after `timeout`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        self.wait_for_more_log(needle, 0, timeout);
+    }
+
+    /// Waits until `needle` appears more than `seen` times in the log.
+    pub fn wait_for_more_log(&self, needle: &str, seen: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if self.log().contains(needle) {
+            if self.log().matches(needle).count() > seen {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("log never showed {needle:?}:\n{}", self.log());
+        panic!(
+            "log never showed {needle:?} more than {seen} time(s):\n{}",
+            self.log()
+        );
     }
 }
 
