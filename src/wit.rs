@@ -12,6 +12,7 @@ mod generated {
     });
 }
 
+pub use generated::sandsock::net::log::Level as LogLevel;
 pub use generated::sandsock::net::types::{
     Conn, Event, HangupInfo, IoError, ReadResult, TlsInfo, WriteResult,
 };
@@ -22,10 +23,10 @@ pub const PACKAGE: &str = "sandsock:net";
 
 /// The version of the package this host speaks; a component built for another is
 /// refused, naming both.
-pub const VERSION: &str = "0.3.0";
+pub const VERSION: &str = "0.4.0";
 
 /// The world's name, as `host check` reports it.
-pub const WORLD: &str = "sandsock:net/handler@0.3.0";
+pub const WORLD: &str = "sandsock:net/handler@0.4.0";
 
 /// The name the optional `state` interface is exported under.
-pub const STATE_INTERFACE: &str = "sandsock:net/state@0.3.0";
+pub const STATE_INTERFACE: &str = "sandsock:net/state@0.4.0";

@@ -109,7 +109,7 @@ fn check_rejects_a_component_of_another_world_naming_what_is_missing() {
 #[test]
 fn a_component_built_for_another_contract_version_is_refused_naming_both() {
     let path = test_guest("built_for_0_1");
-    let expected = "built for sandsock:net@0.1.0; this host speaks sandsock:net@0.3.0";
+    let expected = "built for sandsock:net@0.1.0; this host speaks sandsock:net@0.4.0";
     let (ok, stderr) = stderr_of(&["check", path.to_str().unwrap()]);
     assert!(!ok);
     assert!(error_line(&stderr).contains(expected), "{stderr}");

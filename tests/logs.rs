@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     Host, assert_closed_without_answer, count, example, host_bin, install, read_line, serve_file,
-    test_cache_home, test_guest, wait_swapped_to,
+    strip_ansi, test_cache_home, test_guest, wait_swapped_to,
 };
 use serde_json::Value;
 
@@ -240,4 +240,42 @@ fn a_guest_any_client_can_make_trap_backs_off_and_cannot_flood_the_log() {
             "an older connection"
         );
     }
+}
+
+#[test]
+fn a_guest_writes_through_the_log_import_at_its_levels_within_its_budget() {
+    let guest = test_guest("prints_lines");
+    let host = Host::start(&["--guest", guest.to_str().unwrap()]);
+    let mut client = host.connect();
+    client.write_all(b"LOG\n").unwrap();
+    assert_eq!(read_line(&mut client), "logged");
+    host.wait_for_log("guest output: ", Duration::from_secs(5));
+    let log = host.log();
+    let line_at = |name: &str| {
+        log.lines()
+            .find(|line| line.contains(&format!("a line at {name} through the log import")))
+            .map(strip_ansi)
+    };
+    // Each level is the record's own, and the guest is named.
+    for (name, level) in [("error", "ERROR"), ("warn", "WARN"), ("info", "INFO")] {
+        let line = line_at(name).unwrap_or_else(|| panic!("no {name} line in {log}"));
+        assert!(line.contains(level), "{line}");
+        assert!(line.contains("guest=\"prints_lines\""), "{line}");
+    }
+    // The host logs at info by default: debug and trace are filtered out.
+    assert_eq!(line_at("debug"), None);
+    assert_eq!(line_at("trace"), None);
+    // The same budget as stdout: every line is logged or counted as dropped.
+    let logged = count(&host, "of a guest past its budget");
+    let dropped: usize = log
+        .lines()
+        .filter_map(|line| line.split("guest output: ").nth(1))
+        .filter_map(|rest| rest.split(' ').next()?.parse::<usize>().ok())
+        .sum();
+    assert!(logged < 1_000, "all {logged} lines logged, past the budget");
+    assert_eq!(
+        logged + dropped,
+        1_000,
+        "{logged} logged, {dropped} dropped"
+    );
 }

@@ -289,7 +289,7 @@ mod tests {
     #[test]
     fn contract_versions_are_read_off_names() {
         assert_eq!(contract_version("sandsock:net/io@0.1.0"), Some("0.1.0"));
-        assert_eq!(contract_version("sandsock:net/state@0.3.0"), Some("0.3.0"));
+        assert_eq!(contract_version("sandsock:net/state@0.4.0"), Some("0.4.0"));
         assert_eq!(contract_version("wasi:cli/stdout@0.2.6"), None);
         assert_eq!(contract_version("handle"), None);
         assert_eq!(contract_version("sandsock:network/io@1.0.0"), None);

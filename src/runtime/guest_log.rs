@@ -1,5 +1,5 @@
-//! A guest's stdout and stderr, turned into host log lines tagged with its name, within
-//! a budget.
+//! A guest's stdout, stderr and `log` lines, turned into host log lines tagged with its
+//! name, within a budget.
 //!
 //! WASI output would otherwise go to an empty sink; this is where a guest's
 //! `println!` and its panic messages become visible to the operator. Within its time
@@ -18,6 +18,8 @@ use bytes::Bytes;
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+use crate::wit::LogLevel;
 
 /// A line longer than this is logged in pieces: a guest must not make the host
 /// buffer without bound by never writing a newline.
@@ -240,6 +242,47 @@ impl GuestLog {
         (sink(Stream::Stdout), sink(Stream::Stderr))
     }
 
+    /// Logs `text` (cut at [`MAX_LINE`]) at `level`, if the budget admits it: the
+    /// `log` import's way in, beside stdout and stderr. A line the log's filter
+    /// leaves out costs nothing.
+    pub fn line(&self, level: LogLevel, text: &str) {
+        let enabled = match level {
+            LogLevel::Error => tracing::enabled!(target: "guest", tracing::Level::ERROR),
+            LogLevel::Warn => tracing::enabled!(target: "guest", tracing::Level::WARN),
+            LogLevel::Info => tracing::enabled!(target: "guest", tracing::Level::INFO),
+            LogLevel::Debug => tracing::enabled!(target: "guest", tracing::Level::DEBUG),
+            LogLevel::Trace => tracing::enabled!(target: "guest", tracing::Level::TRACE),
+        };
+        if !enabled {
+            return;
+        }
+        let mut end = text.len().min(MAX_LINE);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let text = &text[..end];
+        if !self.admit(text.len()) {
+            return;
+        }
+        let guest = &*self.guest;
+        match level {
+            LogLevel::Error => tracing::error!(target: "guest", guest, "{text}"),
+            LogLevel::Warn => tracing::warn!(target: "guest", guest, "{text}"),
+            LogLevel::Info => tracing::info!(target: "guest", guest, "{text}"),
+            LogLevel::Debug => tracing::debug!(target: "guest", guest, "{text}"),
+            LogLevel::Trace => tracing::trace!(target: "guest", guest, "{text}"),
+        }
+    }
+
+    /// Whether a line of `len` bytes may be logged now, against the instance's and
+    /// the generation's budgets.
+    fn admit(&self, len: usize) -> bool {
+        self.budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(len)
+    }
+
     fn writer(&self) -> LineWriter {
         LineWriter {
             log: self.clone(),
@@ -284,13 +327,7 @@ impl LineWriter {
     }
 
     fn emit(&mut self) {
-        let admitted = self
-            .log
-            .budget
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .admit(self.line.len());
-        if !admitted {
+        if !self.log.admit(self.line.len()) {
             self.line.clear();
             return;
         }

@@ -1,13 +1,15 @@
 //! [`GuestState`]: what one instance's store holds, and the host side of the world's
-//! imports: WASI that grants nothing, and the `io` interface, which forwards each call
-//! to the [`Net`] lent to the store for the length of a call.
+//! imports: WASI that grants nothing, the `io` interface, which forwards each call
+//! to the [`Net`] lent to the store for the length of a call, and `log`, which writes
+//! to the host's log within the guest's budget.
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::guest_log::GuestLog;
 use super::limiter::Limiter;
 use crate::sockets::net::Net;
-use crate::wit::{Conn, IoError, ReadResult, TlsInfo, WriteResult, sandsock};
+use crate::wit::{Conn, IoError, LogLevel, ReadResult, TlsInfo, WriteResult, sandsock};
 
 /// The state of one guest instance's store: WASI (granting nothing but the given
 /// environment), its limiter, and the connections lent to it during a call.
@@ -17,16 +19,20 @@ pub struct GuestState {
     pub(super) limiter: Limiter,
     /// The loop's connections while a call runs; an empty placeholder otherwise.
     pub(super) net: Net,
+    /// Where `log.write` goes: the instance's log, sharing its stdout's budget.
+    log: GuestLog,
 }
 
 impl GuestState {
-    /// A store's state: `wasi` as built, memory held to `limiter`.
-    pub fn new(wasi: WasiCtx, limiter: Limiter) -> Self {
+    /// A store's state: `wasi` as built, memory held to `limiter`, `log.write`
+    /// going to `log`.
+    pub fn new(wasi: WasiCtx, limiter: Limiter, log: GuestLog) -> Self {
         Self {
             wasi,
             table: ResourceTable::new(),
             limiter,
             net: Net::default(),
+            log,
         }
     }
 }
@@ -56,12 +62,14 @@ impl sandsock::net::io::Host for GuestState {
         self.net.set_interest(c, readable, writable)
     }
 
-    fn shutdown_write(&mut self, c: Conn) -> Result<(), IoError> {
-        self.net.shutdown_write(c)
+    // `close` and `shutdown-write` answer nothing (contract 0.4.0): an unknown
+    // handle is ignored, and a failed connection's `hangup` follows anyway.
+    fn shutdown_write(&mut self, c: Conn) {
+        let _ = self.net.shutdown_write(c);
     }
 
-    fn close(&mut self, c: Conn) -> Result<(), IoError> {
-        self.net.close(c)
+    fn close(&mut self, c: Conn) {
+        let _ = self.net.close(c);
     }
 
     fn peer(&mut self, c: Conn) -> Option<String> {
@@ -72,8 +80,8 @@ impl sandsock::net::io::Host for GuestState {
         self.net.tls(c)
     }
 
-    fn set_timer(&mut self, id: u64, after_ms: u64) -> Result<(), IoError> {
-        self.net.set_timer(id, after_ms)
+    fn set_timer(&mut self, id: u64, after_ms: u32) -> Result<(), IoError> {
+        self.net.set_timer(id, u64::from(after_ms))
     }
 
     fn cancel_timer(&mut self, id: u64) {
@@ -82,5 +90,11 @@ impl sandsock::net::io::Host for GuestState {
 
     fn connect(&mut self, addr: String) -> Result<Conn, IoError> {
         self.net.connect(&addr)
+    }
+}
+
+impl sandsock::net::log::Host for GuestState {
+    fn write(&mut self, level: LogLevel, message: String) {
+        self.log.line(level, &message);
     }
 }

@@ -42,11 +42,12 @@ impl Instance {
     pub fn start(sandbox: &Sandbox, guest: &Guest) -> Result<Self> {
         let mut wasi = WasiCtxBuilder::new();
         let (stdout, stderr) = GuestLog::pair(guest.name.clone(), guest.log_budget.clone());
+        let log = stdout.clone();
         wasi.stdout(stdout).stderr(stderr);
         for (key, value) in &sandbox.env {
             wasi.env(key, value);
         }
-        let state = GuestState::new(wasi.build(), Limiter::new(sandbox.limits.max_memory));
+        let state = GuestState::new(wasi.build(), Limiter::new(sandbox.limits.max_memory), log);
         let mut store = Store::new(&guest.engine, state);
         store.limiter(|s| &mut s.limiter);
         // Instantiation runs guest code too (its start functions): same budget.

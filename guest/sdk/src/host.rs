@@ -31,11 +31,11 @@ impl WasmHost {
         crate::raw::io::set_interest(conn, readable, writable)
     }
 
-    pub(crate) fn shutdown_write(&mut self, conn: u64) -> Result<(), IoError> {
+    pub(crate) fn shutdown_write(&mut self, conn: u64) {
         crate::raw::io::shutdown_write(conn)
     }
 
-    pub(crate) fn close(&mut self, conn: u64) -> Result<(), IoError> {
+    pub(crate) fn close(&mut self, conn: u64) {
         crate::raw::io::close(conn)
     }
 
@@ -47,7 +47,7 @@ impl WasmHost {
         crate::raw::io::tls(conn)
     }
 
-    pub(crate) fn set_timer(&mut self, id: u64, after_ms: u64) -> Result<(), IoError> {
+    pub(crate) fn set_timer(&mut self, id: u64, after_ms: u32) -> Result<(), IoError> {
         crate::raw::io::set_timer(id, after_ms)
     }
 
@@ -88,7 +88,7 @@ pub(crate) mod fake {
     #[derive(Debug, Default)]
     pub(crate) struct FakeHost {
         pub(crate) conns: HashMap<u64, FakeConn>,
-        pub(crate) timers: HashMap<u64, u64>,
+        pub(crate) timers: HashMap<u64, u32>,
         /// Answer `connect` with this failure instead of a handle.
         pub(crate) connect_error: Option<IoError>,
         /// The addresses `connect` was called with, in order.
@@ -155,16 +155,16 @@ pub(crate) mod fake {
             }
         }
 
-        pub(crate) fn shutdown_write(&mut self, conn: u64) -> Result<(), IoError> {
-            let state = self.live(conn).ok_or(IoError::UnknownConn)?;
-            state.shut_down = true;
-            Ok(())
+        pub(crate) fn shutdown_write(&mut self, conn: u64) {
+            if let Some(state) = self.live(conn) {
+                state.shut_down = true;
+            }
         }
 
-        pub(crate) fn close(&mut self, conn: u64) -> Result<(), IoError> {
-            let state = self.live(conn).ok_or(IoError::UnknownConn)?;
-            state.closed = true;
-            Ok(())
+        pub(crate) fn close(&mut self, conn: u64) {
+            if let Some(state) = self.live(conn) {
+                state.closed = true;
+            }
         }
 
         pub(crate) fn peer(&self, conn: u64) -> Option<String> {
@@ -179,7 +179,7 @@ pub(crate) mod fake {
             None
         }
 
-        pub(crate) fn set_timer(&mut self, id: u64, after_ms: u64) -> Result<(), IoError> {
+        pub(crate) fn set_timer(&mut self, id: u64, after_ms: u32) -> Result<(), IoError> {
             if self.timers.len() >= 2 && !self.timers.contains_key(&id) {
                 return Err(IoError::LimitExceeded);
             }

@@ -475,7 +475,7 @@ impl Io {
     /// Fails with [`IoError::LimitExceeded`] when the guest already has as many
     /// timers outstanding as the host allows, or when `after_ms` is more than a day
     /// (86,400,000): a timer must fire while the host runs.
-    pub fn set_timer(&mut self, id: u64, after_ms: u64) -> Result<(), IoError> {
+    pub fn set_timer(&mut self, id: u64, after_ms: u32) -> Result<(), IoError> {
         self.host.set_timer(id, after_ms)
     }
 
@@ -683,14 +683,12 @@ impl Io {
     }
 
     fn shutdown_now(&mut self, conn: Conn) {
-        match self.host.shutdown_write(conn.raw()) {
-            Ok(()) => {
-                if let Some(state) = self.conns.get_mut(&conn) {
-                    state.write_shut = true;
-                    sync_interest(&mut self.host, conn, state);
-                }
-            }
-            Err(error) => self.write_failed(conn, error),
+        // A connection that failed meanwhile has its `hangup` coming: nothing to
+        // answer here.
+        self.host.shutdown_write(conn.raw());
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.write_shut = true;
+            sync_interest(&mut self.host, conn, state);
         }
     }
 
@@ -743,7 +741,7 @@ impl Io {
     fn finish_close(&mut self, conn: Conn, reason: Option<IoError>) {
         // Whatever the host answers, the handle is dead for this guest afterwards:
         // `unknown-conn` only means the host dropped it first.
-        let _ = self.host.close(conn.raw());
+        self.host.close(conn.raw());
         self.forget(conn, reason);
     }
 

@@ -8,7 +8,8 @@
 //! - implement [`Guest`] (one function, `handle`, called with every [`Event`] of a
 //!   turn of the host's loop) and export it with [`export_raw!`](crate::export_raw);
 //! - call the host through [`io`]: `read`, `write`, `set_interest`,
-//!   `shutdown_write`, `close`, `peer`, `set_timer`, `cancel_timer`, `connect`;
+//!   `shutdown_write`, `close`, `peer`, `tls`, `set_timer`, `cancel_timer`,
+//!   `connect`; and [`log`]`::write` for a line at a level in the host's log;
 //! - to keep state across a hot swap, also implement [`state::Guest`]
 //!   (`snapshot`, `restore`) and export with `export_raw!(Type with state)`: the
 //!   component is then of the `stateful-handler` world. Plain `export_raw!(Type)`
@@ -54,7 +55,7 @@ wit_bindgen::generate!({
     default_bindings_module: "::sandsock_sdk::raw",
 });
 
-pub use self::sandsock::net::{io, types};
+pub use self::sandsock::net::{io, log, types};
 
 /// The `stateful-handler` world: `handle` plus the `state` interface.
 ///
@@ -68,8 +69,9 @@ pub mod stateful {
         path: "../../wit",
         world: "stateful-handler",
         with: {
-            "sandsock:net/types@0.3.0": crate::raw::types,
-            "sandsock:net/io@0.3.0": crate::raw::io,
+            "sandsock:net/types@0.4.0": crate::raw::types,
+            "sandsock:net/io@0.4.0": crate::raw::io,
+            "sandsock:net/log@0.4.0": crate::raw::log,
         },
         pub_export_macro: true,
         export_macro_name: "__export_stateful_handler_world",

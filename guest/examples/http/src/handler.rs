@@ -39,7 +39,7 @@ const SNAPSHOT_VERSION: u8 = 1;
 
 /// How long a refused connection goes on reading and dropping what its peer
 /// sends, at most: the host's own lingering time after a close.
-const DRAIN_MS: u64 = 5_000;
+const DRAIN_MS: u32 = 5_000;
 
 /// An HTTP server answering every `GET` with one fixed body.
 pub struct Hello {

@@ -13,11 +13,11 @@
 //! write(self, 8MiB)=accepted(N)                  (or would-block)
 //! write(unknown)=failed(unknown-conn)
 //! read(unknown)=failed(unknown-conn)
-//! shutdown-write(unknown)=failed(unknown-conn)
-//! close(unknown)=failed(unknown-conn)
+//! shutdown-write(unknown)=returned              (ignored: contract 0.4.0)
+//! close(unknown)=returned
 //! set-interest(unknown)=returned
 //! peer(unknown)=none
-//! set-timer(u64::MAX)=ok                         (or failed(ERROR))
+//! set-timer(u32::MAX)=failed(limit-exceeded)     (more than a day)
 //! cancel-timer(unknown)=returned
 //! connect(not an address)=failed(ERROR)
 //! connect(127.0.0.1:1)=failed(not-permitted)     (ok without --allow-connect)
@@ -35,8 +35,8 @@
 //! guest keeps them and sends them to the next connection that sends `REPORT`:
 //!
 //! ```text
-//! close(self)=ok
-//! close(again)=failed(unknown-conn)
+//! close(self)=returned
+//! close(again)=returned
 //! write(after close)=failed(unknown-conn)
 //! done
 //! ```
@@ -101,8 +101,10 @@ impl AbusesHost {
     /// Closes `conn` behind the SDK's back, twice, then writes to it.
     fn close_twice(&mut self, io: &mut Io, conn: Conn) {
         let mut report = Report::default();
-        report.line("close(self)", unit(io::close(conn.raw())));
-        report.line("close(again)", unit(io::close(conn.raw())));
+        io::close(conn.raw());
+        report.line("close(self)", "returned".to_owned());
+        io::close(conn.raw());
+        report.line("close(again)", "returned".to_owned());
         report.line(
             "write(after close)",
             written(&io::write(conn.raw(), b"after")),
@@ -127,15 +129,17 @@ fn bad_calls(conn: Conn) -> String {
     );
     report.line("write(unknown)", written(&io::write(UNKNOWN, b"x")));
     report.line("read(unknown)", read(&io::read(UNKNOWN, 16)));
-    report.line("shutdown-write(unknown)", unit(io::shutdown_write(UNKNOWN)));
-    report.line("close(unknown)", unit(io::close(UNKNOWN)));
+    io::shutdown_write(UNKNOWN);
+    report.line("shutdown-write(unknown)", "returned".to_owned());
+    io::close(UNKNOWN);
+    report.line("close(unknown)", "returned".to_owned());
     io::set_interest(UNKNOWN, true, true);
     report.line("set-interest(unknown)", "returned".to_owned());
     report.line(
         "peer(unknown)",
         io::peer(UNKNOWN).map_or_else(|| "none".to_owned(), |peer| format!("some({peer})")),
     );
-    report.line("set-timer(u64::MAX)", unit(io::set_timer(1, u64::MAX)));
+    report.line("set-timer(u32::MAX)", unit(io::set_timer(1, u32::MAX)));
     io::cancel_timer(u64::MAX - 1);
     report.line("cancel-timer(unknown)", "returned".to_owned());
     for addr in ["not an address", "127.0.0.1:1"] {
@@ -182,7 +186,7 @@ fn unit(answer: Result<(), IoError>) -> String {
 fn connected(answer: Result<u64, IoError>) -> String {
     match answer {
         Ok(conn) => {
-            let _ = io::close(conn);
+            io::close(conn);
             "ok".to_owned()
         }
         Err(error) => failed(error),

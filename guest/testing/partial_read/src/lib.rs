@@ -70,7 +70,7 @@ fn readable(unsent: &mut HashMap<Conn, Vec<u8>>, conn: Conn) {
         ReadResult::Data(bytes) => send(unsent, conn, &bytes),
         // Nothing is waiting (checked above), so closing loses nothing.
         ReadResult::Eof => {
-            let _ = io::close(conn);
+            io::close(conn);
         }
         // `would-block`: nothing to do. A failure: the host's `hangup` follows.
         ReadResult::WouldBlock | ReadResult::Failed(_) => {}

@@ -20,7 +20,7 @@ use sandsock_sdk::{Conn, Handler, Io};
 const MAX_ATTEMPTS: u64 = 1_000_000;
 
 /// How long each timer waits: long enough that none fires during a test.
-const DELAY_MS: u64 = 60 * 60 * 1000;
+const DELAY_MS: u32 = 60 * 60 * 1000;
 
 #[derive(Default)]
 struct SetsTimers {
