@@ -1,0 +1,133 @@
+// A fake host for the SDK's unit tests in plain Node: the WIT `io` as the runtime
+// sees it (handles as numbers), with scripted input and a scripted amount of room
+// per connection, recording every call.
+
+export class FakeHost {
+  constructor() {
+    this.calls = [];
+    // Per connection: input chunks (Uint8Array, "eof", or {error}) still to read.
+    this.input = new Map();
+    // Per connection: bytes the host still takes (Infinity: all of them).
+    this.room = new Map();
+    // Per connection: every byte it took, in order.
+    this.sent = new Map();
+    this.interest = new Map();
+    this.closed = new Set();
+    this.shut = new Set();
+    this.timers = new Map();
+    this.timerLimit = Infinity;
+    this.nextConn = 1000;
+    this.allowConnect = true;
+  }
+
+  // Scripting.
+  feed(id, ...chunks) {
+    const q = this.input.get(id) ?? [];
+    for (const c of chunks) q.push(typeof c === "string" && c !== "eof" ? new TextEncoder().encode(c) : c);
+    this.input.set(id, q);
+  }
+
+  setRoom(id, n) {
+    this.room.set(id, n);
+  }
+
+  output(id) {
+    return new TextDecoder().decode(this.sent.get(id) ?? new Uint8Array(0));
+  }
+
+  count(name) {
+    return this.calls.filter((c) => c[0] === name).length;
+  }
+
+  // The io interface.
+  read(id, max) {
+    this.calls.push(["read", id]);
+    if (this.closed.has(id)) return { tag: "failed", val: "unknown-conn" };
+    const q = this.input.get(id) ?? [];
+    if (q.length === 0) return { tag: "would-block" };
+    const c = q[0];
+    if (c === "eof") return { tag: "eof" };
+    if (c.error) {
+      q.shift();
+      return { tag: "failed", val: c.error };
+    }
+    if (c.length <= max) {
+      q.shift();
+      return { tag: "data", val: c };
+    }
+    q[0] = c.subarray(max);
+    return { tag: "data", val: c.slice(0, max) };
+  }
+
+  write(id, bytes) {
+    this.calls.push(["write", id, bytes.length]);
+    if (this.closed.has(id)) return { tag: "failed", val: "unknown-conn" };
+    if (this.shut.has(id)) return { tag: "failed", val: "closed" };
+    if (!(bytes instanceof Uint8Array)) throw new TypeError("expected a Uint8Array");
+    const room = this.room.get(id) ?? Infinity;
+    if (bytes.length === 0) return { tag: "accepted", val: 0 };
+    if (room === 0) return { tag: "would-block" };
+    const n = Math.min(room, bytes.length);
+    this.room.set(id, room - n);
+    const before = this.sent.get(id) ?? new Uint8Array(0);
+    const all = new Uint8Array(before.length + n);
+    all.set(before);
+    all.set(bytes.subarray(0, n), before.length);
+    this.sent.set(id, all);
+    return { tag: "accepted", val: n };
+  }
+
+  setInterest(id, r, w) {
+    this.calls.push(["setInterest", id, r, w]);
+    this.interest.set(id, [r, w]);
+  }
+
+  shutdownWrite(id) {
+    this.calls.push(["shutdownWrite", id]);
+    this.shut.add(id);
+  }
+
+  close(id) {
+    this.calls.push(["close", id]);
+    this.closed.add(id);
+  }
+
+  peer(id) {
+    return this.closed.has(id) ? null : `127.0.0.1:${40000 + id}`;
+  }
+
+  tls(id) {
+    return null;
+  }
+
+  setTimer(id, ms) {
+    this.calls.push(["setTimer", id, ms]);
+    if (!this.timers.has(id) && this.timers.size >= this.timerLimit) return "limit-exceeded";
+    this.timers.set(id, ms);
+    return null;
+  }
+
+  cancelTimer(id) {
+    this.calls.push(["cancelTimer", id]);
+    this.timers.delete(id);
+  }
+
+  connect(addr) {
+    this.calls.push(["connect", addr]);
+    if (!/^\d+\.\d+\.\d+\.\d+:\d+$/.test(addr)) return { error: "invalid-address" };
+    if (!this.allowConnect) return { error: "not-permitted" };
+    return { conn: this.nextConn++ };
+  }
+}
+
+// Events as the host sends them.
+export const ev = {
+  accepted: (id) => ({ tag: "accepted", val: id }),
+  connected: (id) => ({ tag: "connected", val: id }),
+  readable: (id) => ({ tag: "readable", val: id }),
+  writable: (id) => ({ tag: "writable", val: id }),
+  hangup: (id, error = "reset") => ({ tag: "hangup", val: { conn: id, error } }),
+  timer: (id) => ({ tag: "timer", val: id }),
+  adopted: (id) => ({ tag: "adopted", val: id }),
+  shutdown: () => ({ tag: "shutdown" }),
+};

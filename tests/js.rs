@@ -1,0 +1,43 @@
+//! Guests written in JavaScript (`guest/js`): the SDK's own unit tests in Node, and
+//! the examples built into components and served by the real host. The first test to
+//! run builds them (installing the pinned toolchain from npm into a private directory
+//! under cargo's target directory).
+
+mod common;
+
+use common::languages::{
+    check_echo_backpressure, check_echo_on_200_connections, check_exception_is_a_contained_trap,
+    check_http_conformance, load_http, run_ok, serve,
+};
+
+#[test]
+fn the_sdk_unit_tests_pass_in_node() {
+    let report = run_ok("node", &["--test", "guest/js/test/"]);
+    assert!(report.contains("# fail 0"), "{report}");
+}
+
+#[test]
+fn echo_round_trips_on_200_concurrent_connections() {
+    let host = serve("js", "echo", &[]);
+    check_echo_on_200_connections(&host);
+    check_echo_backpressure(&host);
+}
+
+#[test]
+fn http_keeps_alive_pipelines_reads_byte_by_byte_and_refuses_garbage() {
+    let host = serve("js", "http", &[]);
+    check_http_conformance(&host);
+    load_http(&host, 20_000, 120);
+}
+
+#[test]
+fn a_throw_in_a_handler_is_a_trap_the_host_contains() {
+    let host = serve("js", "throws", &[]);
+    check_exception_is_a_contained_trap(&host);
+    // The exception's message and stack reach the log.
+    assert!(
+        host.log().contains("the throws guest was told to throw"),
+        "{}",
+        host.log()
+    );
+}
