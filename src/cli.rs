@@ -236,10 +236,11 @@ pub struct ServeArgs {
 
     /// Replace the shared guest instance with a fresh one of the same code once its
     /// linear memory reaches SIZE (per instance; default 3/4 of --max-memory), so
-    /// that a guest that leaks is renewed before it runs out: --swap says whether
-    /// its open connections move to the fresh instance with its state (handoff) or
-    /// finish on the old one (drain). Not with --isolation connection (an instance
-    /// ends with its connection there). Above --max-memory: off.
+    /// that a guest that leaks is renewed before it runs out: its open connections
+    /// move to the fresh instance with its state (a handoff, whatever --swap says)
+    /// when the guest keeps state, and finish on the old one (drain) otherwise. Not
+    /// with --isolation connection (an instance ends with its connection there).
+    /// Above --max-memory: off.
     #[arg(long, value_name = "SIZE")]
     pub recycle_at_memory: Option<Size>,
 

@@ -158,10 +158,12 @@ impl Generations {
                 return false;
             }
         };
-        // --swap says what happens to open connections, as at a reload: a handoff
-        // carries them over only with what the guest's snapshot keeps.
+        // Not --swap: a recycled instance is the same code, so a guest that keeps
+        // state takes its connections over (draining would leave every keep-alive
+        // connection on the instance that leaks, until it runs out); one without
+        // state can only drain.
         let mode = if guest.keeps_state() {
-            self.mode
+            SwapMode::Handoff
         } else {
             SwapMode::Drain
         };
