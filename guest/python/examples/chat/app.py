@@ -1,0 +1,52 @@
+"""chat: every line a client sends goes to every other connected client.
+
+The room lives in the guest instance: serve it with one instance for every
+connection and one worker (``--isolation shared --workers 1``, the defaults).
+
+A line is relayed exactly as sent, ``\\n`` included, once it is complete; the sender
+does not get its own lines back. Lines are capped at ``MAX_LINE`` bytes (a longer
+one gets ``ERROR line too long`` and the sender is disconnected). A client that
+does not read what the room sends it is disconnected once ``MAX_BACKLOG`` bytes
+wait for it, so one stalled reader costs a bounded amount of memory and never
+slows the others down. The SDK coalesces what one call relays to a receiver into
+one host write.
+
+Across a hot swap (``--swap handoff``) every connection joins again as it is
+adopted; a half-sent line and what was relayed but not yet sent come with the
+SDK's snapshot.
+"""
+
+import sandsock
+
+MAX_LINE = 64 * 1024
+MAX_BACKLOG = 1024 * 1024
+
+
+class Chat(sandsock.LineHandler):
+    max_line = MAX_LINE
+    keep_ends = True
+
+    def __init__(self):
+        self.members = {}  # Conn -> None: a dict keeps the order they joined
+
+    def on_accept(self, conn):
+        self.members[conn] = None
+
+    def on_line(self, sender, line):
+        for receiver in self.members:
+            if receiver is not sender:
+                receiver.write(line)
+                if receiver.queued > MAX_BACKLOG:
+                    # A graceful close would wait for a backlog that a receiver
+                    # that does not read never drains.
+                    receiver.abort()
+
+    def on_close(self, conn, reason):
+        self.members.pop(conn, None)
+
+    def on_shutdown(self):
+        # Relayed lines are queued already, and a graceful close sends them.
+        sandsock.close_all()
+
+
+WitWorld, State = sandsock.serve(Chat())

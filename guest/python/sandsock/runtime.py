@@ -1,0 +1,771 @@
+"""The SDK's logic: connections, buffered writes, the event dispatcher, snapshots.
+
+Nothing here imports the generated bindings (``wit_world``): the host's calls come
+through a *host* object (see ``sandsock.wasm.WasmHost`` for the real one and
+``tests/fakehost.py`` for a scripted one), so all of this runs in plain CPython.
+
+How a ``handle`` call goes (see ``Runtime.handle``):
+
+1. Each event is dispatched in the order the host gave. A ``readable`` connection
+   is read once (at most ``Handler.read_chunk`` bytes), and the bytes go to
+   ``on_data``; once the call has read ``Handler.read_budget_bytes`` or spent
+   ``Handler.read_budget_seconds``, further ``readable`` events of the call are
+   left for the next one (the host reports them again: readiness is
+   level-triggered).
+2. ``Conn.write`` only appends to the connection's queue. At the end of the call
+   each connection written to is flushed with one host ``write`` of everything
+   it queued (componentize-py copies every ``bytes`` handed to an import and
+   never frees the copy, so few large writes leak far less than many small ones).
+   What the host does not take stays queued, write interest goes on, and the
+   rest is sent on ``writable``. Past ``HIGH_WATER`` queued bytes the connection
+   is not read until its queue drains below ``LOW_WATER``.
+3. ``on_close`` runs exactly once per connection, after the event that ended it
+   (or the end-of-call flush that completed a graceful close).
+
+Exceptions raised by handler code are never caught here: they leave ``handle``,
+the guest traps, and the host contains it.
+"""
+
+import sys
+import time
+from collections import deque
+
+# Queued bytes past which a connection is not read (an echo whose client never
+# reads would otherwise queue everything it sends), and below which it is again.
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
+# The most handed to one host ``write``: a write the host refuses (would-block)
+# or takes only partly still costs a copy of all of it (see above).
+WRITE_CHUNK = 64 * 1024
+# The host's longest timer.
+MAX_TIMER_MS = 86_400_000
+
+# What to do once a connection's queue is sent.
+_NOTIFY, _SHUTDOWN, _CLOSE = 0, 1, 2
+
+_active = None  # the Runtime that module-level calls (set_timer, connect) act on
+
+
+class IoError(Exception):
+    """A host call failed: ``reason`` is the WIT ``io-error`` name, such as
+    ``'not-permitted'``, ``'limit-exceeded'`` or ``'invalid-address'``."""
+
+    def __init__(self, reason, what=""):
+        super().__init__(f"{what}: {reason}" if what else reason)
+        self.reason = reason
+
+
+class BadSnapshot(ValueError):
+    """A snapshot cannot be read. Raise it from ``Handler.restore`` to refuse one."""
+
+
+def _reason_name(error):
+    """The WIT name of an ``io-error`` value (an enum member, or a string in tests)."""
+    if isinstance(error, str):
+        return error
+    return error.name.lower().replace("_", "-")
+
+
+class Handler:
+    """What a guest does when something happens. Every method has a default, so
+    override only what you use. Create it at module level and pass it to
+    ``sandsock.serve``; its ``__init__`` runs when the component is *built*
+    (componentize-py pre-initialises the module), so it must not do I/O."""
+
+    # The per-call work bound (see the module docstring).
+    read_chunk = 16 * 1024
+    read_budget_bytes = 256 * 1024
+    read_budget_seconds = 0.02
+
+    def on_accept(self, conn):
+        """A new connection was accepted; reading starts after this returns."""
+
+    def on_connected(self, conn):
+        """An outbound connection made with ``sandsock.connect`` completed. What was
+        written to it before goes out right after this returns."""
+
+    def on_data(self, conn, data):
+        """``data`` (``bytes``, never empty) arrived on ``conn``, after whatever was
+        given back with ``conn.unread``. Chunk boundaries mean nothing."""
+
+    def on_eof(self, conn):
+        """The peer shut down its write side. The default closes the connection once
+        everything written to it is sent."""
+        conn.close()
+
+    def on_writable(self, conn):
+        """Everything queued for ``conn`` was handed to the host after the host had
+        pushed back (or, with ``conn.set_interest(writable=True)``, there is room)."""
+
+    def on_close(self, conn, reason):
+        """``conn`` is gone; exactly once per connection. ``reason`` is None when the
+        guest closed it, else the ``io-error`` name (``'reset'``, ``'refused'``,
+        ``'unreachable'``, ...)."""
+
+    def on_timer(self, timer_id):
+        """The timer ``timer_id`` armed with ``sandsock.set_timer`` fired."""
+
+    def on_shutdown(self):
+        """The host is shutting down: finish what is in flight and close."""
+
+    def on_adopted(self, conn):
+        """After a hot swap (``--swap handoff``): ``conn`` is now this instance's.
+        The SDK's state of it (queued bytes, pauses, held input) came with it. The
+        default treats it as new."""
+        self.on_accept(conn)
+
+    def snapshot(self):
+        """Bytes for the next generation's ``restore`` (start with a version byte)."""
+        return b""
+
+    def restore(self, data):
+        """Take up what an earlier generation's ``snapshot`` returned (never called
+        with empty bytes). Refuse it by returning a string saying why, or by raising
+        ``BadSnapshot``; the swap goes on with fresh state."""
+
+
+class Conn:
+    """One connection. Only the SDK creates these; one object per connection, so
+    identity and ``==`` agree. Calls on a connection that is gone do nothing."""
+
+    __slots__ = (
+        "id", "data", "_rt", "_q", "_qlen", "_held", "_open", "_dirty", "_blocked",
+        "_told_r", "_told_w", "_eof", "_bp", "_auto", "_paused", "_want_w",
+        "_connecting", "_after", "_shut", "_failed",
+    )
+
+    def __init__(self, rt, handle, connecting=False):
+        self.id = handle
+        #: The handler's own per-connection state.
+        self.data = {}
+        self._rt = rt
+        self._q = []          # bytes written, not yet taken by the host, oldest first
+        self._qlen = 0
+        self._held = b""      # input given back with unread()
+        self._open = True
+        self._dirty = False   # on the runtime's list for the end-of-call flush
+        self._blocked = False  # the host pushed back; wait for `writable`
+        self._told_r, self._told_w = True, False  # what the host starts with
+        self._eof = False
+        self._bp = False      # paused by HIGH_WATER
+        self._auto = True     # HIGH_WATER pauses reading
+        self._paused = False  # paused by the handler
+        self._want_w = False  # on_writable whenever there is room
+        self._connecting = connecting
+        self._after = _NOTIFY
+        self._shut = False
+        self._failed = False
+
+    def __repr__(self):
+        return f"Conn#{self.id}"
+
+    # -- the handler's calls ------------------------------------------------
+
+    def write(self, data):
+        """Queue ``data`` (any bytes-like) to be sent after everything before it.
+        Dropped after ``close``/``shutdown_write`` or once the connection is gone."""
+        if not data or not self._open or self._after or self._shut or self._failed:
+            return
+        if type(data) is not bytes:
+            data = bytes(data)  # io.write takes bytes only; a str is a TypeError
+        self._q.append(data)
+        self._qlen += len(data)
+        if self._auto and self._qlen >= HIGH_WATER:
+            self._bp = True
+        if not self._dirty:
+            self._dirty = True
+            self._rt._dirty.append(self)
+
+    def close(self):
+        """Close once everything written is handed to the host (reading stops now).
+        ``on_close(conn, None)`` follows."""
+        if not self._open:
+            return
+        if not self._qlen or self._failed:
+            self._rt._finish_close(self, None)
+        else:
+            self._after = _CLOSE
+            self._mark()
+
+    def abort(self):
+        """Close now, dropping what is still queued here (the host still sends what
+        it took). For a peer that stopped reading."""
+        if self._open:
+            self._q = []
+            self._qlen = 0
+            self._rt._finish_close(self, None)
+
+    def shutdown_write(self):
+        """Send end-of-stream once everything written is sent; reading goes on."""
+        if not self._open or self._after or self._shut or self._failed:
+            return
+        if not self._qlen and not self._connecting:
+            self._rt._shutdown_now(self)
+        else:
+            self._after = _SHUTDOWN
+            self._mark()
+
+    def pause_reading(self):
+        """Stop reading until ``resume_reading`` (bytes wait in the host and kernel)."""
+        if self._open and not self._paused:
+            self._paused = True
+            self._mark()
+
+    def resume_reading(self):
+        if self._open and self._paused:
+            self._paused = False
+            self._mark()
+
+    def set_interest(self, readable=True, writable=False):
+        """``readable=False`` pauses reading; ``writable=True`` asks for
+        ``on_writable`` whenever the connection can take more, even with nothing
+        queued (turn it off when done, or it is heard in every batch)."""
+        if self._open:
+            self._paused = not readable
+            self._want_w = bool(writable)
+            self._mark()
+
+    def set_auto_pause(self, enabled):
+        """Whether this connection's own queue past HIGH_WATER pauses its reading
+        (on by default; turn off for a proxy's sides and pause explicitly)."""
+        if self._open:
+            self._auto = bool(enabled)
+            self._update_bp()
+            self._mark()
+
+    def unread(self, data):
+        """Give bytes back: they come first in the next ``on_data`` (for a parser
+        that needs more input). Replaces what was held; kept across a hot swap.
+        Bounding it is the caller's job."""
+        self._held = bytes(data)
+
+    @property
+    def held(self):
+        """The bytes given back with ``unread``, not delivered again yet."""
+        return self._held
+
+    @property
+    def queued(self):
+        """Bytes written that the host has not taken yet (0 once gone)."""
+        return self._qlen
+
+    @property
+    def open(self):
+        """True until the connection is closed or failed (``on_close`` is due)."""
+        return self._open
+
+    @property
+    def closing(self):
+        """``close`` was called and waits for the queue to drain."""
+        return self._open and self._after == _CLOSE
+
+    @property
+    def peer(self):
+        """The peer's ``ip:port``, or None once gone."""
+        return self._rt._host.peer(self.id) if self._open else None
+
+    @property
+    def tls(self):
+        """The TLS facts (``.version``, ``.server_name``, ``.alpn``), or None for
+        plaintext."""
+        return self._rt._host.tls(self.id) if self._open else None
+
+    # -- internals ----------------------------------------------------------
+
+    def _mark(self):
+        if not self._dirty:
+            self._dirty = True
+            self._rt._dirty.append(self)
+
+    def _wants_read(self):
+        return not (self._eof or self._bp or self._paused or self._failed
+                    or self._after == _CLOSE)
+
+    def _update_bp(self):
+        if not self._auto:
+            self._bp = False
+        elif self._qlen >= HIGH_WATER:
+            self._bp = True
+        elif self._qlen <= LOW_WATER:
+            self._bp = False
+
+    def _sync(self):
+        r = not (self._eof or self._bp or self._paused or self._failed
+                 or self._after == _CLOSE)
+        w = (not self._connecting and not self._failed
+             and (self._qlen > 0 or (self._want_w and not self._after and not self._shut)))
+        if r != self._told_r or w != self._told_w:
+            self._rt._host.set_interest(self.id, r, w)
+            self._told_r, self._told_w = r, w
+
+
+class Runtime:
+    """A handler and its connections, driven by a host object."""
+
+    def __init__(self, handler, host, clock=time.perf_counter):
+        global _active
+        self.handler = handler
+        self._host = host
+        self._clock = clock
+        self._conns = {}       # handle -> Conn
+        self._adopting = {}    # handle -> Conn restored from a snapshot, not adopted yet
+        self._dirty = []       # Conns to flush at the end of the call
+        self._ended = deque()  # (Conn, reason) whose on_close is due
+        #: ``readable`` events left for a later call by the work bound (a counter).
+        self.deferred_reads = 0
+        h = host
+        self._kinds = {
+            h.Readable: 0, h.Writable: 1, h.Accepted: 2, h.Hangup: 3,
+            h.Timer: 4, h.Connected: 5, h.Adopted: 6, h.Shutdown: 7,
+        }
+        _active = self
+
+    # -- the exports --------------------------------------------------------
+
+    def handle(self, events):
+        global _active
+        _active = self
+        handler = self.handler
+        host = self._host
+        conns = self._conns
+        kinds = self._kinds
+        read = host.read
+        Data, Eof = host.ReadData, host.ReadEof
+        chunk = handler.read_chunk
+        budget = handler.read_budget_bytes
+        seconds = handler.read_budget_seconds
+        clock = self._clock
+        start = clock()
+        took = reads = 0
+        for event in events:
+            kind = kinds[type(event)]
+            if kind == 0:  # readable
+                conn = conns.get(event.value)
+                if conn is None or not conn._wants_read():
+                    continue
+                if reads and (took >= budget or clock() - start >= seconds):
+                    self.deferred_reads += 1
+                    continue
+                reads += 1
+                result = read(conn.id, chunk)
+                rtype = type(result)
+                if rtype is Data:
+                    data = result.value
+                    took += len(data)
+                    if conn._held:
+                        data = conn._held + data
+                        conn._held = b""
+                    handler.on_data(conn, data)
+                elif rtype is Eof:
+                    conn._eof = True
+                    conn._mark()
+                    handler.on_eof(conn)
+                elif rtype is host.ReadFailed:
+                    self._read_failed(conn, result.value)
+                # would-block: nothing to do
+            elif kind == 1:  # writable
+                conn = conns.get(event.value)
+                if conn is not None:
+                    self._writable(conn)
+            elif kind == 2:  # accepted
+                handle = event.value
+                if handle not in conns:
+                    conn = conns[handle] = Conn(self, handle)
+                    handler.on_accept(conn)
+            elif kind == 3:  # hangup
+                info = event.value
+                self._forget(info.conn, _reason_name(info.error))
+            elif kind == 4:
+                handler.on_timer(event.value)
+            elif kind == 5:  # connected
+                conn = conns.get(event.value)
+                if conn is not None and conn._connecting:
+                    conn._connecting = False
+                    handler.on_connected(conn)
+                    self._writable(conn, waited=True)
+            elif kind == 6:
+                self._adopt(event.value)
+            else:
+                handler.on_shutdown()
+            if self._ended:
+                self._deliver_closes()
+        self._finish()
+
+    def snapshot(self):
+        """The ``state.snapshot`` export: the handler's bytes and the SDK's state."""
+        global _active
+        _active = self
+        mine = self.handler.snapshot() or b""
+        self._finish()
+        return _encode(bytes(mine), list(self._conns.values()) + list(self._adopting.values()))
+
+    def restore(self, state):
+        """The ``state.restore`` export: None, or why the snapshot was refused."""
+        global _active
+        _active = self
+        if not state:
+            return None
+        try:
+            mine, conns = _decode(bytes(state), self)
+        except BadSnapshot as error:
+            return (f"sandsock (python) could not read the snapshot ({len(state)} bytes): "
+                    f"{error}; the connections handed over start afresh")
+        for conn in conns:
+            if conn.id not in self._conns:
+                self._adopting[conn.id] = conn
+        refusal = None
+        if mine:
+            try:
+                refusal = self.handler.restore(mine)
+            except BadSnapshot as error:
+                refusal = str(error) or "refused"
+        self._finish()
+        if refusal is not None:
+            return f"the handler refused its state: {refusal}"
+        return None
+
+    # -- module-level calls -------------------------------------------------
+
+    def set_timer(self, timer_id, after_ms):
+        after_ms = int(after_ms)
+        if after_ms < 0:
+            raise ValueError("a timer's delay cannot be negative")
+        if after_ms > MAX_TIMER_MS:
+            raise IoError("limit-exceeded", "set_timer")
+        try:
+            self._host.set_timer(timer_id, after_ms)
+        except self._host.Err as error:
+            raise IoError(_reason_name(error.value), "set_timer") from None
+
+    def cancel_timer(self, timer_id):
+        self._host.cancel_timer(timer_id)
+
+    def connect(self, addr):
+        try:
+            handle = self._host.connect(addr)
+        except self._host.Err as error:
+            raise IoError(_reason_name(error.value), f"connect {addr}") from None
+        conn = self._conns[handle] = Conn(self, handle, connecting=True)
+        return conn
+
+    def conns(self):
+        return list(self._conns.values())
+
+    # -- internals ----------------------------------------------------------
+
+    def _finish(self):
+        """The end of a call: flush what was written, do what waited for it, and
+        deliver the closes that caused (their handlers may write again)."""
+        while self._dirty or self._ended:
+            dirty, self._dirty = self._dirty, []
+            for conn in dirty:
+                conn._dirty = False
+                if conn._open:
+                    if not conn._blocked:
+                        self._flush(conn)
+                    if conn._open:
+                        conn._sync()
+            self._deliver_closes()
+
+    def _flush(self, conn):
+        """Hands the host as much of the queue as it takes, then does what waited
+        for the queue; True if the handler should hear ``on_writable``."""
+        if conn._connecting or conn._failed:
+            return False
+        if conn._qlen:
+            write = self._host.write
+            Accepted = self._host.WriteAccepted
+            q = conn._q
+            data = q[0] if len(q) == 1 else b"".join(q)
+            pos, size = 0, len(data)
+            while pos < size:
+                piece = data if (pos == 0 and size <= WRITE_CHUNK) else data[pos:pos + WRITE_CHUNK]
+                result = write(conn.id, piece)
+                if type(result) is Accepted:
+                    pos += result.value
+                    if result.value < len(piece):
+                        break
+                elif type(result) is self._host.WriteWouldBlock:
+                    break
+                else:
+                    self._write_failed(conn, result.value)
+                    return False
+            if pos < size:
+                rest = data[pos:] if pos else data
+                conn._q = [rest]
+                conn._qlen = len(rest)
+                conn._blocked = True
+                conn._update_bp()
+                return False
+            conn._q = []
+            conn._qlen = 0
+            conn._update_bp()
+            return self._drained(conn)
+        if conn._after:
+            return self._drained(conn)
+        return conn._want_w and not conn._shut
+
+    def _drained(self, conn):
+        after, conn._after = conn._after, _NOTIFY
+        if after == _CLOSE:
+            self._finish_close(conn, None)
+            return False
+        if after == _SHUTDOWN:
+            self._shutdown_now(conn)
+            return False
+        return True
+
+    def _writable(self, conn, waited=False):
+        """A ``writable`` event (or a completed connect, or an adoption, where bytes
+        may have waited): flush, and tell the handler if its queue drained after
+        the host had pushed back, or if it asked for room."""
+        waited = waited or conn._blocked
+        conn._blocked = False
+        had = conn._qlen
+        notify = self._flush(conn)
+        if conn._open:
+            conn._sync()
+        if notify and (waited or conn._want_w or not had):
+            self.handler.on_writable(conn)
+
+    def _adopt(self, handle):
+        if handle in self._conns:
+            return
+        conn = self._adopting.pop(handle, None) or Conn(self, handle)
+        self._conns[handle] = conn
+        # The host kept the old generation's interest: say ours, whatever it is.
+        r = conn._wants_read()
+        w = (not conn._connecting and not conn._failed
+             and (conn._qlen > 0 or (conn._want_w and not conn._after and not conn._shut)))
+        self._host.set_interest(handle, r, w)
+        conn._told_r, conn._told_w = r, w
+        self.handler.on_adopted(conn)
+        self._writable(conn, waited=True)
+
+    def _shutdown_now(self, conn):
+        self._host.shutdown_write(conn.id)
+        conn._shut = True
+        conn._mark()
+
+    def _finish_close(self, conn, reason):
+        self._host.close(conn.id)  # unknown handles are ignored by the host
+        self._forget(conn.id, reason)
+
+    def _forget(self, handle, reason):
+        conn = self._conns.pop(handle, None) or self._adopting.pop(handle, None)
+        if conn is not None and conn._open:
+            conn._open = False
+            conn._q = []
+            conn._qlen = 0
+            self._ended.append((conn, reason))
+
+    def _deliver_closes(self):
+        ended = self._ended
+        on_close = self.handler.on_close
+        while ended:
+            conn, reason = ended.popleft()
+            on_close(conn, reason)
+
+    def _mark_failed(self, conn):
+        conn._failed = True
+        conn._q = []
+        conn._qlen = 0
+        conn._after = _NOTIFY
+        conn._bp = False
+        conn._mark()
+
+    def _read_failed(self, conn, error):
+        reason = _reason_name(error)
+        if reason == "reset":
+            self._mark_failed(conn)
+        elif reason == "unknown-conn":
+            self._forget(conn.id, reason)
+        else:
+            self._finish_close(conn, reason)
+
+    def _write_failed(self, conn, error):
+        reason = _reason_name(error)
+        if reason == "reset":
+            self._mark_failed(conn)
+        elif reason == "unknown-conn":
+            self._forget(conn.id, reason)
+        elif reason == "closed":
+            conn._shut = True
+            conn._q = []
+            conn._qlen = 0
+            conn._update_bp()
+            if conn._after == _CLOSE:
+                self._finish_close(conn, None)
+            else:
+                conn._after = _NOTIFY
+                conn._mark()
+        else:
+            self._finish_close(conn, reason)
+
+
+# -- snapshots --------------------------------------------------------------
+
+class SnapshotWriter:
+    """Little-endian pieces for a snapshot: ``u8``, ``u32``, ``u64``, ``bytes``
+    (a u64 length, then the bytes), ``str`` (UTF-8, as ``bytes``)."""
+
+    def __init__(self):
+        self._parts = []
+
+    def u8(self, n):
+        self._parts.append(int(n).to_bytes(1, "little"))
+        return self
+
+    def u32(self, n):
+        self._parts.append(int(n).to_bytes(4, "little"))
+        return self
+
+    def u64(self, n):
+        self._parts.append(int(n).to_bytes(8, "little"))
+        return self
+
+    def bytes(self, data):
+        self.u64(len(data))
+        self._parts.append(bytes(data))
+        return self
+
+    def str(self, text):
+        return self.bytes(text.encode())
+
+    def getvalue(self):
+        return b"".join(self._parts)
+
+
+class SnapshotReader:
+    """Reads what ``SnapshotWriter`` wrote; raises ``BadSnapshot``, never anything
+    else, on bytes that do not read so. Call ``finish()`` at the end."""
+
+    def __init__(self, data):
+        self._data = bytes(data)
+        self._pos = 0
+
+    def _take(self, n):
+        end = self._pos + n
+        if n < 0 or end > len(self._data):
+            raise BadSnapshot("truncated")
+        piece = self._data[self._pos:end]
+        self._pos = end
+        return piece
+
+    def u8(self):
+        return self._take(1)[0]
+
+    def u32(self):
+        return int.from_bytes(self._take(4), "little")
+
+    def u64(self):
+        return int.from_bytes(self._take(8), "little")
+
+    def bytes(self):
+        return self._take(self.u64())
+
+    def str(self):
+        try:
+            return self.bytes().decode()
+        except UnicodeDecodeError:
+            raise BadSnapshot("not UTF-8") from None
+
+    def finish(self):
+        if self._pos != len(self._data):
+            raise BadSnapshot("trailing bytes")
+
+
+# The SDK's layout, version 1 (not the Rust SDK's: a swap between the two is
+# refused cleanly). Integers little-endian; `bytes` is a u64 length, then bytes.
+#
+#   magic    4 bytes  "SSPY"
+#   version  u8       1
+#   handler  bytes    Handler.snapshot(), opaque here
+#   count    u64      connections that follow
+#   per connection:
+#     handle u64
+#     flags  u8       bit 0 eof, 1 backpressure, 2 auto-pause, 3 paused,
+#                     4 connecting, 5 write side shut, 6 failed, 7 write interest
+#     after  u8       once the queue is sent: 0 nothing, 1 shutdown-write, 2 close
+#     queue  bytes    written, not yet taken by the host
+#     held   bytes    input given back with Conn.unread
+MAGIC = b"SSPY"
+VERSION = 1
+
+
+def _encode(handler_bytes, conns):
+    w = SnapshotWriter()
+    w._parts.append(MAGIC)
+    w.u8(VERSION).bytes(handler_bytes).u64(len(conns))
+    for c in conns:
+        flags = 0
+        for bit, on in enumerate((c._eof, c._bp, c._auto, c._paused, c._connecting,
+                                  c._shut, c._failed, c._want_w)):
+            if on:
+                flags |= 1 << bit
+        w.u64(c.id).u8(flags).u8(c._after)
+        w.bytes(b"".join(c._q)).bytes(c._held)
+    return w.getvalue()
+
+
+def _decode(data, rt):
+    r = SnapshotReader(data)
+    if r._take(4) != MAGIC:
+        raise BadSnapshot("not a sandsock python SDK snapshot")
+    if r.u8() != VERSION:
+        raise BadSnapshot("unknown snapshot version")
+    mine = r.bytes()
+    conns = []
+    seen = set()
+    for _ in range(r.u64()):
+        handle = r.u64()
+        if handle in seen:
+            raise BadSnapshot("a connection appears twice")
+        seen.add(handle)
+        flags, after = r.u8(), r.u8()
+        if after > _CLOSE:
+            raise BadSnapshot("unknown pending action")
+        conn = Conn(rt, handle)
+        (conn._eof, conn._bp, conn._auto, conn._paused, conn._connecting,
+         conn._shut, conn._failed, conn._want_w) = (bool(flags >> i & 1) for i in range(8))
+        conn._after = after
+        queue = r.bytes()
+        if queue:
+            conn._q = [queue]
+            conn._qlen = len(queue)
+        conn._held = r.bytes()
+        conns.append(conn)
+    r.finish()
+    return mine, conns
+
+
+# -- logging ----------------------------------------------------------------
+
+def _stderr_sink(level, message):
+    print(f"[{level}] {message}", file=sys.stderr)
+
+
+_log_sink = _stderr_sink  # the wasm glue replaces it with the WIT `log` interface
+
+
+class _Log:
+    """``sandsock.log.info("...")``: lines for the host's log, tagged with the
+    guest's name (cut at 4 KiB, held to the guest's log budget)."""
+
+    def error(self, message):
+        _log_sink("error", str(message))
+
+    def warn(self, message):
+        _log_sink("warn", str(message))
+
+    def info(self, message):
+        _log_sink("info", str(message))
+
+    def debug(self, message):
+        _log_sink("debug", str(message))
+
+    def trace(self, message):
+        _log_sink("trace", str(message))
+
+
+log = _Log()

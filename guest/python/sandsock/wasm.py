@@ -1,0 +1,76 @@
+"""The glue between the SDK and the component: the generated bindings
+(``wit_world``, which exists only inside a componentize-py build) wrapped as the
+host object ``Runtime`` drives, and ``serve``, which makes the export classes."""
+
+from componentize_py_types import Err
+from wit_world.imports import io, log as _wit_log, types
+
+from . import runtime
+
+
+class WasmHost:
+    """The real host: the ``io`` imports and the binding classes ``Runtime`` tests
+    results against."""
+
+    read = staticmethod(io.read)
+    write = staticmethod(io.write)
+    set_interest = staticmethod(io.set_interest)
+    shutdown_write = staticmethod(io.shutdown_write)
+    close = staticmethod(io.close)
+    peer = staticmethod(io.peer)
+    tls = staticmethod(io.tls)
+    set_timer = staticmethod(io.set_timer)
+    cancel_timer = staticmethod(io.cancel_timer)
+    connect = staticmethod(io.connect)
+    Err = Err
+
+    ReadData = types.ReadResult_Data
+    ReadEof = types.ReadResult_Eof
+    ReadFailed = types.ReadResult_Failed
+    WriteAccepted = types.WriteResult_Accepted
+    WriteWouldBlock = types.WriteResult_WouldBlock
+
+    Accepted = types.Event_Accepted
+    Connected = types.Event_Connected
+    Readable = types.Event_Readable
+    Writable = types.Event_Writable
+    Hangup = types.Event_Hangup
+    Timer = types.Event_Timer
+    Adopted = types.Event_Adopted
+    Shutdown = types.Event_Shutdown
+
+
+_LEVELS = {
+    "error": _wit_log.Level.ERROR,
+    "warn": _wit_log.Level.WARN,
+    "info": _wit_log.Level.INFO,
+    "debug": _wit_log.Level.DEBUG,
+    "trace": _wit_log.Level.TRACE,
+}
+
+
+def _wit_sink(level, message):
+    _wit_log.write(_LEVELS[level], message)
+
+
+def serve(handler):
+    """The export classes of the ``stateful-handler`` world for ``handler``:
+    ``WitWorld`` (``handle``) and ``State`` (``snapshot``, ``restore``)."""
+    runtime._log_sink = _wit_sink
+    rt = runtime.Runtime(handler, WasmHost())
+    handle = rt.handle
+
+    class WitWorld:
+        def handle(self, events):
+            handle(events)
+
+    class State:
+        def snapshot(self):
+            return rt.snapshot()
+
+        def restore(self, state):
+            refusal = rt.restore(state)
+            if refusal is not None:
+                raise Err(refusal)
+
+    return WitWorld, State
