@@ -5,8 +5,10 @@
 //
 // This is the only file that touches the generated bindings, and it hides how a
 // toolchain maps them: `u64` as a number (componentize-qjs) or a BigInt
-// (componentize-js), an error `result` as an exception with the case name in
-// `.payload` or `.message`.
+// (componentize-js), an error `result` as an exception whose `.payload` is the
+// io-error case name (componentize-qjs's error, and componentize-js's
+// ComponentError). Any other exception from an import is rethrown: it is a bug,
+// not an answer of the host.
 
 import * as io from "sandsock:net/io@0.4.0";
 import * as wlog from "sandsock:net/log@0.4.0";
@@ -25,10 +27,29 @@ const ioCancelTimer = io.cancelTimer;
 const ioConnect = io.connect;
 const logWrite = wlog.write;
 
-// The io-error case a failed call threw.
+// The io-error cases (sandsock:net/types@0.4.0 `io-error`).
+const IO_ERRORS = new Set([
+  "closed", "reset", "unknown-conn", "not-permitted", "limit-exceeded", "refused",
+  "unreachable", "invalid-address",
+]);
+
+// The io-error case a failed call threw, or null if `e` is not one.
 function errorCase(e) {
-  const v = e && typeof e === "object" ? e.payload ?? e.val ?? e.message : e;
-  return typeof v === "string" ? v.replace(/^Error: /, "") : String(v);
+  const v = e !== null && typeof e === "object" ? e.payload : e;
+  return typeof v === "string" && IO_ERRORS.has(v) ? v : null;
+}
+
+// Calls `f`; the io-error case it threw, or null if it returned. Rethrows anything
+// else.
+function failure(f) {
+  try {
+    f();
+    return null;
+  } catch (e) {
+    const code = errorCase(e);
+    if (code === null) throw e;
+    return code;
+  }
 }
 
 function host(big) {
@@ -41,21 +62,14 @@ function host(big) {
     close: big ? (c) => ioClose(BigInt(c)) : ioClose,
     peer: (c) => ioPeer(u64(c)) ?? null,
     tls: (c) => ioTls(u64(c)) ?? null,
-    setTimer(id, ms) {
-      try {
-        ioSetTimer(u64(id), ms);
-        return null;
-      } catch (e) {
-        return errorCase(e);
-      }
-    },
+    setTimer: (id, ms) => failure(() => ioSetTimer(u64(id), ms)),
     cancelTimer: (id) => ioCancelTimer(u64(id)),
     connect(addr) {
-      try {
-        return { conn: Number(ioConnect(String(addr))) };
-      } catch (e) {
-        return { error: errorCase(e) };
-      }
+      let conn;
+      const error = failure(() => {
+        conn = ioConnect(String(addr));
+      });
+      return error === null ? { conn: Number(conn) } : { error };
     },
   };
 }

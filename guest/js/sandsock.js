@@ -24,8 +24,10 @@
 //   per connection, with `null` for the guest's own close, else the io-error name;
 // - hides how the toolchain maps WIT `u64` (number or BigInt): handles and timer
 //   ids are plain numbers here;
-// - never catches what handler code throws: an exception leaves `handle`, and the
-//   host contains it as a trap (a fresh instance takes over).
+// - never catches what handler code throws from `handle`: the exception leaves
+//   it, and the host contains it as a trap (a fresh instance takes over); one
+//   thrown from `restore` is a refusal of the snapshot (as the component would
+//   make it anyway: an `err` of `state.restore`), not a trap.
 
 /** Queued bytes past which the SDK stops reading a connection. */
 export const HIGH_WATER = 256 * 1024;
@@ -176,7 +178,6 @@ export function concat(chunks, total) {
 // ---------------------------------------------------------------------------
 // Logging over the WIT `log` interface.
 
-const LEVELS = ["error", "warn", "info", "debug", "trace"];
 // Lines logged before the host is bound (at build time, while the module is
 // initialised), written at the first call into the guest.
 let early = [];
@@ -343,9 +344,17 @@ export class Conn {
     }
   }
 
-  /** Closes now, dropping what is queued in the guest. */
+  /**
+   * Closes now. What was written during this call (not handed to the host yet) is
+   * offered to the host once, as the Rust SDK's writes go out at once; whatever
+   * it does not take, and what it had pushed back on, is dropped.
+   */
   abort() {
-    if (this._open) this._rt._finishClose(this, null);
+    if (!this._open) return;
+    if (this._dirty && this._queued > 0 && !this._connecting && !this._failed) {
+      this._rt._host.write(this.id, concat(this._queue, this._queued)); // the result does not matter
+    }
+    this._rt._finishClose(this, null);
   }
 
   /** Sends end-of-stream once the queue is sent; reading goes on (half-close). */
@@ -436,7 +445,11 @@ export class Handler {
   onEof(conn) {
     conn.close();
   }
-  /** The queue drained after the host pushed back (or `setInterest(_, true)`). */
+  /**
+   * The queue drained after the host pushed back, or after bytes that waited for a
+   * connect (or a hot swap) were sent; with `setInterest(_, true)`, whenever there
+   * is room. Not after writes the host took at once.
+   */
   onWritable(conn) {}
   /** The connection is gone; exactly once. `reason`: null (own close) or an io-error name. */
   onClose(conn, reason) {}
@@ -452,7 +465,12 @@ export class Handler {
   snapshot() {
     return EMPTY;
   }
-  /** Takes up an earlier generation's snapshot; throw (or return) a string to refuse it. */
+  /**
+   * Takes up an earlier generation's snapshot; return (or throw) a string, or throw
+   * a BadSnapshot, to refuse it. Any exception is a refusal, not a trap (the
+   * instance goes on with the state `restore` left): read all of it before
+   * changing anything (`InputBuffers.decode`, then `merge`).
+   */
   restore(bytes) {}
 }
 
@@ -544,8 +562,11 @@ export class Runtime {
           const c = this._conns.get(handleOf(ev.val));
           if (c && c._connecting) {
             c._connecting = false;
+            // Bytes written while it was connecting waited: once they are sent the
+            // handler hears onWritable, as after the host pushed back.
+            const waited = c._queued > 0;
             h.onConnected(c);
-            if (c._open) this._writable(c);
+            if (c._open) this._handedOver(c, waited);
           }
           break;
         }
@@ -638,8 +659,16 @@ export class Runtime {
         const said = this.handler.restore(mine.slice());
         if (typeof said === "string") refusal = said;
       } catch (e) {
-        if (typeof e !== "string" && !(e instanceof BadSnapshot)) throw e;
-        refusal = typeof e === "string" ? e : e.message;
+        // Whatever it throws is a refusal, not a trap: the component would make
+        // any exception from `restore` its `err` anyway (componentize-qjs maps
+        // exceptions from a result-returning export). One that is not a refusal
+        // (a bug) is logged with its stack.
+        if (typeof e === "string") {
+          refusal = e;
+        } else {
+          if (!(e instanceof BadSnapshot)) log.error("restore threw:", e);
+          refusal = e instanceof Error ? e.message || String(e) : show(e);
+        }
       }
       if (refusal !== null) refusal = `the handler refused its state: ${refusal}`;
     }
@@ -700,8 +729,20 @@ export class Runtime {
     }
   }
 
+  /** The host's `writable`: onWritable if the host had pushed back, or it was asked for. */
   _writable(c) {
-    if (this._flush(c)) this.handler.onWritable(c);
+    const owed = c._blocked;
+    if (this._flush(c) && (owed || c._wantWritable)) this.handler.onWritable(c);
+  }
+
+  /**
+   * After onConnected or onAdopted: sends what is queued; onWritable only if bytes
+   * had waited (`waited`: queued before the call, while connecting or by the
+   * earlier generation) or it was asked for; not for writes made in the call
+   * that the host took at once.
+   */
+  _handedOver(c, waited) {
+    if (this._flush(c) && (waited || c._wantWritable)) this.handler.onWritable(c);
   }
 
   _adopted(id) {
@@ -716,8 +757,9 @@ export class Runtime {
     this._host.setInterest(id, r, w);
     c._toldRead = r;
     c._toldWrite = w;
+    const waited = c._queued > 0;
     this.handler.onAdopted(c);
-    if (c._open) this._writable(c);
+    if (c._open) this._handedOver(c, waited);
   }
 
   /** Hands the host what was written during the call, once per connection. */
@@ -971,6 +1013,34 @@ export class LineBuffers {
     this._held.delete(typeof conn === "object" ? conn.id : conn);
   }
 
+  /**
+   * Writes every unfinished line into a snapshot, in the layout InputBuffers.encode
+   * describes (the Rust SDK's `LineBuffers::encode`).
+   */
+  encode(w) {
+    encodeHeld(this._held, w);
+  }
+
+  /**
+   * Reads what `encode` wrote, for lines of at most `maxLine` bytes, without
+   * applying it (see `merge`); throws BadSnapshot. A held line longer than
+   * `maxLine`, or holding a `\n`, could not come from a LineBuffers.
+   */
+  static decode(r, maxLine = 64 * 1024) {
+    const lines = new LineBuffers(maxLine);
+    lines._held = decodeHeld(r, (bytes) => {
+      if (bytes.length > maxLine || bytes.indexOf(10) >= 0) {
+        throw new BadSnapshot("an unfinished line is not one");
+      }
+    });
+    return lines;
+  }
+
+  /** Takes over what `other` holds (a decoded snapshot); `other` wins where both hold. */
+  merge(other) {
+    for (const [id, bytes] of other._held) this._held.set(id, bytes);
+  }
+
   _hold(id, chunk, start) {
     if (start >= chunk.length) return true;
     const held = this._held.get(id);
@@ -1026,9 +1096,55 @@ export class InputBuffers {
     return this._held.get(typeof conn === "object" ? conn.id : conn) ?? EMPTY;
   }
 
+  /** Drops what is held for `conn`: call it from `onClose`. */
   forget(conn) {
     this._held.delete(typeof conn === "object" ? conn.id : conn);
   }
+
+  /**
+   * Writes what is held into a snapshot, in the Rust SDK's layout (shared with
+   * LineBuffers): a u64 count of connections, then per connection its handle (u64)
+   * and its unconsumed input (bytes: a u64 length, then the bytes).
+   */
+  encode(w) {
+    encodeHeld(this._held, w);
+  }
+
+  /**
+   * Reads what `encode` wrote (a Rust guest's `InputBuffers::encode` too), without
+   * applying it (see `merge`); throws BadSnapshot, having changed nothing.
+   */
+  static decode(r) {
+    const input = new InputBuffers();
+    input._held = decodeHeld(r, () => {});
+    return input;
+  }
+
+  /** Takes over what `other` holds (a decoded snapshot); `other` wins where both hold. */
+  merge(other) {
+    for (const [id, bytes] of other._held) this._held.set(id, bytes);
+  }
+}
+
+function encodeHeld(held, w) {
+  w.u64(held.size);
+  for (const [id, bytes] of held) {
+    w.u64(id);
+    w.bytes(bytes);
+  }
+}
+
+function decodeHeld(r, check) {
+  const held = new Map();
+  for (let n = r.count(); n > 0; n--) {
+    const id = r.u64();
+    const bytes = r.bytes();
+    check(bytes);
+    if (bytes.length === 0) continue;
+    if (held.has(id)) throw new BadSnapshot("a connection appears twice");
+    held.set(id, bytes.slice());
+  }
+  return held;
 }
 
 // ---------------------------------------------------------------------------

@@ -105,3 +105,80 @@ test("snapshots round-trip; truncations and trailing bytes are refused", () => {
   extra.u8();
   assert.throws(() => extra.finish(), BadSnapshot);
 });
+
+test("input and line buffers go into a snapshot in the Rust SDK's layout, and back", () => {
+  const input = new InputBuffers();
+  input.feed(1, enc("GET / HT"), () => 0);
+  input.feed(300, enc("xy"), () => 1);
+  const w = new SnapshotWriter();
+  input.encode(w);
+  const b = w.finish();
+  const manual = new SnapshotWriter();
+  manual.u64(2);
+  manual.u64(1);
+  manual.bytes("GET / HT");
+  manual.u64(300);
+  manual.bytes("y");
+  assert.deepEqual(b, manual.finish(), "u64 count, then per connection u64 handle and bytes");
+  const r = new SnapshotReader(b);
+  const back = InputBuffers.decode(r);
+  r.finish();
+  const mine = new InputBuffers();
+  mine.feed(300, enc("old"), () => 0);
+  mine.feed(5, enc("kept"), () => 0);
+  mine.merge(back);
+  assert.equal(dec(mine.held(1)), "GET / HT");
+  assert.equal(dec(mine.held(300)), "y", "the snapshot wins");
+  assert.equal(dec(mine.held(5)), "kept");
+  b.fill(0); // what was decoded is a copy
+  assert.equal(dec(mine.held(1)), "GET / HT");
+
+  const lines = new LineBuffers(16);
+  lines.feed(2, enc("done\nhalf"), () => {});
+  const lw = new SnapshotWriter();
+  lines.encode(lw);
+  const lb = lw.finish();
+  const lr = new SnapshotReader(lb);
+  const lback = LineBuffers.decode(lr, 16);
+  lr.finish();
+  assert.equal(lback.maxLine, 16);
+  const seen = [];
+  lback.feed(2, enc(" done\n"), (l) => seen.push(dec(l)));
+  assert.deepEqual(seen, ["half done\n"]);
+  // A held line longer than the limit, or holding a \n, is not one.
+  assert.throws(() => LineBuffers.decode(new SnapshotReader(lb), 3), BadSnapshot);
+  const nl = new SnapshotWriter();
+  nl.u64(1);
+  nl.u64(2);
+  nl.bytes("a\nb");
+  assert.throws(() => LineBuffers.decode(new SnapshotReader(nl.finish())), BadSnapshot);
+});
+
+test("decoding held input refuses truncations and duplicates, skips empty entries", () => {
+  const w = new SnapshotWriter();
+  w.u64(3);
+  w.u64(1);
+  w.bytes("a");
+  w.u64(2);
+  w.bytes("");
+  w.u64(1);
+  w.bytes("b");
+  assert.throws(() => InputBuffers.decode(new SnapshotReader(w.finish())), /appears twice/);
+  const ok = new SnapshotWriter();
+  ok.u64(2);
+  ok.u64(1);
+  ok.bytes("a");
+  ok.u64(2);
+  ok.bytes("");
+  const b = ok.finish();
+  const got = InputBuffers.decode(new SnapshotReader(b));
+  assert.ok(got.isHolding(1));
+  assert.ok(!got.isHolding(2), "nothing held for an empty entry");
+  for (let end = 0; end < b.length; end++) {
+    assert.throws(() => {
+      const r = new SnapshotReader(b.subarray(0, end));
+      InputBuffers.decode(r);
+      r.finish();
+    }, BadSnapshot, `truncated at ${end}`);
+  }
+});

@@ -171,3 +171,60 @@ test("the handler: on shutdown idle connections close, a half request is answere
   assert.ok(host.output(2).endsWith("Connection: close\r\n\r\nhello\n"));
   assert.ok(host.closed.has(2));
 });
+
+test("empty lines before a request are ignored (RFC 9112 §2.2), and bounded", () => {
+  const input = "POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nab\r\nGET / HTTP/1.1\r\n\r\n";
+  const [a, out] = answer(input);
+  assert.deepEqual(a, { consumed: input.length, close: false, rejected: false });
+  assert.ok(out.startsWith("HTTP/1.1 405 Method Not Allowed\r\n"), out);
+  assert.ok(out.endsWith(HELLO), out);
+  assert.equal(out.split("HTTP/1.1 ").length - 1, 2);
+  assert.equal(answer("\n\r\n\nGET / HTTP/1.1\r\n\r\n")[1], HELLO, "LF and CRLF, several");
+  // Empty lines alone, or a CR that may begin one, wait for the request.
+  for (const wait of ["\r\n", "\r\n\r", "\n\n\n", "\r"]) {
+    assert.deepEqual(answer(wait), [{ consumed: 0, close: false, rejected: false }, ""], JSON.stringify(wait));
+  }
+  // A CR that is not an empty line is a bad request.
+  assert.ok(answer("\rGET / HTTP/1.1\r\n\r\n")[0].rejected);
+  // They count toward the head's limit: a stream of them is refused, not held.
+  const [flood, refusal] = answer("\r\n".repeat(8 * 1024 + 1));
+  assert.ok(flood.rejected);
+  assert.ok(refusal.startsWith("HTTP/1.1 431 "), refusal);
+  assert.ok(answer("\r\n".repeat(8 * 1024) + "GET / HTTP/1.1\r\n\r\n")[0].rejected);
+  assert.equal(answer("\r\n".repeat(100) + "GET / HTTP/1.1\r\n\r\n")[1], HELLO);
+});
+
+test("the handler: POST, CRLF, GET byte by byte gives 405 then 200 on one connection", () => {
+  const { host, rt } = server();
+  rt.handle([ev.accepted(1)]);
+  for (const b of enc("POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nab\r\nGET / HTTP/1.1\r\n\r\n")) {
+    host.feed(1, Uint8Array.of(b));
+    rt.handle([ev.readable(1)]);
+  }
+  const out = host.output(1);
+  assert.ok(out.startsWith("HTTP/1.1 405 "), out);
+  assert.ok(out.endsWith(HELLO), out);
+  assert.ok(!host.closed.has(1) && !host.shut.has(1));
+});
+
+test("the handler's snapshot is its InputBuffers' encoding after a version byte", () => {
+  const old = server();
+  old.host.feed(1, "GET / HTTP/1.1\r\nHo");
+  old.rt.handle([ev.accepted(1), ev.readable(1)]);
+  const mine = old.rt.handler.snapshot();
+  const w = new sdk.SnapshotWriter();
+  w.u8(1);
+  w.u64(1);
+  w.u64(1);
+  w.bytes("GET / HTTP/1.1\r\nHo");
+  assert.deepEqual(mine, w.finish());
+  // A bad one changes nothing: what this instance held stays.
+  const fresh = new app.Hello();
+  fresh.unfinished.feed(4, enc("GET"), () => 0);
+  const bad = mine.slice(0, mine.length - 1);
+  assert.throws(() => fresh.restore(bad), sdk.BadSnapshot);
+  assert.equal(new TextDecoder().decode(fresh.unfinished.held(4)), "GET");
+  assert.ok(!fresh.unfinished.isHolding(1));
+  fresh.restore(mine);
+  assert.ok(fresh.unfinished.isHolding(1));
+});

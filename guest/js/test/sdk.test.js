@@ -365,3 +365,123 @@ test("peer is known while open, null after", () => {
   assert.equal(c.peer, null);
   assert.equal(c.open, false);
 });
+
+test("abort sends what was written earlier in the same call, then closes", () => {
+  const { host, rt, h } = setup(new Recorder((conn) => {
+    conn.write("busy\n");
+    conn.abort();
+    conn.write("dropped");
+  }));
+  host.feed(1, "x");
+  rt.handle([ev.accepted(1), ev.readable(1)]);
+  assert.equal(host.output(1), "busy\n");
+  const order = host.calls.filter((c) => c[0] === "write" || c[0] === "close").map((c) => c[0]);
+  assert.deepEqual(order, ["write", "close"], "one write, before the close");
+  assert.deepEqual(h.closes(1), [["close", 1, null]]);
+});
+
+test("abort drops what the host pushed back on, and writes nothing for a connect in progress", () => {
+  const { host, rt } = setup();
+  host.setRoom(1, 2);
+  host.feed(1, "abcdef");
+  rt.handle([ev.accepted(1), ev.readable(1)]);
+  assert.equal(rt.conn(1).queued, 4);
+  const writes = host.count("write");
+  rt.conn(1).abort();
+  assert.equal(host.count("write"), writes, "pushed-back bytes are not offered again");
+  assert.ok(host.closed.has(1));
+  const up = connect("127.0.0.1:9");
+  up.write("early");
+  up.abort();
+  assert.equal(host.output(up.id), "");
+  assert.ok(host.closed.has(up.id));
+  // Written, then refused by the host (a half-closed connection): abort still closes.
+  rt.handle([ev.accepted(2)]);
+  rt.conn(2).write("x");
+  host.shut.add(2);
+  rt.conn(2).abort();
+  assert.ok(host.closed.has(2));
+});
+
+test("no onWritable for writes in onConnected or onAdopted that the host took at once", () => {
+  class Greeter extends Recorder {
+    onConnected(conn) { super.onConnected(conn); conn.write("hello"); }
+    onAdopted(conn) { conn.write("welcome back"); }
+  }
+  const { host, rt, h } = setup(new Greeter());
+  rt.handle([ev.accepted(1)]);
+  const up = connect("127.0.0.1:9");
+  rt.handle([ev.connected(up.id)]);
+  assert.equal(host.output(up.id), "hello");
+  rt.handle([ev.adopted(2)]);
+  assert.equal(host.output(2), "welcome back");
+  // Nor for a `writable` in the batch after a write the host had not pushed back on.
+  host.feed(1, "x");
+  rt.handle([ev.readable(1), ev.writable(1)]);
+  assert.equal(host.output(1), "x");
+  assert.deepEqual(h.heard.filter((x) => x[0] === "writable"), []);
+  // But when the host pushed back on them, once they are sent.
+  const late = new Greeter();
+  const r2 = setup(late);
+  r2.host.setRoom(7, 3);
+  r2.rt.handle([ev.adopted(7)]);
+  assert.equal(r2.host.output(7), "wel");
+  assert.deepEqual(late.heard.filter((x) => x[0] === "writable"), []);
+  r2.host.setRoom(7, Infinity);
+  r2.rt.handle([ev.writable(7)]);
+  assert.equal(r2.host.output(7), "welcome back");
+  assert.deepEqual(late.heard.filter((x) => x[0] === "writable"), [["writable", 7]]);
+});
+
+test("onWritable once bytes written while connecting are sent, as the Rust SDK does", () => {
+  const { host, rt, h } = setup();
+  rt.handle([ev.accepted(1)]);
+  const up = connect("127.0.0.1:9");
+  up.write("early");
+  rt.handle([]);
+  rt.handle([ev.connected(up.id)]);
+  assert.equal(host.output(up.id), "early");
+  assert.deepEqual(h.heard.slice(-2), [["connected", up.id], ["writable", up.id]]);
+});
+
+test("a restore that throws is a refusal, with the connections still handed over", () => {
+  class Buggy extends Recorder {
+    snapshot() { return Uint8Array.of(1); }
+    restore() { null.oops; }
+  }
+  const old = setup(new Buggy());
+  old.host.setRoom(1, 0);
+  old.host.feed(1, "queued");
+  old.rt.handle([ev.accepted(1), ev.readable(1)]);
+  const snap = old.rt.snapshot();
+  const lines = [];
+  setLogSink((level, line) => lines.push([level, line]));
+  const fresh = setup(new Buggy());
+  let refusal;
+  try {
+    refusal = fresh.rt.restore(snap);
+  } finally {
+    setLogSink(null);
+  }
+  assert.match(refusal, /^the handler refused its state: .*null/);
+  assert.ok(lines.some(([level, line]) => level === "error" && line.includes("TypeError")), "the bug is logged");
+  fresh.rt.handle([ev.adopted(1)]);
+  assert.equal(fresh.host.output(1), "queued", "the SDK's part was taken up all the same");
+});
+
+test("a snapshot bad in its last connection takes up none of it", () => {
+  const old = setup();
+  old.host.setRoom(1, 0);
+  old.host.setRoom(2, 0);
+  old.host.feed(1, "one");
+  old.host.feed(2, "two");
+  old.rt.handle([ev.accepted(1), ev.accepted(2), ev.readable(1), ev.readable(2)]);
+  const snap = old.rt.snapshot().slice();
+  snap[snap.length - 3 - 8 - 1] = 9; // the last connection's pending action
+  const fresh = setup();
+  assert.match(fresh.rt.restore(snap), /could not read the snapshot/);
+  fresh.rt.handle([ev.adopted(1), ev.adopted(2)]);
+  assert.equal(fresh.host.output(1), "");
+  assert.equal(fresh.host.output(2), "");
+  assert.equal(fresh.rt.conn(1).queued, 0);
+});

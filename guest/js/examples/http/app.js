@@ -5,8 +5,9 @@
 // body `hello\n`), every HEAD with the same head and no body, any other method with
 // `405`. Connections are kept alive as HTTP/1.1 says (HTTP/1.0 only with
 // `Connection: keep-alive`), `Connection: close` is honoured, pipelined requests
-// are answered in order, a request may arrive split anywhere (byte by byte), and a
-// body announced by Content-Length is skipped. A malformed request is answered
+// are answered in order, a request may arrive split anywhere (byte by byte), a
+// body announced by Content-Length is skipped, and empty lines before a request
+// are ignored (RFC 9112 §2.2; they count toward the 16 KiB head limit). A malformed request is answered
 // `400 Bad Request` (`bad request\n`) and the connection ends; a head past 16 KiB
 // or 32 headers `431`, a body past 64 KiB `413`, Transfer-Encoding `501`.
 //
@@ -89,11 +90,23 @@ function equalsIgnoreCase(input, start, end, word) {
  */
 function answerOne(input, start, out, last, rs) {
   const end = input.length;
-  // The method, checked as it arrives so that garbage is refused at once.
-  let i = start;
+  // Empty lines before the request-line are ignored (RFC 9112 §2.2), as httparse
+  // does for the Rust example: they are part of what this request consumes, and
+  // count toward MAX_HEAD, so a stream of them is refused (431), not held for ever.
+  let reqStart = start;
+  for (;;) {
+    if (input[reqStart] === 10) reqStart++;
+    else if (input[reqStart] === 13 && input[reqStart + 1] === 10) reqStart += 2;
+    else break;
+  }
+  // The method, checked as it arrives so that garbage is refused at once (a CR at
+  // the very end may still be an empty line: it waits).
+  let i = reqStart;
   while (i < end && TCHAR[input[i]]) i++;
-  if (i === end) return end - start > MAX_HEAD ? reject(out, rs.headTooLarge) : [INCOMPLETE];
-  if (input[i] !== 32 || i === start) return reject(out, rs.bad);
+  if (i === end || (i === reqStart && i === end - 1 && input[i] === 13)) {
+    return end - start > MAX_HEAD ? reject(out, rs.headTooLarge) : [INCOMPLETE];
+  }
+  if (input[i] !== 32 || i === reqStart) return reject(out, rs.bad);
   const methodEnd = i;
   // Where the head ends: the first empty line (lines end in \r\n or \n).
   let headEnd = -1;
@@ -194,10 +207,11 @@ function answerOne(input, start, out, last, rs) {
 
   const close = last || closeRequested || (http10 && !keepAliveRequested);
   const connection = close ? "close" : http10 ? "keep-alive" : "default";
-  const m = methodEnd - start;
-  const get = m === 3 && input[start] === 71 && input[start + 1] === 69 && input[start + 2] === 84;
-  const head = !get && m === 4 && input[start] === 72 && input[start + 1] === 69 &&
-    input[start + 2] === 65 && input[start + 3] === 68;
+  const m = methodEnd - reqStart;
+  const get = m === 3 && input[reqStart] === 71 && input[reqStart + 1] === 69 &&
+    input[reqStart + 2] === 84;
+  const head = !get && m === 4 && input[reqStart] === 72 && input[reqStart + 1] === 69 &&
+    input[reqStart + 2] === 65 && input[reqStart + 3] === 68;
   if (get || head) out.push(rs.ok[connection][get ? 1 : 0]);
   else out.push(rs.notAllowed[connection][1]);
   return [ANSWERED, consumed, close];
@@ -289,27 +303,23 @@ export class Hello extends Handler {
     }
   }
 
-  // The unfinished requests, in the Rust example's layout: version 1, a count,
-  // then per connection its handle and the bytes.
+  // The unfinished requests, in the Rust example's layout: version 1, then the
+  // InputBuffers (a count, then per connection its handle and the bytes).
   snapshot() {
     const w = new SnapshotWriter();
     w.u8(SNAPSHOT_VERSION);
-    const held = [...this.unfinished._held];
-    w.u64(held.length);
-    for (const [id, bytes] of held) {
-      w.u64(id);
-      w.bytes(bytes);
-    }
+    this.unfinished.encode(w);
     return w.finish();
   }
 
+  // All of it is read before any of it is taken up: a bad snapshot (a BadSnapshot,
+  // which the SDK turns into a refusal) leaves this instance as it was.
   restore(bytes) {
     const r = new SnapshotReader(bytes);
     if (r.u8() !== SNAPSHOT_VERSION) throw new BadSnapshot("unknown http snapshot version");
-    const held = [];
-    for (let n = r.count(); n > 0; n--) held.push([r.u64(), r.bytes().slice()]);
+    const unfinished = InputBuffers.decode(r);
     r.finish();
-    for (const [id, b] of held) if (b.length) this.unfinished._held.set(id, b);
+    this.unfinished.merge(unfinished);
   }
 }
 
