@@ -9,6 +9,7 @@ use sandsock_load::LoadArgs;
 
 use crate::limits::Limits;
 use crate::runtime::sandbox::{Isolation, Sandbox};
+use crate::scaffold::Lang;
 use crate::sockets::allow::{AllowList, AllowRule};
 use crate::sockets::listener::default_backlog;
 use crate::sockets::net::Lingering;
@@ -72,7 +73,7 @@ pub enum Command {
     New {
         /// The guest's name, and the directory made for it.
         name: String,
-        /// The guest's language (only rust for now).
+        /// The guest's language: its SDK, and a build.sh with that language's toolchain.
         #[arg(long, value_enum, default_value_t = Lang::Rust)]
         lang: Lang,
     },
@@ -85,13 +86,6 @@ pub enum Command {
         #[arg(long)]
         ready: bool,
     },
-}
-
-/// The languages `host new` writes projects in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Lang {
-    /// Rust, with the SDK of this host.
-    Rust,
 }
 
 /// How to serve: which guest, where, within which limits.

@@ -28,7 +28,7 @@ fn main() -> ExitCode {
         Some(Command::Examples { out }) => {
             examples_command(out.as_deref()).map(|()| ExitCode::SUCCESS)
         }
-        Some(Command::New { name, lang: _ }) => new_project(Path::new("."), name).map(|dir| {
+        Some(Command::New { name, lang }) => new_project(Path::new("."), name, *lang).map(|dir| {
             println!(
                 "made {}: build it with `{}/build.sh`",
                 dir.display(),
