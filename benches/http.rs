@@ -17,11 +17,13 @@
 
 #[path = "minimal_http.rs"]
 mod minimal_http;
+#[path = "process.rs"]
+mod process;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
+
+use process::{cpu_time, listening_addr, median, pin_to_cpu, spawn};
 
 use sandsock_load::{LoadArgs, run};
 
@@ -269,87 +271,32 @@ fn measure(server: Server, mode: Mode, requests: u64, pinned: bool, tls: &TlsFil
 }
 
 fn start(server: Server, pinned: bool, tls: &TlsFiles) -> Child {
-    let (program, args, env): (String, Vec<&str>, Option<(&str, &str)>) = match server {
-        Server::Minimal => (
-            std::env::current_exe()
+    match server {
+        Server::Minimal => spawn(
+            &std::env::current_exe()
                 .expect("this benchmark's binary")
-                .to_string_lossy()
-                .into_owned(),
-            Vec::new(),
-            Some((MINIMAL_SERVER, "127.0.0.1:0")),
+                .to_string_lossy(),
+            &[],
+            &[(MINIMAL_SERVER, "127.0.0.1:0")],
+            pinned,
         ),
-        _ => (
-            env!("CARGO_BIN_EXE_host").to_string(),
-            server.host_args(tls),
-            None,
+        _ => spawn(
+            env!("CARGO_BIN_EXE_host"),
+            &server.host_args(tls),
+            &[],
+            pinned,
         ),
-    };
-    let mut command = if pinned {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "0", &program]);
-        c
-    } else {
-        Command::new(&program)
-    };
-    command.args(args);
-    if let Some((key, value)) = env {
-        command.env(key, value);
-    }
-    command
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the server (is taskset installed?)")
-}
-
-/// Reads the host's stderr up to its `listening on ADDR` line, then keeps draining it
-/// in the background so the host never blocks on a full pipe.
-fn listening_addr(child: &mut Child) -> SocketAddr {
-    let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
-    for line in lines.by_ref() {
-        let line = line.expect("host stderr");
-        if let Some(addr) = line.strip_prefix("listening on ") {
-            let addr = addr.trim().trim_end_matches(" (tls)");
-            let addr = addr.parse().expect("an address");
-            std::thread::spawn(move || lines.for_each(drop));
-            return addr;
-        }
-    }
-    panic!("the host exited before listening");
-}
-
-/// User + system CPU time of a process, all its threads included.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_nanos(ticks * 1_000_000_000 / per_second)
-}
-
-fn pin_to_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            eprintln!("warning: could not pin the load client to CPU {cpu}");
-        }
     }
 }
 
 fn medians(samples: &[Sample]) -> (f64, f64) {
-    let mut rps: Vec<f64> = samples.iter().map(|s| s.requests_per_sec).collect();
-    let mut cpu: Vec<f64> = samples
-        .iter()
-        .map(|s| s.cpu_per_request.as_secs_f64())
-        .collect();
-    rps.sort_by(f64::total_cmp);
-    cpu.sort_by(f64::total_cmp);
-    (rps[rps.len() / 2], cpu[cpu.len() / 2])
+    (
+        median(samples.iter().map(|s| s.requests_per_sec).collect()),
+        median(
+            samples
+                .iter()
+                .map(|s| s.cpu_per_request.as_secs_f64())
+                .collect(),
+        ),
+    )
 }

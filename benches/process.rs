@@ -1,0 +1,74 @@
+//! What the benchmarks share about the servers they start: pinning to a CPU, the
+//! `listening on ADDR` line, the CPU time a process used, and medians.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Starts `program ARGS` with `env`, on CPU 0 alone if `pinned` (through taskset),
+/// logging at warn, its stderr piped for [`listening_addr`].
+pub fn spawn(program: &str, args: &[&str], env: &[(&str, &str)], pinned: bool) -> Child {
+    let mut command = if pinned {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0", program]);
+        c
+    } else {
+        Command::new(program)
+    };
+    command
+        .args(args)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the server (is taskset installed?)")
+}
+
+/// Reads the host's stderr up to its `listening on ADDR` line, then keeps draining it
+/// in the background so the host never blocks on a full pipe.
+pub fn listening_addr(child: &mut Child) -> SocketAddr {
+    let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+    for line in lines.by_ref() {
+        let line = line.expect("host stderr");
+        if let Some(addr) = line.strip_prefix("listening on ") {
+            let addr = addr.trim().trim_end_matches(" (tls)");
+            let addr = addr.parse().expect("an address");
+            std::thread::spawn(move || lines.for_each(drop));
+            return addr;
+        }
+    }
+    panic!("the host exited before listening");
+}
+
+/// User + system CPU time of a process, all its threads included.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_nanos(ticks * 1_000_000_000 / per_second)
+}
+
+/// Pins this process (the load client) to `cpu`.
+pub fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            eprintln!("warning: could not pin the load client to CPU {cpu}");
+        }
+    }
+}
+
+/// The median of `values` (the upper one of an even count).
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
