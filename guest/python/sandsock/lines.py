@@ -49,5 +49,5 @@ class LineHandler(Handler):
         if start < len(data):
             if len(data) - start > max_line:
                 return self.on_line_too_long(conn)
-            conn.unread(data[start:] if start else data)
+            conn.unread(data[start:])
 

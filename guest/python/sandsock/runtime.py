@@ -11,7 +11,10 @@ How a ``handle`` call goes (see ``Runtime.handle``):
    ``on_data``; once the call has read ``Handler.read_budget_bytes`` or spent
    ``Handler.read_budget_seconds``, further ``readable`` events of the call are
    left for the next one (the host reports them again: readiness is
-   level-triggered).
+   level-triggered). A connection so deferred is read in the next call whatever
+   the budget says: the host's order is stable, so the same connections would
+   otherwise be deferred on every call. That call's work stays bounded (one
+   ``read_chunk`` per connection deferred).
 2. ``Conn.write`` only appends to the connection's queue. At the end of the call
    each connection written to is flushed with one host ``write`` of everything
    it queued (componentize-py copies every ``bytes`` handed to an import and
@@ -131,7 +134,7 @@ class Conn:
     __slots__ = (
         "id", "data", "_rt", "_q", "_qlen", "_held", "_open", "_dirty", "_blocked",
         "_told_r", "_told_w", "_eof", "_bp", "_auto", "_paused", "_want_w",
-        "_connecting", "_after", "_shut", "_failed",
+        "_connecting", "_after", "_shut", "_failed", "_starved",
     )
 
     def __init__(self, rt, handle, connecting=False):
@@ -155,6 +158,7 @@ class Conn:
         self._after = _NOTIFY
         self._shut = False
         self._failed = False
+        self._starved = False  # deferred by the read budget: read next time regardless
 
     def __repr__(self):
         return f"Conn#{self.id}"
@@ -170,11 +174,8 @@ class Conn:
             data = bytes(data)  # io.write takes bytes only; a str is a TypeError
         self._q.append(data)
         self._qlen += len(data)
-        if self._auto and self._qlen >= HIGH_WATER:
-            self._bp = True
-        if not self._dirty:
-            self._dirty = True
-            self._rt._dirty.append(self)
+        self._update_bp()
+        self._mark()
 
     def close(self):
         """Close once everything written is handed to the host (reading stops now).
@@ -188,11 +189,16 @@ class Conn:
             self._mark()
 
     def abort(self):
-        """Close now, dropping what is still queued here (the host still sends what
-        it took). For a peer that stopped reading."""
+        """Close now. What is queued is offered to the host once, without waiting
+        (so ``write(b"ERR\\n"); abort()`` sends the line unless the host pushes
+        back); what it does not take is dropped. For a peer that stopped reading.
+        A pending ``close``/``shutdown_write`` is dropped too: this closes now."""
+        if not self._open:
+            return
+        if not (self._blocked or self._connecting or self._failed):
+            self._after = _NOTIFY
+            self._rt._flush(self)  # may end the connection (a write failure)
         if self._open:
-            self._q = []
-            self._qlen = 0
             self._rt._finish_close(self, None)
 
     def shutdown_write(self):
@@ -281,6 +287,12 @@ class Conn:
         return not (self._eof or self._bp or self._paused or self._failed
                     or self._after == _CLOSE)
 
+    def _wanted(self):
+        """The interest the host should have: (readable, writable)."""
+        return self._wants_read(), (
+            not self._connecting and not self._failed
+            and (self._qlen > 0 or (self._want_w and not self._after and not self._shut)))
+
     def _update_bp(self):
         if not self._auto:
             self._bp = False
@@ -290,10 +302,7 @@ class Conn:
             self._bp = False
 
     def _sync(self):
-        r = not (self._eof or self._bp or self._paused or self._failed
-                 or self._after == _CLOSE)
-        w = (not self._connecting and not self._failed
-             and (self._qlen > 0 or (self._want_w and not self._after and not self._shut)))
+        r, w = self._wanted()
         if r != self._told_r or w != self._told_w:
             self._rt._host.set_interest(self.id, r, w)
             self._told_r, self._told_w = r, w
@@ -343,9 +352,12 @@ class Runtime:
                 conn = conns.get(event.value)
                 if conn is None or not conn._wants_read():
                     continue
-                if reads and (took >= budget or clock() - start >= seconds):
+                if (reads and not conn._starved
+                        and (took >= budget or clock() - start >= seconds)):
+                    conn._starved = True
                     self.deferred_reads += 1
                     continue
+                conn._starved = False
                 reads += 1
                 result = read(conn.id, chunk)
                 rtype = type(result)
@@ -361,7 +373,7 @@ class Runtime:
                     conn._mark()
                     handler.on_eof(conn)
                 elif rtype is host.ReadFailed:
-                    self._read_failed(conn, result.value)
+                    self._io_failed(conn, result.value)
                 # would-block: nothing to do
             elif kind == 1:  # writable
                 conn = conns.get(event.value)
@@ -475,11 +487,10 @@ class Runtime:
         if conn._qlen:
             write = self._host.write
             Accepted = self._host.WriteAccepted
-            q = conn._q
-            data = q[0] if len(q) == 1 else b"".join(q)
+            data = b"".join(conn._q)  # one item: that very object, no copy
             pos, size = 0, len(data)
             while pos < size:
-                piece = data if (pos == 0 and size <= WRITE_CHUNK) else data[pos:pos + WRITE_CHUNK]
+                piece = data[pos:pos + WRITE_CHUNK]  # the whole of it: no copy either
                 result = write(conn.id, piece)
                 if type(result) is Accepted:
                     pos += result.value
@@ -488,10 +499,10 @@ class Runtime:
                 elif type(result) is self._host.WriteWouldBlock:
                     break
                 else:
-                    self._write_failed(conn, result.value)
+                    self._io_failed(conn, result.value)
                     return False
             if pos < size:
-                rest = data[pos:] if pos else data
+                rest = data[pos:]
                 conn._q = [rest]
                 conn._qlen = len(rest)
                 conn._blocked = True
@@ -518,14 +529,16 @@ class Runtime:
     def _writable(self, conn, waited=False):
         """A ``writable`` event (or a completed connect, or an adoption, where bytes
         may have waited): flush, and tell the handler if its queue drained after
-        the host had pushed back, or if it asked for room."""
+        the host had pushed back, or if it asked for room. Nothing for a
+        connection the handler closed (in ``on_connected`` or ``on_adopted``)."""
+        if not conn._open:
+            return
         waited = waited or conn._blocked
         conn._blocked = False
-        had = conn._qlen
         notify = self._flush(conn)
         if conn._open:
             conn._sync()
-        if notify and (waited or conn._want_w or not had):
+        if notify and (waited or conn._want_w):
             self.handler.on_writable(conn)
 
     def _adopt(self, handle):
@@ -534,9 +547,7 @@ class Runtime:
         conn = self._adopting.pop(handle, None) or Conn(self, handle)
         self._conns[handle] = conn
         # The host kept the old generation's interest: say ours, whatever it is.
-        r = conn._wants_read()
-        w = (not conn._connecting and not conn._failed
-             and (conn._qlen > 0 or (conn._want_w and not conn._after and not conn._shut)))
+        r, w = conn._wanted()
         self._host.set_interest(handle, r, w)
         conn._told_r, conn._told_w = r, w
         self.handler.on_adopted(conn)
@@ -557,6 +568,8 @@ class Runtime:
             conn._open = False
             conn._q = []
             conn._qlen = 0
+            conn._after = _NOTIFY
+            conn._want_w = False
             self._ended.append((conn, reason))
 
     def _deliver_closes(self):
@@ -574,31 +587,14 @@ class Runtime:
         conn._bp = False
         conn._mark()
 
-    def _read_failed(self, conn, error):
+    def _io_failed(self, conn, error):
+        """A host ``read`` or ``write`` failed. (``closed``, a write after
+        ``shutdown-write``, cannot happen: ``write`` drops what comes after it.)"""
         reason = _reason_name(error)
         if reason == "reset":
-            self._mark_failed(conn)
+            self._mark_failed(conn)  # the host's hangup follows
         elif reason == "unknown-conn":
             self._forget(conn.id, reason)
-        else:
-            self._finish_close(conn, reason)
-
-    def _write_failed(self, conn, error):
-        reason = _reason_name(error)
-        if reason == "reset":
-            self._mark_failed(conn)
-        elif reason == "unknown-conn":
-            self._forget(conn.id, reason)
-        elif reason == "closed":
-            conn._shut = True
-            conn._q = []
-            conn._qlen = 0
-            conn._update_bp()
-            if conn._after == _CLOSE:
-                self._finish_close(conn, None)
-            else:
-                conn._after = _NOTIFY
-                conn._mark()
         else:
             self._finish_close(conn, reason)
 

@@ -72,6 +72,39 @@ class HttpTests(unittest.TestCase):
         (consumed, _, _), out = answer("GET / HTTP/1.1\nHost: x\n\n")
         self.assertEqual(out.encode(), OK)
 
+    def test_empty_lines_before_a_request_are_ignored(self):
+        # RFC 9112 section 2.2, as httparse does for the Rust example.
+        for req in ["\r\nGET / HTTP/1.1\r\n\r\n", "\n\r\n\nGET / HTTP/1.1\r\n\r\n"]:
+            (consumed, close, rejected), out = answer(req)
+            self.assertEqual((consumed, close, rejected, out.encode()),
+                             (len(req), False, False, OK), repr(req))
+        # A client's CRLF after a POST body.
+        req = "POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nab\r\nGET / HTTP/1.1\r\n\r\n"
+        (consumed, close, _), out = answer(req)
+        self.assertEqual((consumed, close), (len(req), False))
+        self.assertTrue(out.startswith("HTTP/1.1 405 "))
+        self.assertTrue(out.endswith(OK.decode()))
+        self.assertEqual(out.count("HTTP/1.1 "), 2)
+        # Empty lines alone wait for the request (a lone CR may be half of one)...
+        for req in ["\r\n", "\r", "\n\r\n\r", "\r\nGE"]:
+            self.assertEqual(answer(req), ((0, False, False), ""), repr(req))
+        # ...but a CR must be followed by LF, and they count toward the head limit.
+        self.assertTrue(answer("\r\rGET / HTTP/1.1\r\n\r\n")[1].startswith("HTTP/1.1 400 "))
+        self.assertTrue(answer("\r\r")[1].startswith("HTTP/1.1 400 "))
+        self.assertIn(" 431 ", answer("\r\n" * (http11.MAX_HEAD // 2 + 1))[1])
+        self.assertIn(" 431 ", answer("\r\n" * (http11.MAX_HEAD // 4) + "GET / HTTP/1.1\r\n"
+                                      + "X: " + "a" * (http11.MAX_HEAD // 2) + "\r\n\r\n")[1])
+
+    def test_the_head_ends_at_the_first_empty_line(self):
+        for req, n in [("GET / HTTP/1.1\nHost: x\n\r\n", 1),
+                       ("GET / HTTP/1.1\n\nGET / HTTP/1.1\r\n\r\n", 2),
+                       ("GET / HTTP/1.1\r\n\nGET / HTTP/1.1\n\r\n", 2),
+                       ("POST / HTTP/1.1\nContent-Length: 4\n\n\r\n\r\nGET / HTTP/1.1\n\n", 2)]:
+            (consumed, close, rejected), out = answer(req)
+            self.assertEqual((consumed, close, rejected), (len(req), False, False), repr(req))
+            self.assertEqual(out.count("HTTP/1.1 "), n, repr(req))
+            self.assertTrue(out.endswith(OK.decode()), repr(req))
+
     def test_bad_requests(self):
         for req in ["\x16\x03\x01 hello\r\n\r\n", "GET /\r\n\r\n", "GET / HTTP/2.0\r\n\r\n",
                     "GET / HTTP/1.1\r\nNo colon\r\n\r\n",

@@ -249,6 +249,65 @@ class CloseTests(unittest.TestCase):
         self.assertEqual(conn.queued, 0)
         self.assertEqual(h.closes(), [("close", 1, None)])
 
+    def test_abort_sends_what_this_call_wrote(self):
+        class Refuse(Recorder):
+            def on_data(self, conn, data):
+                conn.write(b"ERR ")
+                conn.write(b"bad\n")
+                conn.abort()
+                conn.write(b"dropped")
+
+        rt, host, h = make(Refuse())
+        accept(rt, host, 1, 2)
+        host.conn(2).room = 3  # takes part of it: the rest is dropped
+        host.conn(1).reads.append(ReadData(b"x"))
+        host.conn(2).reads.append(ReadData(b"x"))
+        rt.handle([Readable(1), Readable(2)])
+        self.assertEqual(bytes(host.conn(1).written), b"ERR bad\n")
+        self.assertEqual(bytes(host.conn(2).written), b"ERR")
+        for c in (1, 2):
+            self.assertTrue(host.conn(c).closed)
+            self.assertEqual(host.calls.count(("write", c)), 1)
+            self.assertLess(host.calls.index(("write", c)), host.calls.index(("close", c)))
+            self.assertEqual(h.closes(c), [("close", c, None)])
+
+    def test_abort_while_connecting_sends_nothing(self):
+        rt, host, h = make()
+        rt.handle([])
+        conn = sandsock.connect("127.0.0.1:1")
+        conn.write(b"never")
+        conn.abort()
+        rt.handle([])
+        self.assertNotIn(("write", conn.id), host.calls)
+        self.assertTrue(host.conn(conn.id).closed)
+        self.assertEqual(h.closes(), [("close", conn.id, None)])
+
+    def test_nothing_reaches_the_host_after_a_close_in_on_connected_or_on_adopted(self):
+        class CloseAtOnce(Recorder):
+            def on_connected(self, conn):
+                super().on_connected(conn)
+                conn.set_interest(writable=True)
+                conn.close()
+
+            def on_adopted(self, conn):
+                conn.write(b"x")
+                conn.shutdown_write()
+                conn.set_interest(writable=True)
+                conn.abort()
+
+        rt, host, h = make(CloseAtOnce())
+        rt.handle([])
+        conn = sandsock.connect("127.0.0.1:1")
+        rt.handle([Connected(conn.id), Adopted(7)])
+        self.assertNotIn(("writable", conn.id), h.seen)
+        self.assertNotIn(("writable", 7), h.seen)
+        for c in (conn.id, 7):
+            calls = [call for call in host.calls if call[1] == c]
+            self.assertEqual(calls[-1], ("close", c), f"nothing after close: {calls}")
+            self.assertEqual(h.closes(c), [("close", c, None)])
+        self.assertNotIn(("shutdown_write", 7), host.calls)
+        self.assertEqual((conn.closing, conn.queued), (False, 0))
+
     def test_shutdown_write_after_the_queue(self):
         rt, host, h = make()
         accept(rt, host, 1)
@@ -407,6 +466,29 @@ class WorkBoundTests(unittest.TestCase):
         for _ in range(40):
             rt.handle([Readable(c) for c in handles])
         self.assertTrue(all(len(host.conn(c).written) == 40000 for c in handles))
+
+    def test_a_connection_deferred_is_read_in_the_next_call(self):
+        # The host reports readiness in a stable order: the budget must not skip
+        # the same connections at the end of the list on every call.
+        rt, host, h = make(Recorder(echo=False), clock=lambda: 0.0)
+        handles = list(range(1, 41))
+        accept(rt, host, *handles)
+        budget = sandsock.Handler.read_budget_bytes // sandsock.Handler.read_chunk
+        counts = []
+        for _ in range(4):
+            for c in handles:
+                fc = host.conn(c)
+                if not fc.reads:
+                    fc.reads.append(ReadData(b"x" * (1 << 20)))  # always readable
+            before = sum(len(host.conn(c).read_calls) for c in handles)
+            rt.handle([Readable(c) for c in handles])
+            counts.append(sum(len(host.conn(c).read_calls) for c in handles) - before)
+            if len(counts) == 2:
+                self.assertTrue(all(host.conn(c).read_calls for c in handles),
+                                "every connection read within two calls")
+        # Bounded: the budget's reads plus one per connection deferred last time.
+        self.assertEqual(counts, [budget, 40, budget, 40])
+        self.assertEqual(rt.deferred_reads, 2 * (40 - budget))
 
     def test_time_budget(self):
         now = [0.0]

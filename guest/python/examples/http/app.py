@@ -21,7 +21,7 @@ class Hello(sandsock.Handler):
         consumed, close, _rejected = http11.answer_all(
             data, out, self.responses, self.shutting_down)
         if out:
-            conn.write(out[0] if len(out) == 1 else b"".join(out))
+            conn.write(b"".join(out))
         if close:
             # Graceful: the responses go out first. The host lingers (reads and
             # drops) if the refused request is still arriving, so its reset cannot
@@ -31,14 +31,15 @@ class Hello(sandsock.Handler):
             if len(data) - consumed > http11.MAX_HEAD + http11.MAX_BODY:
                 conn.close()  # cannot happen: http11 refuses before; a safety net
             else:
-                conn.unread(data[consumed:] if consumed else data)
+                conn.unread(data[consumed:])
 
     def on_shutdown(self):
-        # Idle connections close now; one with a request under way gets it
+        # Idle connections (holding nothing, or only the empty lines a client may
+        # send after a body) close now; one with a request under way gets it
         # answered with `Connection: close`, and closes then.
         self.shutting_down = True
         for conn in sandsock.conns():
-            if not conn.held:
+            if not conn.held.lstrip(b"\r\n"):
                 conn.close()
 
 

@@ -9,11 +9,15 @@ Rust example's ``http.rs``:
 - HTTP/1.1 keeps the connection by default, HTTP/1.0 only with
   ``Connection: keep-alive``; ``Connection: close`` is honoured and echoed;
 - pipelined requests are answered in order; a request split anywhere waits for
-  the rest;
+  the rest; empty lines before a request are ignored (RFC 9112 section 2.2, as
+  httparse does: a client may send CRLF after a POST body) but count toward
+  ``MAX_HEAD``; a head ends at its first empty line (CRLF or bare LF);
 - a malformed request gets ``400 Bad Request`` (body ``bad request\\n``) and the
   connection closes; a head over ``MAX_HEAD`` bytes or ``MAX_HEADERS`` fields gets
   ``431``, a body over ``MAX_BODY`` ``413``, ``Transfer-Encoding`` ``501``.
 """
+
+import re
 
 MAX_HEAD = 16 * 1024
 MAX_HEADERS = 32
@@ -57,10 +61,18 @@ HELLO_RESPONSES = Responses()
 
 INCOMPLETE = None
 
+# Empty lines before a request; the end of a head (the first empty line).
+_EOL = (b"\n", b"\r")
+_EMPTY_LINES = re.compile(rb"(?:\r?\n)*")
+_HEAD_END = re.compile(rb"\n\r?\n")
+
 
 def _bad_prefix(buf, pos):
-    """Whether an unfinished head is already malformed (so that garbage is refused
-    without waiting for a blank line that may never come)."""
+    """Whether an unfinished head at ``buf[pos:]`` (past any empty lines) is
+    already malformed (so that garbage is refused without waiting for a blank line
+    that may never come)."""
+    if pos == len(buf) - 1 and buf[pos] == 13:
+        return False  # a CR: the LF of an empty line may follow
     line_end = buf.find(b"\n", pos)
     if line_end < 0:
         space = buf.find(b" ", pos)
@@ -87,22 +99,19 @@ def answer_one(buf, pos, out, responses=HELLO_RESPONSES, last=False):
     """Answers the request at ``buf[pos:]``, appending its response to ``out``.
     Returns ``INCOMPLETE`` (None: nothing appended), or ``(consumed, close,
     rejected)``."""
-    end = buf.find(b"\r\n\r\n", pos)
-    if end >= 0:
-        head_len = end + 4 - pos
-        head = buf[pos:end]
-    else:
-        end = buf.find(b"\n\n", pos)
-        if end < 0:
-            if len(buf) - pos > MAX_HEAD:
-                out.append(HEAD_TOO_LARGE)
-                return 0, True, True
-            if _bad_prefix(buf, pos):
-                out.append(BAD_REQUEST)
-                return 0, True, True
-            return INCOMPLETE
-        head_len = end + 2 - pos
-        head = buf[pos:end]
+    start = _EMPTY_LINES.match(buf, pos).end() if buf.startswith(_EOL, pos) else pos
+    found = _HEAD_END.search(buf, start)
+    if found is None:
+        if len(buf) - pos > MAX_HEAD:
+            out.append(HEAD_TOO_LARGE)
+            return 0, True, True
+        if _bad_prefix(buf, start):
+            out.append(BAD_REQUEST)
+            return 0, True, True
+        return INCOMPLETE
+    end, head_end = found.span()
+    head_len = head_end - pos  # with the empty lines before it
+    head = buf[start:end]  # its last line may end with the CR of its CRLF
     if head_len > MAX_HEAD:
         out.append(HEAD_TOO_LARGE)
         return 0, True, True
