@@ -10,6 +10,12 @@
 //! compiled before; uncached ones (`--no-cache`) compile every time, with Cranelift,
 //! or with Winch first (the tier-up's second swap, to Cranelift's code, follows and
 //! is waited for, not timed).
+//!
+//! `--swap canary` (`cargo bench --bench swap -- --canary` for this part alone): the
+//! serving generation's CPU per keep-alive request while a canary compares every new
+//! connection (and a tenth of them) against none, in alternating rounds; and the time
+//! from the trigger to the verdict for 100 connections under load (connections per
+//! request from 50 clients).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -19,9 +25,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sandsock_load::{LoadArgs, run};
+
+#[path = "process.rs"]
+mod process;
 
 const SWAPS: u32 = 20;
 const LOAD_REQUESTS: u64 = 1_000_000;
@@ -38,6 +47,11 @@ fn main() {
 
     let cache = dir.join("cache");
     let cached = ["--cache-dir", cache.to_str().unwrap()];
+    if std::env::args().any(|a| a == "--canary") {
+        canary(&path, &v1, &cached);
+        let _ = std::fs::remove_dir_all(dir);
+        return;
+    }
     let uncached = ["--no-cache", "--no-tier-up"];
     let baseline = ["--no-cache"];
     let sighup_uncached = swap_latencies(&path, &v1, &v2, false, &uncached);
@@ -88,7 +102,141 @@ fn main() {
         "  a swap every 500 ms, compiling:       {swapping_uncached:>9.0}  ratio {:.3}",
         swapping_uncached / steady
     );
+    canary(&path, &v1, &cached);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The canary's cost to the serving generation, and its time to a verdict.
+fn canary(path: &Path, v1: &[u8], flags: &[&str]) {
+    // The same code with one more custom section: a new digest, the same answers.
+    let mut same = v1.to_vec();
+    same.extend_from_slice(&[0, 6, 5, b'b', b'e', b'n', b'c', b'h']);
+    println!(
+        "--swap canary, keep-alive HTTP, 50 connections, {LOAD_REQUESTS} requests, median of {ROUNDS}:"
+    );
+    let mut cpu: [Vec<f64>; 3] = Default::default();
+    for round in 0..ROUNDS {
+        for k in 0..3 {
+            let i = (round + k) % 3;
+            let sample = [None, Some("100"), Some("10")][i];
+            cpu[i].push(cpu_per_request(path, v1, &same, sample, flags));
+        }
+    }
+    let [none, all, tenth] = cpu.map(|values| median(&values));
+    println!(
+        "  no canary:                          {:>7.2} µs CPU/request",
+        none * 1e6
+    );
+    println!(
+        "  canary on every new connection:     {:>7.2} µs CPU/request  ratio {:.2}",
+        all * 1e6,
+        all / none
+    );
+    println!(
+        "  canary on 10 % of them:             {:>7.2} µs CPU/request  ratio {:.2}",
+        tenth * 1e6,
+        tenth / none
+    );
+    let verdicts: Vec<f64> = (0..ROUNDS)
+        .map(|_| time_to_verdict(path, v1, &same, flags))
+        .collect();
+    println!(
+        "  trigger to promotion after 100 connections, under load: median {:>6.0} ms",
+        median(&verdicts)
+    );
+}
+
+/// Server CPU seconds per keep-alive request, with a canary sampling `sample` % of
+/// new connections (the load's connections are new: all of them shadowed at 100).
+fn cpu_per_request(path: &Path, v1: &[u8], v2: &[u8], sample: Option<&str>, flags: &[&str]) -> f64 {
+    install(path, v1);
+    let mut args = vec!["--guest", path.to_str().unwrap(), "--no-tier-up"];
+    args.extend_from_slice(flags);
+    if let Some(sample) = sample {
+        args.extend_from_slice(&[
+            "--swap",
+            "canary",
+            "--canary-sample",
+            sample,
+            "--canary-connections",
+            "1000000000",
+            "--canary-timeout",
+            "3600s",
+        ]);
+    }
+    let (mut child, addr, log) = start(&args);
+    if sample.is_some() {
+        install(path, v2);
+        signal(&child, libc::SIGHUP);
+        wait_for(&log, "canary: trying");
+    }
+    let load = |requests| {
+        let report = run(&LoadArgs {
+            addr,
+            connections: 50,
+            requests,
+            http: true,
+            payload: String::new(),
+            close: false,
+            timeout_secs: 300,
+            quiet: true,
+            tls_ca: None,
+            tls_server_name: String::new(),
+        })
+        .expect("load run");
+        assert_eq!(report.errors, 0, "requests failed:\n{report}");
+    };
+    load(20_000);
+    let before = process::cpu_time(child.id());
+    load(LOAD_REQUESTS / 5);
+    let cpu = process::cpu_time(child.id()) - before;
+    drop(log);
+    let _ = child.kill();
+    let _ = child.wait();
+    cpu.as_secs_f64() / (LOAD_REQUESTS / 5) as f64
+}
+
+/// Milliseconds from SIGHUP to the promotion, under a load of a connection per
+/// request from 50 clients (`--canary-connections 100`).
+fn time_to_verdict(path: &Path, v1: &[u8], v2: &[u8], flags: &[&str]) -> f64 {
+    install(path, v1);
+    let mut args = vec![
+        "--guest",
+        path.to_str().unwrap(),
+        "--no-tier-up",
+        "--swap",
+        "canary",
+        "--canary-connections",
+        "100",
+    ];
+    args.extend_from_slice(flags);
+    let (mut child, addr, log) = start(&args);
+    let loader = thread::spawn(move || {
+        run(&LoadArgs {
+            addr,
+            connections: 50,
+            requests: 20_000,
+            http: true,
+            payload: String::new(),
+            close: true,
+            timeout_secs: 300,
+            quiet: true,
+            tls_ca: None,
+            tls_server_name: String::new(),
+        })
+        .expect("load run")
+    });
+    thread::sleep(Duration::from_millis(200));
+    install(path, v2);
+    let triggered = Instant::now();
+    signal(&child, libc::SIGHUP);
+    wait_for(&log, "; promoted (");
+    let took = triggered.elapsed();
+    let report = loader.join().unwrap();
+    assert_eq!(report.errors, 0, "requests failed:\n{report}");
+    let _ = child.kill();
+    let _ = child.wait();
+    took.as_secs_f64() * 1e3
 }
 
 /// Swaps `SWAPS` times, alternating the two guests, and returns each swap's latency

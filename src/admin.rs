@@ -379,6 +379,29 @@ impl Collector for Scrape {
             Counter,
             |p| load(&p.recycles),
         )?;
+        for (i, (name, help)) in [
+            ("sandsock_canary_connections_compared", "Connections a canary compared with no divergence (--swap canary)."),
+            ("sandsock_canary_divergences", "Connections whose output from a canary's candidate diverged from the serving generation's."),
+            ("sandsock_canary_promotions", "Candidates a canary promoted to serving."),
+            ("sandsock_canary_rejections", "Candidates a canary rejected (a divergence, a trap, a timeout)."),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            self.per_worker(e, name, help, Counter, |p| load(&p.canary[i]))?;
+        }
+        let mut shadow_seconds = e.encode_descriptor(
+            "sandsock_canary_shadow_seconds",
+            "Time spent in a canary's shadow calls: what trying candidates cost.",
+            None,
+            Counter,
+        )?;
+        for (labels, p) in self.live() {
+            let seconds = f64::from_bits(load(&p.canary_seconds));
+            shadow_seconds
+                .encode_family(&labels)?
+                .encode_counter::<NoLabelSet, _, u64>(&seconds, None)?;
+        }
         self.histogram(
             e,
             "sandsock_swap_duration_seconds",

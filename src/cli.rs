@@ -13,7 +13,7 @@ use crate::scaffold::Lang;
 use crate::sockets::allow::{AllowList, AllowRule};
 use crate::sockets::listener::default_backlog;
 use crate::sockets::net::Lingering;
-use crate::swap::{Recycle, SwapMode};
+use crate::swap::{CanaryConfig, Recycle, SwapMode, SwapPolicy};
 use crate::units::{Dur, Size};
 
 /// How long open connections may take to finish after SIGTERM or SIGINT, by default.
@@ -86,6 +86,15 @@ pub enum Command {
         #[arg(long)]
         ready: bool,
     },
+}
+
+/// A setting that is on or off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Toggle {
+    /// On.
+    On,
+    /// Off.
+    Off,
 }
 
 /// How to serve: which guest, where, within which limits.
@@ -192,9 +201,37 @@ pub struct ServeArgs {
     pub watch: bool,
 
     /// At a reload: drain (open connections stay with the generation that accepted
-    /// them) or handoff (they move to the new one, with the guest's state).
-    #[arg(long, value_enum, default_value_t = SwapMode::Drain)]
-    pub swap: SwapMode,
+    /// them), handoff (they move to the new one, with the guest's state), or canary
+    /// (the new one first runs as a shadow on new connections, its answers compared
+    /// with the serving one's, and takes over with --canary-then only if they agree).
+    #[arg(long, value_enum, default_value_t = SwapPolicy::Drain)]
+    pub swap: SwapPolicy,
+
+    /// With --swap canary: the share of new connections the candidate is tried on,
+    /// in percent.
+    #[arg(long, value_name = "PERCENT", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub canary_sample: u32,
+
+    /// With --swap canary: connections compared with no divergence before the
+    /// candidate is promoted.
+    #[arg(long, value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub canary_connections: u32,
+
+    /// With --swap canary: how a promoted candidate takes over.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = SwapMode::Drain)]
+    pub canary_then: SwapMode,
+
+    /// With --swap canary: how long to wait for enough connections; then the
+    /// candidate is rejected.
+    #[arg(long, value_name = "DUR", default_value = "60s")]
+    pub canary_timeout: Dur,
+
+    /// With --swap canary: learn the serving code's own noise (timestamps, random
+    /// ids) from a second shadow of it, and do not compare those bytes.
+    #[arg(long, value_enum, value_name = "ON|OFF", default_value_t = Toggle::On)]
+    pub canary_noise: Toggle,
 
     /// With --swap drain: close what an old generation still holds after this long (default: never).
     #[arg(long, value_name = "DUR")]
@@ -278,6 +315,27 @@ impl ServeArgs {
                 .clone()
                 .or_else(crate::runtime::cache::default_dir)
         }
+    }
+
+    /// How a new generation takes over once it does (with --swap canary: once
+    /// promoted).
+    pub fn swap_mode(&self) -> SwapMode {
+        match self.swap {
+            SwapPolicy::Drain => SwapMode::Drain,
+            SwapPolicy::Handoff => SwapMode::Handoff,
+            SwapPolicy::Canary => self.canary_then,
+        }
+    }
+
+    /// The canary's settings, with --swap canary.
+    pub fn canary(&self) -> Option<CanaryConfig> {
+        (self.swap == SwapPolicy::Canary).then(|| CanaryConfig {
+            sample_percent: self.canary_sample,
+            connections: self.canary_connections,
+            then: self.canary_then,
+            timeout: self.canary_timeout.0,
+            noise: self.canary_noise == Toggle::On,
+        })
     }
 
     /// When the shared instance is recycled.

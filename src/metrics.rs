@@ -204,6 +204,21 @@ impl Default for GuestCounters {
     }
 }
 
+/// What a canary's counters add up to, for `/metrics`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CanaryCounters {
+    /// Connections compared with no divergence.
+    pub compared: u64,
+    /// Connections whose outputs diverged.
+    pub divergences: u64,
+    /// Candidates promoted.
+    pub promotions: u64,
+    /// Candidates rejected (a divergence, a trap, a timeout).
+    pub rejections: u64,
+    /// Time spent in shadow calls, in seconds.
+    pub seconds: f64,
+}
+
 /// What a worker's generations count.
 #[derive(Clone, Debug)]
 pub struct SwapCounters {
@@ -295,6 +310,10 @@ pub struct Published {
     pub snapshots_refused: AtomicU64,
     /// See [`SwapCounters::recycles`].
     pub recycles: AtomicU64,
+    /// See [`CanaryCounters`]: compared, divergences, promotions, rejections.
+    pub canary: [AtomicU64; 4],
+    /// See [`CanaryCounters::seconds`], as `f64` bits.
+    pub canary_seconds: AtomicU64,
     /// Retired generations still holding connections: `generation << 32 |
     /// connections` per slot, 0 for an empty slot.
     pub retired: [AtomicU64; RETIRED_SLOTS],
@@ -328,6 +347,8 @@ impl Default for Published {
             swap_seconds: PublishedHistogram::new(&SWAP_SECONDS),
             snapshots_refused: AtomicU64::new(0),
             recycles: AtomicU64::new(0),
+            canary: std::array::from_fn(|_| AtomicU64::new(0)),
+            canary_seconds: AtomicU64::new(0),
             retired: std::array::from_fn(|_| AtomicU64::new(0)),
             serving: Mutex::new(Serving::default()),
         }
@@ -384,6 +405,21 @@ impl Published {
             });
             slot.store(packed, Ordering::Relaxed);
         }
+    }
+
+    /// Stores the canary's counters.
+    pub fn canary(&self, counters: &CanaryCounters) {
+        let values = [
+            counters.compared,
+            counters.divergences,
+            counters.promotions,
+            counters.rejections,
+        ];
+        for (cell, value) in self.canary.iter().zip(values) {
+            cell.store(value, Ordering::Relaxed);
+        }
+        self.canary_seconds
+            .store(counters.seconds.to_bits(), Ordering::Relaxed);
     }
 
     /// Says which generation serves now (at a swap).

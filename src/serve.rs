@@ -82,9 +82,10 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         let handler = WasmHandler::new(
             runtime.clone(),
             guest.clone(),
-            args.swap,
+            args.swap_mode(),
             drain_timeout,
             args.recycle(),
+            args.canary(),
         )?;
         loops.push(settings.event_loop(listeners, handler)?);
     }

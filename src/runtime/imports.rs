@@ -8,6 +8,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::guest_log::GuestLog;
 use super::limiter::Limiter;
+use super::shadow::ShadowIo;
 use crate::sockets::net::Net;
 use crate::wit::{Conn, IoError, LogLevel, ReadResult, TlsInfo, WriteResult, sandsock};
 
@@ -21,6 +22,8 @@ pub struct GuestState {
     pub(super) net: Net,
     /// Where `log.write` goes: the instance's log, sharing its stdout's budget.
     log: GuestLog,
+    /// A canary's shadow: its calls go here instead of to `net`.
+    pub(super) shadow: Option<Box<ShadowIo>>,
 }
 
 impl GuestState {
@@ -33,6 +36,7 @@ impl GuestState {
             limiter,
             net: Net::default(),
             log,
+            shadow: None,
         }
     }
 }
@@ -49,47 +53,83 @@ impl WasiView for GuestState {
 /// The `types` interface has no functions: bindgen still asks for its trait.
 impl sandsock::net::types::Host for GuestState {}
 
+// Each call goes to the shadow's `io` when the instance is a canary's shadow: one
+// test of an `Option` per call for every other instance.
 impl sandsock::net::io::Host for GuestState {
     fn read(&mut self, c: Conn, max: u32) -> ReadResult {
-        self.net.read(c, max)
+        match self.shadow.as_deref_mut() {
+            None => self.net.read(c, max),
+            Some(shadow) => shadow.read(c, max),
+        }
     }
 
     fn write(&mut self, c: Conn, data: Vec<u8>) -> WriteResult {
-        self.net.write(c, &data)
+        match self.shadow.as_deref_mut() {
+            None => self.net.write(c, &data),
+            Some(shadow) => shadow.write(c, &data),
+        }
     }
 
     fn set_interest(&mut self, c: Conn, readable: bool, writable: bool) {
-        self.net.set_interest(c, readable, writable)
+        match self.shadow.as_deref_mut() {
+            None => self.net.set_interest(c, readable, writable),
+            Some(shadow) => shadow.set_interest(c, readable, writable),
+        }
     }
 
     // `close` and `shutdown-write` answer nothing (contract 0.4.0): an unknown
     // handle is ignored, and a failed connection's `hangup` follows anyway.
     fn shutdown_write(&mut self, c: Conn) {
-        let _ = self.net.shutdown_write(c);
+        match self.shadow.as_deref_mut() {
+            None => {
+                let _ = self.net.shutdown_write(c);
+            }
+            Some(shadow) => shadow.shutdown_write(c),
+        }
     }
 
     fn close(&mut self, c: Conn) {
-        let _ = self.net.close(c);
+        match self.shadow.as_deref_mut() {
+            None => {
+                let _ = self.net.close(c);
+            }
+            Some(shadow) => shadow.close(c),
+        }
     }
 
     fn peer(&mut self, c: Conn) -> Option<String> {
-        self.net.peer(c)
+        match self.shadow.as_deref_mut() {
+            None => self.net.peer(c),
+            Some(shadow) => shadow.peer(c),
+        }
     }
 
     fn tls(&mut self, c: Conn) -> Option<TlsInfo> {
-        self.net.tls(c)
+        match self.shadow.as_deref_mut() {
+            None => self.net.tls(c),
+            Some(shadow) => shadow.tls(c),
+        }
     }
 
     fn set_timer(&mut self, id: u64, after_ms: u32) -> Result<(), IoError> {
-        self.net.set_timer(id, u64::from(after_ms))
+        match self.shadow.as_deref_mut() {
+            None => self.net.set_timer(id, u64::from(after_ms)),
+            Some(shadow) => shadow.set_timer(id, u64::from(after_ms)),
+        }
     }
 
     fn cancel_timer(&mut self, id: u64) {
-        self.net.cancel_timer(id)
+        match self.shadow.as_deref_mut() {
+            None => self.net.cancel_timer(id),
+            Some(shadow) => shadow.cancel_timer(id),
+        }
     }
 
     fn connect(&mut self, addr: String) -> Result<Conn, IoError> {
-        self.net.connect(&addr)
+        match self.shadow.as_deref_mut() {
+            None => self.net.connect(&addr),
+            Some(shadow) => shadow.connect(),
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use super::guest_log::{GenerationBudget, GuestLog};
 use super::imports::GuestState;
 use super::limiter::Limiter;
 use super::sandbox::Sandbox;
+use super::shadow::ShadowIo;
 use crate::limits::{EPOCH_TICK, Limits};
 use crate::sockets::net::Net;
 use crate::sockets::owners::Owner;
@@ -93,6 +94,21 @@ impl Instance {
         std::mem::swap(net, &mut self.store.data_mut().net);
         let result = self.bindings.call_handle(&mut self.store, events);
         std::mem::swap(net, &mut self.store.data_mut().net);
+        result.map_err(anyhow::Error::from)
+    }
+
+    /// Calls `handle` with `events` as a canary's shadow: its I/O goes to `shadow`,
+    /// lent to the store for the call, under the same time and memory limits as
+    /// any call.
+    pub fn call_shadow(
+        &mut self,
+        events: &[Event],
+        shadow: &mut Option<Box<ShadowIo>>,
+    ) -> Result<()> {
+        self.budget.arm(&mut self.store)?;
+        std::mem::swap(shadow, &mut self.store.data_mut().shadow);
+        let result = self.bindings.call_handle(&mut self.store, events);
+        std::mem::swap(shadow, &mut self.store.data_mut().shadow);
         result.map_err(anyhow::Error::from)
     }
 

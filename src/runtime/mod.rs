@@ -25,5 +25,6 @@ pub mod imports;
 pub mod instance;
 pub mod limiter;
 pub mod sandbox;
+pub mod shadow;
 pub mod tenants;
 pub mod trap;

@@ -33,6 +33,7 @@ pub mod handler;
 pub mod listener;
 pub mod net;
 pub mod owners;
+pub mod tape;
 pub mod timers;
 pub mod tls;
 pub mod write_buffer;

@@ -23,6 +23,7 @@ use super::capacity::{Capacity, Place};
 use super::conn_table::{ConnTable, slot_of};
 use super::connection::{Connection, Phase};
 use super::owners::{HOST, Owner, Owners};
+use super::tape::Tapes;
 use super::timers::Timers;
 use super::tls::{Failure, Tls};
 use crate::limits::{
@@ -88,6 +89,9 @@ pub struct Net {
     /// the guest.
     handshaken: Vec<usize>,
     tls_log: RateLimit,
+    /// While a canary runs: what the serving generation reads and writes on the
+    /// connections it samples.
+    tapes: Option<Box<Tapes>>,
 }
 
 /// What the loop must come back to: the connections with something to report, and
@@ -216,6 +220,14 @@ impl Net {
 
     /// `read`: up to `max` bytes, `would-block`, `eof`, or why not.
     pub fn read(&mut self, id: Conn, max: u32) -> ReadResult {
+        let result = self.read_now(id, max);
+        if let Some(tapes) = self.tapes.as_deref_mut() {
+            tapes.on_read(id, &result);
+        }
+        result
+    }
+
+    fn read_now(&mut self, id: Conn, max: u32) -> ReadResult {
         if self.scratch.is_empty() {
             self.scratch = vec![0; MAX_READ_CHUNK];
         }
@@ -276,6 +288,14 @@ impl Net {
 
     /// `write`: sends what the socket takes now, buffers the rest up to the bound.
     pub fn write(&mut self, id: Conn, data: &[u8]) -> WriteResult {
+        let result = self.write_now(id, data);
+        if let (Some(tapes), WriteResult::Accepted(n)) = (self.tapes.as_deref_mut(), &result) {
+            tapes.on_write(id, &data[..*n as usize]);
+        }
+        result
+    }
+
+    fn write_now(&mut self, id: Conn, data: &[u8]) -> WriteResult {
         let Some(conn) = visible(&mut self.conns, id, self.caller) else {
             return WriteResult::Failed(IoError::UnknownConn);
         };
@@ -340,7 +360,26 @@ impl Net {
     pub fn close(&mut self, id: Conn) -> Result<(), IoError> {
         visible(&mut self.conns, id, self.caller).ok_or(IoError::UnknownConn)?;
         self.start_close(slot_of(id));
+        if let Some(tapes) = self.tapes.as_deref_mut() {
+            tapes.on_close(id);
+        }
         Ok(())
+    }
+
+    /// Starts or stops recording for a canary: with `Some`, [`Tapes`] that sampled
+    /// connections are recorded into; answers the ones it replaces.
+    pub fn set_tapes(&mut self, tapes: Option<Box<Tapes>>) -> Option<Box<Tapes>> {
+        std::mem::replace(&mut self.tapes, tapes)
+    }
+
+    /// The canary's tapes, while it runs.
+    pub fn tapes(&mut self) -> Option<&mut Tapes> {
+        self.tapes.as_deref_mut()
+    }
+
+    /// The peer of `id`, whoever owns it: for a canary's shadows.
+    pub fn peer_of(&mut self, id: Conn) -> Option<String> {
+        self.conns.get_mut(id).map(|conn| conn.peer.to_string())
     }
 
     /// `peer`.
@@ -677,6 +716,9 @@ impl Net {
                     conn: conn.id,
                     error,
                 };
+                if let Some(tapes) = self.tapes.as_deref_mut() {
+                    tapes.on_hangup(conn.id);
+                }
                 batch.push(owner, Event::Hangup(hangup));
                 self.agenda.ready.swap_remove(i);
                 self.remove(slot);

@@ -79,6 +79,11 @@ impl Generations {
         }
     }
 
+    /// The guest of the generation serving new connections.
+    pub fn serving_guest(&self) -> &Arc<Guest> {
+        &self.serving().guest
+    }
+
     /// The number of the generation serving new connections.
     pub fn serving_number(&self) -> u32 {
         self.serving().number

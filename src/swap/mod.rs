@@ -6,10 +6,16 @@
 //!   over ([`SwapMode`]), when an old one's connections are closed
 //!   (`--drain-timeout`), and when it is dropped; and recycling ([`Recycle`]): a
 //!   fresh instance of the same code taking over from a leaking one.
+//! - [`canary`]: `--swap canary`, a new generation tried as a shadow on live
+//!   traffic and promoted only if it answers what the serving one answers
+//!   (compared by [`diff`]).
 
+pub mod canary;
+pub mod diff;
 pub mod generations;
 pub mod reloader;
 
+pub use canary::{Canary, CanaryConfig, Verdict};
 pub use generations::Generations;
 pub use reloader::{Loaded, ReloadHandle, Reloader, SwapInbox};
 
@@ -32,4 +38,16 @@ pub enum SwapMode {
     /// Open connections move to the new generation at once (`adopted`), with the
     /// guest's state handed over through its optional `state` interface.
     Handoff,
+}
+
+/// How a reload's new generation takes over (`--swap`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SwapPolicy {
+    /// At once; open connections stay with the generation that accepted them.
+    Drain,
+    /// At once; open connections move to the new generation with the guest's state.
+    Handoff,
+    /// First as a shadow on live traffic, compared with the serving generation;
+    /// promoted (with `--canary-then`) only if it answers the same.
+    Canary,
 }

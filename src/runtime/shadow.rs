@@ -1,0 +1,218 @@
+//! [`ShadowIo`]: the `io` a canary's shadow instance sees instead of the sockets.
+//!
+//! A shadow gets the events of the connections its canary samples and, when it
+//! reads, the bytes the serving generation read from them, in the same order. Its
+//! writes are kept, never sent (every write is accepted whole: the shadow's socket
+//! never pushes back); its interest, closes and shutdowns are recorded, never
+//! applied; it cannot connect out. Its timers are its own, fired by the canary.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::limits::MAX_TIMER_DELAY_MS;
+use crate::wit::{Conn, Event, HangupInfo, IoError, ReadResult, TlsInfo, WriteResult};
+
+/// The most timers one shadow may have armed.
+const MAX_TIMERS: usize = 4096;
+
+/// The largest read a shadow is answered, as the host caps a real one.
+const MAX_READ: usize = 64 * 1024;
+
+/// One sampled connection as a shadow sees it.
+#[derive(Debug, Default)]
+pub struct ShadowConn {
+    /// Everything the serving generation read from it so far.
+    pub input: Vec<u8>,
+    /// How much of `input` the shadow has read.
+    pub read: usize,
+    /// The serving generation read the peer's end-of-stream after `input`.
+    pub eof: bool,
+    /// What the shadow wrote to it.
+    pub output: Vec<u8>,
+    /// The input offset at which the shadow closed it, once it has.
+    pub closed_at: Option<usize>,
+    /// The shadow shut its write side.
+    pub write_shut: bool,
+    /// The connection failed: the shadow hears `hangup`, and it is dead.
+    pub hung_up: bool,
+    /// The peer's address, as the serving generation saw it.
+    pub peer: Option<String>,
+    want_read: bool,
+    want_write: bool,
+    accepted_told: bool,
+    eof_told: bool,
+    writable_told: bool,
+    hangup_told: bool,
+}
+
+impl ShadowConn {
+    /// Open to the shadow: neither closed by it nor failed.
+    fn live(&self) -> bool {
+        self.closed_at.is_none() && !self.hung_up
+    }
+}
+
+/// The connections and timers of one shadow instance.
+#[derive(Debug, Default)]
+pub struct ShadowIo {
+    /// By handle, so that events go out in the same order to every shadow.
+    pub conns: BTreeMap<Conn, ShadowConn>,
+    timers: BTreeMap<u64, Instant>,
+}
+
+impl ShadowIo {
+    /// Adds a sampled connection, announced as `accepted` in the next batch.
+    pub fn accept(&mut self, conn: Conn, peer: Option<String>) {
+        self.conns.insert(
+            conn,
+            ShadowConn {
+                peer,
+                want_read: true,
+                ..ShadowConn::default()
+            },
+        );
+    }
+
+    /// The events the shadow has now, as the host's loop would report them: a new
+    /// connection, unread input or end-of-stream, room to write (once after write
+    /// interest goes on), a failure, and the timers due at `now`.
+    pub fn events(&mut self, now: Instant, events: &mut Vec<Event>) {
+        for (&id, conn) in &mut self.conns {
+            if conn.hung_up {
+                if !conn.hangup_told && conn.closed_at.is_none() {
+                    conn.hangup_told = true;
+                    events.push(Event::Hangup(HangupInfo {
+                        conn: id,
+                        error: IoError::Reset,
+                    }));
+                }
+                continue;
+            }
+            if conn.closed_at.is_some() {
+                continue;
+            }
+            if !conn.accepted_told {
+                conn.accepted_told = true;
+                events.push(Event::Accepted(id));
+            }
+            let unread = conn.read < conn.input.len();
+            if conn.want_read && (unread || (conn.eof && !conn.eof_told)) {
+                events.push(Event::Readable(id));
+            }
+            if conn.want_write && !conn.writable_told {
+                conn.writable_told = true;
+                events.push(Event::Writable(id));
+            }
+        }
+        let due: Vec<u64> = self
+            .timers
+            .iter()
+            .filter(|&(_, &at)| at <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            self.timers.remove(&id);
+            events.push(Event::Timer(id));
+        }
+    }
+
+    /// When its next timer is due.
+    pub fn next_timer(&self) -> Option<Instant> {
+        self.timers.values().min().copied()
+    }
+
+    fn live(&mut self, c: Conn) -> Option<&mut ShadowConn> {
+        self.conns.get_mut(&c).filter(|conn| conn.live())
+    }
+
+    /// `read`: the serving generation's input, then `would-block`, or `eof` once
+    /// the serving generation read it.
+    pub fn read(&mut self, c: Conn, max: u32) -> ReadResult {
+        let Some(conn) = self.live(c) else {
+            return ReadResult::Failed(IoError::UnknownConn);
+        };
+        let end = conn
+            .input
+            .len()
+            .min(conn.read + (max as usize).min(MAX_READ));
+        if end > conn.read {
+            let data = conn.input[conn.read..end].to_vec();
+            conn.read = end;
+            return ReadResult::Data(data);
+        }
+        if conn.eof && conn.read == conn.input.len() {
+            conn.eof_told = true;
+            return ReadResult::Eof;
+        }
+        ReadResult::WouldBlock
+    }
+
+    /// `write`: kept, and accepted whole.
+    pub fn write(&mut self, c: Conn, data: &[u8]) -> WriteResult {
+        let Some(conn) = self.live(c) else {
+            return WriteResult::Failed(IoError::UnknownConn);
+        };
+        if conn.write_shut {
+            return WriteResult::Failed(IoError::Closed);
+        }
+        conn.output.extend_from_slice(data);
+        WriteResult::Accepted(data.len() as u32)
+    }
+
+    /// `set-interest`: recorded; turning write interest on earns one `writable`.
+    pub fn set_interest(&mut self, c: Conn, readable: bool, writable: bool) {
+        if let Some(conn) = self.live(c) {
+            conn.want_read = readable;
+            if writable && !conn.want_write {
+                conn.writable_told = false;
+            }
+            conn.want_write = writable;
+        }
+    }
+
+    /// `shutdown-write`: recorded.
+    pub fn shutdown_write(&mut self, c: Conn) {
+        if let Some(conn) = self.live(c) {
+            conn.write_shut = true;
+        }
+    }
+
+    /// `close`: recorded, with how much input the shadow had read by then.
+    pub fn close(&mut self, c: Conn) {
+        if let Some(conn) = self.live(c) {
+            conn.closed_at = Some(conn.read);
+        }
+    }
+
+    /// `peer`: the serving generation's peer.
+    pub fn peer(&mut self, c: Conn) -> Option<String> {
+        self.live(c)?.peer.clone()
+    }
+
+    /// `tls`: a shadow is told nothing of TLS.
+    pub fn tls(&mut self, _c: Conn) -> Option<TlsInfo> {
+        None
+    }
+
+    /// `set-timer`: the shadow's own, fired by the canary.
+    pub fn set_timer(&mut self, id: u64, after_ms: u64) -> Result<(), IoError> {
+        if after_ms > MAX_TIMER_DELAY_MS
+            || (self.timers.len() >= MAX_TIMERS && !self.timers.contains_key(&id))
+        {
+            return Err(IoError::LimitExceeded);
+        }
+        self.timers
+            .insert(id, Instant::now() + Duration::from_millis(after_ms));
+        Ok(())
+    }
+
+    /// `cancel-timer`.
+    pub fn cancel_timer(&mut self, id: u64) {
+        self.timers.remove(&id);
+    }
+
+    /// `connect`: never permitted to a shadow.
+    pub fn connect(&mut self) -> Result<Conn, IoError> {
+        Err(IoError::NotPermitted)
+    }
+}

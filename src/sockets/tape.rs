@@ -1,0 +1,82 @@
+//! [`Tapes`]: what the serving generation read from and wrote to the connections a
+//! canary samples, for the shadows to replay and the comparison to judge.
+//!
+//! `Net` records into it only while a canary runs (one `Option` test per call
+//! otherwise), and only for the sampled connections; the canary takes what is new
+//! after each batch.
+
+use std::collections::HashMap;
+
+use crate::wit::{Conn, ReadResult};
+
+/// What one sampled connection did since the canary last took it.
+#[derive(Debug, Default)]
+pub struct Tape {
+    /// Bytes the serving generation read, in order.
+    pub input: Vec<u8>,
+    /// The serving generation read the peer's end-of-stream.
+    pub eof: bool,
+    /// Bytes the serving generation's writes were accepted with, in order.
+    pub output: Vec<u8>,
+    /// The serving generation closed the connection.
+    pub closed: bool,
+    /// The connection failed (a `hangup`).
+    pub hung_up: bool,
+}
+
+/// The tapes of every sampled connection.
+#[derive(Debug, Default)]
+pub struct Tapes {
+    tapes: HashMap<Conn, Tape>,
+}
+
+impl Tapes {
+    /// Starts recording `conn`.
+    pub fn start(&mut self, conn: Conn) {
+        self.tapes.entry(conn).or_default();
+    }
+
+    /// A `read` answered `result`.
+    pub fn on_read(&mut self, conn: Conn, result: &ReadResult) {
+        if let Some(tape) = self.tapes.get_mut(&conn) {
+            match result {
+                ReadResult::Data(bytes) => tape.input.extend_from_slice(bytes),
+                ReadResult::Eof => tape.eof = true,
+                _ => {}
+            }
+        }
+    }
+
+    /// A `write` was accepted with `bytes`.
+    pub fn on_write(&mut self, conn: Conn, bytes: &[u8]) {
+        if let Some(tape) = self.tapes.get_mut(&conn) {
+            tape.output.extend_from_slice(bytes);
+        }
+    }
+
+    /// The guest closed `conn`.
+    pub fn on_close(&mut self, conn: Conn) {
+        if let Some(tape) = self.tapes.get_mut(&conn) {
+            tape.closed = true;
+        }
+    }
+
+    /// `conn` failed: its `hangup` went out.
+    pub fn on_hangup(&mut self, conn: Conn) {
+        if let Some(tape) = self.tapes.get_mut(&conn) {
+            tape.hung_up = true;
+        }
+    }
+
+    /// Takes what each tape recorded since the last take; a tape whose connection
+    /// ended is taken whole and forgotten.
+    pub fn take(&mut self, mut each: impl FnMut(Conn, &mut Tape)) {
+        self.tapes.retain(|&conn, tape| {
+            each(conn, tape);
+            let ended = tape.closed || tape.hung_up;
+            tape.input.clear();
+            tape.output.clear();
+            !ended
+        });
+    }
+}

@@ -1,0 +1,360 @@
+//! [`Canary`]: a new generation tried on live traffic before it serves (`--swap
+//! canary`).
+//!
+//! The candidate runs as a *shadow* beside the serving generation: for each new
+//! connection it samples, the shadow hears the same events and reads the same bytes
+//! the serving generation read, in the same order (`ShadowIo`); its writes are kept,
+//! never sent. Once a connection has ended on the serving side, the two outputs are
+//! compared as byte streams, and so is where each closed it (`diff`). A second
+//! shadow of the *serving* code, on the same input, learns the noise: bytes where the
+//! serving code differs from itself are not compared. After enough connections
+//! agree the candidate is promoted with a normal swap; the first divergence, trap,
+//! or a timeout rejects it, and no client notices either way.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::SwapMode;
+use super::diff::{first_difference, snippet};
+use super::reloader::Loaded;
+use crate::metrics::CanaryCounters;
+use crate::runtime::component::Guest;
+use crate::runtime::digest::Digest;
+use crate::runtime::engine::Runtime;
+use crate::runtime::instance::Instance;
+use crate::runtime::shadow::ShadowIo;
+use crate::runtime::trap::describe;
+use crate::sockets::net::Net;
+use crate::sockets::tape::Tapes;
+use crate::wit::{Conn, Event};
+
+/// How long a shadow may keep a connection open after the serving generation
+/// ended it (a close behind its own timer, say) before that counts as a
+/// divergence.
+const GRACE: Duration = Duration::from_secs(2);
+
+/// What `--swap canary` is told on the command line.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CanaryConfig {
+    /// The share of new connections compared, in percent (1 to 100).
+    pub sample_percent: u32,
+    /// Connections compared with no divergence before the candidate is promoted.
+    pub connections: u32,
+    /// How the candidate takes over when promoted (drain or handoff).
+    pub then: SwapMode,
+    /// How long to wait for enough connections; then the candidate is rejected.
+    pub timeout: Duration,
+    /// Learn the serving code's own noise with a second shadow.
+    pub noise: bool,
+}
+
+/// Where a canary stands after a batch.
+pub enum Verdict {
+    /// Still comparing.
+    Running,
+    /// Enough connections agreed: promote the candidate.
+    Promote,
+    /// Rejected, for the reason given (one line).
+    Reject(String),
+}
+
+/// A shadow instance and the `io` it sees.
+struct Shadow {
+    instance: Instance,
+    io: Option<Box<ShadowIo>>,
+}
+
+impl Shadow {
+    fn start(runtime: &Runtime, guest: &Guest) -> anyhow::Result<Self> {
+        Ok(Self {
+            instance: runtime.instantiate(guest)?,
+            io: Some(Box::default()),
+        })
+    }
+
+    fn io(&mut self) -> &mut ShadowIo {
+        self.io.as_deref_mut().expect("lent only during a call")
+    }
+
+    /// One call with whatever the shadow has to hear now, if anything.
+    fn run(&mut self, now: Instant, events: &mut Vec<Event>) -> Result<(), String> {
+        events.clear();
+        self.io().events(now, events);
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.instance
+            .call_shadow(events, &mut self.io)
+            .map_err(|err| describe(&err, self.instance.memory_refused()))
+    }
+}
+
+/// What the serving generation did on one sampled connection.
+#[derive(Default)]
+struct Record {
+    output: Vec<u8>,
+    /// Input bytes the serving generation read so far.
+    input: usize,
+    /// The input offset at which the serving generation closed it.
+    closed_at: Option<usize>,
+    /// When it ended on the serving side (closed, or failed).
+    ended: Option<Instant>,
+    hung_up: bool,
+}
+
+/// A candidate under trial.
+pub struct Canary {
+    config: CanaryConfig,
+    loaded: Loaded,
+    candidate: Shadow,
+    noise: Option<Shadow>,
+    records: HashMap<Conn, Record>,
+    started: Instant,
+    /// New connections seen, for sampling.
+    seen: u64,
+    compared: u32,
+    /// Shadow time, in this canary.
+    spent: Duration,
+    events: Vec<Event>,
+}
+
+impl Canary {
+    /// Starts `loaded` as a shadow (and, with noise learning, one of `serving`),
+    /// and starts recording into `net`. An error if an instance cannot start.
+    pub fn start(
+        config: CanaryConfig,
+        loaded: Loaded,
+        serving: &Arc<Guest>,
+        runtime: &Runtime,
+        net: &mut Net,
+    ) -> Result<Self, String> {
+        let candidate = Shadow::start(runtime, &loaded.guest)
+            .map_err(|err| format!("it failed to start: {}", describe(&err, false)))?;
+        let noise = if config.noise {
+            Some(
+                Shadow::start(runtime, serving)
+                    .map_err(|err| format!("the serving code's shadow failed to start: {err:#}"))?,
+            )
+        } else {
+            None
+        };
+        net.set_tapes(Some(Box::<Tapes>::default()));
+        Ok(Self {
+            config,
+            loaded,
+            candidate,
+            noise,
+            records: HashMap::new(),
+            started: Instant::now(),
+            seen: 0,
+            compared: 0,
+            spent: Duration::ZERO,
+            events: Vec::new(),
+        })
+    }
+
+    /// The candidate's digest.
+    pub fn candidate(&self) -> Digest {
+        self.loaded.guest.digest
+    }
+
+    /// The candidate's digest, short.
+    pub fn digest(&self) -> String {
+        self.loaded.guest.short_digest()
+    }
+
+    /// The candidate, to promote (or, for a tier-up that arrives during the trial,
+    /// to replace with its optimized code).
+    pub fn loaded_mut(&mut self) -> &mut Loaded {
+        &mut self.loaded
+    }
+
+    /// Ends the trial; records nothing more, and gives the candidate back.
+    pub fn finish(self, net: &mut Net) -> Loaded {
+        net.set_tapes(None);
+        self.loaded
+    }
+
+    /// Connections compared so far, and the shadow time spent.
+    pub fn progress(&self) -> (u32, Duration) {
+        (self.compared, self.spent)
+    }
+
+    /// A connection the serving generation accepted: sampled or not.
+    pub fn accepted(&mut self, conn: Conn, net: &mut Net) {
+        self.seen += 1;
+        let percent = u64::from(self.config.sample_percent);
+        // Every connection at 100 %, evenly spread below it.
+        if self.seen * percent / 100 == (self.seen - 1) * percent / 100 {
+            return;
+        }
+        let Some(tapes) = net.tapes() else { return };
+        tapes.start(conn);
+        let peer = net.peer_of(conn);
+        self.candidate.io().accept(conn, peer.clone());
+        if let Some(noise) = &mut self.noise {
+            noise.io().accept(conn, peer);
+        }
+        self.records.insert(conn, Record::default());
+    }
+
+    /// After the serving generation's batch: hands the shadows what it read, runs
+    /// them, compares the connections that ended, and says where the trial stands.
+    pub fn after_batch(&mut self, net: &mut Net, counters: &mut CanaryCounters) -> Verdict {
+        let now = Instant::now();
+        if let Some(tapes) = net.tapes() {
+            let records = &mut self.records;
+            let candidate = self.candidate.io.as_deref_mut().expect("not lent");
+            let mut noise = self.noise.as_mut().and_then(|n| n.io.as_deref_mut());
+            tapes.take(|conn, tape| {
+                let Some(record) = records.get_mut(&conn) else {
+                    return;
+                };
+                record.input += tape.input.len();
+                record.output.extend_from_slice(&tape.output);
+                for io in [Some(&mut *candidate), noise.as_deref_mut()]
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(shadow) = io.conns.get_mut(&conn) {
+                        shadow.input.extend_from_slice(&tape.input);
+                        shadow.eof |= tape.eof;
+                        shadow.hung_up |= tape.hung_up;
+                    }
+                }
+                if record.ended.is_none() && (tape.closed || tape.hung_up) {
+                    record.ended = Some(now);
+                    record.hung_up = tape.hung_up;
+                    if tape.closed {
+                        record.closed_at = Some(record.input);
+                    }
+                }
+            });
+        }
+        self.run_shadows(now, counters)
+    }
+
+    /// At the loop's tick: shadow timers due, grace periods over, the timeout.
+    pub fn tick(&mut self, counters: &mut CanaryCounters) -> Verdict {
+        self.run_shadows(Instant::now(), counters)
+    }
+
+    /// When the trial next needs the loop: a shadow timer, a grace period's end,
+    /// the timeout.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let timers = [Some(&self.candidate), self.noise.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.io.as_deref()?.next_timer());
+        let graces = self
+            .records
+            .values()
+            .filter_map(|r| r.ended.map(|at| at + GRACE));
+        timers
+            .chain(graces)
+            .chain([self.started + self.config.timeout])
+            .min()
+    }
+
+    fn run_shadows(&mut self, now: Instant, counters: &mut CanaryCounters) -> Verdict {
+        let started = Instant::now();
+        let candidate = self.candidate.run(now, &mut self.events);
+        let noise = match &mut self.noise {
+            Some(noise) => noise.run(now, &mut self.events),
+            None => Ok(()),
+        };
+        let spent = started.elapsed();
+        self.spent += spent;
+        counters.seconds += spent.as_secs_f64();
+        if let Err(why) = candidate {
+            return self.reject(format!("the candidate trapped: {why}"), counters);
+        }
+        if let Err(why) = noise {
+            // The serving code trapped on this input too: its connections were
+            // lost either way; the trial goes on without noise learning.
+            tracing::warn!(
+                "canary: the serving code's shadow trapped ({why}); noise learning is off for this trial"
+            );
+            self.noise = None;
+        }
+        if let Some(why) = self.judge(now, counters) {
+            return self.reject(why, counters);
+        }
+        if self.compared >= self.config.connections {
+            counters.promotions += 1;
+            return Verdict::Promote;
+        }
+        if now >= self.started + self.config.timeout {
+            let why = format!(
+                "only {} of {} connections compared in {:?} (--canary-timeout)",
+                self.compared, self.config.connections, self.config.timeout
+            );
+            return self.reject(why, counters);
+        }
+        Verdict::Running
+    }
+
+    fn reject(&mut self, why: String, counters: &mut CanaryCounters) -> Verdict {
+        counters.rejections += 1;
+        Verdict::Reject(why)
+    }
+
+    /// Compares every connection that has ended on both sides (or whose grace is
+    /// over); the first divergence, in words.
+    fn judge(&mut self, now: Instant, counters: &mut CanaryCounters) -> Option<String> {
+        let ended: Vec<Conn> = self
+            .records
+            .iter()
+            .filter(|(conn, record)| {
+                record.ended.is_some_and(|at| {
+                    let shadow = &self.candidate.io.as_deref().expect("not lent").conns[conn];
+                    shadow.closed_at.is_some() || record.hung_up || now >= at + GRACE
+                })
+            })
+            .map(|(&conn, _)| conn)
+            .collect();
+        for conn in ended {
+            let record = self.records.remove(&conn).expect("listed");
+            let candidate = self.candidate.io().conns.remove(&conn).expect("sampled");
+            let noise = self.noise.as_mut().and_then(|n| n.io().conns.remove(&conn));
+            if record.hung_up {
+                // A failed connection's output is cut wherever the failure fell:
+                // nothing to compare.
+                continue;
+            }
+            let noise_output = noise.as_ref().map(|n| n.output.as_slice());
+            if let Some(at) = first_difference(&record.output, &candidate.output, noise_output) {
+                counters.divergences += 1;
+                return Some(format!(
+                    "connection {conn} ({}) diverged at byte {at} of its output ({} bytes from the serving generation, {} from the candidate): serving {} candidate {}",
+                    candidate.peer.as_deref().unwrap_or("?"),
+                    record.output.len(),
+                    candidate.output.len(),
+                    snippet(&record.output, at),
+                    snippet(&candidate.output, at),
+                ));
+            }
+            let noisy_close = noise
+                .as_ref()
+                .is_some_and(|n| n.closed_at != record.closed_at);
+            if candidate.closed_at != record.closed_at && !noisy_close {
+                counters.divergences += 1;
+                let when = |at: Option<usize>| {
+                    at.map_or("kept it open".to_string(), |n| {
+                        format!("closed it after reading {n} bytes")
+                    })
+                };
+                return Some(format!(
+                    "connection {conn} ({}) diverged in its close: the serving generation {}, the candidate {}",
+                    candidate.peer.as_deref().unwrap_or("?"),
+                    when(record.closed_at),
+                    when(candidate.closed_at),
+                ));
+            }
+            self.compared += 1;
+            counters.compared += 1;
+        }
+        None
+    }
+}

@@ -1,0 +1,317 @@
+//! `--swap canary`: a new guest first runs as a shadow beside the serving one, on
+//! the same input; it is promoted only once enough connections got the same answers
+//! from it, and rejected at the first divergence, trap or timeout, with no client
+//! noticing either way.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{Host, example, fresh_body, install, serve_file, test_guest, wait_swapped_to};
+
+/// The same component with one more custom section: other bytes (another digest,
+/// so a new generation), the same code.
+fn with_custom_section(mut bytes: Vec<u8>, payload: &[u8]) -> Vec<u8> {
+    let name = b"sandsock-test";
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name);
+    section.extend_from_slice(payload);
+    bytes.push(0);
+    let mut len = section.len();
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        bytes.push(if len > 0 { byte | 0x80 } else { byte });
+        if len == 0 {
+            break;
+        }
+    }
+    bytes.extend_from_slice(&section);
+    bytes
+}
+
+/// What the log says when a canary promotes its candidate.
+const PROMOTED: &str = "; promoted (shadow calls took";
+
+fn guest(name: &str) -> Vec<u8> {
+    std::fs::read(test_guest(name)).unwrap()
+}
+
+/// Serves `serving` with `--swap canary --canary-connections N` and `flags`, then
+/// installs `candidate` over it and sends SIGHUP; returns once the canary started.
+fn canary(name: &str, serving: &[u8], candidate: &[u8], n: u32, flags: &[&str]) -> Host {
+    let n = n.to_string();
+    let mut args = vec!["--swap", "canary", "--canary-connections", n.as_str()];
+    args.extend_from_slice(flags);
+    let (host, path) = serve_file(name, serving, &args);
+    install(&path, candidate);
+    host.signal(libc::SIGHUP);
+    host.wait_for_log("canary: trying the new guest", Duration::from_secs(30));
+    host
+}
+
+/// One echo connection: each line sent, its echo read, then the client's end and
+/// the server's.
+fn echo_session(host: &Host, lines: &[&str]) {
+    let mut client = BufReader::new(host.connect());
+    for line in lines {
+        client
+            .get_mut()
+            .write_all(format!("{line}\n").as_bytes())
+            .unwrap();
+        let mut back = String::new();
+        client.read_line(&mut back).unwrap();
+        assert_eq!(back, format!("{line}\n"), "the serving generation answers");
+    }
+    client
+        .get_mut()
+        .shutdown(std::net::Shutdown::Write)
+        .unwrap();
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
+/// Waits for the verdict: the log line that starts with `needle`.
+fn verdict(host: &Host, needle: &str) -> String {
+    host.wait_for_log(needle, Duration::from_secs(30));
+    host.log()
+        .lines()
+        .find(|line| line.contains(needle))
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn the_same_code_is_promoted_after_n_connections_and_clients_see_nothing_change() {
+    let http = example("http");
+    let host = canary(
+        "canary-same",
+        &http,
+        &with_custom_section(http.clone(), b"v2"),
+        20,
+        &["--admin", "127.0.0.1:0"],
+    );
+    for _ in 0..19 {
+        assert_eq!(fresh_body(&host), "hello\n");
+    }
+    assert!(
+        !host.log().contains(PROMOTED),
+        "promoted before 20:\n{}",
+        host.log()
+    );
+    for _ in 0..5 {
+        assert_eq!(fresh_body(&host), "hello\n");
+    }
+    let line = verdict(&host, PROMOTED);
+    assert!(line.contains("on 20 connection(s)"), "{line}");
+    wait_swapped_to(&host, 2);
+    assert_eq!(fresh_body(&host), "hello\n");
+    assert!(host.metric("sandsock_canary_connections_compared_total", &[]) >= 20.0);
+    assert_eq!(host.metric("sandsock_canary_promotions_total", &[]), 1.0);
+    assert_eq!(host.metric("sandsock_canary_divergences_total", &[]), 0.0);
+}
+
+#[test]
+fn a_different_body_is_rejected_with_the_offset_and_both_snippets() {
+    let host = canary(
+        "canary-body",
+        &example("http"),
+        &guest("http_v2"),
+        20,
+        &["--admin", "127.0.0.1:0"],
+    );
+    // Every client gets the serving generation's answer, before and after.
+    for _ in 0..5 {
+        assert_eq!(fresh_body(&host), "hello\n");
+    }
+    let line = verdict(&host, "canary rejected");
+    // `HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: ` is 59
+    // bytes: the lengths (6 and 9) are the first difference.
+    assert!(line.contains("diverged at byte 59 of its output"), "{line}");
+    assert!(line.contains("Content-Length: 6"), "{line}");
+    assert!(line.contains("Content-Length: 9"), "{line}");
+    for _ in 0..5 {
+        assert_eq!(fresh_body(&host), "hello\n");
+    }
+    assert!(
+        !host.log().contains("swap to generation 2"),
+        "{}",
+        host.log()
+    );
+    assert_eq!(host.metric("sandsock_canary_rejections_total", &[]), 1.0);
+    assert_eq!(host.metric("sandsock_canary_divergences_total", &[]), 1.0);
+}
+
+/// Candidates that trap, loop or grow past their memory on `TRIGGER`: rejected,
+/// the client that sent it answered by the serving generation, which never
+/// restarted.
+#[test]
+fn a_candidate_that_traps_loops_or_grows_is_rejected_and_no_client_is_affected() {
+    for (candidate, why) in [
+        ("panics", "unreachable"),
+        ("loops_forever", "timeout"),
+        ("grows_memory", "out of memory"),
+    ] {
+        let host = canary(
+            &format!("canary-{candidate}"),
+            &example("echo"),
+            &guest(candidate),
+            50,
+            &["--max-memory", "16MiB"],
+        );
+        echo_session(&host, &["warm up", "once more"]);
+        echo_session(&host, &["TRIGGER", "still served"]);
+        let line = verdict(&host, "canary rejected");
+        assert!(
+            line.contains("the candidate trapped") && line.contains(why),
+            "{candidate}: {line}"
+        );
+        echo_session(&host, &["after the verdict"]);
+        let log = host.log();
+        assert!(
+            !log.contains("guest trapped"),
+            "{candidate}: the serving generation trapped:\n{log}"
+        );
+        assert!(!log.contains("swap to generation 2"), "{candidate}:\n{log}");
+    }
+}
+
+#[test]
+fn a_candidate_that_closes_early_or_writes_more_diverges() {
+    for (candidate, why) in [
+        ("closes_early", "diverged"),
+        ("writes_more", "diverged at byte 4 of its output"),
+    ] {
+        let host = canary(
+            &format!("canary-{candidate}"),
+            &example("echo"),
+            &guest(candidate),
+            50,
+            &[],
+        );
+        echo_session(&host, &["one", "two"]);
+        let line = verdict(&host, "canary rejected");
+        assert!(line.contains(why), "{candidate}: {line}");
+    }
+}
+
+/// 50 keep-alive connections under `host load` plus new connections, through a
+/// canary and a promotion: no request fails.
+#[test]
+fn under_load_a_canary_and_a_promotion_fail_no_request() {
+    let http = example("http");
+    let host = canary(
+        "canary-load",
+        &http,
+        &with_custom_section(http.clone(), b"under load"),
+        100,
+        &[],
+    );
+    let addr = host.addr.to_string();
+    let load = std::thread::spawn(move || {
+        common::run_host(&[
+            "load",
+            &addr,
+            "--http",
+            "-c",
+            "50",
+            "-n",
+            "200000",
+            "--quiet",
+            "--timeout",
+            "120",
+        ])
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !host.log().contains(PROMOTED) {
+        assert!(Instant::now() < deadline, "no verdict:\n{}", host.log());
+        assert_eq!(fresh_body(&host), "hello\n");
+    }
+    wait_swapped_to(&host, 2);
+    let out = load.join().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("errors:         0\n"), "{report}");
+    let line = verdict(&host, PROMOTED);
+    eprintln!("{line}");
+}
+
+/// A guest that writes a timestamp differs from itself on every run: noise learning
+/// masks it, and without it the same code is rejected.
+#[test]
+fn a_timestamp_is_noise_with_learning_on_and_a_divergence_with_it_off() {
+    let stamps = guest("stamps");
+    let candidate = with_custom_section(stamps.clone(), b"again");
+    let host = canary("canary-noise-on", &stamps, &candidate, 10, &[]);
+    for _ in 0..12 {
+        stamped_session(&host);
+    }
+    verdict(&host, PROMOTED);
+
+    let host = canary(
+        "canary-noise-off",
+        &stamps,
+        &candidate,
+        10,
+        &["--canary-noise", "off"],
+    );
+    stamped_session(&host);
+    let line = verdict(&host, "canary rejected");
+    assert!(line.contains("diverged at byte"), "{line}");
+}
+
+/// One line to the `stamps` guest, its answer checked for the echo after the stamp.
+fn stamped_session(host: &Host) {
+    let mut client = BufReader::new(host.connect());
+    client.get_mut().write_all(b"ping\n").unwrap();
+    let mut back = String::new();
+    client.read_line(&mut back).unwrap();
+    assert!(back.ends_with(" ping\n") && back.len() == 26, "{back:?}");
+    client
+        .get_mut()
+        .shutdown(std::net::Shutdown::Write)
+        .unwrap();
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).unwrap();
+}
+
+/// Another protocol: the kv example against itself with one reply changed (the
+/// same length, patched in the component's data).
+#[test]
+fn the_kv_example_with_a_changed_reply_is_rejected() {
+    let kv = example("kv");
+    let needle = b"NOT_FOUND\n";
+    let at = kv
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("the reply in kv's data");
+    let mut changed = kv.clone();
+    changed[at..at + needle.len()].copy_from_slice(b"NOT_THERE\n");
+    let host = canary("canary-kv", &kv, &changed, 20, &[]);
+    let mut client = BufReader::new(host.connect());
+    for (request, answer) in [
+        ("SET a 1\n", "OK\n"),
+        ("GET a\n", "VALUE 1\n"),
+        ("GET b\n", "NOT_FOUND\n"),
+    ] {
+        client.get_mut().write_all(request.as_bytes()).unwrap();
+        let mut line = String::new();
+        client.read_line(&mut line).unwrap();
+        assert_eq!(line, answer);
+    }
+    client
+        .get_mut()
+        .shutdown(std::net::Shutdown::Write)
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = client.read_to_end(&mut rest);
+    let line = verdict(&host, "canary rejected");
+    assert!(
+        line.contains("NOT_FOUND") && line.contains("NOT_THERE"),
+        "{line}"
+    );
+    let _ = TcpStream::connect(host.addr).unwrap();
+}
