@@ -88,8 +88,11 @@ impl WasmHandler {
         let digest = loaded.guest.digest;
         if loaded.tier_up {
             match &mut self.canary {
+                // The candidate's optimized code: promoted instead of the baseline
+                // code on trial, as the swap itself (not a tier-up of its own).
                 Some(canary) if canary.candidate() == digest => {
-                    *canary.loaded_mut() = loaded;
+                    let on_trial = canary.loaded_mut();
+                    on_trial.guest = loaded.guest;
                 }
                 _ if self.rejected == Some(digest) => {}
                 _ => {
