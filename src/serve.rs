@@ -14,6 +14,7 @@ use crate::limits::Limits;
 use crate::metrics::{Published, millis};
 use crate::native::NativeHttp;
 use crate::runtime::engine::Runtime;
+use crate::runtime::sandbox::Isolation;
 use crate::sockets::capacity::Capacity;
 use crate::sockets::event_loop::EventLoop;
 use crate::sockets::handler::EventHandler;
@@ -25,6 +26,11 @@ use crate::wasm_handler::WasmHandler;
 
 /// Serves until a shutdown completes.
 pub fn serve(args: &ServeArgs) -> Result<()> {
+    if args.canary().is_some() && args.isolation == Isolation::Connection {
+        bail!(
+            "--swap canary works with --isolation shared only: its shadow is one instance, which with an instance per connection would share state and limits the serving instances do not"
+        );
+    }
     let workers = args.workers.count();
     let limits = args.limits();
     raise_open_file_limit();

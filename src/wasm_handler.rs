@@ -109,8 +109,11 @@ impl WasmHandler {
             );
         }
         let short = loaded.guest.short_digest();
+        self.rejected = None;
         let serving = self.generations.serving_guest().clone();
-        match Canary::start(config, loaded, &serving, self.tenants.runtime(), net) {
+        let seed = self.tenants.serving_snapshot();
+        let runtime = self.tenants.runtime().clone();
+        match Canary::start(config, loaded, serving, seed, runtime, net) {
             Ok(canary) => {
                 info!(
                     candidate = %short,
@@ -134,7 +137,7 @@ impl WasmHandler {
     /// Acts on where the trial stands: logs progress, promotes, or rejects.
     fn conclude(&mut self, verdict: Verdict, net: &mut Net) {
         let Some(canary) = &self.canary else { return };
-        let (compared, spent) = canary.progress();
+        let (compared, inconclusive, spent) = canary.progress();
         let short = canary.digest();
         let spent_ms = crate::metrics::millis(spent);
         match verdict {
@@ -144,7 +147,7 @@ impl WasmHandler {
                     .map_or(10, |c| (c.connections / 10).max(1));
                 if compared >= self.progress_logged + step {
                     self.progress_logged = compared;
-                    info!(candidate = %short, compared, shadow_ms = spent_ms, "canary: {compared} connection(s) compared, no divergence");
+                    info!(candidate = %short, compared, inconclusive, shadow_ms = spent_ms, "canary: {compared} connection(s) compared, no divergence ({inconclusive} inconclusive)");
                 }
             }
             Verdict::Promote => {
@@ -159,9 +162,11 @@ impl WasmHandler {
                     self.generations.serving_number()
                 );
                 let swapped = self.generations.swap_in(loaded, &mut self.tenants, net);
+                self.canary_counters.promotions += u64::from(swapped);
                 self.report(digest, swapped);
             }
             Verdict::Reject(why) => {
+                self.canary_counters.rejections += 1;
                 let canary = self.canary.take().expect("on trial");
                 let digest = canary.finish(net).guest.digest;
                 warn!(

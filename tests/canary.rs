@@ -94,6 +94,11 @@ fn the_same_code_is_promoted_after_n_connections_and_clients_see_nothing_change(
         20,
         &["--admin", "127.0.0.1:0"],
     );
+    // Connections that prove nothing (a health check's connect and close) do not
+    // count.
+    for _ in 0..30 {
+        drop(host.connect());
+    }
     for _ in 0..19 {
         assert_eq!(fresh_body(&host), "hello\n");
     }
@@ -290,28 +295,56 @@ fn the_kv_example_with_a_changed_reply_is_rejected() {
         .expect("the reply in kv's data");
     let mut changed = kv.clone();
     changed[at..at + needle.len()].copy_from_slice(b"NOT_THERE\n");
-    let host = canary("canary-kv", &kv, &changed, 20, &[]);
-    let mut client = BufReader::new(host.connect());
-    for (request, answer) in [
-        ("SET a 1\n", "OK\n"),
-        ("GET a\n", "VALUE 1\n"),
-        ("GET b\n", "NOT_FOUND\n"),
-    ] {
-        client.get_mut().write_all(request.as_bytes()).unwrap();
-        let mut line = String::new();
-        client.read_line(&mut line).unwrap();
-        assert_eq!(line, answer);
-    }
-    client
-        .get_mut()
-        .shutdown(std::net::Shutdown::Write)
-        .unwrap();
-    let mut rest = Vec::new();
-    let _ = client.read_to_end(&mut rest);
+    let (host, path) = serve_file(
+        "canary-kv",
+        &kv,
+        &["--swap", "canary", "--canary-connections", "10"],
+    );
+    // A value stored before the trial: the shadows start from the serving
+    // instance's snapshot, so they know it too.
+    let mut before = BufReader::new(host.connect());
+    before.get_mut().write_all(b"SET a 1\n").unwrap();
+    let mut line = String::new();
+    before.read_line(&mut line).unwrap();
+    assert_eq!(line, "OK\n");
+    install(&path, &changed);
+    host.signal(libc::SIGHUP);
+    host.wait_for_log("canary: trying the new guest", Duration::from_secs(30));
+    // A session: each request answered by the serving generation, then the ends.
+    let session = |requests: &[(&str, &str)]| {
+        let mut client = BufReader::new(host.connect());
+        for (request, answer) in requests {
+            client.get_mut().write_all(request.as_bytes()).unwrap();
+            let mut line = String::new();
+            client.read_line(&mut line).unwrap();
+            assert_eq!(&line, answer, "the serving generation answers");
+        }
+        client
+            .get_mut()
+            .shutdown(std::net::Shutdown::Write)
+            .unwrap();
+        let mut rest = Vec::new();
+        let _ = client.read_to_end(&mut rest);
+    };
+    session(&[("GET a\n", "VALUE 1\n"), ("SET c 3\n", "OK\n")]);
+    host.wait_for_log("canary: 1 connection(s) compared", Duration::from_secs(10));
+    session(&[("GET b\n", "NOT_FOUND\n")]);
     let line = verdict(&host, "canary rejected");
     assert!(
         line.contains("NOT_FOUND") && line.contains("NOT_THERE"),
         "{line}"
     );
     let _ = TcpStream::connect(host.addr).unwrap();
+}
+
+#[test]
+fn a_canary_with_an_instance_per_connection_is_refused_in_one_line() {
+    let out = common::run_host(&["--swap", "canary", "--isolation", "connection"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("--swap canary works with --isolation shared only")
+            && said.lines().count() == 1,
+        "{said}"
+    );
 }

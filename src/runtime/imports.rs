@@ -91,7 +91,7 @@ impl sandsock::net::io::Host for GuestState {
     fn close(&mut self, c: Conn) {
         match self.shadow.as_deref_mut() {
             None => {
-                let _ = self.net.close(c);
+                let _ = self.net.close_as_guest(c);
             }
             Some(shadow) => shadow.close(c),
         }

@@ -12,8 +12,12 @@ use std::time::{Duration, Instant};
 use crate::limits::MAX_TIMER_DELAY_MS;
 use crate::wit::{Conn, Event, HangupInfo, IoError, ReadResult, TlsInfo, WriteResult};
 
-/// The most timers one shadow may have armed.
-const MAX_TIMERS: usize = 4096;
+/// The most timers one shadow may have armed: the host's default `--max-timers`.
+const MAX_TIMERS: usize = 1024;
+
+/// The most bytes of a connection's output a shadow keeps for the comparison (a
+/// canary holds no more of the serving generation's).
+pub const MAX_OUTPUT: usize = 1 << 20;
 
 /// The largest read a shadow is answered, as the host caps a real one.
 const MAX_READ: usize = 64 * 1024;
@@ -21,14 +25,19 @@ const MAX_READ: usize = 64 * 1024;
 /// One sampled connection as a shadow sees it.
 #[derive(Debug, Default)]
 pub struct ShadowConn {
-    /// Everything the serving generation read from it so far.
+    /// What the serving generation read from it that the shadow has not read yet
+    /// (from `read` on; what it has read is dropped).
     pub input: Vec<u8>,
     /// How much of `input` the shadow has read.
     pub read: usize,
+    /// Input bytes read and dropped before `input`.
+    pub base: usize,
     /// The serving generation read the peer's end-of-stream after `input`.
     pub eof: bool,
-    /// What the shadow wrote to it.
+    /// What the shadow wrote to it, up to [`MAX_OUTPUT`] bytes.
     pub output: Vec<u8>,
+    /// Bytes it wrote past [`MAX_OUTPUT`], not kept.
+    pub output_dropped: usize,
     /// The input offset at which the shadow closed it, once it has.
     pub closed_at: Option<usize>,
     /// The shadow shut its write side.
@@ -41,7 +50,6 @@ pub struct ShadowConn {
     want_write: bool,
     accepted_told: bool,
     eof_told: bool,
-    writable_told: bool,
     hangup_told: bool,
 }
 
@@ -49,6 +57,19 @@ impl ShadowConn {
     /// Open to the shadow: neither closed by it nor failed.
     fn live(&self) -> bool {
         self.closed_at.is_none() && !self.hung_up
+    }
+
+    /// The real host would report it readable: it wants to read, and there is
+    /// input or an end-of-stream it has not read.
+    fn readable(&self) -> bool {
+        self.live()
+            && self.want_read
+            && (self.read < self.input.len() || (self.eof && !self.eof_told))
+    }
+
+    /// Ended for the shadow: closed by it, or failed.
+    pub fn ended(&self) -> bool {
+        !self.live()
     }
 }
 
@@ -74,8 +95,9 @@ impl ShadowIo {
     }
 
     /// The events the shadow has now, as the host's loop would report them: a new
-    /// connection, unread input or end-of-stream, room to write (once after write
-    /// interest goes on), a failure, and the timers due at `now`.
+    /// connection, unread input or end-of-stream, room to write (while write
+    /// interest is on: a shadow's socket always has room), a failure, and the
+    /// timers due at `now`.
     pub fn events(&mut self, now: Instant, events: &mut Vec<Event>) {
         for (&id, conn) in &mut self.conns {
             if conn.hung_up {
@@ -95,12 +117,10 @@ impl ShadowIo {
                 conn.accepted_told = true;
                 events.push(Event::Accepted(id));
             }
-            let unread = conn.read < conn.input.len();
-            if conn.want_read && (unread || (conn.eof && !conn.eof_told)) {
+            if conn.readable() {
                 events.push(Event::Readable(id));
             }
-            if conn.want_write && !conn.writable_told {
-                conn.writable_told = true;
+            if conn.want_write {
                 events.push(Event::Writable(id));
             }
         }
@@ -114,6 +134,12 @@ impl ShadowIo {
             self.timers.remove(&id);
             events.push(Event::Timer(id));
         }
+    }
+
+    /// Whether a connection is still readable after a call: the real host would
+    /// report it again at once.
+    pub fn has_readable(&self) -> bool {
+        self.conns.values().any(ShadowConn::readable)
     }
 
     /// When its next timer is due.
@@ -155,17 +181,16 @@ impl ShadowIo {
         if conn.write_shut {
             return WriteResult::Failed(IoError::Closed);
         }
-        conn.output.extend_from_slice(data);
+        let kept = data.len().min(MAX_OUTPUT.saturating_sub(conn.output.len()));
+        conn.output.extend_from_slice(&data[..kept]);
+        conn.output_dropped += data.len() - kept;
         WriteResult::Accepted(data.len() as u32)
     }
 
-    /// `set-interest`: recorded; turning write interest on earns one `writable`.
+    /// `set-interest`: recorded.
     pub fn set_interest(&mut self, c: Conn, readable: bool, writable: bool) {
         if let Some(conn) = self.live(c) {
             conn.want_read = readable;
-            if writable && !conn.want_write {
-                conn.writable_told = false;
-            }
             conn.want_write = writable;
         }
     }
@@ -180,7 +205,7 @@ impl ShadowIo {
     /// `close`: recorded, with how much input the shadow had read by then.
     pub fn close(&mut self, c: Conn) {
         if let Some(conn) = self.live(c) {
-            conn.closed_at = Some(conn.read);
+            conn.closed_at = Some(conn.base + conn.read);
         }
     }
 

@@ -332,6 +332,13 @@ impl Tenants {
         }
     }
 
+    /// The serving shared instance's snapshot, if it has an instance and exports
+    /// `state`: a canary's shadows start from it.
+    pub fn serving_snapshot(&mut self) -> Option<Vec<u8>> {
+        let owner = self.serving.shared?;
+        self.snapshot(owner)
+    }
+
     /// Hands `state` to `owner`'s `restore`, starting its instance if need be.
     pub fn restore(&mut self, owner: Owner, state: Vec<u8>, net: &mut Net) -> Restored {
         let Some(instance) = self.instance(owner) else {

@@ -360,10 +360,22 @@ impl Net {
     pub fn close(&mut self, id: Conn) -> Result<(), IoError> {
         visible(&mut self.conns, id, self.caller).ok_or(IoError::UnknownConn)?;
         self.start_close(slot_of(id));
-        if let Some(tapes) = self.tapes.as_deref_mut() {
-            tapes.on_close(id);
-        }
         Ok(())
+    }
+
+    /// `close`, called by the guest: while a canary runs, what it compares (a close
+    /// of a connection that failed is the failure's, not the guest's).
+    pub fn close_as_guest(&mut self, id: Conn) -> Result<(), IoError> {
+        if let Some(tapes) = self.tapes.as_deref_mut()
+            && let Some(conn) = visible(&mut self.conns, id, self.caller)
+        {
+            if matches!(conn.phase, Phase::Failed(_)) {
+                tapes.on_hangup(id);
+            } else {
+                tapes.on_close(id);
+            }
+        }
+        self.close(id)
     }
 
     /// Starts or stops recording for a canary: with `Some`, [`Tapes`] that sampled
@@ -904,6 +916,9 @@ impl Net {
             return;
         }
         let owner = conn.owner;
+        if let Some(tapes) = self.tapes.as_deref_mut() {
+            tapes.on_host_close(conn.id);
+        }
         self.buffered += tls_close_notify(conn, &mut self.agenda) as u64;
         let deadline = Instant::now() + CLOSE_LINGER;
         self.agenda.set_phase(conn, Phase::Closing { deadline });

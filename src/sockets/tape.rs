@@ -20,7 +20,8 @@ pub struct Tape {
     pub output: Vec<u8>,
     /// The serving generation closed the connection.
     pub closed: bool,
-    /// The connection failed (a `hangup`).
+    /// The connection failed (a `hangup`), or the host ended it (a trap's
+    /// clean-up, a drain timeout): what it holds cannot be compared.
     pub hung_up: bool,
 }
 
@@ -59,6 +60,21 @@ impl Tapes {
         if let Some(tape) = self.tapes.get_mut(&conn) {
             tape.closed = true;
         }
+    }
+
+    /// The host is closing `conn`: unless the guest closed it first, that ends what
+    /// can be compared.
+    pub fn on_host_close(&mut self, conn: Conn) {
+        if let Some(tape) = self.tapes.get_mut(&conn)
+            && !tape.closed
+        {
+            tape.hung_up = true;
+        }
+    }
+
+    /// Stops recording `conn` (too much to compare).
+    pub fn stop(&mut self, conn: Conn) {
+        self.tapes.remove(&conn);
     }
 
     /// `conn` failed: its `hangup` went out.

@@ -7,23 +7,30 @@
 //! never sent. Once a connection has ended on the serving side, the two outputs are
 //! compared as byte streams, and so is where each closed it (`diff`). A second
 //! shadow of the *serving* code, on the same input, learns the noise: bytes where the
-//! serving code differs from itself are not compared. After enough connections
+//! serving code differs from itself are not compared. Both shadows start from the
+//! serving instance's snapshot, when it keeps state. After enough connections
 //! agree the candidate is promoted with a normal swap; the first divergence, trap,
 //! or a timeout rejects it, and no client notices either way.
+//!
+//! A connection that proves nothing is *inconclusive*, neither agreeing nor
+//! diverging: one that failed or that the host ended, one with no input and no
+//! output (a health check's connect), one whose output is mostly noise (state the
+//! shadows never saw, such as what other connections stored), or one too long to
+//! hold.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::SwapMode;
-use super::diff::{first_difference, snippet};
+use super::diff::{first_difference, mostly_noise, snippet};
 use super::reloader::Loaded;
 use crate::metrics::CanaryCounters;
 use crate::runtime::component::Guest;
 use crate::runtime::digest::Digest;
 use crate::runtime::engine::Runtime;
 use crate::runtime::instance::Instance;
-use crate::runtime::shadow::ShadowIo;
+use crate::runtime::shadow::{MAX_OUTPUT, ShadowIo};
 use crate::runtime::trap::describe;
 use crate::sockets::net::Net;
 use crate::sockets::tape::Tapes;
@@ -34,6 +41,10 @@ use crate::wit::{Conn, Event};
 /// divergence.
 const GRACE: Duration = Duration::from_secs(2);
 
+/// Calls a shadow may get in one turn while it leaves input unread (the real host
+/// would report the connection readable again at once).
+const MAX_CALLS_PER_TURN: usize = 8;
+
 /// What `--swap canary` is told on the command line.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CanaryConfig {
@@ -41,7 +52,7 @@ pub struct CanaryConfig {
     pub sample_percent: u32,
     /// Connections compared with no divergence before the candidate is promoted.
     pub connections: u32,
-    /// How the candidate takes over when promoted (drain or handoff).
+    /// How a promoted candidate takes over (drain or handoff).
     pub then: SwapMode,
     /// How long to wait for enough connections; then the candidate is rejected.
     pub timeout: Duration,
@@ -66,9 +77,19 @@ struct Shadow {
 }
 
 impl Shadow {
-    fn start(runtime: &Runtime, guest: &Guest) -> anyhow::Result<Self> {
+    /// A fresh instance of `guest`, given `seed` (the serving instance's snapshot)
+    /// if there is one and it takes it.
+    fn start(runtime: &Runtime, guest: &Guest, seed: Option<&[u8]>) -> anyhow::Result<Self> {
+        let mut instance = runtime.instantiate(guest)?;
+        if let Some(seed) = seed
+            && let Ok(Err(why)) = instance.restore(seed.to_vec())
+        {
+            tracing::info!(
+                "canary: a shadow refused the serving instance's state ({why}); it starts fresh"
+            );
+        }
         Ok(Self {
-            instance: runtime.instantiate(guest)?,
+            instance,
             io: Some(Box::default()),
         })
     }
@@ -77,16 +98,27 @@ impl Shadow {
         self.io.as_deref_mut().expect("lent only during a call")
     }
 
-    /// One call with whatever the shadow has to hear now, if anything.
+    fn view(&self) -> &ShadowIo {
+        self.io.as_deref().expect("lent only during a call")
+    }
+
+    /// Calls the shadow with what it has to hear now, if anything, and again while
+    /// it leaves input unread (up to a bound).
     fn run(&mut self, now: Instant, events: &mut Vec<Event>) -> Result<(), String> {
-        events.clear();
-        self.io().events(now, events);
-        if events.is_empty() {
-            return Ok(());
+        for _ in 0..MAX_CALLS_PER_TURN {
+            events.clear();
+            self.io().events(now, events);
+            if events.is_empty() {
+                return Ok(());
+            }
+            self.instance
+                .call_shadow(events, &mut self.io)
+                .map_err(|err| describe(&err, self.instance.memory_refused()))?;
+            if !self.view().has_readable() {
+                break;
+            }
         }
-        self.instance
-            .call_shadow(events, &mut self.io)
-            .map_err(|err| describe(&err, self.instance.memory_refused()))
+        Ok(())
     }
 }
 
@@ -100,13 +132,18 @@ struct Record {
     closed_at: Option<usize>,
     /// When it ended on the serving side (closed, or failed).
     ended: Option<Instant>,
-    hung_up: bool,
+    /// It failed, or the host ended it: nothing to compare.
+    uncomparable: bool,
 }
 
 /// A candidate under trial.
 pub struct Canary {
     config: CanaryConfig,
     loaded: Loaded,
+    serving: Arc<Guest>,
+    runtime: Arc<Runtime>,
+    /// The serving instance's snapshot when the trial started.
+    seed: Option<Vec<u8>>,
     candidate: Shadow,
     noise: Option<Shadow>,
     records: HashMap<Conn, Record>,
@@ -114,6 +151,7 @@ pub struct Canary {
     /// New connections seen, for sampling.
     seen: u64,
     compared: u32,
+    inconclusive: u32,
     /// Shadow time, in this canary.
     spent: Duration,
     events: Vec<Event>,
@@ -121,19 +159,21 @@ pub struct Canary {
 
 impl Canary {
     /// Starts `loaded` as a shadow (and, with noise learning, one of `serving`),
-    /// and starts recording into `net`. An error if an instance cannot start.
+    /// both from `seed` (the serving instance's snapshot), and starts recording
+    /// into `net`. An error if an instance cannot start.
     pub fn start(
         config: CanaryConfig,
         loaded: Loaded,
-        serving: &Arc<Guest>,
-        runtime: &Runtime,
+        serving: Arc<Guest>,
+        seed: Option<Vec<u8>>,
+        runtime: Arc<Runtime>,
         net: &mut Net,
     ) -> Result<Self, String> {
-        let candidate = Shadow::start(runtime, &loaded.guest)
+        let candidate = Shadow::start(&runtime, &loaded.guest, seed.as_deref())
             .map_err(|err| format!("it failed to start: {}", describe(&err, false)))?;
         let noise = if config.noise {
             Some(
-                Shadow::start(runtime, serving)
+                Shadow::start(&runtime, &serving, seed.as_deref())
                     .map_err(|err| format!("the serving code's shadow failed to start: {err:#}"))?,
             )
         } else {
@@ -143,12 +183,16 @@ impl Canary {
         Ok(Self {
             config,
             loaded,
+            serving,
+            runtime,
+            seed,
             candidate,
             noise,
             records: HashMap::new(),
             started: Instant::now(),
             seen: 0,
             compared: 0,
+            inconclusive: 0,
             spent: Duration::ZERO,
             events: Vec::new(),
         })
@@ -176,9 +220,10 @@ impl Canary {
         self.loaded
     }
 
-    /// Connections compared so far, and the shadow time spent.
-    pub fn progress(&self) -> (u32, Duration) {
-        (self.compared, self.spent)
+    /// Connections compared so far, connections inconclusive, and the shadow time
+    /// spent.
+    pub fn progress(&self) -> (u32, u32, Duration) {
+        (self.compared, self.inconclusive, self.spent)
     }
 
     /// A connection the serving generation accepted: sampled or not.
@@ -203,6 +248,7 @@ impl Canary {
     /// them, compares the connections that ended, and says where the trial stands.
     pub fn after_batch(&mut self, net: &mut Net, counters: &mut CanaryCounters) -> Verdict {
         let now = Instant::now();
+        let mut too_long = Vec::new();
         if let Some(tapes) = net.tapes() {
             let records = &mut self.records;
             let candidate = self.candidate.io.as_deref_mut().expect("not lent");
@@ -225,12 +271,21 @@ impl Canary {
                 }
                 if record.ended.is_none() && (tape.closed || tape.hung_up) {
                     record.ended = Some(now);
-                    record.hung_up = tape.hung_up;
-                    if tape.closed {
+                    record.uncomparable = tape.hung_up;
+                    if tape.closed && !tape.hung_up {
                         record.closed_at = Some(record.input);
                     }
                 }
+                if record.output.len() > MAX_OUTPUT {
+                    too_long.push(conn);
+                }
             });
+            for &conn in &too_long {
+                tapes.stop(conn);
+            }
+        }
+        for conn in too_long {
+            self.forget(conn);
         }
         self.run_shadows(now, counters)
     }
@@ -240,13 +295,18 @@ impl Canary {
         self.run_shadows(Instant::now(), counters)
     }
 
-    /// When the trial next needs the loop: a shadow timer, a grace period's end,
-    /// the timeout.
+    /// When the trial next needs the loop: at once while a shadow left input
+    /// unread, else a shadow timer, a grace period's end, the timeout.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let timers = [Some(&self.candidate), self.noise.as_ref()]
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s.io.as_deref()?.next_timer());
+        let shadows = || {
+            [Some(&self.candidate), self.noise.as_ref()]
+                .into_iter()
+                .flatten()
+        };
+        if shadows().any(|s| s.view().has_readable()) {
+            return Some(Instant::now());
+        }
+        let timers = shadows().filter_map(|s| s.view().next_timer());
         let graces = self
             .records
             .values()
@@ -267,50 +327,89 @@ impl Canary {
         let spent = started.elapsed();
         self.spent += spent;
         counters.seconds += spent.as_secs_f64();
-        if let Err(why) = candidate {
-            return self.reject(format!("the candidate trapped: {why}"), counters);
-        }
-        if let Err(why) = noise {
-            // The serving code trapped on this input too: its connections were
-            // lost either way; the trial goes on without noise learning.
-            tracing::warn!(
-                "canary: the serving code's shadow trapped ({why}); noise learning is off for this trial"
-            );
-            self.noise = None;
+        match (candidate, noise) {
+            (Ok(()), Ok(())) => {}
+            // The serving code trapped on the same input: the candidate is not to
+            // blame. Both start afresh; the connections under way are inconclusive.
+            (Err(why), Err(_)) => {
+                tracing::warn!(
+                    "canary: the candidate and the serving code's shadow both trapped ({why}); both start afresh"
+                );
+                if let Err(why) = self.restart(true) {
+                    return Verdict::Reject(why);
+                }
+            }
+            (Err(why), Ok(())) => return Verdict::Reject(format!("the candidate trapped: {why}")),
+            (Ok(()), Err(why)) => {
+                tracing::warn!(
+                    "canary: the serving code's shadow trapped ({why}); it starts afresh"
+                );
+                if let Err(why) = self.restart(false) {
+                    return Verdict::Reject(why);
+                }
+            }
         }
         if let Some(why) = self.judge(now, counters) {
-            return self.reject(why, counters);
+            return Verdict::Reject(why);
         }
         if self.compared >= self.config.connections {
-            counters.promotions += 1;
             return Verdict::Promote;
         }
         if now >= self.started + self.config.timeout {
-            let why = format!(
-                "only {} of {} connections compared in {:?} (--canary-timeout)",
-                self.compared, self.config.connections, self.config.timeout
-            );
-            return self.reject(why, counters);
+            return Verdict::Reject(format!(
+                "only {} of {} connections compared in {:?} (--canary-timeout; {} inconclusive)",
+                self.compared, self.config.connections, self.config.timeout, self.inconclusive
+            ));
         }
         Verdict::Running
     }
 
-    fn reject(&mut self, why: String, counters: &mut CanaryCounters) -> Verdict {
-        counters.rejections += 1;
-        Verdict::Reject(why)
+    /// Starts the noise shadow afresh (and the candidate's too, with `both`);
+    /// every connection under way becomes inconclusive.
+    fn restart(&mut self, both: bool) -> Result<(), String> {
+        let conns: Vec<Conn> = self.records.keys().copied().collect();
+        for conn in conns {
+            self.forget(conn);
+        }
+        if both {
+            self.candidate = Shadow::start(&self.runtime, &self.loaded.guest, self.seed.as_deref())
+                .map_err(|err| format!("it failed to start again: {}", describe(&err, false)))?;
+        }
+        self.noise = Some(
+            Shadow::start(&self.runtime, &self.serving, self.seed.as_deref()).map_err(|err| {
+                format!("the serving code's shadow failed to start again: {err:#}")
+            })?,
+        );
+        Ok(())
     }
 
-    /// Compares every connection that has ended on both sides (or whose grace is
+    /// Drops a connection from the trial, inconclusive. (Its tape is stopped by
+    /// the caller, or ends by itself.)
+    fn forget(&mut self, conn: Conn) {
+        self.records.remove(&conn);
+        self.candidate.io().conns.remove(&conn);
+        if let Some(noise) = &mut self.noise {
+            noise.io().conns.remove(&conn);
+        }
+        self.inconclusive += 1;
+    }
+
+    /// Compares every connection that has ended on every side (or whose grace is
     /// over); the first divergence, in words.
     fn judge(&mut self, now: Instant, counters: &mut CanaryCounters) -> Option<String> {
+        let candidate = self.candidate.view();
+        let noise = self.noise.as_ref().map(Shadow::view);
+        let done = |conn: &Conn, at: Instant| {
+            let ended = |io: &ShadowIo| io.conns.get(conn).is_none_or(|c| c.ended());
+            now >= at + GRACE || (ended(candidate) && noise.is_none_or(ended))
+        };
         let ended: Vec<Conn> = self
             .records
             .iter()
             .filter(|(conn, record)| {
-                record.ended.is_some_and(|at| {
-                    let shadow = &self.candidate.io.as_deref().expect("not lent").conns[conn];
-                    shadow.closed_at.is_some() || record.hung_up || now >= at + GRACE
-                })
+                record
+                    .ended
+                    .is_some_and(|at| record.uncomparable || done(conn, at))
             })
             .map(|(&conn, _)| conn)
             .collect();
@@ -318,12 +417,24 @@ impl Canary {
             let record = self.records.remove(&conn).expect("listed");
             let candidate = self.candidate.io().conns.remove(&conn).expect("sampled");
             let noise = self.noise.as_mut().and_then(|n| n.io().conns.remove(&conn));
-            if record.hung_up {
-                // A failed connection's output is cut wherever the failure fell:
-                // nothing to compare.
+            let noise_output = noise.as_ref().map(|n| n.output.as_slice());
+            let idle = record.input == 0 && record.output.is_empty();
+            let noisy = noise_output.is_some_and(|n| mostly_noise(&record.output, n));
+            if record.uncomparable || idle || noisy {
+                self.inconclusive += 1;
                 continue;
             }
-            let noise_output = noise.as_ref().map(|n| n.output.as_slice());
+            // The serving generation's output is within MAX_OUTPUT (or the
+            // connection was dropped as too long): a candidate past it wrote more.
+            let noise_overflowed = noise.as_ref().is_some_and(|n| n.output_dropped > 0);
+            if candidate.output_dropped > 0 && !noise_overflowed {
+                counters.divergences += 1;
+                return Some(format!(
+                    "connection {conn} ({}) diverged in length: the candidate wrote more than {MAX_OUTPUT} bytes, the serving generation {}",
+                    candidate.peer.as_deref().unwrap_or("?"),
+                    record.output.len(),
+                ));
+            }
             if let Some(at) = first_difference(&record.output, &candidate.output, noise_output) {
                 counters.divergences += 1;
                 return Some(format!(

@@ -27,6 +27,18 @@ pub fn first_difference(serving: &[u8], candidate: &[u8], noise: Option<&[u8]>) 
     (serving.len() != candidate.len() && common < noisy_from).then_some(common)
 }
 
+/// Whether the serving code's two runs agree too little for a comparison to prove
+/// anything: they differ in length (noise of varying length, or state the shadows
+/// never saw, such as what other connections stored: `VALUE 1` against
+/// `NOT_FOUND`), or on more than nine tenths of the output.
+pub fn mostly_noise(serving: &[u8], noise: &[u8]) -> bool {
+    if serving.len() != noise.len() {
+        return true;
+    }
+    let masked = noise_mask(serving, noise).iter().filter(|&&m| m).count();
+    masked * 10 > serving.len() * 9
+}
+
 /// The positions of `serving` that are noise: every token (a run of ASCII letters
 /// and digits, or a single other byte) in which `noise` differs from it.
 fn noise_mask(serving: &[u8], noise: &[u8]) -> Vec<bool> {
@@ -117,6 +129,23 @@ mod tests {
         let noise = b"id=1234 ok";
         assert_eq!(first_difference(serving, b"id=123 ok", Some(noise)), None);
         assert_eq!(first_difference(serving, b"ix=12 ok", Some(noise)), Some(1));
+    }
+
+    #[test]
+    fn output_that_is_mostly_noise_is_told() {
+        assert!(!mostly_noise(b"VALUE 1\n", b"VALUE 1\n"));
+        assert!(!mostly_noise(b"t=123 ok, all fine", b"t=456 ok, all fine"));
+        assert!(mostly_noise(b"VALUE 1\n", b"NOT_FOUND\n"));
+        assert!(mostly_noise(b"a longer answer", b"a"));
+        // A timestamp and an echo: mostly noise, but not all of it.
+        assert!(!mostly_noise(
+            b"01795972647203898655 ping\n",
+            b"01795972647203927308 ping\n"
+        ));
+        assert!(mostly_noise(
+            b"01795972647203898655",
+            b"01795972647203927308"
+        ));
     }
 
     #[test]
