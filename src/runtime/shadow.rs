@@ -136,10 +136,15 @@ impl ShadowIo {
         }
     }
 
-    /// Whether a connection is still readable after a call: the real host would
-    /// report it again at once.
-    pub fn has_readable(&self) -> bool {
-        self.conns.values().any(ShadowConn::readable)
+    /// Whether the shadow has something to hear at `now` (a new connection, input,
+    /// an end-of-stream, a failure, a timer due): what earns it a call. Room to
+    /// write does not; it comes with the calls there are.
+    pub fn has_work(&self, now: Instant) -> bool {
+        self.conns.values().any(|conn| {
+            conn.readable()
+                || (conn.live() && !conn.accepted_told)
+                || (conn.hung_up && !conn.hangup_told && conn.closed_at.is_none())
+        }) || self.timers.values().any(|&at| at <= now)
     }
 
     /// When its next timer is due.

@@ -41,10 +41,6 @@ use crate::wit::{Conn, Event};
 /// divergence.
 const GRACE: Duration = Duration::from_secs(2);
 
-/// Calls a shadow may get in one turn while it leaves input unread (the real host
-/// would report the connection readable again at once).
-const MAX_CALLS_PER_TURN: usize = 8;
-
 /// What `--swap canary` is told on the command line.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CanaryConfig {
@@ -102,23 +98,16 @@ impl Shadow {
         self.io.as_deref().expect("lent only during a call")
     }
 
-    /// Calls the shadow with what it has to hear now, if anything, and again while
-    /// it leaves input unread (up to a bound).
-    fn run(&mut self, now: Instant, events: &mut Vec<Event>) -> Result<(), String> {
-        for _ in 0..MAX_CALLS_PER_TURN {
-            events.clear();
-            self.io().events(now, events);
-            if events.is_empty() {
-                return Ok(());
-            }
-            self.instance
-                .call_shadow(events, &mut self.io)
-                .map_err(|err| describe(&err, self.instance.memory_refused()))?;
-            if !self.view().has_readable() {
-                break;
-            }
+    /// Calls the shadow with what it has to hear now.
+    fn call(&mut self, now: Instant, events: &mut Vec<Event>) -> Result<(), String> {
+        events.clear();
+        self.io().events(now, events);
+        if events.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        self.instance
+            .call_shadow(events, &mut self.io)
+            .map_err(|err| describe(&err, self.instance.memory_refused()))
     }
 }
 
@@ -155,6 +144,10 @@ pub struct Canary {
     /// Shadow time, in this canary.
     spent: Duration,
     events: Vec<Event>,
+    /// A shadow was called in this turn of the loop: at most one is.
+    called: bool,
+    /// The serving code's shadow goes first next time both have work.
+    noise_next: bool,
 }
 
 impl Canary {
@@ -195,6 +188,8 @@ impl Canary {
             inconclusive: 0,
             spent: Duration::ZERO,
             events: Vec::new(),
+            called: false,
+            noise_next: false,
         })
     }
 
@@ -287,24 +282,36 @@ impl Canary {
         for conn in too_long {
             self.forget(conn);
         }
-        self.run_shadows(now, counters)
+        if !self.called
+            && let Err(verdict) = self.call_one(now, counters)
+        {
+            return verdict;
+        }
+        self.judge_and_decide(now, counters)
     }
 
-    /// At the loop's tick: shadow timers due, grace periods over, the timeout.
+    /// At the start of each turn of the loop: a shadow call if one has work (timers
+    /// due, input left unread), grace periods over, the timeout.
     pub fn tick(&mut self, counters: &mut CanaryCounters) -> Verdict {
-        self.run_shadows(Instant::now(), counters)
+        let now = Instant::now();
+        self.called = false;
+        if let Err(verdict) = self.call_one(now, counters) {
+            return verdict;
+        }
+        self.judge_and_decide(now, counters)
     }
 
-    /// When the trial next needs the loop: at once while a shadow left input
-    /// unread, else a shadow timer, a grace period's end, the timeout.
+    /// When the trial next needs the loop: at once while a shadow has work, else a
+    /// shadow timer, a grace period's end, the timeout.
     pub fn next_deadline(&self) -> Option<Instant> {
+        let now = Instant::now();
         let shadows = || {
             [Some(&self.candidate), self.noise.as_ref()]
                 .into_iter()
                 .flatten()
         };
-        if shadows().any(|s| s.view().has_readable()) {
-            return Some(Instant::now());
+        if shadows().any(|s| s.view().has_work(now)) {
+            return Some(now);
         }
         let timers = shadows().filter_map(|s| s.view().next_timer());
         let graces = self
@@ -317,38 +324,61 @@ impl Canary {
             .min()
     }
 
-    fn run_shadows(&mut self, now: Instant, counters: &mut CanaryCounters) -> Verdict {
+    /// Calls one shadow that has work, taking turns, so that the serving
+    /// generation's events wait for at most one shadow call per turn of the loop.
+    /// A trap of the candidate is a rejection, unless the serving code's shadow
+    /// traps on the same input too (then both start afresh); a trap of the latter
+    /// alone restarts it.
+    fn call_one(&mut self, now: Instant, counters: &mut CanaryCounters) -> Result<(), Verdict> {
+        let candidate_has = self.candidate.view().has_work(now);
+        let noise_has = self.noise.as_ref().is_some_and(|n| n.view().has_work(now));
+        let noise_turn = noise_has && (self.noise_next || !candidate_has);
+        if !candidate_has && !noise_has {
+            return Ok(());
+        }
+        self.called = true;
+        self.noise_next = !noise_turn;
         let started = Instant::now();
-        let candidate = self.candidate.run(now, &mut self.events);
-        let noise = match &mut self.noise {
-            Some(noise) => noise.run(now, &mut self.events),
-            None => Ok(()),
+        let result = if noise_turn {
+            self.noise
+                .as_mut()
+                .expect("has work")
+                .call(now, &mut self.events)
+        } else {
+            self.candidate.call(now, &mut self.events)
+        };
+        let outcome = match result {
+            Ok(()) => Ok(()),
+            Err(why) if noise_turn => {
+                tracing::warn!(
+                    "canary: the serving code's shadow trapped ({why}); it starts afresh"
+                );
+                self.restart(false).map_err(Verdict::Reject)
+            }
+            Err(why) => {
+                // The same input to the serving code: does it trap too?
+                let serving_traps = match &mut self.noise {
+                    Some(noise) => noise.call(now, &mut self.events).is_err(),
+                    None => false,
+                };
+                if serving_traps {
+                    tracing::warn!(
+                        "canary: the candidate and the serving code's shadow both trapped ({why}); both start afresh"
+                    );
+                    self.restart(true).map_err(Verdict::Reject)
+                } else {
+                    Err(Verdict::Reject(format!("the candidate trapped: {why}")))
+                }
+            }
         };
         let spent = started.elapsed();
         self.spent += spent;
         counters.seconds += spent.as_secs_f64();
-        match (candidate, noise) {
-            (Ok(()), Ok(())) => {}
-            // The serving code trapped on the same input: the candidate is not to
-            // blame. Both start afresh; the connections under way are inconclusive.
-            (Err(why), Err(_)) => {
-                tracing::warn!(
-                    "canary: the candidate and the serving code's shadow both trapped ({why}); both start afresh"
-                );
-                if let Err(why) = self.restart(true) {
-                    return Verdict::Reject(why);
-                }
-            }
-            (Err(why), Ok(())) => return Verdict::Reject(format!("the candidate trapped: {why}")),
-            (Ok(()), Err(why)) => {
-                tracing::warn!(
-                    "canary: the serving code's shadow trapped ({why}); it starts afresh"
-                );
-                if let Err(why) = self.restart(false) {
-                    return Verdict::Reject(why);
-                }
-            }
-        }
+        outcome
+    }
+
+    /// Compares what ended, then: promote, reject, or go on.
+    fn judge_and_decide(&mut self, now: Instant, counters: &mut CanaryCounters) -> Verdict {
         if let Some(why) = self.judge(now, counters) {
             return Verdict::Reject(why);
         }
