@@ -348,3 +348,58 @@ fn a_canary_with_an_instance_per_connection_is_refused_in_one_line() {
         "{said}"
     );
 }
+
+/// With two workers each tries the candidate on its own connections; the count is
+/// theirs together and one verdict holds for both: both promote after 20
+/// connections in all (about 10 each: neither would alone), and both reject once
+/// one saw a divergence (the other sees no more connections).
+#[test]
+fn two_workers_reach_one_verdict() {
+    let http = example("http");
+    let host = canary(
+        "canary-workers-same",
+        &http,
+        &with_custom_section(http.clone(), b"two workers"),
+        20,
+        &["--workers", "2"],
+    );
+    for _ in 0..20 {
+        assert_eq!(fresh_body(&host), "hello\n");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while common::count(&host, "swap to generation 2 ") < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "not promoted in both:\n{}",
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let host = canary(
+        "canary-workers-body",
+        &http,
+        &guest("http_v2"),
+        20,
+        &["--workers", "2"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while common::count(&host, "canary rejected") == 0 {
+        assert!(Instant::now() < deadline, "not rejected:\n{}", host.log());
+        assert_eq!(fresh_body(&host), "hello\n");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while common::count(&host, "canary rejected") < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "not rejected in both:\n{}",
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !host.log().contains("swap to generation 2"),
+        "{}",
+        host.log()
+    );
+}

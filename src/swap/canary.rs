@@ -10,7 +10,9 @@
 //! serving code differs from itself are not compared. Both shadows start from the
 //! serving instance's snapshot, when it keeps state. After enough connections
 //! agree the candidate is promoted with a normal swap; the first divergence, trap,
-//! or a timeout rejects it, and no client notices either way.
+//! or a timeout rejects it, and no client notices either way. With several
+//! workers, each tries the candidate on its own connections, the count is theirs
+//! together, and the first worker to decide decides for all (`reloader::Trial`).
 //!
 //! A connection that proves nothing is *inconclusive*, neither agreeing nor
 //! diverging: one that failed or that the host ended, one with no input and no
@@ -40,6 +42,9 @@ use crate::wit::{Conn, Event};
 /// ended it (a close behind its own timer, say) before that counts as a
 /// divergence.
 const GRACE: Duration = Duration::from_secs(2);
+
+/// How often a worker's trial looks whether another worker's decided.
+const FOLLOW_EVERY: Duration = Duration::from_millis(100);
 
 /// What `--swap canary` is told on the command line.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -139,7 +144,6 @@ pub struct Canary {
     started: Instant,
     /// New connections seen, for sampling.
     seen: u64,
-    compared: u32,
     inconclusive: u32,
     /// Shadow time, in this canary.
     spent: Duration,
@@ -184,7 +188,6 @@ impl Canary {
             records: HashMap::new(),
             started: Instant::now(),
             seen: 0,
-            compared: 0,
             inconclusive: 0,
             spent: Duration::ZERO,
             events: Vec::new(),
@@ -215,10 +218,10 @@ impl Canary {
         self.loaded
     }
 
-    /// Connections compared so far, connections inconclusive, and the shadow time
-    /// spent.
+    /// Connections compared so far (by every worker's trial), connections
+    /// inconclusive here, and the shadow time spent here.
     pub fn progress(&self) -> (u32, u32, Duration) {
-        (self.compared, self.inconclusive, self.spent)
+        (self.loaded.trial.total(), self.inconclusive, self.spent)
     }
 
     /// A connection the serving generation accepted: sampled or not.
@@ -318,9 +321,10 @@ impl Canary {
             .records
             .values()
             .filter_map(|r| r.ended.map(|at| at + GRACE));
+        // Another worker's trial may decide: look again soon.
         timers
             .chain(graces)
-            .chain([self.started + self.config.timeout])
+            .chain([self.started + self.config.timeout, now + FOLLOW_EVERY])
             .min()
     }
 
@@ -367,7 +371,7 @@ impl Canary {
                     );
                     self.restart(true).map_err(Verdict::Reject)
                 } else {
-                    Err(Verdict::Reject(format!("the candidate trapped: {why}")))
+                    Err(self.settle(false, format!("the candidate trapped: {why}")))
                 }
             }
         };
@@ -379,16 +383,21 @@ impl Canary {
 
     /// Compares what ended, then: promote, reject, or go on.
     fn judge_and_decide(&mut self, now: Instant, counters: &mut CanaryCounters) -> Verdict {
-        if let Some(why) = self.judge(now, counters) {
-            return Verdict::Reject(why);
+        match self.loaded.trial.decided() {
+            Some(true) => return Verdict::Promote,
+            Some(false) => return Verdict::Reject("another worker's trial rejected it".into()),
+            None => {}
         }
-        if self.compared >= self.config.connections {
-            return Verdict::Promote;
+        if let Some(why) = self.judge(now, counters) {
+            return self.settle(false, why);
+        }
+        if self.loaded.trial.total() >= self.config.connections {
+            return self.settle(true, String::new());
         }
         if now >= self.started + self.config.timeout {
-            return Verdict::Reject(format!(
+            return self.settle(false, format!(
                 "only {} of {} connections compared in {:?} (--canary-timeout; {} inconclusive)",
-                self.compared, self.config.connections, self.config.timeout, self.inconclusive
+                self.loaded.trial.total(), self.config.connections, self.config.timeout, self.inconclusive
             ));
         }
         Verdict::Running
@@ -493,9 +502,25 @@ impl Canary {
                     when(candidate.closed_at),
                 ));
             }
-            self.compared += 1;
             counters.compared += 1;
+            self.loaded.trial.compared();
         }
         None
+    }
+
+    /// The verdict this worker reached, unless another worker's trial of the same
+    /// guest decided first: then that one, so that every worker serves the same code.
+    fn settle(&self, promote: bool, why: String) -> Verdict {
+        match (promote, self.loaded.trial.decide(promote)) {
+            (true, true) => Verdict::Promote,
+            (false, true) => {
+                tracing::warn!(
+                    "canary: {why}; another worker's trial promoted the new guest first, and this worker follows"
+                );
+                Verdict::Promote
+            }
+            (true, false) => Verdict::Reject("another worker's trial rejected it first".into()),
+            (false, false) => Verdict::Reject(why),
+        }
     }
 }
