@@ -81,7 +81,7 @@ fn chat_relays_each_line_to_the_others() {
 }
 
 #[test]
-fn the_select_echo_guest_echoes_like_the_select_server() {
+fn the_select_echo_guest_echoes_on_200_connections() {
     let host = serve("python", "select_echo", &[]);
     check_echo_on_200_connections(&host);
 }

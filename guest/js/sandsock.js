@@ -501,6 +501,11 @@ function handleOf(v) {
   return typeof v === "bigint" ? Number(v) : v;
 }
 
+// A connection's handle, given the Conn or the handle itself.
+function connId(conn) {
+  return typeof conn === "object" ? conn.id : conn;
+}
+
 /**
  * A handler and the connection state it acts on, over a host: an object with
  * `read(id, max)`, `write(id, bytes)`, `setInterest(id, r, w)`, `shutdownWrite(id)`,
@@ -982,7 +987,7 @@ export class LineBuffers {
   }
 
   feed(conn, chunk, onLine) {
-    const id = typeof conn === "object" ? conn.id : conn;
+    const id = connId(conn);
     let start = 0;
     const held = this._held.get(id);
     if (held !== undefined) {
@@ -1005,12 +1010,12 @@ export class LineBuffers {
 
   /** The unfinished line held for `conn` (empty if none). */
   held(conn) {
-    return this._held.get(typeof conn === "object" ? conn.id : conn) ?? EMPTY;
+    return this._held.get(connId(conn)) ?? EMPTY;
   }
 
   /** Drops what is held for `conn`: call it from `onClose`. */
   forget(conn) {
-    this._held.delete(typeof conn === "object" ? conn.id : conn);
+    this._held.delete(connId(conn));
   }
 
   /**
@@ -1076,7 +1081,7 @@ export class InputBuffers {
   }
 
   feed(conn, chunk, parse) {
-    const id = typeof conn === "object" ? conn.id : conn;
+    const id = connId(conn);
     const held = this._held.get(id);
     const input = held === undefined ? chunk : concat([held, chunk]);
     if (held !== undefined) this._held.delete(id);
@@ -1088,17 +1093,17 @@ export class InputBuffers {
 
   /** Whether something is held for `conn`. */
   isHolding(conn) {
-    return this._held.has(typeof conn === "object" ? conn.id : conn);
+    return this._held.has(connId(conn));
   }
 
   /** What is held for `conn` (empty if nothing). */
   held(conn) {
-    return this._held.get(typeof conn === "object" ? conn.id : conn) ?? EMPTY;
+    return this._held.get(connId(conn)) ?? EMPTY;
   }
 
   /** Drops what is held for `conn`: call it from `onClose`. */
   forget(conn) {
-    this._held.delete(typeof conn === "object" ? conn.id : conn);
+    this._held.delete(connId(conn));
   }
 
   /**
