@@ -1,4 +1,4 @@
-//! A property test of `Net` (src/sockets/net.rs), the host's side of the guest's `io`
+//! A property test of `Net` (host/src/sockets/net.rs), the host's side of the guest's `io`
 //! interface in wit/handler.wit, driven against real TCP socket pairs on 127.0.0.1.
 //!
 //! Each case builds a `Net` with small random limits, hands it a few accepted

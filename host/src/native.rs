@@ -16,7 +16,7 @@ use crate::sockets::handler::EventHandler;
 use crate::sockets::net::Net;
 use crate::wit::{Conn, Event, ReadResult, WriteResult};
 
-#[path = "../guest/examples/http/src/http.rs"]
+#[path = "../../guest/examples/http/src/http.rs"]
 #[allow(dead_code, missing_docs)]
 mod http;
 

@@ -21,7 +21,7 @@
 //!   [`rate_limit`], [`metrics`] (what the admin listener reports).
 //!
 //! Arrows go one way: glue → swap → runtime → sockets → shared. The load client
-//! (`host load`) is a crate of its own, `sandsock-load`, in `load/`.
+//! (`host load`) is a crate of its own, `sandsock-load`, in `host/load/`.
 #![deny(missing_docs)]
 
 pub mod admin;

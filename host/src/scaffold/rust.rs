@@ -7,32 +7,32 @@ use super::{File, WIT};
 
 /// The SDK's sources, as this host was built with them: `(path in the SDK, text)`.
 const SDK_SOURCES: &[(&str, &str)] = &[
-    ("src/lib.rs", include_str!("../../guest/sdk/src/lib.rs")),
-    ("src/conn.rs", include_str!("../../guest/sdk/src/conn.rs")),
+    ("src/lib.rs", include_str!("../../../guest/sdk/src/lib.rs")),
+    ("src/conn.rs", include_str!("../../../guest/sdk/src/conn.rs")),
     (
         "src/handler.rs",
-        include_str!("../../guest/sdk/src/handler.rs"),
+        include_str!("../../../guest/sdk/src/handler.rs"),
     ),
     (
         "src/handoff.rs",
-        include_str!("../../guest/sdk/src/handoff.rs"),
+        include_str!("../../../guest/sdk/src/handoff.rs"),
     ),
-    ("src/host.rs", include_str!("../../guest/sdk/src/host.rs")),
-    ("src/input.rs", include_str!("../../guest/sdk/src/input.rs")),
-    ("src/io.rs", include_str!("../../guest/sdk/src/io.rs")),
-    ("src/raw.rs", include_str!("../../guest/sdk/src/raw.rs")),
+    ("src/host.rs", include_str!("../../../guest/sdk/src/host.rs")),
+    ("src/input.rs", include_str!("../../../guest/sdk/src/input.rs")),
+    ("src/io.rs", include_str!("../../../guest/sdk/src/io.rs")),
+    ("src/raw.rs", include_str!("../../../guest/sdk/src/raw.rs")),
     (
         "src/runtime.rs",
-        include_str!("../../guest/sdk/src/runtime.rs"),
+        include_str!("../../../guest/sdk/src/runtime.rs"),
     ),
     (
         "src/snapshot.rs",
-        include_str!("../../guest/sdk/src/snapshot.rs"),
+        include_str!("../../../guest/sdk/src/snapshot.rs"),
     ),
-    ("src/tests.rs", include_str!("../../guest/sdk/src/tests.rs")),
+    ("src/tests.rs", include_str!("../../../guest/sdk/src/tests.rs")),
     (
         "src/write_queue.rs",
-        include_str!("../../guest/sdk/src/write_queue.rs"),
+        include_str!("../../../guest/sdk/src/write_queue.rs"),
     ),
 ];
 

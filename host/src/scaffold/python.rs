@@ -10,19 +10,19 @@ use super::{File, WIT};
 const SDK_SOURCES: &[(&str, &str)] = &[
     (
         "__init__.py",
-        include_str!("../../guest/python/sandsock/__init__.py"),
+        include_str!("../../../guest/python/sandsock/__init__.py"),
     ),
     (
         "runtime.py",
-        include_str!("../../guest/python/sandsock/runtime.py"),
+        include_str!("../../../guest/python/sandsock/runtime.py"),
     ),
     (
         "lines.py",
-        include_str!("../../guest/python/sandsock/lines.py"),
+        include_str!("../../../guest/python/sandsock/lines.py"),
     ),
     (
         "wasm.py",
-        include_str!("../../guest/python/sandsock/wasm.py"),
+        include_str!("../../../guest/python/sandsock/wasm.py"),
     ),
 ];
 

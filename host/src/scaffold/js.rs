@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use super::{File, WIT};
 
 /// The SDK and the entry that binds it to the contract's imports.
-const SDK: &str = include_str!("../../guest/js/sandsock.js");
-const ENTRY: &str = include_str!("../../guest/js/sandsock-entry.js");
+const SDK: &str = include_str!("../../../guest/js/sandsock.js");
+const ENTRY: &str = include_str!("../../../guest/js/sandsock-entry.js");
 /// The toolchain, pinned: the lock file names the exact packages.
-const PACKAGE: &str = include_str!("../../guest/js/package.json");
-const PACKAGE_LOCK: &str = include_str!("../../guest/js/package-lock.json");
+const PACKAGE: &str = include_str!("../../../guest/js/package.json");
+const PACKAGE_LOCK: &str = include_str!("../../../guest/js/package-lock.json");
 
 /// The guest to start from: HTTP/1.1, `hello` for every request, keep-alive.
 const HELLO: &str = r#"// An HTTP/1.1 hello: every request (a head ending in an empty line; bodies are not
