@@ -1,8 +1,12 @@
 """A scripted host for the SDK's unit tests: the shape of ``sandsock.wasm.WasmHost``
 with plain classes, answers set per connection, and every call recorded."""
 
+import ipaddress
 from collections import deque
 from dataclasses import dataclass
+
+MAX_READ = 64 * 1024        # what one read answers at most
+MAX_TIMER_MS = 86_400_000   # a timer's longest delay: a day
 
 
 @dataclass
@@ -88,19 +92,59 @@ class Shutdown:
 
 
 class FakeConn:
-    def __init__(self):
-        self.reads = deque()       # answers to read(), then would-block
+    """One connection as the host sees it. The peer's side is scripted with ``send``,
+    ``send_eof`` and ``reset`` (or answers put in ``reads`` directly); what the
+    guest did is recorded."""
+
+    def __init__(self, peer="127.0.0.1:50000"):
+        self.reads = deque()       # answers to read() in order, then would-block;
+        #                            an eof or a failure stays: it answers every read after
         self.room = 1 << 30        # bytes write() still accepts
         self.write_error = None    # answer every write with this failure
         self.written = bytearray()  # everything accepted
         self.writes = []           # the size of every write call
         self.interest = (True, False)
         self.read_calls = []       # the max of every read call
-        self.shut_down = False
-        self.closed = False
+        self.shut_down = False     # the guest's shutdown-write
+        self.closed = False        # the guest's close: the handle is dead
+        self.peer = peer
+
+    def send(self, data):
+        """The peer sends ``data``: one read's worth at most."""
+        self.reads.append(ReadData(bytes(data)))
+
+    def send_eof(self):
+        """The peer shuts its write side: after what it sent, read answers eof."""
+        self.reads.append(ReadEof())
+
+    def reset(self):
+        """The peer resets the connection: reads and writes fail with reset."""
+        self.reads = deque([ReadFailed("reset")])
+        self.write_error = "reset"
+
+
+def ip_port(addr):
+    """``addr`` written the host's way if it is an ``ip:port`` (an IPv6 address in
+    brackets, no name), else None."""
+    ip, colon, port = addr.rpartition(":")
+    if not colon or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        return None
+    try:
+        if ip.startswith("[") and ip.endswith("]"):
+            return f"[{ipaddress.IPv6Address(ip[1:-1])}]:{int(port)}"
+        return f"{ipaddress.IPv4Address(ip)}:{int(port)}"
+    except ValueError:
+        return None
 
 
 class FakeHost:
+    """The io interface of one guest instance (``wit/handler.wit``, as
+    ``wit/io-cases.json`` says it behaves: ``tests/test_contract.py`` runs that
+    table here). A connection exists once handed out: ``conn(handle)`` does it on
+    first use (a test that scripts a connection means it to exist), and so does
+    ``connect``. Calls on a handle never handed out, or closed, answer
+    unknown-conn or nothing. Events are the tests' to deliver."""
+
     ReadData, ReadEof, ReadFailed = ReadData, ReadEof, ReadFailed
     WriteAccepted, WriteWouldBlock = WriteAccepted, WriteWouldBlock
     Err = Err
@@ -108,59 +152,82 @@ class FakeHost:
     Hangup, Timer, Adopted, Shutdown = Hangup, Timer, Adopted, Shutdown
 
     def __init__(self):
-        self.conns = {}
+        self.conns = {}           # every handle handed out; closed ones stay, marked
         self.calls = []           # (name, args) of every call, in order
         self.timers = {}
         self.timer_limit = 10
         self.next_handle = 1000
-        self.connect_error = None
+        self.allow_connect = True  # the host's --allow-connect: here, anything
 
     def conn(self, handle):
-        return self.conns.setdefault(handle, FakeConn())
+        """The connection ``handle``, handed out now if it never was."""
+        if handle not in self.conns:
+            self.conns[handle] = FakeConn(peer=f"127.0.0.1:{40000 + handle % 20000}")
+        return self.conns[handle]
+
+    def _live(self, handle):
+        fc = self.conns.get(handle)
+        return fc if fc is not None and not fc.closed else None
 
     # -- the io interface ---------------------------------------------------
 
     def read(self, c, max):
         self.calls.append(("read", c))
-        fc = self.conn(c)
+        fc = self._live(c)
+        if fc is None:
+            return ReadFailed("unknown-conn")
         fc.read_calls.append(max)
         if not fc.reads:
             return ReadWouldBlock()
         answer = fc.reads[0]
-        if isinstance(answer, ReadData) and len(answer.value) > max:
-            fc.reads[0] = ReadData(answer.value[max:])
-            return ReadData(answer.value[:max])
+        if isinstance(answer, (ReadEof, ReadFailed)):
+            return answer  # sticky
+        n = min(max, MAX_READ)
+        if isinstance(answer, ReadData) and len(answer.value) > n:
+            fc.reads[0] = ReadData(answer.value[n:])
+            return ReadData(answer.value[:n])
         fc.reads.popleft()
         return answer
 
     def write(self, c, data):
         assert type(data) is bytes, "io.write wants bytes exactly"
         self.calls.append(("write", c))
-        fc = self.conn(c)
+        fc = self._live(c)
+        if fc is None:
+            return WriteFailed("unknown-conn")
         fc.writes.append(len(data))
         if fc.write_error:
             return WriteFailed(fc.write_error)
-        if fc.room == 0:
-            return WriteWouldBlock()
+        if fc.shut_down:
+            return WriteFailed("closed")
         n = min(fc.room, len(data))
+        if n == 0 and data:
+            return WriteWouldBlock()
         fc.room -= n
         fc.written += data[:n]
         return WriteAccepted(n)
 
     def set_interest(self, c, readable, writable):
         self.calls.append(("set_interest", c, readable, writable))
-        self.conn(c).interest = (readable, writable)
+        fc = self._live(c)
+        if fc is not None:
+            fc.interest = (readable, writable)
 
     def shutdown_write(self, c):
         self.calls.append(("shutdown_write", c))
-        self.conn(c).shut_down = True
+        fc = self._live(c)
+        if fc is not None:
+            fc.shut_down = True
 
     def close(self, c):
         self.calls.append(("close", c))
-        self.conn(c).closed = True
+        fc = self._live(c)
+        if fc is not None:
+            fc.closed = True
 
     def peer(self, c):
-        return f"127.0.0.1:{c}"
+        fc = self._live(c)
+        return fc.peer if fc is not None else None
 
     def tls(self, c):
         return None
@@ -168,13 +235,19 @@ class FakeHost:
     def set_timer(self, id, after_ms):
         if len(self.timers) >= self.timer_limit and id not in self.timers:
             raise Err("limit-exceeded")
+        if after_ms > MAX_TIMER_MS:
+            raise Err("limit-exceeded")
         self.timers[id] = after_ms
 
     def cancel_timer(self, id):
         self.timers.pop(id, None)
 
     def connect(self, addr):
-        if self.connect_error:
-            raise Err(self.connect_error)
+        target = ip_port(addr)
+        if target is None:
+            raise Err("invalid-address")
+        if not self.allow_connect:
+            raise Err("not-permitted")
         self.next_handle += 1
+        self.conns[self.next_handle] = FakeConn(peer=target)
         return self.next_handle

@@ -1,5 +1,5 @@
 """The SDK's logic against a scripted host (no wasm): run from the repo root with
-``python3 -m unittest discover -s guest/python/tests -t guest/python``."""
+``python3 -B -m unittest discover -s guest/python/tests``."""
 
 import os
 import sys
@@ -62,6 +62,9 @@ def make(handler=None, clock=None):
 
 
 def accept(rt, host, *handles):
+    """The host hands the connections out, then tells the guest."""
+    for h in handles:
+        host.conn(h)
     rt.handle([Accepted(h) for h in handles])
 
 
@@ -216,6 +219,7 @@ class CloseTests(unittest.TestCase):
                 self.seen.append(("after close()", conn.id))
 
         rt, host, h = make(Closer())
+        host.conn(1)  # handed out
         rt.handle([Accepted(1), Timer(7)])
         self.assertEqual(h.seen, [("accept", 1), ("after close()", 1), ("close", 1, None),
                                   ("timer", 7)])
@@ -298,6 +302,7 @@ class CloseTests(unittest.TestCase):
         rt, host, h = make(CloseAtOnce())
         rt.handle([])
         conn = sandsock.connect("127.0.0.1:1")
+        host.conn(7)  # handed out
         rt.handle([Connected(conn.id), Adopted(7)])
         self.assertNotIn(("writable", conn.id), h.seen)
         self.assertNotIn(("writable", 7), h.seen)
@@ -589,7 +594,7 @@ class OutboundAndTimerTests(unittest.TestCase):
         conn = sandsock.connect("127.0.0.1:9")
         rt.handle([Hangup(HangupInfo(conn.id, "refused"))])
         self.assertEqual(h.closes(), [("close", conn.id, "refused")])
-        host.connect_error = "not-permitted"
+        host.allow_connect = False
         with self.assertRaises(sandsock.IoError) as caught:
             sandsock.connect("10.0.0.1:80")
         self.assertEqual(caught.exception.reason, "not-permitted")
@@ -644,6 +649,7 @@ class SnapshotTests(unittest.TestCase):
         self.assertIsNone(rt2.restore(snap))
         self.assertEqual(new_h.restored, 42)
         host2.conn(1).reads.append(ReadData(b" line"))
+        host2.conn(2)  # handed out
         rt2.handle([Adopted(1), Adopted(2), Readable(1)])
         self.assertEqual(bytes(host2.conn(1).written), b"3456789[new]partial line")
         self.assertIn(("data", 1, b"partial line"), new_h.seen)

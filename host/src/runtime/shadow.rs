@@ -9,11 +9,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::limits::MAX_TIMER_DELAY_MS;
+use crate::limits::{Limits, MAX_TIMER_DELAY_MS};
 use crate::wit::{Conn, Event, HangupInfo, IoError, ReadResult, TlsInfo, WriteResult};
-
-/// The most timers one shadow may have armed: the host's default `--max-timers`.
-const MAX_TIMERS: usize = 1024;
 
 /// The most bytes of a connection's output a shadow keeps for the comparison (a
 /// canary holds no more of the serving generation's).
@@ -74,11 +71,23 @@ impl ShadowConn {
 }
 
 /// The connections and timers of one shadow instance.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ShadowIo {
     /// By handle, so that events go out in the same order to every shadow.
     pub conns: BTreeMap<Conn, ShadowConn>,
     timers: BTreeMap<u64, Instant>,
+    /// The most timers it may have armed: the host's default `--max-timers`.
+    pub max_timers: usize,
+}
+
+impl Default for ShadowIo {
+    fn default() -> Self {
+        Self {
+            conns: BTreeMap::new(),
+            timers: BTreeMap::new(),
+            max_timers: Limits::DEFAULT.max_timers,
+        }
+    }
 }
 
 impl ShadowIo {
@@ -152,16 +161,30 @@ impl ShadowIo {
         self.timers.values().min().copied()
     }
 
+    /// Failed, and the shadow not told yet: its calls answer `reset`, as the host's do.
+    fn failed(&self, c: Conn) -> bool {
+        self.conns
+            .get(&c)
+            .is_some_and(|conn| conn.hung_up && !conn.hangup_told && conn.closed_at.is_none())
+    }
+
     fn live(&mut self, c: Conn) -> Option<&mut ShadowConn> {
         self.conns.get_mut(&c).filter(|conn| conn.live())
     }
 
     /// `read`: the serving generation's input, then `would-block`, or `eof` once
-    /// the serving generation read it.
+    /// the serving generation read it; `reset` once it failed, until the shadow has
+    /// heard `hangup`.
     pub fn read(&mut self, c: Conn, max: u32) -> ReadResult {
+        if self.failed(c) {
+            return ReadResult::Failed(IoError::Reset);
+        }
         let Some(conn) = self.live(c) else {
             return ReadResult::Failed(IoError::UnknownConn);
         };
+        if max == 0 && conn.read < conn.input.len() {
+            return ReadResult::Data(Vec::new());
+        }
         let end = conn
             .input
             .len()
@@ -180,6 +203,9 @@ impl ShadowIo {
 
     /// `write`: kept, and accepted whole.
     pub fn write(&mut self, c: Conn, data: &[u8]) -> WriteResult {
+        if self.failed(c) {
+            return WriteResult::Failed(IoError::Reset);
+        }
         let Some(conn) = self.live(c) else {
             return WriteResult::Failed(IoError::UnknownConn);
         };
@@ -227,7 +253,7 @@ impl ShadowIo {
     /// `set-timer`: the shadow's own, fired by the canary.
     pub fn set_timer(&mut self, id: u64, after_ms: u64) -> Result<(), IoError> {
         if after_ms > MAX_TIMER_DELAY_MS
-            || (self.timers.len() >= MAX_TIMERS && !self.timers.contains_key(&id))
+            || (self.timers.len() >= self.max_timers && !self.timers.contains_key(&id))
         {
             return Err(IoError::LimitExceeded);
         }
