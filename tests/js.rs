@@ -13,7 +13,25 @@ use common::languages::{
 #[test]
 fn the_sdk_unit_tests_pass_in_node() {
     let report = run_ok("node", &["--test", "guest/js/test/"]);
-    assert!(report.contains("# fail 0"), "{report}");
+    // The TAP summary: tests ran, and every one of them passed.
+    let count = |key: &str| -> usize {
+        let prefix = format!("# {key} ");
+        let mut values = report
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix.as_str()));
+        let value = values
+            .next()
+            .unwrap_or_else(|| panic!("no `{prefix}` line in the report:\n{report}"));
+        assert!(values.next().is_none(), "two `{prefix}` lines:\n{report}");
+        value
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("`{prefix}{value}`: {e}\n{report}"))
+    };
+    let (tests, pass) = (count("tests"), count("pass"));
+    assert!(tests > 0, "no tests ran:\n{report}");
+    assert_eq!(pass, tests, "{pass} of {tests} tests passed:\n{report}");
+    assert_eq!(count("fail"), 0, "{report}");
 }
 
 #[test]

@@ -62,11 +62,14 @@ for name in "$@"; do
     die "no guest named '$name' (no app.js in $here/examples/$name, $here/$name or ./$name)"
   fi
   base=$(basename "$name")
-  # The app's directory, with the SDK and the entry beside its app.js.
+  # The app's directory, with the SDK (sandsock.js and its modules, sandsock/) and
+  # the entry beside its app.js.
   dir=$stage/$base
   rm -rf "$dir"
   mkdir -p "$dir"
   cp -R "$src/." "$dir/"
+  rm -rf "$dir/sandsock"
+  cp -R "$here/sandsock" "$dir/"
   cp "$here/sandsock.js" "$here/sandsock-entry.js" "$dir/"
   start=$(date +%s%N)
   if ! (cd "$dir" && node "$cli" --wit "$wit" --world stateful-handler \

@@ -1,7 +1,8 @@
 // sandsock-entry.js: the component's entry point. It binds the SDK (sandsock.js)
 // to the host's WIT imports and exports what the `stateful-handler` world of
 // sandsock:net@0.4.0 asks for; the guest's own code is ./app.js, which calls
-// serve(handler). build.sh puts the three files side by side and builds this one.
+// serve(handler). build.sh puts them side by side (with the SDK's sandsock/ modules)
+// and builds this one.
 //
 // This is the only file that touches the generated bindings, and it hides how a
 // toolchain maps them: `u64` as a number (componentize-qjs) or a BigInt

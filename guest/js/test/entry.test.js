@@ -2,7 +2,7 @@
 // how it maps what the generated bindings throw.
 import { test, before } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, copyFileSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, copyFileSync, cpSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -21,6 +21,7 @@ let sdk;
 before(async () => {
   const dir = mkdtempSync(join(tmpdir(), "sandsock-js-entry-"));
   copyFileSync(join(here, "..", "sandsock.js"), join(dir, "sandsock.js"));
+  cpSync(join(here, "..", "sandsock"), join(dir, "sandsock"), { recursive: true });
   const source = readFileSync(join(here, "..", "sandsock-entry.js"), "utf8");
   const staged = source
     .replace('"sandsock:net/io@0.4.0"', '"./fake-io.js"')

@@ -1,7 +1,7 @@
 // The http example, in plain Node: its HTTP logic, and the handler over a fake host.
 import { test, before } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, copyFileSync } from "node:fs";
+import { mkdtempSync, copyFileSync, cpSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -12,10 +12,12 @@ const here = dirname(fileURLToPath(import.meta.url));
 let sdk;
 let app;
 
-// The example imports ./sandsock.js, as a built guest does: put them side by side.
+// The example imports ./sandsock.js, as a built guest does: put them side by side
+// (the SDK with its modules, ./sandsock/).
 before(async () => {
   const dir = mkdtempSync(join(tmpdir(), "sandsock-js-http-"));
   copyFileSync(join(here, "..", "sandsock.js"), join(dir, "sandsock.js"));
+  cpSync(join(here, "..", "sandsock"), join(dir, "sandsock"), { recursive: true });
   copyFileSync(join(here, "..", "examples", "http", "app.js"), join(dir, "app.js"));
   sdk = await import(pathToFileURL(join(dir, "sandsock.js")));
   app = await import(pathToFileURL(join(dir, "app.js")));

@@ -1,14 +1,42 @@
-//! `host new NAME --lang js`: `app.js` on the JavaScript SDK (`sandsock.js` and its
-//! entry `sandsock-entry.js`, vendored beside it), and a `build.sh` that installs the
-//! pinned componentize-qjs from npm into a private directory and builds the
-//! component.
+//! `host new NAME --lang js`: `app.js` on the JavaScript SDK (`sandsock.js` with its
+//! modules under `sandsock/`, and its entry `sandsock-entry.js`, vendored beside it),
+//! and a `build.sh` that installs the pinned componentize-qjs from npm into a private
+//! directory and builds the component.
 
 use std::path::PathBuf;
 
 use super::{File, WIT};
 
-/// The SDK and the entry that binds it to the contract's imports.
+/// The SDK (the module a guest imports, and the modules it re-exports, as this host
+/// was built with them) and the entry that binds it to the contract's imports.
 const SDK: &str = include_str!("../../../guest/js/sandsock.js");
+const SDK_MODULES: &[(&str, &str)] = &[
+    (
+        "bytes.js",
+        include_str!("../../../guest/js/sandsock/bytes.js"),
+    ),
+    ("log.js", include_str!("../../../guest/js/sandsock/log.js")),
+    (
+        "conn.js",
+        include_str!("../../../guest/js/sandsock/conn.js"),
+    ),
+    (
+        "handler.js",
+        include_str!("../../../guest/js/sandsock/handler.js"),
+    ),
+    (
+        "runtime.js",
+        include_str!("../../../guest/js/sandsock/runtime.js"),
+    ),
+    (
+        "input.js",
+        include_str!("../../../guest/js/sandsock/input.js"),
+    ),
+    (
+        "snapshot.js",
+        include_str!("../../../guest/js/sandsock/snapshot.js"),
+    ),
+];
 const ENTRY: &str = include_str!("../../../guest/js/sandsock-entry.js");
 /// The toolchain, pinned: the lock file names the exact packages.
 const PACKAGE: &str = include_str!("../../../guest/js/package.json");
@@ -103,6 +131,11 @@ pub(super) fn files(name: &str) -> Vec<File> {
     ]
     .into_iter()
     .map(|(path, text)| (PathBuf::from(path), text))
+    .chain(
+        SDK_MODULES
+            .iter()
+            .map(|(path, text)| (PathBuf::from("sandsock").join(path), text.to_string())),
+    )
     .collect()
 }
 
@@ -147,8 +180,8 @@ in without dropping a connection. The component runs QuickJS (componentize-qjs);
 handler gets `Conn` objects with buffered writes, and `console.log` goes to the
 host's log.
 
-`sandsock.js` is the JavaScript SDK of the host that made this project,
-`sandsock-entry.js` binds it to the contract's imports, and `wit/handler.wit` is the
+`sandsock.js` (with its modules in `sandsock/`) is the JavaScript SDK of the host
+that made this project, `sandsock-entry.js` binds it to the contract's imports, and `wit/handler.wit` is the
 contract it speaks; a host that speaks another version of the contract refuses the
 guest with one line saying so. An exception a handler does not catch is a trap: the
 host logs it and serves the next connection with a fresh instance.
