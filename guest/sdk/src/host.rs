@@ -62,15 +62,24 @@ impl WasmHost {
 
 #[cfg(test)]
 pub(crate) mod fake {
-    //! A scripted host for unit tests.
+    //! A scripted host for unit tests. It keeps to the io contract that
+    //! `wit/io-cases.json` writes down (`contract.rs` runs it), so what the SDK is
+    //! tested against is what a real host does.
 
     use super::*;
     use std::collections::{HashMap, VecDeque};
+    use std::net::SocketAddr;
+
+    /// The most one `read` answers, whatever `max` asks.
+    pub(crate) const MAX_READ: u32 = 64 * 1024;
+    /// The longest `set-timer` delay: a day.
+    pub(crate) const MAX_TIMER_MS: u32 = 86_400_000;
 
     /// What the fake host knows about one connection.
     #[derive(Debug, Default)]
     pub(crate) struct FakeConn {
-        /// Answers to `read`, in order; `would-block` once they run out.
+        /// Answers to `read`, in order; `would-block` once they run out. An `eof` or
+        /// a failure is final: every later read answers it again.
         pub(crate) reads: VecDeque<ReadResult>,
         /// How many more bytes `write` accepts before it answers `would-block`.
         pub(crate) room: usize,
@@ -85,14 +94,33 @@ pub(crate) mod fake {
         pub(crate) closed: bool,
     }
 
-    #[derive(Debug, Default)]
+    #[derive(Debug)]
     pub(crate) struct FakeHost {
         pub(crate) conns: HashMap<u64, FakeConn>,
         pub(crate) timers: HashMap<u64, u32>,
-        /// Answer `connect` with this failure instead of a handle.
-        pub(crate) connect_error: Option<IoError>,
-        /// The addresses `connect` was called with, in order.
+        /// How many timers may be outstanding at once.
+        pub(crate) max_timers: usize,
+        /// Whether `connect` may connect out (to any `ip:port`).
+        pub(crate) allow_connect: bool,
+        /// The addresses `connect` handed out a connection for, in order.
         pub(crate) connects: Vec<String>,
+        /// Breaks the contract on purpose: an `eof` is answered once, then
+        /// `would-block`. Only `contract.rs` sets it, to show its runner can fail.
+        pub(crate) eof_once: bool,
+    }
+
+    impl Default for FakeHost {
+        /// Connecting allowed and two timers, so that tests need not ask.
+        fn default() -> Self {
+            Self {
+                conns: HashMap::new(),
+                timers: HashMap::new(),
+                max_timers: 2,
+                allow_connect: true,
+                connects: Vec::new(),
+                eof_once: false,
+            }
+        }
     }
 
     /// The first handle `connect` hands out; then one more per call.
@@ -115,15 +143,22 @@ pub(crate) mod fake {
         }
 
         pub(crate) fn read(&mut self, conn: u64, max: u32) -> ReadResult {
+            let eof_once = self.eof_once;
             let Some(state) = self.live(conn) else {
                 return ReadResult::Failed(IoError::UnknownConn);
             };
             state.read_calls += 1;
+            let max = max.min(MAX_READ) as usize;
             match state.reads.pop_front() {
-                Some(ReadResult::Data(mut bytes)) if bytes.len() > max as usize => {
-                    let rest = bytes.split_off(max as usize);
+                Some(ReadResult::Data(mut bytes)) if bytes.len() > max => {
+                    let rest = bytes.split_off(max);
                     state.reads.push_front(ReadResult::Data(rest));
                     ReadResult::Data(bytes)
+                }
+                Some(ReadResult::Eof) if eof_once => ReadResult::Eof,
+                Some(end @ (ReadResult::Eof | ReadResult::Failed(_))) => {
+                    state.reads.push_front(end.clone());
+                    end
                 }
                 Some(answer) => answer,
                 None => ReadResult::WouldBlock,
@@ -141,7 +176,7 @@ pub(crate) mod fake {
                 return WriteResult::Failed(IoError::Closed);
             }
             let n = bytes.len().min(state.room);
-            if n == 0 {
+            if n == 0 && !bytes.is_empty() {
                 return WriteResult::WouldBlock;
             }
             state.room -= n;
@@ -179,8 +214,10 @@ pub(crate) mod fake {
             None
         }
 
+        /// Re-arming a timer does not count against the limit.
         pub(crate) fn set_timer(&mut self, id: u64, after_ms: u32) -> Result<(), IoError> {
-            if self.timers.len() >= 2 && !self.timers.contains_key(&id) {
+            let full = self.timers.len() >= self.max_timers && !self.timers.contains_key(&id);
+            if full || after_ms > MAX_TIMER_MS {
                 return Err(IoError::LimitExceeded);
             }
             self.timers.insert(id, after_ms);
@@ -191,15 +228,19 @@ pub(crate) mod fake {
             self.timers.remove(&id);
         }
 
-        /// Hands out an outbound connection with no room yet; the test then
-        /// delivers `connected` or `hangup`.
+        /// Hands out an outbound connection at once, taking writes without bound
+        /// (the host buffers them until connected); the test then delivers
+        /// `connected` or `hangup`.
         pub(crate) fn connect(&mut self, addr: &str) -> Result<u64, IoError> {
-            if let Some(error) = self.connect_error {
-                return Err(error);
+            if addr.parse::<SocketAddr>().is_err() {
+                return Err(IoError::InvalidAddress);
+            }
+            if !self.allow_connect {
+                return Err(IoError::NotPermitted);
             }
             self.connects.push(addr.to_owned());
             let conn = FIRST_OUTBOUND + self.connects.len() as u64 - 1;
-            self.add_conn(conn, 0);
+            self.add_conn(conn, usize::MAX);
             Ok(conn)
         }
 

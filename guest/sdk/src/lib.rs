@@ -48,6 +48,8 @@
 #![deny(missing_docs)]
 
 mod conn;
+#[cfg(test)]
+mod contract;
 mod handler;
 mod handoff;
 mod host;

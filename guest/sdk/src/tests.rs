@@ -506,7 +506,7 @@ fn a_connection_that_cannot_be_made_closes_with_its_reason() {
 #[test]
 fn connect_reports_what_the_host_refuses() {
     let mut rt = runtime(Recorder::default(), 0, vec![]);
-    host(&mut rt).connect_error = Some(IoError::NotPermitted);
+    host(&mut rt).allow_connect = false;
     assert_eq!(rt.io().connect("10.0.0.1:80"), Err(IoError::NotPermitted));
     assert_eq!(rt.io().conns().count(), 0);
 }
