@@ -164,6 +164,7 @@ test("the handler: an unfinished request crosses a hot swap", () => {
 
 test("the handler: on shutdown idle connections close, a half request is answered last", () => {
   const { host, rt } = server();
+  host.handOut(1);
   host.feed(2, "GET / HTTP/1.1\r\n");
   rt.handle([ev.accepted(1), ev.accepted(2), ev.readable(2), ev.shutdown()]);
   assert.ok(host.closed.has(1));

@@ -250,6 +250,7 @@ test("BigInt handles (componentize-js) are plain numbers to the handler", () => 
 
 test("pauseReading and resumeReading compose with the SDK's own pause", () => {
   const { host, rt } = setup();
+  host.handOut(1);
   rt.handle([ev.accepted(1)]);
   const c = rt.conn(1);
   c.pauseReading();
@@ -326,6 +327,8 @@ test("a hot swap: queued bytes, flags and the handler's state cross over", () =>
   const fresh = setup(new Stateful());
   assert.equal(fresh.rt.restore(snap), null);
   assert.equal(fresh.h.restored, 42);
+  fresh.host.handOut(1);
+  fresh.host.handOut(2);
   fresh.rt.handle([ev.adopted(1), ev.adopted(2)]);
   assert.equal(fresh.host.output(1), "nding", "the old queue goes out first");
   assert.deepEqual(fresh.host.interest.get(2), [false, false], "still paused");
@@ -357,7 +360,8 @@ test("writing something that is not bytes or a string throws", () => {
 });
 
 test("peer is known while open, null after", () => {
-  const { rt } = setup();
+  const { host, rt } = setup();
+  host.handOut(1);
   rt.handle([ev.accepted(1)]);
   const c = rt.conn(1);
   assert.equal(c.peer, "127.0.0.1:40001");
@@ -396,6 +400,7 @@ test("abort drops what the host pushed back on, and writes nothing for a connect
   assert.equal(host.output(up.id), "");
   assert.ok(host.closed.has(up.id));
   // Written, then refused by the host (a half-closed connection): abort still closes.
+  host.handOut(2);
   rt.handle([ev.accepted(2)]);
   rt.conn(2).write("x");
   host.shut.add(2);
@@ -413,6 +418,7 @@ test("no onWritable for writes in onConnected or onAdopted that the host took at
   const up = connect("127.0.0.1:9");
   rt.handle([ev.connected(up.id)]);
   assert.equal(host.output(up.id), "hello");
+  host.handOut(2);
   rt.handle([ev.adopted(2)]);
   assert.equal(host.output(2), "welcome back");
   // Nor for a `writable` in the batch after a write the host had not pushed back on.
@@ -465,6 +471,7 @@ test("a restore that throws is a refusal, with the connections still handed over
   }
   assert.match(refusal, /^the handler refused its state: .*null/);
   assert.ok(lines.some(([level, line]) => level === "error" && line.includes("TypeError")), "the bug is logged");
+  fresh.host.handOut(1);
   fresh.rt.handle([ev.adopted(1)]);
   assert.equal(fresh.host.output(1), "queued", "the SDK's part was taken up all the same");
 });
@@ -480,6 +487,8 @@ test("a snapshot bad in its last connection takes up none of it", () => {
   snap[snap.length - 3 - 8 - 1] = 9; // the last connection's pending action
   const fresh = setup();
   assert.match(fresh.rt.restore(snap), /could not read the snapshot/);
+  fresh.host.handOut(1);
+  fresh.host.handOut(2);
   fresh.rt.handle([ev.adopted(1), ev.adopted(2)]);
   assert.equal(fresh.host.output(1), "");
   assert.equal(fresh.host.output(2), "");

@@ -1,10 +1,21 @@
 // A fake host for the SDK's unit tests in plain Node: the WIT `io` as the runtime
 // sees it (handles as numbers), with scripted input and a scripted amount of room
-// per connection, recording every call.
+// per connection, recording every call. It keeps the io contract, wit/io-cases.json
+// (test/contract.test.js runs that table here as `js-fake`).
+//
+// A connection exists once handed out: `handOut(id)` does it, and so does scripting
+// it (`feed`, `setRoom`, `reset`: a test that scripts a connection means it to
+// exist), and `connect`. Calls on a handle never handed out, or closed, answer
+// unknown-conn or nothing. Events are the tests' to deliver.
+
+export const MAX_READ = 64 * 1024; // what one read answers at most
+export const MAX_TIMER_MS = 86400000; // a timer's longest delay: a day
 
 export class FakeHost {
   constructor() {
     this.calls = [];
+    // Every handle handed out and not closed.
+    this.live = new Set();
     // Per connection: input chunks (Uint8Array, "eof", or {error}) still to read.
     this.input = new Map();
     // Per connection: bytes the host still takes (Infinity: all of them).
@@ -13,6 +24,8 @@ export class FakeHost {
     this.sent = new Map();
     this.interest = new Map();
     this.closed = new Set();
+    // Per connection: the failure every write answers (the peer reset it).
+    this.writeError = new Map();
     this.shut = new Set();
     this.timers = new Map();
     this.timerLimit = Infinity;
@@ -21,14 +34,33 @@ export class FakeHost {
   }
 
   // Scripting.
+
+  /** The host hands out `id` (accepted, adopted): it lives until closed. */
+  handOut(id) {
+    if (!this.closed.has(id)) this.live.add(id);
+    return id;
+  }
+
+  /** The peer sends: each chunk (a string, bytes, "eof", or {error}) is one read's
+   * worth at most; an "eof" or {error} answers every read after it. */
   feed(id, ...chunks) {
+    this.handOut(id);
     const q = this.input.get(id) ?? [];
     for (const c of chunks) q.push(typeof c === "string" && c !== "eof" ? new TextEncoder().encode(c) : c);
     this.input.set(id, q);
   }
 
+  /** The host takes `n` more bytes (Infinity: all of them) before would-block. */
   setRoom(id, n) {
+    this.handOut(id);
     this.room.set(id, n);
+  }
+
+  /** The peer resets the connection: reads and writes fail with `error`. */
+  reset(id, error = "reset") {
+    this.handOut(id);
+    this.input.set(id, [{ error }]);
+    this.writeError.set(id, error);
   }
 
   output(id) {
@@ -42,15 +74,13 @@ export class FakeHost {
   // The io interface.
   read(id, max) {
     this.calls.push(["read", id]);
-    if (this.closed.has(id)) return { tag: "failed", val: "unknown-conn" };
+    if (!this.live.has(id)) return { tag: "failed", val: "unknown-conn" };
     const q = this.input.get(id) ?? [];
     if (q.length === 0) return { tag: "would-block" };
     const c = q[0];
-    if (c === "eof") return { tag: "eof" };
-    if (c.error) {
-      q.shift();
-      return { tag: "failed", val: c.error };
-    }
+    if (c === "eof") return { tag: "eof" }; // sticky
+    if (c.error) return { tag: "failed", val: c.error }; // sticky
+    max = Math.min(max, MAX_READ);
     if (c.length <= max) {
       q.shift();
       return { tag: "data", val: c };
@@ -61,7 +91,8 @@ export class FakeHost {
 
   write(id, bytes) {
     this.calls.push(["write", id, bytes.length]);
-    if (this.closed.has(id)) return { tag: "failed", val: "unknown-conn" };
+    if (!this.live.has(id)) return { tag: "failed", val: "unknown-conn" };
+    if (this.writeError.has(id)) return { tag: "failed", val: this.writeError.get(id) };
     if (this.shut.has(id)) return { tag: "failed", val: "closed" };
     if (!(bytes instanceof Uint8Array)) throw new TypeError("expected a Uint8Array");
     const room = this.room.get(id) ?? Infinity;
@@ -79,21 +110,23 @@ export class FakeHost {
 
   setInterest(id, r, w) {
     this.calls.push(["setInterest", id, r, w]);
-    this.interest.set(id, [r, w]);
+    if (this.live.has(id)) this.interest.set(id, [r, w]);
   }
 
   shutdownWrite(id) {
     this.calls.push(["shutdownWrite", id]);
-    this.shut.add(id);
+    if (this.live.has(id)) this.shut.add(id);
   }
 
   close(id) {
     this.calls.push(["close", id]);
+    if (!this.live.has(id)) return;
+    this.live.delete(id);
     this.closed.add(id);
   }
 
   peer(id) {
-    return this.closed.has(id) ? null : `127.0.0.1:${40000 + id}`;
+    return this.live.has(id) ? `127.0.0.1:${40000 + (id % 20000)}` : null;
   }
 
   tls(id) {
@@ -102,6 +135,7 @@ export class FakeHost {
 
   setTimer(id, ms) {
     this.calls.push(["setTimer", id, ms]);
+    if (ms > MAX_TIMER_MS) return "limit-exceeded";
     if (!this.timers.has(id) && this.timers.size >= this.timerLimit) return "limit-exceeded";
     this.timers.set(id, ms);
     return null;
@@ -116,7 +150,7 @@ export class FakeHost {
     this.calls.push(["connect", addr]);
     if (!/^\d+\.\d+\.\d+\.\d+:\d+$/.test(addr)) return { error: "invalid-address" };
     if (!this.allowConnect) return { error: "not-permitted" };
-    return { conn: this.nextConn++ };
+    return { conn: this.handOut(this.nextConn++) };
   }
 }
 
