@@ -7,13 +7,14 @@
 //! - [`sockets`]: the event loop, connections, readiness, timers, and the guest's
 //!   `io` calls as [`sockets::Net`] answers them. Knows nothing of wasm.
 //! - [`runtime`]: the guest side: wasmtime's engine and linker, components,
-//!   instances and their limits, traps, guest output, and [`runtime::tenants`], the
-//!   instances serving each owner of connections.
-//! - [`swap`]: hot swap: the triggers and the loader thread, and the generations
-//!   with their drain and handoff policy.
+//!   instances and their limits, traps, guest output. Knows nothing of generations.
+//! - [`swap`]: which generation of the guest serves which connection: the guest as
+//!   the loop's handler ([`swap::WasmHandler`]), the generations and their
+//!   instances, drain and handoff, recycling, the canary, the triggers and the
+//!   loader thread.
 //! - Glue: [`cli`] (the command line), [`serve`] (what `host` does by default),
 //!   [`supervisor`] (signals and workers), [`admin`] (the admin listener),
-//!   [`wasm_handler`] (the guest side and swap as the loop's handler), [`builtin`]
+//!   [`builtin`]
 //!   (the guests built in), [`native`] (the benchmark's native baseline), [`probe`]
 //!   (`host health`, the admin listener's client for container health checks),
 //!   [`scaffold`] (`host new`, a guest project to start from).
@@ -39,5 +40,5 @@ pub mod sockets;
 pub mod supervisor;
 pub mod swap;
 pub mod units;
-pub mod wasm_handler;
+
 pub mod wit;

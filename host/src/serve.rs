@@ -22,7 +22,7 @@ use crate::sockets::listener::{Listener, bind_all};
 use crate::sockets::tls::{Certificates, TlsServer};
 use crate::supervisor::Supervisor;
 use crate::swap::Reloader;
-use crate::wasm_handler::WasmHandler;
+use crate::swap::WasmHandler;
 
 /// Serves until a shutdown completes.
 pub fn serve(args: &ServeArgs) -> Result<()> {

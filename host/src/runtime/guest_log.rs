@@ -84,7 +84,7 @@ impl Bucket {
 ///
 /// Dropped lines are counted here, for the generation as a whole, and reported in one
 /// line at most once per [`DROP_REPORT_EVERY`]: before the next line admitted, or from
-/// the loop's tick ([`Tenants`](super::tenants::Tenants) keeps the generations with a
+/// the loop's tick ([`Tenants`](crate::swap::tenants::Tenants) keeps the generations with a
 /// count waiting), so that a guest printing one line too many per call cannot turn
 /// each call into a report.
 #[derive(Debug)]

@@ -1,4 +1,6 @@
-//! The guest side: wasmtime, and the guest instances that serve connections.
+//! The guest side: wasmtime, compiled guests and their instances. Which instance
+//! serves which connection, and which generation of the guest serves at all, is
+//! `swap`'s business: nothing here knows of generations.
 //!
 //! - [`sandbox`]: what a guest is granted and held to: limits, isolation,
 //!   environment.
@@ -12,8 +14,8 @@
 //! - [`limiter`]: the memory cap and the bounds on tables and instances.
 //! - [`guest_log`]: guest stdout and stderr as host log lines.
 //! - [`trap`]: a trap's cause in words, and the guest's backtrace.
-//! - [`tenants`]: which instance serves which owner, traps, and the crash-loop
-//!   [`backoff`].
+//! - [`backoff`]: the crash-loop back-off of an instance that keeps trapping.
+//! - [`shadow`]: the io a canary's shadow instance sees instead of the sockets.
 
 pub mod backoff;
 pub mod cache;
@@ -26,5 +28,4 @@ pub mod instance;
 pub mod limiter;
 pub mod sandbox;
 pub mod shadow;
-pub mod tenants;
 pub mod trap;

@@ -1,6 +1,8 @@
-//! [`Generations`]: every loaded version of the guest, and the swap policy: how a new
-//! one takes over (drain or handoff), when an old one is closed (`--drain-timeout`),
-//! and when it is dropped.
+//! [`Generations`]: every loaded version of the guest, the instances serving each
+//! (its [`Tenants`]), and the swap policy: how a new one takes over (drain, or a
+//! handoff of the connections and the guest's state), when an old one is closed
+//! (`--drain-timeout`), and when it is dropped. It is the one owner of "which generation serves which connection":
+//! the serving generation is the last of its list, and nothing else records it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,11 +11,14 @@ use tracing::{info, warn};
 
 use super::SwapMode;
 use super::reloader::Loaded;
+use super::tenants::{Restored, Tenants};
 use crate::metrics::{Published, Serving, SwapCounters, millis};
 use crate::runtime::component::Guest;
-use crate::runtime::tenants::{Restored, Tenants};
+use crate::runtime::engine::Runtime;
+use crate::runtime::instance::Instance;
 use crate::runtime::trap::describe;
 use crate::sockets::net::Net;
+use crate::sockets::owners::Owner;
 use crate::wit::Event;
 
 /// The most of a guest's reason for refusing a snapshot that is logged, in chars.
@@ -23,11 +28,14 @@ const MAX_REASON: usize = 200;
 const LAST_CLOSED: &str = "its last connection has closed";
 
 /// One loaded version of the guest.
-struct Generation {
-    number: u32,
-    guest: Arc<Guest>,
+pub(super) struct Generation {
+    pub(super) number: u32,
+    pub(super) guest: Arc<Guest>,
     /// When a newer generation took over new connections; `None` while serving.
     retired: Option<Instant>,
+    /// Its one owner, with shared isolation (with an instance per connection, each
+    /// connection has an owner of its own).
+    pub(super) shared: Option<Owner>,
 }
 
 /// The generations, oldest first; the last one serves new connections.
@@ -37,34 +45,117 @@ pub struct Generations {
     mode: SwapMode,
     drain_timeout: Option<Duration>,
     /// What it counts for `/metrics`.
-    counters: SwapCounters,
+    pub(super) counters: SwapCounters,
     /// The serving generation changed since it was last published.
     serving_changed: bool,
+    /// The instances serving every generation's connections.
+    pub(super) tenants: Tenants,
 }
 
 impl Generations {
-    /// Generation 1, serving `guest`.
-    pub fn new(guest: Arc<Guest>, mode: SwapMode, drain_timeout: Option<Duration>) -> Self {
+    /// Generation 1, serving `guest`, whose instance `first` has started on
+    /// `runtime`.
+    pub fn new(
+        runtime: Arc<Runtime>,
+        guest: Arc<Guest>,
+        first: Instance,
+        mode: SwapMode,
+        drain_timeout: Option<Duration>,
+    ) -> Self {
+        let mut tenants = Tenants::new(runtime);
+        let shared = tenants
+            .shared()
+            .then(|| tenants.insert(1, guest.clone(), Some(first)));
         let generations = Self {
             list: vec![Generation {
                 number: 1,
                 guest,
                 retired: None,
+                shared,
             }],
             next: 2,
             mode,
             drain_timeout,
             counters: SwapCounters::default(),
             serving_changed: true,
+            tenants,
         };
         generations.log_serving();
         generations
     }
 
+    /// The runtime instances start on.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        self.tenants.runtime()
+    }
+
+    /// Times guest calls, for `/metrics`.
+    pub fn time_calls(&mut self) {
+        self.tenants.time_calls();
+    }
+
+    /// The owner of a connection accepted now, or handed over to the serving
+    /// generation at a swap: its shared owner, or a new one of its own.
+    pub fn owner_for_new_connection(&mut self) -> Owner {
+        let serving = self
+            .list
+            .last()
+            .expect("there is always a serving generation");
+        match serving.shared {
+            Some(owner) => owner,
+            None => self
+                .tenants
+                .insert(serving.number, serving.guest.clone(), None),
+        }
+    }
+
+    /// Whether new connections can be served now (the serving instance is not
+    /// backing off after traps).
+    pub fn accepting(&mut self) -> bool {
+        self.tenants.accepting()
+    }
+
+    /// Runs one owner's events (one call into its instance), and ends what that
+    /// call left with nothing to serve.
+    pub fn run(&mut self, owner: Owner, events: &[Event], net: &mut Net) {
+        let serving = self.serving_number();
+        self.tenants.run(owner, events, serving, net);
+        self.tenants.after_call(owner, serving, net);
+    }
+
+    /// The serving shared instance's snapshot, if it has an instance and exports
+    /// `state`: a canary's shadows start from it.
+    pub fn serving_snapshot(&mut self) -> Option<Vec<u8>> {
+        let owner = self.serving().shared?;
+        self.tenants.snapshot(owner)
+    }
+
+    /// Tells every live instance that the host is shutting down.
+    pub fn shutdown(&mut self, net: &mut Net) {
+        let serving = self.serving_number();
+        self.tenants.shutdown(serving, net);
+    }
+
+    /// The loop's tick: trap summaries and reports of dropped output that are due.
+    pub fn tick(&mut self, now: Instant) {
+        self.tenants.tick(now);
+    }
+
+    /// When the loop must tick for the generations next: a `--drain-timeout`, a
+    /// trap summary or output report, the end of a back-off.
+    pub fn next_tick(&self) -> Option<Instant> {
+        [self.next_deadline(), self.tenants.next_tick()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
     /// Stores what it counted into the worker's published metrics: the counters,
     /// the connections each retired generation holds, and (after a swap) which
     /// generation serves.
-    pub fn publish(&mut self, to: &Published, tenants: &Tenants, net: &Net) {
+    pub fn publish(&mut self, to: &Published, net: &Net) {
+        self.tenants.publish(to);
+        let tenants = &self.tenants;
         let retired = self.list[..self.list.len() - 1]
             .iter()
             .map(|g| (g.number, tenants.connections_of(g.number, net)));
@@ -98,9 +189,9 @@ impl Generations {
     /// then older generations drain, or hand their connections over, as `--swap`
     /// says. Returns whether the swap happened (a guest that cannot start is refused,
     /// and the serving generation goes on).
-    pub fn swap_in(&mut self, loaded: Loaded, tenants: &mut Tenants, net: &mut Net) -> bool {
+    pub fn swap_in(&mut self, loaded: Loaded, net: &mut Net) -> bool {
         let digest = loaded.guest.short_digest();
-        let first = match tenants.runtime().instantiate(&loaded.guest) {
+        let first = match self.tenants.runtime().instantiate(&loaded.guest) {
             Ok(instance) => instance,
             Err(err) => {
                 self.counters.refused += 1;
@@ -120,7 +211,7 @@ impl Generations {
                 .find(|g| g.guest.digest == loaded.guest.digest)
                 .map(|g| g.number)
         });
-        let number = self.take_over(Arc::new(loaded.guest), first, self.mode, None, tenants, net);
+        let number = self.take_over(Arc::new(loaded.guest), first, self.mode, None, net);
         match baseline {
             Some(Some(baseline)) => info!(
                 "tier-up: generation {number} runs the optimized code of generation {baseline}"
@@ -144,55 +235,15 @@ impl Generations {
         true
     }
 
-    /// Replaces the serving generation's shared instance with a fresh one of the
-    /// same compiled code, as a generation of its own (`why` says what was due): its
-    /// connections move to the fresh instance with its state when the guest keeps
-    /// state (the handoff path), and otherwise finish on the old one (drain). Nothing
-    /// is closed. Returns whether it happened (a fresh instance that cannot start
-    /// leaves the old one serving).
-    pub fn recycle(&mut self, why: &str, tenants: &mut Tenants, net: &mut Net) -> bool {
-        let guest = self.serving().guest.clone();
-        let old = self.serving().number;
-        let first = match tenants.runtime().instantiate(&guest) {
-            Ok(instance) => instance,
-            Err(err) => {
-                warn!(
-                    "recycling generation {old} failed: a fresh instance did not start: {}",
-                    describe(&err, false)
-                );
-                return false;
-            }
-        };
-        // Not --swap: a recycled instance is the same code, so a guest that keeps
-        // state takes its connections over (draining would leave every keep-alive
-        // connection on the instance that leaks, until it runs out); one without
-        // state can only drain.
-        let mode = if guest.keeps_state() {
-            SwapMode::Handoff
-        } else {
-            SwapMode::Drain
-        };
-        info!(
-            generation = old,
-            "recycling generation {old}: {why}; a fresh instance of the same code takes over"
-        );
-        self.counters.recycles += 1;
-        let from = tenants.owners_of(old);
-        self.take_over(guest, first, mode, Some(from), tenants, net);
-        tenants.rebase_serving();
-        true
-    }
-
     /// Makes `guest` (whose instance `first` has started) the serving generation;
     /// the older ones drain or hand their connections over, as `mode` says (a
     /// handoff takes the owners in `from`, or every older one). Returns its number.
-    fn take_over(
+    pub(super) fn take_over(
         &mut self,
         guest: Arc<Guest>,
-        first: crate::runtime::instance::Instance,
+        first: Instance,
         mode: SwapMode,
-        from: Option<Vec<crate::sockets::owners::Owner>>,
-        tenants: &mut Tenants,
+        from: Option<Vec<Owner>>,
         net: &mut Net,
     ) -> u32 {
         let now = Instant::now();
@@ -201,35 +252,46 @@ impl Generations {
         }
         let number = self.next;
         self.next += 1;
-        tenants.serve(number, guest.clone(), first);
+        // With an instance per connection, `first` only proved that the guest starts.
+        let shared = self
+            .tenants
+            .shared()
+            .then(|| self.tenants.insert(number, guest.clone(), Some(first)));
+        self.tenants.forget_backoff();
         self.list.push(Generation {
             number,
             guest,
             retired: None,
+            shared,
         });
         self.log_serving();
         let why = match mode {
             SwapMode::Drain => {
-                self.log_draining(tenants, net);
+                self.log_draining(net);
                 "it held no connection"
             }
             SwapMode::Handoff => {
-                let from = from.unwrap_or_else(|| tenants.owners_not_of(number));
-                self.hand_over(number, from, tenants, net);
+                let from = from.unwrap_or_else(|| self.tenants.owners_not_of(number));
+                self.hand_over(number, from, net);
                 "its connections were handed over"
             }
         };
-        tenants.end_idle_retired(net);
-        self.drop_drained(tenants, why);
+        self.tenants.end_idle_retired(number, net);
+        self.drop_drained(why);
         self.serving_changed = true;
         number
     }
 
     /// Closes what retired generations still hold past `--drain-timeout`.
-    pub fn enforce_drain_timeout(&mut self, now: Instant, tenants: &mut Tenants, net: &mut Net) {
+    pub fn enforce_drain_timeout(&mut self, now: Instant, net: &mut Net) {
         let Some(timeout) = self.drain_timeout else {
             return;
         };
+        if !self.has_retired() {
+            return;
+        }
+        let serving = self.serving_number();
+        let tenants = &mut self.tenants;
         let expired = self
             .list
             .iter()
@@ -239,7 +301,7 @@ impl Generations {
             let closed: usize = tenants
                 .owners_of(number)
                 .into_iter()
-                .map(|owner| tenants.end(owner, net))
+                .map(|owner| tenants.end(owner, serving, net))
                 .sum();
             if closed > 0 {
                 warn!(
@@ -247,7 +309,7 @@ impl Generations {
                 );
             }
         }
-        self.drop_drained(tenants, LAST_CLOSED);
+        self.drop_drained(LAST_CLOSED);
     }
 
     /// When the next `--drain-timeout` runs out, if one will.
@@ -261,12 +323,15 @@ impl Generations {
     }
 
     /// After a batch: drops the retired generations whose last connection closed.
-    pub fn drop_closed(&mut self, tenants: &Tenants) {
-        self.drop_drained(tenants, LAST_CLOSED);
+    pub fn drop_closed(&mut self) {
+        if self.has_retired() {
+            self.drop_drained(LAST_CLOSED);
+        }
     }
 
     /// Drops the retired generations that no owner belongs to any more, saying `why`.
-    fn drop_drained(&mut self, tenants: &Tenants, why: &str) {
+    fn drop_drained(&mut self, why: &str) {
+        let tenants = &self.tenants;
         self.list.retain(|generation| {
             let drained = generation.retired.is_some() && !tenants.holds(generation.number);
             if drained {
@@ -279,7 +344,7 @@ impl Generations {
         });
     }
 
-    fn serving(&self) -> &Generation {
+    pub(super) fn serving(&self) -> &Generation {
         self.list
             .last()
             .expect("there is always a serving generation")
@@ -299,9 +364,10 @@ impl Generations {
         );
     }
 
-    fn log_draining(&self, tenants: &Tenants, net: &Net) {
+    fn log_draining(&self, net: &Net) {
         for generation in &self.list[..self.list.len() - 1] {
-            let held: usize = tenants
+            let held: usize = self
+                .tenants
                 .owners_of(generation.number)
                 .into_iter()
                 .map(|owner| net.owned_by(owner))
@@ -319,23 +385,17 @@ impl Generations {
     /// Moves every connection of older generations to generation `number`: each old
     /// instance's snapshot goes to its new owner's restore, then each connection is
     /// announced with `adopted`. The host's bytes for each stay where they are.
-    fn hand_over(
-        &mut self,
-        number: u32,
-        from: Vec<crate::sockets::owners::Owner>,
-        tenants: &mut Tenants,
-        net: &mut Net,
-    ) {
+    fn hand_over(&mut self, number: u32, from: Vec<Owner>, net: &mut Net) {
         let mut handed = 0;
         let mut refused = 0;
         for old in from {
-            let state = tenants.snapshot(old);
-            let target = tenants.owner_for_new_connection();
+            let state = self.tenants.snapshot(old);
+            let target = self.owner_for_new_connection();
             let conns = net.hand_over(old, target);
-            tenants.end(old, net);
+            self.tenants.end(old, number, net);
             handed += conns.len();
             if let Some(state) = state {
-                match tenants.restore(target, state, net) {
+                match self.tenants.restore(target, state, number, net) {
                     Restored::Taken => {}
                     Restored::Refused(why) => {
                         self.counters.snapshots_refused += 1;
@@ -357,9 +417,9 @@ impl Generations {
             }
             if !conns.is_empty() {
                 let adopted: Vec<Event> = conns.iter().map(|&c| Event::Adopted(c)).collect();
-                tenants.run(target, &adopted, net);
+                self.tenants.run(target, &adopted, number, net);
             }
-            tenants.after_call(target, net);
+            self.tenants.after_call(target, number, net);
         }
         if refused > 1 {
             warn!(

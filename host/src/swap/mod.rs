@@ -1,33 +1,31 @@
-//! Hot swap: replacing the guest of a running server without dropping a connection.
+//! Hot swap: replacing the guest of a running server without dropping a connection,
+//! and everything that decides which generation of the guest serves which
+//! connection.
 //!
+//! - [`handler`]: [`WasmHandler`], the guest as the event loop's handler: it puts
+//!   the parts below together.
+//! - [`generations`]: every loaded version and the instances serving it
+//!   ([`tenants`]): how a new one takes over ([`SwapMode`]), when an old one's
+//!   connections are closed (`--drain-timeout`), when it is dropped, and a handoff:
+//!   connections and the guest's state moved to the new generation.
+//! - [`recycle`]: a fresh instance of the same code taking over from a leaking one.
 //! - [`reloader`]: the triggers (`--watch`, `SIGHUP`) and the loader thread, which
 //!   reads, compiles and checks a new guest off the loop thread.
-//! - [`generations`]: every loaded version, and the policy: how a new one takes
-//!   over ([`SwapMode`]), when an old one's connections are closed
-//!   (`--drain-timeout`), and when it is dropped; and recycling ([`Recycle`]): a
-//!   fresh instance of the same code taking over from a leaking one.
-//! - [`canary`]: `--swap canary`, a new generation tried as a shadow on live
-//!   traffic and promoted only if it answers what the serving one answers
-//!   (compared by [`diff`]).
+//! - [`canary`]: `--swap canary`, a new guest tried as a shadow on live traffic and
+//!   promoted only if it answers what the serving one answers.
 
 pub mod canary;
-pub mod diff;
 pub mod generations;
+pub mod handler;
+pub mod recycle;
 pub mod reloader;
+pub mod tenants;
 
 pub use canary::{Canary, CanaryConfig, Verdict};
 pub use generations::Generations;
+pub use handler::WasmHandler;
+pub use recycle::Recycle;
 pub use reloader::{Loaded, ReloadHandle, Reloader, SwapInbox};
-
-/// When the serving generation's shared instance is replaced by a fresh one of the
-/// same code (`--recycle-at-memory`, `--recycle-after`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Recycle {
-    /// Its linear memory reaches this many bytes.
-    pub at_memory: usize,
-    /// It has served this many calls.
-    pub after_calls: Option<u32>,
-}
 
 /// What happens to open connections when a new generation takes over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

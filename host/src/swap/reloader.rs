@@ -10,7 +10,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -20,6 +20,7 @@ use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 use tracing::{info, warn};
 
+use super::canary::Trial;
 use crate::metrics::millis;
 use crate::runtime::component::{Guest, GuestSource};
 use crate::runtime::digest::{self, Digest};
@@ -74,53 +75,6 @@ pub struct Loaded {
     pub triggered: Instant,
     /// With `--swap canary`: the one verdict every worker's trial of it shares.
     pub trial: Arc<Trial>,
-}
-
-/// What the workers' canary trials of one new guest share, so that they reach one
-/// verdict: the connections compared across all of them, and the verdict, taken by
-/// whichever worker decides first and followed by the others.
-#[derive(Debug, Default)]
-pub struct Trial {
-    compared: AtomicU32,
-    verdict: AtomicU8,
-}
-
-/// [`Trial::verdict`] values.
-const UNDECIDED: u8 = 0;
-const PROMOTED: u8 = 1;
-const REJECTED: u8 = 2;
-
-impl Trial {
-    /// Counts one more connection compared; the total across workers.
-    pub fn compared(&self) -> u32 {
-        self.compared.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    /// The connections compared across workers.
-    pub fn total(&self) -> u32 {
-        self.compared.load(Ordering::Relaxed)
-    }
-
-    /// Decides `promote` (true) or reject, unless another worker decided first;
-    /// answers the verdict that holds.
-    pub fn decide(&self, promote: bool) -> bool {
-        let wanted = if promote { PROMOTED } else { REJECTED };
-        match self
-            .verdict
-            .compare_exchange(UNDECIDED, wanted, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => promote,
-            Err(taken) => taken == PROMOTED,
-        }
-    }
-
-    /// The verdict another worker took, if any: `Some(true)` promoted.
-    pub fn decided(&self) -> Option<bool> {
-        match self.verdict.load(Ordering::Acquire) {
-            UNDECIDED => None,
-            taken => Some(taken == PROMOTED),
-        }
-    }
 }
 
 /// How the loop dealt with a guest the loader handed over.

@@ -8,6 +8,9 @@
 //! generation, its compiled guest and its instance (none while it cannot run);
 //! what the owner holds on the sockets side (connections, timers) is `Net`'s to
 //! count, since those outlive a trapped instance.
+//!
+//! [`Generations`](super::generations::Generations) owns the records and says which
+//! generation serves: the calls that depend on it take its number, `serving`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,15 +18,15 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use super::backoff::Backoff;
-use super::component::Guest;
-use super::engine::Runtime;
-use super::guest_log::GenerationBudget;
-use super::instance::Instance;
-use super::sandbox::Isolation;
-use super::trap::{backtrace, cause, describe};
 use crate::metrics::{GuestCounters, Published, TrapCause};
 use crate::rate_limit::RateLimit;
+use crate::runtime::backoff::Backoff;
+use crate::runtime::component::Guest;
+use crate::runtime::engine::Runtime;
+use crate::runtime::guest_log::GenerationBudget;
+use crate::runtime::instance::Instance;
+use crate::runtime::sandbox::Isolation;
+use crate::runtime::trap::{backtrace, cause, describe};
 use crate::sockets::net::Net;
 use crate::sockets::owners::Owner;
 use crate::wit::Event;
@@ -39,10 +42,6 @@ struct Tenant {
     /// serve anything.
     calls: u32,
 }
-
-/// The least growth that makes an instance past `--recycle-at-memory` due for
-/// recycling: one wasm page.
-const MIN_RECYCLE_GROWTH: usize = 64 * 1024;
 
 /// A trap of one cause is logged in full (with the guest's backtrace) at most once
 /// per this long; the others are counted and summed up in one line at its end, so
@@ -69,14 +68,6 @@ pub enum Restored {
     Trapped,
 }
 
-/// The generation taking new connections.
-struct Serving {
-    generation: u32,
-    guest: Arc<Guest>,
-    /// Its one owner, with shared isolation.
-    shared: Option<Owner>,
-}
-
 /// Every owner that holds, or may get, an instance.
 pub struct Tenants {
     runtime: Arc<Runtime>,
@@ -85,7 +76,6 @@ pub struct Tenants {
     /// How many records each generation has, kept by `insert` and `remove`: a
     /// retired generation with none left holds nothing.
     per_generation: HashMap<u32, usize>,
-    serving: Serving,
     next_owner: Owner,
     /// Restarts of the serving shared instance, after traps.
     backoff: Backoff,
@@ -102,20 +92,14 @@ pub struct Tenants {
 }
 
 impl Tenants {
-    /// Serves `guest` as `generation`; `first` is an instance of it already started
-    /// (kept as the shared instance, or dropped: it proved the guest starts).
-    pub fn new(runtime: Arc<Runtime>, generation: u32, guest: Arc<Guest>, first: Instance) -> Self {
+    /// No tenant yet; instances start on `runtime`.
+    pub fn new(runtime: Arc<Runtime>) -> Self {
         let isolation = runtime.sandbox().isolation;
-        let mut tenants = Self {
+        Self {
             runtime,
             isolation,
             records: HashMap::new(),
             per_generation: HashMap::new(),
-            serving: Serving {
-                generation,
-                guest: guest.clone(),
-                shared: None,
-            },
             next_owner: 0,
             backoff: Backoff::default(),
             traps: 0,
@@ -124,9 +108,7 @@ impl Tenants {
             timed: false,
             suppressed: [Suppressed::default(); 6],
             log_pending: Vec::new(),
-        };
-        tenants.serve(generation, guest, first);
-        tenants
+        }
     }
 
     /// Times every call, for the call duration histogram of `/metrics`.
@@ -162,71 +144,29 @@ impl Tenants {
         &self.runtime
     }
 
-    /// New connections go to `generation` from now on; `first` is an instance of it
-    /// already started. A crash-loop back-off of the one before is forgotten.
-    pub fn serve(&mut self, generation: u32, guest: Arc<Guest>, first: Instance) {
-        let shared = match self.isolation {
-            Isolation::Shared => Some(self.insert(generation, guest.clone(), Some(first))),
-            Isolation::Connection => None,
-        };
-        self.serving = Serving {
-            generation,
-            guest,
-            shared,
-        };
+    /// Whether `isolation` is shared: one owner per generation.
+    pub fn shared(&self) -> bool {
+        self.isolation == Isolation::Shared
+    }
+
+    /// A crash-loop back-off of the generation that served before is forgotten.
+    pub fn forget_backoff(&mut self) {
         self.backoff = Backoff::default();
     }
 
-    /// The owner of a connection accepted now, or handed over to the serving
-    /// generation at a swap.
-    pub fn owner_for_new_connection(&mut self) -> Owner {
-        match self.serving.shared {
-            Some(owner) => owner,
-            None => {
-                let guest = self.serving.guest.clone();
-                self.insert(self.serving.generation, guest, None)
-            }
-        }
+    /// `owner`'s instance, while it has one.
+    pub fn instance_of(&self, owner: Owner) -> Option<&Instance> {
+        self.records.get(&owner)?.instance.as_ref()
     }
 
-    /// Why the serving generation's shared instance should be replaced by a fresh
-    /// one (it grew to `at_memory` bytes, or served `after_calls` calls), if it
-    /// should: a guest that leaks is recycled before it runs out of memory. Never
-    /// with an instance per connection, which ends with its connection anyway.
-    pub fn recycle_due(&self, at_memory: usize, after_calls: Option<u32>) -> Option<String> {
-        let tenant = self.records.get(&self.serving.shared?)?;
-        let instance = tenant.instance.as_ref()?;
-        let memory = instance.memory();
-        // Past the mark, and grown by an eighth of it since the instance started (or
-        // took over a recycled one's state): a guest whose live state alone is past
-        // the mark is not recycled again and again.
-        if memory >= at_memory && instance.grown() >= (at_memory / 8).max(MIN_RECYCLE_GROWTH) {
-            return Some(format!(
-                "its memory grew to {} KiB (--recycle-at-memory {} KiB)",
-                memory / 1024,
-                at_memory / 1024
-            ));
-        }
-        match after_calls {
-            Some(calls) if tenant.calls >= calls => Some(format!(
-                "it served {} calls (--recycle-after {calls})",
-                tenant.calls
-            )),
-            _ => None,
-        }
+    /// `owner`'s instance, while it has one, to change.
+    pub fn instance_mut(&mut self, owner: Owner) -> Option<&mut Instance> {
+        self.records.get_mut(&owner)?.instance.as_mut()
     }
 
-    /// Takes the serving shared instance's memory now as where its growth counts
-    /// from: after a recycle, what the fresh instance took over is not a leak.
-    pub fn rebase_serving(&mut self) {
-        if let Some(instance) = self
-            .serving
-            .shared
-            .and_then(|owner| self.records.get_mut(&owner))
-            .and_then(|tenant| tenant.instance.as_mut())
-        {
-            instance.rebase();
-        }
+    /// Calls made into `owner`'s current instance.
+    pub fn calls_of(&self, owner: Owner) -> u32 {
+        self.records.get(&owner).map_or(0, |t| t.calls)
     }
 
     /// Whether new connections can be served now (the serving instance is not backing
@@ -252,12 +192,12 @@ impl Tenants {
 
     /// Runs `events` on `owner`'s instance, starting one if it may; on a trap, cuts
     /// the instance off. While it cannot run, its connections are closed.
-    pub fn run(&mut self, owner: Owner, events: &[Event], net: &mut Net) {
+    pub fn run(&mut self, owner: Owner, events: &[Event], serving: u32, net: &mut Net) {
         let timed = self.timed;
         if let Some(tenant) = self.records.get_mut(&owner) {
             tenant.calls = tenant.calls.saturating_add(1);
         }
-        let Some(instance) = self.instance(owner) else {
+        let Some(instance) = self.instance(owner, serving) else {
             self.refuse(owner, events, net);
             return;
         };
@@ -276,25 +216,24 @@ impl Tenants {
                 .observe(started.elapsed().as_secs_f64());
         }
         if let Err(err) = result {
-            self.on_trap(owner, err, memory_refused, net);
+            self.on_trap(owner, err, memory_refused, serving, net);
         }
     }
 
     /// After `owner`'s call: an instance per connection ends with its connections,
     /// and so does a retired generation's shared instance.
-    pub fn after_call(&mut self, owner: Owner, net: &mut Net) {
-        if net.owned_by(owner) == 0 && !self.restartable(owner) {
-            self.end(owner, net);
+    pub fn after_call(&mut self, owner: Owner, serving: u32, net: &mut Net) {
+        if net.owned_by(owner) == 0 && !self.restartable(owner, serving) {
+            self.end(owner, serving, net);
         }
     }
 
     /// Ends every owner of a retired generation that holds no connection: nothing
     /// would ever call it again.
-    pub fn end_idle_retired(&mut self, net: &mut Net) {
-        let serving = self.serving.generation;
+    pub fn end_idle_retired(&mut self, serving: u32, net: &mut Net) {
         for owner in self.owners_not_of(serving) {
             if net.owned_by(owner) == 0 {
-                self.end(owner, net);
+                self.end(owner, serving, net);
             }
         }
     }
@@ -303,9 +242,9 @@ impl Tenants {
     /// disarms its timers, drops its instance, and forgets it unless it is the
     /// serving generation's shared owner, which a fresh instance takes over. Returns
     /// how many connections it held.
-    pub fn end(&mut self, owner: Owner, net: &mut Net) -> usize {
+    pub fn end(&mut self, owner: Owner, serving: u32, net: &mut Net) -> usize {
         let closed = net.release(owner);
-        if self.restartable(owner) {
+        if self.restartable(owner, serving) {
             if let Some(tenant) = self.records.get_mut(&owner) {
                 tenant.instance = None;
             }
@@ -332,16 +271,15 @@ impl Tenants {
         }
     }
 
-    /// The serving shared instance's snapshot, if it has an instance and exports
-    /// `state`: a canary's shadows start from it.
-    pub fn serving_snapshot(&mut self) -> Option<Vec<u8>> {
-        let owner = self.serving.shared?;
-        self.snapshot(owner)
-    }
-
     /// Hands `state` to `owner`'s `restore`, starting its instance if need be.
-    pub fn restore(&mut self, owner: Owner, state: Vec<u8>, net: &mut Net) -> Restored {
-        let Some(instance) = self.instance(owner) else {
+    pub fn restore(
+        &mut self,
+        owner: Owner,
+        state: Vec<u8>,
+        serving: u32,
+        net: &mut Net,
+    ) -> Restored {
+        let Some(instance) = self.instance(owner, serving) else {
             return Restored::Taken;
         };
         match instance.restore(state) {
@@ -349,14 +287,14 @@ impl Tenants {
             Ok(Err(why)) => Restored::Refused(why),
             Err(err) => {
                 let memory_refused = instance.memory_refused();
-                self.on_trap(owner, err, memory_refused, net);
+                self.on_trap(owner, err, memory_refused, serving, net);
                 Restored::Trapped
             }
         }
     }
 
     /// Tells every live instance that the host is shutting down.
-    pub fn shutdown(&mut self, net: &mut Net) {
+    pub fn shutdown(&mut self, serving: u32, net: &mut Net) {
         let live: Vec<Owner> = self
             .records
             .iter()
@@ -364,30 +302,29 @@ impl Tenants {
             .map(|(&owner, _)| owner)
             .collect();
         for owner in live {
-            self.run(owner, &[Event::Shutdown], net);
-            self.after_call(owner, net);
+            self.run(owner, &[Event::Shutdown], serving, net);
+            self.after_call(owner, serving, net);
         }
     }
 
     /// Whether `owner` gets a fresh instance when it has none: an owner per
     /// connection always does (until its connection ends); a shared one only while
     /// its generation serves.
-    fn restartable(&self, owner: Owner) -> bool {
+    fn restartable(&self, owner: Owner, serving: u32) -> bool {
         match self.isolation {
             Isolation::Connection => false,
             Isolation::Shared => self
                 .records
                 .get(&owner)
-                .is_some_and(|t| t.generation == self.serving.generation),
+                .is_some_and(|t| t.generation == serving),
         }
     }
 
     /// The instance for `owner`, starting it if it may be started. `None` when the
     /// guest cannot run now (it failed to start, is backing off, or its generation
     /// is draining and lost its instance).
-    fn instance(&mut self, owner: Owner) -> Option<&mut Instance> {
+    fn instance(&mut self, owner: Owner, serving: u32) -> Option<&mut Instance> {
         let isolation = self.isolation;
-        let serving = self.serving.generation;
         let tenant = self.records.get_mut(&owner)?;
         if tenant.instance.is_none() {
             let shared = isolation == Isolation::Shared;
@@ -424,7 +361,14 @@ impl Tenants {
     /// Logs a trap with its cause and the guest's backtrace (or counts it, when the
     /// same cause was logged in the last [`TRAP_SUMMARY_EVERY`]), and cuts the
     /// instance off: the next batch (or the next connection) gets a fresh one.
-    fn on_trap(&mut self, owner: Owner, err: anyhow::Error, memory_refused: bool, net: &mut Net) {
+    fn on_trap(
+        &mut self,
+        owner: Owner,
+        err: anyhow::Error,
+        memory_refused: bool,
+        serving: u32,
+        net: &mut Net,
+    ) {
         self.traps += 1;
         let now = Instant::now();
         let cause = cause(&err, memory_refused);
@@ -434,7 +378,7 @@ impl Tenants {
         let guest = tenant.map(|t| t.guest.name.clone());
         let generation = tenant.map_or(0, |t| t.generation);
         let first_call = tenant.is_some_and(|t| t.calls <= 1);
-        let closed = self.end(owner, net);
+        let closed = self.end(owner, serving, net);
         // A shared instance that traps is a crash; with an instance per connection a
         // trap costs one connection, unless the instance trapped in its first call:
         // then every connection would, and that is a crash loop too.
@@ -576,7 +520,13 @@ impl Tenants {
         owners
     }
 
-    fn insert(&mut self, generation: u32, guest: Arc<Guest>, instance: Option<Instance>) -> Owner {
+    /// A new owner for `generation`, with `instance` started already or none yet.
+    pub fn insert(
+        &mut self,
+        generation: u32,
+        guest: Arc<Guest>,
+        instance: Option<Instance>,
+    ) -> Owner {
         self.next_owner += 1;
         let owner = self.next_owner;
         let tenant = Tenant {

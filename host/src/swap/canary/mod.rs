@@ -12,7 +12,9 @@
 //! agree the candidate is promoted with a normal swap; the first divergence, trap,
 //! or a timeout rejects it, and no client notices either way. With several
 //! workers, each tries the candidate on its own connections, the count is theirs
-//! together, and the first worker to decide decides for all (`reloader::Trial`).
+//! together, and the first worker to decide decides for all ([`Trial`]).
+//!
+//! [`Pilot`] drives a trial from the loop; [`diff`] compares two outputs.
 //!
 //! A connection that proves nothing is *inconclusive*, neither agreeing nor
 //! diverging: one that failed or that the host ended, one with no input and no
@@ -20,12 +22,18 @@
 //! shadows never saw, such as what other connections stored), or one too long to
 //! hold.
 
+pub mod diff;
+mod pilot;
+mod trial;
+
+pub use pilot::{Pilot, report};
+pub use trial::Trial;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::SwapMode;
-use super::diff::{first_difference, mostly_noise, snippet};
 use super::reloader::Loaded;
 use crate::metrics::CanaryCounters;
 use crate::runtime::component::Guest;
@@ -37,6 +45,7 @@ use crate::runtime::trap::describe;
 use crate::sockets::net::Net;
 use crate::sockets::tape::Tapes;
 use crate::wit::{Conn, Event};
+use diff::{first_difference, mostly_noise, snippet};
 
 /// How long a shadow may keep a connection open after the serving generation
 /// ended it (a close behind its own timer, say) before that counts as a
