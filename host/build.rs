@@ -23,6 +23,7 @@ fn main() {
         "guest/sdk",
         "guest/examples",
         "guest/testing",
+        "guest/templates",
         "wit",
     ] {
         println!("cargo:rerun-if-changed={watched}");

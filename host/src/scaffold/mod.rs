@@ -4,8 +4,9 @@
 //! builds anywhere, in or out of this repository), a `build.sh` that installs what it
 //! needs into a private environment and writes `NAME.wasm`, and a README.
 //!
-//! One file per language gives the project's files; this one checks the name and
-//! writes them.
+//! One file per language gives the project's files, embedded from the templates in
+//! guest/templates/ (real files, built and tested there); this one checks the name,
+//! fills the templates' placeholders and writes the files.
 
 mod js;
 mod python;
@@ -69,6 +70,17 @@ pub fn new_project(parent: &Path, name: &str, lang: Lang) -> Result<PathBuf> {
     }
     make_executable(&dir.join("build.sh"))?;
     Ok(dir)
+}
+
+/// Fills a template's placeholders: each `{{KEY}}` of `values` becomes its value. Plain
+/// replacement, no escapes: the templates are ours, and nothing else in them looks like
+/// a placeholder.
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    values
+        .iter()
+        .fold(template.to_string(), |text, (key, value)| {
+            text.replace(&format!("{{{{{key}}}}}"), value)
+        })
 }
 
 #[cfg(unix)]
