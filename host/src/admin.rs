@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
-use crate::metrics::{Published, PublishedHistogram, TrapCause};
+use crate::metrics::{Published, TrapCause};
 use crate::rate_limit::RateLimit;
 use crate::swap::ReloadHandle;
 
@@ -171,6 +171,240 @@ struct Scrape {
 
 type Labels = Vec<(Cow<'static, str>, Cow<'static, str>)>;
 
+/// The values of one label, each with its count.
+type ByLabel = Vec<(Cow<'static, str>, u64)>;
+
+/// A histogram as [`PublishedHistogram::read`](crate::metrics::PublishedHistogram::read)
+/// gives it: sum, count, and the count in each bucket.
+type HistogramRead = (f64, u64, Vec<(f64, u64)>);
+
+/// One metric family of /metrics: a row of [`METRICS`].
+struct Metric {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    /// Where its samples come from, in the order they are written.
+    samples: &'static [Samples],
+}
+
+/// How a metric's samples are read. Every per-worker sample carries a `worker` label,
+/// and only workers that have published get one.
+enum Samples {
+    /// One value for the whole process, with these labels.
+    Process(&'static [(&'static str, &'static str)], fn(&Scrape) -> u64),
+    /// A value per worker.
+    Worker(fn(&Published) -> u64),
+    /// A value in seconds per worker (a counter).
+    WorkerSeconds(fn(&Published) -> f64),
+    /// A value per worker and per value of one more label (named here), the values
+    /// and their counts as the function gives them.
+    WorkerBy(&'static str, fn(&Published) -> ByLabel),
+    /// A histogram per worker.
+    WorkerHistogram(fn(&Published) -> HistogramRead),
+    /// An info metric per worker: its labels beside `worker`.
+    WorkerInfo(fn(&Published) -> Labels),
+}
+
+fn load(cell: &AtomicU64) -> u64 {
+    cell.load(Ordering::Relaxed)
+}
+
+/// Every metric /metrics shows, in the order it shows them: a new metric is a row here.
+const METRICS: &[Metric] = {
+    use MetricType::{Counter, Gauge, Histogram, Info};
+    use Samples::*;
+    &[
+        Metric {
+            name: "sandsock_connections_open",
+            help: "Connections held, closing ones included.",
+            kind: Gauge,
+            samples: &[Worker(|p| load(&p.open))],
+        },
+        Metric {
+            name: "sandsock_connections_accepted",
+            help: "Connections accepted.",
+            kind: Counter,
+            samples: &[Worker(|p| load(&p.accepted))],
+        },
+        Metric {
+            name: "sandsock_connections_refused",
+            help: "Connections accepted and closed at once: at --max-connections (limit), or while the guest backed off after traps (guest_down).",
+            kind: Counter,
+            samples: &[WorkerBy("reason", |p| {
+                vec![
+                    ("limit".into(), load(&p.refused_at_limit)),
+                    ("guest_down".into(), load(&p.refused_guest_down)),
+                ]
+            })],
+        },
+        Metric {
+            name: "sandsock_tls_handshakes",
+            help: "TLS handshakes on --listen-tls connections, by outcome: done, failed (a bad client hello or record, or a peer that left), timeout (--tls-handshake-timeout).",
+            kind: Counter,
+            samples: &[WorkerBy("outcome", |p| {
+                vec![
+                    ("done".into(), load(&p.tls_handshakes)),
+                    ("failed".into(), load(&p.tls_handshakes_failed)),
+                    ("timeout".into(), load(&p.tls_handshakes_timed_out)),
+                ]
+            })],
+        },
+        Metric {
+            name: "sandsock_connections_max",
+            help: "--max-connections, for the whole process.",
+            kind: Gauge,
+            samples: &[Process(&[], |s| s.max_connections as u64)],
+        },
+        Metric {
+            name: "sandsock_read_bytes",
+            help: "Bytes guests read from their connections.",
+            kind: Counter,
+            samples: &[Worker(|p| load(&p.bytes_read))],
+        },
+        Metric {
+            name: "sandsock_written_bytes",
+            help: "Bytes guests wrote to their connections.",
+            kind: Counter,
+            samples: &[Worker(|p| load(&p.bytes_written))],
+        },
+        Metric {
+            name: "sandsock_write_buffer_bytes",
+            help: "Bytes the host holds unsent in write buffers.",
+            kind: Gauge,
+            samples: &[Worker(|p| load(&p.buffered))],
+        },
+        Metric {
+            name: "sandsock_timers_armed",
+            help: "Guest timers armed.",
+            kind: Gauge,
+            samples: &[Worker(|p| load(&p.timers))],
+        },
+        Metric {
+            name: "sandsock_guest_calls",
+            help: "Calls into guest instances (handle).",
+            kind: Counter,
+            samples: &[Worker(|p| load(&p.calls))],
+        },
+        Metric {
+            name: "sandsock_guest_call_duration_seconds",
+            help: "Wall time of a call into a guest instance.",
+            kind: Histogram,
+            samples: &[WorkerHistogram(|p| p.call_seconds.read())],
+        },
+        Metric {
+            name: "sandsock_guest_call_events",
+            help: "Events per call into a guest instance.",
+            kind: Histogram,
+            samples: &[WorkerHistogram(|p| p.call_events.read())],
+        },
+        Metric {
+            name: "sandsock_guest_traps",
+            help: "Guest traps, by cause.",
+            kind: Counter,
+            samples: &[WorkerBy("cause", |p| {
+                TrapCause::ALL
+                    .iter()
+                    .zip(&p.traps)
+                    .map(|(cause, cell)| (cause.label().into(), load(cell)))
+                    .collect()
+            })],
+        },
+        Metric {
+            name: "sandsock_guest_backoff",
+            help: "1 while the serving instance is in crash-loop back-off.",
+            kind: Gauge,
+            samples: &[Worker(|p| u64::from(p.backing_off.load(Ordering::Relaxed)))],
+        },
+        Metric {
+            name: "sandsock_swaps",
+            help: "Swaps done: a new generation serving.",
+            kind: Counter,
+            samples: &[Worker(|p| load(&p.swaps))],
+        },
+        Metric {
+            name: "sandsock_recycles",
+            help: "Shared instances replaced by a fresh one of the same code (--recycle-at-memory, --recycle-after), nothing closed.",
+            kind: Counter,
+            samples: &[Worker(|p| load(&p.recycles))],
+        },
+        Metric {
+            name: "sandsock_canary_connections_compared",
+            help: "Connections a canary compared with no divergence (--swap canary).",
+            kind: Counter,
+            samples: &[Worker(|p| load(&p.canary[0]))],
+        },
+        Metric {
+            name: "sandsock_canary_divergences",
+            help: "Connections whose output from a canary's candidate diverged from the serving generation's.",
+            kind: Counter,
+            samples: &[Worker(|p| load(&p.canary[1]))],
+        },
+        Metric {
+            name: "sandsock_canary_promotions",
+            help: "Candidates a canary promoted to serving.",
+            kind: Counter,
+            samples: &[Worker(|p| load(&p.canary[2]))],
+        },
+        Metric {
+            name: "sandsock_canary_rejections",
+            help: "Candidates a canary rejected (a divergence, a trap, a timeout).",
+            kind: Counter,
+            samples: &[Worker(|p| load(&p.canary[3]))],
+        },
+        Metric {
+            name: "sandsock_canary_shadow_seconds",
+            help: "Time spent in a canary's shadow calls: what trying candidates cost.",
+            kind: Counter,
+            samples: &[WorkerSeconds(|p| f64::from_bits(load(&p.canary_seconds)))],
+        },
+        Metric {
+            name: "sandsock_swap_duration_seconds",
+            help: "A swap's time from trigger to serving.",
+            kind: Histogram,
+            samples: &[WorkerHistogram(|p| p.swap_seconds.read())],
+        },
+        Metric {
+            name: "sandsock_handoff_snapshots_refused",
+            help: "Snapshots a new generation's restore refused at a handoff.",
+            kind: Counter,
+            samples: &[Worker(|p| load(&p.snapshots_refused))],
+        },
+        Metric {
+            name: "sandsock_reloads_refused",
+            help: "Reloads refused: the file could not be read, compiled or fitted to the world (stage=load), or the new guest could not start (stage=start, per worker).",
+            kind: Counter,
+            samples: &[
+                Process(&[("stage", "load")], |s| load(&s.reloads_refused)),
+                WorkerBy("stage", |p| vec![("start".into(), load(&p.swaps_refused))]),
+            ],
+        },
+        Metric {
+            name: "sandsock_generation",
+            help: "The serving generation: its number, the guest's name and its SHA-256 prefix.",
+            kind: Info,
+            samples: &[WorkerInfo(|p| {
+                let serving = p.serving.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                vec![
+                    ("generation".into(), serving.generation.to_string().into()),
+                    ("guest".into(), serving.guest.into()),
+                    ("sha256".into(), serving.sha256.into()),
+                ]
+            })],
+        },
+        Metric {
+            name: "sandsock_retired_generation_connections",
+            help: "Connections each older generation still holds (drain).",
+            kind: Gauge,
+            samples: &[WorkerBy("generation", |p| {
+                p.retired()
+                    .into_iter()
+                    .map(|(generation, conns)| (generation.to_string().into(), conns))
+                    .collect()
+            })],
+        },
+    ]
+};
+
 impl Scrape {
     /// The workers that have published, with their `worker` label.
     fn live(&self) -> impl Iterator<Item = (Labels, &Published)> {
@@ -181,282 +415,76 @@ impl Scrape {
             .map(|(id, p)| (vec![("worker".into(), id.to_string().into())], p.as_ref()))
     }
 
-    /// A counter or gauge per worker.
-    fn per_worker(
+    /// Writes the samples `samples` reads, of a metric of type `kind`.
+    fn encode_samples(
         &self,
-        encoder: &mut DescriptorEncoder,
-        name: &str,
-        help: &str,
+        family: &mut MetricEncoder,
         kind: MetricType,
-        value: impl Fn(&Published) -> u64,
+        samples: &Samples,
     ) -> Result<(), std::fmt::Error> {
-        let mut family = encoder.encode_descriptor(name, help, None, kind)?;
-        for (labels, published) in self.live() {
-            let mut metric = family.encode_family(&labels)?;
-            match kind {
-                MetricType::Counter => {
-                    metric.encode_counter::<NoLabelSet, _, u64>(&value(published), None)?
+        match *samples {
+            Samples::Process(labels, value) => {
+                encode_value(&mut family.encode_family(&labels)?, kind, value(self))?
+            }
+            Samples::Worker(value) => {
+                for (labels, p) in self.live() {
+                    encode_value(&mut family.encode_family(&labels)?, kind, value(p))?;
                 }
-                _ => metric.encode_gauge(&(value(published) as i64))?,
             }
-        }
-        Ok(())
-    }
-
-    /// A counter per worker and per value of one more label (`label`), the values
-    /// and counts given by `counts`.
-    fn labelled_counters<const N: usize>(
-        &self,
-        encoder: &mut DescriptorEncoder,
-        name: &str,
-        help: &str,
-        label: &str,
-        counts: impl Fn(&Published) -> [(&'static str, u64); N],
-    ) -> Result<(), std::fmt::Error> {
-        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-        for (labels, published) in self.live() {
-            for (value, count) in counts(published) {
-                let mut labels = labels.clone();
-                labels.push((label.to_string().into(), value.into()));
-                family
-                    .encode_family(&labels)?
-                    .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+            Samples::WorkerSeconds(value) => {
+                for (labels, p) in self.live() {
+                    family
+                        .encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, _, u64>(&value(p), None)?;
+                }
             }
-        }
-        Ok(())
-    }
-
-    /// A histogram per worker.
-    fn histogram<const N: usize>(
-        &self,
-        encoder: &mut DescriptorEncoder,
-        name: &str,
-        help: &str,
-        histogram: impl Fn(&Published) -> &PublishedHistogram<N>,
-    ) -> Result<(), std::fmt::Error> {
-        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
-        for (labels, published) in self.live() {
-            let (sum, count, buckets) = histogram(published).read();
-            family
-                .encode_family(&labels)?
-                .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+            Samples::WorkerBy(label, values) => {
+                for (labels, p) in self.live() {
+                    for (value, count) in values(p) {
+                        let mut labels = labels.clone();
+                        labels.push((label.into(), value));
+                        encode_value(&mut family.encode_family(&labels)?, kind, count)?;
+                    }
+                }
+            }
+            Samples::WorkerHistogram(histogram) => {
+                for (labels, p) in self.live() {
+                    let (sum, count, buckets) = histogram(p);
+                    family
+                        .encode_family(&labels)?
+                        .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+                }
+            }
+            Samples::WorkerInfo(info) => {
+                for (mut labels, p) in self.live() {
+                    labels.extend(info(p));
+                    family.encode_info(&labels)?;
+                }
+            }
         }
         Ok(())
     }
 }
 
+/// Writes one sample's value: a counter's, or a gauge's.
+fn encode_value(
+    metric: &mut MetricEncoder,
+    kind: MetricType,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    match kind {
+        MetricType::Counter => metric.encode_counter::<NoLabelSet, _, u64>(&value, None),
+        _ => metric.encode_gauge(&(value as i64)),
+    }
+}
+
 impl Collector for Scrape {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        use MetricType::{Counter, Gauge};
-        let e = &mut encoder;
-        let load = |cell: &AtomicU64| cell.load(Ordering::Relaxed);
-        self.per_worker(
-            e,
-            "sandsock_connections_open",
-            "Connections held, closing ones included.",
-            Gauge,
-            |p| load(&p.open),
-        )?;
-        self.per_worker(
-            e,
-            "sandsock_connections_accepted",
-            "Connections accepted.",
-            Counter,
-            |p| load(&p.accepted),
-        )?;
-        self.labelled_counters(
-            e,
-            "sandsock_connections_refused",
-            "Connections accepted and closed at once: at --max-connections (limit), or while the guest backed off after traps (guest_down).",
-            "reason",
-            |p| {
-                [
-                    ("limit", load(&p.refused_at_limit)),
-                    ("guest_down", load(&p.refused_guest_down)),
-                ]
-            },
-        )?;
-        self.labelled_counters(
-            e,
-            "sandsock_tls_handshakes",
-            "TLS handshakes on --listen-tls connections, by outcome: done, failed (a bad client hello or record, or a peer that left), timeout (--tls-handshake-timeout).",
-            "outcome",
-            |p| {
-                [
-                    ("done", load(&p.tls_handshakes)),
-                    ("failed", load(&p.tls_handshakes_failed)),
-                    ("timeout", load(&p.tls_handshakes_timed_out)),
-                ]
-            },
-        )?;
-        let mut max = e.encode_descriptor(
-            "sandsock_connections_max",
-            "--max-connections, for the whole process.",
-            None,
-            Gauge,
-        )?;
-        max.encode_gauge(&(self.max_connections as i64))?;
-        self.per_worker(
-            e,
-            "sandsock_read_bytes",
-            "Bytes guests read from their connections.",
-            Counter,
-            |p| load(&p.bytes_read),
-        )?;
-        self.per_worker(
-            e,
-            "sandsock_written_bytes",
-            "Bytes guests wrote to their connections.",
-            Counter,
-            |p| load(&p.bytes_written),
-        )?;
-        self.per_worker(
-            e,
-            "sandsock_write_buffer_bytes",
-            "Bytes the host holds unsent in write buffers.",
-            Gauge,
-            |p| load(&p.buffered),
-        )?;
-        self.per_worker(
-            e,
-            "sandsock_timers_armed",
-            "Guest timers armed.",
-            Gauge,
-            |p| load(&p.timers),
-        )?;
-        self.per_worker(
-            e,
-            "sandsock_guest_calls",
-            "Calls into guest instances (handle).",
-            Counter,
-            |p| load(&p.calls),
-        )?;
-        self.histogram(
-            e,
-            "sandsock_guest_call_duration_seconds",
-            "Wall time of a call into a guest instance.",
-            |p| &p.call_seconds,
-        )?;
-        self.histogram(
-            e,
-            "sandsock_guest_call_events",
-            "Events per call into a guest instance.",
-            |p| &p.call_events,
-        )?;
-        let mut traps = e.encode_descriptor(
-            "sandsock_guest_traps",
-            "Guest traps, by cause.",
-            None,
-            Counter,
-        )?;
-        for (labels, p) in self.live() {
-            for (cause, cell) in TrapCause::ALL.iter().zip(&p.traps) {
-                let mut labels = labels.clone();
-                labels.push(("cause".into(), cause.label().into()));
-                traps
-                    .encode_family(&labels)?
-                    .encode_counter::<NoLabelSet, _, u64>(&load(cell), None)?;
-            }
-        }
-        self.per_worker(
-            e,
-            "sandsock_guest_backoff",
-            "1 while the serving instance is in crash-loop back-off.",
-            Gauge,
-            |p| u64::from(p.backing_off.load(Ordering::Relaxed)),
-        )?;
-        self.per_worker(
-            e,
-            "sandsock_swaps",
-            "Swaps done: a new generation serving.",
-            Counter,
-            |p| load(&p.swaps),
-        )?;
-        self.per_worker(
-            e,
-            "sandsock_recycles",
-            "Shared instances replaced by a fresh one of the same code (--recycle-at-memory, --recycle-after), nothing closed.",
-            Counter,
-            |p| load(&p.recycles),
-        )?;
-        for (i, (name, help)) in [
-            ("sandsock_canary_connections_compared", "Connections a canary compared with no divergence (--swap canary)."),
-            ("sandsock_canary_divergences", "Connections whose output from a canary's candidate diverged from the serving generation's."),
-            ("sandsock_canary_promotions", "Candidates a canary promoted to serving."),
-            ("sandsock_canary_rejections", "Candidates a canary rejected (a divergence, a trap, a timeout)."),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            self.per_worker(e, name, help, Counter, |p| load(&p.canary[i]))?;
-        }
-        let mut shadow_seconds = e.encode_descriptor(
-            "sandsock_canary_shadow_seconds",
-            "Time spent in a canary's shadow calls: what trying candidates cost.",
-            None,
-            Counter,
-        )?;
-        for (labels, p) in self.live() {
-            let seconds = f64::from_bits(load(&p.canary_seconds));
-            shadow_seconds
-                .encode_family(&labels)?
-                .encode_counter::<NoLabelSet, _, u64>(&seconds, None)?;
-        }
-        self.histogram(
-            e,
-            "sandsock_swap_duration_seconds",
-            "A swap's time from trigger to serving.",
-            |p| &p.swap_seconds,
-        )?;
-        self.per_worker(
-            e,
-            "sandsock_handoff_snapshots_refused",
-            "Snapshots a new generation's restore refused at a handoff.",
-            Counter,
-            |p| load(&p.snapshots_refused),
-        )?;
-        let mut refused_reloads = e.encode_descriptor(
-            "sandsock_reloads_refused",
-            "Reloads refused: the file could not be read, compiled or fitted to the world (stage=load), or the new guest could not start (stage=start, per worker).",
-            None,
-            Counter,
-        )?;
-        let loaded: Labels = vec![("stage".into(), "load".into())];
-        refused_reloads
-            .encode_family(&loaded)?
-            .encode_counter::<NoLabelSet, _, u64>(&load(&self.reloads_refused), None)?;
-        for (mut labels, p) in self.live() {
-            labels.push(("stage".into(), "start".into()));
-            refused_reloads
-                .encode_family(&labels)?
-                .encode_counter::<NoLabelSet, _, u64>(&load(&p.swaps_refused), None)?;
-        }
-        let mut info = e.encode_descriptor(
-            "sandsock_generation",
-            "The serving generation: its number, the guest's name and its SHA-256 prefix.",
-            None,
-            MetricType::Info,
-        )?;
-        for (mut labels, p) in self.live() {
-            let serving = p.serving.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            labels.push(("generation".into(), serving.generation.to_string().into()));
-            labels.push(("guest".into(), serving.guest.into()));
-            labels.push(("sha256".into(), serving.sha256.into()));
-            info.encode_info(&labels)?;
-        }
-        let mut retired = e.encode_descriptor(
-            "sandsock_retired_generation_connections",
-            "Connections each older generation still holds (drain).",
-            None,
-            Gauge,
-        )?;
-        for (labels, p) in self.live() {
-            for (generation, conns) in p.retired() {
-                let mut labels = labels.clone();
-                labels.push(("generation".into(), generation.to_string().into()));
-                retired
-                    .encode_family(&labels)?
-                    .encode_gauge(&(conns as i64))?;
+        for metric in METRICS {
+            let mut family =
+                encoder.encode_descriptor(metric.name, metric.help, None, metric.kind)?;
+            for samples in metric.samples {
+                self.encode_samples(&mut family, metric.kind, samples)?;
             }
         }
         Ok(())
