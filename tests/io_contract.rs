@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 use mio::{Events, Poll};
 use serde_json::{Value, json};
 
-use sandsock::limits::Limits;
 use sandsock::runtime::shadow::ShadowIo;
+use sandsock::shared::limits::Limits;
+use sandsock::shared::wit::{Conn, Event, IoError, ReadResult, WriteResult};
 use sandsock::sockets::{AllowList, AllowRule, Batch, Capacity, Net, Owner, Phase};
-use sandsock::wit::{Conn, Event, IoError, ReadResult, WriteResult};
 
 /// The table, as the other runners read it too.
 const TABLE: &str = include_str!("../wit/io-cases.json");

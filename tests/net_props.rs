@@ -1,4 +1,4 @@
-//! A property test of `Net` (host/src/sockets/net.rs), the host's side of the guest's `io`
+//! A property test of `Net` (host/src/sockets/net/), the host's side of the guest's `io`
 //! interface in wit/handler.wit, driven against real TCP socket pairs on 127.0.0.1.
 //!
 //! Each case builds a `Net` with small random limits, hands it a few accepted
@@ -70,9 +70,9 @@ use common::reset;
 use mio::{Events, Poll};
 use proptest::prelude::*;
 use proptest::sample::Index;
-use sandsock::limits::{Limits, MAX_READ_CHUNK};
+use sandsock::shared::limits::{Limits, MAX_READ_CHUNK};
+use sandsock::shared::wit::{Conn, Event, HangupInfo, IoError, ReadResult, WriteResult};
 use sandsock::sockets::{AllowList, AllowRule, Batch, Capacity, Lingering, Net, Phase};
-use sandsock::wit::{Conn, Event, HangupInfo, IoError, ReadResult, WriteResult};
 
 /// Connections `Net` may hold at once in these tests.
 const MAX_CONNECTIONS: usize = 8;

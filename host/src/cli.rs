@@ -7,14 +7,14 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use sandsock_load::LoadArgs;
 
-use crate::limits::Limits;
+use crate::commands::new::Lang;
 use crate::runtime::sandbox::{Isolation, Sandbox};
-use crate::scaffold::Lang;
+use crate::shared::limits::Limits;
+use crate::shared::units::{Dur, Size};
 use crate::sockets::allow::{AllowList, AllowRule};
 use crate::sockets::listener::default_backlog;
 use crate::sockets::net::Lingering;
 use crate::swap::{CanaryConfig, Recycle, SwapMode, SwapPolicy};
-use crate::units::{Dur, Size};
 
 /// How long open connections may take to finish after SIGTERM or SIGINT, by default.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);

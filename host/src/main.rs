@@ -6,13 +6,13 @@ use std::process::ExitCode;
 use std::io::IsTerminal;
 
 use clap::Parser;
-use sandsock::builtin::examples_command;
 use sandsock::cli::{Cli, Command, LogFormat};
-use sandsock::probe::health;
+use sandsock::commands::health::health;
+use sandsock::commands::new::new_project;
+use sandsock::commands::serve::serve;
+use sandsock::runtime::builtin::examples_command;
 use sandsock::runtime::component::GuestSource;
 use sandsock::runtime::engine::check;
-use sandsock::scaffold::new_project;
-use sandsock::serve::serve;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -17,7 +17,7 @@ use super::cache::{Cache, Miss};
 use super::digest::{self, Digest};
 use super::guest_log::GenerationBudget;
 use super::imports::GuestState;
-use crate::wit::{self, HandlerIndices};
+use crate::shared::wit::{self, HandlerIndices};
 
 /// A guest's bytes and where they came from, before compilation.
 pub struct GuestSource {

@@ -19,8 +19,8 @@ use super::component::{self, Guest, GuestSource};
 use super::imports::GuestState;
 use super::instance::Instance;
 use super::sandbox::{Isolation, Sandbox};
-use crate::limits::{EPOCH_TICK, Limits};
-use crate::wit;
+use crate::shared::limits::{EPOCH_TICK, Limits};
+use crate::shared::wit;
 
 /// Core instances and memories per component instance in the pooling allocator: a
 /// Rust wasip2 guest uses a few of each.

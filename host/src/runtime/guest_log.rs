@@ -19,7 +19,7 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-use crate::wit::LogLevel;
+use crate::shared::wit::LogLevel;
 
 /// A line longer than this is logged in pieces: a guest must not make the host
 /// buffer without bound by never writing a newline.

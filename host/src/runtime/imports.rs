@@ -9,8 +9,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::guest_log::GuestLog;
 use super::limiter::Limiter;
 use super::shadow::ShadowIo;
+use crate::shared::wit::{Conn, IoError, LogLevel, ReadResult, TlsInfo, WriteResult, sandsock};
 use crate::sockets::net::Net;
-use crate::wit::{Conn, IoError, LogLevel, ReadResult, TlsInfo, WriteResult, sandsock};
 
 /// The state of one guest instance's store: WASI (granting nothing but the given
 /// environment), its limiter, and the connections lent to it during a call.

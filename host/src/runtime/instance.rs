@@ -17,10 +17,10 @@ use super::imports::GuestState;
 use super::limiter::Limiter;
 use super::sandbox::Sandbox;
 use super::shadow::ShadowIo;
-use crate::limits::{EPOCH_TICK, Limits};
+use crate::shared::limits::{EPOCH_TICK, Limits};
+use crate::shared::wit::{self, Event};
 use crate::sockets::net::Net;
 use crate::sockets::owners::Owner;
-use crate::wit::{self, Event};
 
 type StateSnapshot = TypedFunc<(), (Vec<u8>,)>;
 type StateRestore = TypedFunc<(Vec<u8>,), (Result<(), String>,)>;

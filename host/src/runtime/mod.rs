@@ -14,10 +14,12 @@
 //! - [`limiter`]: the memory cap and the bounds on tables and instances.
 //! - [`guest_log`]: guest stdout and stderr as host log lines.
 //! - [`trap`]: a trap's cause in words, and the guest's backtrace.
+//! - [`builtin`]: the guests built into the binary, and how `--guest` finds one.
 //! - [`backoff`]: the crash-loop back-off of an instance that keeps trapping.
 //! - [`shadow`]: the io a canary's shadow instance sees instead of the sockets.
 
 pub mod backoff;
+pub mod builtin;
 pub mod cache;
 pub mod component;
 pub mod digest;

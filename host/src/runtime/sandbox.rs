@@ -1,7 +1,7 @@
 //! [`Sandbox`]: everything a guest is granted and held to, and how instances map to
 //! connections ([`Isolation`]).
 
-use crate::limits::Limits;
+use crate::shared::limits::Limits;
 
 /// How guest instances map to connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::limits::{Limits, MAX_TIMER_DELAY_MS};
-use crate::wit::{Conn, Event, HangupInfo, IoError, ReadResult, TlsInfo, WriteResult};
+use crate::shared::limits::{Limits, MAX_TIMER_DELAY_MS};
+use crate::shared::wit::{Conn, Event, HangupInfo, IoError, ReadResult, TlsInfo, WriteResult};
 
 /// The most bytes of a connection's output a shadow keeps for the comparison (a
 /// canary holds no more of the serving generation's).

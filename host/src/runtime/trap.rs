@@ -3,7 +3,7 @@
 
 use wasmtime::{Trap, WasmBacktrace};
 
-use crate::metrics::TrapCause;
+use crate::shared::metrics::TrapCause;
 
 /// Frames of a trap's backtrace shown in the log; a stack overflow has thousands.
 const BACKTRACE_FRAMES: usize = 12;

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use super::owners::Owner;
-use crate::wit::Event;
+use crate::shared::wit::Event;
 
 /// The events of one turn of the loop, grouped by [`Owner`] as they are pushed.
 ///

@@ -6,8 +6,8 @@
 //! Handles stay below 2^53, so that a JavaScript number holds one exactly: a slot
 //! whose generations are used up is retired, never wrapped round.
 
-use crate::limits::SLOT_BITS;
-use crate::wit::Conn;
+use crate::shared::limits::SLOT_BITS;
+use crate::shared::wit::Conn;
 
 /// The largest generation a handle can carry and stay below 2^53.
 const MAX_GENERATION: u64 = (1 << (53 - SLOT_BITS)) - 1;

@@ -16,7 +16,7 @@ use super::capacity::Place;
 use super::owners::Owner;
 use super::tls::Tls;
 use super::write_buffer::WriteBuffer;
-use crate::wit::{Conn, IoError};
+use crate::shared::wit::{Conn, IoError};
 
 /// Where a connection is in its life, as the host sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

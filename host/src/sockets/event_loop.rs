@@ -34,10 +34,10 @@ use super::connection::Phase;
 use super::handler::EventHandler;
 use super::listener::Listener;
 use super::net::{Lingering, Net};
-use crate::limits::{Limits, SLOT_BITS};
-use crate::metrics::Published;
-use crate::rate_limit::RateLimit;
-use crate::wit::Event;
+use crate::shared::limits::{Limits, SLOT_BITS};
+use crate::shared::metrics::Published;
+use crate::shared::rate_limit::RateLimit;
+use crate::shared::wit::Event;
 
 /// Tokens below this are connection slots; listeners sit above.
 const LISTENER_BASE: usize = 1 << SLOT_BITS;

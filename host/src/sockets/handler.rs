@@ -5,7 +5,7 @@ use std::time::Instant;
 use super::batch::Batch;
 use super::net::Net;
 use super::owners::Owner;
-use crate::metrics::Published;
+use crate::shared::metrics::Published;
 
 /// Handles one batch of events, doing its I/O through `net`: a wasm guest, or (for
 /// the benchmark's baseline) the same logic compiled natively.

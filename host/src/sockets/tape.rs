@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use crate::wit::{Conn, ReadResult};
+use crate::shared::wit::{Conn, ReadResult};
 
 /// What one sampled connection did since the canary last took it.
 #[derive(Debug, Default)]

@@ -26,7 +26,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::write_buffer::WriteBuffer;
-use crate::wit::TlsInfo;
+use crate::shared::wit::TlsInfo;
 
 /// The one application protocol offered: the examples speak HTTP/1.1.
 const ALPN: &[u8] = b"http/1.1";

@@ -12,14 +12,14 @@ use tracing::{info, warn};
 use super::SwapMode;
 use super::reloader::Loaded;
 use super::tenants::{Restored, Tenants};
-use crate::metrics::{Published, Serving, SwapCounters, millis};
 use crate::runtime::component::Guest;
 use crate::runtime::engine::Runtime;
 use crate::runtime::instance::Instance;
 use crate::runtime::trap::describe;
+use crate::shared::metrics::{Published, Serving, SwapCounters, millis};
+use crate::shared::wit::Event;
 use crate::sockets::net::Net;
 use crate::sockets::owners::Owner;
-use crate::wit::Event;
 
 /// The most of a guest's reason for refusing a snapshot that is logged, in chars.
 const MAX_REASON: usize = 200;

@@ -21,10 +21,10 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tracing::{info, warn};
 
 use super::canary::Trial;
-use crate::metrics::millis;
 use crate::runtime::component::{Guest, GuestSource};
 use crate::runtime::digest::{self, Digest};
 use crate::runtime::engine::Runtime;
+use crate::shared::metrics::millis;
 use crate::sockets::event_loop::Remote;
 use crate::sockets::tls::Certificates;
 

@@ -18,8 +18,6 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use crate::metrics::{GuestCounters, Published, TrapCause};
-use crate::rate_limit::RateLimit;
 use crate::runtime::backoff::Backoff;
 use crate::runtime::component::Guest;
 use crate::runtime::engine::Runtime;
@@ -27,9 +25,11 @@ use crate::runtime::guest_log::GenerationBudget;
 use crate::runtime::instance::Instance;
 use crate::runtime::sandbox::Isolation;
 use crate::runtime::trap::{backtrace, cause, describe};
+use crate::shared::metrics::{GuestCounters, Published, TrapCause};
+use crate::shared::rate_limit::RateLimit;
+use crate::shared::wit::Event;
 use crate::sockets::net::Net;
 use crate::sockets::owners::Owner;
-use crate::wit::Event;
 
 /// One owner's guest instance.
 struct Tenant {

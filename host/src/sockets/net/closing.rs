@@ -12,9 +12,9 @@ use tracing::{debug, info};
 
 use super::Net;
 use super::handshake::tls_close_notify;
-use crate::limits::{CLOSE_LINGER, DEADLINE_CHECK, LINGER_AFTER_FIN, MAX_READ_CHUNK};
+use crate::shared::limits::{CLOSE_LINGER, DEADLINE_CHECK, LINGER_AFTER_FIN, MAX_READ_CHUNK};
+use crate::shared::wit::IoError;
 use crate::sockets::connection::{Connection, Phase};
-use crate::wit::IoError;
 
 /// How the host ends a connection the guest closed, once its last bytes are out.
 ///

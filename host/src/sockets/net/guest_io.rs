@@ -11,12 +11,12 @@ use tracing::{debug, warn};
 use super::closing::send_fin;
 use super::handshake::{read_tls, tls_close_notify};
 use super::{Net, visible};
-use crate::limits::{CONNECT_TIMEOUT, MAX_READ_CHUNK, MAX_TIMER_DELAY_MS};
-use crate::metrics::NetCounters;
+use crate::shared::limits::{CONNECT_TIMEOUT, MAX_READ_CHUNK, MAX_TIMER_DELAY_MS};
+use crate::shared::metrics::NetCounters;
+use crate::shared::wit::{Conn, IoError, ReadResult, TlsInfo, WriteResult};
 use crate::sockets::conn_table::slot_of;
 use crate::sockets::connection::{Connection, Phase};
 use crate::sockets::tape::Tapes;
-use crate::wit::{Conn, IoError, ReadResult, TlsInfo, WriteResult};
 
 impl Net {
     /// `read`: up to `max` bytes, `would-block`, `eof`, or why not.

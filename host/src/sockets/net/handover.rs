@@ -2,8 +2,8 @@
 //! released when it is cut off, or handed to another instance at a handoff.
 
 use super::Net;
+use crate::shared::wit::Conn;
 use crate::sockets::owners::Owner;
-use crate::wit::Conn;
 
 impl Net {
     /// Cuts a guest instance off: closes every connection it holds, as if it had

@@ -10,12 +10,12 @@ use tracing::{debug, warn};
 
 use super::guest_io::write_answer;
 use super::{Agenda, Net};
-use crate::metrics::NetCounters;
+use crate::shared::metrics::NetCounters;
+use crate::shared::wit::{Conn, IoError, ReadResult, WriteResult};
 use crate::sockets::capacity::Place;
 use crate::sockets::connection::{Connection, Phase};
 use crate::sockets::owners::{HOST, Owner};
 use crate::sockets::tls::{Failure, Tls};
-use crate::wit::{Conn, IoError, ReadResult, WriteResult};
 
 impl Net {
     /// Stores and registers a connection from a TLS listener: the host holds it and

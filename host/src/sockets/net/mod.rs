@@ -38,10 +38,10 @@ use super::connection::{Connection, Phase};
 use super::owners::{Owner, Owners};
 use super::tape::Tapes;
 use super::timers::Timers;
-use crate::limits::Limits;
-use crate::metrics::{NetCounters, NetGauges};
-use crate::rate_limit::RateLimit;
-use crate::wit::{Conn, IoError};
+use crate::shared::limits::Limits;
+use crate::shared::metrics::{NetCounters, NetGauges};
+use crate::shared::rate_limit::RateLimit;
+use crate::shared::wit::{Conn, IoError};
 
 pub use closing::Lingering;
 

@@ -10,9 +10,9 @@ use tracing::debug;
 use super::closing::send_fin;
 use super::guest_io::connect_error;
 use super::{Agenda, Net};
+use crate::shared::wit::{Event, HangupInfo, IoError};
 use crate::sockets::batch::Batch;
 use crate::sockets::connection::{Connection, Phase};
-use crate::wit::{Event, HangupInfo, IoError};
 
 impl Net {
     /// Records what mio reported for a connection's socket, and does the host's own

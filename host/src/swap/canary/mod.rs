@@ -35,16 +35,16 @@ use std::time::{Duration, Instant};
 
 use super::SwapMode;
 use super::reloader::Loaded;
-use crate::metrics::CanaryCounters;
 use crate::runtime::component::Guest;
 use crate::runtime::digest::Digest;
 use crate::runtime::engine::Runtime;
 use crate::runtime::instance::Instance;
 use crate::runtime::shadow::{MAX_OUTPUT, ShadowIo};
 use crate::runtime::trap::describe;
+use crate::shared::metrics::CanaryCounters;
+use crate::shared::wit::{Conn, Event};
 use crate::sockets::net::Net;
 use crate::sockets::tape::Tapes;
-use crate::wit::{Conn, Event};
 use diff::{first_difference, mostly_noise, snippet};
 
 /// How long a shadow may keep a connection open after the serving generation

@@ -6,13 +6,13 @@
 use tracing::{info, warn};
 
 use super::{Canary, CanaryConfig, Verdict};
-use crate::metrics::{CanaryCounters, Published, millis};
 use crate::runtime::digest::Digest;
+use crate::shared::metrics::{CanaryCounters, Published, millis};
+use crate::shared::wit::Event;
 use crate::sockets::batch::Batch;
 use crate::sockets::net::Net;
 use crate::swap::generations::Generations;
 use crate::swap::reloader::{Loaded, SwapInbox};
-use crate::wit::Event;
 
 /// A worker's canary: its configuration (none without `--swap canary`), the
 /// candidate on trial, and what it counts.

@@ -11,19 +11,19 @@ use super::{File, WIT, fill};
 const SDK_SOURCES: &[(&str, &str)] = &[
     (
         "__init__.py",
-        include_str!("../../../guest/python/sandsock/__init__.py"),
+        include_str!("../../../../guest/python/sandsock/__init__.py"),
     ),
     (
         "runtime.py",
-        include_str!("../../../guest/python/sandsock/runtime.py"),
+        include_str!("../../../../guest/python/sandsock/runtime.py"),
     ),
     (
         "lines.py",
-        include_str!("../../../guest/python/sandsock/lines.py"),
+        include_str!("../../../../guest/python/sandsock/lines.py"),
     ),
     (
         "wasm.py",
-        include_str!("../../../guest/python/sandsock/wasm.py"),
+        include_str!("../../../../guest/python/sandsock/wasm.py"),
     ),
 ];
 
@@ -34,19 +34,19 @@ const TEMPLATE: &[(&str, &str)] = &[
     // The guest to start from: HTTP/1.1, `hello` for every request, keep-alive.
     (
         "src/app.py",
-        include_str!("../../../guest/templates/python/src/app.py"),
+        include_str!("../../../../guest/templates/python/src/app.py"),
     ),
     (
         "build.sh",
-        include_str!("../../../guest/templates/python/build.sh"),
+        include_str!("../../../../guest/templates/python/build.sh"),
     ),
     (
         "README.md",
-        include_str!("../../../guest/templates/python/README.md"),
+        include_str!("../../../../guest/templates/python/README.md"),
     ),
     (
         ".gitignore",
-        include_str!("../../../guest/templates/python/.gitignore.in"),
+        include_str!("../../../../guest/templates/python/.gitignore.in"),
     ),
 ];
 

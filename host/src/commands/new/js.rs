@@ -9,38 +9,41 @@ use super::{File, WIT};
 
 /// The SDK (the module a guest imports, and the modules it re-exports, as this host
 /// was built with them) and the entry that binds it to the contract's imports.
-const SDK: &str = include_str!("../../../guest/js/sandsock.js");
+const SDK: &str = include_str!("../../../../guest/js/sandsock.js");
 const SDK_MODULES: &[(&str, &str)] = &[
     (
         "bytes.js",
-        include_str!("../../../guest/js/sandsock/bytes.js"),
+        include_str!("../../../../guest/js/sandsock/bytes.js"),
     ),
-    ("log.js", include_str!("../../../guest/js/sandsock/log.js")),
+    (
+        "log.js",
+        include_str!("../../../../guest/js/sandsock/log.js"),
+    ),
     (
         "conn.js",
-        include_str!("../../../guest/js/sandsock/conn.js"),
+        include_str!("../../../../guest/js/sandsock/conn.js"),
     ),
     (
         "handler.js",
-        include_str!("../../../guest/js/sandsock/handler.js"),
+        include_str!("../../../../guest/js/sandsock/handler.js"),
     ),
     (
         "runtime.js",
-        include_str!("../../../guest/js/sandsock/runtime.js"),
+        include_str!("../../../../guest/js/sandsock/runtime.js"),
     ),
     (
         "input.js",
-        include_str!("../../../guest/js/sandsock/input.js"),
+        include_str!("../../../../guest/js/sandsock/input.js"),
     ),
     (
         "snapshot.js",
-        include_str!("../../../guest/js/sandsock/snapshot.js"),
+        include_str!("../../../../guest/js/sandsock/snapshot.js"),
     ),
 ];
-const ENTRY: &str = include_str!("../../../guest/js/sandsock-entry.js");
+const ENTRY: &str = include_str!("../../../../guest/js/sandsock-entry.js");
 /// The toolchain, pinned: the lock file names the exact packages.
-const PACKAGE: &str = include_str!("../../../guest/js/package.json");
-const PACKAGE_LOCK: &str = include_str!("../../../guest/js/package-lock.json");
+const PACKAGE: &str = include_str!("../../../../guest/js/package.json");
+const PACKAGE_LOCK: &str = include_str!("../../../../guest/js/package-lock.json");
 
 /// The guest to start from: HTTP/1.1, `hello` for every request, keep-alive.
 const HELLO: &str = r#"// An HTTP/1.1 hello: every request (a head ending in an empty line; bodies are not

@@ -7,44 +7,50 @@ use super::{File, WIT, fill};
 
 /// The SDK's sources, as this host was built with them: `(path in the SDK, text)`.
 const SDK_SOURCES: &[(&str, &str)] = &[
-    ("src/lib.rs", include_str!("../../../guest/sdk/src/lib.rs")),
+    (
+        "src/lib.rs",
+        include_str!("../../../../guest/sdk/src/lib.rs"),
+    ),
     (
         "src/conn.rs",
-        include_str!("../../../guest/sdk/src/conn.rs"),
+        include_str!("../../../../guest/sdk/src/conn.rs"),
     ),
     (
         "src/handler.rs",
-        include_str!("../../../guest/sdk/src/handler.rs"),
+        include_str!("../../../../guest/sdk/src/handler.rs"),
     ),
     (
         "src/handoff.rs",
-        include_str!("../../../guest/sdk/src/handoff.rs"),
+        include_str!("../../../../guest/sdk/src/handoff.rs"),
     ),
     (
         "src/host.rs",
-        include_str!("../../../guest/sdk/src/host.rs"),
+        include_str!("../../../../guest/sdk/src/host.rs"),
     ),
     (
         "src/input.rs",
-        include_str!("../../../guest/sdk/src/input.rs"),
+        include_str!("../../../../guest/sdk/src/input.rs"),
     ),
-    ("src/io.rs", include_str!("../../../guest/sdk/src/io.rs")),
-    ("src/raw.rs", include_str!("../../../guest/sdk/src/raw.rs")),
+    ("src/io.rs", include_str!("../../../../guest/sdk/src/io.rs")),
+    (
+        "src/raw.rs",
+        include_str!("../../../../guest/sdk/src/raw.rs"),
+    ),
     (
         "src/runtime.rs",
-        include_str!("../../../guest/sdk/src/runtime.rs"),
+        include_str!("../../../../guest/sdk/src/runtime.rs"),
     ),
     (
         "src/snapshot.rs",
-        include_str!("../../../guest/sdk/src/snapshot.rs"),
+        include_str!("../../../../guest/sdk/src/snapshot.rs"),
     ),
     (
         "src/tests.rs",
-        include_str!("../../../guest/sdk/src/tests.rs"),
+        include_str!("../../../../guest/sdk/src/tests.rs"),
     ),
     (
         "src/write_queue.rs",
-        include_str!("../../../guest/sdk/src/write_queue.rs"),
+        include_str!("../../../../guest/sdk/src/write_queue.rs"),
     ),
 ];
 
@@ -55,36 +61,36 @@ const SDK_SOURCES: &[(&str, &str)] = &[
 const TEMPLATE: &[(&str, &str)] = &[
     (
         "Cargo.toml",
-        include_str!("../../../guest/templates/rust/Cargo.toml.in"),
+        include_str!("../../../../guest/templates/rust/Cargo.toml.in"),
     ),
     // The toolchain the host was built with: the guest's bindings come from the same
     // wit-bindgen, and wasm32-wasip2 must be there.
     (
         "rust-toolchain.toml",
-        include_str!("../../../guest/templates/rust/rust-toolchain.toml.in"),
+        include_str!("../../../../guest/templates/rust/rust-toolchain.toml.in"),
     ),
     // The guest to start from: HTTP/1.1, `hello` for every request, keep-alive.
     (
         "src/lib.rs",
-        include_str!("../../../guest/templates/rust/src/lib.rs"),
+        include_str!("../../../../guest/templates/rust/src/lib.rs"),
     ),
     (
         "build.sh",
-        include_str!("../../../guest/templates/rust/build.sh"),
+        include_str!("../../../../guest/templates/rust/build.sh"),
     ),
     (
         "README.md",
-        include_str!("../../../guest/templates/rust/README.md"),
+        include_str!("../../../../guest/templates/rust/README.md"),
     ),
     (
         ".gitignore",
-        include_str!("../../../guest/templates/rust/.gitignore.in"),
+        include_str!("../../../../guest/templates/rust/.gitignore.in"),
     ),
     // The SDK's manifest, standalone (in this repository it inherits from the guest
     // workspace).
     (
         "vendor/sandsock-sdk/Cargo.toml",
-        include_str!("../../../guest/templates/rust/vendor/sandsock-sdk/Cargo.toml.in"),
+        include_str!("../../../../guest/templates/rust/vendor/sandsock-sdk/Cargo.toml.in"),
     ),
 ];
 

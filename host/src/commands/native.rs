@@ -10,13 +10,13 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::limits::MAX_READ_CHUNK;
+use crate::shared::limits::MAX_READ_CHUNK;
+use crate::shared::wit::{Conn, Event, ReadResult, WriteResult};
 use crate::sockets::batch::Batch;
 use crate::sockets::handler::EventHandler;
 use crate::sockets::net::Net;
-use crate::wit::{Conn, Event, ReadResult, WriteResult};
 
-#[path = "../../guest/examples/http/src/http.rs"]
+#[path = "../../../guest/examples/http/src/http.rs"]
 #[allow(dead_code, missing_docs)]
 mod http;
 

@@ -7,20 +7,20 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 use tracing::{Span, info, info_span};
 
-use crate::admin::Admin;
-use crate::builtin::guest_source;
 use crate::cli::ServeArgs;
-use crate::limits::Limits;
-use crate::metrics::{Published, millis};
-use crate::native::NativeHttp;
+use crate::commands::admin::Admin;
+use crate::commands::native::NativeHttp;
+use crate::commands::supervisor::Supervisor;
+use crate::runtime::builtin::guest_source;
 use crate::runtime::engine::Runtime;
 use crate::runtime::sandbox::Isolation;
+use crate::shared::limits::Limits;
+use crate::shared::metrics::{Published, millis};
 use crate::sockets::capacity::Capacity;
 use crate::sockets::event_loop::EventLoop;
 use crate::sockets::handler::EventHandler;
 use crate::sockets::listener::{Listener, bind_all};
 use crate::sockets::tls::{Certificates, TlsServer};
-use crate::supervisor::Supervisor;
 use crate::swap::Reloader;
 use crate::swap::WasmHandler;
 

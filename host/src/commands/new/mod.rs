@@ -33,7 +33,7 @@ pub enum Lang {
 type File = (PathBuf, String);
 
 /// The contract, which every language's bindings are generated from.
-const WIT: &str = include_str!("../../../wit/handler.wit");
+const WIT: &str = include_str!("../../../../wit/handler.wit");
 
 /// Writes the project for guest `name` in `lang` into the directory `name` (under
 /// `parent`); returns the directory. A name that is not a guest name, or a directory

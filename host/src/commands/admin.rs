@@ -1,7 +1,7 @@
 //! The admin listener (`--admin ADDR`), on a thread of its own, off the event loops:
 //! `GET /metrics` (Prometheus text), `GET /healthz`, `GET /readyz`, `POST /reload`.
 //!
-//! It reads what the workers published (see [`crate::metrics`]) and never touches a
+//! It reads what the workers published (see [`crate::shared::metrics`]) and never touches a
 //! loop. One request per connection, answered with `Connection: close`; a client that
 //! does not send its whole request within [`REQUEST_TIMEOUT`] is dropped, so each
 //! stalled client delays the requests behind it by that much at most.
@@ -20,8 +20,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
-use crate::metrics::{Published, TrapCause};
-use crate::rate_limit::RateLimit;
+use crate::shared::metrics::{Published, TrapCause};
+use crate::shared::rate_limit::RateLimit;
 use crate::swap::ReloadHandle;
 
 /// How long a client may take to send its request, in all.
@@ -174,7 +174,7 @@ type Labels = Vec<(Cow<'static, str>, Cow<'static, str>)>;
 /// The values of one label, each with its count.
 type ByLabel = Vec<(Cow<'static, str>, u64)>;
 
-/// A histogram as [`PublishedHistogram::read`](crate::metrics::PublishedHistogram::read)
+/// A histogram as [`PublishedHistogram::read`](crate::shared::metrics::PublishedHistogram::read)
 /// gives it: sum, count, and the count in each bucket.
 type HistogramRead = (f64, u64, Vec<(f64, u64)>);
 
