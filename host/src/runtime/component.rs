@@ -15,7 +15,7 @@ use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker};
 
 use super::cache::{Cache, Miss};
 use super::digest::{self, Digest};
-use super::guest_log::GenerationBudget;
+use super::guest_log::GuestBudget;
 use super::imports::GuestState;
 use crate::shared::wit::{self, HandlerIndices};
 
@@ -80,7 +80,7 @@ pub struct Guest {
     /// tier-up replaces it).
     pub optimized: bool,
     /// The log budget all its instances share.
-    pub(super) log_budget: Arc<GenerationBudget>,
+    pub(super) log_budget: Arc<GuestBudget>,
 }
 
 impl Guest {
@@ -190,7 +190,7 @@ pub fn compile(
     let name: Arc<str> = source.name.as_str().into();
     Ok(Guest {
         engine: engine.clone(),
-        log_budget: Arc::new(GenerationBudget::new(name.clone())),
+        log_budget: Arc::new(GuestBudget::new(name.clone())),
         name,
         digest,
         pre,

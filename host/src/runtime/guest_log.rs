@@ -4,7 +4,7 @@
 //! WASI output would otherwise go to an empty sink; this is where a guest's
 //! `println!` and its panic messages become visible to the operator. Within its time
 //! budget a guest could write tens of megabytes of lines a second, so each instance,
-//! and each generation as a whole, has a budget of bytes (a burst, then a steady rate);
+//! and each compiled guest as a whole (a swap loads a new one), has a budget of bytes (a burst, then a steady rate);
 //! lines past it are dropped and counted, and a line says how many.
 
 use std::io;
@@ -34,10 +34,10 @@ const LINE_OVERHEAD: usize = 128;
 const INSTANCE_BURST: f64 = 64.0 * 1024.0;
 const INSTANCE_RATE: f64 = 16.0 * 1024.0;
 
-/// Bytes of log all instances of one generation may write at once, then per second:
+/// Bytes of log all instances of one compiled guest may write at once, then per second:
 /// with an instance per connection, many instances could each use their own budget.
-const GENERATION_BURST: f64 = 256.0 * 1024.0;
-const GENERATION_RATE: f64 = 64.0 * 1024.0;
+const SHARED_BURST: f64 = 256.0 * 1024.0;
+const SHARED_RATE: f64 = 64.0 * 1024.0;
 
 /// How often, at most, a line says how many lines were dropped.
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(1);
@@ -80,15 +80,15 @@ impl Bucket {
     }
 }
 
-/// The log budget of all instances of one generation, and the lines they dropped.
+/// The log budget of all instances of one compiled guest, and the lines they dropped.
 ///
-/// Dropped lines are counted here, for the generation as a whole, and reported in one
+/// Dropped lines are counted here, for the compiled guest as a whole, and reported in one
 /// line at most once per [`DROP_REPORT_EVERY`]: before the next line admitted, or from
-/// the loop's tick ([`Tenants`](crate::swap::tenants::Tenants) keeps the generations with a
+/// the loop's tick ([`Tenants`](crate::swap::tenants::Tenants) keeps the budgets with a
 /// count waiting), so that a guest printing one line too many per call cannot turn
 /// each call into a report.
 #[derive(Debug)]
-pub struct GenerationBudget {
+pub struct GuestBudget {
     guest: Arc<str>,
     shared: Mutex<Shared>,
     /// Lines dropped and not reported yet: an atomic, so that the loop can see after
@@ -96,20 +96,20 @@ pub struct GenerationBudget {
     dropped: AtomicU64,
 }
 
-/// What the instances of a generation share: its bucket, and when it last reported.
+/// What the instances of a compiled guest share: its bucket, and when it last reported.
 #[derive(Debug)]
 struct Shared {
     bucket: Bucket,
     reported: Option<Instant>,
 }
 
-impl GenerationBudget {
-    /// The budget of a generation of the guest named `guest`.
+impl GuestBudget {
+    /// The budget of the compiled guest named `guest`.
     pub fn new(guest: Arc<str>) -> Self {
         Self {
             guest,
             shared: Mutex::new(Shared {
-                bucket: Bucket::new(GENERATION_BURST, GENERATION_RATE),
+                bucket: Bucket::new(SHARED_BURST, SHARED_RATE),
                 reported: None,
             }),
             dropped: AtomicU64::new(0),
@@ -185,8 +185,8 @@ impl GenerationBudget {
     }
 }
 
-impl Drop for GenerationBudget {
-    /// The last count, when the generation's last instance and record are gone.
+impl Drop for GuestBudget {
+    /// The last count, when the compiled guest's last instance and record are gone.
     fn drop(&mut self) {
         self.report();
     }
@@ -196,15 +196,14 @@ impl Drop for GenerationBudget {
 #[derive(Debug)]
 struct Budget {
     bucket: Bucket,
-    generation: Arc<GenerationBudget>,
+    shared: Arc<GuestBudget>,
 }
 
 impl Budget {
     /// Whether a line of `len` bytes may be logged now.
     fn admit(&mut self, len: usize) -> bool {
         let cost = (len + LINE_OVERHEAD) as f64;
-        self.generation
-            .admit(&mut self.bucket, cost, Instant::now())
+        self.shared.admit(&mut self.bucket, cost, Instant::now())
     }
 }
 
@@ -218,7 +217,7 @@ pub enum Stream {
 }
 
 /// A guest output stream that logs each line it receives, within the instance's and
-/// the generation's budgets.
+/// the compiled guest's budgets.
 #[derive(Clone, Debug)]
 pub struct GuestLog {
     guest: Arc<str>,
@@ -228,11 +227,11 @@ pub struct GuestLog {
 
 impl GuestLog {
     /// The stdout and stderr sinks of one instance of the guest named `guest`, whose
-    /// generation's budget is `generation`.
-    pub fn pair(guest: Arc<str>, generation: Arc<GenerationBudget>) -> (Self, Self) {
+    /// compiled guest's budget is `shared`.
+    pub fn pair(guest: Arc<str>, shared: Arc<GuestBudget>) -> (Self, Self) {
         let budget = Arc::new(Mutex::new(Budget {
             bucket: Bucket::new(INSTANCE_BURST, INSTANCE_RATE),
-            generation,
+            shared,
         }));
         let sink = |stream| Self {
             guest: guest.clone(),
@@ -275,7 +274,7 @@ impl GuestLog {
     }
 
     /// Whether a line of `len` bytes may be logged now, against the instance's and
-    /// the generation's budgets.
+    /// the compiled guest's budgets.
     fn admit(&self, len: usize) -> bool {
         self.budget
             .lock()
@@ -413,38 +412,38 @@ mod tests {
     }
 
     #[test]
-    fn an_instance_and_its_generation_share_the_limits() {
-        let generation = Arc::new(GenerationBudget::new("g".into()));
-        let (stdout, _stderr) = GuestLog::pair("g".into(), generation.clone());
+    fn an_instance_and_its_compiled_guest_share_the_limits() {
+        let shared = Arc::new(GuestBudget::new("g".into()));
+        let (stdout, _stderr) = GuestLog::pair("g".into(), shared.clone());
         let mut budget = stdout.budget.lock().unwrap();
         let line = 1024 - LINE_OVERHEAD;
         let admitted = (0..200).filter(|_| budget.admit(line)).count();
         assert_eq!(admitted, 64, "the instance's burst of 64 KiB");
-        assert_eq!(generation.dropped.load(Ordering::Relaxed), 136);
+        assert_eq!(shared.dropped.load(Ordering::Relaxed), 136);
         drop(budget);
-        let (other, _) = GuestLog::pair("g".into(), generation.clone());
+        let (other, _) = GuestLog::pair("g".into(), shared.clone());
         let mut other = other.budget.lock().unwrap();
         let admitted = (0..1000).filter(|_| other.admit(line)).count();
         assert_eq!(admitted, 64, "another instance has its own burst");
         let mut admitted = 0;
         for _ in 0..3 {
-            let (more, _) = GuestLog::pair("g".into(), generation.clone());
+            let (more, _) = GuestLog::pair("g".into(), shared.clone());
             let mut more = more.budget.lock().unwrap();
             admitted += (0..1000).filter(|_| more.admit(line)).count();
         }
-        // The generation's 256 KiB: 128 KiB left for three more instances (a line
+        // The compiled guest's 256 KiB: 128 KiB left for three more instances (a line
         // more if the test ran slowly enough for 1 KiB to accrue at 64 KiB/s).
         assert!((128..=129).contains(&admitted), "{admitted}");
     }
 
     #[test]
-    fn a_line_the_generation_refuses_costs_the_instance_nothing() {
-        let generation = Arc::new(GenerationBudget::new("g".into()));
+    fn a_line_the_shared_budget_refuses_costs_the_instance_nothing() {
+        let shared = Arc::new(GuestBudget::new("g".into()));
         let now = Instant::now();
         let mut instance = Bucket::new(INSTANCE_BURST, 0.0);
-        let mut greedy = Bucket::new(GENERATION_BURST, 0.0);
-        assert!(generation.admit(&mut greedy, GENERATION_BURST, now));
-        assert!(!generation.admit(&mut instance, 100.0, now));
+        let mut greedy = Bucket::new(SHARED_BURST, 0.0);
+        assert!(shared.admit(&mut greedy, SHARED_BURST, now));
+        assert!(!shared.admit(&mut instance, 100.0, now));
         assert_eq!(
             instance.tokens, INSTANCE_BURST,
             "not charged for a dropped line"
@@ -453,25 +452,21 @@ mod tests {
 
     #[test]
     fn dropped_lines_are_reported_at_most_once_per_interval() {
-        let generation = GenerationBudget::new("g".into());
+        let shared = GuestBudget::new("g".into());
         let start = Instant::now();
-        assert_eq!(generation.report_due(start), None, "nothing dropped");
-        generation.dropped.store(5, Ordering::Relaxed);
-        assert_eq!(
-            generation.report_due(start),
-            None,
-            "the first report goes out"
-        );
-        assert_eq!(generation.dropped.load(Ordering::Relaxed), 0);
-        generation.dropped.store(3, Ordering::Relaxed);
+        assert_eq!(shared.report_due(start), None, "nothing dropped");
+        shared.dropped.store(5, Ordering::Relaxed);
+        assert_eq!(shared.report_due(start), None, "the first report goes out");
+        assert_eq!(shared.dropped.load(Ordering::Relaxed), 0);
+        shared.dropped.store(3, Ordering::Relaxed);
         let half = start + DROP_REPORT_EVERY / 2;
         assert_eq!(
-            generation.report_due(half),
+            shared.report_due(half),
             Some(start + DROP_REPORT_EVERY),
             "too soon: waits, and says until when"
         );
-        assert_eq!(generation.dropped.load(Ordering::Relaxed), 3, "kept");
-        assert_eq!(generation.report_due(start + DROP_REPORT_EVERY), None);
-        assert_eq!(generation.dropped.load(Ordering::Relaxed), 0, "reported");
+        assert_eq!(shared.dropped.load(Ordering::Relaxed), 3, "kept");
+        assert_eq!(shared.report_due(start + DROP_REPORT_EVERY), None);
+        assert_eq!(shared.dropped.load(Ordering::Relaxed), 0, "reported");
     }
 }

@@ -12,7 +12,7 @@ use wasmtime::component::TypedFunc;
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::component::Guest;
-use super::guest_log::{GenerationBudget, GuestLog};
+use super::guest_log::{GuestBudget, GuestLog};
 use super::imports::GuestState;
 use super::limiter::Limiter;
 use super::sandbox::Sandbox;
@@ -31,8 +31,8 @@ pub struct Instance {
     bindings: wit::Handler,
     state: Option<(StateSnapshot, StateRestore)>,
     budget: Budget,
-    /// Its generation's log budget, which counts the output lines dropped.
-    log_budget: Arc<GenerationBudget>,
+    /// Its compiled guest's log budget, which counts the output lines dropped.
+    log_budget: Arc<GuestBudget>,
     /// Its linear memory once started (or rebased): recycling looks at growth past it.
     initial_memory: usize,
 }
@@ -112,8 +112,8 @@ impl Instance {
         result.map_err(anyhow::Error::from)
     }
 
-    /// Its generation's log budget: after a call, whether output was dropped.
-    pub fn log_budget(&self) -> &Arc<GenerationBudget> {
+    /// Its compiled guest's log budget: after a call, whether output was dropped.
+    pub fn log_budget(&self) -> &Arc<GuestBudget> {
         &self.log_budget
     }
 
@@ -129,7 +129,7 @@ impl Instance {
         Ok(Some(state))
     }
 
-    /// Hands an earlier generation's snapshot to this instance's `restore`: the
+    /// Hands an earlier instance's snapshot (at a handoff) to this instance's `restore`: the
     /// outer error is a trap, the inner one the guest refusing the snapshot (with its
     /// reason). Nothing happens when it does not export `state`.
     pub fn restore(&mut self, state: Vec<u8>) -> Result<Result<(), String>> {

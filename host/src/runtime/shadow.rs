@@ -1,7 +1,7 @@
 //! [`ShadowIo`]: the `io` a canary's shadow instance sees instead of the sockets.
 //!
 //! A shadow gets the events of the connections its canary samples and, when it
-//! reads, the bytes the serving generation read from them, in the same order. Its
+//! reads, the bytes the serving instance read from them, in the same order. Its
 //! writes are kept, never sent (every write is accepted whole: the shadow's socket
 //! never pushes back); its interest, closes and shutdowns are recorded, never
 //! applied; it cannot connect out. Its timers are its own, fired by the canary.
@@ -13,7 +13,7 @@ use crate::shared::limits::{Limits, MAX_TIMER_DELAY_MS};
 use crate::shared::wit::{Conn, Event, HangupInfo, IoError, ReadResult, TlsInfo, WriteResult};
 
 /// The most bytes of a connection's output a shadow keeps for the comparison (a
-/// canary holds no more of the serving generation's).
+/// canary holds no more of the serving instance's).
 pub const MAX_OUTPUT: usize = 1 << 20;
 
 /// The largest read a shadow is answered, as the host caps a real one.
@@ -22,14 +22,14 @@ const MAX_READ: usize = 64 * 1024;
 /// One sampled connection as a shadow sees it.
 #[derive(Debug, Default)]
 pub struct ShadowConn {
-    /// What the serving generation read from it that the shadow has not read yet
+    /// What the serving instance read from it that the shadow has not read yet
     /// (from `read` on; what it has read is dropped).
     pub input: Vec<u8>,
     /// How much of `input` the shadow has read.
     pub read: usize,
     /// Input bytes read and dropped before `input`.
     pub base: usize,
-    /// The serving generation read the peer's end-of-stream after `input`.
+    /// The serving instance read the peer's end-of-stream after `input`.
     pub eof: bool,
     /// What the shadow wrote to it, up to [`MAX_OUTPUT`] bytes.
     pub output: Vec<u8>,
@@ -41,7 +41,7 @@ pub struct ShadowConn {
     pub write_shut: bool,
     /// The connection failed: the shadow hears `hangup`, and it is dead.
     pub hung_up: bool,
-    /// The peer's address, as the serving generation saw it.
+    /// The peer's address, as the serving instance saw it.
     pub peer: Option<String>,
     want_read: bool,
     want_write: bool,
@@ -172,8 +172,8 @@ impl ShadowIo {
         self.conns.get_mut(&c).filter(|conn| conn.live())
     }
 
-    /// `read`: the serving generation's input, then `would-block`, or `eof` once
-    /// the serving generation read it; `reset` once it failed, until the shadow has
+    /// `read`: the serving instance's input, then `would-block`, or `eof` once
+    /// the serving instance read it; `reset` once it failed, until the shadow has
     /// heard `hangup`.
     pub fn read(&mut self, c: Conn, max: u32) -> ReadResult {
         if self.failed(c) {
@@ -240,7 +240,7 @@ impl ShadowIo {
         }
     }
 
-    /// `peer`: the serving generation's peer.
+    /// `peer`: the serving instance's peer.
     pub fn peer(&mut self, c: Conn) -> Option<String> {
         self.live(c)?.peer.clone()
     }
