@@ -21,7 +21,7 @@ use tracing::{error, info, warn};
 use crate::runtime::backoff::Backoff;
 use crate::runtime::component::Guest;
 use crate::runtime::engine::Runtime;
-use crate::runtime::guest_log::GenerationBudget;
+use crate::runtime::guest_log::GuestBudget;
 use crate::runtime::instance::Instance;
 use crate::runtime::sandbox::Isolation;
 use crate::runtime::trap::{backtrace, cause, describe};
@@ -87,8 +87,8 @@ pub struct Tenants {
     timed: bool,
     /// Traps of each cause waiting to be summed up, in [`TrapCause::ALL`] order.
     suppressed: [Suppressed; 6],
-    /// Generations whose dropped output lines wait to be reported, and when.
-    log_pending: Vec<(Arc<GenerationBudget>, Instant)>,
+    /// Compiled guests whose dropped output lines wait to be reported, and when.
+    log_pending: Vec<(Arc<GuestBudget>, Instant)>,
 }
 
 impl Tenants {
@@ -450,8 +450,8 @@ impl Tenants {
     }
 
     /// After a call whose instance dropped output lines: reports them if that is
-    /// due, or keeps its generation's budget for the tick that will.
-    fn report_dropped(&mut self, budget: Arc<GenerationBudget>, now: Instant) {
+    /// due, or keeps its compiled guest's budget for the tick that will.
+    fn report_dropped(&mut self, budget: Arc<GuestBudget>, now: Instant) {
         if let Some(due) = budget.report_due(now)
             && !self
                 .log_pending
