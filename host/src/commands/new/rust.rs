@@ -5,6 +5,10 @@ use std::path::PathBuf;
 
 use super::{File, WIT, fill};
 
+/// The io contract's table, which the vendored SDK's contract test (`src/contract.rs`)
+/// reads from `wit/io-cases.json`, beside the contract.
+const IO_CASES: &str = include_str!("../../../../wit/io-cases.json");
+
 /// The SDK's sources, as this host was built with them: `(path in the SDK, text)`.
 const SDK_SOURCES: &[(&str, &str)] = &[
     (
@@ -14,6 +18,10 @@ const SDK_SOURCES: &[(&str, &str)] = &[
     (
         "src/conn.rs",
         include_str!("../../../../guest/sdk/src/conn.rs"),
+    ),
+    (
+        "src/contract.rs",
+        include_str!("../../../../guest/sdk/src/contract.rs"),
     ),
     (
         "src/handler.rs",
@@ -150,7 +158,10 @@ pub(super) fn files(name: &str) -> Vec<File> {
     TEMPLATE
         .iter()
         .map(|(path, text)| (PathBuf::from(path), fill(text, &values)))
-        .chain([(PathBuf::from("wit/handler.wit"), WIT.to_string())])
+        .chain([
+            (PathBuf::from("wit/handler.wit"), WIT.to_string()),
+            (PathBuf::from("wit/io-cases.json"), IO_CASES.to_string()),
+        ])
         .chain(SDK_SOURCES.iter().map(|(path, text)| {
             (
                 PathBuf::from("vendor/sandsock-sdk").join(path),
