@@ -241,6 +241,124 @@ fn option_answer(text: Option<String>) -> Answer {
     text.map_or(Answer::Nothing, Answer::Some)
 }
 
+/// The WIT's `io` calls, as both implementations here answer them; `Net`'s own
+/// results for `close` and `shutdown-write` only say whether the handle was known,
+/// which the guest never sees.
+trait Io {
+    fn read(&mut self, c: Conn, max: u32) -> ReadResult;
+    fn write(&mut self, c: Conn, data: &[u8]) -> WriteResult;
+    fn set_interest(&mut self, c: Conn, readable: bool, writable: bool);
+    fn shutdown_write(&mut self, c: Conn);
+    fn close(&mut self, c: Conn);
+    fn peer(&mut self, c: Conn) -> Option<String>;
+    fn tls_version(&mut self, c: Conn) -> Option<String>;
+    fn set_timer(&mut self, id: u64, after_ms: u64) -> Result<(), IoError>;
+    fn cancel_timer(&mut self, id: u64);
+    fn connect(&mut self, addr: &str) -> Result<Conn, IoError>;
+}
+
+impl Io for Net {
+    fn read(&mut self, c: Conn, max: u32) -> ReadResult {
+        Net::read(self, c, max)
+    }
+    fn write(&mut self, c: Conn, data: &[u8]) -> WriteResult {
+        Net::write(self, c, data)
+    }
+    fn set_interest(&mut self, c: Conn, readable: bool, writable: bool) {
+        Net::set_interest(self, c, readable, writable);
+    }
+    fn shutdown_write(&mut self, c: Conn) {
+        let _ = Net::shutdown_write(self, c);
+    }
+    fn close(&mut self, c: Conn) {
+        let _ = Net::close_as_guest(self, c);
+    }
+    fn peer(&mut self, c: Conn) -> Option<String> {
+        Net::peer(self, c)
+    }
+    fn tls_version(&mut self, c: Conn) -> Option<String> {
+        Net::tls(self, c).map(|info| info.version)
+    }
+    fn set_timer(&mut self, id: u64, after_ms: u64) -> Result<(), IoError> {
+        Net::set_timer(self, id, after_ms)
+    }
+    fn cancel_timer(&mut self, id: u64) {
+        Net::cancel_timer(self, id);
+    }
+    fn connect(&mut self, addr: &str) -> Result<Conn, IoError> {
+        Net::connect(self, addr)
+    }
+}
+
+impl Io for ShadowIo {
+    fn read(&mut self, c: Conn, max: u32) -> ReadResult {
+        ShadowIo::read(self, c, max)
+    }
+    fn write(&mut self, c: Conn, data: &[u8]) -> WriteResult {
+        ShadowIo::write(self, c, data)
+    }
+    fn set_interest(&mut self, c: Conn, readable: bool, writable: bool) {
+        ShadowIo::set_interest(self, c, readable, writable);
+    }
+    fn shutdown_write(&mut self, c: Conn) {
+        ShadowIo::shutdown_write(self, c);
+    }
+    fn close(&mut self, c: Conn) {
+        ShadowIo::close(self, c);
+    }
+    fn peer(&mut self, c: Conn) -> Option<String> {
+        ShadowIo::peer(self, c)
+    }
+    fn tls_version(&mut self, c: Conn) -> Option<String> {
+        ShadowIo::tls(self, c).map(|info| info.version)
+    }
+    fn set_timer(&mut self, id: u64, after_ms: u64) -> Result<(), IoError> {
+        ShadowIo::set_timer(self, id, after_ms)
+    }
+    fn cancel_timer(&mut self, id: u64) {
+        ShadowIo::cancel_timer(self, id);
+    }
+    fn connect(&mut self, _addr: &str) -> Result<Conn, IoError> {
+        ShadowIo::connect(self)
+    }
+}
+
+/// Makes the call `step` names on `io`, on the connection `conn` (for the calls that
+/// take one; `connect` goes to `addr`), and answers in the table's words.
+fn call_io(io: &mut impl Io, step: &Value, conn: Conn, addr: &str) -> (Answer, Option<Conn>) {
+    let answer = match step["call"].as_str().expect("call") {
+        "read" => read_answer(io.read(conn, u64_arg(step, "max") as u32)),
+        "write" => write_answer(io.write(conn, &bytes_of(step, "data", "data_len"))),
+        "set-interest" => {
+            io.set_interest(conn, bool_arg(step, "readable"), bool_arg(step, "writable"));
+            Answer::Nothing
+        }
+        "shutdown-write" => {
+            io.shutdown_write(conn);
+            Answer::Nothing
+        }
+        "close" => {
+            io.close(conn);
+            Answer::Nothing
+        }
+        "peer" => option_answer(io.peer(conn)),
+        "tls" => option_answer(io.tls_version(conn)),
+        "set-timer" => unit_answer(io.set_timer(u64_arg(step, "id"), u64_arg(step, "after_ms"))),
+        "cancel-timer" => {
+            io.cancel_timer(u64_arg(step, "id"));
+            Answer::Nothing
+        }
+        "connect" => {
+            return match io.connect(addr) {
+                Ok(handle) => (Answer::Ok, Some(handle)),
+                Err(e) => (Answer::Err(e), None),
+            };
+        }
+        other => panic!("unknown call {other}"),
+    };
+    (answer, None)
+}
+
 /// An event in the table's notation, handles named by `name`.
 fn event_value(event: &Event, name: impl Fn(Conn) -> String) -> Value {
     match event {
@@ -272,6 +390,20 @@ struct NetConn {
     eof: bool,
     /// The guest closed it: the kernel may report nothing more for it.
     closed: bool,
+}
+
+impl NetConn {
+    /// An outbound connection, whose peer is accepted once a step needs it.
+    fn outbound(handle: Conn) -> Self {
+        Self {
+            handle,
+            peer: None,
+            prefill: 0,
+            received: Vec::new(),
+            eof: false,
+            closed: false,
+        }
+    }
 }
 
 /// `Net` over real sockets, with the loop's turn done by hand.
@@ -580,75 +712,27 @@ impl Host for NetHost {
 
     fn call(&mut self, step: &Value) -> Answer {
         self.net.set_caller(GUEST);
-        let name = step["call"].as_str().expect("call");
-        let conn = || self.handle(conn_arg(step));
-        match name {
-            "read" => {
-                let answer = read_answer(self.net.read(conn(), u64_arg(step, "max") as u32));
-                match answer {
-                    Answer::Eof if self.broken => Answer::WouldBlock,
-                    answer => answer,
-                }
-            }
-            "write" => write_answer(self.net.write(conn(), &bytes_of(step, "data", "data_len"))),
-            "set-interest" => {
-                let (r, w) = (bool_arg(step, "readable"), bool_arg(step, "writable"));
-                self.net.set_interest(conn(), r, w);
-                Answer::Nothing
-            }
-            // The WIT answers nothing: `Net`'s own result says only whether the
-            // handle was known, which the guest never sees.
-            "shutdown-write" => {
-                let _ = self.net.shutdown_write(conn());
-                Answer::Nothing
-            }
-            "close" => {
-                let handle = conn();
-                let _ = self.net.close_as_guest(handle);
-                if let Some(c) = self.conns.values_mut().find(|c| c.handle == handle) {
-                    c.closed = true;
-                }
-                Answer::Nothing
-            }
-            "peer" => option_answer(self.net.peer(conn())),
-            "tls" => match self.net.tls(conn()) {
-                None => Answer::Nothing,
-                Some(info) => Answer::Some(info.version),
-            },
-            "set-timer" => unit_answer(
-                self.net
-                    .set_timer(u64_arg(step, "id"), u64_arg(step, "after_ms")),
-            ),
-            "cancel-timer" => {
-                self.net.cancel_timer(u64_arg(step, "id"));
-                Answer::Nothing
-            }
-            "connect" => {
-                let addr = match step["addr"].as_str().expect("addr") {
-                    "$listening" => self.listening.local_addr().unwrap().to_string(),
-                    "$closed" => self.closed.to_string(),
-                    other => other.to_string(),
-                };
-                match self.net.connect(&addr) {
-                    Ok(handle) => {
-                        let as_name = step["as"].as_str().expect("as").to_string();
-                        self.conns.insert(
-                            as_name,
-                            NetConn {
-                                handle,
-                                peer: None,
-                                prefill: 0,
-                                received: Vec::new(),
-                                eof: false,
-                                closed: false,
-                            },
-                        );
-                        Answer::Ok
-                    }
-                    Err(e) => Answer::Err(e),
-                }
-            }
-            other => panic!("unknown call {other}"),
+        let conn = step
+            .get("conn")
+            .map_or(NEVER, |_| self.handle(conn_arg(step)));
+        let addr = match step["addr"].as_str() {
+            Some("$listening") => self.listening.local_addr().unwrap().to_string(),
+            Some("$closed") => self.closed.to_string(),
+            other => other.unwrap_or_default().to_string(),
+        };
+        let (answer, connected) = call_io(&mut self.net, step, conn, &addr);
+        if step["call"] == "close"
+            && let Some(c) = self.conns.values_mut().find(|c| c.handle == conn)
+        {
+            c.closed = true;
+        }
+        if let Some(handle) = connected {
+            let name = step["as"].as_str().expect("as").to_string();
+            self.conns.insert(name, NetConn::outbound(handle));
+        }
+        match answer {
+            Answer::Eof if self.broken => Answer::WouldBlock,
+            answer => answer,
         }
     }
 
@@ -760,42 +844,11 @@ impl Host for ShadowHost {
     }
 
     fn call(&mut self, step: &Value) -> Answer {
-        let conn = || self.handle(conn_arg(step));
-        match step["call"].as_str().expect("call") {
-            "read" => read_answer(self.io.read(conn(), u64_arg(step, "max") as u32)),
-            "write" => write_answer(self.io.write(conn(), &bytes_of(step, "data", "data_len"))),
-            "set-interest" => {
-                let (r, w) = (bool_arg(step, "readable"), bool_arg(step, "writable"));
-                self.io.set_interest(conn(), r, w);
-                Answer::Nothing
-            }
-            "shutdown-write" => {
-                self.io.shutdown_write(conn());
-                Answer::Nothing
-            }
-            "close" => {
-                self.io.close(conn());
-                Answer::Nothing
-            }
-            "peer" => option_answer(self.io.peer(conn())),
-            "tls" => match self.io.tls(conn()) {
-                None => Answer::Nothing,
-                Some(info) => Answer::Some(info.version),
-            },
-            "set-timer" => unit_answer(
-                self.io
-                    .set_timer(u64_arg(step, "id"), u64_arg(step, "after_ms")),
-            ),
-            "cancel-timer" => {
-                self.io.cancel_timer(u64_arg(step, "id"));
-                Answer::Nothing
-            }
-            "connect" => match self.io.connect() {
-                Ok(_) => Answer::Ok,
-                Err(e) => Answer::Err(e),
-            },
-            other => panic!("unknown call {other}"),
-        }
+        let conn = step
+            .get("conn")
+            .map_or(NEVER, |_| self.handle(conn_arg(step)));
+        let addr = step["addr"].as_str().unwrap_or_default();
+        call_io(&mut self.io, step, conn, addr).0
     }
 
     fn turn(&mut self, wait: Duration, _expected: &[Value]) -> Vec<Value> {
