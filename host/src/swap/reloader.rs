@@ -20,7 +20,7 @@ use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 use tracing::{info, warn};
 
-use super::canary::Trial;
+use super::canary::trial::Trial;
 use crate::runtime::component::{Guest, GuestSource};
 use crate::runtime::digest::{self, Digest};
 use crate::runtime::engine::Runtime;

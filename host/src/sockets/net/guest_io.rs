@@ -10,12 +10,11 @@ use tracing::{debug, warn};
 
 use super::closing::send_fin;
 use super::handshake::{read_tls, tls_close_notify};
-use super::{Net, visible};
+use super::{Net, visible, write_answer};
 use crate::shared::limits::{CONNECT_TIMEOUT, MAX_READ_CHUNK, MAX_TIMER_DELAY_MS};
-use crate::shared::metrics::NetCounters;
 use crate::shared::wit::{Conn, IoError, ReadResult, TlsInfo, WriteResult};
 use crate::sockets::conn_table::slot_of;
-use crate::sockets::connection::{Connection, Phase};
+use crate::sockets::connection::Phase;
 use crate::sockets::tape::Tapes;
 
 impl Net {
@@ -286,22 +285,4 @@ fn write_some(stream: &mut TcpStream, data: &[u8]) -> io::Result<usize> {
             other => return other,
         }
     }
-}
-
-/// What `write` answers once `taken` of `len` bytes were taken (sent, buffered or
-/// encrypted): bytes left over get the guest a `writable` when there is room.
-pub(super) fn write_answer(
-    conn: &mut Connection,
-    counters: &mut NetCounters,
-    taken: usize,
-    len: usize,
-) -> WriteResult {
-    counters.bytes_written += taken as u64;
-    if taken < len {
-        conn.notify_writable = true;
-    }
-    if taken == 0 && len > 0 {
-        return WriteResult::WouldBlock;
-    }
-    WriteResult::Accepted(taken as u32)
 }

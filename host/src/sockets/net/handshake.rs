@@ -8,8 +8,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use tracing::{debug, warn};
 
-use super::guest_io::write_answer;
-use super::{Agenda, Net};
+use super::{Agenda, Net, write_answer};
 use crate::shared::metrics::NetCounters;
 use crate::shared::wit::{Conn, IoError, ReadResult, WriteResult};
 use crate::sockets::capacity::Place;

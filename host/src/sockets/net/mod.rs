@@ -41,7 +41,7 @@ use super::timers::Timers;
 use crate::shared::limits::Limits;
 use crate::shared::metrics::{NetCounters, NetGauges};
 use crate::shared::rate_limit::RateLimit;
-use crate::shared::wit::{Conn, IoError};
+use crate::shared::wit::{Conn, IoError, WriteResult};
 
 pub use closing::Lingering;
 
@@ -261,4 +261,22 @@ impl Net {
             .map(|(slot, _)| slot)
             .collect()
     }
+}
+
+/// What `write` answers once `taken` of `len` bytes were taken (sent, buffered or
+/// encrypted): bytes left over get the guest a `writable` when there is room.
+fn write_answer(
+    conn: &mut Connection,
+    counters: &mut NetCounters,
+    taken: usize,
+    len: usize,
+) -> WriteResult {
+    counters.bytes_written += taken as u64;
+    if taken < len {
+        conn.notify_writable = true;
+    }
+    if taken == 0 && len > 0 {
+        return WriteResult::WouldBlock;
+    }
+    WriteResult::Accepted(taken as u32)
 }

@@ -24,7 +24,7 @@
 
 pub mod diff;
 mod pilot;
-mod trial;
+pub mod trial;
 
 pub use pilot::{Pilot, report};
 pub use trial::Trial;
