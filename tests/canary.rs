@@ -6,7 +6,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::{Host, example, fresh_body, install, serve_file, test_guest, wait_swapped_to};
@@ -320,7 +319,13 @@ fn the_kv_example_with_a_changed_reply_is_rejected() {
         line.contains("NOT_FOUND") && line.contains("NOT_THERE"),
         "{line}"
     );
-    let _ = TcpStream::connect(host.addr).unwrap();
+    // The loop goes on, and the serving generation with its state: an answer from
+    // it on a new connection and on the one from before the trial.
+    session(&[("GET c\n", "VALUE 3\n")]);
+    before.get_mut().write_all(b"GET a\n").unwrap();
+    let mut line = String::new();
+    before.read_line(&mut line).unwrap();
+    assert_eq!(line, "VALUE 1\n", "the connection from before the trial");
 }
 
 #[test]

@@ -9,9 +9,8 @@ mod common;
 use std::io::Write;
 use std::net::Shutdown;
 use std::thread;
-use std::time::Duration;
 
-use common::{Host, read_to_end};
+use common::{Host, IO_TIMEOUT, read_to_end, wait_for_fin};
 
 const POLICIES: [&str; 2] = ["auto", "always"];
 
@@ -46,13 +45,15 @@ fn a_body_still_arriving_when_the_guest_answers_and_closes_does_not_reset_the_an
         // soon as it has the head, while the body is still on its way.
         const BODY: usize = 1 << 20;
         let head = format!("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: {BODY}\r\n\r\n");
+        client.write_all(head.as_bytes()).unwrap();
+        // The refusal goes out while nothing more is waiting in the socket: the
+        // case no look at the socket can tell from a finished request, which only
+        // the guest (it read `Content-Length`) knows is not finished. The body
+        // starts once the refusal is complete, the answer sent and the write side
+        // shut (the FIN is in; the answer stays unread, for the reading below).
+        wait_for_fin(&client, IO_TIMEOUT);
         let mut writer = client.try_clone().unwrap();
         let sender = thread::spawn(move || {
-            writer.write_all(head.as_bytes()).unwrap();
-            // The refusal goes out while nothing more is waiting in the socket: the
-            // case no look at the socket can tell from a finished request, which only
-            // the guest (it read `Content-Length`) knows is not finished.
-            thread::sleep(Duration::from_millis(50));
             for _ in 0..BODY / 65536 {
                 writer
                     .write_all(&[b'x'; 65536])

@@ -31,10 +31,24 @@ fn a_thousand_concurrent_connections_each_make_ten_round_trips() {
 #[test]
 fn sixteen_mib_reach_a_slow_reader_intact_with_bounded_host_memory() {
     const LEN: usize = 16 << 20;
-    let host = Host::start(&["--guest", "echo"]);
+    /// `--max-buffer`: what the host holds unsent for one connection, at most.
+    const MAX_BUFFER: f64 = (1 << 20) as f64;
+    /// What the SDK's echo queues before it stops reading (`HIGH_WATER` in
+    /// guest/sdk/src/io.rs).
+    const HIGH_WATER: f64 = (256 * 1024) as f64;
+    let host = Host::start(&[
+        "--guest",
+        "echo",
+        "--max-buffer",
+        "1MiB",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
     let mut client = host.connect();
-    // Let the host settle, then measure from here.
-    thread::sleep(Duration::from_millis(200));
+    // Measure from a host that has taken this connection in and served it: a
+    // round trip (its bytes come back before the payload's).
+    client.write_all(b"ready?\n").unwrap();
+    assert_eq!(read_exact_n(&mut client, 7), b"ready?\n");
     let rss_before = host.rss();
 
     let payload = pattern(LEN, 7);
@@ -45,8 +59,22 @@ fn sixteen_mib_reach_a_slow_reader_intact_with_bounded_host_memory() {
         writer.shutdown(Shutdown::Write).unwrap();
     });
 
-    // Read nothing for a while: everything upstream must fill and push back.
-    thread::sleep(Duration::from_millis(500));
+    // Read nothing until everything upstream has filled and pushes back: the host
+    // holds a full buffer for the connection, and the guest, its own queue past
+    // the SDK's high-water mark, has stopped reading (what it read and the host did
+    // not take yet is what it queues). Or, with kernel buffers large enough for
+    // the lot, until every byte has gone through the guest.
+    host.wait_metrics(
+        "a full write buffer and a paused guest, or the whole payload echoed",
+        |scrape| {
+            let value = |name| common::metric_value(scrape, name, &[]);
+            let read = value("sandsock_read_bytes_total");
+            let written = value("sandsock_written_bytes_total");
+            let full = value("sandsock_write_buffer_bytes") >= MAX_BUFFER;
+            (full && read - written >= HIGH_WATER) || written >= (LEN + 7) as f64
+        },
+        Duration::from_secs(60),
+    );
     let mut peak = host.rss();
     let mut received = Vec::with_capacity(LEN);
     let mut chunk = vec![0; 16 * 1024];

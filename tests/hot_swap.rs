@@ -101,6 +101,8 @@ fn twenty_swaps_under_load_fail_no_request() {
 #[test]
 fn drain_keeps_the_old_generation_for_open_connections_then_drops_it() {
     let (host, path) = serve_file("drain", &example("http"), &["--watch"]);
+    // The line the SIGHUP test looks for (and must not find) without --watch.
+    assert_eq!(count(&host, "watching for changes"), 1, "{}", host.log());
     let mut before = connect(&host);
     assert_eq!(get(&mut before), V1);
 
@@ -218,7 +220,12 @@ fn sighup_reloads_and_an_unchanged_file_is_skipped() {
     assert_eq!(fresh_body(&host), V1);
 
     install(&path, &http_v2());
-    thread::sleep(Duration::from_millis(300));
+    // Without --watch nothing in the host looks at the file between signals: no
+    // watcher was set up (it says so before `listening on`, so the whole start is
+    // in the log by now; the drain test checks the line with --watch). A change
+    // then has nothing to act on, and no later line could mark that it had its
+    // chance: the positive fact is that the watcher is absent.
+    assert_eq!(count(&host, "watching for changes"), 0, "{}", host.log());
     assert_eq!(
         fresh_body(&host),
         V1,
@@ -227,6 +234,9 @@ fn sighup_reloads_and_an_unchanged_file_is_skipped() {
     host.signal(libc::SIGHUP);
     wait_swapped_to(&host, 2);
     assert_eq!(fresh_body(&host), V2);
+    // The one load of the new guest was the signal's.
+    assert_eq!(count(&host, "new guest"), 1, "{}", host.log());
+    assert_eq!(count(&host, "swap to generation"), 1, "{}", host.log());
 }
 
 /// A guest that compiles and fits the world but cannot start (its memory starts
@@ -314,12 +324,16 @@ fn a_configmap_volume_update_swaps_exactly_once() {
     configmap_update(&dir, 3, &example("http"));
     wait_swapped_to(&host, 3);
     assert_eq!(fresh_body(&host), V1);
-    // Longer than the settle delay: a second trigger for either update would have
-    // been acted on by now.
-    thread::sleep(Duration::from_millis(600));
+    // A later update as a marker: its events come after those of updates 2 and 3
+    // (one watcher thread reads them in order) and the loader takes triggers in
+    // order, so once it has swapped, a second trigger for either update has been
+    // acted on (or folded into this one, which is acting on nothing).
+    configmap_update(&dir, 4, &variant(example("http"), 4));
+    wait_swapped_to(&host, 4);
+    assert_eq!(fresh_body(&host), V1);
     let log = host.log();
-    assert_eq!(count(&host, "swap to generation"), 2, "{log}");
-    assert_eq!(count(&host, "new guest"), 2, "{log}");
+    assert_eq!(count(&host, "swap to generation"), 3, "{log}");
+    assert_eq!(count(&host, "new guest"), 3, "{log}");
     assert_eq!(count(&host, "reload refused"), 0, "{log}");
 }
 
@@ -335,9 +349,20 @@ fn a_guest_written_slowly_in_pieces_is_loaded_once_whole() {
     }
     drop(file);
     wait_swapped_to(&host, 2);
-    thread::sleep(Duration::from_millis(500));
     assert_eq!(fresh_body(&host), V2);
-    assert_eq!(count(&host, "swap to generation"), 1, "{}", host.log());
+    // A later change as a marker: its events come after those of the writing (one
+    // watcher thread reads them in order) and the loader takes triggers in order,
+    // so once it has swapped, every trigger the writing caused has been acted on
+    // (or folded into this one).
+    install(&path, &variant(v2, 1));
+    wait_swapped_to(&host, 3);
+    assert_eq!(fresh_body(&host), V2);
+    assert_eq!(
+        count(&host, "swap to generation"),
+        2,
+        "the writing swapped once, the marker once:\n{}",
+        host.log()
+    );
     assert_eq!(
         count(&host, "reload refused"),
         0,

@@ -4,13 +4,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    Host, assert_closed_without_answer, count, example, host_bin, install, read_line, serve_file,
-    strip_ansi, test_cache_home, test_guest, wait_swapped_to,
+    Host, Lines, assert_closed_without_answer, count, example, host_bin, install, read_line,
+    serve_file, strip_ansi, test_cache_home, test_guest, wait_swapped_to,
 };
 use serde_json::Value;
 
@@ -77,28 +77,49 @@ fn json_logs_parse_line_by_line_and_carry_their_fields() {
     );
 }
 
+/// A child process killed (and reaped) on drop, so that a failing test leaves none.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn text_logs_into_a_pipe_have_no_colour() {
-    let mut child = Command::new(host_bin())
-        .args(["--guest", "echo", "--listen", "127.0.0.1:0"])
-        .env("XDG_CACHE_HOME", test_cache_home())
-        .env_remove("NO_COLOR")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // Not `Host::start`, whose log has the colours stripped: the raw pipe is read.
+    let mut child = Reaped(
+        Command::new(host_bin())
+            .args(["--guest", "echo", "--listen", "127.0.0.1:0"])
+            .env("XDG_CACHE_HOME", test_cache_home())
+            .env_remove("NO_COLOR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = Lines::read(child.0.stderr.take().unwrap());
+    // Up: its `listening on` line, written once the signal handlers are in place.
+    lines.wait_for(
+        |line| line.starts_with("listening on "),
+        Duration::from_secs(120),
+    );
     // SAFETY: kill has no memory preconditions; the pid is our own child's.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGTERM) };
+    lines.read_to_end(Duration::from_secs(20));
+    let log = lines.text();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM:\n{log}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status:?}\n{log}");
     assert!(log.contains("serving"), "{log}");
     assert!(
         !log.contains('\u{1b}'),

@@ -9,7 +9,7 @@ mod common;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,9 @@ use common::{Host, assert_closed_without_answer, read_line, test_guest};
 /// on any error or wrong byte.
 struct Bystanders {
     stop: Arc<AtomicBool>,
+    /// Round trips so far, per thread (a trip is one round trip of each of its
+    /// clients).
+    trips: Arc<Vec<AtomicU64>>,
     workers: Vec<thread::JoinHandle<u64>>,
 }
 
@@ -32,11 +35,12 @@ impl Bystanders {
         for (i, client) in clients.into_iter().enumerate() {
             groups[i % 4].push(client);
         }
+        let trips: Arc<Vec<AtomicU64>> = Arc::new((0..4).map(|_| AtomicU64::new(0)).collect());
         let workers = groups
             .into_iter()
             .enumerate()
             .map(|(g, mut clients)| {
-                let stop = stop.clone();
+                let (stop, counter) = (stop.clone(), trips.clone());
                 thread::spawn(move || {
                     let mut trips = 0u64;
                     while !stop.load(Ordering::Relaxed) {
@@ -48,12 +52,45 @@ impl Bystanders {
                             assert_eq!(back, line.as_bytes(), "a bystander's echo differs");
                         }
                         trips += 1;
+                        counter[g].store(trips, Ordering::Relaxed);
                     }
                     trips
                 })
             })
             .collect();
-        Bystanders { stop, workers }
+        Bystanders {
+            stop,
+            trips,
+            workers,
+        }
+    }
+
+    /// The round trips each thread has made so far.
+    fn trips(&self) -> Vec<u64> {
+        self.trips
+            .iter()
+            .map(|t| t.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Waits until every thread has made a round trip more than `since` says (from
+    /// [`Bystanders::trips`]), or one has failed (`stop` reports how), for at most
+    /// 20 s.
+    fn wait_past(&self, since: &[u64], when: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = self.trips();
+            if now.iter().zip(since).all(|(now, since)| now > since)
+                || self.workers.iter().any(|w| w.is_finished())
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "bystanders made no round trip {when}: {now:?}, {since:?} before"
+            );
+            thread::sleep(Duration::from_millis(2));
+        }
     }
 
     fn stop(self) -> Vec<u64> {
@@ -98,9 +135,10 @@ fn cut_off_alone(guest: &str, cause: &str) {
         "16MiB",
     ]);
     let bystanders = Bystanders::start(&host, 50);
-    thread::sleep(Duration::from_millis(100));
+    // Round-tripping before the trigger, and on after the cut-off.
+    bystanders.wait_past(&[0; 4], "before the trigger");
     let cut_off = trigger_and_time_cut_off(&host);
-    thread::sleep(Duration::from_millis(100));
+    bystanders.wait_past(&bystanders.trips(), "after the cut-off");
     let trips = bystanders.stop();
     assert!(
         trips.iter().all(|&t| t > 0),
@@ -249,17 +287,58 @@ fn a_guest_that_tries_to_escape_is_denied_everything_but_its_env() {
 #[test]
 fn a_guest_that_floods_is_held_to_its_buffer_and_others_are_served() {
     let path = test_guest("floods");
-    let host = Host::start(&["--guest", path.to_str().unwrap(), "--max-buffer", "256KiB"]);
-    thread::sleep(Duration::from_millis(200));
+    const MAX_BUFFER: f64 = (256 * 1024) as f64;
+    let host = Host::start(&[
+        "--guest",
+        path.to_str().unwrap(),
+        "--max-buffer",
+        "256KiB",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    // Measure from a host that has served: its loop runs, its instance answers.
+    {
+        let mut first = host.connect();
+        first.write_all(b"up?\n").unwrap();
+        assert_eq!(read_line(&mut first), "up?");
+    }
     let rss_before = host.rss();
     let bystanders = Bystanders::start(&host, 10);
     let mut flooded = host.connect();
     flooded.write_all(b"TRIGGER\n").unwrap();
-    // The flooded client does not read for two seconds: the guest writes without end.
+    // The flooded client does not read, for two seconds and at least until the
+    // flood has filled the connection's buffer (the host holds `--max-buffer` for
+    // it) and every bystander has made a round trip since: the guest writes
+    // without end.
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(30);
     let mut peak = 0;
-    for _ in 0..20 {
+    let mut at_cap: Option<Vec<u64>> = None;
+    loop {
         thread::sleep(Duration::from_millis(100));
         peak = peak.max(host.rss());
+        if at_cap.is_none() && host.metric("sandsock_write_buffer_bytes", &[]) >= MAX_BUFFER {
+            at_cap = Some(bystanders.trips());
+        }
+        let served_since = at_cap.as_ref().is_some_and(|at_cap| {
+            bystanders
+                .trips()
+                .iter()
+                .zip(at_cap)
+                .all(|(now, then)| now > then)
+        });
+        if served_since && started.elapsed() >= Duration::from_secs(2) {
+            break;
+        }
+        if bystanders.workers.iter().any(|w| w.is_finished()) {
+            break; // `stop` says how it failed
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the flood never filled the buffer ({at_cap:?}), or the bystanders stalled ({:?}):\n{}",
+            bystanders.trips(),
+            host.log()
+        );
     }
     let trips = bystanders.stop();
     assert!(
@@ -438,7 +517,14 @@ fn a_guest_that_loops_runs_out_of_fuel_when_fuel_is_set() {
 /// listener does not stall, and a freed slot is used again.
 #[test]
 fn connections_past_the_limit_are_closed_at_once() {
-    let host = Host::start(&["--guest", "echo", "--max-connections", "5"]);
+    let host = Host::start(&[
+        "--guest",
+        "echo",
+        "--max-connections",
+        "5",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
     let mut held: Vec<TcpStream> = (0..5).map(|_| host.connect()).collect();
     for (i, client) in held.iter_mut().enumerate() {
         client.write_all(format!("held {i}\n").as_bytes()).unwrap();
@@ -456,6 +542,19 @@ fn connections_past_the_limit_are_closed_at_once() {
         "the log line is rate-limited"
     );
     drop(held.pop());
-    thread::sleep(Duration::from_millis(200));
-    assert_served_soon(&host, "after a slot was freed");
+    // Its place is given back when the host lets go of the connection, which the
+    // count of open connections shows; the next connection is then served at once.
+    host.wait_metric(
+        "sandsock_connections_open",
+        &[],
+        |open| open == 4.0,
+        Duration::from_secs(10),
+    );
+    let mut freed = host.connect();
+    freed.write_all(b"a freed place\n").unwrap();
+    assert_eq!(
+        read_line(&mut freed),
+        "a freed place",
+        "after a slot was freed"
+    );
 }

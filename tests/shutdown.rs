@@ -5,6 +5,8 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -14,20 +16,39 @@ use common::{Host, read_exact_n, read_to_end, test_guest};
 /// `Connection: close`) and closes its connections; the host then exits at once.
 #[test]
 fn a_request_in_flight_is_answered_then_the_host_exits_zero() {
-    let mut host = Host::start(&["--guest", "http", "--shutdown-timeout", "20s"]);
+    let mut host = Host::start(&[
+        "--guest",
+        "http",
+        "--shutdown-timeout",
+        "20s",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
     let mut busy = host.connect();
-    busy.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").unwrap(); // half a request
+    let half = b"GET / HTTP/1.1\r\nHost: t\r\n";
+    busy.write_all(half).unwrap(); // half a request
     let mut idle = host.connect();
-    idle.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
+    let whole = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+    idle.write_all(whole).unwrap();
     let mut answer = [0u8; 64];
     assert!(idle.read(&mut answer).unwrap() > 0);
-    thread::sleep(Duration::from_millis(100));
+    // The half request is in flight only once the guest has read it: before, the
+    // connection is an idle one to the guest, which it closes at the shutdown.
+    host.wait_metric(
+        "sandsock_read_bytes_total",
+        &[],
+        |read| read >= (half.len() + whole.len()) as f64,
+        Duration::from_secs(10),
+    );
 
     let started = Instant::now();
     host.signal(libc::SIGTERM);
     host.wait_for_log("shutting down", Duration::from_secs(5));
-    // New connections are refused...
+    // The idle connection is closed: the guest closes it when it hears `shutdown`,
+    // which the loop tells it once its listeners are closed (the log line comes
+    // before that, the supervisor's even before the loop has begun)...
+    read_to_end(&mut idle);
+    // ...so new connections are refused...
     assert!(TcpStream::connect_timeout(&host.addr, Duration::from_secs(2)).is_err());
     // ...the rest of the request in flight is answered, and that connection closed.
     busy.write_all(b"\r\n").unwrap();
@@ -35,9 +56,8 @@ fn a_request_in_flight_is_answered_then_the_host_exits_zero() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("Connection: close"), "{answer}");
     assert!(answer.ends_with("hello\n"), "{answer}");
-    // The idle connection was closed too; both clients end their side, as clients
-    // do (the host lingers on a closed connection until then).
-    read_to_end(&mut idle);
+    // Both clients end their side, as clients do (the host lingers on a closed
+    // connection until then).
     drop((busy, idle));
     let status = host
         .wait_exit(Duration::from_secs(5))
@@ -97,8 +117,11 @@ fn a_second_signal_exits_at_once() {
         "--shutdown-timeout",
         "60s",
     ]);
-    let _idle = host.connect();
-    thread::sleep(Duration::from_millis(100));
+    // A connection the guest holds (it echoes), so that the first signal has one
+    // to wait for.
+    let mut idle = host.connect();
+    idle.write_all(b"x").unwrap();
+    assert_eq!(read_exact_n(&mut idle, 1), b"x");
     host.signal(libc::SIGTERM);
     host.wait_for_log("shutting down", Duration::from_secs(5));
     host.signal(libc::SIGTERM);
@@ -118,15 +141,20 @@ fn a_second_signal_exits_at_once() {
 fn sigterm_during_a_flood_loses_no_byte_of_an_answer() {
     let mut host = Host::start(&["--guest", "http", "--shutdown-timeout", "10s"]);
     let addr = host.addr;
+    // Every client's answers and refusals, counted as they come; the clients go on
+    // until told to stop (or a bound, for a test gone wrong).
+    let whole = Arc::new(AtomicU32::new(0));
+    let refused = Arc::new(AtomicU32::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..8)
         .map(|_| {
+            let (whole, refused, stop) = (whole.clone(), refused.clone(), stop.clone());
             thread::spawn(move || {
-                let (mut whole, mut refused) = (0u32, 0u32);
-                let deadline = Instant::now() + Duration::from_secs(4);
-                while Instant::now() < deadline {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                     let Ok(mut client) = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
                     else {
-                        refused += 1;
+                        refused.fetch_add(1, Ordering::Relaxed);
                         continue;
                     };
                     client
@@ -134,14 +162,16 @@ fn sigterm_during_a_flood_loses_no_byte_of_an_answer() {
                         .unwrap();
                     let request = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
                     if client.write_all(request).is_err() {
-                        refused += 1;
+                        refused.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
                     let mut answer = Vec::new();
                     match client.read_to_end(&mut answer) {
-                        Ok(_) if answer.is_empty() => refused += 1,
+                        Ok(_) if answer.is_empty() => {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                        }
                         Err(e) if e.kind() == ErrorKind::ConnectionReset && answer.is_empty() => {
-                            refused += 1
+                            refused.fetch_add(1, Ordering::Relaxed);
                         }
                         Ok(_) => {
                             let text = String::from_utf8_lossy(&answer);
@@ -150,27 +180,44 @@ fn sigterm_during_a_flood_loses_no_byte_of_an_answer() {
                                     && text.ends_with("\r\n\r\nhello\n"),
                                 "an answer was cut short: {text:?}"
                             );
-                            whole += 1;
+                            whole.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(e) => panic!("an answer failed after {} bytes: {e}", answer.len()),
                     }
                 }
-                (whole, refused)
             })
         })
         .collect();
-    thread::sleep(Duration::from_millis(500));
+    // The signal comes in the middle of the flood: once it is answering (and no
+    // client has failed).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while whole.load(Ordering::Relaxed) < 100 && !workers.iter().any(|w| w.is_finished()) {
+        assert!(
+            Instant::now() < deadline,
+            "the flood is not answered: {} answers",
+            whole.load(Ordering::Relaxed)
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
     host.signal(libc::SIGTERM);
     let status = host
         .wait_exit(Duration::from_secs(15))
         .expect("exit after the flood");
     assert!(status.success(), "{status:?}");
-    let (mut whole, mut refused) = (0, 0);
-    for worker in workers {
-        let (w, r) = worker.join().expect("a client saw a cut answer");
-        whole += w;
-        refused += r;
+    // The clients go on until one was refused, which a closed port does at once.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while refused.load(Ordering::Relaxed) == 0 && !workers.iter().any(|w| w.is_finished()) {
+        assert!(Instant::now() < deadline, "no client was refused");
+        thread::sleep(Duration::from_millis(5));
     }
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.join().expect("a client saw a cut answer");
+    }
+    let (whole, refused) = (
+        whole.load(Ordering::Relaxed),
+        refused.load(Ordering::Relaxed),
+    );
     assert!(
         whole > 0 && refused > 0,
         "answered {whole}, refused {refused}"

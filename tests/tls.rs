@@ -316,6 +316,13 @@ fn the_certificate_rotates_with_watch_without_touching_open_connections() {
     let second = make_certificates(&dir, "b");
     make_certificates(&dir, "c");
     let (host, addr) = serve_tls(&dir, "a", &["--watch"]);
+    // The certificate and the key: the line the SIGHUP test must not find.
+    assert_eq!(
+        common::count(&host, "watching for changes"),
+        2,
+        "{}",
+        host.log()
+    );
     let mut before = Client::connect(addr, &dir, &["a", "b"]);
     assert_eq!(before.server_certificate(), first);
     assert!(before.get().ends_with("hello\n"));
@@ -360,7 +367,17 @@ fn sighup_and_post_reload_rotate_the_certificate() {
     let second = make_certificates(&dir, "b");
     let (host, addr) = serve_tls(&dir, "a", &["--admin", "127.0.0.1:0"]);
     install_pair(&dir, "b");
-    std::thread::sleep(Duration::from_millis(300));
+    // Without --watch nothing in the host looks at the files between signals: no
+    // watcher was set up (it says so before `listening on`, so the whole start is
+    // in the log by now; the --watch test checks the line). A change then has
+    // nothing to act on, and no later line could mark that it had its chance: the
+    // positive fact is that the watcher is absent.
+    assert_eq!(
+        common::count(&host, "watching for changes"),
+        0,
+        "{}",
+        host.log()
+    );
     let client = Client::connect(addr, &dir, &["a", "b"]);
     assert_eq!(
         client.server_certificate(),
@@ -371,6 +388,13 @@ fn sighup_and_post_reload_rotate_the_certificate() {
     host.wait_for_log("TLS certificate reloaded", IO_TIMEOUT);
     let client = Client::connect(addr, &dir, &["a", "b"]);
     assert_eq!(client.server_certificate(), second);
+    // The one reload was the signal's.
+    assert_eq!(
+        common::count(&host, "TLS certificate reloaded"),
+        1,
+        "{}",
+        host.log()
+    );
 
     install_pair(&dir, "a");
     let reloaded = common::count(&host, "TLS certificate reloaded");

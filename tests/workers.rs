@@ -108,15 +108,30 @@ fn a_swap_reaches_every_worker_in_drain_and_handoff() {
 
 #[test]
 fn sigterm_drains_every_worker_and_exits_zero() {
-    let mut host = Host::start(&["--guest", "http", "--workers", "2"]);
+    let mut host = Host::start(&[
+        "--guest",
+        "http",
+        "--workers",
+        "2",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let half = b"GET / HTTP/1.1\r\nHost: t\r\n";
     let mut busy: Vec<TcpStream> = (0..16)
         .map(|_| {
             let mut client = host.connect();
-            client.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").unwrap(); // half a request
+            client.write_all(half).unwrap(); // half a request
             client
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(100));
+    // A half request is in flight only once the guest has read it: before, the
+    // connection is an idle one to the guest, which it closes at the shutdown.
+    host.wait_metric(
+        "sandsock_read_bytes_total",
+        &[],
+        |read| read >= (16 * half.len()) as f64,
+        Duration::from_secs(10),
+    );
     host.signal(libc::SIGTERM);
     wait_for_count(&host, "shutting down: no new connections", 2);
     for client in &mut busy {
@@ -176,6 +191,8 @@ fn max_connections_counts_every_workers_connections() {
         "2",
         "--max-connections",
         "6",
+        "--admin",
+        "127.0.0.1:0",
     ]);
     let mut held: Vec<TcpStream> = (0..6)
         .map(|i| {
@@ -191,7 +208,14 @@ fn max_connections_counts_every_workers_connections() {
     }
     host.wait_for_log("connection limit reached", Duration::from_secs(5));
     drop(held.pop());
-    std::thread::sleep(Duration::from_millis(200));
+    // Its place is given back when the host lets go of the connection, which the
+    // count of open connections (every worker's) shows.
+    host.wait_metric(
+        "sandsock_connections_open",
+        &[],
+        |open| open == 5.0,
+        Duration::from_secs(10),
+    );
     let mut freed = host.connect();
     assert!(echoes(&mut freed, "a freed place\n"));
     let mut buf = [0u8; 1];

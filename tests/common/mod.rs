@@ -217,6 +217,51 @@ impl Host {
         self.child.try_wait().expect("try_wait").is_none()
     }
 
+    /// Waits until the metric `name` (summed over the samples whose labels include
+    /// `labels`, as [`Host::metric`] reads it) satisfies `until`, or panics with its
+    /// value and the log after `timeout`; returns the value. The loop publishes once
+    /// per turn, so a scrape may be a turn behind: a wait, not a single look.
+    pub fn wait_metric(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        until: impl Fn(f64) -> bool,
+        timeout: Duration,
+    ) -> f64 {
+        let scrape = self.wait_metrics(
+            &format!("{name}{labels:?}"),
+            |scrape| until(metric_value(scrape, name, labels)),
+            timeout,
+        );
+        metric_value(&scrape, name, labels)
+    }
+
+    /// Waits until one scrape of `/metrics` satisfies `until` (for conditions on
+    /// several metrics at once), or panics naming `what` after `timeout`; returns
+    /// that scrape.
+    pub fn wait_metrics(
+        &self,
+        what: &str,
+        until: impl Fn(&prometheus_parse::Scrape) -> bool,
+        timeout: Duration,
+    ) -> prometheus_parse::Scrape {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let scrape = self.metrics();
+            if until(&scrape) {
+                return scrape;
+            }
+            if Instant::now() >= deadline {
+                let (_, body) = self.admin_request("GET", "/metrics");
+                panic!(
+                    "the metrics never showed {what} within {timeout:?}:\n{body}\nthe log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Waits until the log contains `needle`, or panics with the log after `timeout`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
         self.wait_for_more_log(needle, 0, timeout);
@@ -399,6 +444,33 @@ pub fn send_finish_and_read_all(stream: &mut TcpStream, data: &[u8]) -> Vec<u8> 
     received
 }
 
+/// Waits until the server has shut down its write side of `stream` (its FIN has
+/// arrived), without reading anything: what it sent stays there to be read. Panics
+/// after `timeout`.
+pub fn wait_for_fin(stream: &TcpStream, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut fd = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(stream),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one valid, initialised pollfd, and its count.
+        let rc = unsafe { libc::poll(&mut fd, 1, left.as_millis().min(1000) as libc::c_int) };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "poll: {e}");
+        } else if fd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not shut down its side within {timeout:?}"
+        );
+    }
+}
+
 /// Closes `stream` with SO_LINGER 0, which makes the kernel send a reset (RST)
 /// instead of a FIN.
 pub fn reset(stream: TcpStream) {
@@ -523,4 +595,103 @@ pub fn wait_swapped_to(host: &Host, generation: u32) {
 /// How often `needle` appears in the host's log.
 pub fn count(host: &Host, needle: &str) -> usize {
     host.log().matches(needle).count()
+}
+
+/// Sends SIGHUP to a host serving a guest file that has not changed since it was
+/// last loaded, and waits for the loader's `reload skipped` line. The loader takes
+/// its triggers one at a time, in order, and a tier-up is the second half of the
+/// reload that brought the code: once this line is there, every reload triggered
+/// before the signal has run its course and handed to the loop whatever it loaded.
+///
+/// Only for hosts where nothing else can log `reload skipped` meanwhile: no
+/// `--watch` (a watcher may send a trigger of its own late).
+pub fn reload_skipped(host: &Host) {
+    let seen = count(host, "reload skipped");
+    host.signal(libc::SIGHUP);
+    host.wait_for_more_log("reload skipped", seen, Duration::from_secs(30));
+}
+
+/// Waits until the log of a one-worker host without `--watch`, serving a guest file
+/// that has not changed since it was last loaded, shows everything the reloads
+/// triggered so far led to, swaps and tier-ups included, so that a test can then
+/// check that something did *not* happen:
+/// 1. a skipped reload ([`reload_skipped`]): the loader has handed over all it
+///    loaded, and woken the loop;
+/// 2. `round_trip`, a request answered: the loop takes a new guest (and logs its
+///    swap) in the turn it is woken, before it serves anything that came later;
+/// 3. a second skipped reload: the lines the loop wrote before the answer are
+///    before this one in the log, since the signal was sent after the answer.
+pub fn reloads_settled(host: &Host, round_trip: impl Fn(&Host)) {
+    reload_skipped(host);
+    round_trip(host);
+    reload_skipped(host);
+}
+
+// ---- raw output of a child ------------------------------------------------------
+
+/// The lines a child writes to a pipe (its stderr, say), read by a thread as they
+/// come, kept raw: colours and all, which [`Host`] strips from its log.
+pub struct Lines {
+    rx: mpsc::Receiver<String>,
+    /// Every line read so far.
+    pub seen: Vec<String>,
+}
+
+impl Lines {
+    /// Starts reading `pipe`.
+    pub fn read(pipe: impl Read + Send + 'static) -> Lines {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line that satisfies `found` and returns it; panics with the lines
+    /// so far if the pipe ends first or `timeout` passes.
+    pub fn wait_for(&mut self, found: impl Fn(&str) -> bool, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if found(&line) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!("no such line ({e}) among:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// Reads until the pipe ends (the child closed it, or exited); panics with the
+    /// lines so far if that takes longer than `timeout`.
+    pub fn read_to_end(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "the pipe did not end within {timeout:?}:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Everything read so far, a line each.
+    pub fn text(&self) -> String {
+        self.seen.iter().map(|line| format!("{line}\n")).collect()
+    }
 }
