@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Host, assert_closed_without_answer, read_line, test_guest};
+use common::{Host, assert_closed_without_answer, read_line, read_until_closed, test_guest};
 
 /// Echo clients that keep round-tripping numbered lines while a test misbehaves on
 /// another connection; `stop` returns how many round trips each made, and panics
@@ -219,6 +219,42 @@ fn shared_isolation_serves_new_connections_after_each_trap() {
             "{guest}"
         );
     }
+}
+
+/// A trap is named by its own call: a guest that had an allocation refused and
+/// handled it (a `try_reserve` of 1 GiB under a 16 MiB cap) and panics in a later
+/// call trapped on `unreachable`, not out of memory.
+#[test]
+fn a_refused_allocation_handled_earlier_does_not_name_a_later_trap() {
+    let path = test_guest("grows_memory");
+    let host = Host::start(&[
+        "--guest",
+        path.to_str().unwrap(),
+        "--max-memory",
+        "16MiB",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let mut client = host.connect();
+    client.write_all(b"TRY\n").unwrap();
+    assert_eq!(
+        read_line(&mut client),
+        "refused",
+        "the cap refused, the guest coped"
+    );
+    client.write_all(b"PANIC\n").unwrap();
+    read_until_closed(&mut client);
+    host.wait_metric(
+        "sandsock_guest_traps_total",
+        &[],
+        |traps| traps == 1.0,
+        Duration::from_secs(10),
+    );
+    let traps = |cause| host.metric("sandsock_guest_traps_total", &[("cause", cause)]);
+    assert_eq!(traps("unreachable"), 1.0, "{}", host.log());
+    assert_eq!(traps("out_of_memory"), 0.0, "{}", host.log());
+    assert!(host.log().contains("guest trapped: "), "{}", host.log());
+    assert!(!host.log().contains("out of memory"), "{}", host.log());
 }
 
 fn count_in_log(host: &Host, needle: &str) -> usize {

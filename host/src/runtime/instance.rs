@@ -159,7 +159,8 @@ impl Instance {
         self.initial_memory = self.memory();
     }
 
-    /// Whether the store refused a memory growth (for naming a trap's cause).
+    /// Whether the store refused a memory growth during the last call (for naming a
+    /// trap's cause).
     pub fn memory_refused(&self) -> bool {
         self.store.data().limiter.memory_refused()
     }
@@ -182,8 +183,9 @@ impl Budget {
     }
 
     /// Gives a store its budget for the next call: the epoch deadline, and fuel when
-    /// a fuel limit is set.
+    /// a fuel limit is set; and starts the call's record of refused memory growth.
     fn arm(self, store: &mut Store<GuestState>) -> Result<()> {
+        store.data_mut().limiter.start_call();
         store.set_epoch_deadline(self.ticks);
         if let Some(fuel) = self.fuel {
             store.set_fuel(fuel).map_err(anyhow::Error::from)?;

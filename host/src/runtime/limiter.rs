@@ -12,9 +12,11 @@ const MAX_TABLES: usize = 64;
 /// ...or through `table.grow`.
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 
-/// The store's limiter. It remembers when it refused a memory growth, so that the
-/// trap that usually follows (a Rust guest aborts when an allocation fails) can be
-/// named "out of memory".
+/// The store's limiter. It remembers when it refused a memory growth during the
+/// current call, so that the trap that usually follows (a Rust guest aborts when an
+/// allocation fails) can be named "out of memory". Only during that call: a guest
+/// that handled a refusal (a `try_reserve` that failed) and traps later for another
+/// reason must not be told it ran out of memory.
 #[derive(Debug)]
 pub struct Limiter {
     max_memory: usize,
@@ -39,9 +41,14 @@ impl Limiter {
         self.memory
     }
 
-    /// Whether a memory growth was refused since the store was made.
+    /// Whether a memory growth was refused since the current call began.
     pub fn memory_refused(&self) -> bool {
         self.memory_refused
+    }
+
+    /// A call into the guest begins: a refusal before it is no longer news.
+    pub fn start_call(&mut self) {
+        self.memory_refused = false;
     }
 }
 
@@ -87,7 +94,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn refuses_growth_past_the_cap_and_remembers_it() {
+    fn refuses_growth_past_the_cap_and_remembers_it_for_the_call() {
         let mut limiter = Limiter::new(1 << 20);
         assert!(limiter.memory_growing(0, 1 << 20, None).unwrap());
         assert!(!limiter.memory_refused());
@@ -97,5 +104,7 @@ mod tests {
                 .unwrap()
         );
         assert!(limiter.memory_refused());
+        limiter.start_call();
+        assert!(!limiter.memory_refused(), "a refusal belongs to its call");
     }
 }

@@ -5,6 +5,11 @@
 //! `memory.grow` is refused at the cap, the allocation fails, the Rust runtime
 //! aborts (a trap), and the host replaces the instance instead of running out of
 //! memory itself.
+//!
+//! Two more words show that the host names a trap's cause by its own call: `TRY`
+//! asks for 1 GiB with `try_reserve`, which the cap refuses and the guest handles
+//! (it answers `refused`), and `PANIC` then panics: an ordinary trap, not an
+//! out-of-memory one.
 
 use std::hint::black_box;
 
@@ -22,8 +27,20 @@ struct GrowsMemory;
 
 impl Handler for GrowsMemory {
     fn on_data(&mut self, io: &mut Io, conn: Conn, data: &[u8]) {
-        if triggered(data) {
+        if contains(data, b"TRIGGER") {
             hoard();
+        }
+        if contains(data, b"TRY") {
+            let mut big: Vec<u8> = Vec::new();
+            let answer: &[u8] = match big.try_reserve(1 << 30) {
+                Ok(()) => b"reserved\n",
+                Err(_) => b"refused\n",
+            };
+            io.write(conn, answer);
+            return;
+        }
+        if contains(data, b"PANIC") {
+            panic!("asked to panic after a refused allocation");
         }
         io.write(conn, data);
     }
@@ -44,9 +61,9 @@ fn hoard() -> ! {
     }
 }
 
-/// Whether a chunk holds the word `TRIGGER` (a short write arrives in one chunk).
-fn triggered(data: &[u8]) -> bool {
-    data.windows(7).any(|window| window == b"TRIGGER")
+/// Whether a chunk holds `word` (a short write arrives in one chunk).
+fn contains(data: &[u8], word: &[u8]) -> bool {
+    data.windows(word.len()).any(|window| window == word)
 }
 
 sandsock_sdk::serve!(GrowsMemory);
