@@ -223,3 +223,49 @@ fn sigterm_during_a_flood_loses_no_byte_of_an_answer() {
         "answered {whole}, refused {refused}"
     );
 }
+
+/// Traps of one cause are logged in full once per 10 s and summed up after; a trap
+/// counted just before SIGTERM still gets its summing-up line before the host exits.
+#[test]
+fn a_trap_counted_just_before_sigterm_still_has_its_line() {
+    let guest = test_guest("panics");
+    let mut host = Host::start(&["--guest", guest.to_str().unwrap(), "--admin", "127.0.0.1:0"]);
+    // Two traps. A connection that comes while the guest backs off (10 ms after a
+    // second failure) is closed unserved, and counted so: each attempt is settled by
+    // one of the two counts moving before the next.
+    let outcomes = |scrape: &prometheus_parse::Scrape| {
+        common::metric_value(scrape, "sandsock_guest_traps_total", &[])
+            + common::metric_value(
+                scrape,
+                "sandsock_connections_refused_total",
+                &[("reason", "guest_down")],
+            )
+    };
+    for attempt in 0..20 {
+        let traps = host.metric("sandsock_guest_traps_total", &[]);
+        if traps >= 2.0 {
+            break;
+        }
+        assert!(attempt < 19, "two traps never came:\n{}", host.log());
+        let before = outcomes(&host.metrics());
+        let mut victim = host.connect();
+        let _ = victim.write_all(b"TRIGGER\n");
+        let _ = victim.read_to_end(&mut Vec::new());
+        host.wait_metrics(
+            "the attempt trapped or was refused",
+            |scrape| outcomes(scrape) > before,
+            Duration::from_secs(5),
+        );
+    }
+    host.signal(libc::SIGTERM);
+    let status = host
+        .wait_exit(Duration::from_secs(10))
+        .expect("the host exits after SIGTERM");
+    assert!(status.success(), "{status:?}\n{}", host.log());
+    let log = host.log();
+    assert_eq!(log.matches("guest trapped: ").count(), 1, "{log}");
+    assert!(
+        log.contains("guest trapped 1 more time(s) (unreachable)"),
+        "the second trap left no line:\n{log}"
+    );
+}

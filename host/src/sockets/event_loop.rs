@@ -183,6 +183,7 @@ impl<H: EventHandler> EventLoop<H> {
             };
             if self.net.is_empty() {
                 info!("every connection has finished; exiting");
+                self.handler.finish();
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -191,6 +192,7 @@ impl<H: EventHandler> EventLoop<H> {
                     closed,
                     "shutdown timeout reached; closed the remaining connections"
                 );
+                self.handler.finish();
                 return Ok(());
             }
         }

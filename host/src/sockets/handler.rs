@@ -31,6 +31,10 @@ pub trait EventHandler {
     /// The host is shutting down: tell every guest instance, once.
     fn shutdown(&mut self, net: &mut Net);
 
+    /// The loop has ended (its shutdown is complete): write out what is still
+    /// pending, such as log lines that sum up what happened since the last.
+    fn finish(&mut self) {}
+
     /// The loop's waker fired: look for what another thread left (a new guest).
     fn on_wake(&mut self, _net: &mut Net) {}
 

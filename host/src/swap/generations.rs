@@ -136,6 +136,11 @@ impl Generations {
         self.tenants.shutdown(serving, net);
     }
 
+    /// The loop has ended: what the tenants still have to say (summed-up traps).
+    pub fn finish(&mut self) {
+        self.tenants.finish();
+    }
+
     /// The loop's tick: trap summaries and reports of dropped output that are due.
     pub fn tick(&mut self, now: Instant) {
         self.tenants.tick(now);

@@ -94,6 +94,10 @@ impl EventHandler for WasmHandler {
         self.generations.shutdown(net);
     }
 
+    fn finish(&mut self) {
+        self.generations.finish();
+    }
+
     fn on_wake(&mut self, net: &mut Net) {
         while let Some(loaded) = self.inbox.as_ref().and_then(SwapInbox::take) {
             let inbox = self.inbox.as_ref();

@@ -465,21 +465,36 @@ impl Tenants {
     /// Sums up the traps counted but not logged whose interval has ended (from the
     /// loop's tick, and before a trap is logged in full).
     fn log_suppressed(&mut self, now: Instant) {
+        self.sum_up_traps(now, false);
+    }
+
+    /// The loop has ended: the traps counted but not logged yet are summed up now,
+    /// whatever their interval, or they would leave no line at all.
+    pub fn finish(&mut self) {
+        self.sum_up_traps(Instant::now(), true);
+    }
+
+    /// Sums up, in one line per cause, the traps counted but not logged in full:
+    /// those whose interval has ended, or (`all`) every one.
+    fn sum_up_traps(&mut self, now: Instant, all: bool) {
         for (cause, suppressed) in TrapCause::ALL.iter().zip(&mut self.suppressed) {
             let due = suppressed
                 .logged
                 .is_some_and(|at| now.saturating_duration_since(at) >= TRAP_SUMMARY_EVERY);
-            if suppressed.traps == 0 || !due {
+            if suppressed.traps == 0 || !(due || all) {
                 continue;
             }
             let (traps, closed) = (suppressed.traps, suppressed.closed);
+            let over = suppressed.logged.map_or(TRAP_SUMMARY_EVERY, |at| {
+                now.saturating_duration_since(at).min(TRAP_SUMMARY_EVERY)
+            });
             error!(
                 cause = cause.label(),
                 traps,
                 closed,
                 "guest trapped {traps} more time(s) ({}) in the last {}s; closed {closed} connection(s)",
                 cause.label(),
-                TRAP_SUMMARY_EVERY.as_secs()
+                over.as_secs().max(1)
             );
             *suppressed = Suppressed {
                 logged: Some(now),
