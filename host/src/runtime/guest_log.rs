@@ -306,6 +306,12 @@ impl StdoutStream for GuestLog {
     }
 }
 
+/// The line a Rust runtime (a Rust guest's, or the one under a JavaScript or Python
+/// guest's interpreter) prints after a panic message. It is dropped, at no cost to the
+/// budget: the host logs the guest's backtrace with the trap itself, and no one can
+/// set a guest's environment.
+const BACKTRACE_HINT: &[u8] = b"note: run with `RUST_BACKTRACE=1`";
+
 /// Collects bytes into lines and logs each complete one.
 struct LineWriter {
     log: GuestLog,
@@ -326,6 +332,10 @@ impl LineWriter {
     }
 
     fn emit(&mut self) {
+        if self.line.starts_with(BACKTRACE_HINT) {
+            self.line.clear();
+            return;
+        }
         if !self.log.admit(self.line.len()) {
             self.line.clear();
             return;
