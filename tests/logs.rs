@@ -14,11 +14,10 @@ use common::{
 };
 use serde_json::Value;
 
-/// The JSON records of a host's log (its `listening on` lines are not records).
+/// The JSON records of a host's log: every line must be one.
 fn records(host: &Host) -> Vec<Value> {
     host.log()
         .lines()
-        .filter(|line| !line.contains("listening on "))
         .map(|line| {
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
         })
@@ -40,7 +39,11 @@ fn find<'a>(records: &'a [Value], message: &str) -> &'a Value {
 fn json_logs_parse_line_by_line_and_carry_their_fields() {
     let guest = test_guest("panics");
     let bytes = std::fs::read(&guest).unwrap();
-    let (host, path) = serve_file("json", &bytes, &["--log-format", "json"]);
+    let (host, path) = serve_file(
+        "json",
+        &bytes,
+        &["--log-format", "json", "--admin", "127.0.0.1:0"],
+    );
     let mut client = host.connect();
     client.write_all(b"TRIGGER\n").unwrap();
     assert_closed_without_answer(&mut client, "the trapping connection");
@@ -55,6 +58,12 @@ fn json_logs_parse_line_by_line_and_carry_their_fields() {
             assert!(record.get(field).is_some(), "no {field} in {record}");
         }
     }
+    // The lines that say where it listens are records too, the address a field.
+    let listening = find(&records, "listening on ");
+    assert_eq!(listening["address"], host.addr.to_string(), "{listening}");
+    assert_eq!(listening["listener"], "plain", "{listening}");
+    let admin = find(&records, "admin listening on ");
+    assert_eq!(admin["listener"], "admin", "{admin}");
     let loaded = find(&records, "guest ");
     assert_eq!(loaded["guest"], "guest");
     assert!(loaded["took_ms"].is_f64(), "{loaded}");
@@ -298,5 +307,29 @@ fn a_guest_writes_through_the_log_import_at_its_levels_within_its_budget() {
         logged + dropped,
         1_000,
         "{logged} logged, {dropped} dropped"
+    );
+}
+
+/// `RUST_LOG=debug` is the host's own debug lines (each connection, say), not the
+/// compiler's: with a guest being compiled, Cranelift alone used to write thousands
+/// of lines. Dependencies stay at `warn` unless a directive names them.
+#[test]
+fn a_bare_debug_level_is_the_hosts_own() {
+    let dir = common::scratch("debug-level");
+    let path = dir.join("guest.wasm");
+    install(&path, &example("echo"));
+    let host =
+        common::start_with_log_level(&["--guest", path.to_str().unwrap(), "--no-cache"], "debug");
+    let mut client = host.connect();
+    client.write_all(b"ping\n").unwrap();
+    assert_eq!(read_line(&mut client), "ping");
+    host.wait_for_log("accepted", Duration::from_secs(10));
+    let log = host.log();
+    let lines = log.lines().count();
+    assert!(log.contains("compiled"), "the guest was compiled:\n{log}");
+    assert!(
+        lines < 200,
+        "{lines} lines at RUST_LOG=debug; the first ones:\n{}",
+        log.lines().take(40).collect::<Vec<_>>().join("\n")
     );
 }

@@ -10,6 +10,7 @@ use sandsock_load::LoadArgs;
 use crate::commands::new::Lang;
 use crate::runtime::sandbox::{Isolation, Sandbox};
 use crate::shared::limits::Limits;
+use crate::shared::logging::LogFormat;
 use crate::shared::units::{Dur, Size};
 use crate::sockets::allow::{AllowList, AllowRule};
 use crate::sockets::listener::default_backlog;
@@ -39,17 +40,6 @@ pub struct Cli {
     /// The serve flags.
     #[command(flatten)]
     pub serve: ServeArgs,
-}
-
-/// How log lines are written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// For people: a line of text per record.
-    Text,
-    /// For machines: a JSON object per line, fields at the top level (`timestamp`,
-    /// `level`, `target`, `message`, and the record's own: `guest`, `generation`,
-    /// `conn`, `cause`, `took_ms`, ...).
-    Json,
 }
 
 /// The subcommands besides serving.

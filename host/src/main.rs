@@ -3,22 +3,21 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use std::io::IsTerminal;
-
 use clap::Parser;
-use sandsock::cli::{Cli, Command, LogFormat};
+use sandsock::cli::{Cli, Command};
 use sandsock::commands::health::health;
 use sandsock::commands::new::new_project;
 use sandsock::commands::serve::serve;
 use sandsock::runtime::builtin::examples_command;
 use sandsock::runtime::component::GuestSource;
 use sandsock::runtime::engine::check;
+use sandsock::shared::logging;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    logging::init(cli.log_format);
     let result = match &cli.command {
-        None => serve(&cli.serve).map(|()| ExitCode::SUCCESS),
+        None => serve(&cli.serve, cli.log_format).map(|()| ExitCode::SUCCESS),
         Some(Command::Check { path }) => GuestSource::read(path)
             .and_then(|source| check(&source))
             .map(|verdict| {
@@ -54,27 +53,4 @@ fn main() -> ExitCode {
         eprintln!("error: {}", format!("{err:#}").replace('\n', " "));
         ExitCode::FAILURE
     })
-}
-
-/// Logs go to stderr; `RUST_LOG` picks the level (default: info). Text is coloured
-/// only for a terminal, and never with `NO_COLOR` set (no-color.org).
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => {
-            let colour = std::io::stderr().is_terminal()
-                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-            builder.with_ansi(colour).init();
-        }
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(true)
-            .init(),
-    }
 }

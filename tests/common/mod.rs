@@ -73,12 +73,13 @@ impl Host {
             let mut addr_tx = Some(addr_tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = line.strip_prefix("admin listening on ")
+                let said = announcement(&line);
+                if let Some(addr) = said.strip_prefix("admin listening on ")
                     && let Ok(addr) = addr.trim().parse::<SocketAddr>()
                 {
                     let _ = admin_tx.send(addr);
                 }
-                if let Some(addr) = line.strip_prefix("listening on ")
+                if let Some(addr) = said.strip_prefix("listening on ")
                     && let (Some(tx), Ok(addr)) = (addr_tx.as_ref(), addr.trim().parse())
                 {
                     let _ = tx.send(addr);
@@ -291,6 +292,18 @@ impl Drop for Host {
 }
 
 /// The sum of every sample of `name` in `scrape` whose labels include `labels`.
+/// What a log line says where the host listens: the line itself in text mode, the
+/// record's message in JSON mode (`--log-format json`).
+pub fn announcement(line: &str) -> String {
+    if line.starts_with('{')
+        && let Ok(record) = serde_json::from_str::<serde_json::Value>(line)
+        && let Some(message) = record["message"].as_str()
+    {
+        return message.to_string();
+    }
+    line.to_string()
+}
+
 pub fn metric_value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     scrape
         .samples

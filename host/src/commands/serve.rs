@@ -15,6 +15,7 @@ use crate::runtime::builtin::guest_source;
 use crate::runtime::engine::Runtime;
 use crate::runtime::sandbox::Isolation;
 use crate::shared::limits::Limits;
+use crate::shared::logging::{ANNOUNCE_TARGET, LogFormat};
 use crate::shared::metrics::{Published, millis};
 use crate::sockets::capacity::Capacity;
 use crate::sockets::event_loop::EventLoop;
@@ -24,8 +25,9 @@ use crate::sockets::tls::{Certificates, TlsServer};
 use crate::swap::Reloader;
 use crate::swap::WasmHandler;
 
-/// Serves until a shutdown completes.
-pub fn serve(args: &ServeArgs) -> Result<()> {
+/// Serves until a shutdown completes; `log_format` says how the listening
+/// addresses are announced.
+pub fn serve(args: &ServeArgs, log_format: LogFormat) -> Result<()> {
     if args.canary().is_some() && args.isolation == Isolation::Connection {
         bail!(
             "--swap canary works with --isolation shared only: its shadow is one instance, which with an instance per connection would share state and limits the serving instances do not"
@@ -51,7 +53,7 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
                 .into_iter()
                 .map(|listeners| settings.event_loop(listeners, NativeHttp::default()))
                 .collect::<Result<Vec<_>>>()?;
-            return run(args, supervisor, loops, None, "native http");
+            return run(args, log_format, supervisor, loops, None, "native http");
         }
         Some(other) => bail!("unknown native baseline `{other}` (known: http)"),
     }
@@ -114,7 +116,14 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
             event_loop.handler_mut().time_calls();
         }
     }
-    run(args, supervisor, loops, reloader, &source.origin)
+    run(
+        args,
+        log_format,
+        supervisor,
+        loops,
+        reloader,
+        &source.origin,
+    )
 }
 
 /// What every worker's loop is built with.
@@ -147,6 +156,7 @@ impl LoopSettings<'_> {
 /// them until they have all finished.
 fn run<H: EventHandler + Send + 'static>(
     args: &ServeArgs,
+    log_format: LogFormat,
     mut supervisor: Supervisor,
     mut loops: Vec<EventLoop<H>>,
     reloader: Option<Reloader>,
@@ -174,12 +184,15 @@ fn run<H: EventHandler + Send + 'static>(
         None => None,
     };
     for (addr, tls) in loops[0].local_addrs() {
-        // Tests and scripts read this line to find the port: keep it exact, on stderr.
-        let tls = if tls { " (tls)" } else { "" };
-        eprintln!("listening on {addr}{tls}");
+        let listener = if tls {
+            Listening::Tls
+        } else {
+            Listening::Plain
+        };
+        announce(log_format, listener, addr);
     }
     if let Some(addr) = admin {
-        eprintln!("admin listening on {addr}");
+        announce(log_format, Listening::Admin, addr);
     }
     info!(handler = what, workers, "serving");
     for (worker, mut event_loop) in loops.into_iter().enumerate() {
@@ -190,6 +203,33 @@ fn run<H: EventHandler + Send + 'static>(
         })?;
     }
     supervisor.run(reloader)
+}
+
+/// What kind of listener an announcement is for.
+#[derive(Clone, Copy)]
+enum Listening {
+    Plain,
+    Tls,
+    Admin,
+}
+
+/// Says where the host listens, on stderr. Tests and scripts read these lines to find
+/// the port: in text mode they are exactly `listening on ADDR`, `listening on ADDR
+/// (tls)` and `admin listening on ADDR`; in JSON mode they are records like every
+/// other line, with the same message and the address and the listener's kind as
+/// fields.
+fn announce(log_format: LogFormat, listening: Listening, addr: SocketAddr) {
+    let (message, kind) = match listening {
+        Listening::Plain => (format!("listening on {addr}"), "plain"),
+        Listening::Tls => (format!("listening on {addr} (tls)"), "tls"),
+        Listening::Admin => (format!("admin listening on {addr}"), "admin"),
+    };
+    match log_format {
+        LogFormat::Text => eprintln!("{message}"),
+        LogFormat::Json => {
+            info!(target: ANNOUNCE_TARGET, address = %addr, listener = kind, "{message}");
+        }
+    }
 }
 
 /// The certificates and the server side of TLS, when there are `--listen-tls`
