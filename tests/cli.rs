@@ -208,3 +208,65 @@ fn an_unparsable_address_exits_non_zero_naming_it() {
     assert!(!ok);
     assert!(stderr.contains("not-an-address"), "{stderr}");
 }
+
+/// The stderr of `host ARGS`, which must fail with exit code 1 and end in one
+/// `error:` line (log lines may come before it, never another error line); answers
+/// that line.
+fn the_error_line(args: &[&str]) -> String {
+    let out = run_host(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "host {args:?}:\n{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "one error line for {args:?}:\n{stderr}");
+    assert_eq!(
+        stderr.lines().last(),
+        Some(errors[0]),
+        "the error line comes last:\n{stderr}"
+    );
+    assert!(errors[0].starts_with("error: "), "{stderr}");
+    errors[0].to_string()
+}
+
+#[test]
+fn a_mistyped_flag_is_one_line_with_a_hint() {
+    let line = the_error_line(&["--port", "8080"]);
+    assert!(
+        line.contains("--port") && line.contains("--listen"),
+        "{line}"
+    );
+    let line = the_error_line(&["--lisen", "127.0.0.1:1"]);
+    assert!(line.contains("did you mean --listen"), "{line}");
+    let line = the_error_line(&["check"]);
+    assert!(line.contains("<PATH>"), "{line}");
+}
+
+#[test]
+fn a_port_out_of_range_is_named() {
+    let line = the_error_line(&["--listen", "127.0.0.1:70000"]);
+    assert!(line.contains("port 70000 is out of range"), "{line}");
+}
+
+#[test]
+fn the_same_address_twice_is_named_before_any_bind() {
+    let free = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let addr = free.to_string();
+    let line = the_error_line(&["--guest", "echo", "--listen", &addr, "--listen", &addr]);
+    assert!(
+        line.contains(&format!("--listen {addr} is given twice")),
+        "{line}"
+    );
+    let line = the_error_line(&["--guest", "echo", "--listen", &addr, "--admin", &addr]);
+    assert!(line.contains("both --listen and --admin"), "{line}");
+}
+
+#[test]
+fn a_memory_cap_below_what_the_guest_needs_names_the_flag_and_the_need() {
+    let line = the_error_line(&["--guest", "echo", "--max-memory", "0"]);
+    assert!(
+        line.contains("--max-memory 0") && line.contains("needs") && line.contains("KiB"),
+        "{line}"
+    );
+}

@@ -42,6 +42,57 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
+impl Cli {
+    /// Parses the command line. `--help` and `--version` are printed here and exit 0;
+    /// any other mistake is one line naming it (with a hint towards the right flag
+    /// for a few that other servers use), for the caller to print and exit 1 as for
+    /// every error a user can cause.
+    pub fn parse_or_explain() -> Result<Cli, String> {
+        use clap::error::{ContextKind, ContextValue, ErrorKind};
+        let err = match Cli::try_parse() {
+            Ok(cli) => return Ok(cli),
+            Err(err) => err,
+        };
+        if matches!(
+            err.kind(),
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+        ) {
+            err.exit();
+        }
+        let rendered = err.render().to_string();
+        let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+        let first = lines.next().unwrap_or("bad command line");
+        let mut line = first.trim_start_matches("error: ").to_string();
+        // "the following required arguments were not provided:", then what they are.
+        if line.ends_with(':')
+            && let Some(what) = lines.next()
+        {
+            line = format!("{line} {what}");
+        }
+        if err.kind() == ErrorKind::UnknownArgument
+            && let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg)
+        {
+            let flag = arg.split('=').next().unwrap_or(arg);
+            let hint = match flag {
+                "--port" | "-p" | "--host" | "--bind" | "--addr" | "--address" => {
+                    Some("to listen on an address, use --listen ADDR (--listen 127.0.0.1:8080)")
+                }
+                "--wasm" | "--module" | "--component" | "--handler" => {
+                    Some("the guest is --guest FILE")
+                }
+                _ => None,
+            };
+            let suggested = err.get(ContextKind::SuggestedArg).map(|s| s.to_string());
+            match (hint, suggested) {
+                (Some(hint), _) => line = format!("{line}; {hint}"),
+                (None, Some(similar)) => line = format!("{line}; did you mean {similar}?"),
+                (None, None) => line = format!("{line}; `host --help` lists the flags"),
+            }
+        }
+        Err(line)
+    }
+}
+
 /// The subcommands besides serving.
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -338,6 +389,30 @@ impl ServeArgs {
         }
     }
 
+    /// An address given twice (to --listen, --listen-tls and --admin together) is an
+    /// error naming it, rather than the "address in use" the second bind would meet.
+    /// Port 0 may repeat: each bind picks a port of its own.
+    pub fn check_addresses(&self) -> Result<(), String> {
+        let mut seen: Vec<(SocketAddr, &str)> = Vec::new();
+        let given = (self.plain_addrs().into_iter().map(|a| (a, "--listen")))
+            .chain(self.listen_tls.iter().map(|&a| (a, "--listen-tls")))
+            .chain(self.admin.map(|a| (a, "--admin")));
+        for (addr, flag) in given {
+            if addr.port() == 0 {
+                continue;
+            }
+            if let Some((_, first)) = seen.iter().find(|(a, _)| *a == addr) {
+                return Err(if *first == flag {
+                    format!("{flag} {addr} is given twice")
+                } else {
+                    format!("{addr} is given to both {first} and {flag}")
+                });
+            }
+            seen.push((addr, flag));
+        }
+        Ok(())
+    }
+
     /// The plaintext addresses to listen on: those given, or the default when no
     /// address at all (plain or TLS) is.
     pub fn plain_addrs(&self) -> Vec<SocketAddr> {
@@ -404,6 +479,14 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
 fn parse_addr(text: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse() {
         return Ok(addr);
+    }
+    if let Some((_, port)) = text.rsplit_once(':')
+        && let Ok(port) = port.parse::<u64>()
+        && port > u64::from(u16::MAX)
+    {
+        return Err(format!(
+            "`{text}`: port {port} is out of range (0 to 65535; 0 picks a free one)"
+        ));
     }
     text.to_socket_addrs()
         .ok()

@@ -3,7 +3,6 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use clap::Parser;
 use sandsock::cli::{Cli, Command};
 use sandsock::commands::health::health;
 use sandsock::commands::new::new_project;
@@ -14,7 +13,13 @@ use sandsock::runtime::engine::check;
 use sandsock::shared::logging;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::parse_or_explain() {
+        Ok(cli) => cli,
+        Err(line) => {
+            eprintln!("error: {line}");
+            return ExitCode::FAILURE;
+        }
+    };
     logging::init(cli.log_format);
     let result = match &cli.command {
         None => serve(&cli.serve, cli.log_format).map(|()| ExitCode::SUCCESS),

@@ -33,6 +33,7 @@ pub fn serve(args: &ServeArgs, log_format: LogFormat) -> Result<()> {
             "--swap canary works with --isolation shared only: its shadow is one instance, which with an instance per connection would share state and limits the serving instances do not"
         );
     }
+    args.check_addresses().map_err(anyhow::Error::msg)?;
     let workers = args.workers.count();
     let limits = args.limits();
     raise_open_file_limit();

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use wasmtime::Store;
 use wasmtime::component::TypedFunc;
 use wasmtime_wasi::WasiCtxBuilder;
@@ -18,6 +18,7 @@ use super::limiter::Limiter;
 use super::sandbox::Sandbox;
 use super::shadow::ShadowIo;
 use crate::shared::limits::{EPOCH_TICK, Limits};
+use crate::shared::units::Size;
 use crate::shared::wit::{self, Event};
 use crate::sockets::net::Net;
 use crate::sockets::owners::Owner;
@@ -54,10 +55,22 @@ impl Instance {
         // Instantiation runs guest code too (its start functions): same budget.
         let budget = Budget::new(&sandbox.limits);
         budget.arm(&mut store)?;
-        let instance = guest
-            .pre
-            .instantiate(&mut store)
-            .map_err(anyhow::Error::from)?;
+        let instance = match guest.pre.instantiate(&mut store) {
+            Ok(instance) => instance,
+            Err(err) => {
+                let limiter = &store.data().limiter;
+                // The one reason a user can give (and fix): a cap below what the
+                // guest's memory needs at start.
+                if let Some(needed) = limiter.last_refused() {
+                    bail!(
+                        "it needs {} of linear memory to start, more than --max-memory {} allows",
+                        Size(needed),
+                        Size(limiter.max_memory())
+                    );
+                }
+                return Err(anyhow::Error::from(err));
+            }
+        };
         let bindings = guest
             .indices
             .load(&mut store, &instance)

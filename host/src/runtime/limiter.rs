@@ -21,6 +21,9 @@ const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 pub struct Limiter {
     max_memory: usize,
     memory_refused: bool,
+    /// The size of the last growth refused, in bytes: what a guest that cannot even
+    /// start needed.
+    last_refused: Option<usize>,
     /// The largest linear memory the store has grown to, in bytes (memory never
     /// shrinks): what `--recycle-at-memory` compares.
     memory: usize,
@@ -32,6 +35,7 @@ impl Limiter {
         Self {
             max_memory,
             memory_refused: false,
+            last_refused: None,
             memory: 0,
         }
     }
@@ -44,6 +48,16 @@ impl Limiter {
     /// Whether a memory growth was refused since the current call began.
     pub fn memory_refused(&self) -> bool {
         self.memory_refused
+    }
+
+    /// The size of the last memory growth refused, in bytes, if one was.
+    pub fn last_refused(&self) -> Option<usize> {
+        self.last_refused
+    }
+
+    /// The cap on each linear memory, in bytes.
+    pub fn max_memory(&self) -> usize {
+        self.max_memory
     }
 
     /// A call into the guest begins: a refusal before it is no longer news.
@@ -61,6 +75,9 @@ impl ResourceLimiter for Limiter {
     ) -> wasmtime::Result<bool> {
         let allowed = desired <= self.max_memory;
         self.memory_refused |= !allowed;
+        if !allowed {
+            self.last_refused = Some(desired);
+        }
         if allowed {
             self.memory = self.memory.max(desired);
         }
