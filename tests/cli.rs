@@ -270,3 +270,32 @@ fn a_memory_cap_below_what_the_guest_needs_names_the_flag_and_the_need() {
         "{line}"
     );
 }
+
+/// `-h` is a summary a reader can scan: one short line per flag, in groups;
+/// `--help` keeps the long text.
+#[test]
+fn dash_h_is_a_summary_in_groups_and_dash_dash_help_the_long_text() {
+    let short = run_host(&["-h"]);
+    assert!(short.status.success());
+    let short = String::from_utf8(short.stdout).unwrap();
+    for line in short.lines() {
+        assert!(line.len() <= 110, "{} characters: {line}", line.len());
+    }
+    for group in [
+        "Guest and listening:",
+        "Sandbox limits:",
+        "Swaps and canary:",
+        "Compiled-component cache:",
+        "Operations:",
+    ] {
+        assert!(short.contains(group), "no group {group}:\n{short}");
+    }
+    assert!(short.lines().count() <= 70, "{short}");
+    let long = run_host(&["--help"]);
+    assert!(long.status.success());
+    let long = String::from_utf8(long.stdout).unwrap();
+    assert!(
+        long.contains("a guest that leaks is renewed before it runs out"),
+        "--help keeps the long text:\n{long}"
+    );
+}

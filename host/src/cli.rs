@@ -33,13 +33,17 @@ pub struct Cli {
     /// A subcommand; none means serve.
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// How log lines are written to stderr: text (coloured only on a terminal, and
-    /// never with NO_COLOR set), or json, one object per line.
-    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
     /// The serve flags.
     #[command(flatten)]
     pub serve: ServeArgs,
+    /// How log lines are written to stderr: text or json.
+    ///
+    /// How log lines are written to stderr: text (coloured only on a terminal, and
+    /// never with NO_COLOR set), or json, one object per line (every line, the
+    /// listening addresses included).
+    #[arg(help_heading = "Operations", long, value_enum, global = true,
+          value_name = "text|json", hide_possible_values = true, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 impl Cli {
@@ -107,8 +111,12 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Many concurrent clients against a server, every answer checked.
+    ///
     /// Drive many concurrent non-blocking clients against a server and check every answer.
     Load(LoadArgs),
+    /// Write a guest project to start from, in the directory NAME.
+    ///
     /// Write a ready-to-build guest project in the directory NAME: an HTTP hello, this
     /// host's SDK and contract, build.sh (writes NAME/NAME.wasm) and a README.
     New {
@@ -118,6 +126,8 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Lang::Rust)]
         lang: Lang,
     },
+    /// Ask a running host's admin listener whether it is alive (exit 0 or 1).
+    ///
     /// Ask a running host's admin listener whether it is alive (exit 0) or not (exit
     /// 1), for container health checks.
     Health {
@@ -141,183 +151,290 @@ pub enum Toggle {
 /// How to serve: which guest, where, within which limits.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// The guest: a component file, or the name of a built-in example (see `host examples`).
-    #[arg(long, value_name = "PATH|NAME", default_value = "http")]
+    /// The guest: a component file, or a built-in example's name.
+    ///
+    /// The guest: a component file, or the name of a built-in example (see `host
+    /// examples`).
+    #[arg(
+        help_heading = "Guest and listening",
+        long,
+        value_name = "PATH|NAME",
+        default_value = "http"
+    )]
     pub guest: String,
 
-    /// Address to listen on; repeat for several. Port 0 picks a free port.
-    /// [default: 127.0.0.1:8080, unless --listen-tls is given]
-    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    /// Address to listen on (repeatable; port 0 picks one).
+    ///
+    /// Address to listen on; repeat for several. Port 0 picks a free port. [default:
+    /// 127.0.0.1:8080, unless --listen-tls is given]
+    #[arg(help_heading = "Guest and listening", long, value_name = "ADDR", value_parser = parse_addr)]
     pub listen: Vec<SocketAddr>,
 
-    /// Address to listen on with TLS (repeatable), beside any --listen: the host
-    /// runs the handshake with --tls-cert and --tls-key, the guest sees plaintext and
-    /// never the key. The host prints `listening on ADDR (tls)`.
-    #[arg(long, value_name = "ADDR", value_parser = parse_addr, requires_all = ["tls_cert", "tls_key"])]
+    /// Address to listen on with TLS (repeatable).
+    ///
+    /// Address to listen on with TLS (repeatable), beside any --listen: the host runs
+    /// the handshake with --tls-cert and --tls-key, the guest sees plaintext and never
+    /// the key. The host prints `listening on ADDR (tls)`.
+    #[arg(help_heading = "Guest and listening", long, value_name = "ADDR", value_parser = parse_addr, requires_all = ["tls_cert", "tls_key"])]
     pub listen_tls: Vec<SocketAddr>,
 
-    /// The certificate chain for --listen-tls, PEM (the server's first). SIGHUP,
-    /// POST /reload and --watch reload it, with the key: new handshakes use the new
-    /// pair, open connections go on; a pair that fails to load is refused.
-    #[arg(long, value_name = "PEM", requires = "listen_tls")]
+    /// The certificate chain for --listen-tls, PEM.
+    ///
+    /// The certificate chain for --listen-tls, PEM (the server's first). SIGHUP, POST
+    /// /reload and --watch reload it, with the key: new handshakes use the new pair,
+    /// open connections go on; a pair that fails to load is refused.
+    #[arg(
+        help_heading = "Guest and listening",
+        long,
+        value_name = "PEM",
+        requires = "listen_tls"
+    )]
     pub tls_cert: Option<PathBuf>,
 
+    /// The private key for --tls-cert, PEM.
+    ///
     /// The private key for --tls-cert, PEM (PKCS#8, PKCS#1 or SEC1).
-    #[arg(long, value_name = "PEM", requires = "listen_tls")]
+    #[arg(
+        help_heading = "Guest and listening",
+        long,
+        value_name = "PEM",
+        requires = "listen_tls"
+    )]
     pub tls_key: Option<PathBuf>,
 
-    /// How long a TLS handshake may take before the connection is closed (a client
-    /// that stalls mid-handshake holds a connection at most this long).
-    #[arg(long, value_name = "DUR", default_value_t = Dur(TLS_HANDSHAKE_TIMEOUT))]
+    /// How long a TLS handshake may take.
+    ///
+    /// How long a TLS handshake may take before the connection is closed (a client that
+    /// stalls mid-handshake holds a connection at most this long).
+    #[arg(help_heading = "Guest and listening", long, value_name = "DUR", default_value_t = Dur(TLS_HANDSHAKE_TIMEOUT))]
     pub tls_handshake_timeout: Dur,
 
-    /// Event loops, one per thread, each with its own listening socket on every
-    /// address (the kernel spreads new connections across them) and its own guest
-    /// instances; `auto` is one per CPU. Guest state is per worker: kv's store and
-    /// chat's room are not shared between workers (use 1 for those).
-    #[arg(long, value_name = "N|auto", default_value = "1")]
+    /// Event loops, one per thread; auto is one per CPU.
+    ///
+    /// Event loops, one per thread, each with its own listening socket on every address
+    /// (the kernel spreads new connections across them) and its own guest instances;
+    /// `auto` is one per CPU. Guest state is per worker: kv's store and chat's room are
+    /// not shared between workers (use 1 for those).
+    #[arg(
+        help_heading = "Guest and listening",
+        long,
+        value_name = "N|auto",
+        default_value = "1"
+    )]
     pub workers: Workers,
 
+    /// Connections the kernel queues per listener.
+    ///
     /// Connections the kernel queues for a listener until the host accepts them; the
     /// default is the most the kernel allows (net.core.somaxconn), which also caps it.
-    #[arg(long, value_name = "N", default_value_t = default_backlog())]
+    #[arg(help_heading = "Guest and listening", long, value_name = "N", default_value_t = default_backlog())]
     pub backlog: u32,
 
+    /// Most wall time one guest call may take.
+    ///
     /// Most wall time one guest call may take before it is interrupted (a trap); per
     /// call.
-    #[arg(long, value_name = "DUR", default_value_t = Dur(Limits::DEFAULT.event_timeout))]
+    #[arg(help_heading = "Sandbox limits", long, value_name = "DUR", default_value_t = Dur(Limits::DEFAULT.event_timeout))]
     pub event_timeout: Dur,
 
+    /// Linear memory cap of each guest instance.
+    ///
     /// The linear memory cap of each guest instance.
-    #[arg(long, value_name = "SIZE", default_value_t = Size(Limits::DEFAULT.max_memory))]
+    #[arg(help_heading = "Sandbox limits", long, value_name = "SIZE", default_value_t = Size(Limits::DEFAULT.max_memory))]
     pub max_memory: Size,
 
-    /// Open connections at most, in total across workers; past it new ones are
-    /// accepted and closed at once.
-    #[arg(long, value_name = "N", default_value_t = Limits::DEFAULT.max_connections)]
+    /// Open connections at most, across workers.
+    ///
+    /// Open connections at most, in total across workers; past it new ones are accepted
+    /// and closed at once.
+    #[arg(help_heading = "Sandbox limits", long, value_name = "N", default_value_t = Limits::DEFAULT.max_connections)]
     pub max_connections: usize,
 
-    /// Bytes held for one connection's unsent writes (per connection); past it
-    /// `write` answers would-block.
-    #[arg(long, value_name = "SIZE", default_value_t = Size(Limits::DEFAULT.max_buffer))]
+    /// Unsent bytes held per connection.
+    ///
+    /// Bytes held for one connection's unsent writes (per connection); past it `write`
+    /// answers would-block.
+    #[arg(help_heading = "Sandbox limits", long, value_name = "SIZE", default_value_t = Size(Limits::DEFAULT.max_buffer))]
     pub max_buffer: Size,
 
+    /// Timers one guest instance may have armed.
+    ///
     /// Timers one guest instance may have armed at once (per instance); past it
     /// `set-timer` answers limit-exceeded.
-    #[arg(long, value_name = "N", default_value_t = Limits::DEFAULT.max_timers)]
+    #[arg(help_heading = "Sandbox limits", long, value_name = "N", default_value_t = Limits::DEFAULT.max_timers)]
     pub max_timers: usize,
 
-    /// A deterministic budget of wasm fuel (about one unit per instruction) per guest call; off by default.
-    #[arg(long, value_name = "N")]
+    /// A deterministic instruction budget per call (off).
+    ///
+    /// A deterministic budget of wasm fuel (about one unit per instruction) per guest
+    /// call; off by default.
+    #[arg(help_heading = "Sandbox limits", long, value_name = "N")]
     pub fuel: Option<u64>,
 
+    /// One instance for all connections, or one each.
+    ///
     /// shared: one guest instance for all connections (state lives across them);
     /// connection: an instance per connection (a trap costs only that connection).
-    #[arg(long, value_enum, default_value_t = Isolation::Shared)]
+    #[arg(help_heading = "Sandbox limits", long, value_enum, value_name = "shared|connection",
+          hide_possible_values = true, default_value_t = Isolation::Shared)]
     pub isolation: Isolation,
 
+    /// An environment variable the guest sees (repeatable).
+    ///
     /// An environment variable the guest sees (repeatable); it sees no other.
-    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    #[arg(help_heading = "Sandbox limits", long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
 
-    /// Let the guest connect out to HOST:PORT, or HOST:* for any port (repeatable); nothing else is allowed.
-    #[arg(long = "allow-connect", value_name = "HOST:PORT", value_parser = AllowRule::parse)]
+    /// Where the guest may connect out (repeatable).
+    ///
+    /// Let the guest connect out to HOST:PORT, or HOST:* for any port (repeatable);
+    /// nothing else is allowed.
+    #[arg(help_heading = "Sandbox limits", long = "allow-connect", value_name = "HOST:PORT", value_parser = AllowRule::parse)]
     pub allow_connect: Vec<AllowRule>,
 
-    /// On SIGTERM or SIGINT, how long open connections may take to finish before they are closed.
-    #[arg(long, value_name = "DUR", default_value_t = Dur(SHUTDOWN_TIMEOUT))]
-    pub shutdown_timeout: Dur,
-
-    /// When the guest closes a connection: auto lingers (sends the FIN, then reads and
-    /// discards until the peer's end, 5 s at most) only if input is pending, so that
-    /// it cannot turn into a reset that destroys the answer, and closes at once
-    /// otherwise, as nginx does; always lingers after every close, so that even bytes
-    /// the peer sends late cannot, at an extra turn per connection.
-    #[arg(long, value_enum, value_name = "WHEN", default_value_t = Lingering::Auto)]
-    pub lingering_close: Lingering,
-
-    /// Reload the guest when its file changes (once it has been stable briefly).
-    /// SIGHUP reloads it too, with or without this.
-    #[arg(long)]
+    /// Reload the guest when its file changes.
+    ///
+    /// Reload the guest when its file changes (once it has been stable briefly). SIGHUP
+    /// reloads it too, with or without this.
+    #[arg(help_heading = "Swaps and canary", long)]
     pub watch: bool,
 
+    /// How a new guest takes over at a reload.
+    ///
     /// At a reload: drain (open connections stay with the generation that accepted
     /// them), handoff (they move to the new one, with the guest's state), or canary
     /// (the new one first runs as a shadow on new connections, its answers compared
     /// with the serving one's, and takes over with --canary-then only if they agree).
-    #[arg(long, value_enum, default_value_t = SwapPolicy::Drain)]
+    #[arg(help_heading = "Swaps and canary", long, value_enum, value_name = "drain|handoff|canary",
+          hide_possible_values = true, default_value_t = SwapPolicy::Drain)]
     pub swap: SwapPolicy,
 
+    /// --swap canary: share of new connections tried.
+    ///
     /// With --swap canary: the share of new connections the candidate is tried on,
     /// in percent.
-    #[arg(long, value_name = "PERCENT", default_value_t = 100,
+    #[arg(help_heading = "Swaps and canary", long, value_name = "PERCENT", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub canary_sample: u32,
 
+    /// --swap canary: agreeing connections to promote.
+    ///
     /// With --swap canary: connections compared with no divergence before the
     /// candidate is promoted.
-    #[arg(long, value_name = "N", default_value_t = 100,
+    #[arg(help_heading = "Swaps and canary", long, value_name = "N", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub canary_connections: u32,
 
+    /// --swap canary: how a promoted guest takes over.
+    ///
     /// With --swap canary: how a promoted candidate takes over.
-    #[arg(long, value_enum, value_name = "MODE", default_value_t = SwapMode::Drain)]
+    #[arg(help_heading = "Swaps and canary", long, value_enum, value_name = "drain|handoff",
+          hide_possible_values = true, default_value_t = SwapMode::Drain)]
     pub canary_then: SwapMode,
 
-    /// With --swap canary: how long to wait for enough connections; then the
-    /// candidate is rejected.
-    #[arg(long, value_name = "DUR", default_value = "60s")]
+    /// --swap canary: how long to wait for a verdict.
+    ///
+    /// With --swap canary: how long to wait for enough connections; then the candidate
+    /// is rejected.
+    #[arg(
+        help_heading = "Swaps and canary",
+        long,
+        value_name = "DUR",
+        default_value = "60s"
+    )]
     pub canary_timeout: Dur,
 
-    /// With --swap canary: learn the serving code's own noise (timestamps, random
-    /// ids) from a second shadow of it, and do not compare those bytes.
-    #[arg(long, value_enum, value_name = "ON|OFF", default_value_t = Toggle::On)]
+    /// --swap canary: mask the serving code's own noise.
+    ///
+    /// With --swap canary: learn the serving code's own noise (timestamps, random ids)
+    /// from a second shadow of it, and do not compare those bytes.
+    #[arg(help_heading = "Swaps and canary", long, value_enum, value_name = "on|off",
+          hide_possible_values = true, default_value_t = Toggle::On)]
     pub canary_noise: Toggle,
 
-    /// With --swap drain: close what an old generation still holds after this long (default: never).
-    #[arg(long, value_name = "DUR")]
+    /// --swap drain: close what old generations hold after.
+    ///
+    /// With --swap drain: close what an old generation still holds after this long
+    /// (default: never).
+    #[arg(help_heading = "Swaps and canary", long, value_name = "DUR")]
     pub drain_timeout: Option<Dur>,
 
+    /// Serve new code only once fully optimized.
+    ///
     /// At a swap, wait for the optimizing compiler (Cranelift, about 110 ms for a small
     /// guest) instead of serving the new code first as the baseline compiler (Winch)
     /// compiled it (about 35 ms) and then swapping again to the optimized code.
-    #[arg(long)]
+    #[arg(help_heading = "Swaps and canary", long)]
     pub no_tier_up: bool,
 
+    /// Keep compiled guests in DIR.
+    ///
     /// Keep compiled guests in DIR, so that a start or a swap to a guest seen before
     /// skips compiling it [default: $XDG_CACHE_HOME/sandsock, else ~/.cache/sandsock].
     /// It must be yours and writable by you alone: a directory others can write is
     /// refused, since its files are machine code the host runs.
-    #[arg(long, value_name = "DIR")]
+    #[arg(help_heading = "Compiled-component cache", long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 
+    /// Compile every guest; use no cache.
+    ///
     /// Compile every guest; read and write no compiled-component cache.
-    #[arg(long, conflicts_with = "cache_dir")]
+    #[arg(
+        help_heading = "Compiled-component cache",
+        long,
+        conflicts_with = "cache_dir"
+    )]
     pub no_cache: bool,
 
+    /// Serve /metrics, /healthz, /readyz and POST /reload.
+    ///
     /// Serve the admin endpoints on ADDR, off the event loops: GET /metrics (Prometheus
     /// text), /healthz, /readyz, and POST /reload. Port 0 picks a free port; the host
     /// prints `admin listening on ADDR`. Off by default.
-    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    #[arg(help_heading = "Operations", long, value_name = "ADDR", value_parser = parse_addr)]
     pub admin: Option<SocketAddr>,
 
+    /// Let --admin listen on a non-loopback address.
+    ///
     /// Let --admin listen on an address that is not loopback: the admin endpoints show
     /// the host's internals and can reload its guest.
-    #[arg(long, requires = "admin")]
+    #[arg(help_heading = "Operations", long, requires = "admin")]
     pub admin_allow_remote: bool,
 
+    /// At SIGTERM, how long connections may take to finish.
+    ///
+    /// On SIGTERM or SIGINT, how long open connections may take to finish before they
+    /// are closed.
+    #[arg(help_heading = "Operations", long, value_name = "DUR", default_value_t = Dur(SHUTDOWN_TIMEOUT))]
+    pub shutdown_timeout: Dur,
+
+    /// How a closed connection ends: auto or always linger.
+    ///
+    /// When the guest closes a connection: auto lingers (sends the FIN, then reads and
+    /// discards until the peer's end, 5 s at most) only if input is pending, so that it
+    /// cannot turn into a reset that destroys the answer, and closes at once otherwise,
+    /// as nginx does; always lingers after every close, so that even bytes the peer
+    /// sends late cannot, at an extra turn per connection.
+    #[arg(help_heading = "Operations", long, value_enum, value_name = "auto|always",
+          hide_possible_values = true, default_value_t = Lingering::Auto)]
+    pub lingering_close: Lingering,
+
+    /// Renew a shared instance whose memory reaches SIZE.
+    ///
     /// Replace the shared guest instance with a fresh one of the same code once its
-    /// linear memory reaches SIZE (per instance; default 3/4 of --max-memory), so
-    /// that a guest that leaks is renewed before it runs out: its open connections
-    /// move to the fresh instance with its state (a handoff, whatever --swap says)
-    /// when the guest keeps state, and finish on the old one (drain) otherwise. Not
-    /// with --isolation connection (an instance ends with its connection there).
-    /// Above --max-memory: off.
-    #[arg(long, value_name = "SIZE")]
+    /// linear memory reaches SIZE (per instance; default 3/4 of --max-memory), so that
+    /// a guest that leaks is renewed before it runs out: its open connections move to
+    /// the fresh instance with its state (a handoff, whatever --swap says) when the
+    /// guest keeps state, and finish on the old one (drain) otherwise. Not with
+    /// --isolation connection (an instance ends with its connection there). Above
+    /// --max-memory: off.
+    #[arg(help_heading = "Swaps and canary", long, value_name = "SIZE")]
     pub recycle_at_memory: Option<Size>,
 
+    /// Renew a shared instance after N calls.
+    ///
     /// Also replace the shared instance after it has served N calls (off by default).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(help_heading = "Swaps and canary", long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub recycle_after: Option<u32>,
 
     /// Benchmark baseline: run the named logic natively instead of a guest.
