@@ -87,9 +87,11 @@ fn code_in_the_cache_or_no_tier_up_swaps_once() {
     wait_swapped_to(&uncached, 2);
     assert_eq!(fresh_body(&uncached), V2);
 
-    // Neither swaps again. A tier-up is the second half of the reload that brought
-    // the code, in the loader, before it takes the next trigger: once the log shows
-    // all the reloads so far led to, nothing more comes of them.
+    // Neither swaps again. Whether a tier-up follows is decided by the reload that
+    // brought the code, before the loader takes the next trigger (its "new guest"
+    // line says "compiled by the baseline compiler (Winch); optimizing" when one
+    // does): once the log shows all the reloads so far led to, and none says so,
+    // nothing more comes of them.
     for host in [&host, &uncached] {
         reloads_settled(host, |host| assert_eq!(fresh_body(host), V2));
     }
@@ -98,4 +100,34 @@ fn code_in_the_cache_or_no_tier_up_swaps_once() {
         assert_eq!(count(host, "tier-up"), 0, "{}", host.log());
         assert_eq!(count(host, "baseline"), 0, "{}", host.log());
     }
+}
+
+/// A newer guest supersedes a tier-up still compiling: its optimized code is dropped,
+/// not swapped in over the newer guest, and the newer guest does not wait for it. The
+/// JavaScript guests are large (QuickJS), so the optimizing compile of the first
+/// takes seconds, while the baseline compile of the second takes a fraction of it.
+#[test]
+fn a_newer_guest_supersedes_a_tier_up_still_compiling() {
+    let echo = common::languages::guest("js", "echo");
+    let http = common::languages::guest("js", "http");
+    let (host, path) = serve("tier-superseded", &["--no-cache", "--watch"]);
+    install(&path, &std::fs::read(&echo).unwrap());
+    wait_swapped_to(&host, 2);
+    assert!(
+        host.log().contains("compiled by the baseline compiler"),
+        "{}",
+        host.log()
+    );
+    install(&path, &std::fs::read(&http).unwrap());
+    wait_swapped_to(&host, 3);
+    host.wait_for_log("tier-up dropped", Duration::from_secs(30));
+    // The tier-up of the http guest itself still comes, and it is the one that swaps.
+    host.wait_for_log("tier-up: generation 4", Duration::from_secs(60));
+    let log = host.log();
+    assert_eq!(count(&host, "tier-up dropped"), 1, "{log}");
+    assert_eq!(count(&host, "tier-up: generation"), 1, "{log}");
+    assert!(
+        log.contains("tier-up: generation 4 runs the optimized code of generation 3"),
+        "{log}"
+    );
 }

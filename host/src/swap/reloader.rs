@@ -9,9 +9,9 @@
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -190,7 +190,8 @@ impl Reloader {
             in_flight: None,
             triggers: trigger_rx,
             outcomes: outcome_rx,
-            workers: deliveries,
+            workers: Arc::new(deliveries),
+            tier_up: None,
         };
         thread::Builder::new()
             .name("guest-loader".into())
@@ -294,6 +295,23 @@ fn watched_names(file: &Path) -> Vec<OsString> {
     names
 }
 
+/// A tier-up compiling on a thread of its own: the next reload does not wait behind
+/// it, and a newer guest supersedes it.
+struct TierUp {
+    /// The guest whose optimized code it is compiling.
+    digest: Digest,
+    state: Arc<Mutex<TierUpState>>,
+}
+
+/// Where a tier-up stands; the loader and the tier-up's thread change it under its
+/// lock, so that a superseded tier-up is never handed over after the newer guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TierUpState {
+    Compiling,
+    HandedOver,
+    Superseded,
+}
+
 struct Loader {
     refused: Arc<AtomicU64>,
     runtime: Arc<Runtime>,
@@ -311,7 +329,9 @@ struct Loader {
     triggers: Receiver<Trigger>,
     outcomes: Receiver<Outcome>,
     /// Where each worker takes new guests, and how to wake it.
-    workers: Vec<(Sender<Loaded>, Remote)>,
+    workers: Arc<Vec<(Sender<Loaded>, Remote)>>,
+    /// The tier-up compiling, if one is.
+    tier_up: Option<TierUp>,
 }
 
 impl Loader {
@@ -428,6 +448,7 @@ impl Loader {
             }
             _ => {}
         }
+        self.supersede_tier_up(&digest);
         let guest = match self.runtime.load_quickly(&source) {
             Ok(guest) => guest,
             Err(err) => {
@@ -451,34 +472,95 @@ impl Loader {
         if optimized {
             return;
         }
-        // The baseline code serves; now the optimized code, in the background.
-        match self.runtime.load(&source) {
-            Ok(guest) => {
-                info!(
-                    %path,
-                    took_ms = millis(guest.load_time),
-                    "optimized code of the new guest compiled"
-                );
-                self.hand_over(Loaded {
-                    guest,
-                    tier_up: true,
-                    triggered: Instant::now(),
-                    trial: Arc::default(),
-                });
-            }
-            Err(err) => warn!(
-                "tier-up refused: {}; the baseline code keeps serving",
-                format!("{err:#}").replace('\n', " ")
-            ),
+        // The baseline code serves; now the optimized code, on a thread of its own.
+        let state = Arc::new(Mutex::new(TierUpState::Compiling));
+        self.tier_up = Some(TierUp {
+            digest,
+            state: state.clone(),
+        });
+        let runtime = self.runtime.clone();
+        let workers = self.workers.clone();
+        let path = guest_path.display().to_string();
+        let spawned = thread::Builder::new()
+            .name("sandsock-tier-up".into())
+            .spawn(move || tier_up(&runtime, &source, &path, &state, &workers));
+        if let Err(err) = spawned {
+            warn!("tier-up not started: {err}; the baseline code keeps serving");
+        }
+    }
+
+    /// A newer guest (`digest`) is about to be loaded: a tier-up of another one
+    /// still compiling is dropped, so that its code never replaces the newer guest.
+    fn supersede_tier_up(&mut self, digest: &Digest) {
+        let Some(tier_up) = self.tier_up.take() else {
+            return;
+        };
+        if tier_up.digest == *digest {
+            self.tier_up = Some(tier_up);
+            return;
+        }
+        let mut state = tier_up.state.lock().unwrap_or_else(|e| e.into_inner());
+        if *state == TierUpState::Compiling {
+            *state = TierUpState::Superseded;
+            info!(
+                superseded = digest::short(&tier_up.digest),
+                "tier-up dropped: the optimized code of {} is not wanted, a newer guest ({}) arrived",
+                digest::short(&tier_up.digest),
+                digest::short(digest)
+            );
         }
     }
 
     /// Gives every worker the new guest, and wakes it.
     fn hand_over(&self, loaded: Loaded) {
-        for (inbox, remote) in &self.workers {
-            if inbox.send(loaded.clone()).is_ok() {
-                remote.wake();
-            }
+        hand_over(&self.workers, loaded);
+    }
+}
+
+/// Compiles the optimized code of `source` and hands it to the workers, unless a
+/// newer guest superseded it meanwhile.
+fn tier_up(
+    runtime: &Runtime,
+    source: &GuestSource,
+    path: &str,
+    state: &Mutex<TierUpState>,
+    workers: &[(Sender<Loaded>, Remote)],
+) {
+    let compiled = runtime.load(source);
+    let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+    if *state == TierUpState::Superseded {
+        return;
+    }
+    *state = TierUpState::HandedOver;
+    match compiled {
+        Ok(guest) => {
+            info!(
+                %path,
+                took_ms = millis(guest.load_time),
+                "optimized code of the new guest compiled"
+            );
+            hand_over(
+                workers,
+                Loaded {
+                    guest,
+                    tier_up: true,
+                    triggered: Instant::now(),
+                    trial: Arc::default(),
+                },
+            );
+        }
+        Err(err) => warn!(
+            "tier-up refused: {}; the baseline code keeps serving",
+            format!("{err:#}").replace('\n', " ")
+        ),
+    }
+}
+
+/// Gives every worker `loaded`, and wakes it.
+fn hand_over(workers: &[(Sender<Loaded>, Remote)], loaded: Loaded) {
+    for (inbox, remote) in workers {
+        if inbox.send(loaded.clone()).is_ok() {
+            remote.wake();
         }
     }
 }
