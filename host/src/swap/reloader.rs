@@ -448,7 +448,6 @@ impl Loader {
             }
             _ => {}
         }
-        self.supersede_tier_up(&digest);
         let guest = match self.runtime.load_quickly(&source) {
             Ok(guest) => guest,
             Err(err) => {
@@ -461,6 +460,9 @@ impl Loader {
             }
         };
         info!(%path, took_ms = millis(guest.load_time), "new guest {}", guest.how_loaded());
+        // Only now that the newer guest is loaded: a refused one leaves the tier-up of
+        // the guest serving to finish.
+        self.supersede_tier_up(&digest);
         self.in_flight = Some(digest);
         let optimized = guest.optimized;
         self.hand_over(Loaded {
@@ -470,6 +472,14 @@ impl Loader {
             trial: Arc::default(),
         });
         if optimized {
+            return;
+        }
+        // The same guest again (its baseline was refused, or a canary rejected it, and
+        // the file was reloaded) while its tier-up still compiles: that one delivers.
+        if let Some(running) = &self.tier_up
+            && running.digest == digest
+            && *running.state.lock().unwrap_or_else(|e| e.into_inner()) == TierUpState::Compiling
+        {
             return;
         }
         // The baseline code serves; now the optimized code, on a thread of its own.
