@@ -64,14 +64,17 @@ impl Cli {
             err.exit();
         }
         let rendered = err.render().to_string();
-        let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+        let mut lines = rendered.lines();
         let first = lines.next().unwrap_or("bad command line");
         let mut line = first.trim_start_matches("error: ").to_string();
-        // "the following required arguments were not provided:", then what they are.
-        if line.ends_with(':')
-            && let Some(what) = lines.next()
-        {
-            line = format!("{line} {what}");
+        // "the following required arguments were not provided:", then one indented
+        // line for each, up to a blank line.
+        if line.ends_with(':') {
+            let what: Vec<&str> = lines
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            line = format!("{line} {}", what.join(", "));
         }
         if err.kind() == ErrorKind::UnknownArgument
             && let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg)
@@ -511,7 +514,12 @@ impl ServeArgs {
     /// Port 0 may repeat: each bind picks a port of its own.
     pub fn check_addresses(&self) -> Result<(), String> {
         let mut seen: Vec<(SocketAddr, &str)> = Vec::new();
-        let given = (self.plain_addrs().into_iter().map(|a| (a, "--listen")))
+        let plain = if self.listen.is_empty() {
+            "the default --listen"
+        } else {
+            "--listen"
+        };
+        let given = (self.plain_addrs().into_iter().map(|a| (a, plain)))
             .chain(self.listen_tls.iter().map(|&a| (a, "--listen-tls")))
             .chain(self.admin.map(|a| (a, "--admin")));
         for (addr, flag) in given {

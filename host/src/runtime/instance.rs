@@ -60,8 +60,11 @@ impl Instance {
             Err(err) => {
                 let limiter = &store.data().limiter;
                 // The one reason a user can give (and fix): a cap below what the
-                // guest's memory needs at start.
-                if let Some(needed) = limiter.last_refused() {
+                // guest's memory needs at start, refused before any guest code ran (a
+                // trap is the guest's own doing, and keeps its own words).
+                if let Some(needed) = limiter.last_refused()
+                    && err.downcast_ref::<wasmtime::Trap>().is_none()
+                {
                     bail!(
                         "it needs {} of linear memory to start, more than --max-memory {} allows",
                         Size(needed),

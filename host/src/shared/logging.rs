@@ -55,16 +55,21 @@ pub fn filter(rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
     let rust_log = rust_log.map(str::trim).filter(|s| !s.is_empty());
     // Dependencies: `warn`, or less where the bare level asks for less (`error`, `off`).
     let mut dependencies = LevelFilter::WARN;
-    let mut directives = Vec::new();
+    // What a bare level says goes first, so that a directive naming a target
+    // (`guest=off`) wins wherever it is written, as in a plain filter.
+    let mut own = Vec::new();
+    let mut named = Vec::new();
     for directive in rust_log.unwrap_or("info").split(',').map(str::trim) {
         if let Ok(level) = directive.parse::<LevelFilter>() {
             dependencies = dependencies.min(level);
-            directives.extend(OWN_TARGETS.iter().map(|t| format!("{t}={level}")));
+            own = OWN_TARGETS.iter().map(|t| format!("{t}={level}")).collect();
         } else if !directive.is_empty() {
-            directives.push(directive.to_string());
+            named.push(directive.to_string());
         }
     }
-    directives.insert(0, dependencies.to_string());
+    let mut directives = vec![dependencies.to_string()];
+    directives.extend(own);
+    directives.extend(named);
     directives.push(format!("{ANNOUNCE_TARGET}=info"));
     tracing_subscriber::EnvFilter::builder().parse_lossy(directives.join(","))
 }
@@ -85,5 +90,9 @@ mod tests {
         assert!(off.split(',').any(|d| d == "off"), "{off}");
         assert!(off.contains("sandsock::announce=info"), "{off}");
         assert!(log_filter(None).to_string().contains("sandsock=info"));
+        // A named target wins, before or after the bare level.
+        let named = log_filter(Some("guest=off,info")).to_string();
+        assert!(named.split(',').any(|d| d == "guest=off"), "{named}");
+        assert!(!named.split(',').any(|d| d == "guest=info"), "{named}");
     }
 }

@@ -174,8 +174,15 @@ impl<H: EventHandler> EventLoop<H> {
             .collect()
     }
 
-    /// Runs until a shutdown completes, or a poller error cuts it short.
+    /// Runs until a shutdown completes, or a poller error cuts it short; either way
+    /// the handler then writes out what it still holds ([`EventHandler::finish`]).
     pub fn run(&mut self) -> Result<()> {
+        let result = self.run_turns();
+        self.handler.finish();
+        result
+    }
+
+    fn run_turns(&mut self) -> Result<()> {
         loop {
             self.turn().context("the event loop failed")?;
             let Some(deadline) = self.stopping else {
@@ -183,7 +190,6 @@ impl<H: EventHandler> EventLoop<H> {
             };
             if self.net.is_empty() {
                 info!("every connection has finished; exiting");
-                self.handler.finish();
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -192,7 +198,6 @@ impl<H: EventHandler> EventLoop<H> {
                     closed,
                     "shutdown timeout reached; closed the remaining connections"
                 );
-                self.handler.finish();
                 return Ok(());
             }
         }
