@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use sandsock::runtime::shadow::ShadowIo;
 use sandsock::shared::limits::Limits;
 use sandsock::shared::wit::{Conn, Event, IoError, ReadResult, WriteResult};
+use sandsock::sockets::conn_table::slot_of;
 use sandsock::sockets::{AllowList, AllowRule, Batch, Capacity, Net, Owner, Phase};
 
 /// The table, as the other runners read it too.
@@ -33,6 +34,8 @@ const OTHER: Owner = 2;
 const NEVER: Conn = 1 << 50;
 /// How long a step may wait for the kernel to show what a peer did.
 const SETTLE: Duration = Duration::from_secs(3);
+/// How long a turn expected to report nothing watches for late events.
+const QUIET: Duration = Duration::from_millis(50);
 /// `Net`'s write bound in a case that gives a connection `room`: the room is what
 /// is left of it after the host buffered the rest.
 const ROOM_BOUND: usize = 4096;
@@ -423,6 +426,10 @@ struct NetHost {
     _other_peer: Option<TcpStream>,
     /// `"eof"` reads answer would-block instead: the runner's own check.
     broken: bool,
+    /// Slots whose socket reported a readable edge, or the peer's end-of-stream,
+    /// since a peer step began.
+    readable_edges: HashSet<usize>,
+    closed_edges: HashSet<usize>,
 }
 
 impl NetHost {
@@ -463,6 +470,8 @@ impl NetHost {
             other: NEVER,
             _other_peer: None,
             broken: false,
+            readable_edges: HashSet::new(),
+            closed_edges: HashSet::new(),
         };
         let other = host.accept(OTHER, None);
         host.other = other.handle;
@@ -526,7 +535,14 @@ impl NetHost {
         self.poll.poll(&mut self.events, Some(wait)).expect("poll");
         let mut any = false;
         for event in self.events.iter() {
-            self.net.on_socket_event(event.token().0, event);
+            let slot = event.token().0;
+            self.net.on_socket_event(slot, event);
+            if event.is_readable() {
+                self.readable_edges.insert(slot);
+            }
+            if event.is_read_closed() {
+                self.closed_edges.insert(slot);
+            }
             any = true;
         }
         any
@@ -616,6 +632,10 @@ impl NetHost {
 
 impl Host for NetHost {
     fn peer(&mut self, name: &str, step: &Value) -> Result<(), String> {
+        // The edges a step waits for are those that come after it.
+        let slot = slot_of(self.handle(name));
+        self.readable_edges.remove(&slot);
+        self.closed_edges.remove(&slot);
         if step.get("send").is_some() || step.get("send_len").is_some() {
             let bytes = bytes_of(step, "send", "send_len");
             self.peer_socket(name)?
@@ -628,19 +648,23 @@ impl Host for NetHost {
                 self.peer_socket(name)?.as_raw_fd()
             };
             let all_sent = self.pump_until(|_| unsent_by(fd) == 0);
-            self.pump(Duration::from_millis(10));
-            return if all_sent {
+            let seen = self.pump_until(|host| host.readable_edges.contains(&slot));
+            return if all_sent && seen {
                 Ok(())
             } else {
-                Err("the peer's bytes never left it".into())
+                Err("the peer's bytes never reached Net".into())
             };
         }
         if step.get("shutdown").is_some() {
             self.peer_socket(name)?
                 .shutdown(Shutdown::Write)
                 .map_err(|e| format!("shutdown: {e}"))?;
-            self.pump(Duration::from_millis(10));
-            return Ok(());
+            // Settled once `Net` has seen the end-of-stream's edge.
+            return if self.pump_until(|host| host.closed_edges.contains(&slot)) {
+                Ok(())
+            } else {
+                Err("Net never saw the peer's end-of-stream".into())
+            };
         }
         if step.get("reset").is_some() {
             let closed = self.conns.get(name).is_some_and(|c| c.closed);
@@ -739,12 +763,9 @@ impl Host for NetHost {
     fn turn(&mut self, wait: Duration, expected: &[Value]) -> Vec<Value> {
         std::thread::sleep(wait);
         let want: BTreeSet<String> = expected.iter().map(Value::to_string).collect();
-        let deadline = Instant::now()
-            + if expected.is_empty() {
-                Duration::ZERO
-            } else {
-                SETTLE
-            };
+        // A turn expected to report nothing watches for 50 ms: what comes late is
+        // seen, not missed.
+        let deadline = Instant::now() + if expected.is_empty() { QUIET } else { SETTLE };
         let mut seen = BTreeSet::new();
         let mut events = Vec::new();
         let mut batch = Batch::default();
@@ -765,7 +786,8 @@ impl Host for NetHost {
                     }
                 }
             }
-            if want.is_subset(&seen) || Instant::now() >= deadline {
+            let done = !want.is_empty() && want.is_subset(&seen);
+            if done || Instant::now() >= deadline {
                 return events;
             }
             self.poll_once(Duration::from_millis(5));
