@@ -131,3 +131,20 @@ fn a_newer_guest_supersedes_a_tier_up_still_compiling() {
         "{log}"
     );
 }
+
+/// A newer file that is refused (not a component) does not cost the serving guest its
+/// tier-up: the code held back while the newer one loaded goes over after all.
+#[test]
+fn a_refused_newer_file_leaves_the_tier_up_to_finish() {
+    let echo = common::languages::guest("js", "echo");
+    let (host, path) = serve("tier-kept", &["--no-cache", "--watch"]);
+    install(&path, &std::fs::read(&echo).unwrap());
+    wait_swapped_to(&host, 2);
+    install(&path, b"not a component");
+    host.wait_for_log("reload refused", Duration::from_secs(30));
+    host.wait_for_log(
+        "tier-up: generation 3 runs the optimized code of generation 2",
+        Duration::from_secs(60),
+    );
+    assert_eq!(count(&host, "tier-up dropped"), 0, "{}", host.log());
+}

@@ -305,10 +305,15 @@ struct TierUp {
 
 /// Where a tier-up stands; the loader and the tier-up's thread change it under its
 /// lock, so that a superseded tier-up is never handed over after the newer guest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum TierUpState {
+    /// Compiling; its thread hands the code over when done.
     Compiling,
-    HandedOver,
+    /// A newer guest is being loaded: the code (once compiled) is kept back until
+    /// that guest has loaded, and is then dropped, or was refused, and then goes over.
+    Held(Option<Result<Guest>>),
+    /// Handed over, or refused by the compiler (and said so).
+    Done,
+    /// Dropped for a newer guest.
     Superseded,
 }
 
@@ -448,9 +453,13 @@ impl Loader {
             }
             _ => {}
         }
+        // The tier-up of another guest still compiling waits for the verdict on this
+        // one: decided now, at the trigger, not by which compile ends first.
+        self.hold_tier_up(&digest);
         let guest = match self.runtime.load_quickly(&source) {
             Ok(guest) => guest,
             Err(err) => {
+                self.release_tier_up(&path.to_string());
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 warn!(
                     "reload refused: {}; the serving generation keeps serving",
@@ -460,8 +469,6 @@ impl Loader {
             }
         };
         info!(%path, took_ms = millis(guest.load_time), "new guest {}", guest.how_loaded());
-        // Only now that the newer guest is loaded: a refused one leaves the tier-up of
-        // the guest serving to finish.
         self.supersede_tier_up(&digest);
         self.in_flight = Some(digest);
         let optimized = guest.optimized;
@@ -478,7 +485,7 @@ impl Loader {
         // the file was reloaded) while its tier-up still compiles: that one delivers.
         if let Some(running) = &self.tier_up
             && running.digest == digest
-            && *running.state.lock().unwrap_or_else(|e| e.into_inner()) == TierUpState::Compiling
+            && matches!(*lock(&running.state), TierUpState::Compiling)
         {
             return;
         }
@@ -499,8 +506,37 @@ impl Loader {
         }
     }
 
-    /// A newer guest (`digest`) is about to be loaded: a tier-up of another one
-    /// still compiling is dropped, so that its code never replaces the newer guest.
+    /// A newer guest (`digest`) is about to be loaded: a tier-up of another one still
+    /// compiling keeps its code back until that guest has loaded or was refused.
+    fn hold_tier_up(&mut self, digest: &Digest) {
+        if let Some(tier_up) = &self.tier_up
+            && tier_up.digest != *digest
+        {
+            let mut state = lock(&tier_up.state);
+            if matches!(*state, TierUpState::Compiling) {
+                *state = TierUpState::Held(None);
+            }
+        }
+    }
+
+    /// The newer guest was refused: the held tier-up goes on (or, done meanwhile, over).
+    fn release_tier_up(&mut self, path: &str) {
+        let Some(tier_up) = &self.tier_up else {
+            return;
+        };
+        let mut state = lock(&tier_up.state);
+        match std::mem::replace(&mut *state, TierUpState::Compiling) {
+            TierUpState::Held(Some(compiled)) => {
+                *state = TierUpState::Done;
+                deliver(compiled, path, &self.workers);
+            }
+            TierUpState::Held(None) | TierUpState::Compiling => {}
+            other => *state = other,
+        }
+    }
+
+    /// The newer guest (`digest`) has loaded: a held tier-up of another one is
+    /// dropped, so that its code never replaces the newer guest.
     fn supersede_tier_up(&mut self, digest: &Digest) {
         let Some(tier_up) = self.tier_up.take() else {
             return;
@@ -509,8 +545,8 @@ impl Loader {
             self.tier_up = Some(tier_up);
             return;
         }
-        let mut state = tier_up.state.lock().unwrap_or_else(|e| e.into_inner());
-        if *state == TierUpState::Compiling {
+        let mut state = lock(&tier_up.state);
+        if matches!(*state, TierUpState::Held(_)) {
             *state = TierUpState::Superseded;
             info!(
                 superseded = digest::short(&tier_up.digest),
@@ -528,7 +564,7 @@ impl Loader {
 }
 
 /// Compiles the optimized code of `source` and hands it to the workers, unless a
-/// newer guest superseded it meanwhile.
+/// newer guest holds it back (then the loader decides) or superseded it.
 fn tier_up(
     runtime: &Runtime,
     source: &GuestSource,
@@ -537,11 +573,24 @@ fn tier_up(
     workers: &[(Sender<Loaded>, Remote)],
 ) {
     let compiled = runtime.load(source);
-    let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
-    if *state == TierUpState::Superseded {
-        return;
+    let mut state = lock(state);
+    match &*state {
+        TierUpState::Compiling => {
+            *state = TierUpState::Done;
+            deliver(compiled, path, workers);
+        }
+        TierUpState::Held(None) => *state = TierUpState::Held(Some(compiled)),
+        TierUpState::Held(Some(_)) | TierUpState::Done | TierUpState::Superseded => {}
     }
-    *state = TierUpState::HandedOver;
+}
+
+/// A tier-up's lock, whoever panicked holding it.
+fn lock(state: &Mutex<TierUpState>) -> std::sync::MutexGuard<'_, TierUpState> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Hands a tier-up's optimized code to the workers, or says why there is none.
+fn deliver(compiled: Result<Guest>, path: &str, workers: &[(Sender<Loaded>, Remote)]) {
     match compiled {
         Ok(guest) => {
             info!(
