@@ -8,28 +8,10 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::time::{Duration, Instant};
 
-use common::{Host, example, fresh_body, install, serve_file, test_guest, wait_swapped_to};
-
-/// The same component with one more custom section: other bytes (another digest,
-/// so a new generation), the same code.
-fn with_custom_section(mut bytes: Vec<u8>, payload: &[u8]) -> Vec<u8> {
-    let name = b"sandsock-test";
-    let mut section = vec![name.len() as u8];
-    section.extend_from_slice(name);
-    section.extend_from_slice(payload);
-    bytes.push(0);
-    let mut len = section.len();
-    loop {
-        let byte = (len & 0x7f) as u8;
-        len >>= 7;
-        bytes.push(if len > 0 { byte | 0x80 } else { byte });
-        if len == 0 {
-            break;
-        }
-    }
-    bytes.extend_from_slice(&section);
-    bytes
-}
+use common::{
+    Host, example, fresh_body, install, serve_file, test_guest, wait_swapped_to,
+    with_custom_section,
+};
 
 /// What the log says when a canary promotes its candidate.
 const PROMOTED: &str = "; promoted (shadow calls took";

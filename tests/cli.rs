@@ -103,25 +103,6 @@ fn check_rejects_a_component_of_another_world_naming_what_is_missing() {
     );
 }
 
-/// A component built against the 0.1.0 contract is refused by version, naming both,
-/// at `host check` and at load, instead of with wasmtime's "expected variant of 7
-/// cases, found 8".
-#[test]
-fn a_component_built_for_another_contract_version_is_refused_naming_both() {
-    let path = test_guest("built_for_0_1");
-    let expected = "built for sandsock:net@0.1.0; this host speaks sandsock:net@0.4.0";
-    let (ok, stderr) = stderr_of(&["check", path.to_str().unwrap()]);
-    assert!(!ok);
-    assert!(error_line(&stderr).contains(expected), "{stderr}");
-    let (ok, stderr) = stderr_of(&["--guest", path.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
-    assert!(!ok);
-    let line = error_line(&stderr);
-    assert!(
-        line.contains("built_for_0_1.wasm") && line.contains(expected),
-        "{stderr}"
-    );
-}
-
 /// The smallest component that uses the component model's async ABI, as
 /// `wat::parse_str` makes it from:
 ///

@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 use mio::{Events, Poll};
 use serde_json::{Value, json};
 
+use sandsock::runtime::contracts::{self, Contract};
+use sandsock::runtime::imports::GuestState;
 use sandsock::runtime::shadow::ShadowIo;
-use sandsock::shared::limits::Limits;
+use sandsock::shared::limits::{Limits, MAX_TIMER_DELAY_MS};
 use sandsock::shared::wit::{Conn, Event, IoError, ReadResult, WriteResult};
 use sandsock::sockets::conn_table::slot_of;
 use sandsock::sockets::{AllowList, AllowRule, Batch, Capacity, Net, Owner, Phase};
@@ -283,7 +285,7 @@ impl Io for Net {
         Net::tls(self, c).map(|info| info.version)
     }
     fn set_timer(&mut self, id: u64, after_ms: u64) -> Result<(), IoError> {
-        Net::set_timer(self, id, after_ms)
+        Net::set_timer(self, id, after_ms, MAX_TIMER_DELAY_MS)
     }
     fn cancel_timer(&mut self, id: u64) {
         Net::cancel_timer(self, id);
@@ -304,10 +306,10 @@ impl Io for ShadowIo {
         ShadowIo::set_interest(self, c, readable, writable);
     }
     fn shutdown_write(&mut self, c: Conn) {
-        ShadowIo::shutdown_write(self, c);
+        let _ = ShadowIo::shutdown_write(self, c);
     }
     fn close(&mut self, c: Conn) {
-        ShadowIo::close(self, c);
+        let _ = ShadowIo::close(self, c);
     }
     fn peer(&mut self, c: Conn) -> Option<String> {
         ShadowIo::peer(self, c)
@@ -316,7 +318,7 @@ impl Io for ShadowIo {
         ShadowIo::tls(self, c).map(|info| info.version)
     }
     fn set_timer(&mut self, id: u64, after_ms: u64) -> Result<(), IoError> {
-        ShadowIo::set_timer(self, id, after_ms)
+        ShadowIo::set_timer(self, id, after_ms, MAX_TIMER_DELAY_MS)
     }
     fn cancel_timer(&mut self, id: u64) {
         ShadowIo::cancel_timer(self, id);
@@ -325,6 +327,105 @@ impl Io for ShadowIo {
         ShadowIo::connect(self)
     }
 }
+
+/// Today's io-error, from the name of an older contract's.
+fn today_error(name: &str) -> IoError {
+    [
+        IoError::Closed,
+        IoError::Reset,
+        IoError::UnknownConn,
+        IoError::NotPermitted,
+        IoError::LimitExceeded,
+        IoError::Refused,
+        IoError::Unreachable,
+        IoError::InvalidAddress,
+    ]
+    .into_iter()
+    .find(|e| error_name(*e) == name)
+    .unwrap_or_else(|| panic!("an io-error today's contract does not have: {name}"))
+}
+
+/// `Net` as a guest built for an older contract reaches it: through that version's
+/// adapter (its own bindings' `io`), answers turned back into today's words for
+/// the table.
+macro_rules! adapted {
+    ($name:ident, $version:ident, $($tls:tt)*) => {
+        struct $name<'a>(&'a mut GuestState);
+
+        impl Io for $name<'_> {
+            fn read(&mut self, c: Conn, max: u32) -> ReadResult {
+                use contracts::$version::{io::Host as _, types::ReadResult as Old};
+                match self.0.read(c, max) {
+                    Old::Data(bytes) => ReadResult::Data(bytes),
+                    Old::WouldBlock => ReadResult::WouldBlock,
+                    Old::Eof => ReadResult::Eof,
+                    Old::Failed(e) => ReadResult::Failed(today_error(e.name())),
+                }
+            }
+            fn write(&mut self, c: Conn, data: &[u8]) -> WriteResult {
+                use contracts::$version::{io::Host as _, types::WriteResult as Old};
+                match self.0.write(c, data.to_vec()) {
+                    Old::Accepted(n) => WriteResult::Accepted(n),
+                    Old::WouldBlock => WriteResult::WouldBlock,
+                    Old::Failed(e) => WriteResult::Failed(today_error(e.name())),
+                }
+            }
+            fn set_interest(&mut self, c: Conn, readable: bool, writable: bool) {
+                use contracts::$version::io::Host as _;
+                self.0.set_interest(c, readable, writable);
+            }
+            fn shutdown_write(&mut self, c: Conn) {
+                use contracts::$version::io::Host as _;
+                let _ = self.0.shutdown_write(c);
+            }
+            fn close(&mut self, c: Conn) {
+                use contracts::$version::io::Host as _;
+                let _ = self.0.close(c);
+            }
+            fn peer(&mut self, c: Conn) -> Option<String> {
+                use contracts::$version::io::Host as _;
+                self.0.peer(c)
+            }
+            $($tls)*
+            fn set_timer(&mut self, id: u64, after_ms: u64) -> Result<(), IoError> {
+                use contracts::$version::io::Host as _;
+                self.0.set_timer(id, after_ms).map_err(|e| today_error(e.name()))
+            }
+            fn cancel_timer(&mut self, id: u64) {
+                use contracts::$version::io::Host as _;
+                self.0.cancel_timer(id);
+            }
+            fn connect(&mut self, addr: &str) -> Result<Conn, IoError> {
+                use contracts::$version::io::Host as _;
+                self.0.connect(addr.to_owned()).map_err(|e| today_error(e.name()))
+            }
+        }
+    };
+}
+
+// 0.1 and 0.2 have no `tls` (the table's `tls` case excepts them).
+adapted!(
+    V01,
+    v0_1,
+    fn tls_version(&mut self, _c: Conn) -> Option<String> {
+        None
+    }
+);
+adapted!(
+    V02,
+    v0_2,
+    fn tls_version(&mut self, _c: Conn) -> Option<String> {
+        None
+    }
+);
+adapted!(
+    V03,
+    v0_3,
+    fn tls_version(&mut self, c: Conn) -> Option<String> {
+        use contracts::v0_3::io::Host as _;
+        self.0.tls(c).map(|info| info.version)
+    }
+);
 
 /// Makes the call `step` names on `io`, on the connection `conn` (for the calls that
 /// take one; `connect` goes to `addr`), and answers in the table's words.
@@ -426,6 +527,9 @@ struct NetHost {
     _other_peer: Option<TcpStream>,
     /// `"eof"` reads answer would-block instead: the runner's own check.
     broken: bool,
+    /// The contract whose `io` the guest's calls go through: today's, or an older
+    /// one's adapter.
+    contract: Contract,
     /// Slots whose socket reported a readable edge, or the peer's end-of-stream,
     /// since a peer step began.
     readable_edges: HashSet<usize>,
@@ -470,6 +574,7 @@ impl NetHost {
             other: NEVER,
             _other_peer: None,
             broken: false,
+            contract: Contract::CURRENT,
             readable_edges: HashSet::new(),
             closed_edges: HashSet::new(),
         };
@@ -744,7 +849,21 @@ impl Host for NetHost {
             Some("$closed") => self.closed.to_string(),
             other => other.unwrap_or_default().to_string(),
         };
-        let (answer, connected) = call_io(&mut self.net, step, conn, &addr);
+        let (answer, connected) = match self.contract {
+            Contract::CURRENT => call_io(&mut self.net, step, conn, &addr),
+            old => {
+                // As an instance's call does: the loop's `Net` lent to the store.
+                let mut state = GuestState::lending(std::mem::take(&mut self.net));
+                let answer = match old {
+                    Contract::V0_1 => call_io(&mut V01(&mut state), step, conn, &addr),
+                    Contract::V0_2 => call_io(&mut V02(&mut state), step, conn, &addr),
+                    Contract::V0_3 => call_io(&mut V03(&mut state), step, conn, &addr),
+                    Contract::V0_4 => unreachable!("today's is native"),
+                };
+                self.net = state.into_net();
+                answer
+            }
+        };
         if step["call"] == "close"
             && let Some(c) = self.conns.values_mut().find(|c| c.handle == conn)
         {
@@ -897,6 +1016,85 @@ fn net_keeps_the_io_contract_table() {
     let (ran, failed) = run_table("net", &|case| Box::new(NetHost::new(case)));
     assert!(ran >= AT_LEAST, "only {ran} case(s) ran");
     assert!(failed.is_empty(), "Net breaks the contract in: {failed:#?}");
+}
+
+/// The older contracts' adapters forward every call to `Net` and answer in their
+/// version's words what today's contract answers, where that version promised the
+/// same (the table's `except` names where it did not).
+#[test]
+fn every_older_contracts_adapter_keeps_the_io_contract_table() {
+    for contract in [Contract::V0_1, Contract::V0_2, Contract::V0_3] {
+        let name = format!("net-{}", contract.version());
+        let (ran, failed) = run_table(&name, &|case| {
+            let mut host = NetHost::new(case);
+            host.contract = contract;
+            Box::new(host)
+        });
+        assert!(ran >= AT_LEAST, "{name}: only {ran} case(s) ran");
+        assert!(
+            failed.is_empty(),
+            "{name} breaks the contract in: {failed:#?}"
+        );
+    }
+}
+
+/// Where 0.1.0 promised something else than today's contract (the cases the table
+/// excepts it from), its adapter keeps 0.1.0's word; and every version before 0.4.0
+/// answers `unknown-conn` to a `close` or `shutdown-write` of an unknown handle.
+#[test]
+fn the_older_adapters_keep_what_their_versions_promised() {
+    let mut host = NetHost::new(&json!({ "conns": {} }));
+    host.contract = Contract::V0_1;
+    for (step, expect) in [
+        (
+            json!({ "call": "connect", "addr": "", "as": "x" }),
+            json!({ "err": "not-permitted" }),
+        ),
+        (
+            json!({ "call": "set-timer", "id": 1, "after_ms": 86_400_001_u64 }),
+            json!("ok"),
+        ),
+        (
+            json!({ "call": "set-timer", "id": 2, "after_ms": u64::MAX }),
+            json!("ok"),
+        ),
+    ] {
+        let answer = host.call(&step);
+        assert!(matches(&expect, &answer), "0.1.0 {step}: {answer:?}");
+    }
+
+    host.net.set_caller(GUEST);
+    let mut state = GuestState::lending(std::mem::take(&mut host.net));
+    let answers = [
+        format!(
+            "{:?}",
+            contracts::v0_1::io::Host::close(&mut state, NEVER).map_err(|e| e.name())
+        ),
+        format!(
+            "{:?}",
+            contracts::v0_1::io::Host::shutdown_write(&mut state, NEVER).map_err(|e| e.name())
+        ),
+        format!(
+            "{:?}",
+            contracts::v0_2::io::Host::close(&mut state, NEVER).map_err(|e| e.name())
+        ),
+        format!(
+            "{:?}",
+            contracts::v0_2::io::Host::shutdown_write(&mut state, NEVER).map_err(|e| e.name())
+        ),
+        format!(
+            "{:?}",
+            contracts::v0_3::io::Host::close(&mut state, NEVER).map_err(|e| e.name())
+        ),
+        format!(
+            "{:?}",
+            contracts::v0_3::io::Host::shutdown_write(&mut state, NEVER).map_err(|e| e.name())
+        ),
+    ];
+    assert!(
+        answers.iter().all(|a| a == "Err(\"unknown-conn\")"),
+        "{answers:?}"
+    );
 }
 
 #[test]

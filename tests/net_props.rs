@@ -70,7 +70,7 @@ use common::reset;
 use mio::{Events, Poll};
 use proptest::prelude::*;
 use proptest::sample::Index;
-use sandsock::shared::limits::{Limits, MAX_READ_CHUNK};
+use sandsock::shared::limits::{Limits, MAX_READ_CHUNK, MAX_TIMER_DELAY_MS};
 use sandsock::shared::wit::{Conn, Event, HangupInfo, IoError, ReadResult, WriteResult};
 use sandsock::sockets::{AllowList, AllowRule, Batch, Capacity, Lingering, Net, Phase};
 
@@ -499,7 +499,7 @@ impl Harness {
             }
             Op::SetTimer { id, after_ms } => {
                 let before = Instant::now();
-                let result = self.net.set_timer(*id, *after_ms);
+                let result = self.net.set_timer(*id, *after_ms, MAX_TIMER_DELAY_MS);
                 let after = Instant::now();
                 assert!(
                     result.is_ok(),

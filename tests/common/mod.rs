@@ -552,6 +552,27 @@ pub fn serve_file(name: &str, bytes: &[u8], flags: &[&str]) -> (Host, PathBuf) {
     (Host::start(&args), path)
 }
 
+/// The same component with one more custom section: other bytes (another digest,
+/// so a new generation), the same code.
+pub fn with_custom_section(mut bytes: Vec<u8>, payload: &[u8]) -> Vec<u8> {
+    let name = b"sandsock-test";
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name);
+    section.extend_from_slice(payload);
+    bytes.push(0);
+    let mut len = section.len();
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        bytes.push(if len > 0 { byte | 0x80 } else { byte });
+        if len == 0 {
+            break;
+        }
+    }
+    bytes.extend_from_slice(&section);
+    bytes
+}
+
 /// The `http_v2` test guest's bytes.
 pub fn http_v2() -> Vec<u8> {
     std::fs::read(test_guest("http_v2")).unwrap()

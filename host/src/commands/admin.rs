@@ -20,6 +20,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
+use crate::runtime::contracts::Contract;
 use crate::shared::metrics::{Published, TrapCause};
 use crate::shared::rate_limit::RateLimit;
 use crate::swap::ReloadHandle;
@@ -380,7 +381,7 @@ const METRICS: &[Metric] = {
         },
         Metric {
             name: "sandsock_generation",
-            help: "The serving generation: its number, the guest's name and its SHA-256 prefix.",
+            help: "The serving generation: its number, the guest's name, its SHA-256 prefix and the contract version it was built for.",
             kind: Info,
             samples: &[WorkerInfo(|p| {
                 let serving = p.serving.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -388,7 +389,20 @@ const METRICS: &[Metric] = {
                     ("generation".into(), serving.generation.to_string().into()),
                     ("guest".into(), serving.guest.into()),
                     ("sha256".into(), serving.sha256.into()),
+                    ("contract".into(), serving.contract.into()),
                 ]
+            })],
+        },
+        Metric {
+            name: "sandsock_generations",
+            help: "Live generations (serving, and retired ones still holding connections), by the contract version they were built for.",
+            kind: Gauge,
+            samples: &[WorkerBy("contract", |p| {
+                p.generations_by_contract
+                    .iter()
+                    .zip(Contract::ALL)
+                    .map(|(slot, contract)| (contract.version().into(), load(slot)))
+                    .collect()
             })],
         },
         Metric {

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use tracing::warn;
 use wasmtime::Engine;
-use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker};
+use wasmtime::component::{Component, InstancePre, Linker};
 
 use super::cache::{Cache, Miss};
+use super::contracts::{self, Contract, Exports, StateExports};
 use super::digest::{self, Digest};
 use super::guest_log::GuestBudget;
 use super::imports::GuestState;
-use crate::shared::wit::{self, HandlerIndices};
 
 /// A guest's bytes and where they came from, before compilation.
 pub struct GuestSource {
@@ -69,7 +69,10 @@ pub struct Guest {
     /// The engine its code was compiled for: instances are made in its stores.
     pub(super) engine: Engine,
     pub(super) pre: InstancePre<GuestState>,
-    pub(super) indices: HandlerIndices,
+    /// The version of the contract it was built for.
+    pub contract: Contract,
+    /// Where its `handle` is, in its contract's types.
+    pub(super) exports: Exports,
     /// Where its optional `state` interface lives, if it exports one.
     pub(super) state: Option<StateExports>,
     /// How long compilation (or loading it compiled) and checking took.
@@ -102,13 +105,6 @@ impl Guest {
             (false, false) => "compiled by the baseline compiler (Winch); optimizing",
         }
     }
-}
-
-/// The export indices of the optional `state` interface.
-#[derive(Clone, Copy)]
-pub(super) struct StateExports {
-    pub(super) snapshot: ComponentExportIndex,
-    pub(super) restore: ComponentExportIndex,
 }
 
 /// Compiles `source` for `engine` (whose compiler is the optimizing one if
@@ -158,35 +154,27 @@ pub fn compile(
         }
     };
 
-    check_version(engine, &component).with_context(|| origin.clone())?;
+    let named = contracts::built_for(engine, &component).with_context(|| origin.clone())?;
     let exports: Vec<String> = component
         .component_type()
         .exports(engine)
         .map(|(name, _)| name.to_string())
         .collect();
+    // The world it was built for, or today's when its names say nothing.
+    let world = named.unwrap_or(Contract::CURRENT).world();
     if !exports.iter().any(|name| name == "handle") {
         bail!(
-            "{origin}: does not fit the `{}` world: it does not export `handle` (it exports: {})",
-            wit::WORLD,
+            "{origin}: does not fit the `{world}` world: it does not export `handle` (it exports: {})",
             list_or_none(&exports)
         );
     }
-    let misfit = || format!("{origin}: does not fit the `{}` world", wit::WORLD);
+    let misfit = || format!("{origin}: does not fit the `{world}` world");
     let pre = linker
         .instantiate_pre(&component)
         .map_err(anyhow::Error::from)
         .with_context(misfit)?;
-    let indices = HandlerIndices::new(&pre)
-        .map_err(anyhow::Error::from)
-        .with_context(misfit)?;
-    let state = component
-        .get_export_index(None, wit::STATE_INTERFACE)
-        .and_then(|interface| {
-            Some(StateExports {
-                snapshot: component.get_export_index(Some(&interface), "snapshot")?,
-                restore: component.get_export_index(Some(&interface), "restore")?,
-            })
-        });
+    let (contract, exports) = Exports::find(named, &pre).with_context(misfit)?;
+    let state = StateExports::find(&component, contract);
     let name: Arc<str> = source.name.as_str().into();
     Ok(Guest {
         engine: engine.clone(),
@@ -194,7 +182,8 @@ pub fn compile(
         name,
         digest,
         pre,
-        indices,
+        contract,
+        exports,
         state,
         load_time: started.elapsed(),
         cached: from_cache,
@@ -211,39 +200,6 @@ fn async_abi(err: &anyhow::Error) -> Option<String> {
     let at = text.find(" requires the component model async feature")?;
     let builtin = text[..at].rsplit(['`', ' ']).find(|s| !s.is_empty())?;
     Some(builtin.to_string())
-}
-
-/// Refuses a component built for another version of the contract, naming both: the
-/// error wasmtime would give ("expected variant of 7 cases, found 8") says nothing of
-/// versions.
-fn check_version(engine: &Engine, component: &Component) -> Result<()> {
-    let ty = component.component_type();
-    let names = ty
-        .imports(engine)
-        .map(|(name, _)| name)
-        .chain(ty.exports(engine).map(|(name, _)| name));
-    for name in names {
-        let Some(version) = contract_version(name) else {
-            continue;
-        };
-        if version != wit::VERSION {
-            bail!(
-                "built for {}@{version}; this host speaks {}@{} (rebuild the guest \
-                 against this host's wit/, or serve it with a host of that version)",
-                wit::PACKAGE,
-                wit::PACKAGE,
-                wit::VERSION
-            );
-        }
-    }
-    Ok(())
-}
-
-/// The contract version an import or export name like `sandsock:net/io@0.1.0` is
-/// for, if it is one of the contract's.
-fn contract_version(name: &str) -> Option<&str> {
-    let rest = name.strip_prefix(wit::PACKAGE)?.strip_prefix('/')?;
-    rest.split_once('@').map(|(_, version)| version)
 }
 
 /// Tells apart the inputs that are not components at all, with a hint for each.
@@ -284,14 +240,5 @@ mod tests {
         assert!(header_error(b"\0asm\x01\0").starts_with("not a WebAssembly file"));
         assert!(header_error(b"\0asm\x01\0\0\0").starts_with("a core WebAssembly module"));
         assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok(), "a component");
-    }
-
-    #[test]
-    fn contract_versions_are_read_off_names() {
-        assert_eq!(contract_version("sandsock:net/io@0.1.0"), Some("0.1.0"));
-        assert_eq!(contract_version("sandsock:net/state@0.4.0"), Some("0.4.0"));
-        assert_eq!(contract_version("wasi:cli/stdout@0.2.6"), None);
-        assert_eq!(contract_version("handle"), None);
-        assert_eq!(contract_version("sandsock:network/io@1.0.0"), None);
     }
 }

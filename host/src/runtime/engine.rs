@@ -11,16 +11,16 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use tracing::{info, warn};
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Strategy};
 
 use super::cache::Cache;
 use super::component::{self, Guest, GuestSource};
+use super::contracts;
 use super::imports::GuestState;
 use super::instance::Instance;
 use super::sandbox::{Isolation, Sandbox};
 use crate::shared::limits::{EPOCH_TICK, Limits};
-use crate::shared::wit;
 
 /// Core instances and memories per component instance in the pooling allocator: a
 /// Rust wasip2 guest uses a few of each.
@@ -139,10 +139,15 @@ impl Runtime {
 pub fn check(source: &GuestSource) -> Result<String> {
     let runtime = Runtime::new(Sandbox::default(), None, false)?;
     let guest = runtime.load(source)?;
+    let how = if guest.contract.is_native() {
+        "natively"
+    } else {
+        "through the adapter for its version"
+    };
     Ok(format!(
-        "ok: {} fits the `{}` world ({} bytes, compiled in {:.0?})",
+        "ok: {} fits the `{}` world, served {how} ({} bytes, compiled in {:.0?})",
         source.origin,
-        wit::WORLD,
+        guest.contract.world(),
         source.bytes.len(),
         guest.load_time
     ))
@@ -204,8 +209,7 @@ impl Compiler {
         let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
-        wit::Handler::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |s| s)
-            .map_err(anyhow::Error::from)?;
+        contracts::add_to_linker(&mut linker)?;
         Ok(Self { engine, linker })
     }
 }

@@ -3,12 +3,15 @@
 //! to the [`Net`] lent to the store for the length of a call, and `log`, which writes
 //! to the host's log within the guest's budget.
 
+use std::sync::Arc;
+
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::guest_log::GuestLog;
+use super::guest_log::{GuestBudget, GuestLog};
 use super::limiter::Limiter;
 use super::shadow::ShadowIo;
+use crate::shared::limits::MAX_TIMER_DELAY_MS;
 use crate::shared::wit::{Conn, IoError, LogLevel, ReadResult, TlsInfo, WriteResult, sandsock};
 use crate::sockets::net::Net;
 
@@ -39,6 +42,23 @@ impl GuestState {
             shadow: None,
         }
     }
+
+    /// A state that lends its calls to `net`, outside any instance (no WASI, no
+    /// memory, a log of its own): how the io contract's table reaches the older
+    /// contracts' adapters (`tests/io_contract.rs`). [`GuestState::into_net`] gives
+    /// `net` back.
+    pub fn lending(net: Net) -> Self {
+        let name: Arc<str> = "io-contract".into();
+        let (log, _) = GuestLog::pair(name.clone(), Arc::new(GuestBudget::new(name)));
+        let mut state = Self::new(WasiCtx::builder().build(), Limiter::new(0), log);
+        state.net = net;
+        state
+    }
+
+    /// The `Net` it was lent.
+    pub fn into_net(self) -> Net {
+        self.net
+    }
 }
 
 impl WasiView for GuestState {
@@ -46,6 +66,39 @@ impl WasiView for GuestState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+// What the contracts before 0.4.0 answered and today's does not: the adapters in
+// `contracts/` call these.
+impl GuestState {
+    /// `close`, with its answer (`unknown-conn` for a handle it does not know).
+    pub(super) fn close_answered(&mut self, c: Conn) -> Result<(), IoError> {
+        match self.shadow.as_deref_mut() {
+            None => self.net.close_as_guest(c),
+            Some(shadow) => shadow.close(c),
+        }
+    }
+
+    /// `shutdown-write`, with its answer.
+    pub(super) fn shutdown_write_answered(&mut self, c: Conn) -> Result<(), IoError> {
+        match self.shadow.as_deref_mut() {
+            None => self.net.shutdown_write(c),
+            Some(shadow) => shadow.shutdown_write(c),
+        }
+    }
+
+    /// `set-timer`, refusing a delay over `max_ms`.
+    pub(super) fn set_timer_within(
+        &mut self,
+        id: u64,
+        after_ms: u64,
+        max_ms: u64,
+    ) -> Result<(), IoError> {
+        match self.shadow.as_deref_mut() {
+            None => self.net.set_timer(id, after_ms, max_ms),
+            Some(shadow) => shadow.set_timer(id, after_ms, max_ms),
         }
     }
 }
@@ -80,21 +133,11 @@ impl sandsock::net::io::Host for GuestState {
     // `close` and `shutdown-write` answer nothing (contract 0.4.0): an unknown
     // handle is ignored, and a failed connection's `hangup` follows anyway.
     fn shutdown_write(&mut self, c: Conn) {
-        match self.shadow.as_deref_mut() {
-            None => {
-                let _ = self.net.shutdown_write(c);
-            }
-            Some(shadow) => shadow.shutdown_write(c),
-        }
+        let _ = self.shutdown_write_answered(c);
     }
 
     fn close(&mut self, c: Conn) {
-        match self.shadow.as_deref_mut() {
-            None => {
-                let _ = self.net.close_as_guest(c);
-            }
-            Some(shadow) => shadow.close(c),
-        }
+        let _ = self.close_answered(c);
     }
 
     fn peer(&mut self, c: Conn) -> Option<String> {
@@ -112,10 +155,7 @@ impl sandsock::net::io::Host for GuestState {
     }
 
     fn set_timer(&mut self, id: u64, after_ms: u32) -> Result<(), IoError> {
-        match self.shadow.as_deref_mut() {
-            None => self.net.set_timer(id, u64::from(after_ms)),
-            Some(shadow) => shadow.set_timer(id, u64::from(after_ms)),
-        }
+        self.set_timer_within(id, u64::from(after_ms), MAX_TIMER_DELAY_MS)
     }
 
     fn cancel_timer(&mut self, id: u64) {

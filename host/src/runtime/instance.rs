@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use wasmtime::Store;
-use wasmtime::component::TypedFunc;
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::component::Guest;
+use super::contracts::{Handle, State};
 use super::guest_log::{GuestBudget, GuestLog};
 use super::imports::GuestState;
 use super::limiter::Limiter;
@@ -19,18 +19,16 @@ use super::sandbox::Sandbox;
 use super::shadow::ShadowIo;
 use crate::shared::limits::{EPOCH_TICK, Limits};
 use crate::shared::units::Size;
-use crate::shared::wit::{self, Event};
+use crate::shared::wit::Event;
 use crate::sockets::net::Net;
 use crate::sockets::owners::Owner;
-
-type StateSnapshot = TypedFunc<(), (Vec<u8>,)>;
-type StateRestore = TypedFunc<(Vec<u8>,), (Result<(), String>,)>;
 
 /// A live instance and its store.
 pub struct Instance {
     store: Store<GuestState>,
-    bindings: wit::Handler,
-    state: Option<(StateSnapshot, StateRestore)>,
+    /// Its `handle`, in the types of the contract it was built for.
+    handle: Handle,
+    state: Option<State>,
     budget: Budget,
     /// Its compiled guest's log budget, which counts the output lines dropped.
     log_budget: Arc<GuestBudget>,
@@ -74,27 +72,19 @@ impl Instance {
                 return Err(anyhow::Error::from(err));
             }
         };
-        let bindings = guest
-            .indices
-            .load(&mut store, &instance)
-            .map_err(anyhow::Error::from)?;
+        let handle = guest.exports.load(&mut store, &instance)?;
         let state = match guest.state {
-            Some(exports) => Some((
-                instance
-                    .get_typed_func(&mut store, exports.snapshot)
-                    .map_err(anyhow::Error::from)
-                    .context("the `state` interface's snapshot has the wrong type")?,
-                instance
-                    .get_typed_func(&mut store, exports.restore)
-                    .map_err(anyhow::Error::from)
-                    .context("the `state` interface's restore has the wrong type")?,
-            )),
+            Some(exports) => Some(
+                exports
+                    .load(&mut store, &instance)
+                    .context("the `state` interface has the wrong type")?,
+            ),
             None => None,
         };
         let initial_memory = store.data().limiter.memory();
         Ok(Self {
             store,
-            bindings,
+            handle,
             state,
             budget,
             log_budget: guest.log_budget.clone(),
@@ -108,9 +98,9 @@ impl Instance {
         self.budget.arm(&mut self.store)?;
         net.set_caller(owner);
         std::mem::swap(net, &mut self.store.data_mut().net);
-        let result = self.bindings.call_handle(&mut self.store, events);
+        let result = self.handle.call(&mut self.store, events);
         std::mem::swap(net, &mut self.store.data_mut().net);
-        result.map_err(anyhow::Error::from)
+        result
     }
 
     /// Calls `handle` with `events` as a canary's shadow: its I/O goes to `shadow`,
@@ -123,9 +113,9 @@ impl Instance {
     ) -> Result<()> {
         self.budget.arm(&mut self.store)?;
         std::mem::swap(shadow, &mut self.store.data_mut().shadow);
-        let result = self.bindings.call_handle(&mut self.store, events);
+        let result = self.handle.call(&mut self.store, events);
         std::mem::swap(shadow, &mut self.store.data_mut().shadow);
-        result.map_err(anyhow::Error::from)
+        result
     }
 
     /// Its compiled guest's log budget: after a call, whether output was dropped.
@@ -135,28 +125,22 @@ impl Instance {
 
     /// The instance's `snapshot`, or `None` when it does not export `state`.
     pub fn snapshot(&mut self) -> Result<Option<Vec<u8>>> {
-        let Some((snapshot, _)) = self.state else {
+        let Some(state) = &self.state else {
             return Ok(None);
         };
         self.budget.arm(&mut self.store)?;
-        let (state,) = snapshot
-            .call(&mut self.store, ())
-            .map_err(anyhow::Error::from)?;
-        Ok(Some(state))
+        Ok(Some(state.snapshot(&mut self.store)?))
     }
 
     /// Hands an earlier instance's snapshot (at a handoff) to this instance's `restore`: the
     /// outer error is a trap, the inner one the guest refusing the snapshot (with its
     /// reason). Nothing happens when it does not export `state`.
     pub fn restore(&mut self, state: Vec<u8>) -> Result<Result<(), String>> {
-        let Some((_, restore)) = self.state else {
+        let Some(keeper) = &self.state else {
             return Ok(Ok(()));
         };
         self.budget.arm(&mut self.store)?;
-        let (refusal,) = restore
-            .call(&mut self.store, (state,))
-            .map_err(anyhow::Error::from)?;
-        Ok(refusal)
+        keeper.restore(&mut self.store, state)
     }
 
     /// The size of its largest linear memory, in bytes.

@@ -7,6 +7,8 @@
 //! - [`engine`]: the engine and the linker, set up for that sandbox.
 //! - [`component`]: a guest's bytes, and the compiled guest checked against the
 //!   `handler` world, known by its [`digest`]; [`cache`] keeps compiled guests on disk.
+//! - [`contracts`]: every released version of the contract, the older ones adapted
+//!   to today's internals in that one place.
 //! - [`instance`]: one instance in a store of its own, and each call's budget
 //!   (epoch deadline, fuel).
 //! - [`imports`]: the store's state and the host side of the world's imports (WASI
@@ -22,6 +24,7 @@ pub mod backoff;
 pub mod builtin;
 pub mod cache;
 pub mod component;
+pub mod contracts;
 pub mod digest;
 pub mod engine;
 pub mod guest_log;

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::shared::limits::{Limits, MAX_TIMER_DELAY_MS};
+use crate::shared::limits::Limits;
 use crate::shared::wit::{Conn, Event, HangupInfo, IoError, ReadResult, TlsInfo, WriteResult};
 
 /// The most bytes of a connection's output a shadow keeps for the comparison (a
@@ -227,17 +227,17 @@ impl ShadowIo {
     }
 
     /// `shutdown-write`: recorded.
-    pub fn shutdown_write(&mut self, c: Conn) {
-        if let Some(conn) = self.live(c) {
-            conn.write_shut = true;
-        }
+    pub fn shutdown_write(&mut self, c: Conn) -> Result<(), IoError> {
+        let conn = self.live(c).ok_or(IoError::UnknownConn)?;
+        conn.write_shut = true;
+        Ok(())
     }
 
     /// `close`: recorded, with how much input the shadow had read by then.
-    pub fn close(&mut self, c: Conn) {
-        if let Some(conn) = self.live(c) {
-            conn.closed_at = Some(conn.base + conn.read);
-        }
+    pub fn close(&mut self, c: Conn) -> Result<(), IoError> {
+        let conn = self.live(c).ok_or(IoError::UnknownConn)?;
+        conn.closed_at = Some(conn.base + conn.read);
+        Ok(())
     }
 
     /// `peer`: the serving instance's peer.
@@ -250,9 +250,9 @@ impl ShadowIo {
         None
     }
 
-    /// `set-timer`: the shadow's own, fired by the canary.
-    pub fn set_timer(&mut self, id: u64, after_ms: u64) -> Result<(), IoError> {
-        if after_ms > MAX_TIMER_DELAY_MS
+    /// `set-timer`: the shadow's own, fired by the canary (over `max_ms`, refused).
+    pub fn set_timer(&mut self, id: u64, after_ms: u64, max_ms: u64) -> Result<(), IoError> {
+        if after_ms > max_ms
             || (self.timers.len() >= self.max_timers && !self.timers.contains_key(&id))
         {
             return Err(IoError::LimitExceeded);

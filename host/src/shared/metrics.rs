@@ -256,7 +256,13 @@ pub struct Serving {
     pub guest: String,
     /// The first 12 hex digits of its SHA-256.
     pub sha256: String,
+    /// The version of the contract it was built for.
+    pub contract: &'static str,
 }
+
+/// Live generations counted per contract version, one slot per version the host
+/// serves (in the order of `runtime::contracts::Contract::ALL`), with room to grow.
+pub const CONTRACT_SLOTS: usize = 8;
 
 /// Retired generations still holding connections, reported one per slot.
 pub const RETIRED_SLOTS: usize = 8;
@@ -317,6 +323,9 @@ pub struct Published {
     /// Retired generations still holding connections: `generation << 32 |
     /// connections` per slot, 0 for an empty slot.
     pub retired: [AtomicU64; RETIRED_SLOTS],
+    /// Live generations (serving and retired) per contract version: see
+    /// [`CONTRACT_SLOTS`].
+    pub generations_by_contract: [AtomicU64; CONTRACT_SLOTS],
     /// The serving generation: written at swaps, read at scrapes.
     pub serving: Mutex<Serving>,
 }
@@ -350,6 +359,7 @@ impl Default for Published {
             canary: std::array::from_fn(|_| AtomicU64::new(0)),
             canary_seconds: AtomicU64::new(0),
             retired: std::array::from_fn(|_| AtomicU64::new(0)),
+            generations_by_contract: std::array::from_fn(|_| AtomicU64::new(0)),
             serving: Mutex::new(Serving::default()),
         }
     }

@@ -1,4 +1,5 @@
-//! Host-side bindings of the `handler` world in `wit/`, the one contract with guests.
+//! Host-side bindings of the `handler` world in `wit/`: today's contract, which the
+//! host's internals speak (the older ones it serves are in `runtime::contracts`).
 //!
 //! Only the generated code lives here: the sockets side uses its types directly
 //! (`Event`, `ReadResult`, ...), so a batch goes to the guest with no conversion, and
@@ -21,12 +22,6 @@ pub use generated::{Handler, HandlerIndices, sandsock};
 /// The contract's package, without its version.
 pub const PACKAGE: &str = "sandsock:net";
 
-/// The version of the package this host speaks; a component built for another is
-/// refused, naming both.
+/// The version of the package these bindings are for: today's, which the host's
+/// internals speak (`runtime::contracts` adapts the older ones it still serves).
 pub const VERSION: &str = "0.4.0";
-
-/// The world's name, as `host check` reports it.
-pub const WORLD: &str = "sandsock:net/handler@0.4.0";
-
-/// The name the optional `state` interface is exported under.
-pub const STATE_INTERFACE: &str = "sandsock:net/state@0.4.0";

@@ -5,6 +5,7 @@
 //! the serving generation is the last of its list, and nothing else records it.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
@@ -13,6 +14,7 @@ use super::SwapMode;
 use super::reloader::Loaded;
 use super::tenants::{Restored, Tenants};
 use crate::runtime::component::Guest;
+use crate::runtime::contracts::Contract;
 use crate::runtime::engine::Runtime;
 use crate::runtime::instance::Instance;
 use crate::runtime::trap::describe;
@@ -165,12 +167,17 @@ impl Generations {
             .iter()
             .map(|g| (g.number, tenants.connections_of(g.number, net)));
         to.swap(&self.counters, retired);
+        for (slot, contract) in to.generations_by_contract.iter().zip(Contract::ALL) {
+            let live = self.list.iter().filter(|g| g.guest.contract == contract);
+            slot.store(live.count() as u64, Ordering::Relaxed);
+        }
         if std::mem::take(&mut self.serving_changed) {
             let serving = self.serving();
             to.set_serving(Serving {
                 generation: serving.number,
                 guest: serving.guest.name.to_string(),
                 sha256: serving.guest.short_digest(),
+                contract: serving.guest.contract.version(),
             });
         }
     }
@@ -362,6 +369,7 @@ impl Generations {
             generation = generation.number,
             sha256 = %generation.guest.short_digest(),
             keeps_state = generation.guest.keeps_state(),
+            contract = generation.guest.contract.version(),
             optimized = generation.guest.optimized,
             "generation {} ({}) serving",
             generation.number,

@@ -11,7 +11,9 @@ use tracing::{debug, warn};
 use super::closing::send_fin;
 use super::handshake::{read_tls, tls_close_notify};
 use super::{Net, visible, write_answer};
-use crate::shared::limits::{CONNECT_TIMEOUT, MAX_READ_CHUNK, MAX_TIMER_DELAY_MS};
+#[cfg(doc)]
+use crate::shared::limits::MAX_TIMER_DELAY_MS;
+use crate::shared::limits::{CONNECT_TIMEOUT, MAX_READ_CHUNK};
 use crate::shared::wit::{Conn, IoError, ReadResult, TlsInfo, WriteResult};
 use crate::sockets::conn_table::slot_of;
 use crate::sockets::connection::Phase;
@@ -207,14 +209,15 @@ impl Net {
             .map(|tls| tls.info())
     }
 
-    /// `set-timer`.
-    pub fn set_timer(&mut self, id: u64, after_ms: u64) -> Result<(), IoError> {
+    /// `set-timer`, refusing a delay over `max_ms` (the contract's maximum: today's is
+    /// [`MAX_TIMER_DELAY_MS`], 0.1 had none).
+    pub fn set_timer(&mut self, id: u64, after_ms: u64, max_ms: u64) -> Result<(), IoError> {
         let key = (self.caller, id);
         let armed = self.owners.get(self.caller).timers;
         if armed >= self.limits.max_timers && !self.timers.is_armed(key) {
             return Err(IoError::LimitExceeded);
         }
-        if after_ms > MAX_TIMER_DELAY_MS {
+        if after_ms > max_ms {
             return Err(IoError::LimitExceeded);
         }
         let after = Duration::from_millis(after_ms);

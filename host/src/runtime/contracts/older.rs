@@ -1,0 +1,121 @@
+//! What the adapters of the older contracts share, as macros (each version's types
+//! are its own, generated from its WIT): the conversion of today's events and answers
+//! into a version's types, and the version's `io`, each call going to today's.
+//!
+//! A module that uses them has `today` (`crate::shared::wit`), `Today` (today's `io`
+//! trait) and the version's `types` and `io` (its bindings) in scope, and an
+//! `error(today::IoError) -> IoError` of its own or from `older_errors!`.
+
+/// `error`, for a version whose `io-error` has today's cases (0.2.0 on).
+macro_rules! older_errors {
+    () => {
+        /// Today's error in this version's type: the same case.
+        fn error(error: today::IoError) -> types::IoError {
+            use types::IoError;
+            match error {
+                today::IoError::Closed => IoError::Closed,
+                today::IoError::Reset => IoError::Reset,
+                today::IoError::UnknownConn => IoError::UnknownConn,
+                today::IoError::NotPermitted => IoError::NotPermitted,
+                today::IoError::LimitExceeded => IoError::LimitExceeded,
+                today::IoError::Refused => IoError::Refused,
+                today::IoError::Unreachable => IoError::Unreachable,
+                today::IoError::InvalidAddress => IoError::InvalidAddress,
+            }
+        }
+    };
+}
+
+/// `event`, `read_result` and `write_result`: today's in this version's types, which
+/// have the same cases (every 0.x has today's events and answers; only `io-error`
+/// differs, through `error`).
+macro_rules! older_types {
+    () => {
+        /// Today's event in this version's type.
+        pub fn event(event: &today::Event) -> types::Event {
+            use types::{Event, HangupInfo};
+            match event {
+                today::Event::Accepted(c) => Event::Accepted(*c),
+                today::Event::Connected(c) => Event::Connected(*c),
+                today::Event::Readable(c) => Event::Readable(*c),
+                today::Event::Writable(c) => Event::Writable(*c),
+                today::Event::Hangup(info) => Event::Hangup(HangupInfo {
+                    conn: info.conn,
+                    error: error(info.error),
+                }),
+                today::Event::Timer(id) => Event::Timer(*id),
+                today::Event::Adopted(c) => Event::Adopted(*c),
+                today::Event::Shutdown => Event::Shutdown,
+            }
+        }
+
+        fn read_result(result: today::ReadResult) -> types::ReadResult {
+            use types::ReadResult;
+            match result {
+                today::ReadResult::Data(bytes) => ReadResult::Data(bytes),
+                today::ReadResult::WouldBlock => ReadResult::WouldBlock,
+                today::ReadResult::Eof => ReadResult::Eof,
+                today::ReadResult::Failed(e) => ReadResult::Failed(error(e)),
+            }
+        }
+
+        fn write_result(result: today::WriteResult) -> types::WriteResult {
+            use types::WriteResult;
+            match result {
+                today::WriteResult::Accepted(n) => WriteResult::Accepted(n),
+                today::WriteResult::WouldBlock => WriteResult::WouldBlock,
+                today::WriteResult::Failed(e) => WriteResult::Failed(error(e)),
+            }
+        }
+    };
+}
+
+/// The version's `io` on [`GuestState`](super::super::imports::GuestState): what every
+/// 0.x before 0.4.0 has (`close` and `shutdown-write` answering `unknown-conn`, a
+/// 64-bit `set-timer` delay up to `max_timer_ms`), plus the calls given after it
+/// (`tls` from 0.3.0).
+macro_rules! older_io {
+    (max_timer_ms: $max:expr, $($more:item)*) => {
+        impl types::Host for GuestState {}
+
+        impl io::Host for GuestState {
+            fn read(&mut self, c: Conn, max: u32) -> types::ReadResult {
+                read_result(Today::read(self, c, max))
+            }
+
+            fn write(&mut self, c: Conn, data: Vec<u8>) -> types::WriteResult {
+                write_result(Today::write(self, c, data))
+            }
+
+            fn set_interest(&mut self, c: Conn, readable: bool, writable: bool) {
+                Today::set_interest(self, c, readable, writable)
+            }
+
+            fn shutdown_write(&mut self, c: Conn) -> Result<(), types::IoError> {
+                self.shutdown_write_answered(c).map_err(error)
+            }
+
+            fn close(&mut self, c: Conn) -> Result<(), types::IoError> {
+                self.close_answered(c).map_err(error)
+            }
+
+            fn peer(&mut self, c: Conn) -> Option<String> {
+                Today::peer(self, c)
+            }
+
+            fn set_timer(&mut self, id: u64, after_ms: u64) -> Result<(), types::IoError> {
+                self.set_timer_within(id, after_ms, $max).map_err(error)
+            }
+
+            fn cancel_timer(&mut self, id: u64) {
+                Today::cancel_timer(self, id)
+            }
+
+            fn connect(&mut self, addr: String) -> Result<Conn, types::IoError> {
+                Today::connect(self, addr).map_err(error)
+            }
+
+            $($more)*
+        }
+    };
+}
