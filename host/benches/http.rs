@@ -2,7 +2,9 @@
 //! for this benchmark, `minimal_http.rs`), the host running the same HTTP logic
 //! natively (`--native http`, the same event loop), and the `http` guest (shared
 //! isolation, with `--admin` publishing metrics, an instance per connection, two
-//! workers, and over TLS with a certificate made for the run), all measured in one
+//! workers, and over TLS with a certificate made for the run), and one raw handler
+//! built for today's contract and for 0.1.0 (served through its adapter: what an
+//! old guest costs), all measured in one
 //! run with the same load client (`host load`'s engine; over TLS every connection
 //! makes a full handshake, no resumption).
 //!
@@ -41,18 +43,29 @@ enum Server {
     WasmAdmin,
     WasmPerConnection,
     WasmTwoWorkers,
+    /// The raw handler of the `built_for_0_N` test guests, built for today's contract.
+    RawToday,
+    /// The same handler built for contract 0.1.0, served through its adapter.
+    RawAdapted,
     WasmTls,
 }
 
-const SERVERS: [Server; 7] = [
+/// The servers of each round; the TLS row stays last.
+const SERVERS: [Server; 9] = [
     Server::Minimal,
     Server::Native,
     Server::Wasm,
     Server::WasmAdmin,
     Server::WasmPerConnection,
     Server::WasmTwoWorkers,
+    Server::RawToday,
+    Server::RawAdapted,
     Server::WasmTls,
 ];
+
+/// The raw test guests of the adapter rows.
+const RAW_TODAY: &str = concat!(env!("SANDSOCK_GUEST_DIR"), "/built_for_0_4.wasm");
+const RAW_0_1: &str = concat!(env!("SANDSOCK_GUEST_DIR"), "/built_for_0_1.wasm");
 
 /// The certificate a TLS row serves, made for this run (a CA and a certificate it
 /// signed for `localhost`), and the CA the load client trusts.
@@ -96,6 +109,8 @@ impl Server {
             Server::WasmAdmin => "host wasm, --admin",
             Server::WasmPerConnection => "wasm, instance/conn",
             Server::WasmTwoWorkers => "wasm, 2 workers",
+            Server::RawToday => "raw guest, 0.4",
+            Server::RawAdapted => "raw guest, 0.1 adapted",
             Server::WasmTls => "host wasm, TLS",
         }
     }
@@ -109,6 +124,8 @@ impl Server {
             Server::WasmAdmin => &["--guest", "http", "--admin", "127.0.0.1:0"],
             Server::WasmPerConnection => &["--guest", "http", "--isolation", "connection"],
             Server::WasmTwoWorkers => &["--guest", "http", "--workers", "2"],
+            Server::RawToday => &["--guest", RAW_TODAY, "--env", "MODE=http"],
+            Server::RawAdapted => &["--guest", RAW_0_1, "--env", "MODE=http"],
             Server::WasmTls => {
                 return vec![
                     "--guest",
@@ -226,6 +243,12 @@ fn main() {
                 cpu / native_cpu
             );
         }
+        let (_, raw_cpu) = medians[6];
+        let (_, adapted_cpu) = medians[7];
+        println!(
+            "  the 0.1 adapter over today's contract, the same raw guest: {:.2}× CPU per request",
+            adapted_cpu / raw_cpu
+        );
         let (_, wasm_cpu) = medians[2];
         let (_, tls_cpu) = medians[SERVERS.len() - 1];
         println!(
