@@ -34,6 +34,7 @@ pub fn spawn(program: &str, args: &[&str], env: &[(&str, &str)], pinned: bool) -
 /// in the background so the host never blocks on a full pipe.
 pub fn listening_addr(child: &mut Child) -> SocketAddr {
     let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+    let mut said = Vec::new();
     for line in lines.by_ref() {
         let line = line.expect("host stderr");
         if let Some(addr) = line.strip_prefix("listening on ") {
@@ -42,8 +43,13 @@ pub fn listening_addr(child: &mut Child) -> SocketAddr {
             std::thread::spawn(move || lines.for_each(drop));
             return addr;
         }
+        said.push(line);
     }
-    panic!("the host exited before listening");
+    let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+    panic!(
+        "the host exited ({status}) before listening:\n{}",
+        said.join("\n")
+    );
 }
 
 /// User + system CPU time of a process, all its threads included.
