@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{
     Host, connect, count, example, fresh_body, get, http_v2, install, reloads_settled, scratch,
-    wait_swapped_to,
+    test_guest, wait_swapped_to,
 };
 
 const V1: &str = "hello\n";
@@ -147,4 +147,28 @@ fn a_refused_newer_file_leaves_the_tier_up_to_finish() {
         Duration::from_secs(60),
     );
     assert_eq!(count(&host, "tier-up dropped"), 0, "{}", host.log());
+}
+
+/// A newer guest that loads but cannot start does not cost the serving guest its
+/// optimized code: the tier-up it superseded starts again once the workers have
+/// refused it. (A canary's rejection is the same outcome to the loader.)
+#[test]
+fn a_newer_guest_refused_at_start_gives_the_tier_up_back() {
+    let echo = common::languages::guest("js", "echo");
+    let flags = ["--no-cache", "--watch", "--max-memory", "8MiB"];
+    let (host, path) = serve("tier-restarted", &flags);
+    install(&path, &std::fs::read(&echo).unwrap());
+    wait_swapped_to(&host, 2);
+    install(
+        &path,
+        &std::fs::read(test_guest("too_big_to_start")).unwrap(),
+    );
+    host.wait_for_log("tier-up dropped", Duration::from_secs(30));
+    host.wait_for_log("reload refused: generation", Duration::from_secs(30));
+    host.wait_for_log("tier-up started again", Duration::from_secs(30));
+    host.wait_for_log(
+        "tier-up: generation 3 runs the optimized code of generation 2",
+        Duration::from_secs(60),
+    );
+    assert_eq!(count(&host, "tier-up: generation"), 1, "{}", host.log());
 }

@@ -44,12 +44,16 @@ enum Trigger {
     Changed { at: Instant, complete: bool },
     /// `SIGHUP`.
     Signal(Instant),
+    /// A worker reported how a guest it was handed ended (in `outcomes`): wakes the
+    /// loader to take it in, with no reload.
+    Outcome,
 }
 
 impl Trigger {
     fn at(self) -> Instant {
         match self {
             Trigger::Changed { at, .. } | Trigger::Signal(at) => at,
+            Trigger::Outcome => Instant::now(),
         }
     }
 
@@ -59,6 +63,7 @@ impl Trigger {
         match self {
             Trigger::Changed { complete, .. } => complete,
             Trigger::Signal(_) => true,
+            Trigger::Outcome => false,
         }
     }
 }
@@ -112,6 +117,8 @@ pub struct Reloader {
 pub struct SwapInbox {
     loaded: Receiver<Loaded>,
     outcomes: Sender<Outcome>,
+    /// Wakes the loader once an outcome is sent.
+    wake: Sender<Trigger>,
 }
 
 impl SwapInbox {
@@ -129,6 +136,7 @@ impl SwapInbox {
             Outcome::Refused(digest)
         };
         let _ = self.outcomes.send(outcome);
+        let _ = self.wake.send(Trigger::Outcome);
     }
 }
 
@@ -171,6 +179,7 @@ impl Reloader {
             inboxes.push(SwapInbox {
                 loaded,
                 outcomes: outcomes.clone(),
+                wake: triggers.clone(),
             });
             deliveries.push((loaded_tx, remote.clone()));
         }
@@ -192,6 +201,7 @@ impl Reloader {
             outcomes: outcome_rx,
             workers: Arc::new(deliveries),
             tier_up: None,
+            superseded: None,
         };
         thread::Builder::new()
             .name("guest-loader".into())
@@ -300,6 +310,9 @@ fn watched_names(file: &Path) -> Vec<OsString> {
 struct TierUp {
     /// The guest whose optimized code it is compiling.
     digest: Digest,
+    /// Its bytes: a tier-up superseded by a guest that then did not serve starts
+    /// again from them.
+    source: Arc<GuestSource>,
     state: Arc<Mutex<TierUpState>>,
 }
 
@@ -337,12 +350,19 @@ struct Loader {
     workers: Arc<Vec<(Sender<Loaded>, Remote)>>,
     /// The tier-up compiling, if one is.
     tier_up: Option<TierUp>,
+    /// The tier-up of the serving guest, dropped for the guest in flight: started
+    /// again if that guest does not serve (refused at start, or by a canary).
+    superseded: Option<TierUp>,
 }
 
 impl Loader {
     /// Takes triggers until the reloader is dropped.
     fn run(mut self) {
         while let Ok(trigger) = self.triggers.recv() {
+            if let Trigger::Outcome = trigger {
+                self.note_outcomes();
+                continue;
+            }
             let trigger = if trigger.complete() {
                 self.coalesce(trigger)
             } else {
@@ -370,6 +390,8 @@ impl Loader {
             match self.triggers.recv_timeout(SETTLE_POLL) {
                 // The writer closed the file, or a whole one was renamed into place.
                 Ok(trigger) if trigger.complete() => return self.coalesce(first),
+                // Taken in by the reload this settles into.
+                Ok(Trigger::Outcome) => {}
                 Ok(_) => stable_since = Instant::now(),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return None,
@@ -386,18 +408,32 @@ impl Loader {
     }
 
     /// Takes in what the workers reported about guests handed over so far: a guest
-    /// serves once any worker serves it.
+    /// serves once any worker serves it. When the guest in flight did not serve, the
+    /// serving guest's tier-up it superseded starts again.
     fn note_outcomes(&mut self) {
         while let Ok(outcome) = self.outcomes.try_recv() {
-            let digest = match outcome {
+            let (digest, served) = match outcome {
                 Outcome::Serving(digest) => {
                     self.serving = digest;
-                    digest
+                    (digest, true)
                 }
-                Outcome::Refused(digest) => digest,
+                Outcome::Refused(digest) => (digest, false),
             };
-            if self.in_flight == Some(digest) {
-                self.in_flight = None;
+            if self.in_flight != Some(digest) {
+                continue;
+            }
+            self.in_flight = None;
+            let Some(superseded) = self.superseded.take() else {
+                continue;
+            };
+            if !served && superseded.digest == self.serving {
+                info!(
+                    digest = digest::short(&superseded.digest),
+                    "tier-up started again: the newer guest ({}) did not take over, and {} still runs its baseline code",
+                    digest::short(&digest),
+                    digest::short(&superseded.digest)
+                );
+                self.start_tier_up(superseded.source, superseded.digest);
             }
         }
     }
@@ -490,14 +526,20 @@ impl Loader {
             return;
         }
         // The baseline code serves; now the optimized code, on a thread of its own.
+        self.start_tier_up(Arc::new(source), digest);
+    }
+
+    /// Compiles the optimized code of `source` on a thread of its own.
+    fn start_tier_up(&mut self, source: Arc<GuestSource>, digest: Digest) {
         let state = Arc::new(Mutex::new(TierUpState::Compiling));
         self.tier_up = Some(TierUp {
             digest,
+            source: source.clone(),
             state: state.clone(),
         });
         let runtime = self.runtime.clone();
         let workers = self.workers.clone();
-        let path = guest_path.display().to_string();
+        let path = source.origin.clone();
         let spawned = thread::Builder::new()
             .name("sandsock-tier-up".into())
             .spawn(move || tier_up(&runtime, &source, &path, &state, &workers));
@@ -554,6 +596,8 @@ impl Loader {
                 digest::short(&tier_up.digest),
                 digest::short(digest)
             );
+            drop(state);
+            self.superseded = Some(tier_up);
         }
     }
 
