@@ -54,6 +54,13 @@ const BLOCK_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long a `log:` line may take to appear once the block's commands are done.
 const LOG_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The keys a note may have (see the top of this file): a misspelt one would drop
+/// its check without a word.
+const KEYS: [&str; 15] = [
+    "in", "serve", "wait", "before", "then", "expect", "log", "name", "needs", "env", "replace",
+    "write", "only", "why", "skip",
+];
+
 /// One fenced block and the note before it.
 struct Block {
     /// Where it starts, as `FILE:LINE`.
@@ -122,6 +129,12 @@ fn blocks(file: &Path, shown_as: &str) -> Vec<Block> {
                     .to_owned();
             }
             add(rest.split("-->").next().unwrap());
+            if let Some(key) = entries.keys().find(|key| !KEYS.contains(&key.as_str())) {
+                panic!(
+                    "{shown_as}:{}: `{key}` is not a readme-test key ({KEYS:?})",
+                    n + 1
+                );
+            }
             note = Some(entries);
         } else if let Some(lang) = line.strip_prefix("```") {
             let mut body = String::new();
@@ -668,4 +681,16 @@ fn a_note_shapes_its_script() {
             "curl -s 127.0.0.1:9/ # ok",
         ]
     );
+}
+
+#[test]
+#[should_panic(expected = "`expects` is not a readme-test key")]
+fn a_misspelt_key_is_refused() {
+    let file = common::scratch("readme-misspelt").join("NOTES.md");
+    std::fs::write(
+        &file,
+        "<!-- readme-test\nexpects: hello\n-->\n```sh\necho hello\n```\n",
+    )
+    .unwrap();
+    blocks(&file, "NOTES.md");
 }

@@ -243,8 +243,8 @@ fn main() {
                 cpu / native_cpu
             );
         }
-        let (_, raw_cpu) = medians[6];
-        let (_, adapted_cpu) = medians[7];
+        let cpu_of = |server| medians[SERVERS.iter().position(|s| *s == server).unwrap()].1;
+        let (raw_cpu, adapted_cpu) = (cpu_of(Server::RawToday), cpu_of(Server::RawAdapted));
         println!(
             "  the 0.1 adapter over today's contract, the same raw guest: {:.2}× CPU per request",
             adapted_cpu / raw_cpu

@@ -9,9 +9,10 @@ use super::owners::Owner;
 /// A timer: the guest instance that armed it, and the guest's id for it.
 pub type TimerKey = (Owner, u64);
 
-/// The longest delay a timer is armed for: `Net` refuses more than a day, and this
-/// keeps the arithmetic safe whatever a caller passes (an `Instant` cannot hold
-/// `u64::MAX` milliseconds from now).
+/// The longest delay a timer is armed for: today's contract refuses more than a day,
+/// 0.1.0's has no maximum (a longer delay fires after a year), and this keeps the
+/// arithmetic safe whatever a caller passes (an `Instant` cannot hold `u64::MAX`
+/// milliseconds from now).
 const MAX_DELAY: Duration = Duration::from_secs(86_400 * 365);
 
 /// Armed timers. Re-arming or cancelling an id leaves its old heap entry behind;

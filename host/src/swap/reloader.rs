@@ -356,7 +356,8 @@ struct Loader {
 }
 
 impl Loader {
-    /// Takes triggers until the reloader is dropped.
+    /// Takes triggers until the reloader and every worker's inbox (which wakes it
+    /// with outcomes) are gone.
     fn run(mut self) {
         while let Ok(trigger) = self.triggers.recv() {
             if let Trigger::Outcome = trigger {
@@ -423,6 +424,9 @@ impl Loader {
                 continue;
             }
             self.in_flight = None;
+            if !served {
+                self.drop_tier_up_of(&digest);
+            }
             let Some(superseded) = self.superseded.take() else {
                 continue;
             };
@@ -517,8 +521,8 @@ impl Loader {
         if optimized {
             return;
         }
-        // The same guest again (its baseline was refused, or a canary rejected it, and
-        // the file was reloaded) while its tier-up still compiles: that one delivers.
+        // The same guest again (reloaded before the verdict on its baseline came)
+        // while its tier-up still compiles: that one delivers.
         if let Some(running) = &self.tier_up
             && running.digest == digest
             && matches!(*lock(&running.state), TierUpState::Compiling)
@@ -527,6 +531,18 @@ impl Loader {
         }
         // The baseline code serves; now the optimized code, on a thread of its own.
         self.start_tier_up(Arc::new(source), digest);
+    }
+
+    /// A guest that did not serve (refused at start, or by a canary) gets no
+    /// optimized code: its tier-up, if still compiling, is dropped, so that it can
+    /// never be handed over later (after another guest came, say).
+    fn drop_tier_up_of(&mut self, digest: &Digest) {
+        if let Some(tier_up) = self.tier_up.take_if(|t| t.digest == *digest) {
+            let mut state = lock(&tier_up.state);
+            if !matches!(*state, TierUpState::Done) {
+                *state = TierUpState::Superseded;
+            }
+        }
     }
 
     /// Compiles the optimized code of `source` on a thread of its own.
@@ -597,7 +613,11 @@ impl Loader {
                 digest::short(digest)
             );
             drop(state);
-            self.superseded = Some(tier_up);
+            // Keep the serving guest's: a guest on trial superseded in turn must not
+            // take its place.
+            if self.superseded.is_none() || tier_up.digest == self.serving {
+                self.superseded = Some(tier_up);
+            }
         }
     }
 
