@@ -98,6 +98,14 @@ fn a_component_of_an_unknown_version_is_refused_naming_both() {
     }
 }
 
+/// One echo line, and its answer.
+fn line(client: &mut BufReader<std::net::TcpStream>, line: &str) -> String {
+    client.get_mut().write_all(line.as_bytes()).unwrap();
+    let mut back = String::new();
+    client.read_line(&mut back).unwrap();
+    back
+}
+
 #[test]
 fn old_components_serve_echo_and_http() {
     for (version, name) in OLD {
@@ -111,11 +119,8 @@ fn old_components_serve_echo_and_http() {
 
         let echo = Host::start(&["--guest", path.to_str().unwrap()]);
         let mut client = BufReader::new(echo.connect());
-        for line in ["one\n", "two\n"] {
-            client.get_mut().write_all(line.as_bytes()).unwrap();
-            let mut back = String::new();
-            client.read_line(&mut back).unwrap();
-            assert_eq!(back, line, "{version}: echo");
+        for sent in ["one\n", "two\n"] {
+            assert_eq!(line(&mut client, sent), sent, "{version}: echo");
         }
         client
             .get_mut()
@@ -200,14 +205,6 @@ fn old_components_hand_off_to_and_from_today() {
     for (version, name) in OLD {
         there_and_back(version, name, "handoff");
     }
-}
-
-/// One echo line, and its answer.
-fn line(client: &mut BufReader<std::net::TcpStream>, line: &str) -> String {
-    client.get_mut().write_all(line.as_bytes()).unwrap();
-    let mut back = String::new();
-    client.read_line(&mut back).unwrap();
-    back
 }
 
 /// Each version's `state` (0.1's `restore`, which cannot refuse, as well as the later

@@ -48,8 +48,9 @@ pub struct Generations {
     drain_timeout: Option<Duration>,
     /// What it counts for `/metrics`.
     pub(super) counters: SwapCounters,
-    /// The serving generation changed since it was last published.
-    serving_changed: bool,
+    /// The list changed (a generation added, so another one serving, or one
+    /// dropped) since it was last published.
+    list_changed: bool,
     /// The instances serving every generation's connections.
     pub(super) tenants: Tenants,
 }
@@ -79,7 +80,7 @@ impl Generations {
             mode,
             drain_timeout,
             counters: SwapCounters::default(),
-            serving_changed: true,
+            list_changed: true,
             tenants,
         };
         generations.log_serving();
@@ -158,8 +159,8 @@ impl Generations {
     }
 
     /// Stores what it counted into the worker's published metrics: the counters,
-    /// the connections each retired generation holds, and (after a swap) which
-    /// generation serves.
+    /// the connections each retired generation holds, and (after the list changed)
+    /// which generation serves and how many live per contract version.
     pub fn publish(&mut self, to: &Published, net: &Net) {
         self.tenants.publish(to);
         let tenants = &self.tenants;
@@ -167,11 +168,11 @@ impl Generations {
             .iter()
             .map(|g| (g.number, tenants.connections_of(g.number, net)));
         to.swap(&self.counters, retired);
-        for (slot, contract) in to.generations_by_contract.iter().zip(Contract::ALL) {
-            let live = self.list.iter().filter(|g| g.guest.contract == contract);
-            slot.store(live.count() as u64, Ordering::Relaxed);
-        }
-        if std::mem::take(&mut self.serving_changed) {
+        if std::mem::take(&mut self.list_changed) {
+            for (slot, contract) in to.generations_by_contract.iter().zip(Contract::ALL) {
+                let live = self.list.iter().filter(|g| g.guest.contract == contract);
+                slot.store(live.count() as u64, Ordering::Relaxed);
+            }
             let serving = self.serving();
             to.set_serving(Serving {
                 generation: serving.number,
@@ -290,7 +291,7 @@ impl Generations {
         };
         self.tenants.end_idle_retired(number, net);
         self.drop_drained(why);
-        self.serving_changed = true;
+        self.list_changed = true;
         number
     }
 
@@ -344,6 +345,7 @@ impl Generations {
     /// Drops the retired generations that no owner belongs to any more, saying `why`.
     fn drop_drained(&mut self, why: &str) {
         let tenants = &self.tenants;
+        let before = self.list.len();
         self.list.retain(|generation| {
             let drained = generation.retired.is_some() && !tenants.holds(generation.number);
             if drained {
@@ -354,6 +356,7 @@ impl Generations {
             }
             !drained
         });
+        self.list_changed |= self.list.len() != before;
     }
 
     pub(super) fn serving(&self) -> &Generation {
