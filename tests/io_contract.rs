@@ -22,9 +22,11 @@ use sandsock::runtime::contracts::{self, Contract};
 use sandsock::runtime::imports::GuestState;
 use sandsock::runtime::shadow::ShadowIo;
 use sandsock::shared::limits::{Limits, MAX_TIMER_DELAY_MS};
-use sandsock::shared::wit::{Conn, Event, IoError, ReadResult, WriteResult};
+use sandsock::shared::wit::sandsock::net::io as today;
+use sandsock::shared::wit::{Conn, IoError, WriteResult, kind};
 use sandsock::sockets::conn_table::slot_of;
 use sandsock::sockets::{AllowList, AllowRule, Batch, Capacity, Net, Owner, Phase};
+use sandsock::sockets::{Event, Read as Ahead, ReadResult};
 
 /// The table, as the other runners read it too.
 const TABLE: &str = include_str!("../wit/io-cases.json");
@@ -354,8 +356,8 @@ macro_rules! adapted {
 
         impl Io for $name<'_> {
             fn read(&mut self, c: Conn, max: u32) -> ReadResult {
-                use contracts::$version::{io::Host as _, types::ReadResult as Old};
-                match self.0.read(c, max) {
+                use contracts::$version::{io::Host, types::ReadResult as Old};
+                match Host::read(self.0, c, max) {
                     Old::Data(bytes) => ReadResult::Data(bytes),
                     Old::WouldBlock => ReadResult::WouldBlock,
                     Old::Eof => ReadResult::Eof,
@@ -389,6 +391,7 @@ macro_rules! adapted {
             $($tls)*
             fn set_timer(&mut self, id: u64, after_ms: u64) -> Result<(), IoError> {
                 use contracts::$version::io::Host as _;
+                let after_ms = after_ms.try_into().unwrap_or_else(|_| u32::MAX.into());
                 self.0.set_timer(id, after_ms).map_err(|e| today_error(e.name()))
             }
             fn cancel_timer(&mut self, id: u64) {
@@ -426,6 +429,68 @@ adapted!(
         self.0.tls(c).map(|info| info.version)
     }
 );
+
+adapted!(
+    V04,
+    v0_4,
+    fn tls_version(&mut self, c: Conn) -> Option<String> {
+        use contracts::v0_4::io::Host as _;
+        self.0.tls(c).map(|info| info.version)
+    }
+);
+
+/// `Net` as a guest built for 1.0 reaches it: its `io`, and no `read` but what the
+/// host reads for it before a call. A `read` step is the event the next call would
+/// carry for a readable connection: `data` (its bytes), `eof`, or none (which the
+/// table calls would-block, or the failure that left no event: a `hangup` follows).
+/// Always a whole chunk: the cases that read less are excepted.
+struct V10<'a>(&'a mut GuestState);
+
+impl Io for V10<'_> {
+    fn read(&mut self, c: Conn, _max: u32) -> ReadResult {
+        let mut lowered = contracts::v1_0::Lowered::default();
+        let read = lowered.read_ahead(self.0, c);
+        match (read, lowered.events.as_slice()) {
+            (Ahead::WouldBlock, []) => ReadResult::WouldBlock,
+            (Ahead::Failed(error), []) => ReadResult::Failed(error),
+            (Ahead::Data(n), [event]) if event.kind == kind::DATA && event.conn == c => {
+                let (start, len) = (event.start as usize, event.len as usize);
+                assert_eq!(len, n, "the data event's length is what was read");
+                ReadResult::Data(lowered.input()[start..start + len].to_vec())
+            }
+            (Ahead::Eof, [event]) if event.kind == kind::EOF && event.conn == c => ReadResult::Eof,
+            other => panic!("a read of one connection lowered into {other:?}"),
+        }
+    }
+    fn write(&mut self, c: Conn, data: &[u8]) -> WriteResult {
+        today::Host::write(self.0, c, data.to_vec())
+    }
+    fn set_interest(&mut self, c: Conn, readable: bool, writable: bool) {
+        today::Host::set_interest(self.0, c, readable, writable);
+    }
+    fn shutdown_write(&mut self, c: Conn) {
+        today::Host::shutdown_write(self.0, c);
+    }
+    fn close(&mut self, c: Conn) {
+        today::Host::close(self.0, c);
+    }
+    fn peer(&mut self, c: Conn) -> Option<String> {
+        today::Host::peer(self.0, c)
+    }
+    fn tls_version(&mut self, c: Conn) -> Option<String> {
+        today::Host::tls(self.0, c).map(|info| info.version)
+    }
+    fn set_timer(&mut self, id: u64, after_ms: u64) -> Result<(), IoError> {
+        let after_ms = u32::try_from(after_ms).unwrap_or(u32::MAX);
+        today::Host::set_timer(self.0, id, after_ms)
+    }
+    fn cancel_timer(&mut self, id: u64) {
+        today::Host::cancel_timer(self.0, id);
+    }
+    fn connect(&mut self, addr: &str) -> Result<Conn, IoError> {
+        today::Host::connect(self.0, addr.to_owned())
+    }
+}
 
 /// Makes the call `step` names on `io`, on the connection `conn` (for the calls that
 /// take one; `connect` goes to `addr`), and answers in the table's words.
@@ -527,9 +592,9 @@ struct NetHost {
     _other_peer: Option<TcpStream>,
     /// `"eof"` reads answer would-block instead: the runner's own check.
     broken: bool,
-    /// The contract whose `io` the guest's calls go through: today's, or an older
-    /// one's adapter.
-    contract: Contract,
+    /// The contract whose `io` the guest's calls go through, or none for `Net`'s own
+    /// calls.
+    contract: Option<Contract>,
     /// Slots whose socket reported a readable edge, or the peer's end-of-stream,
     /// since a peer step began.
     readable_edges: HashSet<usize>,
@@ -574,7 +639,7 @@ impl NetHost {
             other: NEVER,
             _other_peer: None,
             broken: false,
-            contract: Contract::CURRENT,
+            contract: None,
             readable_edges: HashSet::new(),
             closed_edges: HashSet::new(),
         };
@@ -850,15 +915,16 @@ impl Host for NetHost {
             other => other.unwrap_or_default().to_string(),
         };
         let (answer, connected) = match self.contract {
-            Contract::CURRENT => call_io(&mut self.net, step, conn, &addr),
-            old => {
+            None => call_io(&mut self.net, step, conn, &addr),
+            Some(contract) => {
                 // As an instance's call does: the loop's `Net` lent to the store.
                 let mut state = GuestState::lending(std::mem::take(&mut self.net));
-                let answer = match old {
+                let answer = match contract {
                     Contract::V0_1 => call_io(&mut V01(&mut state), step, conn, &addr),
                     Contract::V0_2 => call_io(&mut V02(&mut state), step, conn, &addr),
                     Contract::V0_3 => call_io(&mut V03(&mut state), step, conn, &addr),
-                    Contract::V0_4 => unreachable!("today's is native"),
+                    Contract::V0_4 => call_io(&mut V04(&mut state), step, conn, &addr),
+                    Contract::V1_0 => call_io(&mut V10(&mut state), step, conn, &addr),
                 };
                 self.net = state.into_net();
                 answer
@@ -1018,16 +1084,17 @@ fn net_keeps_the_io_contract_table() {
     assert!(failed.is_empty(), "Net breaks the contract in: {failed:#?}");
 }
 
-/// The older contracts' adapters forward every call to `Net` and answer in their
-/// version's words what today's contract answers, where that version promised the
-/// same (the table's `except` names where it did not).
+/// Every contract's calls, as its guests make them: 1.0's `io` and the reads the host
+/// makes for its guests, and the older contracts' adapters, which forward every call
+/// to `Net` and answer in their version's words what today's contract answers, where
+/// that version promised the same (the table's `except` names where it did not).
 #[test]
-fn every_older_contracts_adapter_keeps_the_io_contract_table() {
-    for contract in [Contract::V0_1, Contract::V0_2, Contract::V0_3] {
+fn every_contracts_calls_keep_the_io_contract_table() {
+    for contract in Contract::ALL {
         let name = format!("net-{}", contract.version());
         let (ran, failed) = run_table(&name, &|case| {
             let mut host = NetHost::new(case);
-            host.contract = contract;
+            host.contract = Some(contract);
             Box::new(host)
         });
         assert!(ran >= AT_LEAST, "{name}: only {ran} case(s) ran");
@@ -1044,7 +1111,7 @@ fn every_older_contracts_adapter_keeps_the_io_contract_table() {
 #[test]
 fn the_older_adapters_keep_what_their_versions_promised() {
     let mut host = NetHost::new(&json!({ "conns": {} }));
-    host.contract = Contract::V0_1;
+    host.contract = Some(Contract::V0_1);
     for (step, expect) in [
         (
             json!({ "call": "connect", "addr": "", "as": "x" }),

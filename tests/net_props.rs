@@ -71,8 +71,9 @@ use mio::{Events, Poll};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use sandsock::shared::limits::{Limits, MAX_READ_CHUNK, MAX_TIMER_DELAY_MS};
-use sandsock::shared::wit::{Conn, Event, HangupInfo, IoError, ReadResult, WriteResult};
+use sandsock::shared::wit::{Conn, IoError, WriteResult};
 use sandsock::sockets::{AllowList, AllowRule, Batch, Capacity, Lingering, Net, Phase};
+use sandsock::sockets::{Event, HangupInfo, ReadResult};
 
 /// Connections `Net` may hold at once in these tests.
 const MAX_CONNECTIONS: usize = 8;

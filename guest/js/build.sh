@@ -17,7 +17,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 tools=${SANDSOCK_TOOLS:-$repo/guest/target/tools}/js
-wit=${SANDSOCK_WIT:-$repo/wit/handler.wit}
+wit=${SANDSOCK_WIT:-$repo/wit/0.4.0/handler.wit}
 
 die() {
   echo "guest/js/build.sh: error: $*" >&2

@@ -3,8 +3,8 @@
 //! natively (`--native http`, the same event loop), and the `http` guest (shared
 //! isolation, with `--admin` publishing metrics, an instance per connection, two
 //! workers, and over TLS with a certificate made for the run), and one raw handler
-//! built for today's contract and for 0.1.0 (served through its adapter: what an
-//! old guest costs), all measured in one
+//! built for contract 1.0 (the host reads for it), for 0.4.0 and for 0.1.0 (both
+//! served through their adapters: what an old guest costs), all measured in one
 //! run with the same load client (`host load`'s engine; over TLS every connection
 //! makes a full handshake, no resumption).
 //!
@@ -43,15 +43,17 @@ enum Server {
     WasmAdmin,
     WasmPerConnection,
     WasmTwoWorkers,
-    /// The raw handler of the `built_for_0_N` test guests, built for today's contract.
+    /// The raw handler of the `built_for_N` test guests, built for contract 1.0.
     RawToday,
+    /// The same handler built for contract 0.4.0, served through its adapter.
+    Raw0_4,
     /// The same handler built for contract 0.1.0, served through its adapter.
-    RawAdapted,
+    Raw0_1,
     WasmTls,
 }
 
 /// The servers of each round; the TLS row stays last.
-const SERVERS: [Server; 9] = [
+const SERVERS: [Server; 10] = [
     Server::Minimal,
     Server::Native,
     Server::Wasm,
@@ -59,12 +61,14 @@ const SERVERS: [Server; 9] = [
     Server::WasmPerConnection,
     Server::WasmTwoWorkers,
     Server::RawToday,
-    Server::RawAdapted,
+    Server::Raw0_4,
+    Server::Raw0_1,
     Server::WasmTls,
 ];
 
 /// The raw test guests of the adapter rows.
-const RAW_TODAY: &str = concat!(env!("SANDSOCK_GUEST_DIR"), "/built_for_0_4.wasm");
+const RAW_TODAY: &str = concat!(env!("SANDSOCK_GUEST_DIR"), "/built_for_1_0.wasm");
+const RAW_0_4: &str = concat!(env!("SANDSOCK_GUEST_DIR"), "/built_for_0_4.wasm");
 const RAW_0_1: &str = concat!(env!("SANDSOCK_GUEST_DIR"), "/built_for_0_1.wasm");
 
 /// The certificate a TLS row serves, made for this run (a CA and a certificate it
@@ -109,8 +113,9 @@ impl Server {
             Server::WasmAdmin => "host wasm, --admin",
             Server::WasmPerConnection => "wasm, instance/conn",
             Server::WasmTwoWorkers => "wasm, 2 workers",
-            Server::RawToday => "raw guest, 0.4",
-            Server::RawAdapted => "raw guest, 0.1 adapted",
+            Server::RawToday => "raw guest, 1.0",
+            Server::Raw0_4 => "raw guest, 0.4 adapted",
+            Server::Raw0_1 => "raw guest, 0.1 adapted",
             Server::WasmTls => "host wasm, TLS",
         }
     }
@@ -125,7 +130,8 @@ impl Server {
             Server::WasmPerConnection => &["--guest", "http", "--isolation", "connection"],
             Server::WasmTwoWorkers => &["--guest", "http", "--workers", "2"],
             Server::RawToday => &["--guest", RAW_TODAY, "--env", "MODE=http"],
-            Server::RawAdapted => &["--guest", RAW_0_1, "--env", "MODE=http"],
+            Server::Raw0_4 => &["--guest", RAW_0_4, "--env", "MODE=http"],
+            Server::Raw0_1 => &["--guest", RAW_0_1, "--env", "MODE=http"],
             Server::WasmTls => {
                 return vec![
                     "--guest",
@@ -244,11 +250,13 @@ fn main() {
             );
         }
         let cpu_of = |server| medians[SERVERS.iter().position(|s| *s == server).unwrap()].1;
-        let (raw_cpu, adapted_cpu) = (cpu_of(Server::RawToday), cpu_of(Server::RawAdapted));
-        println!(
-            "  the 0.1 adapter over today's contract, the same raw guest: {:.2}× CPU per request",
-            adapted_cpu / raw_cpu
-        );
+        let raw_cpu = cpu_of(Server::RawToday);
+        for (server, version) in [(Server::Raw0_4, "0.4"), (Server::Raw0_1, "0.1")] {
+            println!(
+                "  the same raw guest built for {version} (read by the guest, through its adapter) over 1.0: {:.2}× CPU per request",
+                cpu_of(server) / raw_cpu
+            );
+        }
         let (_, wasm_cpu) = medians[2];
         let (_, tls_cpu) = medians[SERVERS.len() - 1];
         println!(

@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use serde_json::{Value, json};
 
 use crate::host::fake::FakeHost;
-use crate::raw::types::{IoError, ReadResult, WriteResult};
+use crate::host::fake::ReadResult;
+use crate::raw::types::{IoError, WriteResult};
 
 /// In a `host new` project the SDK is vendored at NAME/vendor/sandsock-sdk and the
 /// wit at NAME/wit: this path holds there too.

@@ -9,14 +9,16 @@
 //! host (they go out after adoption, in order, before anything written later),
 //! and the flags that decide reading and closing (end-of-stream seen, paused,
 //! backpressure, auto-pause, still connecting, write side shut, failed, and a
-//! write shutdown or close waiting for the queue).
+//! write shutdown or close waiting for the queue), and the input the host read
+//! while reading was paused, which the handler has not seen yet.
 //!
-//! Layout, version 2 (integers little-endian; `bytes` is a `u64` length, then
+//! Layout, version 3 (integers little-endian; `bytes` is a `u64` length, then
 //! the bytes):
 //!
 //! ```text
 //! magic     4 bytes   "SSDK"
-//! version   u8        2 (1 is read too: it is 2 with bit 7 of the flags always 0)
+//! version   u8        3 (2 is read too: it is 3 with nothing held; and 1: it is 2
+//!                     with bit 7 of the flags always 0)
 //! handler   bytes     the handler's snapshot, opaque here
 //! count     u64       connections that follow
 //! per connection:
@@ -26,6 +28,8 @@
 //!                     7 write interest asked for
 //!   after   u8        once the queue is sent: 0 nothing, 1 shutdown-write, 2 close
 //!   queue   bytes     written by the guest, not yet taken by the host
+//!   held    bytes     read for the guest while reading was paused (from 3)
+//!   held_eof u8       1 if the peer's end-of-stream came after them (from 3)
 //! ```
 //!
 //! Nothing may follow. A snapshot that does not read exactly so is refused whole:
@@ -44,10 +48,10 @@ const MAGIC: &[u8; 4] = b"SSDK";
 /// The layout written by this build. A reader takes it and the ones before it
 /// ([`READS`]) and refuses a later one: that would be a downgrade, which cannot
 /// know what the newer fields meant.
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 
 /// The layouts this build reads.
-const READS: [u8; 2] = [1, 2];
+const READS: [u8; 3] = [1, 2, 3];
 
 /// Wraps the handler's snapshot and the SDK's connection state.
 pub(crate) fn encode(handler: &[u8], io: &Io) -> Vec<u8> {

@@ -1,11 +1,13 @@
-//! The host calls the buffered layer makes, in one place.
+//! The host calls the buffered layer makes, in one place. It makes no reads: since
+//! contract 1.0 the host reads for the guest and hands the bytes over with the
+//! events.
 //!
 //! In a wasm build [`Host`] is [`WasmHost`], a zero-sized wrapper over the
 //! [`raw`](crate::raw) imports. In this crate's unit tests it is
 //! [`fake::FakeHost`], which scripts the host's answers natively, so the buffering,
 //! backpressure and close logic is tested without a wasm runtime.
 
-use crate::raw::types::{IoError, ReadResult, TlsInfo, WriteResult};
+use crate::raw::types::{IoError, TlsInfo, WriteResult};
 
 #[cfg(not(test))]
 pub(crate) type Host = WasmHost;
@@ -19,10 +21,6 @@ pub(crate) struct WasmHost;
 
 #[cfg_attr(test, allow(dead_code))]
 impl WasmHost {
-    pub(crate) fn read(&mut self, conn: u64, max: u32) -> ReadResult {
-        crate::raw::io::read(conn, max)
-    }
-
     pub(crate) fn write(&mut self, conn: u64, bytes: &[u8]) -> WriteResult {
         crate::raw::io::write(conn, bytes)
     }
@@ -68,6 +66,17 @@ pub(crate) mod fake {
 
     use super::*;
     use std::collections::{HashMap, VecDeque};
+
+    /// What one read of a connection finds: the host's reads for the guest, as the
+    /// tests script them (the tests turn them into `data` and `eof` events, as the
+    /// host does before a call), and the io table's `read`.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub(crate) enum ReadResult {
+        Data(Vec<u8>),
+        WouldBlock,
+        Eof,
+        Failed(IoError),
+    }
     use std::net::SocketAddr;
 
     /// The most one `read` answers, whatever `max` asks.
@@ -78,7 +87,7 @@ pub(crate) mod fake {
     /// What the fake host knows about one connection.
     #[derive(Debug, Default)]
     pub(crate) struct FakeConn {
-        /// Answers to `read`, in order; `would-block` once they run out. An `eof` or
+        /// What the host's reads find, in order; `would-block` once they run out. An `eof` or
         /// a failure is final: every later read answers it again.
         pub(crate) reads: VecDeque<ReadResult>,
         /// How many more bytes `write` accepts before it answers `would-block`.

@@ -4,7 +4,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 
 use crate::host::Host;
-use crate::raw::types::{IoError, ReadResult, TlsInfo, WriteResult};
+use crate::raw::types::{IoError, TlsInfo, WriteResult};
 use crate::write_queue::WriteQueue;
 use crate::{BadSnapshot, Conn, ConnMap, SnapshotReader, SnapshotWriter};
 
@@ -21,16 +21,10 @@ pub const HIGH_WATER: usize = 256 * 1024;
 /// flip its read interest on every event.
 pub const LOW_WATER: usize = 64 * 1024;
 
-/// Bytes asked for in one host `read`: the most the host gives per call.
+/// The most bytes the host reads for a connection at once: one
+/// [`on_data`](crate::Handler::on_data) gets at most this much (unless it was held
+/// while reading was paused).
 pub const READ_CHUNK: u32 = 64 * 1024;
-
-/// Reads per `readable` event, at most (so at most 1 MiB).
-///
-/// Readiness is level-triggered, so stopping early loses nothing: the host reports
-/// the connection again in the next batch. The cap keeps one fast sender from
-/// monopolising a `handle` call, which has a deadline and serves every other
-/// connection of the batch too.
-pub const READS_PER_EVENT: usize = 16;
 
 /// The guest's side of its connections: what it has written that the host has not
 /// taken yet, and what it asked to happen once that is sent.
@@ -54,6 +48,19 @@ pub struct Io {
     /// The connection whose `on_close` is running, and why it ended: what
     /// [`hangup_reason`](Io::hangup_reason) answers.
     ending: Option<(Conn, Option<IoError>)>,
+    /// Connections holding input that came while reading was paused (usually
+    /// none: checked after every event).
+    holding: Vec<Conn>,
+}
+
+/// Input the host gave while reading was paused, handed to the handler once it
+/// resumes.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    /// The bytes, in order.
+    pub(crate) bytes: Vec<u8>,
+    /// The peer's end-of-stream came after them.
+    pub(crate) eof: bool,
 }
 
 /// The SDK's state for one connection.
@@ -86,6 +93,8 @@ pub(crate) struct ConnState {
     write_shut: bool,
     /// The host reported a reset; its `hangup` follows, and until then nothing is done.
     failed: bool,
+    /// Input the host read before it heard that reading was paused.
+    held: Held,
 }
 
 /// Which readiness events the guest wants for a connection.
@@ -128,6 +137,7 @@ impl ConnState {
             after_drain: AfterDrain::Notify,
             write_shut: false,
             failed: false,
+            held: Held::default(),
         }
     }
 
@@ -161,7 +171,8 @@ impl ConnState {
     }
 
     /// Writes this state for a handoff: one byte of flags, one of `after_drain`,
-    /// then the queue (see `handoff` for the whole layout).
+    /// the queue, then the held input and whether its end-of-stream came (see
+    /// `handoff` for the whole layout).
     fn encode(&self, w: &mut SnapshotWriter) {
         let flags = [
             self.eof,
@@ -183,11 +194,13 @@ impl ConnState {
             AfterDrain::Close => 2,
         });
         w.bytes(self.queue.pending());
+        w.bytes(&self.held.bytes);
+        w.u8(u8::from(self.held.eof));
     }
 
     /// Reads what [`encode`](Self::encode) wrote, in the handoff layout `version`
-    /// (1 had no write interest: its bit 7 is always 0). `told` is not in it: the
-    /// interest is set afresh on adoption.
+    /// (1 had no write interest: its bit 7 is always 0; before 3 nothing was held).
+    /// `told` is not in it: the interest is set afresh on adoption.
     fn decode(r: &mut SnapshotReader<'_>, version: u8) -> Result<Self, BadSnapshot> {
         let bits = r.u8()?;
         if version < 2 && bits >> 7 != 0 {
@@ -202,6 +215,17 @@ impl ConnState {
         };
         let mut queue = WriteQueue::default();
         queue.push(r.bytes()?);
+        let held = if version >= 3 {
+            let bytes = r.bytes()?.to_vec();
+            let eof = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(BadSnapshot::new("unknown held end-of-stream flag")),
+            };
+            Held { bytes, eof }
+        } else {
+            Held::default()
+        };
         Ok(Self {
             queue,
             // Not known (the host kept the old generation's); set on adoption.
@@ -215,6 +239,7 @@ impl ConnState {
             after_drain,
             write_shut: flag(5),
             failed: flag(6),
+            held,
         })
     }
 
@@ -248,6 +273,7 @@ impl Io {
             adopting: HashMap::new(),
             ended: VecDeque::new(),
             ending: None,
+            holding: Vec::new(),
         }
     }
 
@@ -517,6 +543,9 @@ impl Io {
         self.host
             .set_interest(conn.raw(), wanted.readable, wanted.writable);
         state.told = wanted;
+        if !state.held.bytes.is_empty() || state.held.eof {
+            self.holding.push(conn);
+        }
         true
     }
 
@@ -573,11 +602,6 @@ impl Io {
         self.conns.get(&conn).is_some_and(ConnState::wants_read)
     }
 
-    /// One host `read` of up to [`READ_CHUNK`] bytes.
-    pub(crate) fn read(&mut self, conn: Conn) -> ReadResult {
-        self.host.read(conn.raw(), READ_CHUNK)
-    }
-
     /// The peer's end-of-stream was read: stop asking for `readable`, which would
     /// otherwise be reported in every batch (end-of-stream stays readable).
     pub(crate) fn mark_eof(&mut self, conn: Conn) {
@@ -587,18 +611,52 @@ impl Io {
         }
     }
 
-    pub(crate) fn read_failed(&mut self, conn: Conn, error: IoError) {
-        match error {
-            IoError::Reset => self.mark_failed(conn),
-            IoError::UnknownConn => self.forget(conn, Some(error)),
-            // Not answers `read` gives; whatever they mean, reading cannot go on.
-            IoError::Closed
-            | IoError::NotPermitted
-            | IoError::LimitExceeded
-            | IoError::Refused
-            | IoError::Unreachable
-            | IoError::InvalidAddress => self.fail(conn, error),
+    /// Whether `conn` holds input from while reading was paused: new input goes
+    /// behind it.
+    pub(crate) fn holds(&self, conn: Conn) -> bool {
+        self.conns
+            .get(&conn)
+            .is_some_and(|state| !state.held.bytes.is_empty() || state.held.eof)
+    }
+
+    /// Keeps `bytes`, which came while reading `conn` was paused.
+    pub(crate) fn hold(&mut self, conn: Conn, bytes: &[u8]) {
+        let holding = self.holds(conn);
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.held.bytes.extend_from_slice(bytes);
+            if !holding {
+                self.holding.push(conn);
+            }
         }
+    }
+
+    /// Keeps the end-of-stream of `conn`, which came while reading was paused.
+    pub(crate) fn hold_eof(&mut self, conn: Conn) {
+        let holding = self.holds(conn);
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.held.eof = true;
+            if !holding {
+                self.holding.push(conn);
+            }
+        }
+    }
+
+    /// A connection whose reading resumed while it held input, with that input.
+    pub(crate) fn next_resumed(&mut self) -> Option<(Conn, Held)> {
+        let mut i = 0;
+        while let Some(&conn) = self.holding.get(i) {
+            match self.conns.get_mut(&conn) {
+                Some(state) if state.wants_read() => {
+                    self.holding.swap_remove(i);
+                    return Some((conn, std::mem::take(&mut state.held)));
+                }
+                Some(_) => i += 1,
+                None => {
+                    self.holding.swap_remove(i);
+                }
+            }
+        }
+        None
     }
 
     /// Hands the host as much of the queue as it takes, and does what waited for

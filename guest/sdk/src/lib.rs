@@ -1,15 +1,15 @@
 //! Write sandsock handler guests in Rust.
 //!
 //! The sandsock host owns the sockets and an epoll loop; once per turn of the loop it
-//! calls the guest's `handle` with every readiness event of that turn, and the
-//! guest does non-blocking I/O through host imports (see `wit/handler.wit`). This
-//! crate puts two layers over that contract:
+//! calls the guest's `handle` with every event of that turn and the bytes it read
+//! for them, and the guest does non-blocking I/O through host imports (see
+//! `wit/handler.wit`, contract 1.0). This crate puts two layers over that contract:
 //!
 //! - [`raw`]: the generated bindings, for guests that want the contract as it is:
 //!   implement [`raw::Guest`] and export it with [`export_raw!`].
 //! - The buffered layer: implement [`Handler`] (every method has a default) and
-//!   export it with [`serve!`]. The SDK reads each readable connection and hands
-//!   the bytes to [`Handler::on_data`]; [`Io::write`] never blocks and never fails
+//!   export it with [`serve!`]. The SDK hands each connection's bytes to
+//!   [`Handler::on_data`] (holding them while the handler paused reading); [`Io::write`] never blocks and never fails
 //!   visibly: what the host does not take is queued in the guest and sent as the
 //!   peer reads, with backpressure ([`HIGH_WATER`]) so a peer that does not read
 //!   cannot make the guest buffer without bound. [`Io::connect`] opens outbound
@@ -65,7 +65,7 @@ mod write_queue;
 pub use conn::{Conn, ConnHasher, ConnMap};
 pub use handler::Handler;
 pub use input::{InputBuffers, LineBuffers, LineTooLong, trim_line_end};
-pub use io::{HIGH_WATER, Io, LOW_WATER, READ_CHUNK, READS_PER_EVENT};
+pub use io::{HIGH_WATER, Io, LOW_WATER, READ_CHUNK};
 /// Why a host call failed ([`Io::connect`], [`Io::set_timer`]), or why a
 /// connection ended ([`Io::hangup_reason`]).
 pub use raw::types::{IoError, TlsInfo};
@@ -128,8 +128,8 @@ macro_rules! serve {
             }
 
             impl $crate::raw::Guest for SandsockGuest {
-                fn handle(events: ::std::vec::Vec<$crate::raw::Event>) {
-                    RUNTIME.with(|slot| slot.handle(init, events));
+                fn handle(events: ::std::vec::Vec<$crate::raw::Event>, input: ::std::vec::Vec<u8>) {
+                    RUNTIME.with(|slot| slot.handle(init, events, input));
                 }
             }
 
@@ -164,7 +164,7 @@ macro_rules! serve {
 /// struct Silent;
 ///
 /// impl sandsock_sdk::raw::Guest for Silent {
-///     fn handle(_events: Vec<sandsock_sdk::raw::Event>) {}
+///     fn handle(_events: Vec<sandsock_sdk::raw::Event>, _input: Vec<u8>) {}
 /// }
 ///
 /// sandsock_sdk::export_raw!(Silent);
@@ -175,7 +175,7 @@ macro_rules! serve {
 /// ```no_run
 /// use std::sync::atomic::{AtomicU64, Ordering};
 ///
-/// use sandsock_sdk::raw::{self, Event};
+/// use sandsock_sdk::raw::{self, Event, kind};
 ///
 /// /// Connections seen by this guest and every generation before it.
 /// static SEEN: AtomicU64 = AtomicU64::new(0);
@@ -183,8 +183,8 @@ macro_rules! serve {
 /// struct Counter;
 ///
 /// impl raw::Guest for Counter {
-///     fn handle(events: Vec<Event>) {
-///         let accepted = events.iter().filter(|e| matches!(e, Event::Accepted(_)));
+///     fn handle(events: Vec<Event>, _input: Vec<u8>) {
+///         let accepted = events.iter().filter(|e| e.kind == kind::ACCEPTED);
 ///         SEEN.fetch_add(accepted.count() as u64, Ordering::Relaxed);
 ///     }
 /// }

@@ -4,9 +4,7 @@ use std::cell::RefCell;
 
 use crate::handoff;
 use crate::host::Host;
-use crate::io::{READ_CHUNK, READS_PER_EVENT};
-use crate::raw::Event;
-use crate::raw::types::ReadResult;
+use crate::raw::{Event, hangup_error, kind};
 use crate::{Conn, Handler, Io};
 
 /// A handler and the connection state it acts on.
@@ -24,19 +22,31 @@ impl<H: Handler> Runtime<H> {
         }
     }
 
-    /// Dispatches one batch, event by event, in the order the host gave.
-    pub(crate) fn handle(&mut self, events: Vec<Event>) {
+    /// Dispatches one batch, event by event, in the order the host gave; `input`
+    /// holds the bytes of its `data` events. A kind this SDK does not know (one a
+    /// later 1.x added) is skipped.
+    pub(crate) fn handle(&mut self, events: &[Event], input: &[u8]) {
         for event in events {
-            match event {
-                Event::Accepted(handle) => self.accepted(Conn::from_raw(handle)),
-                Event::Connected(handle) => self.connected(Conn::from_raw(handle)),
-                Event::Readable(handle) => self.readable(Conn::from_raw(handle)),
-                Event::Writable(handle) => self.writable(Conn::from_raw(handle)),
-                Event::Hangup(info) => self.io.forget(Conn::from_raw(info.conn), Some(info.error)),
-                Event::Adopted(handle) => self.adopted(Conn::from_raw(handle)),
-                Event::Timer(id) => self.handler.on_timer(&mut self.io, id),
-                Event::Shutdown => self.handler.on_shutdown(&mut self.io),
+            let conn = Conn::from_raw(event.conn);
+            match event.kind {
+                kind::ACCEPTED => self.accepted(conn),
+                kind::CONNECTED => self.connected(conn),
+                kind::DATA => {
+                    let start = event.start as usize;
+                    match input.get(start..start + event.len as usize) {
+                        Some(bytes) => self.data(conn, bytes),
+                        None => continue, // not from a host that keeps the contract
+                    }
+                }
+                kind::EOF => self.eof(conn),
+                kind::WRITABLE => self.writable(conn),
+                kind::HANGUP => self.io.forget(conn, Some(hangup_error(event.value))),
+                kind::ADOPTED => self.adopted(conn),
+                kind::TIMER => self.handler.on_timer(&mut self.io, event.value),
+                kind::SHUTDOWN => self.handler.on_shutdown(&mut self.io),
+                _ => continue,
             }
+            self.deliver_held();
             self.deliver_closes();
         }
     }
@@ -104,36 +114,37 @@ impl<H: Handler> Runtime<H> {
         }
     }
 
-    /// Reads until `would-block`, end-of-stream, a short read, or
-    /// [`READS_PER_EVENT`] reads; stops early when the handler closed or paused the
-    /// connection, or its writes pushed it into backpressure.
-    ///
-    /// A read shorter than asked for means the socket is drained for now; the read
-    /// that would answer `would-block` is skipped, one host call less per request.
-    /// Nothing is lost: readiness is level-triggered, so a connection with bytes
-    /// left (or an end-of-stream queued) is reported `readable` again.
-    fn readable(&mut self, conn: Conn) {
-        for _ in 0..READS_PER_EVENT {
-            if !self.io.wants_read(conn) {
-                return;
+    /// Bytes the host read for `conn`: the handler's, unless reading is paused
+    /// (the host stops reading once told, but this batch was made before), in
+    /// which case they wait in the SDK until it resumes.
+    fn data(&mut self, conn: Conn, bytes: &[u8]) {
+        if self.io.wants_read(conn) && !self.io.holds(conn) {
+            self.handler.on_data(&mut self.io, conn, bytes);
+        } else {
+            self.io.hold(conn, bytes);
+        }
+    }
+
+    /// The peer's end-of-stream: the handler hears it after every byte before it,
+    /// so it too waits while reading is paused.
+    fn eof(&mut self, conn: Conn) {
+        if self.io.wants_read(conn) && !self.io.holds(conn) {
+            self.io.mark_eof(conn);
+            self.handler.on_eof(&mut self.io, conn);
+        } else {
+            self.io.hold_eof(conn);
+        }
+    }
+
+    /// Hands the handler what waited for reading to resume, on every connection
+    /// where it has.
+    fn deliver_held(&mut self) {
+        while let Some((conn, held)) = self.io.next_resumed() {
+            if !held.bytes.is_empty() {
+                self.handler.on_data(&mut self.io, conn, &held.bytes);
             }
-            match self.io.read(conn) {
-                ReadResult::Data(bytes) => {
-                    self.handler.on_data(&mut self.io, conn, &bytes);
-                    if bytes.len() < READ_CHUNK as usize {
-                        return;
-                    }
-                }
-                ReadResult::WouldBlock => return,
-                ReadResult::Eof => {
-                    self.io.mark_eof(conn);
-                    self.handler.on_eof(&mut self.io, conn);
-                    return;
-                }
-                ReadResult::Failed(error) => {
-                    self.io.read_failed(conn, error);
-                    return;
-                }
+            if held.eof {
+                self.eof(conn);
             }
         }
     }
@@ -179,8 +190,8 @@ impl<H: Handler> Slot<H> {
     }
 
     /// Runs one batch, creating the runtime with `init` on first use.
-    pub fn handle(&self, init: impl FnOnce() -> H, events: Vec<Event>) {
-        self.with(init, |runtime| runtime.handle(events));
+    pub fn handle(&self, init: impl FnOnce() -> H, events: Vec<Event>, input: Vec<u8>) {
+        self.with(init, |runtime| runtime.handle(&events, &input));
     }
 
     /// The `state.snapshot` export, creating the runtime with `init` if no batch

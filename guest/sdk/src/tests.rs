@@ -1,11 +1,12 @@
 //! The buffered layer against a scripted host: what reaches the handler, and what
 //! reaches the host, for each event and answer.
 
+use crate::host::fake::ReadResult;
 use crate::host::fake::{FIRST_OUTBOUND, FakeHost};
-use crate::raw::Event;
-use crate::raw::types::{HangupInfo, IoError, ReadResult};
+use crate::raw::types::IoError;
+use crate::raw::{Event, kind};
 use crate::runtime::Runtime;
-use crate::{Conn, HIGH_WATER, Handler, Io, LOW_WATER, READ_CHUNK, READS_PER_EVENT};
+use crate::{Conn, HIGH_WATER, Handler, Io, LOW_WATER, READ_CHUNK};
 
 const C: u64 = 1;
 const CONN: Conn = Conn::from_raw(C);
@@ -127,8 +128,95 @@ fn runtime(handler: Recorder, room: usize, reads: Vec<ReadResult>) -> Runtime<Re
     Runtime::new(handler, host)
 }
 
-fn hangup(conn: u64, error: IoError) -> Event {
-    Event::Hangup(HangupInfo { conn, error })
+fn hangup(conn: u64, error: IoError) -> Ev {
+    Ev::Hangup(conn, error)
+}
+
+/// What happened, as a test writes a batch: the host's readiness, which [`deliver`]
+/// turns into contract 1.0's events the way the host does.
+#[derive(Clone, Copy, Debug)]
+enum Ev {
+    Accepted(u64),
+    Connected(u64),
+    /// The connection has input: with read interest on, the host reads it once
+    /// (the fake host's scripted reads) and the guest gets `data` or `eof`.
+    Readable(u64),
+    Writable(u64),
+    Hangup(u64, IoError),
+    Timer(u64),
+    Adopted(u64),
+    Shutdown,
+}
+
+/// An `io-error`'s position, as a `hangup` carries it.
+fn position(error: IoError) -> u64 {
+    [
+        IoError::Closed,
+        IoError::Reset,
+        IoError::UnknownConn,
+        IoError::NotPermitted,
+        IoError::LimitExceeded,
+        IoError::Refused,
+        IoError::Unreachable,
+        IoError::InvalidAddress,
+    ]
+    .iter()
+    .position(|&e| e == error)
+    .expect("every io-error") as u64
+}
+
+/// Makes one batch of `events` as the host does, and runs it: a `Readable`
+/// connection with read interest is read once, before the call, up to a chunk; its
+/// bytes become a `data` event and its end-of-stream an `eof`, and a read that
+/// finds nothing or fails adds nothing (a failure's `hangup` comes in a later
+/// batch).
+fn deliver<H: Handler>(rt: &mut Runtime<H>, events: Vec<Ev>) {
+    let mut batch = Vec::new();
+    let mut input = Vec::new();
+    let event = |kind, conn, value| Event {
+        kind,
+        conn,
+        value,
+        start: 0,
+        len: 0,
+    };
+    for ev in events {
+        batch.push(match ev {
+            Ev::Readable(c) => {
+                let host = rt.io().host();
+                let wants = host
+                    .conns
+                    .get(&c)
+                    .is_some_and(|s| s.interest.0 && !s.closed);
+                if !wants {
+                    continue;
+                }
+                match host.read(c, READ_CHUNK) {
+                    ReadResult::Data(bytes) => {
+                        let start = input.len() as u32;
+                        input.extend_from_slice(&bytes);
+                        Event {
+                            kind: kind::DATA,
+                            conn: c,
+                            value: 0,
+                            start,
+                            len: bytes.len() as u32,
+                        }
+                    }
+                    ReadResult::Eof => event(kind::EOF, c, 0),
+                    ReadResult::WouldBlock | ReadResult::Failed(_) => continue,
+                }
+            }
+            Ev::Accepted(c) => event(kind::ACCEPTED, c, 0),
+            Ev::Connected(c) => event(kind::CONNECTED, c, 0),
+            Ev::Writable(c) => event(kind::WRITABLE, c, 0),
+            Ev::Hangup(c, error) => event(kind::HANGUP, c, position(error)),
+            Ev::Timer(id) => event(kind::TIMER, 0, id),
+            Ev::Adopted(c) => event(kind::ADOPTED, c, 0),
+            Ev::Shutdown => event(kind::SHUTDOWN, 0, 0),
+        });
+    }
+    rt.handle(&batch, &input);
 }
 
 fn data(bytes: &[u8]) -> ReadResult {
@@ -149,11 +237,12 @@ fn full_chunk(byte: u8) -> Vec<u8> {
 }
 
 #[test]
-fn reads_until_a_short_read_and_hands_over_each_chunk() {
+fn bytes_the_host_read_reach_the_handler_in_order() {
     let full = full_chunk(b'a');
-    let reads = vec![data(&full), data(b"cd"), data(b"never read")];
+    let reads = vec![data(&full), data(b"cd")];
     let mut rt = runtime(Recorder::echo(), usize::MAX, reads);
-    rt.handle(vec![Event::Accepted(C), Event::Readable(C)]);
+    deliver(&mut rt, vec![Ev::Accepted(C), Ev::Readable(C)]);
+    deliver(&mut rt, vec![Ev::Readable(C)]);
     assert_eq!(
         calls(&mut rt),
         [
@@ -164,11 +253,36 @@ fn reads_until_a_short_read_and_hands_over_each_chunk() {
     );
     let fake = host(&mut rt).conn(C);
     assert_eq!(fake.written, [full, b"cd".to_vec()].concat());
-    assert_eq!(
-        fake.read_calls, 2,
-        "a short read means drained: no would-block read"
-    );
     assert_eq!(fake.interest, (true, false));
+}
+
+#[test]
+fn input_that_came_while_paused_waits_for_reading_to_resume() {
+    let handler = Recorder {
+        on_accept: Some(Box::new(|io, conn| io.pause_reading(conn))),
+        ..Recorder::default()
+    };
+    let mut rt = runtime(handler, 100, vec![data(b"early"), ReadResult::Eof]);
+    // The host read before it heard of the pause: the bytes are in this batch.
+    deliver(&mut rt, vec![Ev::Accepted(C), Ev::Readable(C)]);
+    assert_eq!(calls(&mut rt), [Call::Accept(C)]);
+    assert_eq!(host(&mut rt).conn(C).interest, (false, false));
+    deliver(&mut rt, vec![Ev::Readable(C)]);
+    assert_eq!(host(&mut rt).conn(C).read_calls, 1, "paused: not read");
+
+    rt.io().resume_reading(CONN);
+    deliver(&mut rt, vec![Ev::Timer(7), Ev::Readable(C)]);
+    assert_eq!(
+        calls(&mut rt),
+        [
+            Call::Accept(C),
+            Call::Timer(7),
+            Call::Data(C, b"early".to_vec()),
+            Call::Eof(C),
+            Call::Close(C),
+        ],
+        "held bytes first, then what came after them"
+    );
 }
 
 #[test]
@@ -176,22 +290,20 @@ fn eof_closes_gracefully_once_the_queue_is_sent() {
     let mut rt = runtime(Recorder::echo(), 1, vec![data(b"hi"), ReadResult::Eof]);
     // The short read ends the first event; the host reports the connection again
     // (level-triggered), and the second read finds the end-of-stream.
-    rt.handle(vec![
-        Event::Accepted(C),
-        Event::Readable(C),
-        Event::Readable(C),
-    ]);
+    deliver(
+        &mut rt,
+        vec![Ev::Accepted(C), Ev::Readable(C), Ev::Readable(C)],
+    );
     let fake = host(&mut rt).conn(C);
     assert_eq!(fake.written, b"h");
     assert!(!fake.closed, "closing waits for the queue");
     assert_eq!(fake.interest, (false, true));
 
     host(&mut rt).conn(C).room = 10;
-    rt.handle(vec![
-        Event::Writable(C),
-        Event::Readable(C),
-        Event::Writable(C),
-    ]);
+    deliver(
+        &mut rt,
+        vec![Ev::Writable(C), Ev::Readable(C), Ev::Writable(C)],
+    );
     let fake = host(&mut rt).conn(C);
     assert_eq!(fake.written, b"hi");
     assert!(fake.closed);
@@ -210,15 +322,15 @@ fn eof_closes_gracefully_once_the_queue_is_sent() {
 #[test]
 fn partial_write_queues_and_reports_writable_once_drained() {
     let mut rt = runtime(Recorder::writing_on_accept(b"hello", |_, _| {}), 3, vec![]);
-    rt.handle(vec![Event::Accepted(C)]);
+    deliver(&mut rt, vec![Ev::Accepted(C)]);
     assert_eq!(rt.io().queued(CONN), 2);
     assert_eq!(host(&mut rt).conn(C).interest, (true, true));
 
-    rt.handle(vec![Event::Writable(C)]);
+    deliver(&mut rt, vec![Ev::Writable(C)]);
     assert_eq!(rt.io().queued(CONN), 2, "the host had no room");
 
     host(&mut rt).conn(C).room = 10;
-    rt.handle(vec![Event::Writable(C), Event::Writable(C)]);
+    deliver(&mut rt, vec![Ev::Writable(C), Ev::Writable(C)]);
     let fake = host(&mut rt).conn(C);
     assert_eq!(fake.written, b"hello");
     assert_eq!(fake.interest, (true, false));
@@ -232,15 +344,15 @@ fn write_interest_asked_for_reports_writable_with_nothing_queued() {
         100,
         vec![],
     );
-    rt.handle(vec![Event::Accepted(C)]);
+    deliver(&mut rt, vec![Ev::Accepted(C)]);
     assert_eq!(host(&mut rt).conn(C).interest, (true, true));
-    rt.handle(vec![Event::Writable(C)]);
+    deliver(&mut rt, vec![Ev::Writable(C)]);
     assert_eq!(calls(&mut rt), [Call::Accept(C), Call::Writable(C)]);
 
     // Off again: no more `on_writable` for an empty queue, and reading paused too.
     rt.io().set_interest(CONN, false, false);
     assert_eq!(host(&mut rt).conn(C).interest, (false, false));
-    rt.handle(vec![Event::Writable(C)]);
+    deliver(&mut rt, vec![Ev::Writable(C)]);
     assert_eq!(calls(&mut rt).len(), 2, "not told again");
     rt.io().set_interest(CONN, true, false);
     assert_eq!(host(&mut rt).conn(C).interest, (true, false));
@@ -256,7 +368,7 @@ fn write_interest_is_dropped_once_the_write_side_is_shut() {
         100,
         vec![],
     );
-    rt.handle(vec![Event::Accepted(C), Event::Writable(C)]);
+    deliver(&mut rt, vec![Ev::Accepted(C), Ev::Writable(C)]);
     assert_eq!(host(&mut rt).conn(C).interest, (true, false));
     assert_eq!(calls(&mut rt), [Call::Accept(C)], "nothing to write to");
 }
@@ -266,21 +378,23 @@ fn backpressure_stops_reading_until_the_queue_drains() {
     let chunk = vec![b'x'; READ_CHUNK as usize];
     let reads = (0..8).map(|_| ReadResult::Data(chunk.clone())).collect();
     let mut rt = runtime(Recorder::echo(), 0, reads);
-    rt.handle(vec![Event::Accepted(C), Event::Readable(C)]);
+    deliver(&mut rt, vec![Ev::Accepted(C)]);
     let chunks_to_high_water = HIGH_WATER.div_ceil(chunk.len());
-    assert_eq!(host(&mut rt).conn(C).read_calls, chunks_to_high_water);
+    for _ in 0..chunks_to_high_water {
+        deliver(&mut rt, vec![Ev::Readable(C)]);
+    }
     assert_eq!(host(&mut rt).conn(C).interest, (false, true));
 
-    rt.handle(vec![Event::Readable(C)]);
+    deliver(&mut rt, vec![Ev::Readable(C)]);
     assert_eq!(
         host(&mut rt).conn(C).read_calls,
         chunks_to_high_water,
-        "paused"
+        "paused: the host reads no more"
     );
 
     let queued = rt.io().queued(CONN);
     host(&mut rt).conn(C).room = queued - LOW_WATER;
-    rt.handle(vec![Event::Writable(C)]);
+    deliver(&mut rt, vec![Ev::Writable(C)]);
     assert_eq!(rt.io().queued(CONN), LOW_WATER);
     assert_eq!(
         host(&mut rt).conn(C).interest,
@@ -288,32 +402,38 @@ fn backpressure_stops_reading_until_the_queue_drains() {
         "reading again"
     );
 
-    rt.handle(vec![Event::Readable(C)]);
+    deliver(&mut rt, vec![Ev::Readable(C)]);
     assert!(host(&mut rt).conn(C).read_calls > chunks_to_high_water);
 }
 
 #[test]
-fn reads_per_event_are_capped() {
-    let reads = (0..READS_PER_EVENT + 4)
-        .map(|_| data(&full_chunk(b'z')))
-        .collect();
+fn each_batch_carries_one_read_of_a_readable_connection() {
+    let reads = (0..3).map(|_| data(&full_chunk(b'z'))).collect();
     let mut rt = runtime(Recorder::default(), 0, reads);
-    rt.handle(vec![Event::Accepted(C), Event::Readable(C)]);
-    assert_eq!(host(&mut rt).conn(C).read_calls, READS_PER_EVENT);
-    rt.handle(vec![Event::Readable(C)]);
-    assert_eq!(host(&mut rt).conn(C).read_calls, READS_PER_EVENT + 5);
+    deliver(&mut rt, vec![Ev::Accepted(C), Ev::Readable(C)]);
+    assert_eq!(host(&mut rt).conn(C).read_calls, 1);
+    deliver(&mut rt, vec![Ev::Readable(C)]);
+    assert_eq!(host(&mut rt).conn(C).read_calls, 2);
+    assert_eq!(
+        calls(&mut rt).len(),
+        3,
+        "accept, then one on_data per batch"
+    );
 }
 
 #[test]
 fn hangup_ends_a_connection_exactly_once() {
     let mut rt = runtime(Recorder::default(), 100, vec![data(b"late")]);
-    rt.handle(vec![
-        Event::Accepted(C),
-        hangup(C, IoError::Reset),
-        hangup(C, IoError::Reset),
-        Event::Readable(C),
-        Event::Writable(C),
-    ]);
+    deliver(
+        &mut rt,
+        vec![
+            Ev::Accepted(C),
+            hangup(C, IoError::Reset),
+            hangup(C, IoError::Reset),
+            Ev::Readable(C),
+            Ev::Writable(C),
+        ],
+    );
     assert_eq!(calls(&mut rt), [Call::Accept(C), Call::Close(C)]);
     assert_eq!(rt.handler().reasons, [(C, Some(IoError::Reset))]);
     let io = rt.io();
@@ -326,14 +446,16 @@ fn hangup_ends_a_connection_exactly_once() {
 
 #[test]
 fn reset_stops_everything_and_waits_for_hangup() {
-    let reads = vec![data(&full_chunk(b'a')), ReadResult::Failed(IoError::Reset)];
-    let mut rt = runtime(Recorder::echo(), 0, reads);
-    rt.handle(vec![Event::Accepted(C), Event::Readable(C)]);
+    let mut rt = runtime(Recorder::echo(), 0, vec![data(b"a")]);
+    host(&mut rt).conn(C).write_error = Some(IoError::Reset);
+    rt.io().accept(CONN);
+    rt.io().write(CONN, b"queued before");
+    deliver(&mut rt, vec![Ev::Readable(C)]);
     assert_eq!(host(&mut rt).conn(C).interest, (false, false));
     assert_eq!(rt.io().queued(CONN), 0, "nobody left to send it to");
     assert!(!calls(&mut rt).contains(&Call::Close(C)));
 
-    rt.handle(vec![hangup(C, IoError::Reset)]);
+    deliver(&mut rt, vec![hangup(C, IoError::Reset)]);
     assert_eq!(calls(&mut rt).last(), Some(&Call::Close(C)));
     assert_eq!(rt.handler().reasons, [(C, Some(IoError::Reset))]);
 }
@@ -342,7 +464,7 @@ fn reset_stops_everything_and_waits_for_hangup() {
 fn write_to_a_handle_the_host_does_not_know_ends_it() {
     let mut rt = runtime(Recorder::writing_on_accept(b"x", |_, _| {}), 100, vec![]);
     host(&mut rt).conn(C).write_error = Some(IoError::UnknownConn);
-    rt.handle(vec![Event::Accepted(C)]);
+    deliver(&mut rt, vec![Ev::Accepted(C)]);
     assert_eq!(calls(&mut rt), [Call::Accept(C), Call::Close(C)]);
 }
 
@@ -353,11 +475,11 @@ fn shutdown_write_waits_for_the_queue_and_drops_later_writes() {
         io.write(conn, b"late");
     });
     let mut rt = runtime(handler, 2, vec![]);
-    rt.handle(vec![Event::Accepted(C)]);
+    deliver(&mut rt, vec![Ev::Accepted(C)]);
     assert!(!host(&mut rt).conn(C).shut_down);
 
     host(&mut rt).conn(C).room = 100;
-    rt.handle(vec![Event::Writable(C)]);
+    deliver(&mut rt, vec![Ev::Writable(C)]);
     let fake = host(&mut rt).conn(C);
     assert_eq!(fake.written, b"abcd");
     assert!(fake.shut_down);
@@ -372,7 +494,7 @@ fn shutdown_write_waits_for_the_queue_and_drops_later_writes() {
 #[test]
 fn abort_closes_at_once_and_drops_the_queue() {
     let mut rt = runtime(Recorder::writing_on_accept(b"abcd", Io::abort), 1, vec![]);
-    rt.handle(vec![Event::Accepted(C)]);
+    deliver(&mut rt, vec![Ev::Accepted(C)]);
     let fake = host(&mut rt).conn(C);
     assert!(fake.closed);
     assert_eq!(fake.written, b"a");
@@ -383,9 +505,8 @@ fn abort_closes_at_once_and_drops_the_queue() {
 #[test]
 fn close_with_an_empty_queue_is_immediate() {
     let mut rt = runtime(Recorder::writing_on_accept(b"ok", Io::close), 100, vec![]);
-    rt.handle(vec![Event::Accepted(C), Event::Readable(C)]);
+    deliver(&mut rt, vec![Ev::Accepted(C), Ev::Readable(C)]);
     assert!(host(&mut rt).conn(C).closed);
-    assert_eq!(host(&mut rt).conn(C).read_calls, 0);
     assert_eq!(calls(&mut rt), [Call::Accept(C), Call::Close(C)]);
 }
 
@@ -400,12 +521,15 @@ fn calls_on_unknown_handles_do_nothing() {
     io.shutdown_write(stranger);
     assert_eq!(io.queued(stranger), 0);
     assert_eq!(io.peer(stranger), None);
-    rt.handle(vec![
-        Event::Readable(99),
-        Event::Writable(99),
-        Event::Connected(99),
-        hangup(99, IoError::Reset),
-    ]);
+    deliver(
+        &mut rt,
+        vec![
+            Ev::Readable(99),
+            Ev::Writable(99),
+            Ev::Connected(99),
+            hangup(99, IoError::Reset),
+        ],
+    );
     assert!(calls(&mut rt).is_empty());
 }
 
@@ -418,7 +542,7 @@ fn timers_reach_the_handler_and_report_the_host_limit() {
     assert_eq!(io.set_timer(3, 10), Err(IoError::LimitExceeded));
     io.cancel_timer(2);
     assert_eq!(io.set_timer(3, 10), Ok(()));
-    rt.handle(vec![Event::Timer(7)]);
+    deliver(&mut rt, vec![Ev::Timer(7)]);
     assert_eq!(calls(&mut rt), [Call::Timer(7)]);
 }
 
@@ -426,11 +550,10 @@ fn timers_reach_the_handler_and_report_the_host_limit() {
 fn tracks_open_connections() {
     let mut rt = runtime(Recorder::default(), 0, vec![]);
     host(&mut rt).add_conn(2, 0);
-    rt.handle(vec![
-        Event::Accepted(C),
-        Event::Accepted(2),
-        Event::Accepted(2),
-    ]);
+    deliver(
+        &mut rt,
+        vec![Ev::Accepted(C), Ev::Accepted(2), Ev::Accepted(2)],
+    );
     let mut open: Vec<Conn> = rt.io().conns().collect();
     open.sort();
     assert_eq!(open, [CONN, Conn::from_raw(2)]);
@@ -465,7 +588,7 @@ fn connect_holds_writes_and_shutdown_until_connected() {
     assert_eq!(host(&mut rt).connects, ["127.0.0.1:9"]);
 
     host(&mut rt).conn(OUT).room = 100;
-    rt.handle(vec![Event::Connected(OUT), Event::Connected(OUT)]);
+    deliver(&mut rt, vec![Ev::Connected(OUT), Ev::Connected(OUT)]);
     let fake = host(&mut rt).conn(OUT);
     assert_eq!(fake.written, b"early");
     assert!(fake.shut_down);
@@ -479,12 +602,12 @@ fn a_queue_held_for_a_connection_reports_writable_once_sent() {
     let out = io.connect("127.0.0.1:9").expect("the fake host connects");
     io.write(out, b"abc");
     host(&mut rt).conn(OUT).room = 2;
-    rt.handle(vec![Event::Connected(OUT)]);
+    deliver(&mut rt, vec![Ev::Connected(OUT)]);
     assert_eq!(rt.io().queued(out), 1);
     assert_eq!(host(&mut rt).conn(OUT).interest, (true, true));
 
     host(&mut rt).conn(OUT).room = 2;
-    rt.handle(vec![Event::Writable(OUT)]);
+    deliver(&mut rt, vec![Ev::Writable(OUT)]);
     assert_eq!(host(&mut rt).conn(OUT).written, b"abc");
     assert_eq!(calls(&mut rt), [Call::Connected(OUT), Call::Writable(OUT)]);
 }
@@ -497,7 +620,7 @@ fn a_connection_that_cannot_be_made_closes_with_its_reason() {
         .connect("127.0.0.1:1")
         .expect("the fake host connects");
     rt.io().write(out, b"lost");
-    rt.handle(vec![hangup(OUT, IoError::Refused)]);
+    deliver(&mut rt, vec![hangup(OUT, IoError::Refused)]);
     assert_eq!(calls(&mut rt), [Call::Close(OUT)]);
     assert_eq!(rt.handler().reasons, [(OUT, Some(IoError::Refused))]);
     assert_eq!(host(&mut rt).conn(OUT).written, b"");
@@ -532,7 +655,7 @@ fn closing_a_connection_still_being_made() {
         "waits to send what was written"
     );
     host(&mut rt).conn(raw).room = 100;
-    rt.handle(vec![Event::Connected(raw)]);
+    deliver(&mut rt, vec![Ev::Connected(raw)]);
     let fake = host(&mut rt).conn(raw);
     assert_eq!(fake.written, b"bye");
     assert!(fake.closed);
@@ -548,12 +671,15 @@ fn pause_reading_composes_with_the_high_water_mark() {
     let chunk = vec![b'x'; READ_CHUNK as usize];
     let reads = (0..8).map(|_| ReadResult::Data(chunk.clone())).collect();
     let mut rt = runtime(Recorder::echo(), 0, reads);
-    rt.handle(vec![Event::Accepted(C), Event::Readable(C)]);
+    deliver(&mut rt, vec![Ev::Accepted(C)]);
+    for _ in 0..HIGH_WATER.div_ceil(chunk.len()) {
+        deliver(&mut rt, vec![Ev::Readable(C)]);
+    }
     assert_eq!(host(&mut rt).conn(C).interest, (false, true), "high water");
 
     rt.io().pause_reading(CONN);
     host(&mut rt).conn(C).room = usize::MAX;
-    rt.handle(vec![Event::Writable(C)]);
+    deliver(&mut rt, vec![Ev::Writable(C)]);
     assert_eq!(rt.io().queued(CONN), 0);
     assert_eq!(
         host(&mut rt).conn(C).interest,
@@ -561,12 +687,12 @@ fn pause_reading_composes_with_the_high_water_mark() {
         "still paused by the guest"
     );
     let reads_so_far = host(&mut rt).conn(C).read_calls;
-    rt.handle(vec![Event::Readable(C)]);
+    deliver(&mut rt, vec![Ev::Readable(C)]);
     assert_eq!(host(&mut rt).conn(C).read_calls, reads_so_far);
 
     rt.io().resume_reading(CONN);
     assert_eq!(host(&mut rt).conn(C).interest, (true, false));
-    rt.handle(vec![Event::Readable(C)]);
+    deliver(&mut rt, vec![Ev::Readable(C)]);
     assert!(host(&mut rt).conn(C).read_calls > reads_so_far);
 }
 
@@ -579,7 +705,10 @@ fn without_auto_pause_a_full_queue_does_not_stop_reading() {
         ..Recorder::echo()
     };
     let mut rt = runtime(handler, 0, reads);
-    rt.handle(vec![Event::Accepted(C), Event::Readable(C)]);
+    deliver(&mut rt, vec![Ev::Accepted(C)]);
+    for _ in 0..8 {
+        deliver(&mut rt, vec![Ev::Readable(C)]);
+    }
     assert_eq!(rt.io().queued(CONN), 8 * chunk.len());
     assert_eq!(host(&mut rt).conn(C).interest, (true, true));
 
@@ -594,7 +723,7 @@ fn without_auto_pause_a_full_queue_does_not_stop_reading() {
 #[test]
 fn shutdown_reaches_the_handler() {
     let mut rt = runtime(Recorder::default(), 0, vec![]);
-    rt.handle(vec![Event::Accepted(C), Event::Shutdown]);
+    deliver(&mut rt, vec![Ev::Accepted(C), Ev::Shutdown]);
     assert_eq!(calls(&mut rt), [Call::Accept(C), Call::Shutdown]);
 }
 
@@ -611,7 +740,7 @@ fn successor(handler: Recorder, room: usize, interest: (bool, bool)) -> Runtime<
 /// An old generation with `C` open and `queued` bytes the host has not taken.
 fn generation_with_queue(queued: &'static [u8]) -> Runtime<Recorder> {
     let mut rt = runtime(Recorder::writing_on_accept(queued, |_, _| {}), 0, vec![]);
-    rt.handle(vec![Event::Accepted(C)]);
+    deliver(&mut rt, vec![Ev::Accepted(C)]);
     assert_eq!(rt.io().queued(CONN), queued.len());
     rt
 }
@@ -631,7 +760,7 @@ fn queued_bytes_survive_a_handoff_and_go_out_first() {
         "not this instance's before adopted"
     );
 
-    new.handle(vec![Event::Adopted(C)]);
+    deliver(&mut new, vec![Ev::Adopted(C)]);
     let fake = host(&mut new).conn(C);
     assert_eq!(fake.written, b"old bytes new bytes");
     assert_eq!(fake.interest, (true, false), "drained: write interest off");
@@ -649,11 +778,11 @@ fn write_interest_survives_a_handoff() {
         100,
         vec![],
     );
-    old.handle(vec![Event::Accepted(C)]);
+    deliver(&mut old, vec![Ev::Accepted(C)]);
     let snapshot = old.snapshot();
     let mut new = successor(Recorder::default(), 100, (true, true));
     new.restore(&snapshot).expect("a good snapshot");
-    new.handle(vec![Event::Adopted(C)]);
+    deliver(&mut new, vec![Ev::Adopted(C)]);
     assert_eq!(host(&mut new).conn(C).interest, (true, true));
     assert_eq!(
         calls(&mut new),
@@ -667,25 +796,25 @@ fn a_queue_the_host_still_cannot_take_waits_for_writable() {
     let snapshot = generation_with_queue(b"abcdef").snapshot();
     let mut new = successor(Recorder::default(), 2, (true, true));
     new.restore(&snapshot).expect("a good snapshot");
-    new.handle(vec![Event::Adopted(C)]);
+    deliver(&mut new, vec![Ev::Adopted(C)]);
     assert_eq!(new.io().queued(CONN), 4);
     assert_eq!(host(&mut new).conn(C).interest, (true, true));
     new.io().write(CONN, b"!");
     host(&mut new).conn(C).room = 100;
-    new.handle(vec![Event::Writable(C)]);
+    deliver(&mut new, vec![Ev::Writable(C)]);
     assert_eq!(host(&mut new).conn(C).written, b"abcdef!");
 }
 
 #[test]
 fn a_close_waiting_for_the_queue_survives_a_handoff() {
     let mut old = runtime(Recorder::writing_on_accept(b"bye", Io::close), 0, vec![]);
-    old.handle(vec![Event::Accepted(C)]);
+    deliver(&mut old, vec![Ev::Accepted(C)]);
     assert!(old.io().is_open(CONN), "waiting to send");
     let snapshot = old.snapshot();
 
     let mut new = successor(Recorder::default(), 100, (false, true));
     new.restore(&snapshot).expect("a good snapshot");
-    new.handle(vec![Event::Adopted(C), Event::Readable(C)]);
+    deliver(&mut new, vec![Ev::Adopted(C), Ev::Readable(C)]);
     let fake = host(&mut new).conn(C);
     assert_eq!(fake.written, b"bye");
     assert!(fake.closed);
@@ -697,7 +826,7 @@ fn a_close_waiting_for_the_queue_survives_a_handoff() {
 fn flags_survive_a_handoff() {
     let mut old = runtime(Recorder::default(), 0, vec![]);
     host(&mut old).add_conn(2, 0);
-    old.handle(vec![Event::Accepted(C), Event::Accepted(2)]);
+    deliver(&mut old, vec![Ev::Accepted(C), Ev::Accepted(2)]);
     // `C` saw end-of-stream and stays open, half-closed (the recorder's `on_eof`
     // would close it, so the runtime's side is called directly).
     old.io().mark_eof(CONN);
@@ -709,7 +838,7 @@ fn flags_survive_a_handoff() {
     let mut new = successor(Recorder::default(), 0, (true, true));
     host(&mut new).add_conn(2, 0).interest = (true, true);
     new.restore(&snapshot).expect("a good snapshot");
-    new.handle(vec![Event::Adopted(C), Event::Adopted(2)]);
+    deliver(&mut new, vec![Ev::Adopted(C), Ev::Adopted(2)]);
     assert_eq!(host(&mut new).conn(C).interest, (false, false), "eof");
     assert_eq!(host(&mut new).conn(2).interest, (false, false), "paused");
     new.io().resume_reading(two);
@@ -720,7 +849,7 @@ fn flags_survive_a_handoff() {
 #[test]
 fn a_connection_adopted_without_state_starts_afresh() {
     let mut new = successor(Recorder::default(), 100, (false, true));
-    new.handle(vec![Event::Adopted(C), Event::Adopted(C)]);
+    deliver(&mut new, vec![Ev::Adopted(C), Ev::Adopted(C)]);
     assert_eq!(
         host(&mut new).conn(C).interest,
         (true, false),
@@ -743,7 +872,7 @@ fn the_default_on_adopted_is_on_accept() {
     host.add_conn(C, 100);
     let mut rt = Runtime::new(Greeter, host);
     rt.restore(b"").expect("nothing to restore");
-    rt.handle(vec![Event::Adopted(C)]);
+    deliver(&mut rt, vec![Ev::Adopted(C)]);
     assert_eq!(rt.io().host().conn(C).written, b"hi");
 }
 
@@ -752,7 +881,7 @@ fn a_connection_that_ends_before_adoption_is_closed_once() {
     let snapshot = generation_with_queue(b"lost").snapshot();
     let mut new = successor(Recorder::default(), 100, (true, true));
     new.restore(&snapshot).expect("a good snapshot");
-    new.handle(vec![hangup(C, IoError::Reset), Event::Adopted(C)]);
+    deliver(&mut new, vec![hangup(C, IoError::Reset), Ev::Adopted(C)]);
     assert_eq!(calls(&mut new)[0], Call::Close(C));
     assert_eq!(new.handler().reasons, [(C, Some(IoError::Reset))]);
     assert_eq!(host(&mut new).conn(C).written, b"");
@@ -764,7 +893,7 @@ fn an_empty_handler_snapshot_is_not_restored() {
     let mut new = successor(Recorder::default(), 100, (true, true));
     new.restore(&snapshot).expect("a good snapshot");
     assert!(calls(&mut new).is_empty());
-    new.handle(vec![Event::Adopted(C)]);
+    deliver(&mut new, vec![Ev::Adopted(C)]);
     assert_eq!(host(&mut new).conn(C).written, b"q");
 }
 
@@ -796,7 +925,7 @@ fn a_malformed_snapshot_is_ignored_whole() {
         let refused = new.restore(&bad);
         assert!(refused.is_err(), "refused: {bad:?}");
         assert!(calls(&mut new).is_empty(), "handler not restored: {bad:?}");
-        new.handle(vec![Event::Adopted(C)]);
+        deliver(&mut new, vec![Ev::Adopted(C)]);
         let fake = host(&mut new).conn(C);
         assert_eq!(fake.written, b"", "nothing of the old queue: {bad:?}");
         assert_eq!(fake.interest, (true, false), "fresh: {bad:?}");
@@ -806,8 +935,9 @@ fn a_malformed_snapshot_is_ignored_whole() {
 #[test]
 fn a_connection_listed_twice_is_refused() {
     let snapshot = generation_with_queue(b"x").snapshot();
-    // The one connection, and a count of 2 with the same record again.
-    let record = snapshot[snapshot.len() - (8 + 1 + 1 + 8 + 1)..].to_vec();
+    // The one connection, and a count of 2 with the same record again: handle,
+    // flags, pending action, the queue (length, b"x"), nothing held, no held eof.
+    let record = snapshot[snapshot.len() - (8 + 1 + 1 + 8 + 1 + 8 + 1)..].to_vec();
     let count_at = snapshot.len() - record.len() - 8;
     let mut twice = snapshot[..count_at].to_vec();
     twice.extend_from_slice(&2u64.to_le_bytes());
@@ -815,7 +945,7 @@ fn a_connection_listed_twice_is_refused() {
     twice.extend_from_slice(&record);
     let mut new = successor(Recorder::default(), 100, (true, true));
     assert!(new.restore(&twice).is_err(), "a duplicate is refused");
-    new.handle(vec![Event::Adopted(C)]);
+    deliver(&mut new, vec![Ev::Adopted(C)]);
     assert_eq!(host(&mut new).conn(C).written, b"");
 
     let mut once = snapshot[..count_at].to_vec();
@@ -832,7 +962,7 @@ fn a_snapshot_carries_connections_not_adopted_yet() {
     let second = middle.snapshot();
     let mut last = successor(Recorder::default(), 100, (true, true));
     last.restore(&second).expect("a good snapshot");
-    last.handle(vec![Event::Adopted(C)]);
+    deliver(&mut last, vec![Ev::Adopted(C)]);
     assert_eq!(host(&mut last).conn(C).written, b"twice moved");
 }
 
@@ -842,15 +972,15 @@ fn snapshots_of_several_instances_merge() {
     let mut other = FakeHost::default();
     other.add_conn(2, 0);
     let mut second = Runtime::new(Recorder::writing_on_accept(b"second", |_, _| {}), other);
-    second.handle(vec![Event::Accepted(2)]);
+    deliver(&mut second, vec![Ev::Accepted(2)]);
     let second = second.snapshot();
 
     let mut new = successor(Recorder::default(), 100, (true, true));
     host(&mut new).add_conn(2, 100);
     new.restore(&first).expect("a good snapshot");
-    new.handle(vec![Event::Adopted(C)]);
+    deliver(&mut new, vec![Ev::Adopted(C)]);
     new.restore(&second).expect("a good snapshot");
-    new.handle(vec![Event::Adopted(2)]);
+    deliver(&mut new, vec![Ev::Adopted(2)]);
     assert_eq!(host(&mut new).conn(C).written, b"first");
     assert_eq!(host(&mut new).conn(2).written, b"second");
 }
@@ -873,6 +1003,6 @@ fn a_handler_that_refuses_its_state_is_reported_and_the_queues_still_go_out() {
     let mut new = Runtime::new(Picky, host);
     let error = new.restore(&snapshot).expect_err("the handler refused");
     assert!(error.contains("not my format"), "{error}");
-    new.handle(vec![Event::Adopted(C)]);
+    deliver(&mut new, vec![Ev::Adopted(C)]);
     assert_eq!(new.io().host().conn(C).written, b"still mine");
 }

@@ -11,8 +11,9 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::shared::limits::MAX_READ_CHUNK;
-use crate::shared::wit::{Conn, Event, ReadResult, WriteResult};
+use crate::shared::wit::{Conn, WriteResult};
 use crate::sockets::batch::Batch;
+use crate::sockets::events::{Event, ReadResult};
 use crate::sockets::handler::EventHandler;
 use crate::sockets::net::Net;
 

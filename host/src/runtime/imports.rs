@@ -12,7 +12,8 @@ use super::guest_log::{GuestBudget, GuestLog};
 use super::limiter::Limiter;
 use super::shadow::ShadowIo;
 use crate::shared::limits::MAX_TIMER_DELAY_MS;
-use crate::shared::wit::{Conn, IoError, LogLevel, ReadResult, TlsInfo, WriteResult, sandsock};
+use crate::shared::wit::{Conn, IoError, LogLevel, TlsInfo, WriteResult, sandsock};
+use crate::sockets::events::{Read, ReadResult};
 use crate::sockets::net::Net;
 
 /// The state of one guest instance's store: WASI (granting nothing but the given
@@ -70,9 +71,26 @@ impl WasiView for GuestState {
     }
 }
 
-// What the contracts before 0.4.0 answered and today's does not: the adapters in
-// `contracts/` call these.
+// What the host reads for a contract that hands the guest its bytes, and what the
+// older contracts have that today's does not: `contracts/` calls these. Like every
+// call, each goes to the shadow's `io` when the instance is a canary's shadow.
 impl GuestState {
+    /// One read of `c` into `buf` (at most 64 KiB).
+    pub(super) fn read_into(&mut self, c: Conn, buf: &mut [u8]) -> Read {
+        match self.shadow.as_deref_mut() {
+            None => self.net.read_into(c, buf),
+            Some(shadow) => shadow.read_into(c, buf),
+        }
+    }
+
+    /// The older contracts' `read`.
+    pub fn read(&mut self, c: Conn, max: u32) -> ReadResult {
+        match self.shadow.as_deref_mut() {
+            None => self.net.read(c, max),
+            Some(shadow) => shadow.read(c, max),
+        }
+    }
+
     /// `close`, with its answer (`unknown-conn` for a handle it does not know).
     pub(super) fn close_answered(&mut self, c: Conn) -> Result<(), IoError> {
         match self.shadow.as_deref_mut() {
@@ -109,13 +127,6 @@ impl sandsock::net::types::Host for GuestState {}
 // Each call goes to the shadow's `io` when the instance is a canary's shadow: one
 // test of an `Option` per call for every other instance.
 impl sandsock::net::io::Host for GuestState {
-    fn read(&mut self, c: Conn, max: u32) -> ReadResult {
-        match self.shadow.as_deref_mut() {
-            None => self.net.read(c, max),
-            Some(shadow) => shadow.read(c, max),
-        }
-    }
-
     fn write(&mut self, c: Conn, data: Vec<u8>) -> WriteResult {
         match self.shadow.as_deref_mut() {
             None => self.net.write(c, &data),
@@ -130,7 +141,7 @@ impl sandsock::net::io::Host for GuestState {
         }
     }
 
-    // `close` and `shutdown-write` answer nothing (contract 0.4.0): an unknown
+    // `close` and `shutdown-write` answer nothing (since contract 0.4.0): an unknown
     // handle is ignored, and a failed connection's `hangup` follows anyway.
     fn shutdown_write(&mut self, c: Conn) {
         let _ = self.shutdown_write_answered(c);

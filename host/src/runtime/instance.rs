@@ -19,7 +19,7 @@ use super::sandbox::Sandbox;
 use super::shadow::ShadowIo;
 use crate::shared::limits::{EPOCH_TICK, Limits};
 use crate::shared::units::Size;
-use crate::shared::wit::Event;
+use crate::sockets::events::Event;
 use crate::sockets::net::Net;
 use crate::sockets::owners::Owner;
 

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::shared::limits::Limits;
-use crate::shared::wit::{Conn, Event, HangupInfo, IoError, ReadResult, TlsInfo, WriteResult};
+use crate::shared::wit::{Conn, IoError, TlsInfo, WriteResult};
+use crate::sockets::events::{Event, HangupInfo, Read, ReadResult};
 
 /// The most bytes of a connection's output a shadow keeps for the comparison (a
 /// canary holds no more of the serving instance's).
@@ -172,33 +173,38 @@ impl ShadowIo {
         self.conns.get_mut(&c).filter(|conn| conn.live())
     }
 
-    /// `read`: the serving instance's input, then `would-block`, or `eof` once
-    /// the serving instance read it; `reset` once it failed, until the shadow has
-    /// heard `hangup`.
+    /// The older contracts' `read`: as [`ShadowIo::read_into`], with its bytes.
     pub fn read(&mut self, c: Conn, max: u32) -> ReadResult {
+        let mut buf = vec![0; (max as usize).min(MAX_READ)];
+        let read = self.read_into(c, &mut buf);
+        ReadResult::of(read, &buf)
+    }
+
+    /// One read into `buf` (at most 64 KiB): the serving instance's input, then
+    /// `would-block`, or `eof` once the serving instance read it; `reset` once it
+    /// failed, until the shadow has heard `hangup`.
+    pub fn read_into(&mut self, c: Conn, buf: &mut [u8]) -> Read {
         if self.failed(c) {
-            return ReadResult::Failed(IoError::Reset);
+            return Read::Failed(IoError::Reset);
         }
         let Some(conn) = self.live(c) else {
-            return ReadResult::Failed(IoError::UnknownConn);
+            return Read::Failed(IoError::UnknownConn);
         };
-        if max == 0 && conn.read < conn.input.len() {
-            return ReadResult::Data(Vec::new());
+        if buf.is_empty() && conn.read < conn.input.len() {
+            return Read::Data(0);
         }
-        let end = conn
-            .input
-            .len()
-            .min(conn.read + (max as usize).min(MAX_READ));
+        let end = conn.input.len().min(conn.read + buf.len().min(MAX_READ));
         if end > conn.read {
-            let data = conn.input[conn.read..end].to_vec();
+            let n = end - conn.read;
+            buf[..n].copy_from_slice(&conn.input[conn.read..end]);
             conn.read = end;
-            return ReadResult::Data(data);
+            return Read::Data(n);
         }
         if conn.eof && conn.read == conn.input.len() {
             conn.eof_told = true;
-            return ReadResult::Eof;
+            return Read::Eof;
         }
-        ReadResult::WouldBlock
+        Read::WouldBlock
     }
 
     /// `write`: kept, and accepted whole.

@@ -1,9 +1,10 @@
-//! Host-side bindings of the `handler` world in `wit/`: today's contract, which the
-//! host's internals speak (the older ones it serves are in `runtime::contracts`).
+//! Host-side bindings of the `handler` world in `wit/`: today's contract (the older
+//! ones the host serves are in `runtime::contracts`, which turns the loop's events
+//! into each version's types).
 //!
-//! Only the generated code lives here: the sockets side uses its types directly
-//! (`Event`, `ReadResult`, ...), so a batch goes to the guest with no conversion, and
-//! the guest side implements its imports (`runtime::imports`).
+//! Only the generated code lives here: the sockets side uses its plain types
+//! (`Conn`, `IoError`, `WriteResult`, ...), and the guest side implements its
+//! imports (`runtime::imports`).
 
 #[allow(missing_docs)]
 mod generated {
@@ -14,9 +15,7 @@ mod generated {
 }
 
 pub use generated::sandsock::net::log::Level as LogLevel;
-pub use generated::sandsock::net::types::{
-    Conn, Event, HangupInfo, IoError, ReadResult, TlsInfo, WriteResult,
-};
+pub use generated::sandsock::net::types::{Conn, Event, IoError, TlsInfo, WriteResult};
 pub use generated::{Handler, HandlerIndices, sandsock};
 
 /// The contract's package, without its version.
@@ -24,4 +23,26 @@ pub const PACKAGE: &str = "sandsock:net";
 
 /// The version of the package these bindings are for: today's, which the host's
 /// internals speak (`runtime::contracts` adapts the older ones it still serves).
-pub const VERSION: &str = "0.4.0";
+pub const VERSION: &str = "1.0.0";
+
+/// The `kind` of each 1.0 [`Event`], as the WIT lists them.
+pub mod kind {
+    /// A new connection.
+    pub const ACCEPTED: u8 = 0;
+    /// An outbound connection completed.
+    pub const CONNECTED: u8 = 1;
+    /// Bytes from the peer, in `input`.
+    pub const DATA: u8 = 2;
+    /// The peer's end-of-stream.
+    pub const EOF: u8 = 3;
+    /// Room to write.
+    pub const WRITABLE: u8 = 4;
+    /// The connection failed; `value` is the `io-error`'s position.
+    pub const HANGUP: u8 = 5;
+    /// A timer fired; `value` is its id.
+    pub const TIMER: u8 = 6;
+    /// A connection handed over at a hot swap.
+    pub const ADOPTED: u8 = 7;
+    /// The host is shutting down.
+    pub const SHUTDOWN: u8 = 8;
+}

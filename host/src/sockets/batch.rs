@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
+use super::events::Event;
 use super::owners::Owner;
-use crate::shared::wit::Event;
 
 /// The events of one turn of the loop, grouped by [`Owner`] as they are pushed.
 ///

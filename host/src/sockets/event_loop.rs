@@ -31,13 +31,13 @@ use super::allow::AllowList;
 use super::batch::Batch;
 use super::capacity::Capacity;
 use super::connection::Phase;
+use super::events::Event;
 use super::handler::EventHandler;
 use super::listener::Listener;
 use super::net::{Lingering, Net};
 use crate::shared::limits::{Limits, SLOT_BITS};
 use crate::shared::metrics::Published;
 use crate::shared::rate_limit::RateLimit;
-use crate::shared::wit::Event;
 
 /// Tokens below this are connection slots; listeners sit above.
 const LISTENER_BASE: usize = 1 << SLOT_BITS;

@@ -13,6 +13,7 @@
 //! - [`tls`]: TLS termination: certificates, and each connection's session.
 //! - [`net`]: the guest's `io` calls, and the bookkeeping that turns edges into
 //!   level-triggered batches.
+//! - [`events`]: what the loop reports to a guest, in the host's own words.
 //! - [`batch`]: one turn's events, grouped by owner as they are found.
 //! - [`handler`]: what the loop calls with a batch (a wasm guest, or the native
 //!   baseline).
@@ -29,6 +30,7 @@ pub mod capacity;
 pub mod conn_table;
 pub mod connection;
 pub mod event_loop;
+pub mod events;
 pub mod handler;
 pub mod listener;
 pub mod net;
@@ -43,6 +45,7 @@ pub use batch::Batch;
 pub use capacity::Capacity;
 pub use connection::Phase;
 pub use event_loop::{EventLoop, Remote};
+pub use events::{Event, HangupInfo, Read, ReadResult};
 pub use handler::EventHandler;
 pub use net::{Lingering, Net};
 pub use owners::Owner;

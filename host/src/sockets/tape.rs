@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use crate::shared::wit::{Conn, ReadResult};
+use crate::shared::wit::Conn;
 
 /// What one sampled connection did since the canary last took it.
 #[derive(Debug, Default)]
@@ -37,14 +37,17 @@ impl Tapes {
         self.tapes.entry(conn).or_default();
     }
 
-    /// A `read` answered `result`.
-    pub fn on_read(&mut self, conn: Conn, result: &ReadResult) {
+    /// The serving generation was given `bytes` read from `conn`.
+    pub fn on_input(&mut self, conn: Conn, bytes: &[u8]) {
         if let Some(tape) = self.tapes.get_mut(&conn) {
-            match result {
-                ReadResult::Data(bytes) => tape.input.extend_from_slice(bytes),
-                ReadResult::Eof => tape.eof = true,
-                _ => {}
-            }
+            tape.input.extend_from_slice(bytes);
+        }
+    }
+
+    /// The serving generation was given `conn`'s end-of-stream.
+    pub fn on_eof(&mut self, conn: Conn) {
+        if let Some(tape) = self.tapes.get_mut(&conn) {
+            tape.eof = true;
         }
     }
 

@@ -19,7 +19,7 @@ use crate::runtime::engine::Runtime;
 use crate::runtime::instance::Instance;
 use crate::runtime::trap::describe;
 use crate::shared::metrics::{Published, Serving, SwapCounters, millis};
-use crate::shared::wit::Event;
+use crate::sockets::events::Event;
 use crate::sockets::net::Net;
 use crate::sockets::owners::Owner;
 

@@ -27,7 +27,7 @@ use crate::runtime::sandbox::Isolation;
 use crate::runtime::trap::{backtrace, cause, describe};
 use crate::shared::metrics::{GuestCounters, Published, TrapCause};
 use crate::shared::rate_limit::RateLimit;
-use crate::shared::wit::Event;
+use crate::sockets::events::Event;
 use crate::sockets::net::Net;
 use crate::sockets::owners::Owner;
 

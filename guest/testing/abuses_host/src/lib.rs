@@ -6,14 +6,12 @@
 //! trigger is one line per call, `CALL=ANSWER`, then `done`:
 //!
 //! ```text
-//! read(0)=failed(unknown-conn)
-//! read(u64::MAX)=failed(unknown-conn)
-//! read(1<<52)=failed(unknown-conn)
-//! read(self, u32::MAX)=would-block               (or data(N): N <= 65536)
+//! write(0)=failed(unknown-conn)
+//! write(u64::MAX)=failed(unknown-conn)
 //! write(self, 8MiB)=accepted(N)                  (or would-block)
 //! write(unknown)=failed(unknown-conn)
-//! read(unknown)=failed(unknown-conn)
-//! shutdown-write(unknown)=returned              (ignored: contract 0.4.0)
+//! tls(unknown)=none
+//! shutdown-write(unknown)=returned              (ignored since contract 0.4.0)
 //! close(unknown)=returned
 //! set-interest(unknown)=returned
 //! peer(unknown)=none
@@ -47,7 +45,7 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use sandsock_sdk::raw::io;
-use sandsock_sdk::raw::types::{IoError, ReadResult, WriteResult};
+use sandsock_sdk::raw::types::{IoError, WriteResult};
 use sandsock_sdk::{Conn, Handler, Io};
 
 /// A handle below 2^53 that the host never hands out in a test.
@@ -119,16 +117,17 @@ impl AbusesHost {
 fn bad_calls(conn: Conn) -> String {
     let own = conn.raw();
     let mut report = Report::default();
-    report.line("read(0)", read(&io::read(0, 16)));
-    report.line("read(u64::MAX)", read(&io::read(u64::MAX, 16)));
-    report.line("read(1<<52)", read(&io::read(1 << 52, 16)));
-    report.line("read(self, u32::MAX)", read(&io::read(own, u32::MAX)));
+    report.line("write(0)", written(&io::write(0, b"x")));
+    report.line("write(u64::MAX)", written(&io::write(u64::MAX, b"x")));
     report.line(
         "write(self, 8MiB)",
         written(&io::write(own, &vec![b'\n'; BIG_WRITE])),
     );
     report.line("write(unknown)", written(&io::write(UNKNOWN, b"x")));
-    report.line("read(unknown)", read(&io::read(UNKNOWN, 16)));
+    report.line(
+        "tls(unknown)",
+        io::tls(UNKNOWN).map_or_else(|| "none".to_owned(), |tls| format!("some({})", tls.version)),
+    );
     io::shutdown_write(UNKNOWN);
     report.line("shutdown-write(unknown)", "returned".to_owned());
     io::close(UNKNOWN);
@@ -157,15 +156,6 @@ impl Report {
     fn line(&mut self, call: &str, answer: String) {
         // Writing to a `String` cannot fail.
         let _ = writeln!(self.0, "{call}={answer}");
-    }
-}
-
-fn read(answer: &ReadResult) -> String {
-    match answer {
-        ReadResult::Data(bytes) => format!("data({})", bytes.len()),
-        ReadResult::WouldBlock => "would-block".to_owned(),
-        ReadResult::Eof => "eof".to_owned(),
-        ReadResult::Failed(error) => failed(*error),
     }
 }
 

@@ -7,7 +7,7 @@
 //!
 //! After the trigger, the connection's write interest is kept on with the raw
 //! `set-interest`, so the host reports it `writable` in every batch (and
-//! `readable` whenever the client sends), and on each such event the guest makes
+//! `data` whenever the client sends), and on each such event the guest makes
 //! [`WRITES_PER_EVENT`] raw `write`s of a [`CHUNK`]-byte chunk and ignores the
 //! answers. It queues nothing itself: its own memory stays flat. The chunk is
 //! the byte `F` repeated.
@@ -22,7 +22,7 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 
 use sandsock_sdk::__private::Slot;
-use sandsock_sdk::raw::{self, Event, io};
+use sandsock_sdk::raw::{self, Event, io, kind};
 use sandsock_sdk::{Conn, Handler, Io};
 
 /// Bytes per raw `write`: the most the host takes in one call.
@@ -44,14 +44,15 @@ thread_local! {
 struct Floods;
 
 impl raw::Guest for Floods {
-    fn handle(events: Vec<Event>) {
+    fn handle(events: Vec<Event>, input: Vec<u8>) {
         let for_the_sdk: Vec<Event> = FLOODING.with_borrow_mut(|flooding| {
             events
                 .into_iter()
                 .filter(|event| !flood_on(flooding, event))
                 .collect()
         });
-        ECHO.with(|slot| slot.handle(|| Echo, for_the_sdk));
+        // The SDK's `data` events still point into the same input.
+        ECHO.with(|slot| slot.handle(|| Echo, for_the_sdk, input));
         // The SDK may have changed the interest of a flooding connection it read
         // to the end (end-of-stream turns reading off): keep writes reported.
         FLOODING.with_borrow(|flooding| {
@@ -62,17 +63,17 @@ impl raw::Guest for Floods {
     }
 }
 
-/// Floods if `event` is a readiness event of a flooding connection, and then
-/// keeps it from the SDK (true). A hangup ends the flood and goes on to the SDK,
-/// so that it forgets the connection too.
+/// Floods if `event` is input or room on a flooding connection, and then keeps it
+/// from the SDK (true). A hangup ends the flood and goes on to the SDK, so that it
+/// forgets the connection too.
 fn flood_on(flooding: &mut HashSet<u64>, event: &Event) -> bool {
-    match *event {
-        Event::Readable(conn) | Event::Writable(conn) if flooding.contains(&conn) => {
-            flood(conn);
+    match event.kind {
+        kind::DATA | kind::EOF | kind::WRITABLE if flooding.contains(&event.conn) => {
+            flood(event.conn);
             true
         }
-        Event::Hangup(ref info) => {
-            flooding.remove(&info.conn);
+        kind::HANGUP => {
+            flooding.remove(&event.conn);
             false
         }
         _ => false,

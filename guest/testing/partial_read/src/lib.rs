@@ -1,6 +1,9 @@
-//! `partial_read`: proves that the host's readiness is level-triggered.
+//! `partial_read`: proves that the host's readiness is level-triggered, as contract
+//! 0.4 promised it (1.0 has no `read`: the host reads for the guest).
 //!
-//! Written against the raw interface. On each `readable` event it makes a single
+//! Written against the raw interface of `sandsock:net@0.4.0` (its own bindings of
+//! `wit/0.4.0/`), so the host serves it through its adapter for 0.4: the hot-swap
+//! tests that use it swap between contracts too. On each `readable` event it makes a single
 //! `read` of at most 7 bytes and writes them back; it never reads until
 //! `would-block`. A client that sends 100 bytes at once therefore gets all 100
 //! back only if the host reports `readable` again while bytes are left, which an
@@ -19,8 +22,13 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use sandsock_sdk::raw::types::{ReadResult, WriteResult};
-use sandsock_sdk::raw::{self, Event, io};
+wit_bindgen::generate!({
+    path: "../../../wit/0.4.0",
+    world: "handler",
+});
+
+use sandsock::net::io;
+use sandsock::net::types::{ReadResult, WriteResult};
 
 /// Bytes read per `readable` event: small, and not a divisor of typical message
 /// sizes, so any message needs several events.
@@ -36,7 +44,7 @@ thread_local! {
 
 struct PartialRead;
 
-impl raw::Guest for PartialRead {
+impl Guest for PartialRead {
     fn handle(events: Vec<Event>) {
         UNSENT.with_borrow_mut(|unsent| {
             for event in events {
@@ -102,4 +110,4 @@ fn retry(unsent: &mut HashMap<Conn, Vec<u8>>, conn: Conn) {
     }
 }
 
-sandsock_sdk::export_raw!(PartialRead);
+export!(PartialRead);

@@ -12,7 +12,7 @@ use sandsock_sdk::raw::{self, Event};
 struct TrapsAlways;
 
 impl raw::Guest for TrapsAlways {
-    fn handle(events: Vec<Event>) {
+    fn handle(events: Vec<Event>, _input: Vec<u8>) {
         panic!(
             "traps_always: trapping on a batch of {} events",
             events.len()

@@ -2,7 +2,7 @@
 //! a guest built for an older `sandsock:net` is adapted to today's internals.
 //!
 //! Under semver every 0.x minor is a major, so wasmtime's semver-compatible linking
-//! does nothing between 0.1 and 0.4: each older version has its own bindings
+//! does nothing between 0.1, 0.4 and 1.0: each older version has its own bindings
 //! (generated from its WIT, kept in `wit/VERSION/`), its own imports in the linker
 //! (their names carry the version, so they do not clash), and its own `handle` call.
 //! Each adapter gives its guests exactly what their contract promised, where today's
@@ -11,13 +11,19 @@
 //! - [`v0_1`]: 0.1.0, as released with hot swap.
 //! - [`v0_2`]: 0.2.0 (`invalid-address`, a `restore` that can refuse).
 //! - [`v0_3`]: 0.3.0 (`tls`).
-//! - 0.4.0, today's, is native: `shared::wit`.
+//! - [`v0_4`]: 0.4.0 (`close` answering nothing, `log`), the last that reads for
+//!   itself.
+//! - [`v1_0`]: 1.0.0, today's, native (`shared::wit`): the loop's events lowered into
+//!   its records, readable connections read for the guest first. A later 1.x adds to
+//!   it, and wasmtime's semver matching links a 1.x guest to it unchanged.
 
 #[macro_use]
 mod older;
 pub mod v0_1;
 pub mod v0_2;
 pub mod v0_3;
+pub mod v0_4;
+pub mod v1_0;
 
 use std::fmt;
 
@@ -28,7 +34,8 @@ use wasmtime::component::{
 use wasmtime::{Engine, Store};
 
 use super::imports::GuestState;
-use crate::shared::wit::{self, Event};
+use crate::shared::wit;
+use crate::sockets::events::Event;
 
 /// A version of the contract this host serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -39,15 +46,17 @@ pub enum Contract {
     V0_2,
     /// `sandsock:net@0.3.0`.
     V0_3,
-    /// `sandsock:net@0.4.0`, today's: served natively.
+    /// `sandsock:net@0.4.0`.
     V0_4,
+    /// `sandsock:net@1.0.0`, today's: served natively.
+    V1_0,
 }
 
 impl Contract {
     /// Every version served, oldest first.
-    pub const ALL: [Contract; 4] = [Self::V0_1, Self::V0_2, Self::V0_3, Self::V0_4];
+    pub const ALL: [Contract; 5] = [Self::V0_1, Self::V0_2, Self::V0_3, Self::V0_4, Self::V1_0];
     /// The version the host's internals speak, and the SDKs build.
-    pub const CURRENT: Contract = Self::V0_4;
+    pub const CURRENT: Contract = Self::V1_0;
 
     /// Its semver, as in the package name.
     pub fn version(self) -> &'static str {
@@ -55,12 +64,18 @@ impl Contract {
             Self::V0_1 => "0.1.0",
             Self::V0_2 => "0.2.0",
             Self::V0_3 => "0.3.0",
-            Self::V0_4 => wit::VERSION,
+            Self::V0_4 => "0.4.0",
+            Self::V1_0 => wit::VERSION,
         }
     }
 
-    /// The served version called `version`, if any.
+    /// The served version a component built for `version` runs on, if any: each
+    /// 0.x exactly, and any 1.0.z on 1.0 (a patch changes no WIT). A 1.x newer than
+    /// the host's is not served: it may use what this host does not have.
     pub fn of(version: &str) -> Option<Contract> {
+        if version.starts_with("1.0.") {
+            return Some(Self::V1_0);
+        }
         Self::ALL.into_iter().find(|c| c.version() == version)
     }
 
@@ -79,7 +94,7 @@ impl Contract {
         format!("{}/state@{}", wit::PACKAGE, self.version())
     }
 
-    /// Every version served, for messages: `0.1.0, 0.2.0, 0.3.0 and 0.4.0`.
+    /// Every version served, for messages: `0.1.0, 0.2.0, 0.3.0, 0.4.0 and 1.0.0`.
     pub fn all_versions() -> String {
         let versions: Vec<&str> = Self::ALL.iter().map(|c| c.version()).collect();
         let (last, rest) = versions.split_last().expect("at least one version");
@@ -98,6 +113,7 @@ pub fn add_to_linker(linker: &mut Linker<GuestState>) -> Result<()> {
     v0_1::Handler::add_to_linker::<GuestState, HasSelf<GuestState>>(linker, |s| s)?;
     v0_2::Handler::add_to_linker::<GuestState, HasSelf<GuestState>>(linker, |s| s)?;
     v0_3::Handler::add_to_linker::<GuestState, HasSelf<GuestState>>(linker, |s| s)?;
+    v0_4::Handler::add_to_linker::<GuestState, HasSelf<GuestState>>(linker, |s| s)?;
     wit::Handler::add_to_linker::<GuestState, HasSelf<GuestState>>(linker, |s| s)?;
     Ok(())
 }
@@ -152,7 +168,8 @@ pub(crate) enum Exports {
     V0_1(v0_1::HandlerIndices),
     V0_2(v0_2::HandlerIndices),
     V0_3(v0_3::HandlerIndices),
-    V0_4(wit::HandlerIndices),
+    V0_4(v0_4::HandlerIndices),
+    V1_0(wit::HandlerIndices),
 }
 
 impl Exports {
@@ -167,7 +184,8 @@ impl Exports {
                 Contract::V0_1 => Self::V0_1(v0_1::HandlerIndices::new(pre)?),
                 Contract::V0_2 => Self::V0_2(v0_2::HandlerIndices::new(pre)?),
                 Contract::V0_3 => Self::V0_3(v0_3::HandlerIndices::new(pre)?),
-                Contract::V0_4 => Self::V0_4(wit::HandlerIndices::new(pre)?),
+                Contract::V0_4 => Self::V0_4(v0_4::HandlerIndices::new(pre)?),
+                Contract::V1_0 => Self::V1_0(wit::HandlerIndices::new(pre)?),
             })
         };
         if let Some(contract) = contract {
@@ -191,23 +209,27 @@ impl Exports {
             Self::V0_1(indices) => Handle::V0_1(indices.load(store, instance)?, Vec::new()),
             Self::V0_2(indices) => Handle::V0_2(indices.load(store, instance)?, Vec::new()),
             Self::V0_3(indices) => Handle::V0_3(indices.load(store, instance)?, Vec::new()),
-            Self::V0_4(indices) => Handle::V0_4(indices.load(store, instance)?),
+            Self::V0_4(indices) => Handle::V0_4(indices.load(store, instance)?, Vec::new()),
+            Self::V1_0(indices) => {
+                Handle::V1_0(indices.load(store, instance)?, v1_0::Lowered::default())
+            }
         })
     }
 }
 
-/// One instance's `handle`, in its contract's types; an older version's with a batch
-/// of its events kept between calls, so that converting one allocates nothing once
-/// it has grown.
+/// One instance's `handle`, in its contract's types, with a batch in those types kept
+/// between calls, so that converting one allocates nothing once it has grown.
 pub(crate) enum Handle {
     V0_1(v0_1::Handler, Vec<v0_1::types::Event>),
     V0_2(v0_2::Handler, Vec<v0_2::types::Event>),
     V0_3(v0_3::Handler, Vec<v0_3::types::Event>),
-    V0_4(wit::Handler),
+    V0_4(v0_4::Handler, Vec<v0_4::types::Event>),
+    V1_0(wit::Handler, v1_0::Lowered),
 }
 
 impl Handle {
-    /// Calls `handle` with `events`, converted for an older version.
+    /// Calls `handle` with `events`, converted into its version's types (for 1.0,
+    /// with the readable connections read first).
     pub fn call(&mut self, store: &mut Store<GuestState>, events: &[Event]) -> Result<()> {
         fn convert<'a, T>(
             batch: &'a mut Vec<T>,
@@ -228,7 +250,13 @@ impl Handle {
             Self::V0_3(handler, batch) => {
                 handler.call_handle(store, convert(batch, events, v0_3::event))
             }
-            Self::V0_4(handler) => handler.call_handle(store, events),
+            Self::V0_4(handler, batch) => {
+                handler.call_handle(store, convert(batch, events, v0_4::event))
+            }
+            Self::V1_0(handler, lowered) => {
+                lowered.lower(store.data_mut(), events);
+                handler.call_handle(store, &lowered.events, lowered.input())
+            }
         };
         called.map_err(anyhow::Error::from)
     }
@@ -323,7 +351,12 @@ mod tests {
             assert_eq!(Contract::of(contract.version()), Some(contract));
         }
         assert_eq!(Contract::of("0.9.0"), None);
-        assert_eq!(Contract::all_versions(), "0.1.0, 0.2.0, 0.3.0 and 0.4.0");
+        assert_eq!(Contract::of("1.0.3"), Some(Contract::V1_0));
+        assert_eq!(Contract::of("1.1.0"), None);
+        assert_eq!(
+            Contract::all_versions(),
+            "0.1.0, 0.2.0, 0.3.0, 0.4.0 and 1.0.0"
+        );
         assert!(Contract::CURRENT.is_native() && !Contract::V0_1.is_native());
     }
 }

@@ -4,7 +4,9 @@
 //!
 //! A module that uses them has `today` (`crate::shared::wit`), `Today` (today's `io`
 //! trait) and the version's `types` and `io` (its bindings) in scope, and an
-//! `error(today::IoError) -> IoError` of its own or from `older_errors!`.
+//! `error(today::IoError) -> IoError` of its own or from `older_errors!`. The loop's
+//! events and the `read` every 0.x has are the host's own (`crate::sockets::events`):
+//! today's contract has no `read`, and hands the guest its bytes instead.
 
 /// `error`, for a version whose `io-error` has today's cases (0.2.0 on).
 macro_rules! older_errors {
@@ -26,36 +28,38 @@ macro_rules! older_errors {
     };
 }
 
-/// `event`, `read_result` and `write_result`: today's in this version's types, which
-/// have the same cases (every 0.x has today's events and answers; only `io-error`
-/// differs, through `error`).
+/// `event`, `read_result` and `write_result`: the loop's events, a read's answer and
+/// today's `write` answer in this version's types, which have the same cases (only
+/// `io-error` differs between 0.x versions, through `error`).
 macro_rules! older_types {
     () => {
-        /// Today's event in this version's type.
-        pub fn event(event: &today::Event) -> types::Event {
+        /// The loop's event in this version's type.
+        pub fn event(event: &crate::sockets::events::Event) -> types::Event {
+            use crate::sockets::events::Event as Loop;
             use types::{Event, HangupInfo};
             match event {
-                today::Event::Accepted(c) => Event::Accepted(*c),
-                today::Event::Connected(c) => Event::Connected(*c),
-                today::Event::Readable(c) => Event::Readable(*c),
-                today::Event::Writable(c) => Event::Writable(*c),
-                today::Event::Hangup(info) => Event::Hangup(HangupInfo {
+                Loop::Accepted(c) => Event::Accepted(*c),
+                Loop::Connected(c) => Event::Connected(*c),
+                Loop::Readable(c) => Event::Readable(*c),
+                Loop::Writable(c) => Event::Writable(*c),
+                Loop::Hangup(info) => Event::Hangup(HangupInfo {
                     conn: info.conn,
                     error: error(info.error),
                 }),
-                today::Event::Timer(id) => Event::Timer(*id),
-                today::Event::Adopted(c) => Event::Adopted(*c),
-                today::Event::Shutdown => Event::Shutdown,
+                Loop::Timer(id) => Event::Timer(*id),
+                Loop::Adopted(c) => Event::Adopted(*c),
+                Loop::Shutdown => Event::Shutdown,
             }
         }
 
-        fn read_result(result: today::ReadResult) -> types::ReadResult {
+        fn read_result(result: crate::sockets::events::ReadResult) -> types::ReadResult {
+            use crate::sockets::events::ReadResult as Loop;
             use types::ReadResult;
             match result {
-                today::ReadResult::Data(bytes) => ReadResult::Data(bytes),
-                today::ReadResult::WouldBlock => ReadResult::WouldBlock,
-                today::ReadResult::Eof => ReadResult::Eof,
-                today::ReadResult::Failed(e) => ReadResult::Failed(error(e)),
+                Loop::Data(bytes) => ReadResult::Data(bytes),
+                Loop::WouldBlock => ReadResult::WouldBlock,
+                Loop::Eof => ReadResult::Eof,
+                Loop::Failed(e) => ReadResult::Failed(error(e)),
             }
         }
 
@@ -80,7 +84,7 @@ macro_rules! older_io {
 
         impl io::Host for GuestState {
             fn read(&mut self, c: Conn, max: u32) -> types::ReadResult {
-                read_result(Today::read(self, c, max))
+                read_result(GuestState::read(self, c, max))
             }
 
             fn write(&mut self, c: Conn, data: Vec<u8>) -> types::WriteResult {

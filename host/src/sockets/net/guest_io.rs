@@ -14,37 +14,55 @@ use super::{Net, visible, write_answer};
 #[cfg(doc)]
 use crate::shared::limits::MAX_TIMER_DELAY_MS;
 use crate::shared::limits::{CONNECT_TIMEOUT, MAX_READ_CHUNK};
-use crate::shared::wit::{Conn, IoError, ReadResult, TlsInfo, WriteResult};
+use crate::shared::wit::{Conn, IoError, TlsInfo, WriteResult};
 use crate::sockets::conn_table::slot_of;
 use crate::sockets::connection::Phase;
+use crate::sockets::events::{Read as ReadOutcome, ReadResult};
 use crate::sockets::tape::Tapes;
 
 impl Net {
-    /// `read`: up to `max` bytes, `would-block`, `eof`, or why not.
+    /// The older contracts' `read`: up to `max` bytes, `would-block`, `eof`, or why
+    /// not.
     pub fn read(&mut self, id: Conn, max: u32) -> ReadResult {
-        let result = self.read_now(id, max);
-        if let Some(tapes) = self.tapes.as_deref_mut() {
-            tapes.on_read(id, &result);
-        }
-        result
-    }
-
-    fn read_now(&mut self, id: Conn, max: u32) -> ReadResult {
         if self.scratch.is_empty() {
             self.scratch = vec![0; MAX_READ_CHUNK];
         }
+        let want = (max as usize).min(MAX_READ_CHUNK);
+        let mut buf = std::mem::take(&mut self.scratch);
+        let read = self.read_into(id, &mut buf[..want]);
+        let result = ReadResult::of(read, &buf);
+        self.scratch = buf;
+        result
+    }
+
+    /// One read into `buf` (of at most 64 KiB: the host's chunk), recorded on the
+    /// canary's tape. A contract that hands the guest its bytes reads each
+    /// `Readable` connection so before the call, straight into the call's input.
+    pub fn read_into(&mut self, id: Conn, buf: &mut [u8]) -> ReadOutcome {
+        let read = self.read_socket(id, buf);
+        if let Some(tapes) = self.tapes.as_deref_mut() {
+            match read {
+                ReadOutcome::Data(n) => tapes.on_input(id, &buf[..n]),
+                ReadOutcome::Eof => tapes.on_eof(id),
+                ReadOutcome::WouldBlock | ReadOutcome::Failed(_) => {}
+            }
+        }
+        read
+    }
+
+    fn read_socket(&mut self, id: Conn, buf: &mut [u8]) -> ReadOutcome {
+        let want = buf.len().min(MAX_READ_CHUNK);
+        let buf = &mut buf[..want];
         let Some(conn) = visible(&mut self.conns, id, self.caller) else {
-            return ReadResult::Failed(IoError::UnknownConn);
+            return ReadOutcome::Failed(IoError::UnknownConn);
         };
         if let Phase::Failed(error) = conn.phase {
-            return ReadResult::Failed(error);
+            return ReadOutcome::Failed(error);
         }
         if conn.eof_seen {
-            return ReadResult::Eof;
+            return ReadOutcome::Eof;
         }
-        let want = (max as usize).min(MAX_READ_CHUNK);
         if conn.tls.is_some() {
-            let buf = &mut self.scratch[..want];
             return read_tls(
                 conn,
                 buf,
@@ -54,17 +72,17 @@ impl Net {
             );
         }
         if !conn.readable {
-            return ReadResult::WouldBlock;
+            return ReadOutcome::WouldBlock;
         }
         if want == 0 {
-            return ReadResult::Data(Vec::new());
+            return ReadOutcome::Data(0);
         }
         loop {
-            return match conn.stream.read(&mut self.scratch[..want]) {
+            return match conn.stream.read(buf) {
                 Ok(0) => {
                     conn.readable = false;
                     conn.eof_seen = true;
-                    ReadResult::Eof
+                    ReadOutcome::Eof
                 }
                 Ok(n) => {
                     // A short read drained the socket: new bytes bring a new edge. Not
@@ -73,16 +91,16 @@ impl Net {
                         conn.readable = false;
                     }
                     self.counters.bytes_read += n as u64;
-                    ReadResult::Data(self.scratch[..n].to_vec())
+                    ReadOutcome::Data(n)
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     conn.readable = false;
-                    ReadResult::WouldBlock
+                    ReadOutcome::WouldBlock
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     self.agenda.fail(conn, &e);
-                    ReadResult::Failed(IoError::Reset)
+                    ReadOutcome::Failed(IoError::Reset)
                 }
             };
         }

@@ -10,9 +10,10 @@ use tracing::{debug, warn};
 
 use super::{Agenda, Net, write_answer};
 use crate::shared::metrics::NetCounters;
-use crate::shared::wit::{Conn, IoError, ReadResult, WriteResult};
+use crate::shared::wit::{Conn, IoError, WriteResult};
 use crate::sockets::capacity::Place;
 use crate::sockets::connection::{Connection, Phase};
+use crate::sockets::events::Read;
 use crate::sockets::owners::{HOST, Owner};
 use crate::sockets::tls::{Failure, Tls};
 
@@ -166,11 +167,11 @@ pub(super) fn read_tls(
     agenda: &mut Agenda,
     counters: &mut NetCounters,
     buffered: &mut u64,
-) -> ReadResult {
+) -> Read {
     let tls = conn.tls.as_mut().expect("a TLS connection");
     if !tls.has_input() {
         if !conn.readable {
-            return ReadResult::WouldBlock;
+            return Read::WouldBlock;
         }
         match tls.fill(&mut conn.stream, buf.len().max(1)) {
             Ok(true) => conn.readable = false,
@@ -182,7 +183,7 @@ pub(super) fn read_tls(
                     Failure::Protocol(e) => io::Error::other(e),
                 };
                 agenda.fail(conn, &error);
-                return ReadResult::Failed(IoError::Reset);
+                return Read::Failed(IoError::Reset);
             }
         }
         // Whatever the records asked for (a key update's answer) goes out now, or
@@ -192,19 +193,19 @@ pub(super) fn read_tls(
         }
     }
     if buf.is_empty() {
-        return ReadResult::Data(Vec::new());
+        return Read::Data(0);
     }
     let n = tls.read_plaintext(buf);
     if n > 0 {
         counters.bytes_read += n as u64;
-        return ReadResult::Data(buf[..n].to_vec());
+        return Read::Data(n);
     }
     if tls.at_end() {
         conn.readable = false;
         conn.eof_seen = true;
-        return ReadResult::Eof;
+        return Read::Eof;
     }
-    ReadResult::WouldBlock
+    Read::WouldBlock
 }
 
 /// Queues a TLS connection's `close_notify` (at `close` and `shutdown-write`) and

@@ -10,9 +10,10 @@ use tracing::debug;
 use super::closing::send_fin;
 use super::guest_io::connect_error;
 use super::{Agenda, Net};
-use crate::shared::wit::{Event, HangupInfo, IoError};
+use crate::shared::wit::IoError;
 use crate::sockets::batch::Batch;
 use crate::sockets::connection::{Connection, Phase};
+use crate::sockets::events::{Event, HangupInfo};
 
 impl Net {
     /// Records what mio reported for a connection's socket, and does the host's own

@@ -1,0 +1,111 @@
+//! Contract 1.0.0, today's, served natively: the loop's events lowered into 1.0's flat
+//! records, each `Readable` connection read first, straight into the call's `input`
+//! (one read per connection per call, so the guest makes no `read` to learn what came
+//! and none to learn that nothing more did).
+
+use super::super::imports::GuestState;
+use crate::shared::limits::MAX_READ_CHUNK;
+use crate::shared::wit::{self, IoError, kind};
+use crate::sockets::events::{Event, Read};
+
+/// The most input one call carries: past it, the readable connections left wait for
+/// the next call (they stay readable), so a turn with many busy connections hands a
+/// guest at most this much at once.
+pub const MAX_CALL_INPUT: usize = 1 << 20;
+
+/// One instance's batch in 1.0's types, kept between calls so that lowering one
+/// allocates nothing once it has grown.
+#[derive(Default)]
+pub struct Lowered {
+    /// This call's events.
+    pub events: Vec<wit::Event>,
+    /// `input[..used]` is this call's; the rest is room, zeroed once when it grew.
+    input: Vec<u8>,
+    used: usize,
+}
+
+impl Lowered {
+    /// This call's input: every `data` event's bytes, back to back.
+    pub fn input(&self) -> &[u8] {
+        &self.input[..self.used]
+    }
+
+    /// Lowers `events`, reading each `Readable` connection through `state` into the
+    /// input (see [`Lowered::read_ahead`]).
+    pub fn lower(&mut self, state: &mut GuestState, events: &[Event]) {
+        self.events.clear();
+        self.used = 0;
+        for event in events {
+            let lowered = match *event {
+                Event::Readable(conn) => {
+                    self.read_ahead(state, conn);
+                    continue;
+                }
+                Event::Accepted(conn) => record(kind::ACCEPTED, conn, 0),
+                Event::Connected(conn) => record(kind::CONNECTED, conn, 0),
+                Event::Writable(conn) => record(kind::WRITABLE, conn, 0),
+                Event::Hangup(info) => record(kind::HANGUP, info.conn, position(info.error)),
+                Event::Timer(id) => record(kind::TIMER, 0, id),
+                Event::Adopted(conn) => record(kind::ADOPTED, conn, 0),
+                Event::Shutdown => record(kind::SHUTDOWN, 0, 0),
+            };
+            self.events.push(lowered);
+        }
+    }
+
+    /// One read of the readable connection `conn`, as the guest will hear it: bytes
+    /// become a `data` event, the end of the stream an `eof`; a read that finds
+    /// nothing, or fails (a `hangup` follows), adds no event. Nothing is read once
+    /// this call carries [`MAX_CALL_INPUT`] (the connection stays readable and is
+    /// read for the next call). Answers what the read found.
+    pub fn read_ahead(&mut self, state: &mut GuestState, conn: u64) -> Read {
+        if self.used >= MAX_CALL_INPUT {
+            return Read::WouldBlock;
+        }
+        let end = self.used + MAX_READ_CHUNK;
+        if self.input.len() < end {
+            self.input.resize(end, 0);
+        }
+        let read = state.read_into(conn, &mut self.input[self.used..end]);
+        match read {
+            Read::Data(0) | Read::WouldBlock | Read::Failed(_) => {}
+            Read::Data(n) => {
+                self.events.push(wit::Event {
+                    kind: kind::DATA,
+                    conn,
+                    value: 0,
+                    start: self.used as u32,
+                    len: n as u32,
+                });
+                self.used += n;
+            }
+            Read::Eof => self.events.push(record(kind::EOF, conn, 0)),
+        }
+        read
+    }
+}
+
+/// An event with no bytes.
+fn record(kind: u8, conn: u64, value: u64) -> wit::Event {
+    wit::Event {
+        kind,
+        conn,
+        value,
+        start: 0,
+        len: 0,
+    }
+}
+
+/// An `io-error`'s position in the WIT's list, as a `hangup` carries it.
+pub fn position(error: IoError) -> u64 {
+    match error {
+        IoError::Closed => 0,
+        IoError::Reset => 1,
+        IoError::UnknownConn => 2,
+        IoError::NotPermitted => 3,
+        IoError::LimitExceeded => 4,
+        IoError::Refused => 5,
+        IoError::Unreachable => 6,
+        IoError::InvalidAddress => 7,
+    }
+}
