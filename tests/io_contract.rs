@@ -442,14 +442,15 @@ adapted!(
 /// `Net` as a guest built for 1.0 reaches it: its `io`, and no `read` but what the
 /// host reads for it before a call. A `read` step is the event the next call would
 /// carry for a readable connection: `data` (its bytes), `eof`, or none (which the
-/// table calls would-block, or the failure that left no event: a `hangup` follows).
-/// Always a whole chunk: the cases that read less are excepted.
+/// table calls would-block, or the failure that left no event: a `hangup` follows),
+/// up to the case's `max` (the host reads less than a chunk when many connections
+/// share a call).
 struct V10<'a>(&'a mut GuestState);
 
 impl Io for V10<'_> {
-    fn read(&mut self, c: Conn, _max: u32) -> ReadResult {
+    fn read(&mut self, c: Conn, max: u32) -> ReadResult {
         let mut lowered = contracts::v1_0::Lowered::default();
-        let read = lowered.read_ahead(self.0, c);
+        let read = lowered.read_ahead(self.0, c, max as usize);
         match (read, lowered.events.as_slice()) {
             (Ahead::WouldBlock, []) => ReadResult::WouldBlock,
             (Ahead::Failed(error), []) => ReadResult::Failed(error),

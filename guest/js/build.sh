@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds JavaScript guests into components of the sandsock:net@0.4.0
+# Builds JavaScript guests into components of the sandsock:net@1.0.0
 # `stateful-handler` world.
 #
 #   guest/js/build.sh OUT_DIR [NAME...]
@@ -17,7 +17,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 tools=${SANDSOCK_TOOLS:-$repo/guest/target/tools}/js
-wit=${SANDSOCK_WIT:-$repo/wit/0.4.0/handler.wit}
+wit=${SANDSOCK_WIT:-$repo/wit/handler.wit}
 
 die() {
   echo "guest/js/build.sh: error: $*" >&2

@@ -1,6 +1,6 @@
 // sandsock-entry.js: the component's entry point. It binds the SDK (sandsock.js)
 // to the host's WIT imports and exports what the `stateful-handler` world of
-// sandsock:net@0.4.0 asks for; the guest's own code is ./app.js, which calls
+// sandsock:net@1.0.0 asks for; the guest's own code is ./app.js, which calls
 // serve(handler). build.sh puts them side by side (with the SDK's sandsock/ modules)
 // and builds this one.
 //
@@ -11,12 +11,11 @@
 // ComponentError). Any other exception from an import is rethrown: it is a bug,
 // not an answer of the host.
 
-import * as io from "sandsock:net/io@0.4.0";
-import * as wlog from "sandsock:net/log@0.4.0";
+import * as io from "sandsock:net/io@1.0.0";
+import * as wlog from "sandsock:net/log@1.0.0";
 import { setLogSink, start } from "./sandsock.js";
 import "./app.js";
 
-const ioRead = io.read;
 const ioWrite = io.write;
 const ioSetInterest = io.setInterest;
 const ioShutdownWrite = io.shutdownWrite;
@@ -28,7 +27,7 @@ const ioCancelTimer = io.cancelTimer;
 const ioConnect = io.connect;
 const logWrite = wlog.write;
 
-// The io-error cases (sandsock:net/types@0.4.0 `io-error`).
+// The io-error cases (sandsock:net/types@1.0.0 `io-error`).
 const IO_ERRORS = new Set([
   "closed", "reset", "unknown-conn", "not-permitted", "limit-exceeded", "refused",
   "unreachable", "invalid-address",
@@ -56,7 +55,6 @@ function failure(f) {
 function host(big) {
   const u64 = big ? BigInt : (x) => x;
   return {
-    read: big ? (c, max) => ioRead(BigInt(c), max) : ioRead,
     write: big ? (c, bytes) => ioWrite(BigInt(c), bytes) : ioWrite,
     setInterest: big ? (c, r, w) => ioSetInterest(BigInt(c), r, w) : ioSetInterest,
     shutdownWrite: (c) => ioShutdownWrite(u64(c)),
@@ -84,13 +82,10 @@ let decided = false;
 // which shows whether this toolchain gives `u64` as a BigInt.
 function bind(events) {
   let big = false;
-  for (const ev of events ?? []) {
-    const v = ev.tag === "hangup" ? ev.val.conn : ev.val;
-    if (v !== undefined) {
-      big = typeof v === "bigint";
-      decided = true;
-      break;
-    }
+  const first = events?.[0];
+  if (first !== undefined) {
+    big = typeof first.conn === "bigint";
+    decided = true;
   }
   rt._host = host(big);
   if (!bound) {
@@ -99,9 +94,9 @@ function bind(events) {
   }
 }
 
-export function handle(events) {
+export function handle(events, input) {
   if (!decided) bind(events);
-  rt.handle(events);
+  rt.handle(events, input);
 }
 
 export const state = {

@@ -1,4 +1,4 @@
-// sandsock.js: the JavaScript SDK for sandsock guests (contract sandsock:net@0.4.0).
+// sandsock.js: the JavaScript SDK for sandsock guests (contract sandsock:net@1.0.0).
 //
 // A guest is a handler object whose methods the SDK calls as things happen on its
 // connections; every method has a default, so a guest writes only what it uses:

@@ -16,7 +16,7 @@ die() { echo "build.sh: error: $*" >&2; exit 1; }
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-wit="$repo/wit/0.4.0"
+wit="$repo/wit"
 
 [ $# -ge 1 ] || die "usage: build.sh OUT_DIR [NAME...]"
 out=$1

@@ -46,6 +46,10 @@ export class Conn {
     this._dirty = false;
     // The host pushed back on the queue: it is sent on `writable`.
     this._blocked = false;
+    // Input the host read before it heard that reading was paused (chunks), and
+    // whether its end-of-stream came after it: handed over once reading resumes.
+    this._waiting = [];
+    this._waitingEof = false;
   }
 
   /** Whether the connection is still open (neither closed nor hung up). */

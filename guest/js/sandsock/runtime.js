@@ -8,10 +8,28 @@ import { asHandler } from "./handler.js";
 import { log, show } from "./log.js";
 import { BadSnapshot, SnapshotReader, SnapshotWriter } from "./snapshot.js";
 
-/** Bytes asked for in one host `read` (the most the host gives per call). */
+/** The most the host reads for a connection at once: one `onData` gets at most this
+ * much (unless it waited while reading was paused). */
 export const READ_CHUNK = 64 * 1024;
-/** Reads per `readable` event, at most. */
+/** Reads per `readable` event before contract 1.0. Since 1.0 the host reads for the
+ * guest, one chunk per connection per call: kept so that code importing it loads. */
 export const READS_PER_EVENT = 16;
+
+// The kinds of event of contract 1.0 (the WIT's numbers).
+const ACCEPTED = 0;
+const CONNECTED = 1;
+const DATA = 2;
+const EOF = 3;
+const WRITABLE = 4;
+const HANGUP = 5;
+const TIMER = 6;
+const ADOPTED = 7;
+const SHUTDOWN_EVENT = 8;
+// The io-error names, by position: what a hangup event's value says.
+const IO_ERRORS = [
+  "closed", "reset", "unknown-conn", "not-permitted", "limit-exceeded", "refused",
+  "unreachable", "invalid-address",
+];
 /** The longest timer the host accepts, in milliseconds (a day). */
 export const MAX_TIMER_MS = 86400000;
 
@@ -35,7 +53,7 @@ function handleOf(v) {
 
 /**
  * A handler and the connection state it acts on, over a host: an object with
- * `read(id, max)`, `write(id, bytes)`, `setInterest(id, r, w)`, `shutdownWrite(id)`,
+ * `write(id, bytes)`, `setInterest(id, r, w)`, `shutdownWrite(id)`,
  * `close(id)`, `peer(id)`, `tls(id)`, `setTimer(id, ms)` (null or an io-error
  * name), `cancelTimer(id)`, `connect(addr)` (`{conn}` or `{error}`), as the WIT
  * `io` says them with handles as numbers.
@@ -51,6 +69,8 @@ export class Runtime {
     this._dirty = [];
     // Connections that ended, with why, whose `onClose` is due.
     this._ended = [];
+    // Connections with input waiting for reading to resume.
+    this._heldBack = [];
   }
 
   /** The open connections. */
@@ -63,23 +83,35 @@ export class Runtime {
     return this._conns.get(id);
   }
 
-  /** The WIT `handle` export: one batch of events, in order. */
-  handle(events) {
+  /**
+   * The WIT `handle` export: one batch of events, in order, and `input`, the bytes
+   * of its `data` events back to back (the host read them before the call). A
+   * kind this SDK does not know (a later 1.x's) is skipped.
+   */
+  handle(events, input) {
     current = this;
     const h = this.handler;
     for (let i = 0; i < events.length; i++) {
       const ev = events[i];
-      switch (ev.tag) {
-        case "readable":
-          this._readable(this._conns.get(handleOf(ev.val)));
+      switch (ev.kind) {
+        case DATA: {
+          const c = this._conns.get(handleOf(ev.conn));
+          if (c === undefined) continue;
+          const bytes = input.slice(ev.start, ev.start + ev.len);
+          if (c._waiting.length !== 0 || c._waitingEof || !c._wantsRead()) {
+            this._holdBack(c, bytes, false);
+          } else {
+            h.onData(c, bytes);
+          }
           break;
-        case "writable": {
-          const c = this._conns.get(handleOf(ev.val));
+        }
+        case WRITABLE: {
+          const c = this._conns.get(handleOf(ev.conn));
           if (c) this._writable(c);
           break;
         }
-        case "accepted": {
-          const id = handleOf(ev.val);
+        case ACCEPTED: {
+          const id = handleOf(ev.conn);
           if (!this._conns.has(id)) {
             const c = new Conn(this, id, false);
             this._conns.set(id, c);
@@ -87,11 +119,21 @@ export class Runtime {
           }
           break;
         }
-        case "hangup":
-          this._forget(handleOf(ev.val.conn), ev.val.error);
+        case EOF: {
+          const c = this._conns.get(handleOf(ev.conn));
+          if (c === undefined) continue;
+          if (c._waiting.length !== 0 || c._waitingEof || !c._wantsRead()) {
+            this._holdBack(c, null, true);
+          } else {
+            this._eof(c);
+          }
           break;
-        case "connected": {
-          const c = this._conns.get(handleOf(ev.val));
+        }
+        case HANGUP:
+          this._forget(handleOf(ev.conn), IO_ERRORS[Number(ev.value)] ?? "reset");
+          break;
+        case CONNECTED: {
+          const c = this._conns.get(handleOf(ev.conn));
           if (c && c._connecting) {
             c._connecting = false;
             // Bytes written while it was connecting waited: once they are sent the
@@ -102,17 +144,22 @@ export class Runtime {
           }
           break;
         }
-        case "timer":
-          h.onTimer(handleOf(ev.val));
+        case TIMER:
+          h.onTimer(handleOf(ev.value));
           break;
-        case "adopted":
-          this._adopted(handleOf(ev.val));
+        case ADOPTED:
+          this._adopted(handleOf(ev.conn));
           break;
-        case "shutdown":
+        case SHUTDOWN_EVENT:
           h.onShutdown();
           break;
+        default:
+          continue;
       }
-      if (this._ended.length !== 0) this._deliverCloses();
+      // What waited may resume, and an onClose may resume more: until quiet.
+      while ((this._heldBack.length !== 0 && this._resume()) || this._ended.length !== 0) {
+        this._deliverCloses();
+      }
     }
     this._flushAll();
   }
@@ -123,16 +170,24 @@ export class Runtime {
     const mine = toBytes(this.handler.snapshot() ?? EMPTY);
     this._flushAll();
     const w = new SnapshotWriter();
-    for (const b of [83, 83, 68, 75, 2]) w.u8(b); // "SSDK", version 2
+    // "SSDK", version 3; 2 while nothing is held, so that an SDK from before
+    // contract 1.0 can take it up (a rollback loses no state then).
+    const conns = [...this._conns.values(), ...this._adopting.values()];
+    const version = conns.some((c) => c._waiting.length !== 0 || c._waitingEof) ? 3 : 2;
+    for (const b of [83, 83, 68, 75, version]) w.u8(b);
     w.bytes(mine);
     w.u64(this._conns.size + this._adopting.size);
-    for (const c of [...this._conns.values(), ...this._adopting.values()]) {
+    for (const c of conns) {
       w.u64(c.id);
       w.u8((c._eof ? 1 : 0) | (c._backpressure ? 2 : 0) | (c._autoPause ? 4 : 0) |
            (c._paused ? 8 : 0) | (c._connecting ? 16 : 0) | (c._writeShut ? 32 : 0) |
            (c._failed ? 64 : 0) | (c._wantWritable ? 128 : 0));
       w.u8(c._after);
       w.bytes(concat(c._queue, c._queued));
+      if (version >= 3) {
+        w.bytes(concat(c._waiting));
+        w.u8(c._waitingEof ? 1 : 0);
+      }
     }
     return w.finish();
   }
@@ -153,7 +208,7 @@ export class Runtime {
         if (r.u8() !== b) throw new BadSnapshot("not a sandsock SDK snapshot");
       }
       const version = r.u8();
-      if (version !== 1 && version !== 2) throw new BadSnapshot("unknown SDK snapshot version");
+      if (version < 1 || version > 3) throw new BadSnapshot("unknown SDK snapshot version");
       mine = r.bytes();
       for (let n = r.count(); n > 0; n--) {
         const c = new Conn(this, r.u64(), false);
@@ -162,6 +217,13 @@ export class Runtime {
         const after = r.u8();
         if (after > CLOSE) throw new BadSnapshot("unknown pending action");
         const queue = r.bytes();
+        if (version >= 3) {
+          const waiting = r.bytes();
+          if (waiting.length) c._waiting.push(waiting.slice());
+          const eof = r.u8();
+          if (eof > 1) throw new BadSnapshot("unknown end-of-stream flag");
+          c._waitingEof = eof === 1;
+        }
         c._eof = !!(flags & 1);
         c._backpressure = !!(flags & 2);
         c._autoPause = !!(flags & 4);
@@ -235,28 +297,43 @@ export class Runtime {
 
   // Internals.
 
-  _readable(c) {
-    if (c === undefined) return;
-    const h = this.handler;
-    for (let n = 0; n < READS_PER_EVENT; n++) {
-      if (!c._open || !c._wantsRead()) return;
-      const r = this._host.read(c.id, READ_CHUNK);
-      switch (r.tag) {
-        case "data":
-          h.onData(c, r.val);
-          if (r.val.length < READ_CHUNK) return;
-          break;
-        case "would-block":
-          return;
-        case "eof":
-          c._eof = true;
-          h.onEof(c);
-          // No more reading (after onEof, which usually closes: one call less).
-          this._sync(c);
-          return;
-        default: // failed
-          this._readFailed(c, r.val);
-          return;
+  /** The peer's end-of-stream: onEof, and no more reading. */
+  _eof(c) {
+    c._eof = true;
+    this.handler.onEof(c);
+    // No more reading (after onEof, which usually closes: one call less).
+    if (c._open) this._sync(c);
+  }
+
+  /** Input that came while reading was paused: kept, in order, until it resumes. */
+  _holdBack(c, bytes, eof) {
+    if (c._waiting.length === 0 && !c._waitingEof) this._heldBack.push(c);
+    if (bytes !== null && bytes.length !== 0) c._waiting.push(bytes);
+    if (eof) c._waitingEof = true;
+  }
+
+  /**
+   * Hands over what waited, on each connection whose reading resumed (also one a
+   * handler resumes meanwhile); true if it handed anything over.
+   */
+  _resume() {
+    let delivered = false;
+    for (;;) {
+      const ready = this._heldBack.filter((c) => !c._open || c._wantsRead());
+      if (ready.length === 0) return delivered;
+      this._heldBack = this._heldBack.filter((c) => c._open && !c._wantsRead());
+      for (const c of ready) {
+        if (!c._open) continue;
+        delivered = true;
+        const chunks = c._waiting;
+        const eof = c._waitingEof;
+        c._waiting = [];
+        c._waitingEof = false;
+        if (chunks.length !== 0) this.handler.onData(c, concat(chunks));
+        if (eof && c._open) {
+          if (c._wantsRead() && c._waiting.length === 0) this._eof(c);
+          else this._holdBack(c, null, true);
+        }
       }
     }
   }
@@ -289,6 +366,7 @@ export class Runtime {
     this._host.setInterest(id, r, w);
     c._toldRead = r;
     c._toldWrite = w;
+    if (c._waiting.length !== 0 || c._waitingEof) this._heldBack.push(c);
     const waited = c._queued > 0;
     this.handler.onAdopted(c);
     if (c._open) this._handedOver(c, waited);
@@ -296,14 +374,19 @@ export class Runtime {
 
   /** Hands the host what was written during the call, once per connection. */
   _flushAll() {
-    while (this._dirty.length !== 0 || this._ended.length !== 0) {
-      const dirty = this._dirty;
-      this._dirty = [];
-      for (let i = 0; i < dirty.length; i++) {
-        const c = dirty[i];
-        if (c._dirty && c._open) this._flush(c);
+    for (;;) {
+      while (this._dirty.length !== 0 || this._ended.length !== 0) {
+        const dirty = this._dirty;
+        this._dirty = [];
+        for (let i = 0; i < dirty.length; i++) {
+          const c = dirty[i];
+          if (c._dirty && c._open) this._flush(c);
+        }
+        if (this._ended.length !== 0) this._deliverCloses();
       }
-      if (this._ended.length !== 0) this._deliverCloses();
+      // Input held while a queue was past HIGH_WATER, which this flush drained: no
+      // event would bring it (the host never heard of the pause).
+      if (this._heldBack.length === 0 || !this._resume()) return;
     }
   }
 
@@ -382,12 +465,6 @@ export class Runtime {
       c._toldRead = r;
       c._toldWrite = w;
     }
-  }
-
-  _readFailed(c, error) {
-    if (error === "reset") this._markFailed(c);
-    else if (error === "unknown-conn") this._forget(c.id, error);
-    else this._finishClose(c, error);
   }
 
   _writeFailed(c, error) {

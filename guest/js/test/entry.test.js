@@ -16,7 +16,7 @@ const app = globalThis.__sandsockApp = { caught: [], action: null };
 let entry;
 let sdk;
 
-// The entry imports `sandsock:net/io@0.4.0`, which Node cannot load: stage it with
+// The entry imports `sandsock:net/io@1.0.0`, which Node cannot load: stage it with
 // those two imports pointed at fakes, beside the SDK and an app.
 before(async () => {
   const dir = mkdtempSync(join(tmpdir(), "sandsock-js-entry-"));
@@ -24,8 +24,8 @@ before(async () => {
   cpSync(join(here, "..", "sandsock"), join(dir, "sandsock"), { recursive: true });
   const source = readFileSync(join(here, "..", "sandsock-entry.js"), "utf8");
   const staged = source
-    .replace('"sandsock:net/io@0.4.0"', '"./fake-io.js"')
-    .replace('"sandsock:net/log@0.4.0"', '"./fake-log.js"');
+    .replace('"sandsock:net/io@1.0.0"', '"./fake-io.js"')
+    .replace('"sandsock:net/log@1.0.0"', '"./fake-log.js"');
   assert.notEqual(staged, source);
   writeFileSync(join(dir, "sandsock-entry.js"), staged);
   const names = ["read", "write", "setInterest", "shutdownWrite", "close", "peer", "tls",
@@ -59,7 +59,7 @@ let next = 1;
 function accept(action) {
   app.caught = [];
   app.action = action;
-  entry.handle([{ tag: "accepted", val: next++ }]);
+  entry.handle([{ kind: 0, conn: next++, value: 0, start: 0, len: 0 }], new Uint8Array(0));
   return app.caught;
 }
 

@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
-import { FakeHost, ev } from "../testing/fake-host.js";
+import { FakeHost, deliver, ev } from "../testing/fake-host.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 let sdk;
@@ -119,18 +119,18 @@ function server() {
 
 test("the handler: keep-alive, byte by byte, pipelining over the fake host", () => {
   const { host, rt } = server();
-  rt.handle([ev.accepted(1)]);
+  deliver(rt, [ev.accepted(1)]);
   for (const b of enc("GET / HTTP/1.1\r\nHost: x\r\n\r\n")) {
     host.feed(1, Uint8Array.of(b));
-    rt.handle([ev.readable(1)]);
+    deliver(rt, [ev.readable(1)]);
   }
   assert.equal(host.output(1), HELLO);
   host.feed(1, "GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\nGET / HT");
-  rt.handle([ev.readable(1)]);
+  deliver(rt, [ev.readable(1)]);
   assert.equal(host.output(1), HELLO.repeat(3));
   assert.equal(host.count("write"), 2, "the two pipelined answers went out in one write");
   host.feed(1, "TP/1.1\r\nConnection: close\r\n\r\n");
-  rt.handle([ev.readable(1)]);
+  deliver(rt, [ev.readable(1)]);
   assert.ok(host.output(1).endsWith("Connection: close\r\n\r\nhello\n"));
   assert.ok(host.closed.has(1));
 });
@@ -138,27 +138,27 @@ test("the handler: keep-alive, byte by byte, pipelining over the fake host", () 
 test("the handler: a bad request is refused, the write side shut, drained, then closed", () => {
   const { host, rt } = server();
   host.feed(1, "BAD\x01REQUEST\r\n\r\n");
-  rt.handle([ev.accepted(1), ev.readable(1)]);
+  deliver(rt, [ev.accepted(1), ev.readable(1)]);
   assert.ok(host.output(1).startsWith("HTTP/1.1 400 Bad Request\r\n"));
   assert.ok(host.output(1).endsWith("bad request\n"));
   assert.ok(host.shut.has(1));
   assert.ok(host.timers.has(1), "a drain timer");
   host.feed(1, "more junk");
-  rt.handle([ev.readable(1)]);
+  deliver(rt, [ev.readable(1)]);
   assert.ok(!host.closed.has(1));
-  rt.handle([ev.timer(1)]);
+  deliver(rt, [ev.timer(1)]);
   assert.ok(host.closed.has(1));
 });
 
 test("the handler: an unfinished request crosses a hot swap", () => {
   const old = server();
   old.host.feed(1, "GET / HTTP/1.1\r\nHo");
-  old.rt.handle([ev.accepted(1), ev.readable(1)]);
+  deliver(old.rt, [ev.accepted(1), ev.readable(1)]);
   const snap = old.rt.snapshot();
   const fresh = server();
   assert.equal(fresh.rt.restore(snap), null);
   fresh.host.feed(1, "st: x\r\n\r\n");
-  fresh.rt.handle([ev.adopted(1), ev.readable(1)]);
+  deliver(fresh.rt, [ev.adopted(1), ev.readable(1)]);
   assert.equal(fresh.host.output(1), HELLO);
 });
 
@@ -166,11 +166,11 @@ test("the handler: on shutdown idle connections close, a half request is answere
   const { host, rt } = server();
   host.handOut(1);
   host.feed(2, "GET / HTTP/1.1\r\n");
-  rt.handle([ev.accepted(1), ev.accepted(2), ev.readable(2), ev.shutdown()]);
+  deliver(rt, [ev.accepted(1), ev.accepted(2), ev.readable(2), ev.shutdown()]);
   assert.ok(host.closed.has(1));
   assert.ok(!host.closed.has(2));
   host.feed(2, "\r\n");
-  rt.handle([ev.readable(2)]);
+  deliver(rt, [ev.readable(2)]);
   assert.ok(host.output(2).endsWith("Connection: close\r\n\r\nhello\n"));
   assert.ok(host.closed.has(2));
 });
@@ -199,10 +199,10 @@ test("empty lines before a request are ignored (RFC 9112 §2.2), and bounded", (
 
 test("the handler: POST, CRLF, GET byte by byte gives 405 then 200 on one connection", () => {
   const { host, rt } = server();
-  rt.handle([ev.accepted(1)]);
+  deliver(rt, [ev.accepted(1)]);
   for (const b of enc("POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nab\r\nGET / HTTP/1.1\r\n\r\n")) {
     host.feed(1, Uint8Array.of(b));
-    rt.handle([ev.readable(1)]);
+    deliver(rt, [ev.readable(1)]);
   }
   const out = host.output(1);
   assert.ok(out.startsWith("HTTP/1.1 405 "), out);
@@ -213,7 +213,7 @@ test("the handler: POST, CRLF, GET byte by byte gives 405 then 200 on one connec
 test("the handler's snapshot is its InputBuffers' encoding after a version byte", () => {
   const old = server();
   old.host.feed(1, "GET / HTTP/1.1\r\nHo");
-  old.rt.handle([ev.accepted(1), ev.readable(1)]);
+  deliver(old.rt, [ev.accepted(1), ev.readable(1)]);
   const mine = old.rt.handler.snapshot();
   const w = new sdk.SnapshotWriter();
   w.u8(1);

@@ -6,7 +6,7 @@ import {
   Handler, Runtime, IoError, HIGH_WATER, LOW_WATER, READ_CHUNK, MAX_TIMER_MS,
   setTimer, connect, log, setLogSink,
 } from "../sandsock.js";
-import { FakeHost, ev } from "../testing/fake-host.js";
+import { FakeHost, deliver, ev } from "../testing/fake-host.js";
 
 const enc = (s) => new TextEncoder().encode(s);
 
@@ -35,7 +35,7 @@ function setup(handler = new Recorder()) {
 test("echo: what is read is written back, once per call", () => {
   const { host, rt, h } = setup();
   host.feed(1, "hello");
-  rt.handle([ev.accepted(1), ev.readable(1)]);
+  deliver(rt, [ev.accepted(1), ev.readable(1)]);
   assert.equal(host.output(1), "hello");
   assert.equal(host.count("write"), 1);
   assert.equal(host.count("read"), 1, "a short read ends the reading: no read for would-block");
@@ -51,7 +51,7 @@ test("writes during one call are coalesced into one host write per connection", 
   }));
   host.feed(1, "x");
   host.feed(2, "y");
-  rt.handle([ev.accepted(1), ev.accepted(2), ev.readable(1), ev.readable(2)]);
+  deliver(rt, [ev.accepted(1), ev.accepted(2), ev.readable(1), ev.readable(2)]);
   assert.equal(host.output(1), "abcd☃");
   assert.equal(host.output(2), "abcd☃");
   assert.equal(host.count("write"), 2);
@@ -62,18 +62,18 @@ test("a partial accept keeps the rest, turns write interest on, and sends it on 
   const { host, rt, h } = setup();
   host.setRoom(1, 5);
   host.feed(1, "hello world!");
-  rt.handle([ev.accepted(1), ev.readable(1)]);
+  deliver(rt, [ev.accepted(1), ev.readable(1)]);
   assert.equal(host.output(1), "hello");
   assert.equal(rt.conn(1).queued, 7);
   assert.deepEqual(host.interest.get(1), [true, true]);
   // More writes behind pushed-back bytes wait for writable: no host call now.
   host.feed(1, "++");
   const writes = host.count("write");
-  rt.handle([ev.readable(1)]);
+  deliver(rt, [ev.readable(1)]);
   assert.equal(host.count("write"), writes);
   assert.equal(rt.conn(1).queued, 9);
   host.setRoom(1, Infinity);
-  rt.handle([ev.writable(1)]);
+  deliver(rt, [ev.writable(1)]);
   assert.equal(host.output(1), "hello world!++");
   assert.equal(rt.conn(1).queued, 0);
   assert.deepEqual(host.interest.get(1), [true, false]);
@@ -84,14 +84,14 @@ test("would-block keeps everything, in order", () => {
   const { host, rt } = setup();
   host.setRoom(1, 0);
   host.feed(1, "abc");
-  rt.handle([ev.accepted(1), ev.readable(1)]);
+  deliver(rt, [ev.accepted(1), ev.readable(1)]);
   assert.equal(host.output(1), "");
   assert.equal(rt.conn(1).queued, 3);
   host.setRoom(1, 2);
-  rt.handle([ev.writable(1)]);
+  deliver(rt, [ev.writable(1)]);
   assert.equal(host.output(1), "ab");
   host.setRoom(1, 10);
-  rt.handle([ev.writable(1)]);
+  deliver(rt, [ev.writable(1)]);
   assert.equal(host.output(1), "abc");
 });
 
@@ -100,19 +100,21 @@ test("backpressure: reading stops past HIGH_WATER and resumes below LOW_WATER", 
   host.setRoom(1, 0);
   const chunk = new Uint8Array(READ_CHUNK).fill(7);
   for (let i = 0; i < 8; i++) host.feed(1, chunk);
-  rt.handle([ev.accepted(1), ev.readable(1)]);
+  deliver(rt, [ev.accepted(1)]);
+  // The host reads a chunk per call while read interest is on.
+  for (let i = 0; i < 8; i++) deliver(rt, [ev.readable(1)]);
   assert.equal(rt.conn(1).queued, HIGH_WATER, "stopped reading at the high-water mark");
   assert.equal(host.count("read"), HIGH_WATER / READ_CHUNK);
   assert.deepEqual(host.interest.get(1), [false, true]);
-  // Readable again (level-triggered): still paused, nothing is read.
-  rt.handle([ev.readable(1)]);
+  // Readable again: still paused, nothing is read.
+  deliver(rt, [ev.readable(1)]);
   assert.equal(host.count("read"), HIGH_WATER / READ_CHUNK);
   // Room for part of it: still above LOW_WATER, still paused.
   host.setRoom(1, HIGH_WATER - LOW_WATER - 1);
-  rt.handle([ev.writable(1)]);
+  deliver(rt, [ev.writable(1)]);
   assert.deepEqual(host.interest.get(1), [false, true]);
   host.setRoom(1, 1);
-  rt.handle([ev.writable(1)]);
+  deliver(rt, [ev.writable(1)]);
   assert.equal(rt.conn(1).queued, LOW_WATER);
   assert.deepEqual(host.interest.get(1), [true, true], "reading resumes at LOW_WATER");
 });
@@ -122,7 +124,7 @@ test("backpressure also counts writes behind pushed-back bytes", () => {
   const { host, rt } = setup(new Recorder((conn) => conn.write(big)));
   host.setRoom(1, 0);
   host.feed(1, "x");
-  rt.handle([ev.accepted(1), ev.readable(1)]);
+  deliver(rt, [ev.accepted(1), ev.readable(1)]);
   assert.deepEqual(host.interest.get(1), [false, true]);
 });
 
@@ -134,19 +136,19 @@ test("close waits for the queue to drain, then closes and calls onClose once", (
   }));
   host.setRoom(1, 3);
   host.feed(1, "goodbye");
-  rt.handle([ev.accepted(1), ev.readable(1)]);
+  deliver(rt, [ev.accepted(1), ev.readable(1)]);
   assert.equal(host.output(1), "goo");
   assert.ok(!host.closed.has(1));
   assert.deepEqual(host.interest.get(1), [false, true], "no reading while closing");
   assert.deepEqual(h.closes(1), []);
   host.setRoom(1, Infinity);
-  rt.handle([ev.writable(1)]);
+  deliver(rt, [ev.writable(1)]);
   assert.equal(host.output(1), "goodbye");
   assert.ok(host.closed.has(1));
   assert.deepEqual(h.closes(1), [["close", 1, null]]);
   assert.equal(h.heard.filter((x) => x[0] === "writable").length, 0, "no onWritable for a close");
   // Nothing after: a late hangup, another close, writes.
-  rt.handle([ev.hangup(1), ev.readable(1), ev.writable(1)]);
+  deliver(rt, [ev.hangup(1), ev.readable(1), ev.writable(1)]);
   assert.deepEqual(h.closes(1), [["close", 1, null]]);
 });
 
@@ -156,7 +158,7 @@ test("a close with everything sent closes at once, and onClose comes in the same
     conn.close();
   }));
   host.feed(1, "bye");
-  rt.handle([ev.accepted(1), ev.readable(1)]);
+  deliver(rt, [ev.accepted(1), ev.readable(1)]);
   assert.equal(host.output(1), "bye");
   const order = host.calls.filter((c) => c[0] === "write" || c[0] === "close").map((c) => c[0]);
   assert.deepEqual(order, ["write", "close"], "the bytes go before the close");
@@ -165,17 +167,17 @@ test("a close with everything sent closes at once, and onClose comes in the same
 
 test("onClose is called exactly once per connection, with the reason", () => {
   const { host, rt, h } = setup();
-  rt.handle([ev.accepted(1), ev.accepted(2), ev.accepted(3), ev.accepted(4)]);
+  deliver(rt, [ev.accepted(1), ev.accepted(2), ev.accepted(3), ev.accepted(4)]);
   host.feed(2, { error: "reset" });
-  rt.handle([ev.hangup(1), ev.hangup(1), ev.readable(2)]);
+  deliver(rt, [ev.hangup(1), ev.hangup(1), ev.readable(2)]);
   assert.deepEqual(h.closes(1), [["close", 1, "reset"]]);
   assert.deepEqual(h.closes(2), [], "a reset read waits for the hangup");
-  rt.handle([ev.hangup(2)]);
+  deliver(rt, [ev.hangup(2)]);
   assert.deepEqual(h.closes(2), [["close", 2, "reset"]]);
   rt.conn(3).close();
-  rt.handle([]);
+  deliver(rt, []);
   rt.conn(4)?.abort();
-  rt.handle([ev.hangup(3), ev.hangup(4)]);
+  deliver(rt, [ev.hangup(3), ev.hangup(4)]);
   assert.deepEqual(h.closes(3), [["close", 3, null]]);
   assert.deepEqual(h.closes(4), [["close", 4, null]]);
   assert.equal(h.heard.filter((x) => x[0] === "close").length, 4);
@@ -191,7 +193,7 @@ test("a handler closing others from onClose: each hears it once", () => {
   const h = new Chain();
   const { rt } = setup(h);
   h.rt = rt;
-  rt.handle([ev.accepted(1), ev.accepted(2), ev.accepted(3), ev.hangup(2)]);
+  deliver(rt, [ev.accepted(1), ev.accepted(2), ev.accepted(3), ev.hangup(2)]);
   assert.deepEqual(h.heard.filter((x) => x[0] === "close").map((x) => x[1]).sort(), [1, 2, 3]);
 });
 
@@ -199,11 +201,11 @@ test("end of stream: the default onEof closes once everything is sent", () => {
   const { host, rt, h } = setup();
   host.setRoom(1, 2);
   host.feed(1, "abcd", "eof");
-  rt.handle([ev.accepted(1), ev.readable(1)]);
-  rt.handle([ev.readable(1)]);
+  deliver(rt, [ev.accepted(1), ev.readable(1)]);
+  deliver(rt, [ev.readable(1)]);
   assert.ok(!host.closed.has(1));
   host.setRoom(1, 10);
-  rt.handle([ev.writable(1)]);
+  deliver(rt, [ev.writable(1)]);
   assert.equal(host.output(1), "abcd");
   assert.ok(host.closed.has(1));
   assert.deepEqual(h.closes(1), [["close", 1, null]]);
@@ -220,10 +222,10 @@ test("half-close: writes after the peer's end, then shutdownWrite once drained",
   const { host, rt } = setup(new Half());
   host.feed(1, "x", "eof");
   host.setRoom(1, 1);
-  rt.handle([ev.accepted(1), ev.readable(1), ev.readable(1)]);
+  deliver(rt, [ev.accepted(1), ev.readable(1), ev.readable(1)]);
   assert.ok(!host.shut.has(1));
   host.setRoom(1, 100);
-  rt.handle([ev.writable(1)]);
+  deliver(rt, [ev.writable(1)]);
   assert.equal(host.output(1), "xbye");
   assert.ok(host.shut.has(1));
   assert.ok(!host.closed.has(1));
@@ -235,15 +237,15 @@ test("exceptions thrown by handler code leave handle uncaught", () => {
     throw new Error("boom");
   }));
   host.feed(1, "boom");
-  assert.throws(() => rt.handle([ev.accepted(1), ev.readable(1)]), /boom/);
+  assert.throws(() => deliver(rt, [ev.accepted(1), ev.readable(1)]), /boom/);
 });
 
 test("BigInt handles (componentize-js) are plain numbers to the handler", () => {
   const { host, rt, h } = setup();
   host.feed(5, "hi");
-  rt.handle([ev.accepted(5n), ev.readable(5n)]);
+  deliver(rt, [ev.accepted(5n), ev.readable(5n)]);
   assert.equal(host.output(5), "hi");
-  rt.handle([{ tag: "hangup", val: { conn: 5n, error: "reset" } }, ev.timer(9n)]);
+  deliver(rt, [{ tag: "hangup", val: { conn: 5n, error: "reset" } }, ev.timer(9n)]);
   assert.deepEqual(h.closes(5), [["close", 5, "reset"]]);
   assert.deepEqual(h.heard.at(-1), ["timer", 9]);
 });
@@ -251,31 +253,82 @@ test("BigInt handles (componentize-js) are plain numbers to the handler", () => 
 test("pauseReading and resumeReading compose with the SDK's own pause", () => {
   const { host, rt } = setup();
   host.handOut(1);
-  rt.handle([ev.accepted(1)]);
+  deliver(rt, [ev.accepted(1)]);
   const c = rt.conn(1);
   c.pauseReading();
   assert.deepEqual(host.interest.get(1), [false, false]);
   host.feed(1, "x");
-  rt.handle([ev.readable(1)]);
+  deliver(rt, [ev.readable(1)]);
   assert.equal(host.count("read"), 0);
   c.resumeReading();
   assert.deepEqual(host.interest.get(1), [true, false]);
   c.setInterest(true, true);
-  rt.handle([ev.writable(1)]);
+  deliver(rt, [ev.writable(1)]);
   assert.deepEqual(host.interest.get(1), [true, true]);
+});
+
+test("input held by a queue the end-of-call flush drains is handed over in the call", () => {
+  class Broadcast extends Recorder {
+    onTimer(id) {
+      super.onTimer(id);
+      this.conn.write(new Uint8Array(HIGH_WATER));
+    }
+  }
+  const h = new Broadcast(() => {});
+  const { host, rt } = setup(h);
+  deliver(rt, [ev.accepted(1)]);
+  h.conn = rt.conn(1);
+  host.feed(1, "request");
+  // The write passes HIGH_WATER within the call, so the data after it is held; the
+  // flush at the end drains the queue, and nothing else would bring it.
+  deliver(rt, [ev.timer(1), ev.readable(1)]);
+  assert.deepEqual(h.heard.at(-1), ["data", 1, 7]);
+  assert.deepEqual(host.interest.get(1) ?? [true, false], [true, false]);
+});
+
+test("input that came while reading was paused waits for it to resume", () => {
+  class PauseOnAccept extends Recorder {
+    onAccept(conn) {
+      super.onAccept(conn);
+      conn.pauseReading();
+    }
+    onTimer(id) {
+      super.onTimer(id);
+      this.conn.resumeReading();
+    }
+    onEof(conn) {
+      this.heard.push(["eof", conn.id]);
+      conn.close();
+    }
+  }
+  const h = new PauseOnAccept((conn, bytes) => {});
+  const { host, rt } = setup(h);
+  host.feed(1, "early", "eof");
+  // The host read before it heard of the pause: the bytes are in this batch.
+  deliver(rt, [ev.accepted(1), ev.readable(1)]);
+  assert.deepEqual(h.heard, [["accept", 1]]);
+  assert.deepEqual(host.interest.get(1), [false, false]);
+  deliver(rt, [ev.readable(1)]);
+  assert.equal(host.count("read"), 1, "paused: not read");
+  h.conn = rt.conn(1);
+  deliver(rt, [ev.timer(7)]);
+  assert.deepEqual(h.heard, [["accept", 1], ["timer", 7], ["data", 1, 5]]);
+  deliver(rt, [ev.readable(1)]);
+  assert.deepEqual(h.heard.slice(-2), [["eof", 1], ["close", 1, null]],
+    "what came after the held bytes follows them");
 });
 
 test("setInterest(_, true) calls onWritable on every writable with nothing queued", () => {
   const { rt, h } = setup();
-  rt.handle([ev.accepted(1)]);
+  deliver(rt, [ev.accepted(1)]);
   rt.conn(1).setInterest(true, true);
-  rt.handle([ev.writable(1), ev.writable(1)]);
+  deliver(rt, [ev.writable(1), ev.writable(1)]);
   assert.equal(h.heard.filter((x) => x[0] === "writable").length, 2);
 });
 
 test("timers and connect: errors are IoErrors, handles are numbers", () => {
   const { host, rt, h } = setup();
-  rt.handle([ev.accepted(1)]); // makes rt the current runtime
+  deliver(rt, [ev.accepted(1)]); // makes rt the current runtime
   setTimer(7, 10);
   assert.equal(host.timers.get(7), 10);
   assert.throws(() => setTimer(8, MAX_TIMER_MS + 1), (e) => e instanceof IoError && e.code === "limit-exceeded");
@@ -285,15 +338,15 @@ test("timers and connect: errors are IoErrors, handles are numbers", () => {
   const up = connect("127.0.0.1:9");
   up.write("early");
   up.shutdownWrite();
-  rt.handle([]);
+  deliver(rt, []);
   assert.equal(host.output(up.id), "", "held until connected");
-  rt.handle([ev.connected(up.id)]);
+  deliver(rt, [ev.connected(up.id)]);
   assert.equal(host.output(up.id), "early");
   assert.ok(host.shut.has(up.id));
   assert.deepEqual(h.heard.at(-1), ["connected", up.id]);
   // A connection that never completes: onClose with the reason.
   const down = connect("127.0.0.1:10");
-  rt.handle([ev.hangup(down.id, "refused")]);
+  deliver(rt, [ev.hangup(down.id, "refused")]);
   assert.deepEqual(h.closes(down.id), [["close", down.id, "refused"]]);
 });
 
@@ -302,7 +355,7 @@ test("a plain object is a handler, with the defaults for what it leaves out", ()
   const host = new FakeHost();
   const rt = new Runtime({ onData(conn, b) { seen.push(b.length); conn.write(b); } }, host);
   host.feed(1, "abc", "eof");
-  rt.handle([ev.accepted(1), ev.readable(1), ev.readable(1), ev.shutdown(), ev.timer(3)]);
+  deliver(rt, [ev.accepted(1), ev.readable(1), ev.readable(1), ev.shutdown(), ev.timer(3)]);
   assert.deepEqual(seen, [3]);
   assert.ok(host.closed.has(1), "the default onEof closed it");
 });
@@ -320,7 +373,7 @@ test("a hot swap: queued bytes, flags and the handler's state cross over", () =>
   old.h.count = 42;
   old.host.setRoom(1, 2);
   old.host.feed(1, "pending");
-  old.rt.handle([ev.accepted(1), ev.accepted(2), ev.readable(1)]);
+  deliver(old.rt, [ev.accepted(1), ev.accepted(2), ev.readable(1)]);
   old.rt.conn(2).pauseReading();
   const snap = old.rt.snapshot();
 
@@ -329,7 +382,7 @@ test("a hot swap: queued bytes, flags and the handler's state cross over", () =>
   assert.equal(fresh.h.restored, 42);
   fresh.host.handOut(1);
   fresh.host.handOut(2);
-  fresh.rt.handle([ev.adopted(1), ev.adopted(2)]);
+  deliver(fresh.rt, [ev.adopted(1), ev.adopted(2)]);
   assert.equal(fresh.host.output(1), "nding", "the old queue goes out first");
   assert.deepEqual(fresh.host.interest.get(2), [false, false], "still paused");
   // A refusal by the handler, and a broken snapshot, are answers, not traps.
@@ -356,13 +409,13 @@ test("log lines before the host is bound are kept, then written", () => {
 test("writing something that is not bytes or a string throws", () => {
   const { host, rt } = setup(new Recorder((conn) => conn.write(42)));
   host.feed(1, "x");
-  assert.throws(() => rt.handle([ev.accepted(1), ev.readable(1)]), TypeError);
+  assert.throws(() => deliver(rt, [ev.accepted(1), ev.readable(1)]), TypeError);
 });
 
 test("peer is known while open, null after", () => {
   const { host, rt } = setup();
   host.handOut(1);
-  rt.handle([ev.accepted(1)]);
+  deliver(rt, [ev.accepted(1)]);
   const c = rt.conn(1);
   assert.equal(c.peer, "127.0.0.1:40001");
   c.close();
@@ -377,7 +430,7 @@ test("abort sends what was written earlier in the same call, then closes", () =>
     conn.write("dropped");
   }));
   host.feed(1, "x");
-  rt.handle([ev.accepted(1), ev.readable(1)]);
+  deliver(rt, [ev.accepted(1), ev.readable(1)]);
   assert.equal(host.output(1), "busy\n");
   const order = host.calls.filter((c) => c[0] === "write" || c[0] === "close").map((c) => c[0]);
   assert.deepEqual(order, ["write", "close"], "one write, before the close");
@@ -388,7 +441,7 @@ test("abort drops what the host pushed back on, and writes nothing for a connect
   const { host, rt } = setup();
   host.setRoom(1, 2);
   host.feed(1, "abcdef");
-  rt.handle([ev.accepted(1), ev.readable(1)]);
+  deliver(rt, [ev.accepted(1), ev.readable(1)]);
   assert.equal(rt.conn(1).queued, 4);
   const writes = host.count("write");
   rt.conn(1).abort();
@@ -401,7 +454,7 @@ test("abort drops what the host pushed back on, and writes nothing for a connect
   assert.ok(host.closed.has(up.id));
   // Written, then refused by the host (a half-closed connection): abort still closes.
   host.handOut(2);
-  rt.handle([ev.accepted(2)]);
+  deliver(rt, [ev.accepted(2)]);
   rt.conn(2).write("x");
   host.shut.add(2);
   rt.conn(2).abort();
@@ -414,38 +467,38 @@ test("no onWritable for writes in onConnected or onAdopted that the host took at
     onAdopted(conn) { conn.write("welcome back"); }
   }
   const { host, rt, h } = setup(new Greeter());
-  rt.handle([ev.accepted(1)]);
+  deliver(rt, [ev.accepted(1)]);
   const up = connect("127.0.0.1:9");
-  rt.handle([ev.connected(up.id)]);
+  deliver(rt, [ev.connected(up.id)]);
   assert.equal(host.output(up.id), "hello");
   host.handOut(2);
-  rt.handle([ev.adopted(2)]);
+  deliver(rt, [ev.adopted(2)]);
   assert.equal(host.output(2), "welcome back");
   // Nor for a `writable` in the batch after a write the host had not pushed back on.
   host.feed(1, "x");
-  rt.handle([ev.readable(1), ev.writable(1)]);
+  deliver(rt, [ev.readable(1), ev.writable(1)]);
   assert.equal(host.output(1), "x");
   assert.deepEqual(h.heard.filter((x) => x[0] === "writable"), []);
   // But when the host pushed back on them, once they are sent.
   const late = new Greeter();
   const r2 = setup(late);
   r2.host.setRoom(7, 3);
-  r2.rt.handle([ev.adopted(7)]);
+  deliver(r2.rt, [ev.adopted(7)]);
   assert.equal(r2.host.output(7), "wel");
   assert.deepEqual(late.heard.filter((x) => x[0] === "writable"), []);
   r2.host.setRoom(7, Infinity);
-  r2.rt.handle([ev.writable(7)]);
+  deliver(r2.rt, [ev.writable(7)]);
   assert.equal(r2.host.output(7), "welcome back");
   assert.deepEqual(late.heard.filter((x) => x[0] === "writable"), [["writable", 7]]);
 });
 
 test("onWritable once bytes written while connecting are sent, as the Rust SDK does", () => {
   const { host, rt, h } = setup();
-  rt.handle([ev.accepted(1)]);
+  deliver(rt, [ev.accepted(1)]);
   const up = connect("127.0.0.1:9");
   up.write("early");
-  rt.handle([]);
-  rt.handle([ev.connected(up.id)]);
+  deliver(rt, []);
+  deliver(rt, [ev.connected(up.id)]);
   assert.equal(host.output(up.id), "early");
   assert.deepEqual(h.heard.slice(-2), [["connected", up.id], ["writable", up.id]]);
 });
@@ -458,7 +511,7 @@ test("a restore that throws is a refusal, with the connections still handed over
   const old = setup(new Buggy());
   old.host.setRoom(1, 0);
   old.host.feed(1, "queued");
-  old.rt.handle([ev.accepted(1), ev.readable(1)]);
+  deliver(old.rt, [ev.accepted(1), ev.readable(1)]);
   const snap = old.rt.snapshot();
   const lines = [];
   setLogSink((level, line) => lines.push([level, line]));
@@ -472,7 +525,7 @@ test("a restore that throws is a refusal, with the connections still handed over
   assert.match(refusal, /^the handler refused its state: .*null/);
   assert.ok(lines.some(([level, line]) => level === "error" && line.includes("TypeError")), "the bug is logged");
   fresh.host.handOut(1);
-  fresh.rt.handle([ev.adopted(1)]);
+  deliver(fresh.rt, [ev.adopted(1)]);
   assert.equal(fresh.host.output(1), "queued", "the SDK's part was taken up all the same");
 });
 
@@ -482,14 +535,17 @@ test("a snapshot bad in its last connection takes up none of it", () => {
   old.host.setRoom(2, 0);
   old.host.feed(1, "one");
   old.host.feed(2, "two");
-  old.rt.handle([ev.accepted(1), ev.accepted(2), ev.readable(1), ev.readable(2)]);
+  deliver(old.rt, [ev.accepted(1), ev.accepted(2), ev.readable(1), ev.readable(2)]);
   const snap = old.rt.snapshot().slice();
-  snap[snap.length - 3 - 8 - 1] = 9; // the last connection's pending action
+  // The last connection's pending action, before its queue ("two"): layout 2,
+  // nothing being held.
+  assert.equal(snap[4], 2);
+  snap[snap.length - 3 - 8 - 1] = 9;
   const fresh = setup();
   assert.match(fresh.rt.restore(snap), /could not read the snapshot/);
   fresh.host.handOut(1);
   fresh.host.handOut(2);
-  fresh.rt.handle([ev.adopted(1), ev.adopted(2)]);
+  deliver(fresh.rt, [ev.adopted(1), ev.adopted(2)]);
   assert.equal(fresh.host.output(1), "");
   assert.equal(fresh.host.output(2), "");
   assert.equal(fresh.rt.conn(1).queued, 0);

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
-import { FakeHost, ev } from "../testing/fake-host.js";
+import { FakeHost, deliver, ev } from "../testing/fake-host.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const APP = join(here, "..", "..", "templates", "js", "app.js");
@@ -28,12 +28,12 @@ async function server() {
   await import(pathToFileURL(join(dir, "app.js")));
   const host = new FakeHost();
   const rt = sdk.start(host);
-  rt.handle([ev.accepted(1)]);
+  deliver(rt, [ev.accepted(1)]);
   // Each chunk is one read; what connection 1 got so far.
   const send = (...chunks) => {
     for (const chunk of chunks) {
       host.feed(1, chunk);
-      rt.handle([ev.readable(1)]);
+      deliver(rt, [ev.readable(1)]);
     }
     return host.output(1);
   };

@@ -6,10 +6,24 @@
 // A connection exists once handed out: `handOut(id)` does it, and so does scripting
 // it (`feed`, `setRoom`, `reset`: a test that scripts a connection means it to
 // exist), and `connect`. Calls on a handle never handed out, or closed, answer
-// unknown-conn or nothing. Events are the tests' to deliver.
+// unknown-conn or nothing. Events are the tests' to deliver, in the host's words
+// of readiness (`ev`): `deliver(rt, events)` makes contract 1.0's `handle`
+// arguments of them as the host does (`batch`), reading each readable connection
+// that has read interest once, before the call.
 
 export const MAX_READ = 64 * 1024; // what one read answers at most
 export const MAX_TIMER_MS = 86400000; // a timer's longest delay: a day
+
+// The kinds of event of contract 1.0 (the WIT's numbers), and the io-error names by
+// position.
+const KIND = {
+  accepted: 0, connected: 1, data: 2, eof: 3, writable: 4, hangup: 5, timer: 6,
+  adopted: 7, shutdown: 8,
+};
+const IO_ERRORS = [
+  "closed", "reset", "unknown-conn", "not-permitted", "limit-exceeded", "refused",
+  "unreachable", "invalid-address",
+];
 
 export class FakeHost {
   constructor() {
@@ -71,7 +85,58 @@ export class FakeHost {
     return this.calls.filter((c) => c[0] === name).length;
   }
 
+  /**
+   * `handle`'s arguments for a batch of readiness events, as the host makes them:
+   * a readable connection with read interest is read once (a whole chunk), its
+   * bytes becoming a `data` event and its end an `eof`; a read that finds nothing
+   * or fails adds nothing (a failure's hangup comes later).
+   */
+  batch(events) {
+    const records = [];
+    const chunks = [];
+    let at = 0;
+    const record = (kind, conn = 0, value = 0, start = 0, len = 0) =>
+      records.push({ kind, conn, value, start, len });
+    for (const e of events) {
+      switch (e.tag) {
+        case "readable": {
+          const id = Number(e.val); // a BigInt handle (componentize-js) too
+          const [wantsRead] = this.interest.get(id) ?? [true, false];
+          if (!this.live.has(id) || !wantsRead) break;
+          const r = this.read(id, MAX_READ);
+          if (r.tag === "data") {
+            record(KIND.data, e.val, 0, at, r.val.length);
+            chunks.push(r.val);
+            at += r.val.length;
+          } else if (r.tag === "eof") {
+            record(KIND.eof, e.val);
+          }
+          break;
+        }
+        case "hangup":
+          record(KIND.hangup, e.val.conn, IO_ERRORS.indexOf(e.val.error));
+          break;
+        case "timer":
+          record(KIND.timer, 0, e.val);
+          break;
+        case "shutdown":
+          record(KIND.shutdown);
+          break;
+        default:
+          record(KIND[e.tag], e.val);
+      }
+    }
+    const input = new Uint8Array(at);
+    let o = 0;
+    for (const c of chunks) {
+      input.set(c, o);
+      o += c.length;
+    }
+    return [records, input];
+  }
+
   // The io interface.
+  /** The host's read of a connection for the guest (and the io table's `read`). */
   read(id, max) {
     this.calls.push(["read", id]);
     if (!this.live.has(id)) return { tag: "failed", val: "unknown-conn" };
@@ -165,3 +230,9 @@ export const ev = {
   adopted: (id) => ({ tag: "adopted", val: id }),
   shutdown: () => ({ tag: "shutdown" }),
 };
+
+/** Runs one batch of readiness events on `rt` as the host would (see `batch`). */
+export function deliver(rt, events) {
+  const [records, input] = rt._host.batch(events);
+  rt.handle(records, input);
+}

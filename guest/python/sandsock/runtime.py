@@ -4,17 +4,13 @@ Nothing here imports the generated bindings (``wit_world``): the host's calls co
 through a *host* object (see ``sandsock.wasm.WasmHost`` for the real one and
 ``tests/fakehost.py`` for a scripted one), so all of this runs in plain CPython.
 
-How a ``handle`` call goes (see ``Runtime.handle``):
+How a ``handle`` call goes (see ``Runtime.handle``; contract 1.0):
 
-1. Each event is dispatched in the order the host gave. A ``readable`` connection
-   is read once (at most ``Handler.read_chunk`` bytes), and the bytes go to
-   ``on_data``; once the call has read ``Handler.read_budget_bytes`` or spent
-   ``Handler.read_budget_seconds``, further ``readable`` events of the call are
-   left for the next one (the host reports them again: readiness is
-   level-triggered). A connection so deferred is read in the next call whatever
-   the budget says: the host's order is stable, so the same connections would
-   otherwise be deferred on every call. That call's work stays bounded (one
-   ``read_chunk`` per connection deferred).
+1. Each event is dispatched in the order the host gave. The host read each
+   readable connection before the call (at most 64 KiB per connection, 256 KiB per
+   call) and its bytes come in a ``data`` event: they go to ``on_data``, or, if
+   the handler paused reading (the host learns that at the end of the call), wait
+   in the SDK until it resumes. The SDK makes no read.
 2. ``Conn.write`` only appends to the connection's queue. At the end of the call
    each connection written to is flushed with one host ``write`` of everything
    it queued (componentize-py copies every ``bytes`` handed to an import and
@@ -30,7 +26,6 @@ the guest traps, and the host contains it.
 """
 
 import sys
-import time
 from collections import deque
 
 # Queued bytes past which a connection is not read (an echo whose client never
@@ -45,6 +40,13 @@ MAX_TIMER_MS = 86_400_000
 
 # What to do once a connection's queue is sent.
 _NOTIFY, _SHUTDOWN, _CLOSE = 0, 1, 2
+
+# The kinds of event of contract 1.0 (the WIT's numbers).
+(_ACCEPTED, _CONNECTED, _DATA, _EOF, _WRITABLE, _HANGUP, _TIMER, _ADOPTED,
+ _SHUTDOWN_EVENT) = range(9)
+# The io-error names, by position: what a hangup event's value says.
+_ERRORS = ("closed", "reset", "unknown-conn", "not-permitted", "limit-exceeded",
+           "refused", "unreachable", "invalid-address")
 
 _active = None  # the Runtime that module-level calls (set_timer, connect) act on
 
@@ -74,11 +76,6 @@ class Handler:
     override only what you use. Create it at module level and pass it to
     ``sandsock.serve``; its ``__init__`` runs when the component is *built*
     (componentize-py pre-initialises the module), so it must not do I/O."""
-
-    # The per-call work bound (see the module docstring).
-    read_chunk = 16 * 1024
-    read_budget_bytes = 256 * 1024
-    read_budget_seconds = 0.02
 
     def on_accept(self, conn):
         """A new connection was accepted; reading starts after this returns."""
@@ -134,7 +131,7 @@ class Conn:
     __slots__ = (
         "id", "data", "_rt", "_q", "_qlen", "_held", "_open", "_dirty", "_blocked",
         "_told_r", "_told_w", "_eof", "_bp", "_auto", "_paused", "_want_w",
-        "_connecting", "_after", "_shut", "_failed", "_starved",
+        "_connecting", "_after", "_shut", "_failed", "_waiting", "_waiting_eof",
     )
 
     def __init__(self, rt, handle, connecting=False):
@@ -158,7 +155,8 @@ class Conn:
         self._after = _NOTIFY
         self._shut = False
         self._failed = False
-        self._starved = False  # deferred by the read budget: read next time regardless
+        self._waiting = b""   # input the host read before it heard reading paused
+        self._waiting_eof = False  # and the end-of-stream after it
 
     def __repr__(self):
         return f"Conn#{self.id}"
@@ -311,95 +309,79 @@ class Conn:
 class Runtime:
     """A handler and its connections, driven by a host object."""
 
-    def __init__(self, handler, host, clock=time.perf_counter):
+    def __init__(self, handler, host):
         global _active
         self.handler = handler
         self._host = host
-        self._clock = clock
         self._conns = {}       # handle -> Conn
         self._adopting = {}    # handle -> Conn restored from a snapshot, not adopted yet
         self._dirty = []       # Conns to flush at the end of the call
         self._ended = deque()  # (Conn, reason) whose on_close is due
-        #: ``readable`` events left for a later call by the work bound (a counter).
-        self.deferred_reads = 0
-        h = host
-        self._kinds = {
-            h.Readable: 0, h.Writable: 1, h.Accepted: 2, h.Hangup: 3,
-            h.Timer: 4, h.Connected: 5, h.Adopted: 6, h.Shutdown: 7,
-        }
+        self._held_back = []   # Conns with input waiting for reading to resume
         _active = self
 
     # -- the exports --------------------------------------------------------
 
-    def handle(self, events):
+    def handle(self, events, input):
+        """The ``handle`` export: ``events`` (records with ``kind``, ``conn``,
+        ``value``, ``start``, ``len``) and ``input``, the bytes of their ``data``
+        events back to back. A kind this SDK does not know (a later 1.x's) is
+        skipped."""
         global _active
         _active = self
         handler = self.handler
-        host = self._host
         conns = self._conns
-        kinds = self._kinds
-        read = host.read
-        Data, Eof = host.ReadData, host.ReadEof
-        chunk = handler.read_chunk
-        budget = handler.read_budget_bytes
-        seconds = handler.read_budget_seconds
-        clock = self._clock
-        start = clock()
-        took = reads = 0
         for event in events:
-            kind = kinds[type(event)]
-            if kind == 0:  # readable
-                conn = conns.get(event.value)
-                if conn is None or not conn._wants_read():
+            kind = event.kind
+            if kind == _DATA:
+                conn = conns.get(event.conn)
+                if conn is None:
                     continue
-                if (reads and not conn._starved
-                        and (took >= budget or clock() - start >= seconds)):
-                    conn._starved = True
-                    self.deferred_reads += 1
-                    continue
-                conn._starved = False
-                reads += 1
-                result = read(conn.id, chunk)
-                rtype = type(result)
-                if rtype is Data:
-                    data = result.value
-                    took += len(data)
+                start = event.start
+                data = input[start:start + event.len]
+                if conn._waiting or conn._waiting_eof or not conn._wants_read():
+                    self._hold_back(conn, data, False)
+                else:
                     if conn._held:
                         data = conn._held + data
                         conn._held = b""
                     handler.on_data(conn, data)
-                elif rtype is Eof:
-                    conn._eof = True
-                    conn._mark()
-                    handler.on_eof(conn)
-                elif rtype is host.ReadFailed:
-                    self._io_failed(conn, result.value)
-                # would-block: nothing to do
-            elif kind == 1:  # writable
-                conn = conns.get(event.value)
+            elif kind == _WRITABLE:
+                conn = conns.get(event.conn)
                 if conn is not None:
                     self._writable(conn)
-            elif kind == 2:  # accepted
-                handle = event.value
+            elif kind == _ACCEPTED:
+                handle = event.conn
                 if handle not in conns:
                     conn = conns[handle] = Conn(self, handle)
                     handler.on_accept(conn)
-            elif kind == 3:  # hangup
-                info = event.value
-                self._forget(info.conn, _reason_name(info.error))
-            elif kind == 4:
+            elif kind == _EOF:
+                conn = conns.get(event.conn)
+                if conn is None:
+                    continue
+                if conn._waiting or conn._waiting_eof or not conn._wants_read():
+                    self._hold_back(conn, b"", True)
+                else:
+                    self._eof(conn)
+            elif kind == _HANGUP:
+                value = event.value
+                self._forget(event.conn, _ERRORS[value] if value < len(_ERRORS) else "reset")
+            elif kind == _TIMER:
                 handler.on_timer(event.value)
-            elif kind == 5:  # connected
-                conn = conns.get(event.value)
+            elif kind == _CONNECTED:
+                conn = conns.get(event.conn)
                 if conn is not None and conn._connecting:
                     conn._connecting = False
                     handler.on_connected(conn)
                     self._writable(conn, waited=True)
-            elif kind == 6:
-                self._adopt(event.value)
-            else:
+            elif kind == _ADOPTED:
+                self._adopt(event.conn)
+            elif kind == _SHUTDOWN_EVENT:
                 handler.on_shutdown()
-            if self._ended:
+            else:
+                continue
+            # What waited may resume, and an on_close may resume more: until quiet.
+            while (self._held_back and self._resume()) or self._ended:
                 self._deliver_closes()
         self._finish()
 
@@ -467,17 +449,22 @@ class Runtime:
 
     def _finish(self):
         """The end of a call: flush what was written, do what waited for it, and
-        deliver the closes that caused (their handlers may write again)."""
-        while self._dirty or self._ended:
-            dirty, self._dirty = self._dirty, []
-            for conn in dirty:
-                conn._dirty = False
-                if conn._open:
-                    if not conn._blocked:
-                        self._flush(conn)
+        deliver the closes that caused (their handlers may write again); and hand
+        over input held while a queue was past HIGH_WATER if the flush drained it
+        (no event would come for it: the host never heard of the pause)."""
+        while True:
+            while self._dirty or self._ended:
+                dirty, self._dirty = self._dirty, []
+                for conn in dirty:
+                    conn._dirty = False
                     if conn._open:
-                        conn._sync()
-            self._deliver_closes()
+                        if not conn._blocked:
+                            self._flush(conn)
+                        if conn._open:
+                            conn._sync()
+                self._deliver_closes()
+            if not (self._held_back and self._resume()):
+                return
 
     def _flush(self, conn):
         """Hands the host as much of the queue as it takes, then does what waited
@@ -526,6 +513,46 @@ class Runtime:
             return False
         return True
 
+    def _eof(self, conn):
+        conn._eof = True
+        conn._mark()
+        self.handler.on_eof(conn)
+
+    def _hold_back(self, conn, data, eof):
+        """Input that came while reading was paused: kept, in order, until it
+        resumes."""
+        if not (conn._waiting or conn._waiting_eof):
+            self._held_back.append(conn)
+        if data:
+            conn._waiting += data
+        conn._waiting_eof = conn._waiting_eof or eof
+
+    def _resume(self):
+        """Hands over what waited, on each connection whose reading resumed (also
+        one a handler resumes meanwhile); True if it handed anything over."""
+        delivered = False
+        while True:
+            ready = [c for c in self._held_back if not c._open or c._wants_read()]
+            if not ready:
+                return delivered
+            self._held_back = [c for c in self._held_back if c._open and not c._wants_read()]
+            for conn in ready:
+                if not conn._open:
+                    continue
+                delivered = True
+                data, conn._waiting = conn._waiting, b""
+                eof, conn._waiting_eof = conn._waiting_eof, False
+                if data:
+                    if conn._held:
+                        data = conn._held + data
+                        conn._held = b""
+                    self.handler.on_data(conn, data)
+                if eof and conn._open:
+                    if conn._wants_read() and not conn._waiting:
+                        self._eof(conn)
+                    else:
+                        self._hold_back(conn, b"", True)
+
     def _writable(self, conn, waited=False):
         """A ``writable`` event (or a completed connect, or an adoption, where bytes
         may have waited): flush, and tell the handler if its queue drained after
@@ -550,6 +577,8 @@ class Runtime:
         r, w = conn._wanted()
         self._host.set_interest(handle, r, w)
         conn._told_r, conn._told_w = r, w
+        if conn._waiting or conn._waiting_eof:
+            self._held_back.append(conn)
         self.handler.on_adopted(conn)
         self._writable(conn, waited=True)
 
@@ -588,7 +617,7 @@ class Runtime:
         conn._mark()
 
     def _io_failed(self, conn, error):
-        """A host ``read`` or ``write`` failed. (``closed``, a write after
+        """A host ``write`` failed. (``closed``, a write after
         ``shutdown-write``, cannot happen: ``write`` drops what comes after it.)"""
         reason = _reason_name(error)
         if reason == "reset":
@@ -671,11 +700,12 @@ class SnapshotReader:
             raise BadSnapshot("trailing bytes")
 
 
-# The SDK's layout, version 1 (not the Rust SDK's: a swap between the two is
+# The SDK's layout, version 2 (not the Rust SDK's: a swap between the two is
 # refused cleanly). Integers little-endian; `bytes` is a u64 length, then bytes.
 #
 #   magic    4 bytes  "SSPY"
-#   version  u8       1
+#   version  u8       2, or 1 when nothing waits (both are read: 1 is 2 with
+#                     nothing waiting), so that a build before 1.0 reads it
 #   handler  bytes    Handler.snapshot(), opaque here
 #   count    u64      connections that follow
 #   per connection:
@@ -685,14 +715,19 @@ class SnapshotReader:
 #     after  u8       once the queue is sent: 0 nothing, 1 shutdown-write, 2 close
 #     queue  bytes    written, not yet taken by the host
 #     held   bytes    input given back with Conn.unread
+#     waiting bytes   input read while reading was paused (from 2)
+#     waiting_eof u8  1 if the end-of-stream came after it (from 2)
 MAGIC = b"SSPY"
-VERSION = 1
+VERSION = 2
 
 
 def _encode(handler_bytes, conns):
+    # Version 1 while nothing waits, so that a build before 1.0 can still take the
+    # snapshot up (a rollback loses no state then).
+    version = VERSION if any(c._waiting or c._waiting_eof for c in conns) else 1
     w = SnapshotWriter()
     w._parts.append(MAGIC)
-    w.u8(VERSION).bytes(handler_bytes).u64(len(conns))
+    w.u8(version).bytes(handler_bytes).u64(len(conns))
     for c in conns:
         flags = 0
         for bit, on in enumerate((c._eof, c._bp, c._auto, c._paused, c._connecting,
@@ -701,6 +736,8 @@ def _encode(handler_bytes, conns):
                 flags |= 1 << bit
         w.u64(c.id).u8(flags).u8(c._after)
         w.bytes(b"".join(c._q)).bytes(c._held)
+        if version >= 2:
+            w.bytes(c._waiting).u8(c._waiting_eof)
     return w.getvalue()
 
 
@@ -708,7 +745,8 @@ def _decode(data, rt):
     r = SnapshotReader(data)
     if r._take(4) != MAGIC:
         raise BadSnapshot("not a sandsock python SDK snapshot")
-    if r.u8() != VERSION:
+    version = r.u8()
+    if version not in (1, VERSION):
         raise BadSnapshot("unknown snapshot version")
     mine = r.bytes()
     conns = []
@@ -730,6 +768,12 @@ def _decode(data, rt):
             conn._q = [queue]
             conn._qlen = len(queue)
         conn._held = r.bytes()
+        if version >= 2:
+            conn._waiting = r.bytes()
+            waiting_eof = r.u8()
+            if waiting_eof > 1:
+                raise BadSnapshot("unknown end-of-stream flag")
+            conn._waiting_eof = bool(waiting_eof)
         conns.append(conn)
     r.finish()
     return mine, conns

@@ -12,7 +12,6 @@ class WasmHost:
     """The real host: the ``io`` imports and the binding classes ``Runtime`` tests
     results against."""
 
-    read = staticmethod(io.read)
     write = staticmethod(io.write)
     set_interest = staticmethod(io.set_interest)
     shutdown_write = staticmethod(io.shutdown_write)
@@ -24,20 +23,8 @@ class WasmHost:
     connect = staticmethod(io.connect)
     Err = Err
 
-    ReadData = types.ReadResult_Data
-    ReadEof = types.ReadResult_Eof
-    ReadFailed = types.ReadResult_Failed
     WriteAccepted = types.WriteResult_Accepted
     WriteWouldBlock = types.WriteResult_WouldBlock
-
-    Accepted = types.Event_Accepted
-    Connected = types.Event_Connected
-    Readable = types.Event_Readable
-    Writable = types.Event_Writable
-    Hangup = types.Event_Hangup
-    Timer = types.Event_Timer
-    Adopted = types.Event_Adopted
-    Shutdown = types.Event_Shutdown
 
 
 _LEVELS = {
@@ -61,8 +48,8 @@ def serve(handler):
     handle = rt.handle
 
     class WitWorld:
-        def handle(self, events):
-            handle(events)
+        def handle(self, events, input):
+            handle(events, input)
 
     class State:
         def snapshot(self):

@@ -1,11 +1,16 @@
 """A scripted host for the SDK's unit tests: the shape of ``sandsock.wasm.WasmHost``
-with plain classes, answers set per connection, and every call recorded."""
+with plain classes, answers set per connection, and every call recorded.
+
+The tests write a batch in the host's words of readiness (``Readable(1)``,
+``Hangup(HangupInfo(1, "reset"))``, ...); ``FakeHost.batch`` makes contract 1.0's
+``handle`` arguments of it as the host does, reading each readable connection
+that has read interest once, before the call (``TestRuntime`` does it for them)."""
 
 import ipaddress
 from collections import deque
 from dataclasses import dataclass
 
-MAX_READ = 64 * 1024        # what one read answers at most
+MAX_READ = 64 * 1024        # what one read answers at most: the host's chunk
 MAX_TIMER_MS = 86_400_000   # a timer's longest delay: a day
 
 
@@ -91,6 +96,22 @@ class Shutdown:
     pass
 
 
+@dataclass
+class Event:
+    """Contract 1.0's event record, as componentize-py makes it."""
+    kind: int
+    conn: int = 0
+    value: int = 0
+    start: int = 0
+    len: int = 0
+
+
+# The kinds (the WIT's numbers) and io-error positions.
+ACCEPTED, CONNECTED, DATA, EOF, WRITABLE, HANGUP, TIMER, ADOPTED, SHUTDOWN = range(9)
+ERRORS = ("closed", "reset", "unknown-conn", "not-permitted", "limit-exceeded",
+          "refused", "unreachable", "invalid-address")
+
+
 class FakeConn:
     """One connection as the host sees it. The peer's side is scripted with ``send``,
     ``send_eof`` and ``reset`` (or answers put in ``reads`` directly); what the
@@ -145,11 +166,8 @@ class FakeHost:
     ``connect``. Calls on a handle never handed out, or closed, answer
     unknown-conn or nothing. Events are the tests' to deliver."""
 
-    ReadData, ReadEof, ReadFailed = ReadData, ReadEof, ReadFailed
     WriteAccepted, WriteWouldBlock = WriteAccepted, WriteWouldBlock
     Err = Err
-    Accepted, Connected, Readable, Writable = Accepted, Connected, Readable, Writable
-    Hangup, Timer, Adopted, Shutdown = Hangup, Timer, Adopted, Shutdown
 
     def __init__(self):
         self.conns = {}           # every handle handed out; closed ones stay, marked
@@ -169,9 +187,42 @@ class FakeHost:
         fc = self.conns.get(handle)
         return fc if fc is not None and not fc.closed else None
 
+    def batch(self, events):
+        """``handle``'s arguments for a batch of readiness events, as the host makes
+        them: a readable connection with read interest is read once (a whole
+        chunk), its bytes becoming a ``data`` event and its end an ``eof``; a read
+        that finds nothing or fails adds nothing (a failure's hangup comes
+        later)."""
+        records, input = [], bytearray()
+        for event in events:
+            t = type(event)
+            if t is Readable:
+                fc = self._live(event.value)
+                if fc is None or not fc.interest[0]:
+                    continue
+                answer = self.read(event.value, MAX_READ)
+                if type(answer) is ReadData:
+                    records.append(Event(DATA, event.value, 0, len(input), len(answer.value)))
+                    input += answer.value
+                elif type(answer) is ReadEof:
+                    records.append(Event(EOF, event.value))
+            elif t is Hangup:
+                records.append(Event(HANGUP, event.value.conn, ERRORS.index(event.value.error)))
+            elif t is Timer:
+                records.append(Event(TIMER, 0, event.value))
+            elif t is Shutdown:
+                records.append(Event(SHUTDOWN))
+            else:
+                kind = {Accepted: ACCEPTED, Connected: CONNECTED, Writable: WRITABLE,
+                        Adopted: ADOPTED}[t]
+                records.append(Event(kind, event.value))
+        return records, bytes(input)
+
     # -- the io interface ---------------------------------------------------
 
     def read(self, c, max):
+        """The host's read of a connection for the guest (and the io table's
+        ``read``)."""
         self.calls.append(("read", c))
         fc = self._live(c)
         if fc is None:
@@ -251,3 +302,19 @@ class FakeHost:
         self.next_handle += 1
         self.conns[self.next_handle] = FakeConn(peer=target)
         return self.next_handle
+
+
+class TestRuntime:
+    """Makes ``Runtime.handle`` take a batch in the tests' words: ``handle(events)``
+    runs ``host.batch(events)``. Mixed into the SDK's ``Runtime`` by
+    ``test_runtime``."""
+
+    def handle(self, events, input=None):
+        if input is None:
+            events, input = self._host.batch(events)
+        super().handle(events, input)
+
+
+def test_runtime(runtime_class):
+    """``runtime_class`` with ``TestRuntime``'s ``handle``."""
+    return type("TestRuntime", (TestRuntime, runtime_class), {})

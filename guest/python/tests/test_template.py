@@ -12,9 +12,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 
 import sandsock  # noqa: E402
-from sandsock.runtime import Runtime  # noqa: E402
+from sandsock.runtime import Runtime as SdkRuntime  # noqa: E402
 import fakehost as fh  # noqa: E402
 from fakehost import Accepted, ReadData, Readable  # noqa: E402
+
+# The SDK's runtime, taking batches in the tests' words (see fakehost.batch).
+Runtime = fh.test_runtime(SdkRuntime)
 
 APP = os.path.join(os.path.dirname(__file__), "..", "..", "templates", "python", "src", "app.py")
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nhello\n"

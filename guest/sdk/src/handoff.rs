@@ -17,8 +17,9 @@
 //!
 //! ```text
 //! magic     4 bytes   "SSDK"
-//! version   u8        3 (2 is read too: it is 3 with nothing held; and 1: it is 2
-//!                     with bit 7 of the flags always 0)
+//! version   u8        3, or 2 when no connection holds input (both are read: 2
+//!                     is 3 with nothing held; and 1: it is 2 with bit 7 of the
+//!                     flags always 0)
 //! handler   bytes     the handler's snapshot, opaque here
 //! count     u64       connections that follow
 //! per connection:
@@ -59,9 +60,12 @@ pub(crate) fn encode(handler: &[u8], io: &Io) -> Vec<u8> {
     for &byte in MAGIC {
         w.u8(byte);
     }
-    w.u8(VERSION);
+    // Layout 2 while nothing is held, so that an SDK from before contract 1.0 can
+    // take the snapshot up (a rollback loses no state then).
+    let version = if io.holds_any() { VERSION } else { 2 };
+    w.u8(version);
     w.bytes(handler);
-    io.snapshot_conns(&mut w);
+    io.snapshot_conns(&mut w, version);
     w.into_bytes()
 }
 

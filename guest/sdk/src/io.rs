@@ -26,6 +26,15 @@ pub const LOW_WATER: usize = 64 * 1024;
 /// while reading was paused).
 pub const READ_CHUNK: u32 = 64 * 1024;
 
+/// Reads per `readable` event, at most, before contract 1.0.
+///
+/// Since 1.0 the host reads for the guest, one [`READ_CHUNK`] per connection per
+/// call, and the SDK makes no reads: kept so that code naming it still builds.
+#[deprecated(
+    note = "contract 1.0: the host reads for the guest, one chunk per connection per call"
+)]
+pub const READS_PER_EVENT: usize = 16;
+
 /// The guest's side of its connections: what it has written that the host has not
 /// taken yet, and what it asked to happen once that is sent.
 ///
@@ -170,10 +179,10 @@ impl ConnState {
         }
     }
 
-    /// Writes this state for a handoff: one byte of flags, one of `after_drain`,
-    /// the queue, then the held input and whether its end-of-stream came (see
-    /// `handoff` for the whole layout).
-    fn encode(&self, w: &mut SnapshotWriter) {
+    /// Writes this state for a handoff in layout `version`: one byte of flags, one
+    /// of `after_drain`, the queue, then (from 3) the held input and whether its
+    /// end-of-stream came (see `handoff` for the whole layout).
+    fn encode(&self, w: &mut SnapshotWriter, version: u8) {
         let flags = [
             self.eof,
             self.backpressure,
@@ -194,8 +203,10 @@ impl ConnState {
             AfterDrain::Close => 2,
         });
         w.bytes(self.queue.pending());
-        w.bytes(&self.held.bytes);
-        w.u8(u8::from(self.held.eof));
+        if version >= 3 {
+            w.bytes(&self.held.bytes);
+            w.u8(u8::from(self.held.eof));
+        }
     }
 
     /// Reads what [`encode`](Self::encode) wrote, in the handoff layout `version`
@@ -551,12 +562,22 @@ impl Io {
 
     /// Writes the state of every connection, open or still to be adopted, for a
     /// handoff: a count, then per connection its handle and its state.
-    pub(crate) fn snapshot_conns(&self, w: &mut SnapshotWriter) {
+    pub(crate) fn snapshot_conns(&self, w: &mut SnapshotWriter, version: u8) {
         w.u64((self.conns.len() + self.adopting.len()) as u64);
         for (&conn, state) in self.conns.iter().chain(&self.adopting) {
             w.conn(conn);
-            state.encode(w);
+            state.encode(w, version);
         }
+    }
+
+    /// Whether any connection, open or still to be adopted, holds input that came
+    /// while reading was paused.
+    pub(crate) fn holds_any(&self) -> bool {
+        let holding = |state: &ConnState| !state.held.bytes.is_empty() || state.held.eof;
+        self.conns
+            .values()
+            .chain(self.adopting.values())
+            .any(holding)
     }
 
     /// Reads what [`snapshot_conns`](Self::snapshot_conns) wrote, without applying
@@ -602,8 +623,7 @@ impl Io {
         self.conns.get(&conn).is_some_and(ConnState::wants_read)
     }
 
-    /// The peer's end-of-stream was read: stop asking for `readable`, which would
-    /// otherwise be reported in every batch (end-of-stream stays readable).
+    /// The peer's end-of-stream came: reading is over, so read interest goes off.
     pub(crate) fn mark_eof(&mut self, conn: Conn) {
         if let Some(state) = self.conns.get_mut(&conn) {
             state.eof = true;

@@ -65,6 +65,8 @@ mod write_queue;
 pub use conn::{Conn, ConnHasher, ConnMap};
 pub use handler::Handler;
 pub use input::{InputBuffers, LineBuffers, LineTooLong, trim_line_end};
+#[allow(deprecated)]
+pub use io::READS_PER_EVENT;
 pub use io::{HIGH_WATER, Io, LOW_WATER, READ_CHUNK};
 /// Why a host call failed ([`Io::connect`], [`Io::set_timer`]), or why a
 /// connection ended ([`Io::hangup_reason`]).

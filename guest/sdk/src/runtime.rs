@@ -46,8 +46,8 @@ impl<H: Handler> Runtime<H> {
                 kind::SHUTDOWN => self.handler.on_shutdown(&mut self.io),
                 _ => continue,
             }
-            self.deliver_held();
-            self.deliver_closes();
+            // What waited may resume, and an `on_close` may resume more: until quiet.
+            while self.deliver_held() | self.deliver_closes() {}
         }
     }
 
@@ -137,9 +137,11 @@ impl<H: Handler> Runtime<H> {
     }
 
     /// Hands the handler what waited for reading to resume, on every connection
-    /// where it has.
-    fn deliver_held(&mut self) {
+    /// where it has; true if there was any.
+    fn deliver_held(&mut self) -> bool {
+        let mut delivered = false;
         while let Some((conn, held)) = self.io.next_resumed() {
+            delivered = true;
             if !held.bytes.is_empty() {
                 self.handler.on_data(&mut self.io, conn, &held.bytes);
             }
@@ -147,6 +149,7 @@ impl<H: Handler> Runtime<H> {
                 self.eof(conn);
             }
         }
+        delivered
     }
 
     fn writable(&mut self, conn: Conn) {
@@ -157,12 +160,16 @@ impl<H: Handler> Runtime<H> {
 
     /// Calls `on_close` for every connection that ended, including those that end
     /// while `on_close` runs (a handler that closes others from there).
-    fn deliver_closes(&mut self) {
+    /// True if there was any.
+    fn deliver_closes(&mut self) -> bool {
+        let mut delivered = false;
         while let Some((conn, reason)) = self.io.next_ended() {
+            delivered = true;
             self.io.set_ending(Some((conn, reason)));
             self.handler.on_close(&mut self.io, conn);
             self.io.set_ending(None);
         }
+        delivered
     }
 }
 

@@ -746,6 +746,30 @@ fn generation_with_queue(queued: &'static [u8]) -> Runtime<Recorder> {
 }
 
 #[test]
+fn input_held_while_paused_survives_a_handoff() {
+    let handler = Recorder {
+        on_accept: Some(Box::new(|io, conn| io.pause_reading(conn))),
+        ..Recorder::default()
+    };
+    let mut old = runtime(handler, 100, vec![data(b"early"), ReadResult::Eof]);
+    deliver(&mut old, vec![Ev::Accepted(C), Ev::Readable(C)]);
+    assert_eq!(calls(&mut old), [Call::Accept(C)], "held, not delivered");
+    let snapshot = old.snapshot();
+    assert_eq!(snapshot[4], 3, "layout 3 while input is held");
+
+    let mut new = successor(Recorder::default(), 100, (false, false));
+    new.restore(&snapshot).unwrap();
+    deliver(&mut new, vec![Ev::Adopted(C)]);
+    assert_eq!(calls(&mut new), [Call::Adopted(C)], "still paused");
+    new.io().resume_reading(CONN);
+    deliver(&mut new, vec![Ev::Timer(1)]);
+    assert_eq!(
+        calls(&mut new),
+        [Call::Adopted(C), Call::Timer(1), Call::Data(C, b"early".to_vec())]
+    );
+}
+
+#[test]
 fn queued_bytes_survive_a_handoff_and_go_out_first() {
     let mut old = generation_with_queue(b"old bytes ");
     old.handler().state = b"handler state".to_vec();
@@ -936,8 +960,9 @@ fn a_malformed_snapshot_is_ignored_whole() {
 fn a_connection_listed_twice_is_refused() {
     let snapshot = generation_with_queue(b"x").snapshot();
     // The one connection, and a count of 2 with the same record again: handle,
-    // flags, pending action, the queue (length, b"x"), nothing held, no held eof.
-    let record = snapshot[snapshot.len() - (8 + 1 + 1 + 8 + 1 + 8 + 1)..].to_vec();
+    // flags, pending action, the queue (length, b"x"); layout 2, nothing being held.
+    assert_eq!(snapshot[4], 2, "layout 2 while nothing is held");
+    let record = snapshot[snapshot.len() - (8 + 1 + 1 + 8 + 1)..].to_vec();
     let count_at = snapshot.len() - record.len() - 8;
     let mut twice = snapshot[..count_at].to_vec();
     twice.extend_from_slice(&2u64.to_le_bytes());

@@ -13,7 +13,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use crate::shared::limits::MAX_READ_CHUNK;
 use crate::shared::wit::{Conn, WriteResult};
 use crate::sockets::batch::Batch;
-use crate::sockets::events::{Event, ReadResult};
+use crate::sockets::events::{Event, Read};
 use crate::sockets::handler::EventHandler;
 use crate::sockets::net::Net;
 
@@ -57,6 +57,9 @@ pub struct NativeHttp {
     conns: HashMap<Conn, Pending, BuildHasherDefault<HandleHasher>>,
     /// Answers to one read, reused.
     out: Vec<u8>,
+    /// What one read brings, reused: a read into it allocates nothing, as the
+    /// guest's path reads straight into the call's input.
+    input: Vec<u8>,
 }
 
 impl EventHandler for NativeHttp {
@@ -91,26 +94,24 @@ impl EventHandler for NativeHttp {
 }
 
 impl NativeHttp {
+    /// One read, as the host makes for a 1.0 guest: a full one leaves the
+    /// connection readable, and the rest comes next turn.
     fn on_readable(&mut self, conn: Conn, net: &mut Net) {
-        loop {
-            match net.read(conn, MAX_READ_CHUNK as u32) {
-                ReadResult::Data(data) => {
-                    // As the SDK does: a short read means drained for now.
-                    if !self.on_data(conn, &data, net) || data.len() < MAX_READ_CHUNK {
-                        return;
-                    }
-                }
-                ReadResult::WouldBlock => return,
-                ReadResult::Eof => return self.close_when_sent(conn, net),
-                ReadResult::Failed(_) => return, // a hangup follows
-            }
+        let mut input = std::mem::take(&mut self.input);
+        input.resize(MAX_READ_CHUNK, 0);
+        match net.read_into(conn, &mut input) {
+            Read::Data(n) => self.on_data(conn, &input[..n], net),
+            Read::WouldBlock => {}
+            Read::Eof => self.close_when_sent(conn, net),
+            Read::Failed(_) => {} // a hangup follows
         }
+        self.input = input;
     }
 
-    /// Answers what `data` completes; false once the connection is closing.
-    fn on_data(&mut self, conn: Conn, data: &[u8], net: &mut Net) -> bool {
+    /// Answers what `data` completes.
+    fn on_data(&mut self, conn: Conn, data: &[u8], net: &mut Net) {
         let Some(state) = self.conns.get_mut(&conn) else {
-            return false;
+            return;
         };
         self.out.clear();
         let answers = if state.input.is_empty() {
@@ -127,7 +128,6 @@ impl NativeHttp {
             state.input.clear();
         }
         self.send(conn, net, answers.close);
-        !answers.close
     }
 
     /// Writes `self.out`, keeping what the host does not take.

@@ -20,9 +20,11 @@
 //! - [`event_loop`]: poll, accept, one handler call per turn, shutdown.
 //!
 //! The discipline, in one picture: mio reports *edges*; [`net`] keeps a flag per
-//! edge until a read or write answers `WouldBlock`, and reports a connection in
-//! every batch while its flag is set and the guest wants it. So a guest that reads
-//! 7 bytes of 100 hears `readable` again next turn, without a syscall to ask.
+//! edge until a read or write answers `WouldBlock` (or a read comes back short),
+//! and reports a connection in every batch while its flag is set and the guest
+//! wants it. So a guest that reads 7 bytes of 100 (contract 0.x) hears `readable`
+//! again next turn, and one whose host read a whole chunk for it (1.0) gets the next
+//! chunk, without a syscall to ask.
 
 pub mod allow;
 pub mod batch;

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use super::{File, WIT_0_4, fill};
+use super::{File, WIT, fill};
 
 /// The SDK (the module a guest imports, and the modules it re-exports, as this host
 /// was built with them) and the entry that binds it to the contract's imports.
@@ -79,7 +79,7 @@ pub(super) fn files(name: &str) -> Vec<File> {
                 ("sandsock-entry.js", ENTRY),
                 ("package.json", PACKAGE),
                 ("package-lock.json", PACKAGE_LOCK),
-                ("wit/handler.wit", WIT_0_4),
+                ("wit/handler.wit", WIT),
             ]
             .into_iter()
             .map(|(path, text)| (PathBuf::from(path), text.to_string())),

@@ -35,10 +35,6 @@ type File = (PathBuf, String);
 /// The contract, which every language's bindings are generated from.
 const WIT: &str = include_str!("../../../../wit/handler.wit");
 
-/// Contract 0.4, which the Python and JavaScript SDKs still build (the host serves
-/// it through its adapter) until they move to 1.0.
-const WIT_0_4: &str = include_str!("../../../../wit/0.4.0/handler.wit");
-
 /// Writes the project for guest `name` in `lang` into the directory `name` (under
 /// `parent`); returns the directory. A name that is not a guest name, or a directory
 /// that is there already, is an error naming it.

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use super::{File, WIT_0_4, fill};
+use super::{File, WIT, fill};
 
 /// The SDK's modules, as this host was built with them.
 const SDK_SOURCES: &[(&str, &str)] = &[
@@ -55,7 +55,7 @@ pub(super) fn files(name: &str) -> Vec<File> {
     TEMPLATE
         .iter()
         .map(|(path, text)| (PathBuf::from(path), fill(text, &[("name", name)])))
-        .chain([(PathBuf::from("wit/handler.wit"), WIT_0_4.to_string())])
+        .chain([(PathBuf::from("wit/handler.wit"), WIT.to_string())])
         .chain(SDK_SOURCES.iter().map(|(path, text)| {
             (
                 PathBuf::from("vendor/sandsock").join(path),

@@ -8,10 +8,16 @@ use crate::shared::limits::MAX_READ_CHUNK;
 use crate::shared::wit::{self, IoError, kind};
 use crate::sockets::events::{Event, Read};
 
-/// The most input one call carries: past it, the readable connections left wait for
-/// the next call (they stay readable), so a turn with many busy connections hands a
-/// guest at most this much at once.
-pub const MAX_CALL_INPUT: usize = 1 << 20;
+/// The input one call carries, about: when many connections have input at once, each
+/// is read for at most an equal share of it (the rest is read for the next call:
+/// they stay readable), so a turn with many busy connections hands a guest about this
+/// much, and every connection gets some of every turn: none waits behind others.
+pub const MAX_CALL_INPUT: usize = 256 * 1024;
+
+/// The least one read asks for, however many connections share a call: a page,
+/// room for a typical request whole. A call with more than `MAX_CALL_INPUT /
+/// MIN_SHARE` readable connections carries more than `MAX_CALL_INPUT`.
+pub const MIN_SHARE: usize = 4 * 1024;
 
 /// One instance's batch in 1.0's types, kept between calls so that lowering one
 /// allocates nothing once it has grown.
@@ -31,14 +37,20 @@ impl Lowered {
     }
 
     /// Lowers `events`, reading each `Readable` connection through `state` into the
-    /// input (see [`Lowered::read_ahead`]).
+    /// input (see [`Lowered::read_ahead`]), each for at most its share of
+    /// [`MAX_CALL_INPUT`].
     pub fn lower(&mut self, state: &mut GuestState, events: &[Event]) {
         self.events.clear();
         self.used = 0;
+        let readable = events
+            .iter()
+            .filter(|event| matches!(event, Event::Readable(_)))
+            .count();
+        let share = share(readable);
         for event in events {
             let lowered = match *event {
                 Event::Readable(conn) => {
-                    self.read_ahead(state, conn);
+                    self.read_ahead(state, conn, share);
                     continue;
                 }
                 Event::Accepted(conn) => record(kind::ACCEPTED, conn, 0),
@@ -53,16 +65,13 @@ impl Lowered {
         }
     }
 
-    /// One read of the readable connection `conn`, as the guest will hear it: bytes
-    /// become a `data` event, the end of the stream an `eof`; a read that finds
-    /// nothing, or fails (a `hangup` follows), adds no event. Nothing is read once
-    /// this call carries [`MAX_CALL_INPUT`] (the connection stays readable and is
-    /// read for the next call). Answers what the read found.
-    pub fn read_ahead(&mut self, state: &mut GuestState, conn: u64) -> Read {
-        if self.used >= MAX_CALL_INPUT {
-            return Read::WouldBlock;
-        }
-        let end = self.used + MAX_READ_CHUNK;
+    /// One read of up to `max` bytes (at most 64 KiB) of the readable connection
+    /// `conn`, as the guest will hear it: bytes become a `data` event, the end of
+    /// the stream an `eof`; a read that finds nothing, or fails (a `hangup`
+    /// follows), adds no event. A read that fills `max` leaves the connection
+    /// readable: the rest is read for the next call. Answers what the read found.
+    pub fn read_ahead(&mut self, state: &mut GuestState, conn: u64, max: usize) -> Read {
+        let end = self.used + max.min(MAX_READ_CHUNK);
         if self.input.len() < end {
             self.input.resize(end, 0);
         }
@@ -83,6 +92,12 @@ impl Lowered {
         }
         read
     }
+}
+
+/// What each of `readable` connections may be read for in one call: an equal share
+/// of [`MAX_CALL_INPUT`], between [`MIN_SHARE`] and a whole chunk.
+fn share(readable: usize) -> usize {
+    (MAX_CALL_INPUT / readable.max(1)).clamp(MIN_SHARE, MAX_READ_CHUNK)
 }
 
 /// An event with no bytes.
@@ -107,5 +122,40 @@ pub fn position(error: IoError) -> u64 {
         IoError::Refused => 5,
         IoError::Unreachable => 6,
         IoError::InvalidAddress => 7,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_readable_connection_gets_a_share_of_the_call() {
+        assert_eq!(share(0), MAX_READ_CHUNK);
+        assert_eq!(share(1), MAX_READ_CHUNK);
+        assert_eq!(share(4), MAX_READ_CHUNK);
+        assert_eq!(share(8), 32 * 1024);
+        assert_eq!(share(64), MIN_SHARE);
+        assert_eq!(share(10_000), MIN_SHARE, "never less than a page");
+        for readable in 1..=64 {
+            assert!(share(readable) * readable <= MAX_CALL_INPUT);
+        }
+    }
+
+    #[test]
+    fn hangup_errors_are_their_positions_in_the_wit() {
+        let order = [
+            IoError::Closed,
+            IoError::Reset,
+            IoError::UnknownConn,
+            IoError::NotPermitted,
+            IoError::LimitExceeded,
+            IoError::Refused,
+            IoError::Unreachable,
+            IoError::InvalidAddress,
+        ];
+        for (i, error) in order.into_iter().enumerate() {
+            assert_eq!(position(error), i as u64, "{error:?}");
+        }
     }
 }
