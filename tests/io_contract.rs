@@ -450,7 +450,7 @@ struct V10<'a>(&'a mut GuestState);
 impl Io for V10<'_> {
     fn read(&mut self, c: Conn, max: u32) -> ReadResult {
         let mut lowered = contracts::v1_0::Lowered::default();
-        let read = lowered.read_ahead(self.0, c, max as usize);
+        let read = lowered.read_ahead(self.0, c, max as usize, false);
         match (read, lowered.events.as_slice()) {
             (Ahead::WouldBlock, []) => ReadResult::WouldBlock,
             (Ahead::Failed(error), []) => ReadResult::Failed(error),
@@ -1192,4 +1192,57 @@ fn a_host_broken_on_purpose_fails_the_table() {
         ],
         "the runner must name exactly the cases a broken eof breaks"
     );
+}
+
+/// Contract 1.0 reads a connection as soon as it is handed over: what the client sent
+/// with its connect comes in the same call as `accepted`, and what one read did not
+/// take is reported readable after it, though the kernel shows no new edge.
+#[test]
+fn a_new_connection_is_read_with_its_accepted_event() {
+    let mut host = NetHost::new(&json!({ "conns": {} }));
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut peer = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+    let sent: Vec<u8> = (0..100 * 1024).map(|i| (i % 251) as u8).collect();
+    peer.write_all(&sent)
+        .expect("send before the host takes the connection");
+    let (server, addr) = listener.accept().expect("accept");
+    server.set_nonblocking(true).unwrap();
+    let place = host.net.capacity().take().expect("a place");
+    let stream = mio::net::TcpStream::from_std(server);
+    let handle = host
+        .net
+        .insert(stream, addr, GUEST, Phase::Open, place)
+        .expect("insert");
+    std::thread::sleep(Duration::from_millis(20)); // every byte in the socket
+
+    let lower = |net: &mut Net, events: &[Event], got: &mut Vec<u8>| {
+        net.set_caller(GUEST);
+        let mut state = GuestState::lending(std::mem::take(net));
+        let mut lowered = contracts::v1_0::Lowered::default();
+        lowered.lower(&mut state, events);
+        *net = state.into_net();
+        let mut kinds = Vec::new();
+        for event in &lowered.events {
+            assert_eq!(event.conn, handle);
+            kinds.push(event.kind);
+            let (start, len) = (event.start as usize, event.len as usize);
+            got.extend_from_slice(&lowered.input()[start..start + len]);
+        }
+        kinds
+    };
+    let mut got = Vec::new();
+    assert_eq!(
+        lower(&mut host.net, &[Event::Accepted(handle)], &mut got),
+        [kind::ACCEPTED, kind::DATA],
+        "the bytes come with accepted"
+    );
+    assert_eq!(got.len(), 64 * 1024, "one read: a whole chunk");
+
+    // No poll: the rest is reported from what the first read left.
+    let mut batch = Batch::default();
+    host.net.collect(&mut batch);
+    let events: Vec<Event> = batch.events().copied().collect();
+    assert_eq!(events, [Event::Readable(handle)]);
+    assert_eq!(lower(&mut host.net, &events, &mut got), [kind::DATA]);
+    assert_eq!(got, sent, "every byte, in order");
 }

@@ -83,6 +83,14 @@ impl GuestState {
         }
     }
 
+    /// One read of `c`, just handed over, into `buf`, before its first edge.
+    pub(super) fn read_fresh(&mut self, c: Conn, buf: &mut [u8]) -> Read {
+        match self.shadow.as_deref_mut() {
+            None => self.net.read_fresh(c, buf),
+            Some(shadow) => shadow.read_into(c, buf),
+        }
+    }
+
     /// The older contracts' `read`.
     pub fn read(&mut self, c: Conn, max: u32) -> ReadResult {
         match self.shadow.as_deref_mut() {

@@ -44,16 +44,21 @@ impl Lowered {
         self.used = 0;
         let readable = events
             .iter()
-            .filter(|event| matches!(event, Event::Readable(_)))
+            .filter(|event| matches!(event, Event::Readable(_) | Event::Accepted(_)))
             .count();
         let share = share(readable);
         for event in events {
             let lowered = match *event {
                 Event::Readable(conn) => {
-                    self.read_ahead(state, conn, share);
+                    self.read_ahead(state, conn, share, false);
                     continue;
                 }
-                Event::Accepted(conn) => record(kind::ACCEPTED, conn, 0),
+                Event::Accepted(conn) => {
+                    // What the client sent with its connect comes in the same call.
+                    self.events.push(record(kind::ACCEPTED, conn, 0));
+                    self.read_ahead(state, conn, share, true);
+                    continue;
+                }
                 Event::Connected(conn) => record(kind::CONNECTED, conn, 0),
                 Event::Writable(conn) => record(kind::WRITABLE, conn, 0),
                 Event::Hangup(info) => record(kind::HANGUP, info.conn, position(info.error)),
@@ -69,13 +74,26 @@ impl Lowered {
     /// `conn`, as the guest will hear it: bytes become a `data` event, the end of
     /// the stream an `eof`; a read that finds nothing, or fails (a `hangup`
     /// follows), adds no event. A read that fills `max` leaves the connection
-    /// readable: the rest is read for the next call. Answers what the read found.
-    pub fn read_ahead(&mut self, state: &mut GuestState, conn: u64, max: usize) -> Read {
+    /// readable: the rest is read for the next call. `fresh`: `conn` was just
+    /// accepted and has had no edge yet (see `Net::read_fresh`). Answers what the
+    /// read found.
+    pub fn read_ahead(
+        &mut self,
+        state: &mut GuestState,
+        conn: u64,
+        max: usize,
+        fresh: bool,
+    ) -> Read {
         let end = self.used + max.min(MAX_READ_CHUNK);
         if self.input.len() < end {
             self.input.resize(end, 0);
         }
-        let read = state.read_into(conn, &mut self.input[self.used..end]);
+        let buf = &mut self.input[self.used..end];
+        let read = if fresh {
+            state.read_fresh(conn, buf)
+        } else {
+            state.read_into(conn, buf)
+        };
         match read {
             Read::Data(0) | Read::WouldBlock | Read::Failed(_) => {}
             Read::Data(n) => {

@@ -35,6 +35,29 @@ impl Net {
         result
     }
 
+    /// [`Net::read_into`] on a connection just handed over, before its first edge:
+    /// a client that sends at once (most do) has its request there already, and
+    /// reading it now saves a turn of the loop and a call into the guest. If
+    /// nothing is there, the edge comes as usual.
+    pub fn read_fresh(&mut self, id: Conn, buf: &mut [u8]) -> ReadOutcome {
+        let Some(conn) = visible(&mut self.conns, id, self.caller) else {
+            return ReadOutcome::Failed(IoError::UnknownConn);
+        };
+        if conn.phase != Phase::Open || conn.tls.is_some() || conn.readable {
+            return self.read_into(id, buf);
+        }
+        conn.readable = true;
+        let read = self.read_into(id, buf);
+        // A full read leaves bytes behind, and no edge will tell of them: report it
+        // as still readable, as an edge would have made it.
+        if let Some(conn) = visible(&mut self.conns, id, self.caller)
+            && conn.readable
+        {
+            self.agenda.enqueue(conn);
+        }
+        read
+    }
+
     /// One read into `buf` (of at most 64 KiB: the host's chunk), recorded on the
     /// canary's tape. A contract that hands the guest its bytes reads each
     /// `Readable` connection so before the call, straight into the call's input.
