@@ -765,7 +765,11 @@ fn input_held_while_paused_survives_a_handoff() {
     deliver(&mut new, vec![Ev::Timer(1)]);
     assert_eq!(
         calls(&mut new),
-        [Call::Adopted(C), Call::Timer(1), Call::Data(C, b"early".to_vec())]
+        [
+            Call::Adopted(C),
+            Call::Timer(1),
+            Call::Data(C, b"early".to_vec())
+        ]
     );
 }
 
