@@ -69,13 +69,14 @@ fn requests_move_the_connection_and_byte_counters() {
     assert!(written >= 100.0 * 6.0, "at least the bodies: {written}");
     wait_metric(&host, "sandsock_connections_open", &[], 0.0);
     // One call per batch: connections that arrive together share calls, so the
-    // events, not the calls, are what 100 connections fix from below.
+    // events, not the calls, are what 100 connections fix from below: the loop's
+    // events, an accept each (the request is read with it, or in a later call).
     let scrape = host.metrics();
     let calls = common::metric_value(&scrape, "sandsock_guest_calls_total", &[]);
     let events = common::metric_value(&scrape, "sandsock_guest_call_events_sum", &[]);
     assert!(
-        events >= 200.0,
-        "an accept and a read for each of 100 connections: {events} events"
+        events >= 100.0,
+        "an accept for each of 100 connections: {events} events"
     );
     assert!(
         calls >= 1.0 && calls <= events,

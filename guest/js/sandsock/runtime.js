@@ -25,7 +25,7 @@ const HANGUP = 5;
 const TIMER = 6;
 const ADOPTED = 7;
 const SHUTDOWN_EVENT = 8;
-// The io-error names, by position: what a hangup event's value says.
+// The io-error names, by position: what a hangup event's code says.
 const IO_ERRORS = [
   "closed", "reset", "unknown-conn", "not-permitted", "limit-exceeded", "refused",
   "unreachable", "invalid-address",
@@ -130,7 +130,7 @@ export class Runtime {
           break;
         }
         case HANGUP:
-          this._forget(handleOf(ev.conn), IO_ERRORS[Number(ev.value)] ?? "reset");
+          this._forget(handleOf(ev.conn), IO_ERRORS[ev.code] ?? "reset");
           break;
         case CONNECTED: {
           const c = this._conns.get(handleOf(ev.conn));
@@ -145,7 +145,7 @@ export class Runtime {
           break;
         }
         case TIMER:
-          h.onTimer(handleOf(ev.value));
+          h.onTimer(handleOf(ev.id));
           break;
         case ADOPTED:
           this._adopted(handleOf(ev.conn));

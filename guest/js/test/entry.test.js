@@ -59,7 +59,10 @@ let next = 1;
 function accept(action) {
   app.caught = [];
   app.action = action;
-  entry.handle([{ kind: 0, conn: next++, value: 0, start: 0, len: 0 }], new Uint8Array(0));
+  entry.handle(
+    [{ kind: 0, code: 0, conn: next++, id: 0, value: 0, start: 0, len: 0 }],
+    new Uint8Array(0),
+  );
   return app.caught;
 }
 

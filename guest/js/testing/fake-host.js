@@ -95,8 +95,8 @@ export class FakeHost {
     const records = [];
     const chunks = [];
     let at = 0;
-    const record = (kind, conn = 0, value = 0, start = 0, len = 0) =>
-      records.push({ kind, conn, value, start, len });
+    const record = (kind, { conn = 0, id = 0, code = 0, start = 0, len = 0 } = {}) =>
+      records.push({ kind, code, conn, id, value: 0, start, len });
     for (const e of events) {
       switch (e.tag) {
         case "readable": {
@@ -105,25 +105,25 @@ export class FakeHost {
           if (!this.live.has(id) || !wantsRead) break;
           const r = this.read(id, MAX_READ);
           if (r.tag === "data") {
-            record(KIND.data, e.val, 0, at, r.val.length);
+            record(KIND.data, { conn: e.val, start: at, len: r.val.length });
             chunks.push(r.val);
             at += r.val.length;
           } else if (r.tag === "eof") {
-            record(KIND.eof, e.val);
+            record(KIND.eof, { conn: e.val });
           }
           break;
         }
         case "hangup":
-          record(KIND.hangup, e.val.conn, IO_ERRORS.indexOf(e.val.error));
+          record(KIND.hangup, { conn: e.val.conn, code: IO_ERRORS.indexOf(e.val.error) });
           break;
         case "timer":
-          record(KIND.timer, 0, e.val);
+          record(KIND.timer, { id: e.val });
           break;
         case "shutdown":
           record(KIND.shutdown);
           break;
         default:
-          record(KIND[e.tag], e.val);
+          record(KIND[e.tag], { conn: e.val });
       }
     }
     const input = new Uint8Array(at);

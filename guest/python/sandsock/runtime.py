@@ -44,7 +44,7 @@ _NOTIFY, _SHUTDOWN, _CLOSE = 0, 1, 2
 # The kinds of event of contract 1.0 (the WIT's numbers).
 (_ACCEPTED, _CONNECTED, _DATA, _EOF, _WRITABLE, _HANGUP, _TIMER, _ADOPTED,
  _SHUTDOWN_EVENT) = range(9)
-# The io-error names, by position: what a hangup event's value says.
+# The io-error names, by position: what a hangup event's code says.
 _ERRORS = ("closed", "reset", "unknown-conn", "not-permitted", "limit-exceeded",
            "refused", "unreachable", "invalid-address")
 
@@ -323,8 +323,8 @@ class Runtime:
     # -- the exports --------------------------------------------------------
 
     def handle(self, events, input):
-        """The ``handle`` export: ``events`` (records with ``kind``, ``conn``,
-        ``value``, ``start``, ``len``) and ``input``, the bytes of their ``data``
+        """The ``handle`` export: ``events`` (records with ``kind``, ``code``,
+        ``conn``, ``id``, ``value``, ``start``, ``len``) and ``input``, the bytes of their ``data``
         events back to back. A kind this SDK does not know (a later 1.x's) is
         skipped."""
         global _active
@@ -364,10 +364,10 @@ class Runtime:
                 else:
                     self._eof(conn)
             elif kind == _HANGUP:
-                value = event.value
-                self._forget(event.conn, _ERRORS[value] if value < len(_ERRORS) else "reset")
+                code = event.code
+                self._forget(event.conn, _ERRORS[code] if code < len(_ERRORS) else "reset")
             elif kind == _TIMER:
-                handler.on_timer(event.value)
+                handler.on_timer(event.id)
             elif kind == _CONNECTED:
                 conn = conns.get(event.conn)
                 if conn is not None and conn._connecting:

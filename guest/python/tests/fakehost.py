@@ -100,7 +100,9 @@ class Shutdown:
 class Event:
     """Contract 1.0's event record, as componentize-py makes it."""
     kind: int
+    code: int = 0
     conn: int = 0
+    id: int = 0
     value: int = 0
     start: int = 0
     len: int = 0
@@ -202,20 +204,22 @@ class FakeHost:
                     continue
                 answer = self.read(event.value, MAX_READ)
                 if type(answer) is ReadData:
-                    records.append(Event(DATA, event.value, 0, len(input), len(answer.value)))
+                    records.append(Event(DATA, conn=event.value, start=len(input),
+                                         len=len(answer.value)))
                     input += answer.value
                 elif type(answer) is ReadEof:
-                    records.append(Event(EOF, event.value))
+                    records.append(Event(EOF, conn=event.value))
             elif t is Hangup:
-                records.append(Event(HANGUP, event.value.conn, ERRORS.index(event.value.error)))
+                records.append(Event(HANGUP, code=ERRORS.index(event.value.error),
+                                     conn=event.value.conn))
             elif t is Timer:
-                records.append(Event(TIMER, 0, event.value))
+                records.append(Event(TIMER, id=event.value))
             elif t is Shutdown:
                 records.append(Event(SHUTDOWN))
             else:
                 kind = {Accepted: ACCEPTED, Connected: CONNECTED, Writable: WRITABLE,
                         Adopted: ADOPTED}[t]
-                records.append(Event(kind, event.value))
+                records.append(Event(kind, conn=event.value))
         return records, bytes(input)
 
     # -- the io interface ---------------------------------------------------

@@ -108,10 +108,10 @@ pub mod kind {
     pub const EOF: u8 = 3;
     /// `conn` can take more writes.
     pub const WRITABLE: u8 = 4;
-    /// `conn` failed and is released; `value` is the `io-error`'s position
+    /// `conn` failed and is released; `code` is the `io-error`'s position
     /// ([`hangup_error`](super::hangup_error)).
     pub const HANGUP: u8 = 5;
-    /// The timer `value` fired.
+    /// The timer `id` fired.
     pub const TIMER: u8 = 6;
     /// `conn` was handed over at a hot swap.
     pub const ADOPTED: u8 = 7;
@@ -119,11 +119,11 @@ pub mod kind {
     pub const SHUTDOWN: u8 = 8;
 }
 
-/// The error a `hangup` event's `value` names (its position in `io-error`); `reset`
+/// The error a `hangup` event's `code` names (its position in `io-error`); `reset`
 /// for a position this SDK does not know.
-pub fn hangup_error(value: u64) -> types::IoError {
+pub fn hangup_error(code: u32) -> types::IoError {
     use types::IoError;
-    match value {
+    match code {
         0 => IoError::Closed,
         2 => IoError::UnknownConn,
         3 => IoError::NotPermitted,

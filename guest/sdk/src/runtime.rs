@@ -40,9 +40,9 @@ impl<H: Handler> Runtime<H> {
                 }
                 kind::EOF => self.eof(conn),
                 kind::WRITABLE => self.writable(conn),
-                kind::HANGUP => self.io.forget(conn, Some(hangup_error(event.value))),
+                kind::HANGUP => self.io.forget(conn, Some(hangup_error(event.code))),
                 kind::ADOPTED => self.adopted(conn),
-                kind::TIMER => self.handler.on_timer(&mut self.io, event.value),
+                kind::TIMER => self.handler.on_timer(&mut self.io, event.id),
                 kind::SHUTDOWN => self.handler.on_shutdown(&mut self.io),
                 _ => continue,
             }

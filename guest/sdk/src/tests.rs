@@ -149,7 +149,7 @@ enum Ev {
 }
 
 /// An `io-error`'s position, as a `hangup` carries it.
-fn position(error: IoError) -> u64 {
+fn position(error: IoError) -> u32 {
     [
         IoError::Closed,
         IoError::Reset,
@@ -162,7 +162,7 @@ fn position(error: IoError) -> u64 {
     ]
     .iter()
     .position(|&e| e == error)
-    .expect("every io-error") as u64
+    .expect("every io-error") as u32
 }
 
 /// Makes one batch of `events` as the host does, and runs it: a `Readable`
@@ -173,10 +173,12 @@ fn position(error: IoError) -> u64 {
 fn deliver<H: Handler>(rt: &mut Runtime<H>, events: Vec<Ev>) {
     let mut batch = Vec::new();
     let mut input = Vec::new();
-    let event = |kind, conn, value| Event {
+    let event = |kind, conn, id, code| Event {
         kind,
+        code,
         conn,
-        value,
+        id,
+        value: 0,
         start: 0,
         len: 0,
     };
@@ -196,24 +198,22 @@ fn deliver<H: Handler>(rt: &mut Runtime<H>, events: Vec<Ev>) {
                         let start = input.len() as u32;
                         input.extend_from_slice(&bytes);
                         Event {
-                            kind: kind::DATA,
-                            conn: c,
-                            value: 0,
                             start,
                             len: bytes.len() as u32,
+                            ..event(kind::DATA, c, 0, 0)
                         }
                     }
-                    ReadResult::Eof => event(kind::EOF, c, 0),
+                    ReadResult::Eof => event(kind::EOF, c, 0, 0),
                     ReadResult::WouldBlock | ReadResult::Failed(_) => continue,
                 }
             }
-            Ev::Accepted(c) => event(kind::ACCEPTED, c, 0),
-            Ev::Connected(c) => event(kind::CONNECTED, c, 0),
-            Ev::Writable(c) => event(kind::WRITABLE, c, 0),
-            Ev::Hangup(c, error) => event(kind::HANGUP, c, position(error)),
-            Ev::Timer(id) => event(kind::TIMER, 0, id),
-            Ev::Adopted(c) => event(kind::ADOPTED, c, 0),
-            Ev::Shutdown => event(kind::SHUTDOWN, 0, 0),
+            Ev::Accepted(c) => event(kind::ACCEPTED, c, 0, 0),
+            Ev::Connected(c) => event(kind::CONNECTED, c, 0, 0),
+            Ev::Writable(c) => event(kind::WRITABLE, c, 0, 0),
+            Ev::Hangup(c, error) => event(kind::HANGUP, c, 0, position(error)),
+            Ev::Timer(id) => event(kind::TIMER, 0, id, 0),
+            Ev::Adopted(c) => event(kind::ADOPTED, c, 0, 0),
+            Ev::Shutdown => event(kind::SHUTDOWN, 0, 0, 0),
         });
     }
     rt.handle(&batch, &input);

@@ -37,9 +37,9 @@ pub mod kind {
     pub const EOF: u8 = 3;
     /// Room to write.
     pub const WRITABLE: u8 = 4;
-    /// The connection failed; `value` is the `io-error`'s position.
+    /// The connection failed; `code` is the `io-error`'s position.
     pub const HANGUP: u8 = 5;
-    /// A timer fired; `value` is its id.
+    /// A timer fired; `id` is its id.
     pub const TIMER: u8 = 6;
     /// A connection handed over at a hot swap.
     pub const ADOPTED: u8 = 7;

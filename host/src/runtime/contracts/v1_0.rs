@@ -55,16 +55,22 @@ impl Lowered {
                 }
                 Event::Accepted(conn) => {
                     // What the client sent with its connect comes in the same call.
-                    self.events.push(record(kind::ACCEPTED, conn, 0));
+                    self.events.push(record(kind::ACCEPTED, conn));
                     self.read_ahead(state, conn, share, true);
                     continue;
                 }
-                Event::Connected(conn) => record(kind::CONNECTED, conn, 0),
-                Event::Writable(conn) => record(kind::WRITABLE, conn, 0),
-                Event::Hangup(info) => record(kind::HANGUP, info.conn, position(info.error)),
-                Event::Timer(id) => record(kind::TIMER, 0, id),
-                Event::Adopted(conn) => record(kind::ADOPTED, conn, 0),
-                Event::Shutdown => record(kind::SHUTDOWN, 0, 0),
+                Event::Connected(conn) => record(kind::CONNECTED, conn),
+                Event::Writable(conn) => record(kind::WRITABLE, conn),
+                Event::Hangup(info) => wit::Event {
+                    code: position(info.error),
+                    ..record(kind::HANGUP, info.conn)
+                },
+                Event::Timer(id) => wit::Event {
+                    id,
+                    ..record(kind::TIMER, 0)
+                },
+                Event::Adopted(conn) => record(kind::ADOPTED, conn),
+                Event::Shutdown => record(kind::SHUTDOWN, 0),
             };
             self.events.push(lowered);
         }
@@ -98,15 +104,13 @@ impl Lowered {
             Read::Data(0) | Read::WouldBlock | Read::Failed(_) => {}
             Read::Data(n) => {
                 self.events.push(wit::Event {
-                    kind: kind::DATA,
-                    conn,
-                    value: 0,
                     start: self.used as u32,
                     len: n as u32,
+                    ..record(kind::DATA, conn)
                 });
                 self.used += n;
             }
-            Read::Eof => self.events.push(record(kind::EOF, conn, 0)),
+            Read::Eof => self.events.push(record(kind::EOF, conn)),
         }
         read
     }
@@ -118,19 +122,21 @@ fn share(readable: usize) -> usize {
     (MAX_CALL_INPUT / readable.max(1)).clamp(MIN_SHARE, MAX_READ_CHUNK)
 }
 
-/// An event with no bytes.
-fn record(kind: u8, conn: u64, value: u64) -> wit::Event {
+/// An event of `kind` about `conn`, every other field 0.
+fn record(kind: u8, conn: u64) -> wit::Event {
     wit::Event {
         kind,
+        code: 0,
         conn,
-        value,
+        id: 0,
+        value: 0,
         start: 0,
         len: 0,
     }
 }
 
 /// An `io-error`'s position in the WIT's list, as a `hangup` carries it.
-pub fn position(error: IoError) -> u64 {
+pub fn position(error: IoError) -> u32 {
     match error {
         IoError::Closed => 0,
         IoError::Reset => 1,
@@ -173,7 +179,7 @@ mod tests {
             IoError::InvalidAddress,
         ];
         for (i, error) in order.into_iter().enumerate() {
-            assert_eq!(position(error), i as u64, "{error:?}");
+            assert_eq!(position(error), i as u32, "{error:?}");
         }
     }
 }
