@@ -52,7 +52,10 @@ pub fn serve(args: &ServeArgs, log_format: LogFormat) -> Result<()> {
         Some("http") => {
             let loops = listeners
                 .into_iter()
-                .map(|listeners| settings.event_loop(listeners, NativeHttp::default()))
+                .enumerate()
+                .map(|(worker, listeners)| {
+                    settings.event_loop(worker, listeners, NativeHttp::default())
+                })
                 .collect::<Result<Vec<_>>>()?;
             return run(args, log_format, supervisor, loops, None, "native http");
         }
@@ -96,7 +99,7 @@ pub fn serve(args: &ServeArgs, log_format: LogFormat) -> Result<()> {
             args.recycle(),
             args.canary(),
         )?;
-        loops.push(settings.event_loop(listeners, handler)?);
+        loops.push(settings.event_loop(worker, listeners, handler)?);
     }
     // A guest file (SIGHUP, and --watch: each worker gets the new one) and the TLS
     // certificate can be reloaded.
@@ -136,12 +139,14 @@ struct LoopSettings<'a> {
 }
 
 impl LoopSettings<'_> {
+    /// Worker `worker`'s loop, numbering its handles apart from the others'.
     fn event_loop<H: EventHandler>(
         &self,
+        worker: usize,
         listeners: Vec<Listener>,
         handler: H,
     ) -> Result<EventLoop<H>> {
-        EventLoop::new(
+        let mut event_loop = EventLoop::new(
             listeners,
             handler,
             self.limits.clone(),
@@ -149,7 +154,9 @@ impl LoopSettings<'_> {
             self.capacity.clone(),
             self.args.lingering_close,
             self.args.shutdown_timeout.0,
-        )
+        )?;
+        event_loop.number_for_worker(worker, self.args.workers.count());
+        Ok(event_loop)
     }
 }
 

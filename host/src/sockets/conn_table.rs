@@ -4,7 +4,10 @@
 //! A handle is `generation << SLOT_BITS | slot`: looking one up is an index and a
 //! compare, no hashing, and a stale handle (its slot reused since) is simply unknown.
 //! Handles stay below 2^53, so that a JavaScript number holds one exactly: a slot
-//! whose generations are used up is retired, never wrapped round.
+//! whose generations are used up is retired, never wrapped round. With several
+//! workers, each table's generations are those equal to its worker's number modulo
+//! the count ([`ConnTable::number_for_worker`]), so no two workers hand out the same
+//! handle.
 
 use crate::shared::limits::SLOT_BITS;
 use crate::shared::wit::Conn;
@@ -26,6 +29,10 @@ pub struct ConnTable<T> {
     slots: Vec<Slot<T>>,
     free: Vec<u32>,
     len: usize,
+    /// A slot's first generation, and the step to its next: 1 and 1 for one
+    /// worker; worker `i` of `n` uses `i + 1`, `i + 1 + n`, ...
+    first: u64,
+    stride: u64,
 }
 
 impl<T> Default for ConnTable<T> {
@@ -34,11 +41,22 @@ impl<T> Default for ConnTable<T> {
             slots: Vec::new(),
             free: Vec::new(),
             len: 0,
+            first: 1,
+            stride: 1,
         }
     }
 }
 
 impl<T> ConnTable<T> {
+    /// Numbers handles for worker `worker` of `workers`, so that no other worker's
+    /// table hands out the same one. Before the first insert.
+    pub fn number_for_worker(&mut self, worker: usize, workers: usize) {
+        debug_assert!(self.slots.is_empty(), "numbered before any handle exists");
+        let workers = workers.max(1) as u64;
+        self.first = worker as u64 % workers + 1;
+        self.stride = workers;
+    }
+
     /// Number of entries held.
     pub fn len(&self) -> usize {
         self.len
@@ -64,7 +82,11 @@ impl<T> ConnTable<T> {
             None => return None,
         };
         let entry = &mut self.slots[slot];
-        entry.generation += 1;
+        entry.generation = if entry.generation == 0 {
+            self.first
+        } else {
+            entry.generation + self.stride
+        };
         let id = entry.generation << SLOT_BITS | slot as u64;
         entry.value = Some(make(id));
         self.len += 1;
@@ -92,7 +114,7 @@ impl<T> ConnTable<T> {
         let value = entry.value.take()?;
         self.len -= 1;
         // A slot whose generations are used up is retired rather than risk a reused handle.
-        if entry.generation < MAX_GENERATION {
+        if entry.generation + self.stride <= MAX_GENERATION {
             self.free.push(slot as u32);
         }
         Some(value)
@@ -149,6 +171,23 @@ mod tests {
         let next = table.insert(|id| id).unwrap();
         assert_ne!(next, slot, "the used-up slot is never handed out again");
         assert!(table.get_mut(handle).is_none());
+    }
+
+    #[test]
+    fn workers_never_hand_out_the_same_handle() {
+        use std::collections::HashSet;
+        let mut seen = HashSet::new();
+        for worker in 0..3 {
+            let mut table = ConnTable::default();
+            table.number_for_worker(worker, 3);
+            for _ in 0..50 {
+                let slot = table.insert(|id| id).unwrap();
+                let handle = *table.slot_mut(slot).unwrap();
+                assert!(seen.insert(handle), "{handle} handed out twice");
+                assert_eq!((handle >> SLOT_BITS) % 3, (worker as u64 + 1) % 3);
+                table.remove(slot);
+            }
+        }
     }
 
     #[test]

@@ -93,6 +93,12 @@ pub struct EventLoop<H> {
 }
 
 impl<H: EventHandler> EventLoop<H> {
+    /// Numbers the loop's connection handles as worker `worker` of `workers`: no
+    /// two workers hand out the same handle. Before it runs.
+    pub fn number_for_worker(&mut self, worker: usize, workers: usize) {
+        self.net.number_for_worker(worker, workers);
+    }
+
     /// Registers the listeners; `capacity` is shared with the other workers' loops.
     pub fn new(
         mut listeners: Vec<Listener>,

@@ -151,6 +151,12 @@ impl Net {
         }
     }
 
+    /// Numbers handles for worker `worker` of `workers`, so that no two workers
+    /// hand out the same one. Before the first connection.
+    pub fn number_for_worker(&mut self, worker: usize, workers: usize) {
+        self.conns.number_for_worker(worker, workers);
+    }
+
     /// The places for connections, across every worker.
     pub fn capacity(&self) -> &Capacity {
         &self.capacity
