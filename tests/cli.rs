@@ -4,16 +4,8 @@
 mod common;
 
 use std::net::TcpListener;
-use std::path::PathBuf;
 
-use common::{run_host, test_guest};
-
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sandsock-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use common::{run_host, scratch as scratch_dir, test_guest};
 
 fn stderr_of(args: &[&str]) -> (bool, String) {
     let out = run_host(args);

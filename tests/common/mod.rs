@@ -520,12 +520,41 @@ pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
 
 // ---- guest files and HTTP, for hot swaps and workers ----------------------------
 
-/// An empty scratch directory for one test.
+/// An empty scratch directory for one test, removed with every other scratch
+/// directory of the test process when it exits (a failed test's too: read its files
+/// while it runs, or keep them with `SANDSOCK_KEEP_SCRATCH=1`).
 pub fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sandsock-test-{}-{name}", std::process::id()));
+    static CLEAN_UP_AT_EXIT: std::sync::Once = std::sync::Once::new();
+    CLEAN_UP_AT_EXIT.call_once(|| {
+        if std::env::var_os("SANDSOCK_KEEP_SCRATCH").is_none() {
+            // SAFETY: `remove_scratch` is a plain function that neither unwinds nor
+            // touches anything being torn down; libtest leaves through `exit`, which
+            // runs it, whether the tests passed or not.
+            unsafe { libc::atexit(remove_scratch) };
+        }
+    });
+    let dir = std::env::temp_dir().join(format!("{}{name}", scratch_prefix()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// What every scratch directory of this test process is named with.
+fn scratch_prefix() -> String {
+    format!("sandsock-test-{}-", std::process::id())
+}
+
+/// Removes this test process's scratch directories, at its exit.
+extern "C" fn remove_scratch() {
+    let prefix = scratch_prefix();
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// The bytes of a built-in example, as `host examples --out` writes them.
