@@ -28,6 +28,8 @@ the guest traps, and the host contains it.
 import sys
 from collections import deque
 
+from .snapshot import BadSnapshot, SnapshotReader, SnapshotWriter
+
 # Queued bytes past which a connection is not read (an echo whose client never
 # reads would otherwise queue everything it sends), and below which it is again.
 HIGH_WATER = 256 * 1024
@@ -58,10 +60,6 @@ class IoError(Exception):
     def __init__(self, reason, what=""):
         super().__init__(f"{what}: {reason}" if what else reason)
         self.reason = reason
-
-
-class BadSnapshot(ValueError):
-    """A snapshot cannot be read. Raise it from ``Handler.restore`` to refuse one."""
 
 
 def _reason_name(error):
@@ -629,76 +627,6 @@ class Runtime:
 
 
 # -- snapshots --------------------------------------------------------------
-
-class SnapshotWriter:
-    """Little-endian pieces for a snapshot: ``u8``, ``u32``, ``u64``, ``bytes``
-    (a u64 length, then the bytes), ``str`` (UTF-8, as ``bytes``)."""
-
-    def __init__(self):
-        self._parts = []
-
-    def u8(self, n):
-        self._parts.append(int(n).to_bytes(1, "little"))
-        return self
-
-    def u32(self, n):
-        self._parts.append(int(n).to_bytes(4, "little"))
-        return self
-
-    def u64(self, n):
-        self._parts.append(int(n).to_bytes(8, "little"))
-        return self
-
-    def bytes(self, data):
-        self.u64(len(data))
-        self._parts.append(bytes(data))
-        return self
-
-    def str(self, text):
-        return self.bytes(text.encode())
-
-    def getvalue(self):
-        return b"".join(self._parts)
-
-
-class SnapshotReader:
-    """Reads what ``SnapshotWriter`` wrote; raises ``BadSnapshot``, never anything
-    else, on bytes that do not read so. Call ``finish()`` at the end."""
-
-    def __init__(self, data):
-        self._data = bytes(data)
-        self._pos = 0
-
-    def _take(self, n):
-        end = self._pos + n
-        if n < 0 or end > len(self._data):
-            raise BadSnapshot("truncated")
-        piece = self._data[self._pos:end]
-        self._pos = end
-        return piece
-
-    def u8(self):
-        return self._take(1)[0]
-
-    def u32(self):
-        return int.from_bytes(self._take(4), "little")
-
-    def u64(self):
-        return int.from_bytes(self._take(8), "little")
-
-    def bytes(self):
-        return self._take(self.u64())
-
-    def str(self):
-        try:
-            return self.bytes().decode()
-        except UnicodeDecodeError:
-            raise BadSnapshot("not UTF-8") from None
-
-    def finish(self):
-        if self._pos != len(self._data):
-            raise BadSnapshot("trailing bytes")
-
 
 # The SDK's layout, version 2 (not the Rust SDK's: a swap between the two is
 # refused cleanly). Integers little-endian; `bytes` is a u64 length, then bytes.

@@ -39,7 +39,7 @@
 
 use std::collections::HashMap;
 
-use crate::io::ConnState;
+use crate::conn_state::ConnState;
 use crate::{BadSnapshot, Conn, Io, SnapshotReader, SnapshotWriter};
 
 /// Tells an SDK snapshot from the bytes of a guest that does its own: a swap

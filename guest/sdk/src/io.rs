@@ -3,9 +3,9 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 
+use crate::conn_state::{AfterDrain, ConnState, Held, sync_interest};
 use crate::host::Host;
 use crate::raw::types::{IoError, TlsInfo, WriteResult};
-use crate::write_queue::WriteQueue;
 use crate::{BadSnapshot, Conn, ConnMap, SnapshotReader, SnapshotWriter};
 
 /// Queued bytes past which the SDK stops reading a connection.
@@ -60,220 +60,6 @@ pub struct Io {
     /// Connections holding input that came while reading was paused (usually
     /// none: checked after every event).
     holding: Vec<Conn>,
-}
-
-/// Input the host gave while reading was paused, handed to the handler once it
-/// resumes.
-#[derive(Debug, Default)]
-pub(crate) struct Held {
-    /// The bytes, in order.
-    pub(crate) bytes: Vec<u8>,
-    /// The peer's end-of-stream came after them.
-    pub(crate) eof: bool,
-}
-
-/// The SDK's state for one connection.
-///
-/// All of it but `told` crosses a hot swap (see `handoff`): a queue or a pending
-/// close lost there would cut a response short.
-#[derive(Debug)]
-pub(crate) struct ConnState {
-    /// Bytes written by the guest that the host has not accepted yet.
-    queue: WriteQueue,
-    /// The interest the host was last told, so `set-interest` is called only on change.
-    told: Interest,
-    /// The peer's end-of-stream was read; there is nothing more to read.
-    eof: bool,
-    /// Reading is paused because the queue passed [`HIGH_WATER`].
-    backpressure: bool,
-    /// Whether the queue's own size pauses reading ([`Io::set_auto_pause`]).
-    auto_pause: bool,
-    /// Reading is paused because the guest asked ([`Io::pause_reading`]).
-    paused: bool,
-    /// The guest wants `on_writable` whenever the connection can take more, even
-    /// with nothing queued ([`Io::set_interest`]).
-    want_writable: bool,
-    /// An outbound connection that has not completed yet: everything written is
-    /// held in the queue until the host reports `connected`.
-    connecting: bool,
-    /// What to do once the queue is empty.
-    after_drain: AfterDrain,
-    /// The write side is shut down; further writes are dropped.
-    write_shut: bool,
-    /// The host reported a reset; its `hangup` follows, and until then nothing is done.
-    failed: bool,
-    /// Input the host read before it heard that reading was paused.
-    held: Held,
-}
-
-/// Which readiness events the guest wants for a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Interest {
-    readable: bool,
-    writable: bool,
-}
-
-impl Interest {
-    /// What the host starts every connection with.
-    const INITIAL: Self = Self {
-        readable: true,
-        writable: false,
-    };
-}
-
-/// What the guest asked to happen once its queue for a connection is sent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum AfterDrain {
-    /// Nothing: tell the handler `on_writable`.
-    Notify,
-    /// Send end-of-stream ([`Io::shutdown_write`]).
-    ShutdownWrite,
-    /// Close the connection ([`Io::close`]).
-    Close,
-}
-
-impl ConnState {
-    fn new(connecting: bool) -> Self {
-        Self {
-            queue: WriteQueue::default(),
-            told: Interest::INITIAL,
-            eof: false,
-            backpressure: false,
-            auto_pause: true,
-            paused: false,
-            want_writable: false,
-            connecting,
-            after_drain: AfterDrain::Notify,
-            write_shut: false,
-            failed: false,
-            held: Held::default(),
-        }
-    }
-
-    /// Reading goes on only while nothing wants it paused: end-of-stream, the
-    /// SDK's high-water mark, the guest, a failure, a pending close.
-    fn wants_read(&self) -> bool {
-        !self.eof
-            && !self.backpressure
-            && !self.paused
-            && !self.failed
-            && self.after_drain != AfterDrain::Close
-    }
-
-    /// Whether the queue can be handed to the host now.
-    fn can_flush(&self) -> bool {
-        !self.connecting && !self.failed
-    }
-
-    /// Writes are refused once the write side is shut, or a shutdown or close is
-    /// pending: bytes written after asking for either would be lost or reordered.
-    fn accepts_writes(&self) -> bool {
-        !self.write_shut && !self.failed && self.after_drain == AfterDrain::Notify
-    }
-
-    fn wanted_interest(&self) -> Interest {
-        let asked = self.want_writable && self.accepts_writes();
-        Interest {
-            readable: self.wants_read(),
-            writable: self.can_flush() && (!self.queue.is_empty() || asked),
-        }
-    }
-
-    /// Writes this state for a handoff in layout `version`: one byte of flags, one
-    /// of `after_drain`, the queue, then (from 3) the held input and whether its
-    /// end-of-stream came (see `handoff` for the whole layout).
-    fn encode(&self, w: &mut SnapshotWriter, version: u8) {
-        let flags = [
-            self.eof,
-            self.backpressure,
-            self.auto_pause,
-            self.paused,
-            self.connecting,
-            self.write_shut,
-            self.failed,
-            self.want_writable,
-        ];
-        w.u8(flags
-            .iter()
-            .enumerate()
-            .fold(0, |bits, (i, &on)| bits | (u8::from(on) << i)));
-        w.u8(match self.after_drain {
-            AfterDrain::Notify => 0,
-            AfterDrain::ShutdownWrite => 1,
-            AfterDrain::Close => 2,
-        });
-        w.bytes(self.queue.pending());
-        if version >= 3 {
-            w.bytes(&self.held.bytes);
-            w.u8(u8::from(self.held.eof));
-        }
-    }
-
-    /// Reads what [`encode`](Self::encode) wrote, in the handoff layout `version`
-    /// (1 had no write interest: its bit 7 is always 0; before 3 nothing was held).
-    /// `told` is not in it: the interest is set afresh on adoption.
-    fn decode(r: &mut SnapshotReader<'_>, version: u8) -> Result<Self, BadSnapshot> {
-        let bits = r.u8()?;
-        if version < 2 && bits >> 7 != 0 {
-            return Err(BadSnapshot::new("unknown connection flags"));
-        }
-        let flag = |i: u8| bits & (1 << i) != 0;
-        let after_drain = match r.u8()? {
-            0 => AfterDrain::Notify,
-            1 => AfterDrain::ShutdownWrite,
-            2 => AfterDrain::Close,
-            _ => return Err(BadSnapshot::new("unknown pending action")),
-        };
-        let mut queue = WriteQueue::default();
-        queue.push(r.bytes()?);
-        let held = if version >= 3 {
-            let bytes = r.bytes()?.to_vec();
-            let eof = match r.u8()? {
-                0 => false,
-                1 => true,
-                _ => return Err(BadSnapshot::new("unknown held end-of-stream flag")),
-            };
-            Held { bytes, eof }
-        } else {
-            Held::default()
-        };
-        Ok(Self {
-            queue,
-            // Not known (the host kept the old generation's); set on adoption.
-            told: Interest::INITIAL,
-            eof: flag(0),
-            backpressure: flag(1),
-            auto_pause: flag(2),
-            paused: flag(3),
-            want_writable: flag(7),
-            connecting: flag(4),
-            after_drain,
-            write_shut: flag(5),
-            failed: flag(6),
-            held,
-        })
-    }
-
-    /// Updates the backpressure flag after the queue grew or shrank.
-    fn update_backpressure(&mut self) {
-        let queued = self.queue.len();
-        if !self.auto_pause {
-            self.backpressure = false;
-        } else if queued >= HIGH_WATER {
-            self.backpressure = true;
-        } else if queued <= LOW_WATER {
-            self.backpressure = false;
-        }
-    }
-}
-
-/// Tells the host the interest `state` calls for, if it changed.
-fn sync_interest(host: &mut Host, conn: Conn, state: &mut ConnState) {
-    let wanted = state.wanted_interest();
-    if wanted != state.told {
-        host.set_interest(conn.raw(), wanted.readable, wanted.writable);
-        state.told = wanted;
-    }
 }
 
 impl Io {
@@ -554,7 +340,7 @@ impl Io {
         self.host
             .set_interest(conn.raw(), wanted.readable, wanted.writable);
         state.told = wanted;
-        if !state.held.bytes.is_empty() || state.held.eof {
+        if state.holds() {
             self.holding.push(conn);
         }
         true
@@ -573,11 +359,10 @@ impl Io {
     /// Whether any connection, open or still to be adopted, holds input that came
     /// while reading was paused.
     pub(crate) fn holds_any(&self) -> bool {
-        let holding = |state: &ConnState| !state.held.bytes.is_empty() || state.held.eof;
         self.conns
             .values()
             .chain(self.adopting.values())
-            .any(holding)
+            .any(ConnState::holds)
     }
 
     /// Reads what [`snapshot_conns`](Self::snapshot_conns) wrote, without applying
@@ -618,11 +403,6 @@ impl Io {
         }
     }
 
-    /// Whether the runtime should read `conn` now.
-    pub(crate) fn wants_read(&self, conn: Conn) -> bool {
-        self.conns.get(&conn).is_some_and(ConnState::wants_read)
-    }
-
     /// The peer's end-of-stream came: reading is over, so read interest goes off.
     pub(crate) fn mark_eof(&mut self, conn: Conn) {
         if let Some(state) = self.conns.get_mut(&conn) {
@@ -631,33 +411,32 @@ impl Io {
         }
     }
 
-    /// Whether `conn` holds input from while reading was paused: new input goes
-    /// behind it.
-    pub(crate) fn holds(&self, conn: Conn) -> bool {
+    /// Whether input for `conn` goes to the handler now: reading is on and nothing
+    /// held waits before it. One lookup, for every `data` event.
+    pub(crate) fn takes_input(&self, conn: Conn) -> bool {
         self.conns
             .get(&conn)
-            .is_some_and(|state| !state.held.bytes.is_empty() || state.held.eof)
+            .is_some_and(|state| state.wants_read() && !state.holds())
     }
 
-    /// Keeps `bytes`, which came while reading `conn` was paused.
+    /// Keeps `bytes`, which came while reading `conn` was paused, behind what it
+    /// holds already.
     pub(crate) fn hold(&mut self, conn: Conn, bytes: &[u8]) {
-        let holding = self.holds(conn);
         if let Some(state) = self.conns.get_mut(&conn) {
-            state.held.bytes.extend_from_slice(bytes);
-            if !holding {
+            if !state.holds() {
                 self.holding.push(conn);
             }
+            state.held.bytes.extend_from_slice(bytes);
         }
     }
 
     /// Keeps the end-of-stream of `conn`, which came while reading was paused.
     pub(crate) fn hold_eof(&mut self, conn: Conn) {
-        let holding = self.holds(conn);
         if let Some(state) = self.conns.get_mut(&conn) {
-            state.held.eof = true;
-            if !holding {
+            if !state.holds() {
                 self.holding.push(conn);
             }
+            state.held.eof = true;
         }
     }
 

@@ -48,6 +48,7 @@
 #![deny(missing_docs)]
 
 mod conn;
+mod conn_state;
 #[cfg(test)]
 mod contract;
 mod handler;

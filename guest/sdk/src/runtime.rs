@@ -118,7 +118,7 @@ impl<H: Handler> Runtime<H> {
     /// (the host stops reading once told, but this batch was made before), in
     /// which case they wait in the SDK until it resumes.
     fn data(&mut self, conn: Conn, bytes: &[u8]) {
-        if self.io.wants_read(conn) && !self.io.holds(conn) {
+        if self.io.takes_input(conn) {
             self.handler.on_data(&mut self.io, conn, bytes);
         } else {
             self.io.hold(conn, bytes);
@@ -128,7 +128,7 @@ impl<H: Handler> Runtime<H> {
     /// The peer's end-of-stream: the handler hears it after every byte before it,
     /// so it too waits while reading is paused.
     fn eof(&mut self, conn: Conn) {
-        if self.io.wants_read(conn) && !self.io.holds(conn) {
+        if self.io.takes_input(conn) {
             self.io.mark_eof(conn);
             self.handler.on_eof(&mut self.io, conn);
         } else {

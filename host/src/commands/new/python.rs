@@ -18,6 +18,10 @@ const SDK_SOURCES: &[(&str, &str)] = &[
         include_str!("../../../../guest/python/sandsock/runtime.py"),
     ),
     (
+        "snapshot.py",
+        include_str!("../../../../guest/python/sandsock/snapshot.py"),
+    ),
+    (
         "lines.py",
         include_str!("../../../../guest/python/sandsock/lines.py"),
     ),

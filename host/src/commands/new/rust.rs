@@ -20,6 +20,10 @@ const SDK_SOURCES: &[(&str, &str)] = &[
         include_str!("../../../../guest/sdk/src/conn.rs"),
     ),
     (
+        "src/conn_state.rs",
+        include_str!("../../../../guest/sdk/src/conn_state.rs"),
+    ),
+    (
         "src/contract.rs",
         include_str!("../../../../guest/sdk/src/contract.rs"),
     ),
