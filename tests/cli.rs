@@ -259,6 +259,7 @@ fn dash_h_is_a_summary_in_groups_and_dash_dash_help_the_long_text() {
         "Sandbox limits:",
         "Swaps and canary:",
         "Compiled-component cache:",
+        "State the host keeps:",
         "Operations:",
     ] {
         assert!(short.contains(group), "no group {group}:\n{short}");

@@ -1,5 +1,5 @@
-//! Every released contract keeps working: components built for 0.1.0, 0.2.0, 0.3.0
-//! and 0.4.0 (`guest/testing/built_for_0_N`, from the WIT kept in `wit/0.N.0/`) pass
+//! Every released contract keeps working: components built for 0.1.0, 0.2.0, 0.3.0,
+//! 0.4.0 and 1.0.0 (`guest/testing/built_for_N_M`, from the WIT kept in `wit/N.M.0/`) pass
 //! `host check`, which names their version, serve echo and HTTP, and are swapped to
 //! and from a component built for today's contract with `--swap drain`, `handoff` and
 //! `canary`; a component of a version the host does not know is refused with one line
@@ -16,11 +16,12 @@ use common::{
 };
 
 /// The released versions before today's, with their test guests.
-const OLD: [(&str, &str); 4] = [
+const OLD: [(&str, &str); 5] = [
     ("0.1.0", "built_for_0_1"),
     ("0.2.0", "built_for_0_2"),
     ("0.3.0", "built_for_0_3"),
     ("0.4.0", "built_for_0_4"),
+    ("1.0.0", "built_for_1_0"),
 ];
 
 /// What the log says when a canary promotes its candidate.
@@ -36,10 +37,14 @@ fn host_check_names_the_version_and_how_it_is_served() {
         let out = run_host(&["check", test_guest(name).to_str().unwrap()]);
         let said = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{name}: {out:?}");
+        // 1.0 is linked to 1.1's bindings: no adapter between.
+        let how = if version.starts_with("1.") {
+            "served natively"
+        } else {
+            "served through the adapter"
+        };
         assert!(
-            said.contains(&format!(
-                "`sandsock:net/handler@{version}` world, served through the adapter"
-            )),
+            said.contains(&format!("`sandsock:net/handler@{version}` world, {how}")),
             "{said}"
         );
     }
@@ -49,8 +54,10 @@ fn host_check_names_the_version_and_how_it_is_served() {
         let said = String::from_utf8_lossy(&out.stdout);
         let built_for = if path.ends_with("partial_read.wasm") {
             "`sandsock:net/handler@0.4.0` world, served through the adapter"
-        } else {
+        } else if path.ends_with("built_for_1_0.wasm") {
             "`sandsock:net/handler@1.0.0` world, served natively"
+        } else {
+            "`sandsock:net/handler@1.1.0` world, served natively"
         };
         assert!(said.contains(built_for), "{}: {said}", path.display());
     }
@@ -96,7 +103,7 @@ fn a_component_of_an_unknown_version_is_refused_naming_both() {
             let said = errors[0];
             assert!(
                 said.contains(&format!("built for sandsock:net@{version}"))
-                    && said.contains("0.1.0, 0.2.0, 0.3.0, 0.4.0 and 1.0.0")
+                    && said.contains("0.1.0, 0.2.0, 0.3.0, 0.4.0, 1.0.0 and 1.1.0")
                     && said.contains(&format!("built-for-{version}.wasm")),
                 "{said}"
             );
@@ -185,7 +192,7 @@ fn there_and_back(version: &str, name: &str, mode: &str) {
         expected,
         "{version} {mode}: the open connection"
     );
-    serving("1.0.0");
+    serving("1.1.0");
 
     install(&path, &old);
     host.signal(libc::SIGHUP);

@@ -439,15 +439,15 @@ adapted!(
     }
 );
 
-/// `Net` as a guest built for 1.0 reaches it: its `io`, and no `read` but what the
+/// `Net` as a guest built for 1.x reaches it: its `io`, and no `read` but what the
 /// host reads for it before a call. A `read` step is the event the next call would
 /// carry for a readable connection: `data` (its bytes), `eof`, or none (which the
 /// table calls would-block, or the failure that left no event: a `hangup` follows),
 /// up to the case's `max` (the host reads less than a chunk when many connections
 /// share a call).
-struct V10<'a>(&'a mut GuestState);
+struct V1x<'a>(&'a mut GuestState);
 
-impl Io for V10<'_> {
+impl Io for V1x<'_> {
     fn read(&mut self, c: Conn, max: u32) -> ReadResult {
         let mut lowered = contracts::v1_0::Lowered::default();
         let read = lowered.read_ahead(self.0, c, max as usize, false);
@@ -542,6 +542,8 @@ fn event_value(event: &Event, name: impl Fn(Conn) -> String) -> Value {
         }
         Event::Timer(id) => json!({ "timer": id }),
         Event::Shutdown => json!("shutdown"),
+        // The store's, not `io`'s: `Net` never reports it.
+        Event::Mail => json!("mail"),
     }
 }
 
@@ -925,7 +927,9 @@ impl Host for NetHost {
                     Contract::V0_2 => call_io(&mut V02(&mut state), step, conn, &addr),
                     Contract::V0_3 => call_io(&mut V03(&mut state), step, conn, &addr),
                     Contract::V0_4 => call_io(&mut V04(&mut state), step, conn, &addr),
-                    Contract::V1_0 => call_io(&mut V10(&mut state), step, conn, &addr),
+                    Contract::V1_0 | Contract::V1_1 => {
+                        call_io(&mut V1x(&mut state), step, conn, &addr)
+                    }
                 };
                 self.net = state.into_net();
                 answer
@@ -1091,7 +1095,9 @@ fn net_keeps_the_io_contract_table() {
 /// that version promised the same (the table's `except` names where it did not).
 #[test]
 fn every_contracts_calls_keep_the_io_contract_table() {
-    for contract in Contract::ALL {
+    // 1.0's `io` is 1.1's: one set of bindings serves both (wasmtime links a 1.0
+    // guest's imports to 1.1's), so the 1.1 runner is theirs.
+    for contract in Contract::ALL.into_iter().filter(|c| *c != Contract::V1_0) {
         let name = format!("net-{}", contract.version());
         let (ran, failed) = run_table(&name, &|case| {
             let mut host = NetHost::new(case);

@@ -15,6 +15,7 @@ use crate::shared::units::{Dur, Size};
 use crate::sockets::allow::{AllowList, AllowRule};
 use crate::sockets::listener::default_backlog;
 use crate::sockets::net::Lingering;
+use crate::store::{Namespace, StoreConfig, StoreKind, StoreLimits};
 use crate::swap::{CanaryConfig, Recycle, SwapMode, SwapPolicy};
 
 /// How long open connections may take to finish after SIGTERM or SIGINT, by default.
@@ -440,6 +441,40 @@ pub struct ServeArgs {
     #[arg(help_heading = "Swaps and canary", long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub recycle_after: Option<u32>,
 
+    /// Where the guest's store lives: memory, or a SQLite file.
+    ///
+    /// The backend of the guest's `store` and `topics` (contract 1.1), shared by every
+    /// worker and every generation: `memory` (the default: gone at exit) or the PATH
+    /// of a SQLite file, created if missing, which keeps every acknowledged write
+    /// across a crash or a restart and can be shared by several host processes. Write
+    /// `./memory` for a file of that name.
+    #[arg(help_heading = "State the host keeps", long, value_name = "memory|PATH",
+          default_value = "memory", value_parser = StoreKind::parse)]
+    pub store: StoreKind,
+
+    /// Whose keys and topics the guest sees [default: its name].
+    ///
+    /// The namespace of the guest's keys and topics [default: the guest's name]: two
+    /// guests share keys only if they share a namespace. 1 to 64 letters, digits,
+    /// `-`, `_` and `.`, starting with a letter or a digit.
+    #[arg(help_heading = "State the host keeps", long, value_name = "NAME")]
+    pub store_namespace: Option<String>,
+
+    /// Longest key the store takes.
+    #[arg(help_heading = "State the host keeps", long, value_name = "SIZE",
+          default_value_t = Size(StoreLimits::DEFAULT.max_key))]
+    pub store_max_key: Size,
+
+    /// Largest value (or topic message) the store takes.
+    #[arg(help_heading = "State the host keeps", long, value_name = "SIZE",
+          default_value_t = Size(StoreLimits::DEFAULT.max_value))]
+    pub store_max_value: Size,
+
+    /// Most bytes (keys and values) the namespace holds.
+    #[arg(help_heading = "State the host keeps", long, value_name = "SIZE",
+          default_value_t = Size(StoreLimits::DEFAULT.max_namespace_bytes as usize))]
+    pub store_max_bytes: Size,
+
     /// Benchmark baseline: run the named logic natively instead of a guest.
     #[arg(long, value_name = "LOGIC", hide = true)]
     pub native: Option<String>,
@@ -465,6 +500,26 @@ impl ServeArgs {
             isolation: self.isolation,
             env: self.env.clone(),
         }
+    }
+
+    /// The store's settings, the namespace defaulting to `guest_name`; an error is
+    /// one line naming the namespace.
+    pub fn store_config(&self, guest_name: &str) -> Result<StoreConfig, String> {
+        let namespace = match &self.store_namespace {
+            Some(name) => Namespace::new(name)?,
+            None => Namespace::new(guest_name).map_err(|why| {
+                format!("{why} (the guest's name is the default: give --store-namespace)")
+            })?,
+        };
+        Ok(StoreConfig {
+            kind: self.store.clone(),
+            namespace,
+            limits: StoreLimits {
+                max_key: self.store_max_key.0,
+                max_value: self.store_max_value.0,
+                max_namespace_bytes: self.store_max_bytes.0 as u64,
+            },
+        })
     }
 
     /// Where compiled guests are kept, if anywhere.

@@ -15,13 +15,17 @@
 //!   the loop's handler ([`swap::WasmHandler`]), the generations and their
 //!   instances, drain and handoff, recycling, the canary, the triggers and the
 //!   loader thread.
+//! - [`store`]: the state the host keeps for guests (contract 1.1's `store` and
+//!   `topics`): namespaces and limits, the memory and SQLite backends, topics, and
+//!   each worker's inbox of answers. Knows nothing of wasmtime or sockets.
 //! - [`commands`]: what the `host` binary does: serving (with its supervisor, its
 //!   admin listener, and the benchmark's native baseline), `host health`, `host new`.
 //!   [`cli`] is the command line they are parsed from.
 //! - [`shared`]: the leaves every part uses: the contract's bindings, limits, units,
 //!   metrics, rate-limited log lines.
 //!
-//! Arrows go one way: commands → swap → runtime → sockets → shared. The load client
+//! Arrows go one way: commands → swap → runtime → sockets → shared, and runtime →
+//! store → shared. The load client
 //! (`host load`) is a crate of its own, `sandsock-load`, in `host/load/`.
 #![deny(missing_docs)]
 
@@ -30,4 +34,5 @@ pub mod commands;
 pub mod runtime;
 pub mod shared;
 pub mod sockets;
+pub mod store;
 pub mod swap;

@@ -1,6 +1,6 @@
 //! [`Handler`], the trait a guest implements.
 
-use crate::{BadSnapshot, Conn, Io};
+use crate::{Answer, BadSnapshot, Conn, Io, OpId, Subscription};
 
 /// What a guest does when something happens on its connections.
 ///
@@ -73,6 +73,24 @@ pub trait Handler: 'static {
     /// The timer `id`, armed with [`Io::set_timer`], fired.
     fn on_timer(&mut self, io: &mut Io, id: u64) {
         let _ = (io, id);
+    }
+
+    /// The store operation `op` ended: see [`Answer`] for what it says. Every
+    /// operation is answered once (`get_many`: once per key), in a later call than
+    /// the one that made it.
+    fn on_store(&mut self, io: &mut Io, op: OpId, answer: Answer<'_>) {
+        let _ = (io, op, answer);
+    }
+
+    /// A message on a topic this instance subscribed to.
+    fn on_message(&mut self, io: &mut Io, subscription: Subscription, message: &[u8]) {
+        let _ = (io, subscription, message);
+    }
+
+    /// `count` messages for `subscription` were dropped: this instance fell too far
+    /// behind the publishers. The ones after them come as usual.
+    fn on_lost(&mut self, io: &mut Io, subscription: Subscription, count: u64) {
+        let _ = (io, subscription, count);
     }
 
     /// After a hot swap with `--swap handoff`: `conn`, which an earlier

@@ -7,6 +7,8 @@
 //! [`fake::FakeHost`], which scripts the host's answers natively, so the buffering,
 //! backpressure and close logic is tested without a wasm runtime.
 
+use crate::raw::store::{self, Outcome};
+use crate::raw::topics;
 use crate::raw::types::{IoError, TlsInfo, WriteResult};
 
 #[cfg(not(test))]
@@ -55,6 +57,78 @@ impl WasmHost {
 
     pub(crate) fn connect(&mut self, addr: &str) -> Result<u64, IoError> {
         crate::raw::io::connect(addr)
+    }
+}
+
+/// The store and topics (contract 1.1), each call one import.
+#[cfg_attr(test, allow(dead_code))]
+impl WasmHost {
+    pub(crate) fn store_open(&mut self, name: &str) -> Result<u32, Outcome> {
+        store::open(name)
+    }
+
+    pub(crate) fn store_get(&mut self, bucket: u32, key: &str) -> u64 {
+        store::get(bucket, key)
+    }
+
+    pub(crate) fn store_set(&mut self, bucket: u32, key: &str, value: &[u8]) -> u64 {
+        store::set(bucket, key, value)
+    }
+
+    pub(crate) fn store_delete(&mut self, bucket: u32, key: &str) -> u64 {
+        store::delete(bucket, key)
+    }
+
+    pub(crate) fn store_exists(&mut self, bucket: u32, key: &str) -> u64 {
+        store::exists(bucket, key)
+    }
+
+    pub(crate) fn store_list_keys(&mut self, bucket: u32, cursor: Option<&str>) -> u64 {
+        store::list_keys(bucket, cursor)
+    }
+
+    pub(crate) fn store_increment(&mut self, bucket: u32, key: &str, delta: i64) -> u64 {
+        store::increment(bucket, key, delta)
+    }
+
+    pub(crate) fn store_compare_and_swap(
+        &mut self,
+        bucket: u32,
+        key: &str,
+        old: Option<&[u8]>,
+        new: &[u8],
+    ) -> u64 {
+        store::compare_and_swap(bucket, key, old, new)
+    }
+
+    pub(crate) fn store_get_many(&mut self, bucket: u32, keys: &[&str]) -> u64 {
+        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        store::get_many(bucket, &keys)
+    }
+
+    pub(crate) fn store_set_many(&mut self, bucket: u32, entries: &[(&str, &[u8])]) -> u64 {
+        let entries: Vec<(String, Vec<u8>)> = entries
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_vec()))
+            .collect();
+        store::set_many(bucket, &entries)
+    }
+
+    pub(crate) fn store_delete_many(&mut self, bucket: u32, keys: &[&str]) -> u64 {
+        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        store::delete_many(bucket, &keys)
+    }
+
+    pub(crate) fn subscribe(&mut self, topic: &str) -> Result<u64, Outcome> {
+        topics::subscribe(topic)
+    }
+
+    pub(crate) fn unsubscribe(&mut self, subscription: u64) {
+        topics::unsubscribe(subscription)
+    }
+
+    pub(crate) fn publish(&mut self, topic: &str, message: &[u8]) -> Result<(), Outcome> {
+        topics::publish(topic, message)
     }
 }
 
@@ -116,6 +190,15 @@ pub(crate) mod fake {
         /// Breaks the contract on purpose: an `eof` is answered once, then
         /// `would-block`. Only `contract.rs` sets it, to show its runner can fail.
         pub(crate) eof_once: bool,
+        /// The store: buckets by handle, entries, and answers not yet delivered.
+        pub(crate) buckets: Vec<String>,
+        pub(crate) entries: HashMap<(String, String), Vec<u8>>,
+        pub(crate) answers: Vec<FakeAnswer>,
+        pub(crate) next_op: u64,
+        /// Topics subscribed to (a subscription's id is its place + 1), and what
+        /// was published.
+        pub(crate) subscriptions: Vec<String>,
+        pub(crate) published: Vec<(String, Vec<u8>)>,
     }
 
     impl Default for FakeHost {
@@ -128,6 +211,12 @@ pub(crate) mod fake {
                 allow_connect: true,
                 connects: Vec::new(),
                 eof_once: false,
+                buckets: Vec::new(),
+                entries: HashMap::new(),
+                answers: Vec::new(),
+                next_op: 0,
+                subscriptions: Vec::new(),
+                published: Vec::new(),
             }
         }
     }
@@ -256,5 +345,154 @@ pub(crate) mod fake {
         fn live(&mut self, conn: u64) -> Option<&mut FakeConn> {
             self.conns.get_mut(&conn).filter(|state| !state.closed)
         }
+    }
+
+    /// The store, as a map that answers each operation at once into `answers`
+    /// (the tests turn them into `store` events, as the host answers in a later
+    /// batch); topics record what was published.
+    impl FakeHost {
+        pub(crate) fn store_open(&mut self, name: &str) -> Result<u32, Outcome> {
+            if name.is_empty() {
+                return Err(Outcome::BadName);
+            }
+            let at = match self.buckets.iter().position(|b| b == name) {
+                Some(at) => at,
+                None => {
+                    self.buckets.push(name.to_owned());
+                    self.buckets.len() - 1
+                }
+            };
+            Ok(at as u32)
+        }
+
+        fn answer(&mut self, code: u32, value: u64, bytes: &[u8]) -> u64 {
+            self.next_op += 1;
+            self.answers.push(FakeAnswer {
+                op: self.next_op,
+                code,
+                value,
+                bytes: bytes.to_vec(),
+            });
+            self.next_op
+        }
+
+        fn key(&self, bucket: u32, key: &str) -> (String, String) {
+            let name = self
+                .buckets
+                .get(bucket as usize)
+                .cloned()
+                .unwrap_or_default();
+            (name, key.to_owned())
+        }
+
+        pub(crate) fn store_get(&mut self, bucket: u32, key: &str) -> u64 {
+            match self.entries.get(&self.key(bucket, key)).cloned() {
+                Some(value) => self.answer(0, 0, &value),
+                None => self.answer(1, 0, b""),
+            }
+        }
+
+        pub(crate) fn store_set(&mut self, bucket: u32, key: &str, value: &[u8]) -> u64 {
+            let at = self.key(bucket, key);
+            self.entries.insert(at, value.to_vec());
+            self.answer(0, 0, b"")
+        }
+
+        pub(crate) fn store_delete(&mut self, bucket: u32, key: &str) -> u64 {
+            let at = self.key(bucket, key);
+            let found = self.entries.remove(&at).is_some();
+            self.answer(if found { 0 } else { 1 }, 0, b"")
+        }
+
+        pub(crate) fn store_exists(&mut self, bucket: u32, key: &str) -> u64 {
+            let found = self.entries.contains_key(&self.key(bucket, key));
+            self.answer(if found { 0 } else { 1 }, 0, b"")
+        }
+
+        pub(crate) fn store_list_keys(&mut self, _bucket: u32, _cursor: Option<&str>) -> u64 {
+            self.answer(0, 0, b"")
+        }
+
+        pub(crate) fn store_increment(&mut self, bucket: u32, key: &str, delta: i64) -> u64 {
+            let at = self.key(bucket, key);
+            let now: i64 = self
+                .entries
+                .get(&at)
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+                .unwrap_or(0);
+            self.entries
+                .insert(at, (now + delta).to_string().into_bytes());
+            self.answer(0, (now + delta) as u64, b"")
+        }
+
+        pub(crate) fn store_compare_and_swap(
+            &mut self,
+            bucket: u32,
+            key: &str,
+            old: Option<&[u8]>,
+            new: &[u8],
+        ) -> u64 {
+            let at = self.key(bucket, key);
+            if self.entries.get(&at).map(Vec::as_slice) != old {
+                return self.answer(2, 0, b"");
+            }
+            self.entries.insert(at, new.to_vec());
+            self.answer(0, 0, b"")
+        }
+
+        pub(crate) fn store_get_many(&mut self, bucket: u32, keys: &[&str]) -> u64 {
+            let op = self.next_op + 1;
+            for (i, key) in keys.iter().enumerate() {
+                let (code, value) = match self.entries.get(&self.key(bucket, key)) {
+                    Some(value) => (0, value.clone()),
+                    None => (1, Vec::new()),
+                };
+                self.answers.push(FakeAnswer {
+                    op,
+                    code,
+                    value: i as u64,
+                    bytes: value,
+                });
+            }
+            self.next_op = op;
+            op
+        }
+
+        pub(crate) fn store_set_many(&mut self, bucket: u32, entries: &[(&str, &[u8])]) -> u64 {
+            for (key, value) in entries {
+                let at = self.key(bucket, key);
+                self.entries.insert(at, value.to_vec());
+            }
+            self.answer(0, 0, b"")
+        }
+
+        pub(crate) fn store_delete_many(&mut self, bucket: u32, keys: &[&str]) -> u64 {
+            for key in keys {
+                let at = self.key(bucket, key);
+                self.entries.remove(&at);
+            }
+            self.answer(0, 0, b"")
+        }
+
+        pub(crate) fn subscribe(&mut self, topic: &str) -> Result<u64, Outcome> {
+            self.subscriptions.push(topic.to_owned());
+            Ok(self.subscriptions.len() as u64)
+        }
+
+        pub(crate) fn unsubscribe(&mut self, _subscription: u64) {}
+
+        pub(crate) fn publish(&mut self, topic: &str, message: &[u8]) -> Result<(), Outcome> {
+            self.published.push((topic.to_owned(), message.to_vec()));
+            Ok(())
+        }
+    }
+
+    /// One answer of the fake store, as a `store` event would carry it.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub(crate) struct FakeAnswer {
+        pub(crate) op: u64,
+        pub(crate) code: u32,
+        pub(crate) value: u64,
+        pub(crate) bytes: Vec<u8>,
     }
 }

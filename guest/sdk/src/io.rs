@@ -602,6 +602,11 @@ impl Io {
         self.forget(conn, reason);
     }
 
+    /// The host, for the store's calls (`store.rs`).
+    pub(crate) fn host_mut(&mut self) -> &mut Host {
+        &mut self.host
+    }
+
     fn set_paused(&mut self, conn: Conn, paused: bool) {
         if let Some(state) = self.conns.get_mut(&conn) {
             state.paused = paused;

@@ -3,7 +3,7 @@
 //! The sandsock host owns the sockets and an epoll loop; once per turn of the loop it
 //! calls the guest's `handle` with every event of that turn and the bytes it read
 //! for them, and the guest does non-blocking I/O through host imports (see
-//! `wit/handler.wit`, contract 1.0). This crate puts two layers over that contract:
+//! `wit/handler.wit`, contract 1.1). This crate puts two layers over that contract:
 //!
 //! - [`raw`]: the generated bindings, for guests that want the contract as it is:
 //!   implement [`raw::Guest`] and export it with [`export_raw!`].
@@ -17,6 +17,11 @@
 //!   [`LineBuffers`] splits each connection's input into bounded lines, and
 //!   [`InputBuffers`] holds each connection's unfinished message for a parser;
 //!   both carry what they hold across a hot swap.
+//! - The host-held store and topics (contract 1.1), on [`Io`]: state every worker
+//!   and every generation shares and that outlives the instance
+//!   ([`Io::open_bucket`], [`Io::get`], [`Io::set`], ..., [`Io::publish`]), with
+//!   the answers in [`Handler::on_store`] and the messages in
+//!   [`Handler::on_message`]. No call waits.
 //!
 //! A [`serve!`] guest is of the `stateful-handler` world: at a hot swap with
 //! `--swap handoff` the host hands its connections to a new instance, and the SDK
@@ -59,6 +64,7 @@ mod io;
 pub mod raw;
 mod runtime;
 mod snapshot;
+mod store;
 #[cfg(test)]
 mod tests;
 mod write_queue;
@@ -73,6 +79,7 @@ pub use io::{HIGH_WATER, Io, LOW_WATER, READ_CHUNK};
 /// connection ended ([`Io::hangup_reason`]).
 pub use raw::types::{IoError, TlsInfo};
 pub use snapshot::{BadSnapshot, SnapshotReader, SnapshotWriter};
+pub use store::{Answer, Bucket, Keys, OpId, StoreOutcome, Subscription};
 
 /// Not public API: what [`serve!`] expands to needs these from the guest's crate.
 #[doc(hidden)]

@@ -1,5 +1,5 @@
 //! The raw `handler` and `stateful-handler` worlds, exactly as `wit/handler.wit`
-//! (contract 1.0) defines them.
+//! (contract 1.1) defines them.
 //!
 //! These are the bindings `wit-bindgen` generates, re-exported so that a guest can
 //! skip the buffered layer and speak the contract directly, without a `wit-bindgen`
@@ -9,8 +9,9 @@
 //!   turn of the host's loop and the bytes the host read for them) and export it
 //!   with [`export_raw!`](crate::export_raw); an event's [`kind`] says what it is;
 //! - call the host through [`io`]: `write`, `set_interest`, `shutdown_write`,
-//!   `close`, `peer`, `tls`, `set_timer`, `cancel_timer`, `connect`; and
-//!   [`log`]`::write` for a line at a level in the host's log;
+//!   `close`, `peer`, `tls`, `set_timer`, `cancel_timer`, `connect`;
+//!   [`log`]`::write` for a line at a level in the host's log; and (since 1.1)
+//!   [`store`] and [`topics`], whose answers come as events of their own kinds;
 //! - to keep state across a hot swap, also implement [`state::Guest`]
 //!   (`snapshot`, `restore`) and export with `export_raw!(Type with state)`: the
 //!   component is then of the `stateful-handler` world. Plain `export_raw!(Type)`
@@ -58,7 +59,7 @@ wit_bindgen::generate!({
     default_bindings_module: "::sandsock_sdk::raw",
 });
 
-pub use self::sandsock::net::{io, log, types};
+pub use self::sandsock::net::{io, log, store, topics, types};
 
 /// The `stateful-handler` world: `handle` plus the `state` interface.
 ///
@@ -72,9 +73,11 @@ pub mod stateful {
         path: "../../wit",
         world: "stateful-handler",
         with: {
-            "sandsock:net/types@1.0.0": crate::raw::types,
-            "sandsock:net/io@1.0.0": crate::raw::io,
-            "sandsock:net/log@1.0.0": crate::raw::log,
+            "sandsock:net/types@1.1.0": crate::raw::types,
+            "sandsock:net/io@1.1.0": crate::raw::io,
+            "sandsock:net/log@1.1.0": crate::raw::log,
+            "sandsock:net/store@1.1.0": crate::raw::store,
+            "sandsock:net/topics@1.1.0": crate::raw::topics,
         },
         pub_export_macro: true,
         export_macro_name: "__export_stateful_handler_world",
@@ -117,6 +120,13 @@ pub mod kind {
     pub const ADOPTED: u8 = 7;
     /// The host is shutting down.
     pub const SHUTDOWN: u8 = 8;
+    /// Since 1.1: the store operation `id` ended; `code` is its outcome's
+    /// position, `value` its number, `input[start..start + len]` its bytes.
+    pub const STORE: u8 = 9;
+    /// Since 1.1: a message for subscription `id`, in `input[start..start + len]`.
+    pub const MESSAGE: u8 = 10;
+    /// Since 1.1: `value` messages for subscription `id` were dropped.
+    pub const LOST: u8 = 11;
 }
 
 /// The error a `hangup` event's `code` names (its position in `io-error`); `reset`

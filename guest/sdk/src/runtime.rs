@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use crate::handoff;
 use crate::host::Host;
 use crate::raw::{Event, hangup_error, kind};
-use crate::{Conn, Handler, Io};
+use crate::{Answer, Conn, Handler, Io, OpId, Subscription};
 
 /// A handler and the connection state it acts on.
 #[derive(Debug)]
@@ -44,6 +44,25 @@ impl<H: Handler> Runtime<H> {
                 kind::ADOPTED => self.adopted(conn),
                 kind::TIMER => self.handler.on_timer(&mut self.io, event.id),
                 kind::SHUTDOWN => self.handler.on_shutdown(&mut self.io),
+                kind::STORE | kind::MESSAGE => {
+                    let start = event.start as usize;
+                    let Some(bytes) = input.get(start..start + event.len as usize) else {
+                        continue; // not from a host that keeps the contract
+                    };
+                    if event.kind == kind::STORE {
+                        let answer = Answer::new(event.code, event.value, bytes);
+                        self.handler
+                            .on_store(&mut self.io, OpId::from_raw(event.id), answer);
+                    } else {
+                        let subscription = Subscription::from_raw(event.id);
+                        self.handler.on_message(&mut self.io, subscription, bytes);
+                    }
+                }
+                kind::LOST => {
+                    let subscription = Subscription::from_raw(event.id);
+                    self.handler
+                        .on_lost(&mut self.io, subscription, event.value);
+                }
                 _ => continue,
             }
             // What waited may resume, and an `on_close` may resume more: until quiet.

@@ -74,7 +74,7 @@ impl EventHandler for NativeHttp {
                 Event::Hangup(hangup) => {
                     self.conns.remove(&hangup.conn);
                 }
-                Event::Connected(_) | Event::Timer(_) | Event::Shutdown => {}
+                Event::Connected(_) | Event::Timer(_) | Event::Shutdown | Event::Mail => {}
             }
         }
     }

@@ -22,6 +22,7 @@ use crate::sockets::event_loop::EventLoop;
 use crate::sockets::handler::EventHandler;
 use crate::sockets::listener::{Listener, bind_all};
 use crate::sockets::tls::{Certificates, TlsServer};
+use crate::store::Stores;
 use crate::swap::Reloader;
 use crate::swap::WasmHandler;
 
@@ -87,6 +88,13 @@ pub fn serve(args: &ServeArgs, log_format: LogFormat) -> Result<()> {
         guest.how_loaded()
     );
     let digest = guest.digest;
+    let store_config = args.store_config(&guest.name).map_err(anyhow::Error::msg)?;
+    let stores = Stores::open(store_config, workers)?;
+    info!(
+        store = stores.config().kind.describe(),
+        namespace = %stores.config().namespace,
+        "store open"
+    );
     let drain_timeout = args.drain_timeout.map(|d| d.0);
     let mut loops = Vec::with_capacity(workers);
     for (worker, listeners) in listeners.into_iter().enumerate() {
@@ -99,7 +107,12 @@ pub fn serve(args: &ServeArgs, log_format: LogFormat) -> Result<()> {
             args.recycle(),
             args.canary(),
         )?;
-        loops.push(settings.event_loop(worker, listeners, handler)?);
+        let mut event_loop = settings.event_loop(worker, listeners, handler)?;
+        let link = stores.link(worker);
+        let remote = event_loop.remote();
+        link.inbox().wake_with(move || remote.wake());
+        event_loop.handler_mut().set_store(link);
+        loops.push(event_loop);
     }
     // A guest file (SIGHUP, and --watch: each worker gets the new one) and the TLS
     // certificate can be reloaded.

@@ -1,7 +1,8 @@
 //! [`GuestState`]: what one instance's store holds, and the host side of the world's
 //! imports: WASI that grants nothing, the `io` interface, which forwards each call
 //! to the [`Net`] lent to the store for the length of a call, and `log`, which writes
-//! to the host's log within the guest's budget.
+//! to the host's log within the guest's budget. (`store` and `topics` are in
+//! `store_imports.rs`.)
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::guest_log::{GuestBudget, GuestLog};
 use super::limiter::Limiter;
 use super::shadow::ShadowIo;
+use super::store_imports::StoreSession;
 use crate::shared::limits::MAX_TIMER_DELAY_MS;
 use crate::shared::wit::{Conn, IoError, LogLevel, TlsInfo, WriteResult, sandsock};
 use crate::sockets::events::{Read, ReadResult};
@@ -28,6 +30,8 @@ pub struct GuestState {
     log: GuestLog,
     /// A canary's shadow: its calls go here instead of to `net`.
     pub(super) shadow: Option<Box<ShadowIo>>,
+    /// Its buckets, subscriptions and the answers waiting for it (contract 1.1).
+    pub(super) store: StoreSession,
 }
 
 impl GuestState {
@@ -41,6 +45,7 @@ impl GuestState {
             net: Net::default(),
             log,
             shadow: None,
+            store: StoreSession::default(),
         }
     }
 

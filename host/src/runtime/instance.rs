@@ -22,6 +22,7 @@ use crate::shared::units::Size;
 use crate::sockets::events::Event;
 use crate::sockets::net::Net;
 use crate::sockets::owners::Owner;
+use crate::store::{Delivery, StoreLink};
 
 /// A live instance and its store.
 pub struct Instance {
@@ -116,6 +117,22 @@ impl Instance {
         let result = self.handle.call(&mut self.store, events);
         std::mem::swap(shadow, &mut self.store.data_mut().shadow);
         result
+    }
+
+    /// Attaches it to its worker's store as `owner` (the first time; after that, a
+    /// test of an `Option`).
+    pub fn attach_store(&mut self, link: &StoreLink, owner: Owner) {
+        self.store.data_mut().store.attach(link, owner);
+    }
+
+    /// Gives it `delivery` (an answer of the store, a topic message) for its next
+    /// call: `None` if it is for an instance this one replaced (dropped), else
+    /// whether nothing waited before it (the loop then adds an `Event::Mail`).
+    pub fn deliver(&mut self, delivery: Delivery) -> Option<bool> {
+        let session = &mut self.store.data_mut().store;
+        session
+            .accepts(&delivery)
+            .then(|| session.deliver(delivery))
     }
 
     /// Its compiled guest's log budget: after a call, whether output was dropped.

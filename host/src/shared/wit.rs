@@ -15,6 +15,7 @@ mod generated {
 }
 
 pub use generated::sandsock::net::log::Level as LogLevel;
+pub use generated::sandsock::net::store::Outcome as StoreOutcome;
 pub use generated::sandsock::net::types::{Conn, Event, IoError, TlsInfo, WriteResult};
 pub use generated::{Handler, HandlerIndices, sandsock};
 
@@ -23,9 +24,10 @@ pub const PACKAGE: &str = "sandsock:net";
 
 /// The version of the package these bindings are for: today's, which the host's
 /// internals speak (`runtime::contracts` adapts the older ones it still serves).
-pub const VERSION: &str = "1.0.0";
+pub const VERSION: &str = "1.1.0";
 
-/// The `kind` of each 1.0 [`Event`], as the WIT lists them.
+/// The `kind` of each [`Event`], as the WIT lists them (0 to 8 since 1.0, 9 to 11
+/// since 1.1).
 pub mod kind {
     /// A new connection.
     pub const ACCEPTED: u8 = 0;
@@ -45,4 +47,10 @@ pub mod kind {
     pub const ADOPTED: u8 = 7;
     /// The host is shutting down.
     pub const SHUTDOWN: u8 = 8;
+    /// A store operation ended; `id` is its id, `code` its outcome.
+    pub const STORE: u8 = 9;
+    /// A message on a subscribed topic; `id` is the subscription.
+    pub const MESSAGE: u8 = 10;
+    /// Messages of subscription `id` were dropped; `value` says how many.
+    pub const LOST: u8 = 11;
 }

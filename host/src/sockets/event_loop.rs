@@ -280,6 +280,7 @@ impl<H: EventHandler> EventLoop<H> {
         self.net.sweep_deadlines(now);
 
         self.net.collect(&mut self.batch);
+        self.handler.collect(&mut self.batch);
         if !self.batch.is_empty() {
             self.handler.handle(&self.batch, &mut self.net);
             self.batch.clear();
@@ -293,7 +294,7 @@ impl<H: EventHandler> EventLoop<H> {
     /// ready, else until the next timer, deadline check, accept retry, handler tick
     /// or the end of a shutdown.
     fn timeout(&mut self, now: Instant) -> Option<Duration> {
-        if self.net.has_ready() {
+        if self.net.has_ready() || self.handler.has_pending() {
             return Some(Duration::ZERO);
         }
         let mut wake = self.net.next_wake(now);

@@ -28,6 +28,10 @@ pub enum Event {
     Adopted(Conn),
     /// The host is shutting down.
     Shutdown,
+    /// Answers from the store, or topic messages, wait for the owner: the handler
+    /// has put them with its instance, which lowers them where this event stands
+    /// (contract 1.1; an older guest never makes the calls that bring them).
+    Mail,
 }
 
 /// Why a connection ended without its owner closing it.

@@ -25,6 +25,16 @@ pub trait EventHandler {
         true
     }
 
+    /// Adds what came from outside the loop since the last turn (the store's
+    /// answers, topic messages) to `batch`, after the loop's own events.
+    fn collect(&mut self, _batch: &mut Batch) {}
+
+    /// Whether something from outside the loop waits for `collect`: the loop does
+    /// not sleep while it does. Called every turn: one atomic load, no lock.
+    fn has_pending(&self) -> bool {
+        false
+    }
+
     /// Handles `batch`: each owner's events, in order.
     fn handle(&mut self, batch: &Batch, net: &mut Net);
 

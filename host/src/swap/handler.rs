@@ -17,9 +17,11 @@ use crate::runtime::component::Guest;
 use crate::runtime::engine::Runtime;
 use crate::shared::metrics::Published;
 use crate::sockets::batch::Batch;
+use crate::sockets::events::Event;
 use crate::sockets::handler::EventHandler;
 use crate::sockets::net::Net;
 use crate::sockets::owners::Owner;
+use crate::store::{Delivery, StoreLink};
 
 /// An [`EventHandler`] running a wasm guest under `--isolation` and `--swap`: one
 /// instance shared by every connection, or one instance per connection, in as many
@@ -30,6 +32,10 @@ pub struct WasmHandler {
     recycling: Recycling,
     /// With `--swap canary`, the trials of new guests.
     canary: Pilot,
+    /// The worker's store: where its instances' answers and messages arrive.
+    store: Option<StoreLink>,
+    /// The deliveries of one turn, kept so that a turn allocates nothing.
+    mail: Vec<Delivery>,
 }
 
 impl WasmHandler {
@@ -53,7 +59,15 @@ impl WasmHandler {
             inbox: None,
             recycling: Recycling::new(recycle),
             canary: Pilot::new(canary_config),
+            store: None,
+            mail: Vec::new(),
         })
+    }
+
+    /// The worker's store, for its instances' `store` and `topics` calls.
+    pub fn set_store(&mut self, link: StoreLink) {
+        self.generations.tenants.set_store(link.clone());
+        self.store = Some(link);
     }
 
     /// Times guest calls, for `/metrics`.
@@ -74,6 +88,35 @@ impl EventHandler for WasmHandler {
 
     fn accepting(&mut self) -> bool {
         self.generations.accepting()
+    }
+
+    /// Hands each answer and message to its instance; an owner that had none
+    /// waiting gets an `Event::Mail`, where its next call lowers them. One for an
+    /// instance that ended (or was replaced) is dropped.
+    fn collect(&mut self, batch: &mut Batch) {
+        let Some(link) = &self.store else {
+            return;
+        };
+        if !link.inbox().has_pending() {
+            return;
+        }
+        link.inbox().take(&mut self.mail);
+        for delivery in self.mail.drain(..) {
+            let owner = delivery.to().owner;
+            let tenants = &mut self.generations.tenants;
+            let first = tenants
+                .instance_mut(owner)
+                .and_then(|instance| instance.deliver(delivery));
+            if first == Some(true) {
+                batch.push(owner, Event::Mail);
+            }
+        }
+    }
+
+    fn has_pending(&self) -> bool {
+        self.store
+            .as_ref()
+            .is_some_and(|link| link.inbox().has_pending())
     }
 
     fn handle(&mut self, batch: &Batch, net: &mut Net) {

@@ -30,6 +30,7 @@ use crate::shared::rate_limit::RateLimit;
 use crate::sockets::events::Event;
 use crate::sockets::net::Net;
 use crate::sockets::owners::Owner;
+use crate::store::StoreLink;
 
 /// One owner's guest instance.
 struct Tenant {
@@ -89,6 +90,8 @@ pub struct Tenants {
     suppressed: [Suppressed; 6],
     /// Compiled guests whose dropped output lines wait to be reported, and when.
     log_pending: Vec<(Arc<GuestBudget>, Instant)>,
+    /// The worker's store, which every instance is attached to at its first call.
+    store: Option<StoreLink>,
 }
 
 impl Tenants {
@@ -108,7 +111,13 @@ impl Tenants {
             timed: false,
             suppressed: [Suppressed::default(); 6],
             log_pending: Vec::new(),
+            store: None,
         }
+    }
+
+    /// The worker's store, for its instances' `store` and `topics` calls.
+    pub fn set_store(&mut self, link: StoreLink) {
+        self.store = Some(link);
     }
 
     /// Times every call, for the call duration histogram of `/metrics`.
@@ -197,15 +206,25 @@ impl Tenants {
         if let Some(tenant) = self.records.get_mut(&owner) {
             tenant.calls = tenant.calls.saturating_add(1);
         }
+        // Moved out for the call (the instance borrows `self`), and back after it.
+        let store = self.store.take();
         let Some(instance) = self.instance(owner, serving) else {
+            self.store = store;
             self.refuse(owner, events, net);
             return;
         };
+        if let Some(link) = &store {
+            instance.attach_store(link, owner);
+        }
         let started = timed.then(Instant::now);
         let result = instance.call(events, net, owner);
         let memory_refused = instance.memory_refused();
-        if instance.log_budget().has_dropped() {
-            let budget = instance.log_budget().clone();
+        let dropped = instance
+            .log_budget()
+            .has_dropped()
+            .then(|| instance.log_budget().clone());
+        self.store = store;
+        if let Some(budget) = dropped {
             self.report_dropped(budget, Instant::now());
         }
         self.counters.calls += 1;
@@ -279,14 +298,22 @@ impl Tenants {
         serving: u32,
         net: &mut Net,
     ) -> Restored {
+        let store = self.store.take();
         let Some(instance) = self.instance(owner, serving) else {
+            self.store = store;
             return Restored::Taken;
         };
-        match instance.restore(state) {
+        // `restore` may open buckets and subscribe already.
+        if let Some(link) = &store {
+            instance.attach_store(link, owner);
+        }
+        let restored = instance.restore(state);
+        let memory_refused = instance.memory_refused();
+        self.store = store;
+        match restored {
             Ok(Ok(())) => Restored::Taken,
             Ok(Err(why)) => Restored::Refused(why),
             Err(err) => {
-                let memory_refused = instance.memory_refused();
                 self.on_trap(owner, err, memory_refused, serving, net);
                 Restored::Trapped
             }

@@ -1,8 +1,8 @@
-//! `chat`: every line a client sends goes to every other connected client.
-//!
-//! The room lives in the guest instance: serve it with one instance for every
-//! connection and one worker (`--isolation shared --workers 1`, the defaults), or each
-//! instance has a room of its own.
+//! `chat`: every line a client sends goes to every other connected client, on
+//! every worker: the room is a topic of the host (contract 1.1). Each instance
+//! subscribes to it and publishes its clients' lines there, tagged with the
+//! sender's handle (unique in the host), and relays every message it hears to its
+//! own clients but the sender.
 //!
 //! A line is relayed exactly as sent, `\n` included, once it is complete; the
 //! sender does not get its own lines back. Lines are capped at [`MAX_LINE`] bytes.
@@ -15,7 +15,12 @@
 //! sending is completed from the snapshot; what was relayed but not yet sent goes
 //! out first (the SDK keeps that).
 
-use sandsock_sdk::{BadSnapshot, Conn, Handler, Io, LineBuffers, SnapshotReader, SnapshotWriter};
+use sandsock_sdk::{
+    BadSnapshot, Conn, Handler, Io, LineBuffers, SnapshotReader, SnapshotWriter, Subscription,
+};
+
+/// The topic every instance's clients talk on.
+const ROOM: &str = "room";
 
 /// Longest line, without its `\n`. A longer one gets `ERROR line too long` and
 /// the sender is disconnected.
@@ -41,8 +46,10 @@ struct Chat {
     members: Vec<Conn>,
     /// Each member's unfinished line.
     lines: LineBuffers,
-    /// The complete lines of one chunk, sent to each receiver in one write.
+    /// The sender's handle, then the complete lines of one chunk: one message.
     outgoing: Vec<u8>,
+    /// The room, once joined (with the first member).
+    subscription: Option<Subscription>,
 }
 
 impl Default for Chat {
@@ -51,20 +58,32 @@ impl Default for Chat {
             members: Vec::new(),
             lines: LineBuffers::new(MAX_LINE),
             outgoing: Vec::new(),
+            subscription: None,
         }
     }
 }
 
 impl Handler for Chat {
-    fn on_accept(&mut self, _io: &mut Io, conn: Conn) {
+    fn on_accept(&mut self, io: &mut Io, conn: Conn) {
+        self.join(io);
         self.members.push(conn);
     }
 
     /// Joins the room again; the unfinished line `restore` brought back is kept.
-    fn on_adopted(&mut self, _io: &mut Io, conn: Conn) {
+    fn on_adopted(&mut self, io: &mut Io, conn: Conn) {
+        self.join(io);
         if !self.members.contains(&conn) {
             self.members.push(conn);
         }
+    }
+
+    /// Lines from any worker's client (this one's included): to every member
+    /// here but the sender.
+    fn on_message(&mut self, io: &mut Io, _subscription: Subscription, message: &[u8]) {
+        let Some((sender, lines)) = message.split_first_chunk::<8>() else {
+            return;
+        };
+        self.relay(io, Conn::from_raw(u64::from_le_bytes(*sender)), lines);
     }
 
     fn snapshot(&mut self, _io: &mut Io) -> Vec<u8> {
@@ -80,12 +99,16 @@ impl Handler for Chat {
 
     fn on_data(&mut self, io: &mut Io, sender: Conn, data: &[u8]) {
         self.outgoing.clear();
+        self.outgoing.extend_from_slice(&sender.raw().to_le_bytes());
         let outgoing = &mut self.outgoing;
         let fed = self
             .lines
             .feed(sender, data, |line| outgoing.extend_from_slice(line));
-        if !self.outgoing.is_empty() {
-            self.relay(io, sender);
+        if self.outgoing.len() > 8 && io.publish(ROOM, &self.outgoing).is_err() {
+            // A host without topics for it: the room is this instance's.
+            let lines = std::mem::take(&mut self.outgoing);
+            self.relay(io, sender, &lines[8..]);
+            self.outgoing = lines;
         }
         if fed.is_err() {
             io.write(sender, b"ERROR line too long\n");
@@ -105,11 +128,18 @@ impl Handler for Chat {
 }
 
 impl Chat {
-    /// Sends `outgoing` to every member but the sender, dropping receivers that
+    /// Subscribes to the room, once.
+    fn join(&mut self, io: &mut Io) {
+        if self.subscription.is_none() {
+            self.subscription = io.subscribe(ROOM).ok();
+        }
+    }
+
+    /// Sends `lines` to every member but the sender, dropping receivers that
     /// fell too far behind.
-    fn relay(&self, io: &mut Io, sender: Conn) {
+    fn relay(&self, io: &mut Io, sender: Conn, lines: &[u8]) {
         for &receiver in self.members.iter().filter(|&&member| member != sender) {
-            io.write(receiver, &self.outgoing);
+            io.write(receiver, lines);
             if io.queued(receiver) > MAX_BACKLOG {
                 // A graceful close would wait for the backlog to drain, which a
                 // receiver that does not read never lets happen.

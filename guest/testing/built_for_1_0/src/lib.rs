@@ -1,11 +1,11 @@
 //! `built_for_1_0`: the handler of the `built_for_0_N` guests (see
-//! `../old_contracts/answer.rs`) on contract 1.0, which the host serves natively:
+//! `../old_contracts/answer.rs`) on contract 1.0 as released (`wit/1.0.0/`), which the host serves natively:
 //! the bytes come in the events (`data`, `eof`) instead of from `read`. The
 //! benchmark sets the adapters against it, the same answers with no adapter and no
 //! reads.
 
 wit_bindgen::generate!({
-    path: "../../../wit",
+    path: "../../../wit/1.0.0",
     world: "stateful-handler",
 });
 

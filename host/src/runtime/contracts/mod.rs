@@ -13,9 +13,11 @@
 //! - [`v0_3`]: 0.3.0 (`tls`).
 //! - [`v0_4`]: 0.4.0 (`close` answering nothing, `log`), the last that reads for
 //!   itself.
-//! - [`v1_0`]: 1.0.0, today's, native (`shared::wit`): the loop's events lowered into
-//!   its records, readable connections read for the guest first. A later 1.x adds to
-//!   it, and wasmtime's semver matching links a 1.x guest to it unchanged.
+//! - [`v1_0`]: 1.0.0 and 1.1.0 (today's), native (`shared::wit`): the loop's events
+//!   lowered into their records, readable connections read for the guest first, the
+//!   store's answers and topic messages (1.1) added. A 1.x minor only adds, so one
+//!   set of bindings serves every 1.x guest: wasmtime's semver matching links a
+//!   1.0 guest's imports to 1.1's.
 
 #[macro_use]
 mod older;
@@ -48,15 +50,24 @@ pub enum Contract {
     V0_3,
     /// `sandsock:net@0.4.0`.
     V0_4,
-    /// `sandsock:net@1.0.0`, today's: served natively.
+    /// `sandsock:net@1.0.0`: served natively, by 1.1's bindings.
     V1_0,
+    /// `sandsock:net@1.1.0`, today's: served natively.
+    V1_1,
 }
 
 impl Contract {
     /// Every version served, oldest first.
-    pub const ALL: [Contract; 5] = [Self::V0_1, Self::V0_2, Self::V0_3, Self::V0_4, Self::V1_0];
+    pub const ALL: [Contract; 6] = [
+        Self::V0_1,
+        Self::V0_2,
+        Self::V0_3,
+        Self::V0_4,
+        Self::V1_0,
+        Self::V1_1,
+    ];
     /// The version the host's internals speak, and the SDKs build.
-    pub const CURRENT: Contract = Self::V1_0;
+    pub const CURRENT: Contract = Self::V1_1;
 
     /// Its semver, as in the package name.
     pub fn version(self) -> &'static str {
@@ -65,23 +76,34 @@ impl Contract {
             Self::V0_2 => "0.2.0",
             Self::V0_3 => "0.3.0",
             Self::V0_4 => "0.4.0",
-            Self::V1_0 => wit::VERSION,
+            Self::V1_0 => "1.0.0",
+            Self::V1_1 => wit::VERSION,
         }
     }
 
     /// The served version a component built for `version` runs on, if any: each
-    /// 0.x exactly, and any 1.0.z on 1.0 (a patch changes no WIT). A 1.x newer than
-    /// the host's is not served: it may use what this host does not have.
+    /// 0.x exactly, and each 1.x minor with any patch (a patch changes no WIT). A
+    /// 1.x newer than the host's is not served: it may use what this host does not
+    /// have.
     pub fn of(version: &str) -> Option<Contract> {
-        if version.starts_with("1.0.") {
+        let minor = |m: &str| {
+            version
+                .strip_prefix(m)
+                .is_some_and(|patch| patch.parse::<u32>().is_ok())
+        };
+        if minor("1.0.") {
             return Some(Self::V1_0);
+        }
+        if minor("1.1.") {
+            return Some(Self::V1_1);
         }
         Self::ALL.into_iter().find(|c| c.version() == version)
     }
 
-    /// Whether its guests run on today's bindings, with no adapter between.
+    /// Whether its guests run on today's bindings, with no adapter between: every
+    /// 1.x (a minor only adds).
     pub fn is_native(self) -> bool {
-        self == Self::CURRENT
+        matches!(self, Self::V1_0 | Self::V1_1)
     }
 
     /// Its `handler` world's name, as `host check` reports it.
@@ -169,7 +191,7 @@ pub(crate) enum Exports {
     V0_2(v0_2::HandlerIndices),
     V0_3(v0_3::HandlerIndices),
     V0_4(v0_4::HandlerIndices),
-    V1_0(wit::HandlerIndices),
+    V1(wit::HandlerIndices),
 }
 
 impl Exports {
@@ -185,7 +207,7 @@ impl Exports {
                 Contract::V0_2 => Self::V0_2(v0_2::HandlerIndices::new(pre)?),
                 Contract::V0_3 => Self::V0_3(v0_3::HandlerIndices::new(pre)?),
                 Contract::V0_4 => Self::V0_4(v0_4::HandlerIndices::new(pre)?),
-                Contract::V1_0 => Self::V1_0(wit::HandlerIndices::new(pre)?),
+                Contract::V1_0 | Contract::V1_1 => Self::V1(wit::HandlerIndices::new(pre)?),
             })
         };
         if let Some(contract) = contract {
@@ -210,8 +232,8 @@ impl Exports {
             Self::V0_2(indices) => Handle::V0_2(indices.load(store, instance)?, Vec::new()),
             Self::V0_3(indices) => Handle::V0_3(indices.load(store, instance)?, Vec::new()),
             Self::V0_4(indices) => Handle::V0_4(indices.load(store, instance)?, Vec::new()),
-            Self::V1_0(indices) => {
-                Handle::V1_0(indices.load(store, instance)?, v1_0::Lowered::default())
+            Self::V1(indices) => {
+                Handle::V1(indices.load(store, instance)?, v1_0::Lowered::default())
             }
         })
     }
@@ -224,7 +246,7 @@ pub(crate) enum Handle {
     V0_2(v0_2::Handler, Vec<v0_2::types::Event>),
     V0_3(v0_3::Handler, Vec<v0_3::types::Event>),
     V0_4(v0_4::Handler, Vec<v0_4::types::Event>),
-    V1_0(wit::Handler, v1_0::Lowered),
+    V1(wit::Handler, v1_0::Lowered),
 }
 
 impl Handle {
@@ -234,10 +256,10 @@ impl Handle {
         fn convert<'a, T>(
             batch: &'a mut Vec<T>,
             events: &[Event],
-            event: fn(&Event) -> T,
+            event: fn(&Event) -> Option<T>,
         ) -> &'a [T] {
             batch.clear();
-            batch.extend(events.iter().map(event));
+            batch.extend(events.iter().filter_map(event));
             batch
         }
         let called = match self {
@@ -253,7 +275,7 @@ impl Handle {
             Self::V0_4(handler, batch) => {
                 handler.call_handle(store, convert(batch, events, v0_4::event))
             }
-            Self::V1_0(handler, lowered) => {
+            Self::V1(handler, lowered) => {
                 lowered.lower(store.data_mut(), events);
                 handler.call_handle(store, &lowered.events, lowered.input())
             }
@@ -352,11 +374,14 @@ mod tests {
         }
         assert_eq!(Contract::of("0.9.0"), None);
         assert_eq!(Contract::of("1.0.3"), Some(Contract::V1_0));
-        assert_eq!(Contract::of("1.1.0"), None);
+        assert_eq!(Contract::of("1.1.2"), Some(Contract::V1_1));
+        assert_eq!(Contract::of("1.2.0"), None, "newer than the host");
+        assert_eq!(Contract::of("1.1.x"), None);
         assert_eq!(
             Contract::all_versions(),
-            "0.1.0, 0.2.0, 0.3.0, 0.4.0 and 1.0.0"
+            "0.1.0, 0.2.0, 0.3.0, 0.4.0, 1.0.0 and 1.1.0"
         );
-        assert!(Contract::CURRENT.is_native() && !Contract::V0_1.is_native());
+        assert!(Contract::CURRENT.is_native() && Contract::V1_0.is_native());
+        assert!(!Contract::V0_4.is_native());
     }
 }

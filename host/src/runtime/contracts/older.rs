@@ -33,11 +33,12 @@ macro_rules! older_errors {
 /// `io-error` differs between 0.x versions, through `error`).
 macro_rules! older_types {
     () => {
-        /// The loop's event in this version's type.
-        pub fn event(event: &crate::sockets::events::Event) -> types::Event {
+        /// The loop's event in this version's type; none for what this version
+        /// cannot hear (`Mail`: its guests make no store calls).
+        pub fn event(event: &crate::sockets::events::Event) -> Option<types::Event> {
             use crate::sockets::events::Event as Loop;
             use types::{Event, HangupInfo};
-            match event {
+            Some(match event {
                 Loop::Accepted(c) => Event::Accepted(*c),
                 Loop::Connected(c) => Event::Connected(*c),
                 Loop::Readable(c) => Event::Readable(*c),
@@ -49,7 +50,8 @@ macro_rules! older_types {
                 Loop::Timer(id) => Event::Timer(*id),
                 Loop::Adopted(c) => Event::Adopted(*c),
                 Loop::Shutdown => Event::Shutdown,
-            }
+                Loop::Mail => return None,
+            })
         }
 
         fn read_result(result: crate::sockets::events::ReadResult) -> types::ReadResult {

@@ -1,12 +1,15 @@
-//! Contract 1.0.0, today's, served natively: the loop's events lowered into 1.0's flat
-//! records, each `Readable` connection read first, straight into the call's `input`
-//! (one read per connection per call, so the guest makes no `read` to learn what came
-//! and none to learn that nothing more did).
+//! Contract 1.x (1.0.0 and 1.1.0, today's), served natively: the loop's events
+//! lowered into 1.x's flat records, each `Readable` connection read first, straight
+//! into the call's `input` (one read per connection per call, so the guest makes no
+//! `read` to learn what came and none to learn that nothing more did); and, since
+//! 1.1, the store's answers and topic messages waiting for the instance, where the
+//! loop's `Mail` event stands.
 
 use super::super::imports::GuestState;
 use crate::shared::limits::MAX_READ_CHUNK;
 use crate::shared::wit::{self, IoError, kind};
 use crate::sockets::events::{Event, Read};
+use crate::store::{Delivery, Outcome, StoreError};
 
 /// The input one call carries, about: when many connections have input at once, each
 /// is read for at most an equal share of it (the rest is read for the next call:
@@ -71,9 +74,99 @@ impl Lowered {
                 },
                 Event::Adopted(conn) => record(kind::ADOPTED, conn),
                 Event::Shutdown => record(kind::SHUTDOWN, 0),
+                Event::Mail => {
+                    self.mail(state);
+                    continue;
+                }
             };
             self.events.push(lowered);
         }
+    }
+
+    /// Lowers every answer and message waiting for the instance, in the order they
+    /// came, their bytes into the input.
+    fn mail(&mut self, state: &mut GuestState) {
+        let mut mail = std::mem::take(&mut state.store.mail);
+        for delivery in mail.drain(..) {
+            match delivery {
+                Delivery::Done { op, outcome, .. } => self.outcome(op, outcome),
+                Delivery::Message {
+                    subscription,
+                    bytes,
+                    ..
+                } => {
+                    let message = wit::Event {
+                        id: subscription,
+                        ..record(kind::MESSAGE, 0)
+                    };
+                    self.push_with_bytes(message, &bytes);
+                }
+                Delivery::Lost {
+                    subscription,
+                    count,
+                    ..
+                } => self.events.push(wit::Event {
+                    id: subscription,
+                    value: count,
+                    ..record(kind::LOST, 0)
+                }),
+            }
+        }
+        // Its memory goes back, for the next answers.
+        state.store.mail = mail;
+    }
+
+    /// One operation's answer, as the WIT's `store` kind says (`get-many`: one
+    /// event per key).
+    fn outcome(&mut self, op: u64, outcome: Outcome) {
+        let answer = |code: u32, value: u64| wit::Event {
+            id: op,
+            code,
+            value,
+            ..record(kind::STORE, 0)
+        };
+        match outcome {
+            Outcome::Value(bytes) => self.push_with_bytes(answer(OK, 0), &bytes),
+            Outcome::NotFound | Outcome::Exists(false) => self.events.push(answer(NOT_FOUND, 0)),
+            Outcome::Done | Outcome::Exists(true) | Outcome::Swapped(true) => {
+                self.events.push(answer(OK, 0));
+            }
+            Outcome::Swapped(false) => self.events.push(answer(CONFLICT, 0)),
+            Outcome::Counter(n) => self.events.push(answer(OK, n as u64)),
+            Outcome::Keys(keys, more) => {
+                let mut page = Vec::with_capacity(keys.iter().map(|k| 4 + k.len()).sum());
+                for key in &keys {
+                    page.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                    page.extend_from_slice(key.as_bytes());
+                }
+                self.push_with_bytes(answer(OK, u64::from(more)), &page);
+            }
+            Outcome::Values(values) => {
+                for (i, value) in values.into_iter().enumerate() {
+                    match value {
+                        Some(bytes) => self.push_with_bytes(answer(OK, i as u64), &bytes),
+                        None => self.events.push(answer(NOT_FOUND, i as u64)),
+                    }
+                }
+            }
+            Outcome::Failed(error) => self.events.push(answer(error_code(error), 0)),
+        }
+    }
+
+    /// `event`, with `bytes` appended to the input as its `start` and `len`.
+    fn push_with_bytes(&mut self, event: wit::Event, bytes: &[u8]) {
+        let start = self.used;
+        let end = start + bytes.len();
+        if self.input.len() < end {
+            self.input.resize(end, 0);
+        }
+        self.input[start..end].copy_from_slice(bytes);
+        self.used = end;
+        self.events.push(wit::Event {
+            start: start as u32,
+            len: bytes.len() as u32,
+            ..event
+        });
     }
 
     /// One read of up to `max` bytes (at most 64 KiB) of the readable connection
@@ -135,6 +228,18 @@ fn record(kind: u8, conn: u64) -> wit::Event {
     }
 }
 
+/// The `store` outcomes' positions in the WIT's `outcome`: its three answers, then
+/// the errors in [`StoreError::ALL`] order.
+const OK: u32 = 0;
+const NOT_FOUND: u32 = 1;
+const CONFLICT: u32 = 2;
+
+/// An error's position in the WIT's `outcome`.
+pub fn error_code(error: StoreError) -> u32 {
+    let at = StoreError::ALL.iter().position(|e| *e == error);
+    3 + at.expect("every error is in ALL") as u32
+}
+
 /// An `io-error`'s position in the WIT's list, as a `hangup` carries it.
 pub fn position(error: IoError) -> u32 {
     match error {
@@ -163,6 +268,18 @@ mod tests {
         assert_eq!(share(10_000), MIN_SHARE, "never less than a page");
         for readable in 1..=64 {
             assert!(share(readable) * readable <= MAX_CALL_INPUT);
+        }
+    }
+
+    #[test]
+    fn store_outcomes_are_their_positions_in_the_wit() {
+        use crate::runtime::store_imports::outcome_of;
+        use crate::shared::wit::StoreOutcome;
+        assert_eq!(StoreOutcome::Ok as u32, OK);
+        assert_eq!(StoreOutcome::NotFound as u32, NOT_FOUND);
+        assert_eq!(StoreOutcome::Conflict as u32, CONFLICT);
+        for error in StoreError::ALL {
+            assert_eq!(outcome_of(error) as u32, error_code(error), "{error:?}");
         }
     }
 

@@ -1,0 +1,282 @@
+//! [`StoreSession`]: one instance's use of the host-held store and topics (contract
+//! 1.1), and the host side of the `store` and `topics` imports.
+//!
+//! Every operation gets an id at once and is submitted to the backend through the
+//! worker's [`StoreLink`]; even one refused at once (a bad bucket, too many in
+//! flight) is answered by event, through the same inbox, so a guest has one path
+//! for every outcome. The worker's handler routes each answer to the instance's
+//! `mail`, which the next call lowers into events (`contracts/v1_0.rs`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use super::imports::GuestState;
+use crate::shared::wit::{StoreOutcome, sandsock};
+use crate::sockets::owners::Owner;
+use crate::store::{Asker, Delivery, Key, Op, Outcome, StoreError, StoreLink};
+
+/// Operations one instance may have in flight: each holds its key and value in the
+/// backend's queue until answered, so this bounds what one guest can make the host
+/// hold. Past it, an operation answers `busy`.
+pub const MAX_IN_FLIGHT: usize = 4096;
+
+/// Buckets one instance may open.
+pub const MAX_BUCKETS: usize = 64;
+
+/// Subscriptions one instance may hold.
+pub const MAX_SUBSCRIPTIONS: usize = 256;
+
+/// Serial numbers of instances, unique in the process: an answer meant for an
+/// instance that ended is not given to the one that took its place.
+static SERIALS: AtomicU64 = AtomicU64::new(1);
+
+/// One instance's buckets, subscriptions, operations in flight, and the answers
+/// and messages waiting for its next call.
+#[derive(Debug)]
+pub struct StoreSession {
+    /// The worker's link, once the instance is attached to one (its first call).
+    link: Option<StoreLink>,
+    owner: Owner,
+    serial: u64,
+    buckets: Vec<String>,
+    next_op: u64,
+    in_flight: usize,
+    subscriptions: Vec<u64>,
+    next_subscription: u64,
+    /// What came for this instance, in order, for its next call.
+    pub(super) mail: Vec<Delivery>,
+}
+
+impl Default for StoreSession {
+    fn default() -> Self {
+        Self {
+            link: None,
+            owner: 0,
+            serial: SERIALS.fetch_add(1, Ordering::Relaxed),
+            buckets: Vec::new(),
+            next_op: 0,
+            in_flight: 0,
+            subscriptions: Vec::new(),
+            next_subscription: 0,
+            mail: Vec::new(),
+        }
+    }
+}
+
+impl Drop for StoreSession {
+    /// An instance that ends stops hearing its topics.
+    fn drop(&mut self) {
+        if let Some(link) = &self.link
+            && !self.subscriptions.is_empty()
+        {
+            link.forget(self.asker(link));
+        }
+    }
+}
+
+impl StoreSession {
+    /// Attaches the instance to a worker's store as `owner` (once; later calls are
+    /// a test of an `Option`).
+    pub fn attach(&mut self, link: &StoreLink, owner: Owner) {
+        if self.link.is_none() {
+            self.link = Some(link.clone());
+            self.owner = owner;
+        }
+    }
+
+    /// Whether `delivery` is for this instance (and not for one it replaced).
+    pub fn accepts(&self, delivery: &Delivery) -> bool {
+        delivery.to().serial == self.serial
+    }
+
+    /// Takes `delivery` for the next call; true if nothing waited before it.
+    pub fn deliver(&mut self, delivery: Delivery) -> bool {
+        match &delivery {
+            Delivery::Done { outcome, .. } => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                if let (Outcome::Failed(error), Some(link)) = (outcome, &self.link) {
+                    link.count_error(*error);
+                }
+            }
+            Delivery::Lost { count, .. } => {
+                if let Some(link) = &self.link {
+                    link.count_lost(*count);
+                }
+            }
+            Delivery::Message { .. } => {}
+        }
+        self.mail.push(delivery);
+        self.mail.len() == 1
+    }
+
+    fn asker(&self, link: &StoreLink) -> Asker {
+        Asker {
+            worker: link.worker(),
+            owner: self.owner,
+            serial: self.serial,
+        }
+    }
+
+    /// Submits `op` (on the bucket handle `bucket`), answering its id; a refusal is
+    /// answered by event like any outcome.
+    fn submit(&mut self, bucket: u32, op: impl FnOnce(String) -> Op) -> u64 {
+        self.next_op += 1;
+        let id = self.next_op;
+        let Some(link) = self.link.clone() else {
+            // Outside a worker (the io contract's table): nothing to answer through.
+            return id;
+        };
+        let asker = self.asker(&link);
+        self.in_flight += 1;
+        let refused = if self.in_flight > MAX_IN_FLIGHT {
+            Some(StoreError::Busy)
+        } else {
+            match self.buckets.get(bucket as usize) {
+                None => Some(StoreError::BadName),
+                Some(name) => {
+                    let op = op(name.clone());
+                    match op.check(link.limits()) {
+                        Ok(()) => {
+                            link.submit(asker, id, op);
+                            None
+                        }
+                        Err(error) => Some(error),
+                    }
+                }
+            }
+        };
+        if let Some(error) = refused {
+            link.inbox().post_local(Delivery::Done {
+                to: asker,
+                op: id,
+                outcome: Outcome::Failed(error),
+                submitted: Instant::now(),
+            });
+        }
+        id
+    }
+}
+
+/// An error's place in the contract's `outcome`.
+pub fn outcome_of(error: StoreError) -> StoreOutcome {
+    match error {
+        StoreError::KeyTooLarge => StoreOutcome::KeyTooLarge,
+        StoreError::ValueTooLarge => StoreOutcome::ValueTooLarge,
+        StoreError::NamespaceFull => StoreOutcome::NamespaceFull,
+        StoreError::NotANumber => StoreOutcome::NotANumber,
+        StoreError::BadName => StoreOutcome::BadName,
+        StoreError::Busy => StoreOutcome::Busy,
+        StoreError::Unavailable => StoreOutcome::Unavailable,
+        StoreError::TimedOut => StoreOutcome::TimedOut,
+        StoreError::Failed => StoreOutcome::Failed,
+    }
+}
+
+fn key(bucket: String, key: String) -> Key {
+    Key { bucket, key }
+}
+
+impl sandsock::net::store::Host for GuestState {
+    fn open(&mut self, name: String) -> Result<u32, StoreOutcome> {
+        let session = &mut self.store;
+        if let Some(found) = session.buckets.iter().position(|b| *b == name) {
+            return Ok(found as u32);
+        }
+        let limits = session.link.as_ref().map(StoreLink::limits);
+        if let Some(limits) = limits
+            && let Err(error) = limits.check_name(&name)
+        {
+            return Err(outcome_of(error));
+        }
+        if session.link.is_none() {
+            return Err(StoreOutcome::Unavailable);
+        }
+        if session.buckets.len() >= MAX_BUCKETS {
+            return Err(StoreOutcome::Busy);
+        }
+        session.buckets.push(name);
+        Ok(session.buckets.len() as u32 - 1)
+    }
+
+    fn get(&mut self, b: u32, k: String) -> u64 {
+        self.store.submit(b, |bucket| Op::Get(key(bucket, k)))
+    }
+
+    fn set(&mut self, b: u32, k: String, value: Vec<u8>) -> u64 {
+        self.store
+            .submit(b, |bucket| Op::Set(key(bucket, k), value))
+    }
+
+    fn delete(&mut self, b: u32, k: String) -> u64 {
+        self.store.submit(b, |bucket| Op::Delete(key(bucket, k)))
+    }
+
+    fn exists(&mut self, b: u32, k: String) -> u64 {
+        self.store.submit(b, |bucket| Op::Exists(key(bucket, k)))
+    }
+
+    fn list_keys(&mut self, b: u32, cursor: Option<String>) -> u64 {
+        self.store.submit(b, |bucket| Op::ListKeys(bucket, cursor))
+    }
+
+    fn increment(&mut self, b: u32, k: String, delta: i64) -> u64 {
+        self.store
+            .submit(b, |bucket| Op::Increment(key(bucket, k), delta))
+    }
+
+    fn compare_and_swap(&mut self, b: u32, k: String, old: Option<Vec<u8>>, new: Vec<u8>) -> u64 {
+        self.store
+            .submit(b, |bucket| Op::CompareAndSwap(key(bucket, k), old, new))
+    }
+
+    fn get_many(&mut self, b: u32, keys: Vec<String>) -> u64 {
+        self.store.submit(b, |bucket| Op::GetMany(bucket, keys))
+    }
+
+    fn set_many(&mut self, b: u32, entries: Vec<(String, Vec<u8>)>) -> u64 {
+        self.store.submit(b, |bucket| Op::SetMany(bucket, entries))
+    }
+
+    fn delete_many(&mut self, b: u32, keys: Vec<String>) -> u64 {
+        self.store.submit(b, |bucket| Op::DeleteMany(bucket, keys))
+    }
+}
+
+impl sandsock::net::topics::Host for GuestState {
+    fn subscribe(&mut self, topic: String) -> Result<u64, StoreOutcome> {
+        let session = &mut self.store;
+        let Some(link) = session.link.clone() else {
+            return Err(StoreOutcome::Unavailable);
+        };
+        link.limits().check_name(&topic).map_err(outcome_of)?;
+        if session.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+            return Err(StoreOutcome::Busy);
+        }
+        session.next_subscription += 1;
+        let id = session.next_subscription;
+        session.subscriptions.push(id);
+        link.subscribe(session.asker(&link), &topic, id);
+        Ok(id)
+    }
+
+    fn unsubscribe(&mut self, s: u64) {
+        let session = &mut self.store;
+        let Some(at) = session.subscriptions.iter().position(|id| *id == s) else {
+            return;
+        };
+        session.subscriptions.swap_remove(at);
+        if let Some(link) = &session.link {
+            link.unsubscribe(session.asker(link), s);
+        }
+    }
+
+    fn publish(&mut self, topic: String, message: Vec<u8>) -> Result<(), StoreOutcome> {
+        let Some(link) = &self.store.link else {
+            return Err(StoreOutcome::Unavailable);
+        };
+        link.limits().check_name(&topic).map_err(outcome_of)?;
+        link.limits().check_value(&message).map_err(outcome_of)?;
+        link.publish(&topic, &message);
+        Ok(())
+    }
+}

@@ -1,0 +1,371 @@
+//! [`MemoryStore`]: `--store memory`, shared by the workers of one process and gone
+//! at exit. An operation is done in the submitting worker's thread, under one lock
+//! held for a map lookup and a copy, and answered through that worker's inbox like
+//! every backend's.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::{Backend, Delivery, Inbox, Job, Key, Namespace, Op, Outcome, StoreError, StoreLimits};
+
+/// Keys one `list-keys` answers at most.
+pub const LIST_PAGE: usize = 100;
+
+/// What one namespace holds.
+#[derive(Debug, Default)]
+struct Held {
+    /// By bucket, then key: ordered, so that listing with a cursor is a range.
+    entries: BTreeMap<(String, String), Vec<u8>>,
+    /// Keys and values, in bytes, against `max_namespace_bytes`.
+    bytes: u64,
+}
+
+/// Every namespace's keys, behind one lock: an operation holds it for a map
+/// lookup and a copy, never across a guest call or a syscall.
+#[derive(Debug)]
+pub struct MemoryStore {
+    namespaces: Mutex<HashMap<Namespace, Held>>,
+    limits: StoreLimits,
+    /// By worker index: where answers go.
+    inboxes: Vec<Arc<Inbox>>,
+}
+
+impl MemoryStore {
+    /// An empty store held to `limits`, answering into `inboxes` (by worker).
+    pub fn new(limits: StoreLimits, inboxes: Vec<Arc<Inbox>>) -> Self {
+        Self {
+            namespaces: Mutex::new(HashMap::new()),
+            limits,
+            inboxes,
+        }
+    }
+
+    /// Does `op` in `namespace`, atomically.
+    pub fn apply(&self, namespace: &Namespace, op: &Op) -> Outcome {
+        let mut namespaces = self
+            .namespaces
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let held = namespaces.entry(namespace.clone()).or_default();
+        match apply(held, &self.limits, op) {
+            Ok(outcome) => outcome,
+            Err(error) => Outcome::Failed(error),
+        }
+    }
+}
+
+impl Backend for MemoryStore {
+    /// Done at once, in the submitting worker's thread, and answered through its
+    /// inbox: the guest hears it in the next batch, as from any backend.
+    fn submit(&self, job: Job) {
+        let submitted = Instant::now();
+        let outcome = self.apply(&job.namespace, &job.op);
+        if let Some(inbox) = self.inboxes.get(job.asker.worker) {
+            inbox.post_local(Delivery::Done {
+                to: job.asker,
+                op: job.op_id,
+                outcome,
+                submitted,
+            });
+        }
+    }
+
+    fn bytes_of(&self, namespace: &Namespace) -> u64 {
+        let namespaces = self
+            .namespaces
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        namespaces.get(namespace).map_or(0, |held| held.bytes)
+    }
+}
+
+fn apply(held: &mut Held, limits: &StoreLimits, op: &Op) -> Result<Outcome, StoreError> {
+    op.check(limits)?;
+    let at = |key: &Key| (key.bucket.clone(), key.key.clone());
+    Ok(match op {
+        Op::Get(key) => match held.entries.get(&at(key)) {
+            Some(value) => Outcome::Value(value.clone()),
+            None => Outcome::NotFound,
+        },
+        Op::Exists(key) => Outcome::Exists(held.entries.contains_key(&at(key))),
+        Op::Set(key, value) => {
+            put(held, limits, at(key), value.clone())?;
+            Outcome::Done
+        }
+        Op::Delete(key) => {
+            if remove(held, &at(key)) {
+                Outcome::Done
+            } else {
+                Outcome::NotFound
+            }
+        }
+        Op::Increment(key, delta) => {
+            let at = at(key);
+            let next = increment(held.entries.get(&at).map(Vec::as_slice), *delta)?;
+            put(held, limits, at, next.to_string().into_bytes())?;
+            Outcome::Counter(next)
+        }
+        Op::CompareAndSwap(key, expected, new) => {
+            let at = at(key);
+            if held.entries.get(&at) != expected.as_ref() {
+                return Ok(Outcome::Swapped(false));
+            }
+            put(held, limits, at, new.clone())?;
+            Outcome::Swapped(true)
+        }
+        Op::ListKeys(bucket, cursor) => {
+            let from = (bucket.clone(), cursor.clone().unwrap_or_default());
+            let mut keys: Vec<String> = held
+                .entries
+                .range(from..)
+                .take_while(|((b, _), _)| b == bucket)
+                .map(|((_, key), _)| key.clone())
+                .filter(|key| cursor.as_ref() != Some(key))
+                .take(LIST_PAGE + 1)
+                .collect();
+            let more = keys.len() > LIST_PAGE;
+            keys.truncate(LIST_PAGE);
+            Outcome::Keys(keys, more)
+        }
+        Op::GetMany(bucket, keys) => Outcome::Values(
+            keys.iter()
+                .map(|key| held.entries.get(&(bucket.clone(), key.clone())).cloned())
+                .collect(),
+        ),
+        Op::SetMany(bucket, entries) => {
+            // All or none: check the namespace's room for the whole batch first.
+            let mut bytes = held.bytes;
+            for (key, value) in entries {
+                let at = (bucket.clone(), key.clone());
+                let old = held.entries.get(&at).map_or(0, |old| size(&at, old));
+                bytes = bytes - old + size(&at, value);
+            }
+            if bytes > limits.max_namespace_bytes {
+                return Err(StoreError::NamespaceFull);
+            }
+            for (key, value) in entries {
+                put(held, limits, (bucket.clone(), key.clone()), value.clone())?;
+            }
+            Outcome::Done
+        }
+        Op::DeleteMany(bucket, keys) => {
+            for key in keys {
+                remove(held, &(bucket.clone(), key.clone()));
+            }
+            Outcome::Done
+        }
+    })
+}
+
+/// `increment`'s new value: `delta` added to the decimal integer `now` holds (a
+/// missing key holds 0).
+pub fn increment(now: Option<&[u8]>, delta: i64) -> Result<i64, StoreError> {
+    let now = match now {
+        None => 0,
+        Some(value) => std::str::from_utf8(value)
+            .ok()
+            .and_then(|text| text.parse::<i64>().ok())
+            .ok_or(StoreError::NotANumber)?,
+    };
+    now.checked_add(delta).ok_or(StoreError::NotANumber)
+}
+
+/// Stores `value` at `at` if the namespace has room for it (counting what it
+/// replaces).
+fn put(
+    held: &mut Held,
+    limits: &StoreLimits,
+    at: (String, String),
+    value: Vec<u8>,
+) -> Result<(), StoreError> {
+    let old = held.entries.get(&at).map_or(0, |old| size(&at, old));
+    let bytes = held.bytes - old + size(&at, &value);
+    if bytes > limits.max_namespace_bytes {
+        return Err(StoreError::NamespaceFull);
+    }
+    held.bytes = bytes;
+    held.entries.insert(at, value);
+    Ok(())
+}
+
+/// Removes the entry at `at`; true if it was there.
+fn remove(held: &mut Held, at: &(String, String)) -> bool {
+    match held.entries.remove(at) {
+        Some(old) => {
+            held.bytes -= size(at, &old);
+            true
+        }
+        None => false,
+    }
+}
+
+/// What an entry counts against its namespace: its bucket, key and value.
+fn size((bucket, key): &(String, String), value: &[u8]) -> u64 {
+    (bucket.len() + key.len() + value.len()) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> MemoryStore {
+        let limits = StoreLimits {
+            max_key: 16,
+            max_value: 16,
+            max_namespace_bytes: 60,
+        };
+        MemoryStore::new(limits, Vec::new())
+    }
+
+    fn ns(name: &str) -> Namespace {
+        Namespace::new(name).unwrap()
+    }
+
+    fn set(key: &str, value: &[u8]) -> Op {
+        Op::Set(Key::new("b", key), value.to_vec())
+    }
+
+    fn get(key: &str) -> Op {
+        Op::Get(Key::new("b", key))
+    }
+
+    #[test]
+    fn set_get_delete_and_namespaces_apart() {
+        let store = store();
+        let (a, b) = (ns("a"), ns("b"));
+        assert_eq!(store.apply(&a, &set("k", b"one")), Outcome::Done);
+        assert_eq!(store.apply(&a, &get("k")), Outcome::Value(b"one".to_vec()));
+        assert_eq!(
+            store.apply(&b, &get("k")),
+            Outcome::NotFound,
+            "another namespace"
+        );
+        let delete = Op::Delete(Key::new("b", "k"));
+        assert_eq!(store.apply(&a, &delete), Outcome::Done);
+        assert_eq!(store.apply(&a, &delete), Outcome::NotFound, "gone already");
+        assert_eq!(store.apply(&a, &get("k")), Outcome::NotFound);
+        assert_eq!(Backend::bytes_of(&store, &a), 0);
+    }
+
+    #[test]
+    fn limits_are_errors_and_a_full_namespace_takes_no_more() {
+        let store = store();
+        let a = ns("a");
+        let long = "k".repeat(17);
+        assert_eq!(
+            store.apply(&a, &set(&long, b"x")),
+            Outcome::Failed(StoreError::KeyTooLarge)
+        );
+        assert_eq!(
+            store.apply(&a, &set("k", &[0; 17])),
+            Outcome::Failed(StoreError::ValueTooLarge)
+        );
+        // Each entry counts its bucket, key and value: 1 + 2 + 12 bytes.
+        for i in 0..4 {
+            assert_eq!(
+                store.apply(&a, &set(&format!("k{i}"), &[0; 12])),
+                Outcome::Done
+            );
+        }
+        assert_eq!(Backend::bytes_of(&store, &a), 60);
+        assert_eq!(
+            store.apply(&a, &set("k9", &[0; 12])),
+            Outcome::Failed(StoreError::NamespaceFull)
+        );
+        assert_eq!(
+            store.apply(&a, &set("k0", &[0; 13])),
+            Outcome::Failed(StoreError::NamespaceFull),
+            "a replacement counts what it replaces"
+        );
+        assert_eq!(store.apply(&a, &set("k0", &[0; 11])), Outcome::Done);
+    }
+
+    #[test]
+    fn increment_and_compare_and_swap() {
+        let store = store();
+        let a = ns("a");
+        let incr = |delta| Op::Increment(Key::new("b", "n"), delta);
+        assert_eq!(store.apply(&a, &incr(5)), Outcome::Counter(5));
+        assert_eq!(store.apply(&a, &incr(-7)), Outcome::Counter(-2));
+        assert_eq!(store.apply(&a, &get("n")), Outcome::Value(b"-2".to_vec()));
+        store.apply(&a, &set("t", b"text"));
+        let on_text = Op::Increment(Key::new("b", "t"), 1);
+        assert_eq!(
+            store.apply(&a, &on_text),
+            Outcome::Failed(StoreError::NotANumber)
+        );
+
+        let cas = |expected: Option<&[u8]>, new: &[u8]| {
+            Op::CompareAndSwap(
+                Key::new("b", "c"),
+                expected.map(<[u8]>::to_vec),
+                new.to_vec(),
+            )
+        };
+        assert_eq!(store.apply(&a, &cas(None, b"1")), Outcome::Swapped(true));
+        assert_eq!(store.apply(&a, &cas(None, b"2")), Outcome::Swapped(false));
+        assert_eq!(
+            store.apply(&a, &cas(Some(b"1"), b"2")),
+            Outcome::Swapped(true)
+        );
+        assert_eq!(store.apply(&a, &get("c")), Outcome::Value(b"2".to_vec()));
+    }
+
+    #[test]
+    fn keys_are_listed_a_page_at_a_time() {
+        let store = MemoryStore::new(StoreLimits::default(), Vec::new());
+        let a = ns("a");
+        for i in 0..250 {
+            store.apply(&a, &set(&format!("key{i:03}"), b"v"));
+        }
+        store.apply(&a, &Op::Set(Key::new("other", "zzz"), b"v".to_vec()));
+        let mut cursor = None;
+        let mut all = Vec::new();
+        loop {
+            let list = Op::ListKeys("b".into(), cursor.clone());
+            let Outcome::Keys(keys, more) = store.apply(&a, &list) else {
+                panic!("a list of keys");
+            };
+            assert!(keys.len() <= LIST_PAGE);
+            cursor = keys.last().cloned();
+            all.extend(keys);
+            if !more {
+                break;
+            }
+        }
+        let expected: Vec<String> = (0..250).map(|i| format!("key{i:03}")).collect();
+        assert_eq!(all, expected, "every key of the bucket once, in order");
+    }
+
+    #[test]
+    fn many_at_once_is_all_or_none() {
+        let store = store();
+        let a = ns("a");
+        let entries = |n: usize| {
+            (0..n)
+                .map(|i| (format!("m{i}"), vec![0; 12]))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            store.apply(&a, &Op::SetMany("b".into(), entries(5))),
+            Outcome::Failed(StoreError::NamespaceFull),
+            "five entries do not fit"
+        );
+        assert_eq!(Backend::bytes_of(&store, &a), 0, "and none was stored");
+        assert_eq!(
+            store.apply(&a, &Op::SetMany("b".into(), entries(2))),
+            Outcome::Done
+        );
+        let keys = vec!["m0".to_string(), "nope".to_string(), "m1".to_string()];
+        assert_eq!(
+            store.apply(&a, &Op::GetMany("b".into(), keys.clone())),
+            Outcome::Values(vec![Some(vec![0; 12]), None, Some(vec![0; 12])])
+        );
+        assert_eq!(
+            store.apply(&a, &Op::DeleteMany("b".into(), keys)),
+            Outcome::Done
+        );
+        assert_eq!(Backend::bytes_of(&store, &a), 0);
+    }
+}

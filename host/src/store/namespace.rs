@@ -1,0 +1,141 @@
+//! [`Namespace`]: whose keys and topics these are; and [`StoreLimits`], what one
+//! namespace may hold.
+
+use std::fmt;
+
+use super::StoreError;
+
+/// A guest's namespace (`--store-namespace`, by default the guest's name): two
+/// guests see each other's keys and topics only if they share one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Namespace(String);
+
+impl Namespace {
+    /// `name` if it is a plain name (see [`plain`]). Nothing else reaches a key or a
+    /// pattern (a remote store's keys are `namespace:bucket:key`).
+    pub fn new(name: &str) -> Result<Self, String> {
+        if plain(name, 64) {
+            Ok(Self(name.to_string()))
+        } else {
+            Err(format!(
+                "`{name}` is not a store namespace: use 1 to 64 letters, digits, `-`, \
+                 `_` and `.`, starting with a letter or a digit"
+            ))
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Whether `name` is 1 to `max` ASCII letters, digits, `-`, `_` and `.`, starting
+/// with a letter or a digit: a namespace's, a bucket's or a topic's name.
+pub fn plain(name: &str, max: usize) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && name.len() <= max
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// What one namespace may hold, checked on every write: each is answered with an
+/// error value, never a trap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// The longest key, in bytes.
+    pub max_key: usize,
+    /// The largest value, in bytes.
+    pub max_value: usize,
+    /// The most bytes (keys and values) one namespace holds.
+    pub max_namespace_bytes: u64,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+impl StoreLimits {
+    /// `--store-max-key` 1 KiB, `--store-max-value` 1 MiB, `--store-max-bytes` 64 MiB.
+    pub const DEFAULT: StoreLimits = StoreLimits {
+        max_key: 1024,
+        max_value: 1 << 20,
+        max_namespace_bytes: 64 << 20,
+    };
+
+    /// A bucket's or a topic's name must be plain, as a namespace's.
+    pub fn check_name(&self, name: &str) -> Result<(), StoreError> {
+        if plain(name, 64) {
+            Ok(())
+        } else {
+            Err(StoreError::BadName)
+        }
+    }
+
+    /// A key must fit `max_key`.
+    pub fn check_key(&self, key: &str) -> Result<(), StoreError> {
+        if key.len() > self.max_key {
+            Err(StoreError::KeyTooLarge)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A value must fit `max_value`.
+    pub fn check_value(&self, value: &[u8]) -> Result<(), StoreError> {
+        if value.len() > self.max_value {
+            Err(StoreError::ValueTooLarge)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_namespace_is_a_plain_name() {
+        for good in ["kv", "my-guest_2", "9lives", "v1.2"] {
+            assert!(Namespace::new(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "-x",
+            ".x",
+            "a b",
+            "a:b",
+            "a*",
+            "a?",
+            "ä",
+            &"x".repeat(65),
+        ] {
+            let said = Namespace::new(bad).unwrap_err();
+            assert!(said.contains("not a store namespace"), "{said}");
+        }
+    }
+
+    #[test]
+    fn limits_answer_errors() {
+        let limits = StoreLimits {
+            max_key: 3,
+            max_value: 4,
+            max_namespace_bytes: 100,
+        };
+        assert_eq!(limits.check_key("abc"), Ok(()));
+        assert_eq!(limits.check_key("abcd"), Err(StoreError::KeyTooLarge));
+        assert_eq!(limits.check_value(b"1234"), Ok(()));
+        assert_eq!(limits.check_value(b"12345"), Err(StoreError::ValueTooLarge));
+        assert_eq!(limits.check_name("users"), Ok(()));
+        assert_eq!(limits.check_name("a*"), Err(StoreError::BadName));
+    }
+}

@@ -1,0 +1,223 @@
+//! [`Stores`]: the store and topics as every worker of the process shares them, built
+//! once at start; and [`StoreLink`], one worker's handle on them.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Result;
+
+use super::{
+    Asker, Backend, Inbox, Job, MemoryStore, Namespace, Op, StoreError, StoreLimits, Topics,
+    sqlite::SqliteStore,
+};
+
+/// Which backend `--store` chose.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    /// `--store memory`: shared by the workers, gone at exit.
+    Memory,
+    /// `--store PATH`: a SQLite file, durable, shareable by several processes.
+    File(PathBuf),
+}
+
+impl StoreKind {
+    /// `memory`, or a path (write `./memory` for a file of that name).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "" => Err("--store needs `memory` or a file's path".into()),
+            "memory" => Ok(Self::Memory),
+            path => Ok(Self::File(PathBuf::from(path))),
+        }
+    }
+
+    /// How the log and `/metrics` name it.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Memory => "memory".into(),
+            Self::File(path) => path.display().to_string(),
+        }
+    }
+}
+
+/// What the store is built from, once per process.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// The backend.
+    pub kind: StoreKind,
+    /// Whose keys and topics the guest sees.
+    pub namespace: Namespace,
+    /// What one namespace may hold.
+    pub limits: StoreLimits,
+}
+
+/// Store operations each worker submitted and had answered, for `/metrics`: a
+/// worker's instances count into its own cells (no other thread writes them).
+#[derive(Debug, Default)]
+pub struct StoreCounters {
+    /// Operations submitted, by [`Op::name`] in [`OP_NAMES`] order.
+    pub ops: [AtomicU64; OP_NAMES.len()],
+    /// Operations answered with an error, by [`StoreError::ALL`] order.
+    pub errors: [AtomicU64; StoreError::ALL.len()],
+    /// Messages published, and delivered to this worker's subscribers.
+    pub published: AtomicU64,
+    /// Messages this worker's subscribers lost (a full inbox).
+    pub lost: AtomicU64,
+}
+
+/// Every operation's name, as `/metrics` labels them.
+pub const OP_NAMES: [&str; 10] = [
+    "get",
+    "set",
+    "delete",
+    "exists",
+    "increment",
+    "compare-and-swap",
+    "list-keys",
+    "get-many",
+    "set-many",
+    "delete-many",
+];
+
+/// The store and topics of the process.
+pub struct Stores {
+    backend: Box<dyn Backend>,
+    topics: Topics,
+    inboxes: Vec<Arc<Inbox>>,
+    config: StoreConfig,
+    counters: Vec<StoreCounters>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stores {
+    /// Opens the backend for `workers` workers. Each worker's loop must then say how
+    /// it is woken ([`Inbox::wake_with`] on [`StoreLink::inbox`]).
+    pub fn open(config: StoreConfig, workers: usize) -> Result<Arc<Self>> {
+        let inboxes: Vec<Arc<Inbox>> = (0..workers).map(|_| Inbox::new()).collect();
+        let backend: Box<dyn Backend> = match &config.kind {
+            StoreKind::Memory => Box::new(MemoryStore::new(config.limits, inboxes.clone())),
+            StoreKind::File(path) => {
+                Box::new(SqliteStore::open(path, config.limits, inboxes.clone())?)
+            }
+        };
+        Ok(Arc::new(Self {
+            backend,
+            topics: Topics::new(inboxes.clone()),
+            counters: (0..workers).map(|_| StoreCounters::default()).collect(),
+            inboxes,
+            config,
+        }))
+    }
+
+    /// Worker `worker`'s link.
+    pub fn link(self: &Arc<Self>, worker: usize) -> StoreLink {
+        StoreLink {
+            stores: self.clone(),
+            worker,
+        }
+    }
+
+    /// What it was built from.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// Worker `worker`'s counters.
+    pub fn counters(&self, worker: usize) -> Option<&StoreCounters> {
+        self.counters.get(worker)
+    }
+
+    /// The bytes the guest's namespace holds.
+    pub fn namespace_bytes(&self) -> u64 {
+        self.backend.bytes_of(&self.config.namespace)
+    }
+}
+
+/// One worker's handle on the [`Stores`]: what a guest instance's store calls go
+/// through.
+#[derive(Clone, Debug)]
+pub struct StoreLink {
+    stores: Arc<Stores>,
+    worker: usize,
+}
+
+impl StoreLink {
+    /// The worker's inbox, where answers and messages for its instances arrive.
+    pub fn inbox(&self) -> &Arc<Inbox> {
+        &self.stores.inboxes[self.worker]
+    }
+
+    /// The worker's index.
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+
+    /// The limits names and sizes are held to.
+    pub fn limits(&self) -> &StoreLimits {
+        &self.stores.config.limits
+    }
+
+    /// Submits `op` for `asker` as `op_id`; its answer comes to this worker's inbox.
+    pub fn submit(&self, asker: Asker, op_id: u64, op: Op) {
+        let counters = &self.stores.counters[self.worker];
+        if let Some(i) = OP_NAMES.iter().position(|name| *name == op.name()) {
+            counters.ops[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.stores.backend.submit(Job {
+            asker,
+            op_id,
+            namespace: self.stores.config.namespace.clone(),
+            op,
+        });
+    }
+
+    /// Counts an answer that was an error.
+    pub fn count_error(&self, error: StoreError) {
+        if let Some(i) = StoreError::ALL.iter().position(|e| *e == error) {
+            self.stores.counters[self.worker].errors[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts messages lost by this worker's subscribers.
+    pub fn count_lost(&self, count: u64) {
+        self.stores.counters[self.worker]
+            .lost
+            .fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// `asker` hears `topic` as `subscription` from now on.
+    pub fn subscribe(&self, asker: Asker, topic: &str, subscription: u64) {
+        let namespace = &self.stores.config.namespace;
+        self.stores
+            .topics
+            .subscribe(namespace, topic, asker, subscription);
+    }
+
+    /// Ends one subscription of `asker`.
+    pub fn unsubscribe(&self, asker: Asker, subscription: u64) {
+        self.stores.topics.unsubscribe(asker, subscription);
+    }
+
+    /// `asker` ended: its subscriptions hear nothing more.
+    pub fn forget(&self, asker: Asker) {
+        self.stores.topics.drop_asker(asker);
+    }
+
+    /// Publishes `message` on `topic` to every subscriber of the process.
+    pub fn publish(&self, topic: &str, message: &[u8]) {
+        let namespace = &self.stores.config.namespace;
+        self.stores
+            .topics
+            .publish(namespace, topic, message, self.worker);
+        self.stores.counters[self.worker]
+            .published
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}
