@@ -376,3 +376,91 @@ fn two_workers_reach_one_verdict() {
         host.log()
     );
 }
+
+/// A store session with the `stores_then_panics` guest: each `SET` and `GET`
+/// answered by the serving generation, then the ends.
+fn store_session(host: &Host, client_id: usize) {
+    let mut client = BufReader::new(host.connect());
+    for (request, answer) in [
+        (
+            format!("SET k{client_id} v{client_id}\n"),
+            "OK\n".to_string(),
+        ),
+        (
+            format!("GET k{client_id}\n"),
+            format!("VALUE v{client_id}\n"),
+        ),
+        ("GET before\n".to_string(), "VALUE old\n".to_string()),
+    ] {
+        client.get_mut().write_all(request.as_bytes()).unwrap();
+        let mut line = String::new();
+        client.read_line(&mut line).unwrap();
+        assert_eq!(line, answer, "the serving generation answers");
+    }
+    client
+        .get_mut()
+        .shutdown(std::net::Shutdown::Write)
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = client.read_to_end(&mut rest);
+}
+
+/// The store (contract 1.1): a candidate that answers clients alike but stores
+/// other values is rejected, having changed nothing in the store; one that stores
+/// the same is promoted.
+#[test]
+fn store_writes_are_compared_and_a_shadow_never_changes_the_store() {
+    let serving = std::fs::read(test_guest("stores_then_panics")).unwrap();
+    let tag = b"<tag:1>";
+    let at = serving
+        .windows(tag.len())
+        .position(|w| w == tag)
+        .expect("the tag in the guest's data");
+    let mut other_values = serving.clone();
+    other_values[at..at + tag.len()].copy_from_slice(b"<tag:2>");
+
+    for (name, candidate, promoted) in [
+        ("other-values", other_values, false),
+        (
+            "same-values",
+            with_custom_section(serving.clone(), b"rebuilt"),
+            true,
+        ),
+    ] {
+        let (host, path) = serve_file(
+            &format!("canary-store-{name}"),
+            &serving,
+            &["--swap", "canary", "--canary-connections", "5"],
+        );
+        let mut before = BufReader::new(host.connect());
+        before.get_mut().write_all(b"SET before old\n").unwrap();
+        let mut line = String::new();
+        before.read_line(&mut line).unwrap();
+        assert_eq!(line, "OK\n");
+        install(&path, &candidate);
+        host.signal(libc::SIGHUP);
+        host.wait_for_log("canary: trying the new guest", Duration::from_secs(30));
+        for client_id in 0..8 {
+            store_session(&host, client_id);
+            if host.log().contains("canary rejected") || host.log().contains(PROMOTED) {
+                break;
+            }
+        }
+        if promoted {
+            verdict(&host, PROMOTED);
+        } else {
+            let line = verdict(&host, "canary rejected");
+            assert!(
+                line.contains("store operations differ") && line.contains("set t/k0"),
+                "{line}"
+            );
+            // The candidate's writes went to its overlay: the store holds what the
+            // serving generation stored, in its own tag (answered without it).
+            let mut check = BufReader::new(host.connect());
+            check.get_mut().write_all(b"GET k0\n").unwrap();
+            let mut line = String::new();
+            check.read_line(&mut line).unwrap();
+            assert_eq!(line, "VALUE v0\n", "not the candidate's `<tag:2>v0`");
+        }
+    }
+}

@@ -17,12 +17,13 @@ use super::imports::GuestState;
 use super::limiter::Limiter;
 use super::sandbox::Sandbox;
 use super::shadow::ShadowIo;
+use super::shadow_store::Recording;
 use crate::shared::limits::{EPOCH_TICK, Limits};
 use crate::shared::units::Size;
 use crate::sockets::events::Event;
 use crate::sockets::net::Net;
 use crate::sockets::owners::Owner;
-use crate::store::{Delivery, StoreLink};
+use crate::store::{Asker, Delivery, StoreLink};
 
 /// A live instance and its store.
 pub struct Instance {
@@ -133,6 +134,22 @@ impl Instance {
         session
             .accepts(&delivery)
             .then(|| session.deliver(delivery))
+    }
+
+    /// Starts or stops recording what it does with the store (the serving
+    /// instance, while a canary runs).
+    pub fn record_store(&mut self, on: bool) {
+        self.store.data_mut().store.record(on);
+    }
+
+    /// What it did with the store since the last time, while recording.
+    pub fn take_store_recording(&mut self) -> Option<Recording> {
+        self.store.data_mut().store.take_recording()
+    }
+
+    /// Who it asks the store as, once attached to a worker's.
+    pub fn store_asker(&self) -> Option<Asker> {
+        self.store.data().store.asker_now()
     }
 
     /// Its compiled guest's log budget: after a call, whether output was dropped.

@@ -20,7 +20,8 @@
 //! - [`trap`]: a trap's cause in words, and the guest's backtrace.
 //! - [`builtin`]: the guests built into the binary, and how `--guest` finds one.
 //! - [`backoff`]: the crash-loop back-off of an instance that keeps trapping.
-//! - [`shadow`]: the io a canary's shadow instance sees instead of the sockets.
+//! - [`shadow`]: the io a canary's shadow instance sees instead of the sockets, and
+//!   [`shadow_store`] the store it sees instead of the real one.
 
 pub mod backoff;
 pub mod builtin;
@@ -35,5 +36,6 @@ pub mod instance;
 pub mod limiter;
 pub mod sandbox;
 pub mod shadow;
+pub mod shadow_store;
 pub mod store_imports;
 pub mod trap;

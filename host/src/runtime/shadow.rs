@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use super::shadow_store::ShadowStore;
 use crate::shared::limits::Limits;
 use crate::shared::wit::{Conn, IoError, TlsInfo, WriteResult};
 use crate::sockets::events::{Event, HangupInfo, Read, ReadResult};
@@ -79,6 +80,8 @@ pub struct ShadowIo {
     timers: BTreeMap<u64, Instant>,
     /// The most timers it may have armed: the host's default `--max-timers`.
     pub max_timers: usize,
+    /// Its store and topics (contract 1.1).
+    pub store: ShadowStore,
 }
 
 impl Default for ShadowIo {
@@ -87,6 +90,7 @@ impl Default for ShadowIo {
             conns: BTreeMap::new(),
             timers: BTreeMap::new(),
             max_timers: Limits::DEFAULT.max_timers,
+            store: ShadowStore::default(),
         }
     }
 }
@@ -109,6 +113,12 @@ impl ShadowIo {
     /// interest is on: a shadow's socket always has room), a failure, and the
     /// timers due at `now`.
     pub fn events(&mut self, now: Instant, events: &mut Vec<Event>) {
+        // The store's answers first: the serving instance had each of them before
+        // it read what came after it (a client waiting for a reply sends its next
+        // line, or its end, only once the reply came).
+        if self.store.has_mail() {
+            events.push(Event::Mail);
+        }
         for (&id, conn) in &mut self.conns {
             if conn.hung_up {
                 if !conn.hangup_told && conn.closed_at.is_none() {
@@ -155,6 +165,7 @@ impl ShadowIo {
                 || (conn.live() && !conn.accepted_told)
                 || (conn.hung_up && !conn.hangup_told && conn.closed_at.is_none())
         }) || self.timers.values().any(|&at| at <= now)
+            || self.store.has_mail()
     }
 
     /// When its next timer is due.

@@ -11,9 +11,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::imports::GuestState;
+use super::shadow_store::{Recording, ShadowStore};
 use crate::shared::wit::{StoreOutcome, sandsock};
-use crate::sockets::owners::Owner;
+use crate::sockets::owners::{HOST, Owner};
 use crate::store::{Asker, Delivery, Key, Op, Outcome, StoreError, StoreLink};
+
+/// The owner a canary's shadow instances ask as: the worker's handler gives their
+/// answers (reads through to the real store) to the canary.
+pub const SHADOW_OWNER: Owner = HOST - 1;
 
 /// Operations one instance may have in flight: each holds its key and value in the
 /// backend's queue until answered, so this bounds what one guest can make the host
@@ -41,10 +46,14 @@ pub struct StoreSession {
     buckets: Vec<String>,
     next_op: u64,
     in_flight: usize,
-    subscriptions: Vec<u64>,
+    /// Its subscriptions, with their topics.
+    subscriptions: Vec<(u64, String)>,
     next_subscription: u64,
     /// What came for this instance, in order, for its next call.
     pub(super) mail: Vec<Delivery>,
+    /// While a canary tries a candidate against this (serving) instance: what it
+    /// does with the store, for the shadows.
+    recording: Option<Recording>,
 }
 
 impl Default for StoreSession {
@@ -59,6 +68,7 @@ impl Default for StoreSession {
             subscriptions: Vec::new(),
             next_subscription: 0,
             mail: Vec::new(),
+            recording: None,
         }
     }
 }
@@ -89,13 +99,41 @@ impl StoreSession {
         delivery.to().serial == self.serial
     }
 
+    /// Who this instance asks as, once attached.
+    pub fn asker_now(&self) -> Option<Asker> {
+        self.link.as_ref().map(|link| self.asker(link))
+    }
+
+    /// Starts (or stops) recording what it does with the store, for a canary.
+    pub fn record(&mut self, on: bool) {
+        self.recording = on.then(Recording::default);
+    }
+
+    /// What it did since the last call, while recording.
+    pub fn take_recording(&mut self) -> Option<Recording> {
+        self.recording.as_mut().map(std::mem::take)
+    }
+
     /// Takes `delivery` for the next call; true if nothing waited before it.
     pub fn deliver(&mut self, delivery: Delivery) -> bool {
         match &delivery {
-            Delivery::Done { outcome, .. } => {
+            Delivery::Done { op, outcome, .. } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
                 if let (Outcome::Failed(error), Some(link)) = (outcome, &self.link) {
                     link.count_error(*error);
+                }
+                if let Some(recording) = &mut self.recording {
+                    recording.answers.push((*op, outcome.clone()));
+                }
+            }
+            Delivery::Message {
+                subscription,
+                bytes,
+                ..
+            } => {
+                let topic = self.subscriptions.iter().find(|(id, _)| id == subscription);
+                if let (Some(recording), Some((_, topic))) = (&mut self.recording, topic) {
+                    recording.messages.push((topic.clone(), bytes.clone()));
                 }
             }
             Delivery::Lost { count, .. } => {
@@ -103,7 +141,6 @@ impl StoreSession {
                     link.count_lost(*count);
                 }
             }
-            Delivery::Message { .. } => {}
         }
         self.mail.push(delivery);
         self.mail.len() == 1
@@ -118,8 +155,14 @@ impl StoreSession {
     }
 
     /// Submits `op` (on the bucket handle `bucket`), answering its id; a refusal is
-    /// answered by event like any outcome.
-    fn submit(&mut self, bucket: u32, op: impl FnOnce(String) -> Op) -> u64 {
+    /// answered by event like any outcome. A canary's shadow (`shadow`) submits to
+    /// its own view instead, reading through to the real store only.
+    fn submit(
+        &mut self,
+        bucket: u32,
+        op: impl FnOnce(String) -> Op,
+        shadow: Option<&mut ShadowStore>,
+    ) -> u64 {
         self.next_op += 1;
         let id = self.next_op;
         let Some(link) = self.link.clone() else {
@@ -137,7 +180,17 @@ impl StoreSession {
                     let op = op(name.clone());
                     match op.check(link.limits()) {
                         Ok(()) => {
-                            link.submit(asker, id, op);
+                            match shadow {
+                                Some(shadow) => shadow.submit(id, op, |id, op| {
+                                    link.submit(asker, id, op);
+                                }),
+                                None => {
+                                    if let Some(recording) = &mut self.recording {
+                                        recording.ops.push((id, op.clone()));
+                                    }
+                                    link.submit(asker, id, op);
+                                }
+                            }
                             None
                         }
                         Err(error) => Some(error),
@@ -176,6 +229,23 @@ fn key(bucket: String, key: String) -> Key {
     Key { bucket, key }
 }
 
+impl GuestState {
+    /// An operation from this instance: to the store, or a shadow's view of it.
+    fn submit_op(&mut self, bucket: u32, op: impl FnOnce(String) -> Op) -> u64 {
+        let shadow = self.shadow.as_deref_mut().map(|io| &mut io.store);
+        self.store.submit(bucket, op, shadow)
+    }
+
+    /// Moves a shadow's answers and messages to where the next call takes them.
+    pub(super) fn collect_shadow_mail(&mut self) {
+        if let Some(shadow) = self.shadow.as_deref_mut() {
+            for delivery in shadow.store.mail.drain(..) {
+                self.store.deliver(delivery);
+            }
+        }
+    }
+}
+
 impl sandsock::net::store::Host for GuestState {
     fn open(&mut self, name: String) -> Result<u32, StoreOutcome> {
         let session = &mut self.store;
@@ -199,46 +269,43 @@ impl sandsock::net::store::Host for GuestState {
     }
 
     fn get(&mut self, b: u32, k: String) -> u64 {
-        self.store.submit(b, |bucket| Op::Get(key(bucket, k)))
+        self.submit_op(b, |bucket| Op::Get(key(bucket, k)))
     }
 
     fn set(&mut self, b: u32, k: String, value: Vec<u8>) -> u64 {
-        self.store
-            .submit(b, |bucket| Op::Set(key(bucket, k), value))
+        self.submit_op(b, |bucket| Op::Set(key(bucket, k), value))
     }
 
     fn delete(&mut self, b: u32, k: String) -> u64 {
-        self.store.submit(b, |bucket| Op::Delete(key(bucket, k)))
+        self.submit_op(b, |bucket| Op::Delete(key(bucket, k)))
     }
 
     fn exists(&mut self, b: u32, k: String) -> u64 {
-        self.store.submit(b, |bucket| Op::Exists(key(bucket, k)))
+        self.submit_op(b, |bucket| Op::Exists(key(bucket, k)))
     }
 
     fn list_keys(&mut self, b: u32, cursor: Option<String>) -> u64 {
-        self.store.submit(b, |bucket| Op::ListKeys(bucket, cursor))
+        self.submit_op(b, |bucket| Op::ListKeys(bucket, cursor))
     }
 
     fn increment(&mut self, b: u32, k: String, delta: i64) -> u64 {
-        self.store
-            .submit(b, |bucket| Op::Increment(key(bucket, k), delta))
+        self.submit_op(b, |bucket| Op::Increment(key(bucket, k), delta))
     }
 
     fn compare_and_swap(&mut self, b: u32, k: String, old: Option<Vec<u8>>, new: Vec<u8>) -> u64 {
-        self.store
-            .submit(b, |bucket| Op::CompareAndSwap(key(bucket, k), old, new))
+        self.submit_op(b, |bucket| Op::CompareAndSwap(key(bucket, k), old, new))
     }
 
     fn get_many(&mut self, b: u32, keys: Vec<String>) -> u64 {
-        self.store.submit(b, |bucket| Op::GetMany(bucket, keys))
+        self.submit_op(b, |bucket| Op::GetMany(bucket, keys))
     }
 
     fn set_many(&mut self, b: u32, entries: Vec<(String, Vec<u8>)>) -> u64 {
-        self.store.submit(b, |bucket| Op::SetMany(bucket, entries))
+        self.submit_op(b, |bucket| Op::SetMany(bucket, entries))
     }
 
     fn delete_many(&mut self, b: u32, keys: Vec<String>) -> u64 {
-        self.store.submit(b, |bucket| Op::DeleteMany(bucket, keys))
+        self.submit_op(b, |bucket| Op::DeleteMany(bucket, keys))
     }
 }
 
@@ -252,16 +319,23 @@ impl sandsock::net::topics::Host for GuestState {
         if session.subscriptions.len() >= MAX_SUBSCRIPTIONS {
             return Err(StoreOutcome::Busy);
         }
+        if let Some(shadow) = self.shadow.as_deref_mut() {
+            return Ok(shadow.store.subscribe(topic));
+        }
         session.next_subscription += 1;
         let id = session.next_subscription;
-        session.subscriptions.push(id);
         link.subscribe(session.asker(&link), &topic, id);
+        session.subscriptions.push((id, topic));
         Ok(id)
     }
 
     fn unsubscribe(&mut self, s: u64) {
+        if let Some(shadow) = self.shadow.as_deref_mut() {
+            shadow.store.unsubscribe(s);
+            return;
+        }
         let session = &mut self.store;
-        let Some(at) = session.subscriptions.iter().position(|id| *id == s) else {
+        let Some(at) = session.subscriptions.iter().position(|(id, _)| *id == s) else {
             return;
         };
         session.subscriptions.swap_remove(at);
@@ -276,7 +350,14 @@ impl sandsock::net::topics::Host for GuestState {
         };
         link.limits().check_name(&topic).map_err(outcome_of)?;
         link.limits().check_value(&message).map_err(outcome_of)?;
+        if let Some(shadow) = self.shadow.as_deref_mut() {
+            shadow.store.publish(&topic, &message);
+            return Ok(());
+        }
         link.publish(&topic, &message);
+        if let Some(recording) = &mut self.store.recording {
+            recording.publishes.push((topic, message));
+        }
         Ok(())
     }
 }

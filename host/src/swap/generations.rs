@@ -133,6 +133,13 @@ impl Generations {
         self.tenants.snapshot(owner)
     }
 
+    /// The serving generation's shared instance, while it has one (a canary's
+    /// trial records what it does with the store).
+    pub fn serving_instance_mut(&mut self) -> Option<&mut Instance> {
+        let owner = self.serving().shared?;
+        self.tenants.instance_mut(owner)
+    }
+
     /// Tells every live instance that the host is shutting down.
     pub fn shutdown(&mut self, net: &mut Net) {
         let serving = self.serving_number();

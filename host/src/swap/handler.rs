@@ -15,6 +15,7 @@ use super::recycle::{Recycle, Recycling};
 use super::reloader::SwapInbox;
 use crate::runtime::component::Guest;
 use crate::runtime::engine::Runtime;
+use crate::runtime::store_imports::SHADOW_OWNER;
 use crate::shared::metrics::Published;
 use crate::sockets::batch::Batch;
 use crate::sockets::events::Event;
@@ -67,6 +68,7 @@ impl WasmHandler {
     /// The worker's store, for its instances' `store` and `topics` calls.
     pub fn set_store(&mut self, link: StoreLink) {
         self.generations.tenants.set_store(link.clone());
+        self.canary.set_store(link.clone());
         self.store = Some(link);
     }
 
@@ -103,6 +105,10 @@ impl EventHandler for WasmHandler {
         link.inbox().take(&mut self.mail);
         for delivery in self.mail.drain(..) {
             let owner = delivery.to().owner;
+            if owner == SHADOW_OWNER {
+                self.canary.deliver(delivery);
+                continue;
+            }
             let tenants = &mut self.generations.tenants;
             let first = tenants
                 .instance_mut(owner)

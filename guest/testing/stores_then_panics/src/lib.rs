@@ -4,11 +4,17 @@
 //!
 //! It exists to prove that what the store acknowledged outlives the instance: after
 //! the trap, a fresh instance (and a fresh connection) reads every value that was
-//! answered `OK` before it.
+//! answered `OK` before it. It stores each value behind [`TAG`], and `GET` takes
+//! its own tag off (a value stored with another is answered whole): a build with
+//! another tag (the canary's tests patch it) answers clients the same, but stores
+//! different values, which only a comparison of the store operations can see.
 
 use std::collections::HashMap;
 
 use sandsock_sdk::{Answer, Conn, Handler, Io, OpId};
+
+/// What each stored value starts with.
+const TAG: &[u8] = b"<tag:1>";
 
 #[derive(Default)]
 struct StoresThenPanics {
@@ -29,7 +35,7 @@ impl Handler for StoresThenPanics {
             match words[..] {
                 ["PANIC"] => panic!("asked to"),
                 ["SET", key, value] => {
-                    let op = io.set(bucket, key, value.as_bytes());
+                    let op = io.set(bucket, key, &[TAG, value.as_bytes()].concat());
                     self.asked.insert(op, (conn, true));
                 }
                 ["GET", key] => {
@@ -50,7 +56,7 @@ impl Handler for StoresThenPanics {
             (true, _) => io.write(conn, b"OK\n"),
             (false, Some(value)) => {
                 io.write(conn, b"VALUE ");
-                io.write(conn, value);
+                io.write(conn, value.strip_prefix(TAG).unwrap_or(value));
                 io.write(conn, b"\n");
             }
             (false, None) => io.write(conn, b"NOT_FOUND\n"),

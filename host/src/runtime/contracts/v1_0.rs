@@ -86,6 +86,7 @@ impl Lowered {
     /// Lowers every answer and message waiting for the instance, in the order they
     /// came, their bytes into the input.
     fn mail(&mut self, state: &mut GuestState) {
+        state.collect_shadow_mail();
         let mut mail = std::mem::take(&mut state.store.mail);
         for delivery in mail.drain(..) {
             match delivery {

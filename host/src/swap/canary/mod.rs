@@ -40,12 +40,15 @@ use crate::runtime::digest::Digest;
 use crate::runtime::engine::Runtime;
 use crate::runtime::instance::Instance;
 use crate::runtime::shadow::{MAX_OUTPUT, ShadowIo};
+use crate::runtime::shadow_store::Recording;
+use crate::runtime::store_imports::SHADOW_OWNER;
 use crate::runtime::trap::describe;
 use crate::shared::metrics::CanaryCounters;
 use crate::shared::wit::Conn;
 use crate::sockets::events::Event;
 use crate::sockets::net::Net;
 use crate::sockets::tape::Tapes;
+use crate::store::{Delivery, StoreLink};
 use diff::{first_difference, mostly_noise, snippet};
 
 /// How long a shadow may keep a connection open after the serving generation
@@ -89,8 +92,15 @@ struct Shadow {
 
 impl Shadow {
     /// A fresh instance of `guest`, given `seed` (the serving instance's snapshot)
-    /// if there is one and it takes it.
-    fn start(runtime: &Runtime, guest: &Guest, seed: Option<&[u8]>) -> anyhow::Result<Self> {
+    /// if there is one and it takes it, then attached to the worker's store as a
+    /// shadow: its reads go through to it, nothing else (what `restore` asked of
+    /// the store before that went nowhere).
+    fn start(
+        runtime: &Runtime,
+        guest: &Guest,
+        seed: Option<&[u8]>,
+        store: Option<&StoreLink>,
+    ) -> anyhow::Result<Self> {
         let mut instance = runtime.instantiate(guest)?;
         if let Some(seed) = seed
             && let Ok(Err(why)) = instance.restore(seed.to_vec())
@@ -99,10 +109,20 @@ impl Shadow {
                 "canary: a shadow refused the serving instance's state ({why}); it starts fresh"
             );
         }
+        let mut io = Box::<ShadowIo>::default();
+        if let Some(link) = store {
+            instance.attach_store(link, SHADOW_OWNER);
+            io.store.asker = instance.store_asker();
+        }
         Ok(Self {
             instance,
-            io: Some(Box::default()),
+            io: Some(io),
         })
+    }
+
+    /// Whether `delivery` (an answer read through to the store) is this shadow's.
+    fn owns(&self, delivery: &Delivery) -> bool {
+        self.view().store.asker == Some(delivery.to())
     }
 
     fn io(&mut self) -> &mut ShadowIo {
@@ -146,6 +166,8 @@ pub struct Canary {
     loaded: Loaded,
     serving: Arc<Guest>,
     runtime: Arc<Runtime>,
+    /// The worker's store, which the shadows read through to.
+    store: Option<StoreLink>,
     /// The serving instance's snapshot when the trial started.
     seed: Option<Vec<u8>>,
     candidate: Shadow,
@@ -174,13 +196,14 @@ impl Canary {
         serving: Arc<Guest>,
         seed: Option<Vec<u8>>,
         runtime: Arc<Runtime>,
+        store: Option<StoreLink>,
         net: &mut Net,
     ) -> Result<Self, String> {
-        let candidate = Shadow::start(&runtime, &loaded.guest, seed.as_deref())
+        let candidate = Shadow::start(&runtime, &loaded.guest, seed.as_deref(), store.as_ref())
             .map_err(|err| format!("it failed to start: {}", describe(&err, false)))?;
         let noise = if config.noise {
             Some(
-                Shadow::start(&runtime, &serving, seed.as_deref())
+                Shadow::start(&runtime, &serving, seed.as_deref(), store.as_ref())
                     .map_err(|err| format!("the serving code's shadow failed to start: {err:#}"))?,
             )
         } else {
@@ -192,6 +215,7 @@ impl Canary {
             loaded,
             serving,
             runtime,
+            store,
             seed,
             candidate,
             noise,
@@ -252,10 +276,37 @@ impl Canary {
         self.records.insert(conn, Record::default());
     }
 
-    /// After the serving generation's batch: hands the shadows what it read, runs
-    /// them, compares the connections that ended, and says where the trial stands.
-    pub fn after_batch(&mut self, net: &mut Net, counters: &mut CanaryCounters) -> Verdict {
+    /// An answer the real store gave a shadow (a read it made through).
+    pub fn deliver(&mut self, delivery: Delivery) {
+        for shadow in [Some(&mut self.candidate), self.noise.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if shadow.owns(&delivery) {
+                shadow.io().store.mail.push(delivery);
+                return;
+            }
+        }
+    }
+
+    /// After the serving generation's batch: hands the shadows what it read and
+    /// what it did with the store (`recording`), runs them, compares the
+    /// connections that ended, and says where the trial stands.
+    pub fn after_batch(
+        &mut self,
+        net: &mut Net,
+        recording: Option<&Recording>,
+        counters: &mut CanaryCounters,
+    ) -> Verdict {
         let now = Instant::now();
+        if let Some(recording) = recording {
+            for shadow in [Some(&mut self.candidate), self.noise.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                shadow.io().store.serving(recording);
+            }
+        }
         let mut too_long = Vec::new();
         if let Some(tapes) = net.tapes() {
             let records = &mut self.records;
@@ -398,6 +449,10 @@ impl Canary {
             Some(false) => return Verdict::Reject("another worker's trial rejected it".into()),
             None => {}
         }
+        if let Some(why) = self.store_difference() {
+            counters.divergences += 1;
+            return self.settle(false, why);
+        }
         if let Some(why) = self.judge(now, counters) {
             return self.settle(false, why);
         }
@@ -413,6 +468,18 @@ impl Canary {
         Verdict::Running
     }
 
+    /// The candidate's first store write or publish the serving generation did not
+    /// make, unless the serving code's own shadow also made one (the serving code
+    /// is not repeatable there: its store operations are noise, not compared).
+    fn store_difference(&self) -> Option<String> {
+        let candidate = self.candidate.view().store.difference.as_ref()?;
+        let noisy = self
+            .noise
+            .as_ref()
+            .is_some_and(|n| n.view().store.difference.is_some());
+        (!noisy).then(|| format!("the candidate's store operations differ: {candidate}"))
+    }
+
     /// Starts the noise shadow afresh (and the candidate's too, with `both`);
     /// every connection under way becomes inconclusive.
     fn restart(&mut self, both: bool) -> Result<(), String> {
@@ -420,12 +487,13 @@ impl Canary {
         for conn in conns {
             self.forget(conn);
         }
+        let (seed, store) = (self.seed.as_deref(), self.store.as_ref());
         if both {
-            self.candidate = Shadow::start(&self.runtime, &self.loaded.guest, self.seed.as_deref())
+            self.candidate = Shadow::start(&self.runtime, &self.loaded.guest, seed, store)
                 .map_err(|err| format!("it failed to start again: {}", describe(&err, false)))?;
         }
         self.noise = Some(
-            Shadow::start(&self.runtime, &self.serving, self.seed.as_deref()).map_err(|err| {
+            Shadow::start(&self.runtime, &self.serving, seed, store).map_err(|err| {
                 format!("the serving code's shadow failed to start again: {err:#}")
             })?,
         );

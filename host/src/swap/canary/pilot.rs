@@ -11,6 +11,7 @@ use crate::shared::metrics::{CanaryCounters, Published, millis};
 use crate::sockets::batch::Batch;
 use crate::sockets::events::Event;
 use crate::sockets::net::Net;
+use crate::store::{Delivery, StoreLink};
 use crate::swap::generations::Generations;
 use crate::swap::reloader::{Loaded, SwapInbox};
 
@@ -26,6 +27,8 @@ pub struct Pilot {
     /// Connections compared when progress was last logged.
     progress_logged: u32,
     counters: CanaryCounters,
+    /// The worker's store: the shadows read through to it, and never write.
+    store: Option<StoreLink>,
 }
 
 /// Tells the loader how the guest with `digest` ended in this worker.
@@ -42,6 +45,18 @@ impl Pilot {
         Self {
             config,
             ..Self::default()
+        }
+    }
+
+    /// The worker's store, for the shadows' reads.
+    pub fn set_store(&mut self, link: StoreLink) {
+        self.store = Some(link);
+    }
+
+    /// An answer the store gave a shadow.
+    pub fn deliver(&mut self, delivery: Delivery) {
+        if let Some(canary) = &mut self.canary {
+            canary.deliver(delivery);
         }
     }
 
@@ -92,8 +107,19 @@ impl Pilot {
         let serving = generations.serving_guest().clone();
         let seed = generations.serving_snapshot();
         let runtime = generations.runtime().clone();
-        match Canary::start(config, loaded, serving, seed, runtime, net) {
+        match Canary::start(
+            config,
+            loaded,
+            serving,
+            seed,
+            runtime,
+            self.store.clone(),
+            net,
+        ) {
             Ok(canary) => {
+                if let Some(instance) = generations.serving_instance_mut() {
+                    instance.record_store(true);
+                }
                 info!(
                     candidate = %short,
                     "canary: trying the new guest ({short}) as a shadow of generation {} on {} % of new connections; promoted after {} agree",
@@ -137,7 +163,10 @@ impl Pilot {
         inbox: Option<&SwapInbox>,
     ) {
         if let Some(canary) = &mut self.canary {
-            let verdict = canary.after_batch(net, &mut self.counters);
+            let recording = generations
+                .serving_instance_mut()
+                .and_then(|instance| instance.take_store_recording());
+            let verdict = canary.after_batch(net, recording.as_ref(), &mut self.counters);
             self.conclude(verdict, generations, net, inbox);
         }
     }
@@ -188,6 +217,11 @@ impl Pilot {
     ) {
         let Some(canary) = &self.canary else { return };
         let (compared, inconclusive, spent) = canary.progress();
+        if !matches!(verdict, Verdict::Running)
+            && let Some(instance) = generations.serving_instance_mut()
+        {
+            instance.record_store(false);
+        }
         let short = canary.digest();
         let spent_ms = millis(spent);
         match verdict {
