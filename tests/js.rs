@@ -7,7 +7,7 @@ mod common;
 
 use common::languages::{
     check_echo_backpressure, check_echo_on_200_connections, check_exception_is_a_contained_trap,
-    check_http_conformance, load_http, run_ok, serve,
+    check_http_conformance, check_kv_across_workers, load_http, run_ok, serve,
 };
 
 #[test]
@@ -58,4 +58,11 @@ fn a_throw_in_a_handler_is_a_trap_the_host_contains() {
         "{}",
         host.log()
     );
+}
+
+/// The JavaScript kv keeps its data in the host's store (contract 1.1).
+#[test]
+fn kv_stores_in_the_host_and_answers_across_workers() {
+    let host = serve("js", "kv", &["--workers", "2"]);
+    check_kv_across_workers(&host);
 }

@@ -10,7 +10,7 @@ use std::net::TcpStream;
 
 use common::languages::{
     check_echo_backpressure, check_echo_on_200_connections, check_exception_is_a_contained_trap,
-    check_http_conformance, load_http, run_ok, serve,
+    check_http_conformance, check_kv_across_workers, load_http, run_ok, serve,
 };
 
 #[test]
@@ -51,9 +51,17 @@ fn an_uncaught_exception_is_a_trap_the_host_contains() {
     assert!(host.log().contains("Traceback"), "{}", host.log());
 }
 
+/// The Python kv keeps its data in the host's store (contract 1.1).
+#[test]
+fn kv_stores_in_the_host_and_answers_across_workers() {
+    let host = serve("python", "kv", &["--workers", "2"]);
+    check_kv_across_workers(&host);
+}
+
 #[test]
 fn chat_relays_each_line_to_the_others() {
-    let host = serve("python", "chat", &[]);
+    // Two workers: the room is the host's topic, not an instance's.
+    let host = serve("python", "chat", &["--workers", "2"]);
     let join = || BufReader::new(host.connect());
     let say = |client: &mut BufReader<TcpStream>, line: &str| {
         client.get_mut().write_all(line.as_bytes()).unwrap();

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Builds JavaScript guests into components of the sandsock:net@1.0.0
+# Builds JavaScript guests into components of the sandsock:net@1.1.0
 # `stateful-handler` world.
 #
 #   guest/js/build.sh OUT_DIR [NAME...]
 #
-# NAME is an example (echo, http), a test guest (testing/throws), or a directory
-# holding an app.js; the default is echo, http and testing/throws. Each is built
+# NAME is an example (echo, http, kv), a test guest (testing/throws), or a directory
+# holding an app.js; the default is echo, http, kv and testing/throws. Each is built
 # into OUT_DIR/BASENAME.wasm (testing/throws -> OUT_DIR/throws.wasm).
 #
 # The toolchain (componentize-qjs, pinned in package-lock.json) is installed once
@@ -24,10 +24,10 @@ die() {
   exit 1
 }
 
-[ $# -ge 1 ] || die "usage: build.sh OUT_DIR [NAME...] (NAME: echo, http, testing/throws, or a directory with app.js)"
+[ $# -ge 1 ] || die "usage: build.sh OUT_DIR [NAME...] (NAME: echo, http, kv, testing/throws, or a directory with app.js)"
 out=$1
 shift
-[ $# -ge 1 ] || set -- echo http testing/throws
+[ $# -ge 1 ] || set -- echo http kv testing/throws
 
 command -v node >/dev/null || die "node is not installed (Node.js 18 or later is needed)"
 command -v npm >/dev/null || die "npm is not installed (it comes with Node.js)"

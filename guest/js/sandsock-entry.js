@@ -1,6 +1,6 @@
 // sandsock-entry.js: the component's entry point. It binds the SDK (sandsock.js)
 // to the host's WIT imports and exports what the `stateful-handler` world of
-// sandsock:net@1.0.0 asks for; the guest's own code is ./app.js, which calls
+// sandsock:net@1.1.0 asks for; the guest's own code is ./app.js, which calls
 // serve(handler). build.sh puts them side by side (with the SDK's sandsock/ modules)
 // and builds this one.
 //
@@ -11,8 +11,10 @@
 // ComponentError). Any other exception from an import is rethrown: it is a bug,
 // not an answer of the host.
 
-import * as io from "sandsock:net/io@1.0.0";
-import * as wlog from "sandsock:net/log@1.0.0";
+import * as io from "sandsock:net/io@1.1.0";
+import * as wlog from "sandsock:net/log@1.1.0";
+import * as wstore from "sandsock:net/store@1.1.0";
+import * as wtopics from "sandsock:net/topics@1.1.0";
 import { setLogSink, start } from "./sandsock.js";
 import "./app.js";
 
@@ -27,29 +29,45 @@ const ioCancelTimer = io.cancelTimer;
 const ioConnect = io.connect;
 const logWrite = wlog.write;
 
-// The io-error cases (sandsock:net/types@1.0.0 `io-error`).
+// The io-error cases (sandsock:net/types@1.1.0 `io-error`).
 const IO_ERRORS = new Set([
   "closed", "reset", "unknown-conn", "not-permitted", "limit-exceeded", "refused",
   "unreachable", "invalid-address",
 ]);
 
-// The io-error case a failed call threw, or null if `e` is not one.
-function errorCase(e) {
+// The store's outcome cases (sandsock:net/store@1.1.0 `outcome`): what its calls
+// that answer a `result` may throw.
+const OUTCOMES = new Set([
+  "ok", "not-found", "conflict", "key-too-large", "value-too-large", "namespace-full",
+  "not-a-number", "bad-name", "busy", "unavailable", "timed-out", "failed",
+]);
+
+// The case of `cases` a failed call threw, or null if `e` is not one.
+function errorCase(e, cases = IO_ERRORS) {
   const v = e !== null && typeof e === "object" ? e.payload : e;
-  return typeof v === "string" && IO_ERRORS.has(v) ? v : null;
+  return typeof v === "string" && cases.has(v) ? v : null;
 }
 
-// Calls `f`; the io-error case it threw, or null if it returned. Rethrows anything
-// else.
-function failure(f) {
+// Calls `f`; the case of `cases` it threw, or null if it returned. Rethrows
+// anything else.
+function failure(f, cases = IO_ERRORS) {
   try {
     f();
     return null;
   } catch (e) {
-    const code = errorCase(e);
+    const code = errorCase(e, cases);
     if (code === null) throw e;
     return code;
   }
+}
+
+// A store or topics call answering a `result`: `{ ok }` or `{ error }`.
+function outcome(f) {
+  let ok;
+  const error = failure(() => {
+    ok = f();
+  }, OUTCOMES);
+  return error === null ? { ok: typeof ok === "bigint" ? Number(ok) : ok } : { error };
 }
 
 function host(big) {
@@ -70,6 +88,22 @@ function host(big) {
       });
       return error === null ? { conn: Number(conn) } : { error };
     },
+    // The store and topics (contract 1.1): operation ids are plain numbers here.
+    storeOpen: (name) => outcome(() => wstore.open(name)),
+    storeGet: (b, key) => Number(wstore.get(b, key)),
+    storeSet: (b, key, value) => Number(wstore.set(b, key, value)),
+    storeDelete: (b, key) => Number(wstore.delete(b, key)),
+    storeExists: (b, key) => Number(wstore.exists(b, key)),
+    storeListKeys: (b, cursor) => Number(wstore.listKeys(b, cursor ?? undefined)),
+    storeIncrement: (b, key, delta) => Number(wstore.increment(b, key, big ? BigInt(delta) : delta)),
+    storeCompareAndSwap: (b, key, old, next) =>
+      Number(wstore.compareAndSwap(b, key, old ?? undefined, next)),
+    storeGetMany: (b, keys) => Number(wstore.getMany(b, keys)),
+    storeSetMany: (b, entries) => Number(wstore.setMany(b, entries)),
+    storeDeleteMany: (b, keys) => Number(wstore.deleteMany(b, keys)),
+    subscribe: (topic) => outcome(() => wtopics.subscribe(topic)),
+    unsubscribe: (s) => wtopics.unsubscribe(u64(s)),
+    publish: (topic, message) => outcome(() => wtopics.publish(topic, message)),
   };
 }
 

@@ -1,4 +1,4 @@
-// sandsock.js: the JavaScript SDK for sandsock guests (contract sandsock:net@1.0.0).
+// sandsock.js: the JavaScript SDK for sandsock guests (contract sandsock:net@1.1.0).
 //
 // A guest is a handler object whose methods the SDK calls as things happen on its
 // connections; every method has a default, so a guest writes only what it uses:
@@ -19,6 +19,8 @@
 //   runtime.js   Runtime, serve, start, timers, connect, the connections; IoError
 //   input.js     LineBuffers, InputBuffers, trimLine
 //   snapshot.js  SnapshotWriter, SnapshotReader, BadSnapshot
+//   store.js     the host's store and topics (contract 1.1): openBucket, Bucket,
+//                Answer, StoreError, subscribe, unsubscribe, publish
 //
 // The SDK touches no WIT import: `sandsock-entry.js` binds it to the host's
 // `io` and `log` (the component's entry point), and the unit tests bind it to a
@@ -50,3 +52,6 @@ export {
 } from "./sandsock/runtime.js";
 export { LineBuffers, trimLine, InputBuffers } from "./sandsock/input.js";
 export { BadSnapshot, SnapshotWriter, SnapshotReader } from "./sandsock/snapshot.js";
+export {
+  Answer, Bucket, StoreError, OUTCOMES, openBucket, subscribe, unsubscribe, publish,
+} from "./sandsock/store.js";

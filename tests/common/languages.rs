@@ -79,6 +79,44 @@ pub fn serve(language: &str, name: &str, flags: &[&str]) -> Host {
     Host::start(&args)
 }
 
+/// kv (its data in the host's store, contract 1.1), served with two workers: a
+/// value stored through one connection is read through 40 new ones, and a
+/// pipelined session is answered in order.
+pub fn check_kv_across_workers(host: &Host) {
+    let ask = |request: &str| {
+        let mut client = BufReader::new(host.connect());
+        client.get_mut().write_all(request.as_bytes()).unwrap();
+        let mut line = String::new();
+        client.read_line(&mut line).unwrap();
+        line
+    };
+    assert_eq!(ask("SET colour deep blue\n"), "OK\n");
+    for _ in 0..40 {
+        assert_eq!(ask("GET colour\n"), "VALUE deep blue\n");
+    }
+    let mut client = BufReader::new(host.connect());
+    client
+        .get_mut()
+        .write_all(b"SET a 1\nGET a\nDEL a\nDEL a\nGET a\nPING\n")
+        .unwrap();
+    let replies: Vec<String> = (0..6)
+        .map(|_| {
+            let mut line = String::new();
+            client.read_line(&mut line).unwrap();
+            line
+        })
+        .collect();
+    let expected = [
+        "OK\n",
+        "VALUE 1\n",
+        "DELETED\n",
+        "NOT_FOUND\n",
+        "NOT_FOUND\n",
+        "ERROR unknown command\n",
+    ];
+    assert_eq!(replies, expected);
+}
+
 /// Echo: 200 connections open at once, five round trips each, every line its own.
 pub fn check_echo_on_200_connections(host: &Host) {
     let mut clients: Vec<BufReader<TcpStream>> =

@@ -30,6 +30,13 @@ export class Handler {
   onTimer(id) {}
   /** The host is shutting down: finish what is in flight and close. */
   onShutdown() {}
+  /** The store operation `op` (an id a Bucket method returned) ended: `answer` is
+   * an Answer. Once per operation (`getMany`: once per key), in a later call. */
+  onStore(op, answer) {}
+  /** `bytes` were published on the topic of `subscription`. */
+  onMessage(subscription, bytes) {}
+  /** `count` messages of `subscription` were dropped: this instance fell behind. */
+  onLost(subscription, count) {}
   /** After a hot swap: a connection of the earlier generation is now this one's. */
   onAdopted(conn) {
     this.onAccept(conn);

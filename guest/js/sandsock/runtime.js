@@ -7,6 +7,7 @@ import { CLOSE, Conn, NOTIFY, SHUTDOWN } from "./conn.js";
 import { asHandler } from "./handler.js";
 import { log, show } from "./log.js";
 import { BadSnapshot, SnapshotReader, SnapshotWriter } from "./snapshot.js";
+import { Answer } from "./store.js";
 
 /** The most the host reads for a connection at once: one `onData` gets at most this
  * much (unless it waited while reading was paused). */
@@ -15,7 +16,7 @@ export const READ_CHUNK = 64 * 1024;
  * guest, one chunk per connection per call: kept so that code importing it loads. */
 export const READS_PER_EVENT = 16;
 
-// The kinds of event of contract 1.0 (the WIT's numbers).
+// The kinds of event of contract 1.1 (the WIT's numbers; 9 to 11 since 1.1).
 const ACCEPTED = 0;
 const CONNECTED = 1;
 const DATA = 2;
@@ -25,6 +26,9 @@ const HANGUP = 5;
 const TIMER = 6;
 const ADOPTED = 7;
 const SHUTDOWN_EVENT = 8;
+const STORE = 9;
+const MESSAGE = 10;
+const LOST = 11;
 // The io-error names, by position: what a hangup event's code says.
 const IO_ERRORS = [
   "closed", "reset", "unknown-conn", "not-permitted", "limit-exceeded", "refused",
@@ -152,6 +156,17 @@ export class Runtime {
           break;
         case SHUTDOWN_EVENT:
           h.onShutdown();
+          break;
+        case STORE: {
+          const bytes = input.subarray(ev.start, ev.start + ev.len);
+          h.onStore(handleOf(ev.id), new Answer(ev.code, ev.value, bytes));
+          break;
+        }
+        case MESSAGE:
+          h.onMessage(handleOf(ev.id), input.subarray(ev.start, ev.start + ev.len));
+          break;
+        case LOST:
+          h.onLost(handleOf(ev.id), Number(ev.value));
           break;
         default:
           continue;
@@ -542,6 +557,11 @@ export function start(host) {
 function runtime() {
   if (!current) throw new Error("no sandsock runtime yet: call this from a handler method");
   return current;
+}
+
+/** The host the served runtime is bound to: what the store's calls go through. */
+export function currentHost() {
+  return runtime()._host;
 }
 
 /** Arms (or re-arms) the one-shot timer `id` (a number) to fire after `ms`. */

@@ -16,16 +16,18 @@ const app = globalThis.__sandsockApp = { caught: [], action: null };
 let entry;
 let sdk;
 
-// The entry imports `sandsock:net/io@1.0.0`, which Node cannot load: stage it with
-// those two imports pointed at fakes, beside the SDK and an app.
+// The entry imports `sandsock:net/io@1.1.0` and the rest, which Node cannot load:
+// stage it with those imports pointed at fakes, beside the SDK and an app.
 before(async () => {
   const dir = mkdtempSync(join(tmpdir(), "sandsock-js-entry-"));
   copyFileSync(join(here, "..", "sandsock.js"), join(dir, "sandsock.js"));
   cpSync(join(here, "..", "sandsock"), join(dir, "sandsock"), { recursive: true });
   const source = readFileSync(join(here, "..", "sandsock-entry.js"), "utf8");
   const staged = source
-    .replace('"sandsock:net/io@1.0.0"', '"./fake-io.js"')
-    .replace('"sandsock:net/log@1.0.0"', '"./fake-log.js"');
+    .replace('"sandsock:net/io@1.1.0"', '"./fake-io.js"')
+    .replace('"sandsock:net/log@1.1.0"', '"./fake-log.js"')
+    .replace('"sandsock:net/store@1.1.0"', '"./fake-store.js"')
+    .replace('"sandsock:net/topics@1.1.0"', '"./fake-topics.js"');
   assert.notEqual(staged, source);
   writeFileSync(join(dir, "sandsock-entry.js"), staged);
   const names = ["read", "write", "setInterest", "shutdownWrite", "close", "peer", "tls",
@@ -33,8 +35,14 @@ before(async () => {
   writeFileSync(join(dir, "fake-io.js"), names.map((n) =>
     `export function ${n}(...a) { return globalThis.__sandsockFakeIo.${n}(...a); }\n`).join(""));
   writeFileSync(join(dir, "fake-log.js"), "export function write() {}\n");
+  const fakes = (names) => names.map((n) =>
+    `export function ${n}(...a) { return globalThis.__sandsockFakeIo.${n}(...a); }\n`).join("");
+  writeFileSync(join(dir, "fake-store.js"), fakes(["open", "get", "set", "exists",
+    "listKeys", "increment", "compareAndSwap", "getMany", "setMany", "deleteMany"]) +
+    "export { del as delete };\nfunction del(...a) { return globalThis.__sandsockFakeIo.delete(...a); }\n");
+  writeFileSync(join(dir, "fake-topics.js"), fakes(["subscribe", "unsubscribe", "publish"]));
   writeFileSync(join(dir, "app.js"), `
-    import { serve, setTimer, connect, IoError } from "./sandsock.js";
+    import { serve, setTimer, connect, IoError, openBucket, publish } from "./sandsock.js";
     const app = globalThis.__sandsockApp;
     serve({
       onAccept(conn) {
@@ -48,6 +56,8 @@ before(async () => {
     });
     app.setTimer = setTimer;
     app.connect = connect;
+    app.openBucket = openBucket;
+    app.publish = publish;
   `);
   sdk = await import(pathToFileURL(join(dir, "sandsock.js")));
   entry = await import(pathToFileURL(join(dir, "sandsock-entry.js")));
@@ -103,4 +113,35 @@ test("any other exception from an import is rethrown, not made an IoError", () =
   assert.throws(() => accept(() => app.setTimer(1, 10)), /no-such-case/);
   io.setTimer = () => { throw new Error("limit-exceeded"); };
   assert.throws(() => accept(() => app.setTimer(1, 10)), (e) => !(e instanceof sdk.IoError));
+});
+
+test("the store's calls answer numbers, and a refused one is a StoreError", () => {
+  io.open = (name) => {
+    if (name === "bad*") throw qjsError("bad-name");
+    return 3;
+  };
+  io.get = (bucket, key) => {
+    assert.equal(bucket, 3);
+    assert.equal(key, "k");
+    return 41n; // a BigInt toolchain's u64
+  };
+  io.publish = () => {
+    throw componentJsError("value-too-large");
+  };
+  let op;
+  let refusals = [];
+  app.action = () => {};
+  accept(() => {
+    op = app.openBucket("kv").get("k");
+    for (const f of [() => app.openBucket("bad*"), () => app.publish("room", "x")]) {
+      try {
+        f();
+      } catch (e) {
+        if (!(e instanceof sdk.StoreError)) throw e;
+        refusals.push(e.reason);
+      }
+    }
+  });
+  assert.equal(op, 41);
+  assert.deepEqual(refusals, ["bad-name", "value-too-large"]);
 });

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 
 import {
   Handler, Runtime, IoError, HIGH_WATER, LOW_WATER, READ_CHUNK, MAX_TIMER_MS,
-  setTimer, connect, log, setLogSink,
+  setTimer, connect, log, setLogSink, text,
 } from "../sandsock.js";
 import { FakeHost, deliver, ev } from "../testing/fake-host.js";
 
@@ -549,4 +549,32 @@ test("a snapshot bad in its last connection takes up none of it", () => {
   assert.equal(fresh.host.output(1), "");
   assert.equal(fresh.host.output(2), "");
   assert.equal(fresh.rt.conn(1).queued, 0);
+});
+
+test("store answers and topic messages reach onStore and onMessage (contract 1.1)", () => {
+  const heard = [];
+  const h = new (class extends Handler {
+    onStore(op, answer) {
+      const number = op === 9 ? answer.number : undefined; // an increment's answer
+      heard.push(["store", op, answer.outcome, answer.value && text(answer.value), number]);
+    }
+    onMessage(sub, bytes) { heard.push(["message", sub, text(bytes)]); }
+    onLost(sub, count) { heard.push(["lost", sub, count]); }
+  })();
+  const rt = new Runtime(h, new FakeHost());
+  const record = (kind, fields) => ({ kind, code: 0, conn: 0, id: 0, value: 0, start: 0, len: 0, ...fields });
+  rt.handle([
+    record(9, { id: 7, start: 0, len: 2 }),
+    record(9, { id: 8, code: 1 }),
+    record(9, { id: 9, value: 2n ** 64n - 3n, start: 4, len: 2 }),
+    record(10, { id: 1, start: 2, len: 2 }),
+    record(11, { id: 1, value: 5 }),
+  ], enc("v1hi-3"));
+  assert.deepEqual(heard, [
+    ["store", 7, "ok", "v1", undefined],
+    ["store", 8, "not-found", null, undefined],
+    ["store", 9, "ok", "-3", -3],
+    ["message", 1, "hi"],
+    ["lost", 1, 5],
+  ]);
 });

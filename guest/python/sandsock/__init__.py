@@ -12,7 +12,9 @@ A guest is a ``Handler`` subclass, served from the component's ``app`` module::
 
 ``serve`` returns the two classes componentize-py looks for in ``app``:
 ``WitWorld`` (the ``handle`` export) and ``State`` (the ``state`` interface of the
-``stateful-handler`` world). See README.md for the whole API.
+``stateful-handler`` world). The store and topics the host keeps (contract 1.1)
+are ``open_bucket``, ``subscribe`` and ``publish``, answered in ``on_store`` and
+``on_message`` (see ``sandsock.store``). See README.md for the whole API.
 """
 
 from .runtime import (
@@ -21,11 +23,16 @@ from .runtime import (
 )
 from . import runtime as _runtime
 from .lines import LineHandler
+from .store import (
+    Answer, Bucket, StoreError, open_bucket, publish, subscribe, unsubscribe,
+)
 
 __all__ = [
     "Handler", "LineHandler", "Conn", "IoError", "BadSnapshot", "SnapshotWriter",
     "SnapshotReader", "serve", "set_timer", "cancel_timer", "connect", "conns",
     "close_all", "log", "HIGH_WATER", "LOW_WATER", "WRITE_CHUNK",
+    "Answer", "Bucket", "StoreError", "open_bucket", "subscribe", "unsubscribe",
+    "publish",
 ]
 
 

@@ -43,9 +43,9 @@ MAX_TIMER_MS = 86_400_000
 # What to do once a connection's queue is sent.
 _NOTIFY, _SHUTDOWN, _CLOSE = 0, 1, 2
 
-# The kinds of event of contract 1.0 (the WIT's numbers).
+# The kinds of event of contract 1.1 (the WIT's numbers; 9 to 11 since 1.1).
 (_ACCEPTED, _CONNECTED, _DATA, _EOF, _WRITABLE, _HANGUP, _TIMER, _ADOPTED,
- _SHUTDOWN_EVENT) = range(9)
+ _SHUTDOWN_EVENT, _STORE, _MESSAGE, _LOST) = range(12)
 # The io-error names, by position: what a hangup event's code says.
 _ERRORS = ("closed", "reset", "unknown-conn", "not-permitted", "limit-exceeded",
            "refused", "unreachable", "invalid-address")
@@ -105,6 +105,18 @@ class Handler:
 
     def on_shutdown(self):
         """The host is shutting down: finish what is in flight and close."""
+
+    def on_store(self, op, answer):
+        """The store operation ``op`` (an id a ``Bucket`` method returned) ended:
+        ``answer`` is a ``sandsock.Answer``. Once per operation (``get_many``: once
+        per key), in a later call than the one that made it."""
+
+    def on_message(self, subscription, message):
+        """``message`` (bytes) was published on the topic of ``subscription``."""
+
+    def on_lost(self, subscription, count):
+        """``count`` messages of ``subscription`` were dropped: this instance fell
+        too far behind the publishers."""
 
     def on_adopted(self, conn):
         """After a hot swap (``--swap handoff``): ``conn`` is now this instance's.
@@ -376,6 +388,14 @@ class Runtime:
                 self._adopt(event.conn)
             elif kind == _SHUTDOWN_EVENT:
                 handler.on_shutdown()
+            elif kind == _STORE:
+                from .store import Answer
+                data = input[event.start:event.start + event.len]
+                handler.on_store(event.id, Answer(event.code, event.value, data))
+            elif kind == _MESSAGE:
+                handler.on_message(event.id, input[event.start:event.start + event.len])
+            elif kind == _LOST:
+                handler.on_lost(event.id, event.value)
             else:
                 continue
             # What waited may resume, and an on_close may resume more: until quiet.

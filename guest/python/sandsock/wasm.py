@@ -3,14 +3,14 @@
 host object ``Runtime`` drives, and ``serve``, which makes the export classes."""
 
 from componentize_py_types import Err
-from wit_world.imports import io, log as _wit_log, types
+from wit_world.imports import io, log as _wit_log, store, topics, types
 
 from . import runtime
 
 
 class WasmHost:
-    """The real host: the ``io`` imports and the binding classes ``Runtime`` tests
-    results against."""
+    """The real host: the ``io``, ``store`` and ``topics`` imports, and the binding
+    classes ``Runtime`` tests results against."""
 
     write = staticmethod(io.write)
     set_interest = staticmethod(io.set_interest)
@@ -21,6 +21,20 @@ class WasmHost:
     set_timer = staticmethod(io.set_timer)
     cancel_timer = staticmethod(io.cancel_timer)
     connect = staticmethod(io.connect)
+    store_open = staticmethod(store.open)
+    store_get = staticmethod(store.get)
+    store_set = staticmethod(store.set)
+    store_delete = staticmethod(store.delete)
+    store_exists = staticmethod(store.exists)
+    store_list_keys = staticmethod(store.list_keys)
+    store_increment = staticmethod(store.increment)
+    store_compare_and_swap = staticmethod(store.compare_and_swap)
+    store_get_many = staticmethod(store.get_many)
+    store_set_many = staticmethod(store.set_many)
+    store_delete_many = staticmethod(store.delete_many)
+    subscribe = staticmethod(topics.subscribe)
+    unsubscribe = staticmethod(topics.unsubscribe)
+    publish = staticmethod(topics.publish)
     Err = Err
 
     WriteAccepted = types.WriteResult_Accepted

@@ -109,7 +109,8 @@ class Event:
 
 
 # The kinds (the WIT's numbers) and io-error positions.
-ACCEPTED, CONNECTED, DATA, EOF, WRITABLE, HANGUP, TIMER, ADOPTED, SHUTDOWN = range(9)
+(ACCEPTED, CONNECTED, DATA, EOF, WRITABLE, HANGUP, TIMER, ADOPTED, SHUTDOWN, STORE,
+ MESSAGE, LOST) = range(12)
 ERRORS = ("closed", "reset", "unknown-conn", "not-permitted", "limit-exceeded",
           "refused", "unreachable", "invalid-address")
 
@@ -160,7 +161,73 @@ def ip_port(addr):
         return None
 
 
-class FakeHost:
+class FakeStore:
+    """The store and topics (contract 1.1), mixed into ``FakeHost``: a dict that
+    answers each operation at once into ``answers``, which ``mail()`` turns into
+    the ``store`` events the host would deliver in a later batch; topics record
+    what was published and hand out subscriptions."""
+
+    def _store_init(self):
+        self.buckets, self.entries, self.answers = [], {}, []
+        self.next_op = 0
+        self.topics, self.published = [], []
+
+    def _answer(self, code, value=0, data=b""):
+        self.next_op += 1
+        self.answers.append((self.next_op, code, value, data))
+        return self.next_op
+
+    def _key(self, bucket, key):
+        return (self.buckets[bucket], key)
+
+    def mail(self):
+        """``handle``'s arguments for the answers so far, as ``store`` events."""
+        records, input = [], bytearray()
+        for op, code, value, data in self.answers:
+            records.append(Event(STORE, code=code, id=op, value=value,
+                                 start=len(input), len=len(data)))
+            input += data
+        self.answers = []
+        return records, bytes(input)
+
+    def store_open(self, name):
+        if not name or "*" in name:
+            raise Err("bad-name")
+        if name not in self.buckets:
+            self.buckets.append(name)
+        return self.buckets.index(name)
+
+    def store_get(self, bucket, key):
+        value = self.entries.get(self._key(bucket, key))
+        return self._answer(0, 0, value) if value is not None else self._answer(1)
+
+    def store_set(self, bucket, key, value):
+        assert type(value) is bytes, "store.set wants bytes exactly"
+        self.entries[self._key(bucket, key)] = value
+        return self._answer(0)
+
+    def store_delete(self, bucket, key):
+        found = self.entries.pop(self._key(bucket, key), None) is not None
+        return self._answer(0 if found else 1)
+
+    def store_increment(self, bucket, key, delta):
+        now = int(self.entries.get(self._key(bucket, key), b"0")) + delta
+        self.entries[self._key(bucket, key)] = str(now).encode()
+        return self._answer(0, now % (1 << 64))
+
+    def subscribe(self, topic):
+        self.topics.append(topic)
+        return len(self.topics)
+
+    def unsubscribe(self, subscription):
+        pass
+
+    def publish(self, topic, message):
+        assert type(message) is bytes, "topics.publish wants bytes exactly"
+        self.published.append((topic, message))
+
+
+class FakeHost(FakeStore):
     """The io interface of one guest instance (``wit/handler.wit``, as
     ``wit/io-cases.json`` says it behaves: ``tests/test_contract.py`` runs that
     table here). A connection exists once handed out: ``conn(handle)`` does it on
@@ -178,6 +245,7 @@ class FakeHost:
         self.timer_limit = 10
         self.next_handle = 1000
         self.allow_connect = True  # the host's --allow-connect: here, anything
+        self._store_init()
 
     def conn(self, handle):
         """The connection ``handle``, handed out now if it never was."""

@@ -1,7 +1,8 @@
-"""chat: every line a client sends goes to every other connected client.
-
-The room lives in the guest instance: serve it with one instance for every
-connection and one worker (``--isolation shared --workers 1``, the defaults).
+"""chat: every line a client sends goes to every other connected client, on
+every worker: the room is a topic of the host (contract 1.1). Each instance
+subscribes to it and publishes its clients' lines there, tagged with the sender's
+handle (unique in the host), and relays every message it hears to its own
+clients but the sender.
 
 A line is relayed exactly as sent, ``\\n`` included, once it is complete; the sender
 does not get its own lines back. Lines are capped at ``MAX_LINE`` bytes (a longer
@@ -20,6 +21,7 @@ import sandsock
 
 MAX_LINE = 64 * 1024
 MAX_BACKLOG = 1024 * 1024
+ROOM = "room"
 
 
 class Chat(sandsock.LineHandler):
@@ -28,13 +30,23 @@ class Chat(sandsock.LineHandler):
 
     def __init__(self):
         self.members = {}  # Conn -> None: a dict keeps the order they joined
+        self.subscription = None
 
     def on_accept(self, conn):
+        if self.subscription is None:
+            self.subscription = sandsock.subscribe(ROOM)
         self.members[conn] = None
 
     def on_line(self, sender, line):
+        sandsock.publish(ROOM, sender.id.to_bytes(8, "little") + line)
+
+    def on_message(self, subscription, message):
+        sender = int.from_bytes(message[:8], "little")
+        self.relay(sender, message[8:])
+
+    def relay(self, sender, line):
         for receiver in self.members:
-            if receiver is not sender:
+            if receiver.id != sender:
                 receiver.write(line)
                 if receiver.queued > MAX_BACKLOG:
                     # A graceful close would wait for a backlog that a receiver

@@ -39,6 +39,10 @@ const SDK_MODULES: &[(&str, &str)] = &[
         "snapshot.js",
         include_str!("../../../../guest/js/sandsock/snapshot.js"),
     ),
+    (
+        "store.js",
+        include_str!("../../../../guest/js/sandsock/store.js"),
+    ),
 ];
 const ENTRY: &str = include_str!("../../../../guest/js/sandsock-entry.js");
 /// The toolchain, pinned: the lock file names the exact packages.

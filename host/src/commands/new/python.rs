@@ -26,6 +26,10 @@ const SDK_SOURCES: &[(&str, &str)] = &[
         include_str!("../../../../guest/python/sandsock/lines.py"),
     ),
     (
+        "store.py",
+        include_str!("../../../../guest/python/sandsock/store.py"),
+    ),
+    (
         "wasm.py",
         include_str!("../../../../guest/python/sandsock/wasm.py"),
     ),

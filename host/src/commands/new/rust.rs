@@ -57,6 +57,10 @@ const SDK_SOURCES: &[(&str, &str)] = &[
         include_str!("../../../../guest/sdk/src/snapshot.rs"),
     ),
     (
+        "src/store.rs",
+        include_str!("../../../../guest/sdk/src/store.rs"),
+    ),
+    (
         "src/tests.rs",
         include_str!("../../../../guest/sdk/src/tests.rs"),
     ),

@@ -133,7 +133,10 @@ impl Lowered {
                 self.events.push(answer(OK, 0));
             }
             Outcome::Swapped(false) => self.events.push(answer(CONFLICT, 0)),
-            Outcome::Counter(n) => self.events.push(answer(OK, n as u64)),
+            Outcome::Counter(n) => {
+                let decimal = n.to_string();
+                self.push_with_bytes(answer(OK, n as u64), decimal.as_bytes());
+            }
             Outcome::Keys(keys, more) => {
                 let mut page = Vec::with_capacity(keys.iter().map(|k| 4 + k.len()).sum());
                 for key in &keys {
