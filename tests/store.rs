@@ -216,6 +216,8 @@ fn limits_answer_errors_and_a_full_namespace_takes_no_more() {
         "16",
         "--store-max-bytes",
         "64",
+        "--admin",
+        "127.0.0.1:0",
     ]);
     let mut stream = host.connect();
     let mut line = |request: &str| {
@@ -242,6 +244,17 @@ fn limits_answer_errors_and_a_full_namespace_takes_no_more() {
         "OK",
         "room again"
     );
+
+    // What /metrics says of it.
+    let sets = host.metric("sandsock_store_operations_total", &[("op", "set")]);
+    assert_eq!(sets, 7.0, "every SET was answered");
+    let errors = |error| host.metric("sandsock_store_errors_total", &[("error", error)]);
+    assert_eq!(errors("key-too-large"), 1.0);
+    assert_eq!(errors("value-too-large"), 1.0);
+    assert_eq!(errors("namespace-full"), 1.0);
+    let labels = [("namespace", "kv"), ("store", "memory")];
+    let bytes = host.metric("sandsock_store_bytes", &labels);
+    assert_eq!(bytes, 60.0, "3 entries of 20 bytes");
 }
 
 #[test]

@@ -23,6 +23,7 @@ use tracing::{info, warn};
 use crate::runtime::contracts::Contract;
 use crate::shared::metrics::{Published, TrapCause};
 use crate::shared::rate_limit::RateLimit;
+use crate::store::{OP_NAMES, StoreError, Stores};
 use crate::swap::ReloadHandle;
 
 /// How long a client may take to send its request, in all.
@@ -43,6 +44,8 @@ pub struct Admin {
     /// Asks for a reload; `None` when there is nothing to reload (a built-in guest
     /// and no TLS certificate).
     pub reload: Option<ReloadHandle>,
+    /// The store, for the bytes its namespace holds (none for the native baseline).
+    pub store: Option<Arc<Stores>>,
 }
 
 impl Admin {
@@ -155,6 +158,7 @@ impl Admin {
             workers: self.workers.clone(),
             reloads_refused: self.reloads_refused.clone(),
             max_connections: self.max_connections,
+            store: self.store.clone(),
         }));
         let mut text = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)?;
@@ -168,6 +172,7 @@ struct Scrape {
     workers: Vec<Arc<Published>>,
     reloads_refused: Arc<AtomicU64>,
     max_connections: usize,
+    store: Option<Arc<Stores>>,
 }
 
 type Labels = Vec<(Cow<'static, str>, Cow<'static, str>)>;
@@ -193,6 +198,8 @@ struct Metric {
 enum Samples {
     /// One value for the whole process, with these labels.
     Process(&'static [(&'static str, &'static str)], fn(&Scrape) -> u64),
+    /// One value for the whole process, with labels known at the scrape, if any.
+    ProcessLabelled(fn(&Scrape) -> Option<(Labels, u64)>),
     /// A value per worker.
     Worker(fn(&Published) -> u64),
     /// A value in seconds per worker (a counter).
@@ -406,6 +413,61 @@ const METRICS: &[Metric] = {
             })],
         },
         Metric {
+            name: "sandsock_store_operations",
+            help: "Store operations answered (contract 1.1), by operation.",
+            kind: Counter,
+            samples: &[WorkerBy("op", |p| {
+                OP_NAMES
+                    .iter()
+                    .zip(&p.store_ops)
+                    .map(|(name, cell)| ((*name).into(), load(cell)))
+                    .collect()
+            })],
+        },
+        Metric {
+            name: "sandsock_store_errors",
+            help: "Store operations answered with an error, by error (the contract's outcome).",
+            kind: Counter,
+            samples: &[WorkerBy("error", |p| {
+                StoreError::ALL
+                    .iter()
+                    .zip(&p.store_errors)
+                    .map(|(error, cell)| (error.name().into(), load(cell)))
+                    .collect()
+            })],
+        },
+        Metric {
+            name: "sandsock_store_operation_seconds",
+            help: "Time from a store operation's submission to its answer reaching the worker.",
+            kind: Histogram,
+            samples: &[WorkerHistogram(|p| p.store_seconds.read())],
+        },
+        Metric {
+            name: "sandsock_topic_messages",
+            help: "Topic messages for this worker's instances: delivered, or lost (the instance fell behind).",
+            kind: Counter,
+            samples: &[WorkerBy("outcome", |p| {
+                vec![
+                    ("delivered".into(), load(&p.topic_messages)),
+                    ("lost".into(), load(&p.topic_lost)),
+                ]
+            })],
+        },
+        Metric {
+            name: "sandsock_store_bytes",
+            help: "Bytes (keys and values) the guest's namespace holds, against --store-max-bytes.",
+            kind: Gauge,
+            samples: &[ProcessLabelled(|s| {
+                let stores = s.store.as_ref()?;
+                let config = stores.config();
+                let labels: Labels = vec![
+                    ("namespace".into(), config.namespace.to_string().into()),
+                    ("store".into(), config.kind.label().into()),
+                ];
+                Some((labels, stores.namespace_bytes()))
+            })],
+        },
+        Metric {
             name: "sandsock_retired_generation_connections",
             help: "Connections each older generation still holds (drain).",
             kind: Gauge,
@@ -439,6 +501,11 @@ impl Scrape {
         match *samples {
             Samples::Process(labels, value) => {
                 encode_value(&mut family.encode_family(&labels)?, kind, value(self))?
+            }
+            Samples::ProcessLabelled(read) => {
+                if let Some((labels, value)) = read(self) {
+                    encode_value(&mut family.encode_family(&labels)?, kind, value)?;
+                }
             }
             Samples::Worker(value) => {
                 for (labels, p) in self.live() {

@@ -58,7 +58,15 @@ pub fn serve(args: &ServeArgs, log_format: LogFormat) -> Result<()> {
                     settings.event_loop(worker, listeners, NativeHttp::default())
                 })
                 .collect::<Result<Vec<_>>>()?;
-            return run(args, log_format, supervisor, loops, None, "native http");
+            return run(
+                args,
+                log_format,
+                supervisor,
+                loops,
+                None,
+                None,
+                "native http",
+            );
         }
         Some(other) => bail!("unknown native baseline `{other}` (known: http)"),
     }
@@ -139,6 +147,7 @@ pub fn serve(args: &ServeArgs, log_format: LogFormat) -> Result<()> {
         supervisor,
         loops,
         reloader,
+        Some(stores),
         &source.origin,
     )
 }
@@ -181,6 +190,7 @@ fn run<H: EventHandler + Send + 'static>(
     mut supervisor: Supervisor,
     mut loops: Vec<EventLoop<H>>,
     reloader: Option<Reloader>,
+    store: Option<Arc<Stores>>,
     what: &str,
 ) -> Result<()> {
     let workers = loops.len();
@@ -199,6 +209,7 @@ fn run<H: EventHandler + Send + 'static>(
                 reloads_refused: reloader.as_ref().map(Reloader::refused).unwrap_or_default(),
                 max_connections: args.max_connections,
                 reload: reloader.as_ref().map(Reloader::handle),
+                store,
             };
             Some(admin.start(addr, args.admin_allow_remote)?)
         }

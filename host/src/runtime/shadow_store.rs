@@ -56,8 +56,8 @@ pub struct ShadowStore {
     serving: VecDeque<ServingOp>,
     publishes: VecDeque<(String, Vec<u8>, bool)>,
     /// Shadow operations waiting for the serving answer they matched: shadow id,
-    /// serving id.
-    waiting: Vec<(u64, u64)>,
+    /// serving id, and the operation's kind.
+    waiting: Vec<(u64, u64, u8)>,
     /// The shadow's own writes: a key's value, or `None` for one it deleted.
     overlay: HashMap<(String, String), Option<Vec<u8>>>,
     subscriptions: Vec<(u64, String)>,
@@ -92,15 +92,15 @@ impl ShadowStore {
                 continue;
             };
             served.answer = Some(outcome.clone());
-            let waiting: Vec<u64> = self
+            let waiting: Vec<(u64, u8)> = self
                 .waiting
                 .iter()
-                .filter(|(_, serving)| serving == id)
-                .map(|(shadow, _)| *shadow)
+                .filter(|(_, serving, _)| serving == id)
+                .map(|&(shadow, _, kind)| (shadow, kind))
                 .collect();
-            self.waiting.retain(|(_, serving)| serving != id);
-            for shadow in waiting {
-                self.answer(shadow, outcome.clone());
+            self.waiting.retain(|(_, serving, _)| serving != id);
+            for (shadow, kind) in waiting {
+                self.answer(shadow, kind, outcome.clone());
             }
         }
         for (topic, bytes) in &recording.publishes {
@@ -126,14 +126,15 @@ impl ShadowStore {
     /// The shadow's operation `id`: matched, kept in the overlay, or read through
     /// `read_through` (which submits it to the real store as the shadow's).
     pub fn submit(&mut self, id: u64, op: Op, read_through: impl FnOnce(u64, Op)) {
+        let kind = op.index();
         if let Some(served) = self.serving.iter_mut().find(|s| !s.matched && s.op == op) {
             served.matched = true;
             match &served.answer {
                 Some(answer) => {
                     let answer = answer.clone();
-                    self.answer(id, answer);
+                    self.answer(id, kind, answer);
                 }
-                None => self.waiting.push((id, served.id)),
+                None => self.waiting.push((id, served.id, kind)),
             }
             // The real store has this write: later reads go through to it.
             for key in keys(&op) {
@@ -149,13 +150,13 @@ impl ShadowStore {
                 )
             });
             let outcome = self.apply(&op);
-            self.answer(id, outcome);
+            self.answer(id, kind, outcome);
             return;
         }
         let keys = keys(&op);
         if !keys.is_empty() && keys.iter().all(|key| self.overlay.contains_key(key)) {
             let outcome = self.apply(&op);
-            self.answer(id, outcome);
+            self.answer(id, kind, outcome);
         } else {
             read_through(id, op);
         }
@@ -192,11 +193,12 @@ impl ShadowStore {
         });
     }
 
-    fn answer(&mut self, op: u64, outcome: Outcome) {
+    fn answer(&mut self, op: u64, kind: u8, outcome: Outcome) {
         if let Some(to) = self.asker {
             self.mail.push(Delivery::Done {
                 to,
                 op,
+                kind,
                 outcome,
                 submitted: Instant::now(),
             });

@@ -119,9 +119,6 @@ impl StoreSession {
         match &delivery {
             Delivery::Done { op, outcome, .. } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
-                if let (Outcome::Failed(error), Some(link)) = (outcome, &self.link) {
-                    link.count_error(*error);
-                }
                 if let Some(recording) = &mut self.recording {
                     recording.answers.push((*op, outcome.clone()));
                 }
@@ -136,11 +133,7 @@ impl StoreSession {
                     recording.messages.push((topic.clone(), bytes.clone()));
                 }
             }
-            Delivery::Lost { count, .. } => {
-                if let Some(link) = &self.link {
-                    link.count_lost(*count);
-                }
-            }
+            Delivery::Lost { .. } => {}
         }
         self.mail.push(delivery);
         self.mail.len() == 1
@@ -171,37 +164,38 @@ impl StoreSession {
         };
         let asker = self.asker(&link);
         self.in_flight += 1;
+        let name = self.buckets.get(bucket as usize);
+        let op = op(name.cloned().unwrap_or_default());
+        let kind = op.index();
         let refused = if self.in_flight > MAX_IN_FLIGHT {
             Some(StoreError::Busy)
         } else {
-            match self.buckets.get(bucket as usize) {
+            match name {
                 None => Some(StoreError::BadName),
-                Some(name) => {
-                    let op = op(name.clone());
-                    match op.check(link.limits()) {
-                        Ok(()) => {
-                            match shadow {
-                                Some(shadow) => shadow.submit(id, op, |id, op| {
-                                    link.submit(asker, id, op);
-                                }),
-                                None => {
-                                    if let Some(recording) = &mut self.recording {
-                                        recording.ops.push((id, op.clone()));
-                                    }
-                                    link.submit(asker, id, op);
+                Some(_) => match op.check(link.limits()) {
+                    Ok(()) => {
+                        match shadow {
+                            Some(shadow) => shadow.submit(id, op, |id, op| {
+                                link.submit(asker, id, op);
+                            }),
+                            None => {
+                                if let Some(recording) = &mut self.recording {
+                                    recording.ops.push((id, op.clone()));
                                 }
+                                link.submit(asker, id, op);
                             }
-                            None
                         }
-                        Err(error) => Some(error),
+                        None
                     }
-                }
+                    Err(error) => Some(error),
+                },
             }
         };
         if let Some(error) = refused {
             link.inbox().post_local(Delivery::Done {
                 to: asker,
                 op: id,
+                kind,
                 outcome: Outcome::Failed(error),
                 submitted: Instant::now(),
             });

@@ -26,6 +26,19 @@ pub const CALL_EVENTS: [f64; 11] = [
 /// Bucket bounds of the swap duration histogram (trigger to serving), in seconds.
 pub const SWAP_SECONDS: [f64; 10] = [1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0, 10.0];
 
+/// Bucket bounds of the store's answer time (an operation submitted to its answer
+/// handed to the worker), in seconds: from the memory backend's next turn to a
+/// remote store's timeout.
+pub const STORE_SECONDS: [f64; 12] = [
+    1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2, 5e-2, 0.25, 1.0,
+];
+
+/// Kinds of store operation counted (the store's `OP_NAMES`).
+pub const STORE_OPS: usize = 10;
+
+/// Kinds of store error counted (the store's `StoreError::ALL`).
+pub const STORE_ERRORS: usize = 9;
+
 /// Why a guest trapped, as the metric's `cause` label says it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TrapCause {
@@ -219,6 +232,34 @@ pub struct CanaryCounters {
     pub seconds: f64,
 }
 
+/// What a worker's handler counts of its instances' store operations and topic
+/// messages, as their answers arrive.
+#[derive(Clone, Debug)]
+pub struct StoreCounters {
+    /// Operations answered, by kind.
+    pub ops: [u64; STORE_OPS],
+    /// Operations answered with an error, by error.
+    pub errors: [u64; STORE_ERRORS],
+    /// Submitted to answered, in seconds.
+    pub seconds: Histogram<12>,
+    /// Topic messages delivered to this worker's instances.
+    pub messages: u64,
+    /// Topic messages dropped for this worker's instances (they fell behind).
+    pub lost: u64,
+}
+
+impl Default for StoreCounters {
+    fn default() -> Self {
+        Self {
+            ops: [0; STORE_OPS],
+            errors: [0; STORE_ERRORS],
+            seconds: Histogram::new(&STORE_SECONDS),
+            messages: 0,
+            lost: 0,
+        }
+    }
+}
+
 /// What a worker's generations count.
 #[derive(Clone, Debug)]
 pub struct SwapCounters {
@@ -274,6 +315,16 @@ pub struct Published {
     pub live: AtomicBool,
     /// Set during a shutdown.
     pub stopping: AtomicBool,
+    /// See [`StoreCounters::ops`].
+    pub store_ops: [AtomicU64; STORE_OPS],
+    /// See [`StoreCounters::errors`].
+    pub store_errors: [AtomicU64; STORE_ERRORS],
+    /// See [`StoreCounters::seconds`].
+    pub store_seconds: PublishedHistogram<12>,
+    /// See [`StoreCounters::messages`].
+    pub topic_messages: AtomicU64,
+    /// See [`StoreCounters::lost`].
+    pub topic_lost: AtomicU64,
     /// [`NetCounters`] and [`NetGauges`], field by field.
     pub accepted: AtomicU64,
     /// See [`NetCounters::refused_at_limit`].
@@ -337,6 +388,11 @@ impl Default for Published {
             stopping: AtomicBool::new(false),
             accepted: AtomicU64::new(0),
             refused_at_limit: AtomicU64::new(0),
+            store_ops: std::array::from_fn(|_| AtomicU64::new(0)),
+            store_errors: std::array::from_fn(|_| AtomicU64::new(0)),
+            store_seconds: PublishedHistogram::new(&STORE_SECONDS),
+            topic_messages: AtomicU64::new(0),
+            topic_lost: AtomicU64::new(0),
             refused_guest_down: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
@@ -415,6 +471,20 @@ impl Published {
             });
             slot.store(packed, Ordering::Relaxed);
         }
+    }
+
+    /// Stores what the handler counted of the store and topics.
+    pub fn store(&self, counters: &StoreCounters) {
+        for (cell, &count) in self.store_ops.iter().zip(&counters.ops) {
+            cell.store(count, Ordering::Relaxed);
+        }
+        for (cell, &count) in self.store_errors.iter().zip(&counters.errors) {
+            cell.store(count, Ordering::Relaxed);
+        }
+        counters.seconds.publish(&self.store_seconds);
+        self.topic_messages
+            .store(counters.messages, Ordering::Relaxed);
+        self.topic_lost.store(counters.lost, Ordering::Relaxed);
     }
 
     /// Stores the canary's counters.

@@ -22,6 +22,8 @@ pub enum Delivery {
         to: Asker,
         /// The guest's id for the operation.
         op: u64,
+        /// Which operation it was ([`Op::index`](super::Op::index)), for `/metrics`.
+        kind: u8,
         /// How it ended.
         outcome: Outcome,
         /// When it was submitted, for the latency in `/metrics`.
@@ -191,6 +193,7 @@ mod tests {
         Delivery::Done {
             to: TO,
             op,
+            kind: 1,
             outcome: Outcome::Done,
             submitted,
         }

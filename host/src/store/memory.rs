@@ -65,6 +65,7 @@ impl Backend for MemoryStore {
             inbox.post_local(Delivery::Done {
                 to: job.asker,
                 op: job.op_id,
+                kind: job.op.index(),
                 outcome,
                 submitted,
             });

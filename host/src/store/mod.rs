@@ -28,6 +28,17 @@ pub use inbox::{Delivery, Inbox};
 pub use memory::MemoryStore;
 pub use namespace::{Namespace, StoreLimits};
 pub use shared::{StoreConfig, StoreKind, StoreLink, Stores};
+pub use sqlite::SqliteStore;
+
+impl StoreError {
+    /// Its place in [`StoreError::ALL`].
+    pub fn index(self) -> usize {
+        Self::ALL
+            .iter()
+            .position(|e| *e == self)
+            .expect("every error is in ALL")
+    }
+}
 pub use topics::Topics;
 
 /// Who asked: the worker whose loop gets the answer, the guest instance (its owner
@@ -89,21 +100,40 @@ pub enum Op {
     DeleteMany(String, Vec<String>),
 }
 
+/// Every operation's name, as `/metrics` labels them, in [`Op::index`] order.
+pub const OP_NAMES: [&str; 10] = [
+    "get",
+    "set",
+    "delete",
+    "exists",
+    "increment",
+    "compare-and-swap",
+    "list-keys",
+    "get-many",
+    "set-many",
+    "delete-many",
+];
+
 impl Op {
+    /// Its place in [`OP_NAMES`].
+    pub fn index(&self) -> u8 {
+        match self {
+            Self::Get(_) => 0,
+            Self::Set(..) => 1,
+            Self::Delete(_) => 2,
+            Self::Exists(_) => 3,
+            Self::Increment(..) => 4,
+            Self::CompareAndSwap(..) => 5,
+            Self::ListKeys(..) => 6,
+            Self::GetMany(..) => 7,
+            Self::SetMany(..) => 8,
+            Self::DeleteMany(..) => 9,
+        }
+    }
+
     /// Its name, as `/metrics` labels it.
     pub fn name(&self) -> &'static str {
-        match self {
-            Self::Get(_) => "get",
-            Self::Set(..) => "set",
-            Self::Delete(_) => "delete",
-            Self::Exists(_) => "exists",
-            Self::Increment(..) => "increment",
-            Self::CompareAndSwap(..) => "compare-and-swap",
-            Self::ListKeys(..) => "list-keys",
-            Self::GetMany(..) => "get-many",
-            Self::SetMany(..) => "set-many",
-            Self::DeleteMany(..) => "delete-many",
-        }
+        OP_NAMES[usize::from(self.index())]
     }
 
     /// Whether it can change the store (a canary's shadow keeps these to itself).

@@ -3,12 +3,11 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Result;
 
 use super::{
-    Asker, Backend, Inbox, Job, MemoryStore, Namespace, Op, StoreError, StoreLimits, Topics,
+    Asker, Backend, Inbox, Job, MemoryStore, Namespace, Op, StoreLimits, Topics,
     sqlite::SqliteStore,
 };
 
@@ -31,7 +30,15 @@ impl StoreKind {
         }
     }
 
-    /// How the log and `/metrics` name it.
+    /// Its kind, as `/metrics` labels it (not the path: a label stays short).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::File(_) => "file",
+        }
+    }
+
+    /// How the log names it.
     pub fn describe(&self) -> String {
         match self {
             Self::Memory => "memory".into(),
@@ -51,41 +58,12 @@ pub struct StoreConfig {
     pub limits: StoreLimits,
 }
 
-/// Store operations each worker submitted and had answered, for `/metrics`: a
-/// worker's instances count into its own cells (no other thread writes them).
-#[derive(Debug, Default)]
-pub struct StoreCounters {
-    /// Operations submitted, by [`Op::name`] in [`OP_NAMES`] order.
-    pub ops: [AtomicU64; OP_NAMES.len()],
-    /// Operations answered with an error, by [`StoreError::ALL`] order.
-    pub errors: [AtomicU64; StoreError::ALL.len()],
-    /// Messages published, and delivered to this worker's subscribers.
-    pub published: AtomicU64,
-    /// Messages this worker's subscribers lost (a full inbox).
-    pub lost: AtomicU64,
-}
-
-/// Every operation's name, as `/metrics` labels them.
-pub const OP_NAMES: [&str; 10] = [
-    "get",
-    "set",
-    "delete",
-    "exists",
-    "increment",
-    "compare-and-swap",
-    "list-keys",
-    "get-many",
-    "set-many",
-    "delete-many",
-];
-
 /// The store and topics of the process.
 pub struct Stores {
     backend: Box<dyn Backend>,
     topics: Topics,
     inboxes: Vec<Arc<Inbox>>,
     config: StoreConfig,
-    counters: Vec<StoreCounters>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -110,7 +88,6 @@ impl Stores {
         Ok(Arc::new(Self {
             backend,
             topics: Topics::new(inboxes.clone()),
-            counters: (0..workers).map(|_| StoreCounters::default()).collect(),
             inboxes,
             config,
         }))
@@ -127,11 +104,6 @@ impl Stores {
     /// What it was built from.
     pub fn config(&self) -> &StoreConfig {
         &self.config
-    }
-
-    /// Worker `worker`'s counters.
-    pub fn counters(&self, worker: usize) -> Option<&StoreCounters> {
-        self.counters.get(worker)
     }
 
     /// The bytes the guest's namespace holds.
@@ -166,30 +138,12 @@ impl StoreLink {
 
     /// Submits `op` for `asker` as `op_id`; its answer comes to this worker's inbox.
     pub fn submit(&self, asker: Asker, op_id: u64, op: Op) {
-        let counters = &self.stores.counters[self.worker];
-        if let Some(i) = OP_NAMES.iter().position(|name| *name == op.name()) {
-            counters.ops[i].fetch_add(1, Ordering::Relaxed);
-        }
         self.stores.backend.submit(Job {
             asker,
             op_id,
             namespace: self.stores.config.namespace.clone(),
             op,
         });
-    }
-
-    /// Counts an answer that was an error.
-    pub fn count_error(&self, error: StoreError) {
-        if let Some(i) = StoreError::ALL.iter().position(|e| *e == error) {
-            self.stores.counters[self.worker].errors[i].fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Counts messages lost by this worker's subscribers.
-    pub fn count_lost(&self, count: u64) {
-        self.stores.counters[self.worker]
-            .lost
-            .fetch_add(count, Ordering::Relaxed);
     }
 
     /// `asker` hears `topic` as `subscription` from now on.
@@ -216,8 +170,5 @@ impl StoreLink {
         self.stores
             .topics
             .publish(namespace, topic, message, self.worker);
-        self.stores.counters[self.worker]
-            .published
-            .fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -160,6 +160,7 @@ impl Worker {
                     inbox.post(Delivery::Done {
                         to: job.asker,
                         op: job.op_id,
+                        kind: job.op.index(),
                         outcome,
                         submitted,
                     });

@@ -16,13 +16,13 @@ use super::reloader::SwapInbox;
 use crate::runtime::component::Guest;
 use crate::runtime::engine::Runtime;
 use crate::runtime::store_imports::SHADOW_OWNER;
-use crate::shared::metrics::Published;
+use crate::shared::metrics::{Published, StoreCounters};
 use crate::sockets::batch::Batch;
 use crate::sockets::events::Event;
 use crate::sockets::handler::EventHandler;
 use crate::sockets::net::Net;
 use crate::sockets::owners::Owner;
-use crate::store::{Delivery, StoreLink};
+use crate::store::{Delivery, Outcome, StoreLink};
 
 /// An [`EventHandler`] running a wasm guest under `--isolation` and `--swap`: one
 /// instance shared by every connection, or one instance per connection, in as many
@@ -37,6 +37,8 @@ pub struct WasmHandler {
     store: Option<StoreLink>,
     /// The deliveries of one turn, kept so that a turn allocates nothing.
     mail: Vec<Delivery>,
+    /// What the answers and messages add up to, for `/metrics`.
+    store_counters: StoreCounters,
 }
 
 impl WasmHandler {
@@ -62,6 +64,7 @@ impl WasmHandler {
             canary: Pilot::new(canary_config),
             store: None,
             mail: Vec::new(),
+            store_counters: StoreCounters::default(),
         })
     }
 
@@ -104,6 +107,7 @@ impl EventHandler for WasmHandler {
         }
         link.inbox().take(&mut self.mail);
         for delivery in self.mail.drain(..) {
+            count(&mut self.store_counters, &delivery);
             let owner = delivery.to().owner;
             if owner == SHADOW_OWNER {
                 self.canary.deliver(delivery);
@@ -178,5 +182,28 @@ impl EventHandler for WasmHandler {
     fn publish(&mut self, to: &Published, net: &Net) {
         self.generations.publish(to, net);
         self.canary.publish(to);
+        to.store(&self.store_counters);
+    }
+}
+
+/// Counts one answer or message as it arrives.
+fn count(counters: &mut StoreCounters, delivery: &Delivery) {
+    match delivery {
+        Delivery::Done {
+            kind,
+            outcome,
+            submitted,
+            ..
+        } => {
+            if let Some(ops) = counters.ops.get_mut(usize::from(*kind)) {
+                *ops += 1;
+            }
+            if let Outcome::Failed(error) = outcome {
+                counters.errors[error.index()] += 1;
+            }
+            counters.seconds.observe(submitted.elapsed().as_secs_f64());
+        }
+        Delivery::Message { .. } => counters.messages += 1,
+        Delivery::Lost { count, .. } => counters.lost += count,
     }
 }
