@@ -75,6 +75,14 @@ pub trait Handler: 'static {
         let _ = (io, id);
     }
 
+    /// Every event of this call has been handled. The place to write what the
+    /// handler gathered across them: one write per connection rather than one per
+    /// event (each write the host takes at once is a send), as a server answering
+    /// store operations one by one wants. The default does nothing.
+    fn on_batch_end(&mut self, io: &mut Io) {
+        let _ = io;
+    }
+
     /// The store operation `op` ended: see [`Answer`] for what it says. Every
     /// operation is answered once (`get_many`: once per key), in a later call than
     /// the one that made it.

@@ -68,6 +68,8 @@ impl<H: Handler> Runtime<H> {
             // What waited may resume, and an `on_close` may resume more: until quiet.
             while self.deliver_held() | self.deliver_closes() {}
         }
+        self.handler.on_batch_end(&mut self.io);
+        while self.deliver_held() | self.deliver_closes() {}
     }
 
     fn accepted(&mut self, conn: Conn) {

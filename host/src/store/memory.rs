@@ -4,10 +4,11 @@
 //! every backend's.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::{Backend, Delivery, Inbox, Job, Key, Namespace, Op, Outcome, StoreError, StoreLimits};
+use super::{Backend, Delivery, Inbox, Job, Namespace, Op, Outcome, StoreError, StoreLimits};
 
 /// Keys one `list-keys` answers at most.
 pub const LIST_PAGE: usize = 100;
@@ -15,10 +16,17 @@ pub const LIST_PAGE: usize = 100;
 /// What one namespace holds.
 #[derive(Debug, Default)]
 struct Held {
-    /// By bucket, then key: ordered, so that listing with a cursor is a range.
-    entries: BTreeMap<(String, String), Vec<u8>>,
+    /// By bucket, then key (ordered, so that listing with a cursor is a range):
+    /// looked up by `&str`, so that a lookup allocates nothing.
+    buckets: HashMap<String, BTreeMap<String, Vec<u8>>>,
     /// Keys and values, in bytes, against `max_namespace_bytes`.
     bytes: u64,
+}
+
+impl Held {
+    fn get(&self, bucket: &str, key: &str) -> Option<&Vec<u8>> {
+        self.buckets.get(bucket)?.get(key)
+    }
 }
 
 /// Every namespace's keys, behind one lock: an operation holds it for a map
@@ -47,7 +55,10 @@ impl MemoryStore {
             .namespaces
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let held = namespaces.entry(namespace.clone()).or_default();
+        if !namespaces.contains_key(namespace) {
+            namespaces.insert(namespace.clone(), Held::default());
+        }
+        let held = namespaces.get_mut(namespace).expect("inserted");
         match apply(held, &self.limits, op) {
             Ok(outcome) => outcome,
             Err(error) => Outcome::Failed(error),
@@ -83,76 +94,70 @@ impl Backend for MemoryStore {
 
 fn apply(held: &mut Held, limits: &StoreLimits, op: &Op) -> Result<Outcome, StoreError> {
     op.check(limits)?;
-    let at = |key: &Key| (key.bucket.clone(), key.key.clone());
     Ok(match op {
-        Op::Get(key) => match held.entries.get(&at(key)) {
+        Op::Get(k) => match held.get(&k.bucket, &k.key) {
             Some(value) => Outcome::Value(value.clone()),
             None => Outcome::NotFound,
         },
-        Op::Exists(key) => Outcome::Exists(held.entries.contains_key(&at(key))),
-        Op::Set(key, value) => {
-            put(held, limits, at(key), value.clone())?;
+        Op::Exists(k) => Outcome::Exists(held.get(&k.bucket, &k.key).is_some()),
+        Op::Set(k, value) => {
+            put(held, limits, &k.bucket, &[(&k.key, value)])?;
             Outcome::Done
         }
-        Op::Delete(key) => {
-            if remove(held, &at(key)) {
+        Op::Delete(k) => {
+            if remove(held, &k.bucket, &k.key) {
                 Outcome::Done
             } else {
                 Outcome::NotFound
             }
         }
-        Op::Increment(key, delta) => {
-            let at = at(key);
-            let next = increment(held.entries.get(&at).map(Vec::as_slice), *delta)?;
-            put(held, limits, at, next.to_string().into_bytes())?;
+        Op::Increment(k, delta) => {
+            let next = increment(held.get(&k.bucket, &k.key).map(Vec::as_slice), *delta)?;
+            put(
+                held,
+                limits,
+                &k.bucket,
+                &[(&k.key, &next.to_string().into_bytes())],
+            )?;
             Outcome::Counter(next)
         }
-        Op::CompareAndSwap(key, expected, new) => {
-            let at = at(key);
-            if held.entries.get(&at) != expected.as_ref() {
+        Op::CompareAndSwap(k, expected, new) => {
+            if held.get(&k.bucket, &k.key) != expected.as_ref() {
                 return Ok(Outcome::Swapped(false));
             }
-            put(held, limits, at, new.clone())?;
+            put(held, limits, &k.bucket, &[(&k.key, new)])?;
             Outcome::Swapped(true)
         }
         Op::ListKeys(bucket, cursor) => {
-            let from = (bucket.clone(), cursor.clone().unwrap_or_default());
-            let mut keys: Vec<String> = held
-                .entries
-                .range(from..)
-                .take_while(|((b, _), _)| b == bucket)
-                .map(|((_, key), _)| key.clone())
-                .filter(|key| cursor.as_ref() != Some(key))
+            let Some(keys) = held.buckets.get(bucket) else {
+                return Ok(Outcome::Keys(Vec::new(), false));
+            };
+            let after = match cursor {
+                Some(cursor) => Bound::Excluded(cursor.as_str()),
+                None => Bound::Unbounded,
+            };
+            let mut page: Vec<String> = keys
+                .range::<str, _>((after, Bound::Unbounded))
+                .map(|(key, _)| key.clone())
                 .take(LIST_PAGE + 1)
                 .collect();
-            let more = keys.len() > LIST_PAGE;
-            keys.truncate(LIST_PAGE);
-            Outcome::Keys(keys, more)
+            let more = page.len() > LIST_PAGE;
+            page.truncate(LIST_PAGE);
+            Outcome::Keys(page, more)
         }
         Op::GetMany(bucket, keys) => Outcome::Values(
             keys.iter()
-                .map(|key| held.entries.get(&(bucket.clone(), key.clone())).cloned())
+                .map(|key| held.get(bucket, key).cloned())
                 .collect(),
         ),
         Op::SetMany(bucket, entries) => {
-            // All or none: check the namespace's room for the whole batch first.
-            let mut bytes = held.bytes;
-            for (key, value) in entries {
-                let at = (bucket.clone(), key.clone());
-                let old = held.entries.get(&at).map_or(0, |old| size(&at, old));
-                bytes = bytes - old + size(&at, value);
-            }
-            if bytes > limits.max_namespace_bytes {
-                return Err(StoreError::NamespaceFull);
-            }
-            for (key, value) in entries {
-                put(held, limits, (bucket.clone(), key.clone()), value.clone())?;
-            }
+            let entries: Vec<(&String, &Vec<u8>)> = entries.iter().map(|(k, v)| (k, v)).collect();
+            put(held, limits, bucket, &entries)?;
             Outcome::Done
         }
         Op::DeleteMany(bucket, keys) => {
             for key in keys {
-                remove(held, &(bucket.clone(), key.clone()));
+                remove(held, bucket, key);
             }
             Outcome::Done
         }
@@ -172,43 +177,64 @@ pub fn increment(now: Option<&[u8]>, delta: i64) -> Result<i64, StoreError> {
     now.checked_add(delta).ok_or(StoreError::NotANumber)
 }
 
-/// Stores `value` at `at` if the namespace has room for it (counting what it
-/// replaces).
+/// Stores every entry in `bucket` if the namespace has room for all of them
+/// (counting what they replace); none if not.
 fn put(
     held: &mut Held,
     limits: &StoreLimits,
-    at: (String, String),
-    value: Vec<u8>,
+    bucket: &str,
+    entries: &[(&String, &Vec<u8>)],
 ) -> Result<(), StoreError> {
-    let old = held.entries.get(&at).map_or(0, |old| size(&at, old));
-    let bytes = held.bytes - old + size(&at, &value);
+    let mut bytes = held.bytes;
+    for (key, value) in entries {
+        let old = held
+            .get(bucket, key)
+            .map_or(0, |old| size(bucket, key, old));
+        bytes = bytes - old + size(bucket, key, value);
+    }
     if bytes > limits.max_namespace_bytes {
         return Err(StoreError::NamespaceFull);
     }
     held.bytes = bytes;
-    held.entries.insert(at, value);
+    if !held.buckets.contains_key(bucket) {
+        held.buckets.insert(bucket.to_string(), BTreeMap::new());
+    }
+    let keys = held.buckets.get_mut(bucket).expect("inserted");
+    for (key, value) in entries {
+        match keys.get_mut(key.as_str()) {
+            Some(slot) => slot.clone_from(value),
+            None => {
+                keys.insert((*key).clone(), (*value).clone());
+            }
+        }
+    }
     Ok(())
 }
 
-/// Removes the entry at `at`; true if it was there.
-fn remove(held: &mut Held, at: &(String, String)) -> bool {
-    match held.entries.remove(at) {
-        Some(old) => {
-            held.bytes -= size(at, &old);
-            true
-        }
-        None => false,
+/// Removes the entry; true if it was there.
+fn remove(held: &mut Held, bucket: &str, key: &str) -> bool {
+    let Some(keys) = held.buckets.get_mut(bucket) else {
+        return false;
+    };
+    let Some(old) = keys.remove(key) else {
+        return false;
+    };
+    held.bytes -= size(bucket, key, &old);
+    if keys.is_empty() {
+        held.buckets.remove(bucket);
     }
+    true
 }
 
 /// What an entry counts against its namespace: its bucket, key and value.
-fn size((bucket, key): &(String, String), value: &[u8]) -> u64 {
+fn size(bucket: &str, key: &str, value: &[u8]) -> u64 {
     (bucket.len() + key.len() + value.len()) as u64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Key;
 
     fn store() -> MemoryStore {
         let limits = StoreLimits {

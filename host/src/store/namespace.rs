@@ -8,14 +8,14 @@ use super::StoreError;
 /// A guest's namespace (`--store-namespace`, by default the guest's name): two
 /// guests see each other's keys and topics only if they share one.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Namespace(String);
+pub struct Namespace(std::sync::Arc<str>);
 
 impl Namespace {
     /// `name` if it is a plain name (see [`plain`]). Nothing else reaches a key or a
     /// pattern (a remote store's keys are `namespace:bucket:key`).
     pub fn new(name: &str) -> Result<Self, String> {
         if plain(name, 64) {
-            Ok(Self(name.to_string()))
+            Ok(Self(name.into()))
         } else {
             Err(format!(
                 "`{name}` is not a store namespace: use 1 to 64 letters, digits, `-`, \

@@ -87,6 +87,8 @@ struct Kv {
     /// Connections whose peer has finished sending: closed once their last reply
     /// is out.
     finished: ConnMap<()>,
+    /// Connections with replies to send at the end of this call: one write each.
+    dirty: ConnMap<()>,
 }
 
 impl Default for Kv {
@@ -97,6 +99,7 @@ impl Default for Kv {
             replies: ConnMap::default(),
             asked: HashMap::new(),
             finished: ConnMap::default(),
+            dirty: ConnMap::default(),
         }
     }
 }
@@ -116,14 +119,14 @@ impl Handler for Kv {
         }
         if fed.is_err() {
             self.queue(conn, Reply::Ready(b"ERROR line too long\n".to_vec()));
-        }
-        self.flush(io, conn);
-        if fed.is_err() {
+            self.flush(io, conn);
             io.close(conn);
+            return;
         }
+        self.mark(conn);
     }
 
-    fn on_store(&mut self, io: &mut Io, op: OpId, answer: Answer<'_>) {
+    fn on_store(&mut self, _io: &mut Io, op: OpId, answer: Answer<'_>) {
         let Some(conn) = self.asked.remove(&op) else {
             return; // its connection is gone
         };
@@ -139,7 +142,16 @@ impl Handler for Kv {
             };
             *reply = Reply::Ready(answer_line(line, &answer));
         }
-        self.flush(io, conn);
+        self.mark(conn);
+    }
+
+    /// The replies that became ready during the call, one write per connection.
+    fn on_batch_end(&mut self, io: &mut Io) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for (conn, ()) in dirty.drain() {
+            self.flush(io, conn);
+        }
+        self.dirty = dirty;
     }
 
     /// The peer is done sending: close once every reply it asked for is out.
@@ -257,6 +269,11 @@ impl Kv {
         if self.replies.get(&conn).map_or(0, VecDeque::len) >= MAX_WAITING {
             io.pause_reading(conn);
         }
+    }
+
+    /// Flushes `conn` at the end of the call.
+    fn mark(&mut self, conn: Conn) {
+        self.dirty.insert(conn, ());
     }
 
     fn queue(&mut self, conn: Conn, reply: Reply) {
