@@ -16,6 +16,8 @@ use common::{Host, example, fresh_body, install, run_host, scratch};
 
 /// Where the image and the Deployment mount the writable cache volume.
 const CACHE_MOUNT: &str = "/var/cache/sandsock";
+/// Where the Deployment mounts the store's volume.
+const STATE_MOUNT: &str = "/var/lib/sandsock";
 
 fn deploy_file(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -49,6 +51,10 @@ fn on_loopback(args: &[String], dir: &Path) -> Vec<String> {
     let cache = flag(args, "--cache-dir").to_string();
     let listen = flag(args, "--listen").to_string();
     let admin = flag(args, "--admin").to_string();
+    let store = args
+        .iter()
+        .position(|a| a == "--store")
+        .map(|_| flag(args, "--store").to_string());
     let mut out = Vec::new();
     let mut skip = false;
     for arg in args {
@@ -66,6 +72,11 @@ fn on_loopback(args: &[String], dir: &Path) -> Vec<String> {
                 .strip_prefix(CACHE_MOUNT)
                 .unwrap_or_else(|| panic!("--cache-dir {cache} is not on the {CACHE_MOUNT} mount"));
             format!("{}{within}", dir.join("cache-mount").display())
+        } else if Some(arg) == store.as_ref() {
+            let within = arg
+                .strip_prefix(STATE_MOUNT)
+                .unwrap_or_else(|| panic!("--store {arg} is not on the {STATE_MOUNT} mount"));
+            format!("{}{within}", dir.join("state-mount").display())
         } else if *arg == admin {
             "127.0.0.1:0".to_string()
         } else {
@@ -82,9 +93,11 @@ fn mounts(name: &str) -> PathBuf {
     let dir = scratch(name);
     fs::create_dir(dir.join("etc")).unwrap();
     install(&dir.join("etc/guest.wasm"), &example("http"));
-    let mount = dir.join("cache-mount");
-    fs::create_dir(&mount).unwrap();
-    fs::set_permissions(&mount, fs::Permissions::from_mode(0o777)).unwrap();
+    for mount in ["cache-mount", "state-mount"] {
+        let mount = dir.join(mount);
+        fs::create_dir(&mount).unwrap();
+        fs::set_permissions(&mount, fs::Permissions::from_mode(0o777)).unwrap();
+    }
     dir
 }
 

@@ -8,6 +8,7 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 
+use common::joined;
 use common::languages::{
     check_echo_backpressure, check_echo_on_200_connections, check_exception_is_a_contained_trap,
     check_http_conformance, check_kv_across_workers, load_http, run_ok, serve,
@@ -61,7 +62,11 @@ fn kv_stores_in_the_host_and_answers_across_workers() {
 #[test]
 fn chat_relays_each_line_to_the_others() {
     // Two workers: the room is the host's topic, not an instance's.
-    let host = serve("python", "chat", &["--workers", "2"]);
+    let host = serve(
+        "python",
+        "chat",
+        &["--workers", "2", "--admin", "127.0.0.1:0"],
+    );
     let join = || BufReader::new(host.connect());
     let say = |client: &mut BufReader<TcpStream>, line: &str| {
         client.get_mut().write_all(line.as_bytes()).unwrap();
@@ -74,9 +79,11 @@ fn chat_relays_each_line_to_the_others() {
     // Each join is known to the room once a line from the newcomer went round.
     let mut alice = join();
     let mut bob = join();
+    joined(&host, 2);
     say(&mut bob, "bob here\n");
     assert_eq!(hear(&mut alice), "bob here\n");
     let mut carol = join();
+    joined(&host, 3);
     say(&mut carol, "carol here\n");
     assert_eq!(hear(&mut alice), "carol here\n");
     assert_eq!(hear(&mut bob), "carol here\n");

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Host, read_line, run_host, scratch, test_guest};
+use common::{Host, joined, read_line, run_host, scratch, test_guest};
 
 fn say(stream: &mut TcpStream, line: &str) {
     stream.write_all(format!("{line}\n").as_bytes()).unwrap();
@@ -90,15 +90,18 @@ fn kv_with_two_workers_reads_what_any_connection_stored_on_each_backend() {
 
 #[test]
 fn chat_with_two_workers_reaches_every_client() {
-    let host = Host::start(&["--guest", "chat", "--workers", "2"]);
+    let host = Host::start(&[
+        "--guest",
+        "chat",
+        "--workers",
+        "2",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
     let mut clients: Vec<TcpStream> = (0..6).map(|_| host.connect()).collect();
-    // Whoever joined must have joined the room (its worker subscribed) before the
-    // first line: the last client speaks until the first one hears it.
-    say(&mut clients[5], "ready?");
-    assert_eq!(read_line(&mut clients[0]), "ready?");
-    for client in &mut clients[1..5] {
-        assert_eq!(read_line(client), "ready?");
-    }
+    // Every client is in the room once its worker accepted it (the two workers
+    // accept in no order between them): the open connections say so.
+    joined(&host, 6);
     for (i, client) in clients.iter_mut().enumerate() {
         say(client, &format!("hello from {i}"));
     }
@@ -160,9 +163,12 @@ fn values_acknowledged_before_a_sigkill_are_read_after_a_restart() {
 
 #[test]
 fn values_acknowledged_before_a_trap_or_a_recycle_are_read_after_it() {
+    let dir = scratch("store-trap");
+    let store = dir.join("store.db");
+    let store = store.to_str().unwrap();
     let guest = test_guest("stores_then_panics");
     let guest = guest.to_str().unwrap();
-    let host = Host::start(&["--guest", guest]);
+    let host = Host::start(&["--guest", guest, "--store", store]);
     let mut stream = host.connect();
     for key in 0..50 {
         say(&mut stream, &format!("SET k{key} v{key}"));
@@ -183,7 +189,7 @@ fn values_acknowledged_before_a_trap_or_a_recycle_are_read_after_it() {
 
     // A recycle after every 3 calls: the kv example keeps its requests, not its
     // data, in the instance.
-    let host = Host::start(&["--guest", "kv", "--recycle-after", "3"]);
+    let host = Host::start(&["--guest", "kv", "--recycle-after", "3", "--store", store]);
     let mut stream = host.connect();
     for key in 0..30 {
         say(&mut stream, &format!("SET k{key} v{key}"));

@@ -139,7 +139,9 @@ fn chat_round(clients: usize, lines: usize) -> f64 {
     let streams: Vec<TcpStream> = (0..clients)
         .map(|_| TcpStream::connect(addr).expect("connect"))
         .collect();
-    // Everyone is in the room once a line from the last joiner reached the first.
+    // The two workers accept in no order between them: give both time to take
+    // their clients into the room, then check that a line goes round.
+    std::thread::sleep(Duration::from_millis(300));
     let mut first = BufReader::new(streams[0].try_clone().unwrap());
     let mut last = streams[clients - 1].try_clone().unwrap();
     last.write_all(b"ready\n").unwrap();

@@ -294,6 +294,20 @@ impl Drop for Host {
 /// The sum of every sample of `name` in `scrape` whose labels include `labels`.
 /// What a log line says where the host listens: the line itself in text mode, the
 /// record's message in JSON mode (`--log-format json`).
+/// Waits until the host (started with `--admin`) holds `clients` connections, each
+/// accepted by its worker, its instance told (the gauge is published after the call
+/// that handled `accepted`): with several workers, which accept in no order between
+/// them, the way to know that every client of a chat room has joined it.
+pub fn joined(host: &Host, clients: usize) {
+    let open = |n: f64| n >= clients as f64;
+    host.wait_metric(
+        "sandsock_connections_open",
+        &[],
+        open,
+        Duration::from_secs(10),
+    );
+}
+
 pub fn announcement(line: &str) -> String {
     if line.starts_with('{')
         && let Ok(record) = serde_json::from_str::<serde_json::Value>(line)
