@@ -88,6 +88,25 @@ fn kv_with_two_workers_reads_what_any_connection_stored_on_each_backend() {
     }
 }
 
+/// Answers larger than one call carries (about 256 KiB) wait for the next calls, in
+/// order: 40 values of 60 KB read back pipelined on one connection.
+#[test]
+fn answers_past_one_calls_input_come_in_later_calls_in_order() {
+    let host = Host::start(&["--guest", "kv"]);
+    let value = |i: usize| format!("{i:05}{}", "v".repeat(60_000));
+    let sets: Vec<String> = (0..40)
+        .map(|i| format!("SET big{i} {}\n", value(i)))
+        .collect();
+    let mut stream = host.connect();
+    for reply in pipeline(&mut stream, &sets) {
+        assert_eq!(reply, "OK\n");
+    }
+    let gets: Vec<String> = (0..40).map(|i| format!("GET big{i}\n")).collect();
+    for (i, reply) in pipeline(&mut stream, &gets).iter().enumerate() {
+        assert_eq!(*reply, format!("VALUE {}\n", value(i)), "big{i}");
+    }
+}
+
 #[test]
 fn chat_with_two_workers_reaches_every_client() {
     let host = Host::start(&[

@@ -502,14 +502,12 @@ impl ServeArgs {
         }
     }
 
-    /// The store's settings, the namespace defaulting to `guest_name`; an error is
-    /// one line naming the namespace.
+    /// The store's settings, the namespace defaulting to `guest_name` (made plain);
+    /// an error is one line naming the namespace given.
     pub fn store_config(&self, guest_name: &str) -> Result<StoreConfig, String> {
         let namespace = match &self.store_namespace {
             Some(name) => Namespace::new(name)?,
-            None => Namespace::new(guest_name).map_err(|why| {
-                format!("{why} (the guest's name is the default: give --store-namespace)")
-            })?,
+            None => Namespace::for_guest(guest_name),
         };
         Ok(StoreConfig {
             kind: self.store.clone(),

@@ -64,8 +64,8 @@ export class Answer {
     return this.ok ? this._bytes : null;
   }
 
-  /** `increment`: the new number, read from the decimal the answer carries (a u64
-   * beyond 2^53 may reach JavaScript rounded); exact within 2^53. */
+  /** `increment`: the new number (an s64), read from the decimal the answer
+   * carries, since the event's u64 may reach JavaScript rounded; exact within 2^53. */
   get number() {
     if (!this.ok) return null;
     if (this._bytes.length > 0) return Number(new TextDecoder().decode(this._bytes));

@@ -136,6 +136,11 @@ impl Instance {
             .then(|| session.deliver(delivery))
     }
 
+    /// Whether store answers or messages wait for its next call.
+    pub fn has_mail(&self) -> bool {
+        !self.store.data().store.mail.is_empty()
+    }
+
     /// Starts or stops recording what it does with the store (the serving
     /// instance, while a canary runs).
     pub fn record_store(&mut self, on: bool) {

@@ -25,6 +25,10 @@ use crate::store::{Asker, Delivery, Key, Op, Outcome, StoreError};
 /// read through, or count as differences).
 pub const MAX_SERVING: usize = 4096;
 
+/// The most of each kind a recording holds between two batches (a trial's canary
+/// takes it after every batch; only an instance that stopped serving keeps one).
+pub const MAX_RECORDED: usize = 65_536;
+
 /// What the serving instance did with the store while a canary runs, taken by the
 /// canary after each batch (`StoreSession`'s recording).
 #[derive(Debug, Default)]
@@ -83,8 +87,21 @@ impl ShadowStore {
                 answer: None,
                 matched: false,
             });
-            if self.serving.len() > MAX_SERVING {
-                self.serving.pop_front();
+            if self.serving.len() > MAX_SERVING
+                && let Some(evicted) = self.serving.pop_front()
+            {
+                // A shadow operation waiting for it would wait for ever: it fails.
+                let waiting: Vec<(u64, u8)> = self
+                    .waiting
+                    .iter()
+                    .filter(|(_, serving, _)| *serving == evicted.id)
+                    .map(|&(shadow, _, kind)| (shadow, kind))
+                    .collect();
+                self.waiting
+                    .retain(|(_, serving, _)| *serving != evicted.id);
+                for (shadow, kind) in waiting {
+                    self.answer(shadow, kind, Outcome::Failed(StoreError::Failed));
+                }
             }
         }
         for (id, outcome) in &recording.answers {
@@ -168,6 +185,11 @@ impl ShadowStore {
         self.next_subscription += 1;
         self.subscriptions.push((self.next_subscription, topic));
         self.next_subscription
+    }
+
+    /// How many subscriptions it holds.
+    pub fn subscriptions(&self) -> usize {
+        self.subscriptions.len()
     }
 
     /// Ends one of its subscriptions.

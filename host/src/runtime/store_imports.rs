@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::imports::GuestState;
-use super::shadow_store::{Recording, ShadowStore};
+use super::shadow_store::{MAX_RECORDED, Recording, ShadowStore};
 use crate::shared::wit::{StoreOutcome, sandsock};
 use crate::sockets::owners::{HOST, Owner};
 use crate::store::{Asker, Delivery, Key, Op, Outcome, StoreError, StoreLink};
@@ -104,9 +104,15 @@ impl StoreSession {
         self.link.as_ref().map(|link| self.asker(link))
     }
 
-    /// Starts (or stops) recording what it does with the store, for a canary.
+    /// Starts (or stops) recording what it does with the store, for a canary;
+    /// recording on while it is already keeps what was recorded.
     pub fn record(&mut self, on: bool) {
-        self.recording = on.then(Recording::default);
+        match on {
+            true => {
+                self.recording.get_or_insert_with(Recording::default);
+            }
+            false => self.recording = None,
+        }
     }
 
     /// What it did since the last call, while recording.
@@ -119,7 +125,9 @@ impl StoreSession {
         match &delivery {
             Delivery::Done { op, outcome, .. } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
-                if let Some(recording) = &mut self.recording {
+                if let Some(recording) = &mut self.recording
+                    && recording.answers.len() < MAX_RECORDED
+                {
                     recording.answers.push((*op, outcome.clone()));
                 }
             }
@@ -129,7 +137,9 @@ impl StoreSession {
                 ..
             } => {
                 let topic = self.subscriptions.iter().find(|(id, _)| id == subscription);
-                if let (Some(recording), Some((_, topic))) = (&mut self.recording, topic) {
+                if let (Some(recording), Some((_, topic))) = (&mut self.recording, topic)
+                    && recording.messages.len() < MAX_RECORDED
+                {
                     recording.messages.push((topic.clone(), bytes.clone()));
                 }
             }
@@ -314,6 +324,9 @@ impl sandsock::net::topics::Host for GuestState {
             return Err(StoreOutcome::Busy);
         }
         if let Some(shadow) = self.shadow.as_deref_mut() {
+            if shadow.store.subscriptions() >= MAX_SUBSCRIPTIONS {
+                return Err(StoreOutcome::Busy);
+            }
             return Ok(shadow.store.subscribe(topic));
         }
         session.next_subscription += 1;
@@ -349,7 +362,9 @@ impl sandsock::net::topics::Host for GuestState {
             return Ok(());
         }
         link.publish(&topic, &message);
-        if let Some(recording) = &mut self.store.recording {
+        if let Some(recording) = &mut self.store.recording
+            && recording.publishes.len() < MAX_RECORDED
+        {
             recording.publishes.push((topic, message));
         }
         Ok(())

@@ -124,7 +124,10 @@ impl Inbox {
             bytes,
         } = &delivery
         {
-            if queue.message_bytes + bytes.len() > MAX_QUEUED_MESSAGE_BYTES {
+            // One message always fits an empty queue, however large.
+            if queue.message_bytes > 0
+                && queue.message_bytes + bytes.len() > MAX_QUEUED_MESSAGE_BYTES
+            {
                 match queue
                     .lost
                     .iter_mut()

@@ -8,7 +8,9 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::{Backend, Delivery, Inbox, Job, Namespace, Op, Outcome, StoreError, StoreLimits};
+use super::{
+    Backend, Delivery, Inbox, Job, Namespace, Op, Outcome, StoreError, StoreLimits, last_of_each,
+};
 
 /// Keys one `list-keys` answers at most.
 pub const LIST_PAGE: usize = 100;
@@ -151,8 +153,7 @@ fn apply(held: &mut Held, limits: &StoreLimits, op: &Op) -> Result<Outcome, Stor
                 .collect(),
         ),
         Op::SetMany(bucket, entries) => {
-            let entries: Vec<(&String, &Vec<u8>)> = entries.iter().map(|(k, v)| (k, v)).collect();
-            put(held, limits, bucket, &entries)?;
+            put(held, limits, bucket, &last_of_each(entries))?;
             Outcome::Done
         }
         Op::DeleteMany(bucket, keys) => {
@@ -384,6 +385,21 @@ mod tests {
             store.apply(&a, &Op::SetMany("b".into(), entries(2))),
             Outcome::Done
         );
+        let twice = vec![
+            ("m0".to_string(), vec![1; 3]),
+            ("m0".to_string(), vec![2; 5]),
+        ];
+        assert_eq!(
+            store.apply(&a, &Op::SetMany("b".into(), twice)),
+            Outcome::Done
+        );
+        assert_eq!(
+            Backend::bytes_of(&store, &a),
+            (1 + 2 + 5) + (1 + 2 + 12),
+            "a key given twice counts once, with its last value"
+        );
+        assert_eq!(store.apply(&a, &get("m0")), Outcome::Value(vec![2; 5]));
+        store.apply(&a, &Op::Set(Key::new("b", "m0"), vec![0; 12]));
         let keys = vec!["m0".to_string(), "nope".to_string(), "m1".to_string()];
         assert_eq!(
             store.apply(&a, &Op::GetMany("b".into(), keys.clone())),

@@ -182,6 +182,21 @@ impl Op {
     }
 }
 
+/// The entries of a `set-many`, each key once, with the last value given for it
+/// (what setting them in order leaves), in the order of those last values: what a
+/// backend sizes and writes, so that a key given twice is counted once.
+pub fn last_of_each(entries: &[(String, Vec<u8>)]) -> Vec<(&String, &Vec<u8>)> {
+    let mut seen = std::collections::HashSet::with_capacity(entries.len());
+    let mut kept: Vec<(&String, &Vec<u8>)> = entries
+        .iter()
+        .rev()
+        .filter(|(key, _)| seen.insert(key.as_str()))
+        .map(|(key, value)| (key, value))
+        .collect();
+    kept.reverse();
+    kept
+}
+
 /// How an operation ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {

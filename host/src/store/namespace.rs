@@ -24,6 +24,31 @@ impl Namespace {
         }
     }
 
+    /// The namespace a guest gets when none is given: its name, with each character
+    /// a plain name cannot hold made `-`, what starts it other than a letter or a
+    /// digit dropped, cut to 64 bytes, or `guest` if nothing is left. Never an error:
+    /// a guest whose file name is not a plain name still starts.
+    pub fn for_guest(name: &str) -> Self {
+        let plain: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        let mut name = plain
+            .trim_start_matches(|c: char| !c.is_ascii_alphanumeric())
+            .to_string();
+        name.truncate(64);
+        if name.is_empty() {
+            name.push_str("guest");
+        }
+        Self(name.into())
+    }
+
     /// The name.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -122,6 +147,17 @@ mod tests {
             let said = Namespace::new(bad).unwrap_err();
             assert!(said.contains("not a store namespace"), "{said}");
         }
+    }
+
+    #[test]
+    fn a_guest_name_always_makes_a_namespace() {
+        let of = |name: &str| Namespace::for_guest(name).as_str().to_string();
+        assert_eq!(of("kv"), "kv");
+        assert_eq!(of("my handler+v2"), "my-handler-v2");
+        assert_eq!(of("_private"), "private");
+        assert_eq!(of("ünïcode"), "n-code");
+        assert_eq!(of("***"), "guest");
+        assert_eq!(of(&"x".repeat(100)).len(), 64);
     }
 
     #[test]

@@ -29,7 +29,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tracing::error;
 
 use super::memory::{LIST_PAGE, increment};
-use super::{Backend, Delivery, Inbox, Job, Namespace, Op, Outcome, StoreError, StoreLimits};
+use super::{
+    Backend, Delivery, Inbox, Job, Namespace, Op, Outcome, StoreError, StoreLimits, last_of_each,
+};
 
 /// The most operations one transaction does: enough to spread one fsync over a
 /// burst, few enough that the first answer is not held up for long.
@@ -57,7 +59,9 @@ const SCHEMA: &str = "
 
 /// The store on one file, with the thread that does its operations.
 pub struct SqliteStore {
-    jobs: Mutex<Sender<(Job, Instant)>>,
+    jobs: Sender<(Job, Instant)>,
+    /// Where an operation is answered if the store's thread is gone.
+    inboxes: Vec<Arc<Inbox>>,
     /// Each namespace's bytes as of the last transaction, for `/metrics`.
     bytes: Arc<Mutex<HashMap<Namespace, u64>>>,
 }
@@ -74,8 +78,11 @@ impl SqliteStore {
     pub fn open(path: &Path, limits: StoreLimits, inboxes: Vec<Arc<Inbox>>) -> Result<Self> {
         let conn =
             open(path).with_context(|| format!("cannot open the store {}", path.display()))?;
+        let known = usage_of_all(&conn)
+            .with_context(|| format!("cannot read the store {}", path.display()))?;
         let (jobs, queue) = mpsc::channel();
-        let bytes = Arc::new(Mutex::new(HashMap::new()));
+        let bytes = Arc::new(Mutex::new(known));
+        let answers = inboxes.clone();
         let worker = Worker {
             conn,
             path: path.to_path_buf(),
@@ -88,7 +95,8 @@ impl SqliteStore {
             .spawn(move || worker.run(queue))
             .context("cannot start the store's thread")?;
         Ok(Self {
-            jobs: Mutex::new(jobs),
+            jobs,
+            inboxes: answers,
             bytes,
         })
     }
@@ -96,9 +104,19 @@ impl SqliteStore {
 
 impl Backend for SqliteStore {
     fn submit(&self, job: Job) {
-        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        // The thread ends only with the process: a send cannot fail before.
-        let _ = jobs.send((job, Instant::now()));
+        // The thread ends only with the process, or if it panicked: then the
+        // operation is answered `failed` here, never left without an answer.
+        if let Err(mpsc::SendError((job, submitted))) = self.jobs.send((job, Instant::now()))
+            && let Some(inbox) = self.inboxes.get(job.asker.worker)
+        {
+            inbox.post(Delivery::Done {
+                to: job.asker,
+                op: job.op_id,
+                kind: job.op.index(),
+                outcome: Outcome::Failed(StoreError::Failed),
+                submitted,
+            });
+        }
     }
 
     fn bytes_of(&self, namespace: &Namespace) -> u64 {
@@ -126,6 +144,23 @@ fn configure(conn: Connection) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.execute_batch(SCHEMA)?;
     Ok(conn)
+}
+
+/// What every namespace in the file holds, as it was opened (for `/metrics` until
+/// the first write; another process's writes show from this one's next write).
+fn usage_of_all(conn: &Connection) -> rusqlite::Result<HashMap<Namespace, u64>> {
+    let mut statement = conn.prepare("SELECT namespace, bytes FROM usage")?;
+    let rows = statement.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+    })?;
+    let mut known = HashMap::new();
+    for row in rows {
+        let (name, bytes) = row?;
+        if let Ok(namespace) = Namespace::new(&name) {
+            known.insert(namespace, bytes.max(0) as u64);
+        }
+    }
+    Ok(known)
 }
 
 /// The store's thread: the connection and where answers go.
@@ -252,10 +287,10 @@ fn apply(
         }
         Op::ListKeys(bucket, cursor) => {
             let mut statement = tx.prepare_cached(
-                "SELECT key FROM entries WHERE namespace = ?1 AND bucket = ?2 AND key > ?3 \
-                 ORDER BY key LIMIT ?4",
+                "SELECT key FROM entries WHERE namespace = ?1 AND bucket = ?2 \
+                 AND (?3 IS NULL OR key > ?3) ORDER BY key LIMIT ?4",
             )?;
-            let after = cursor.as_deref().unwrap_or("");
+            let after = cursor.as_deref();
             let mut keys = statement
                 .query_map(params![ns, bucket, after, LIST_PAGE as i64 + 1], |row| {
                     row.get::<_, String>(0)
@@ -271,8 +306,10 @@ fn apply(
                 .collect::<rusqlite::Result<_>>()?,
         ),
         Op::SetMany(bucket, entries) => {
-            let entries: Vec<(&str, &Vec<u8>)> =
-                entries.iter().map(|(k, v)| (k.as_str(), v)).collect();
+            let entries: Vec<(&str, &Vec<u8>)> = last_of_each(entries)
+                .into_iter()
+                .map(|(k, v)| (k.as_str(), v))
+                .collect();
             match put(tx, limits, ns, bucket, &entries)? {
                 Ok(()) => Outcome::Done,
                 Err(error) => Outcome::Failed(error),

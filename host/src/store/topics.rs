@@ -62,11 +62,13 @@ impl Topics {
     /// Sends `bytes` to every subscriber of `topic` in `namespace`; answers how many
     /// there were. `from` is the publishing worker: its own loop needs no wake-up.
     pub fn publish(&self, namespace: &Namespace, topic: &str, bytes: &[u8], from: usize) -> usize {
+        // Made before the lock, which every worker's publishes share.
+        let key = (namespace.clone(), topic.to_string());
+        let bytes: Arc<[u8]> = bytes.into();
         let subscribers = self.lock();
-        let Some(list) = subscribers.get(&(namespace.clone(), topic.to_string())) else {
+        let Some(list) = subscribers.get(&key) else {
             return 0;
         };
-        let bytes: Arc<[u8]> = bytes.into();
         for subscriber in list {
             let Some(inbox) = self.inboxes.get(subscriber.asker.worker) else {
                 continue;

@@ -119,11 +119,13 @@ impl Generations {
     }
 
     /// Runs one owner's events (one call into its instance), and ends what that
-    /// call left with nothing to serve.
-    pub fn run(&mut self, owner: Owner, events: &[Event], net: &mut Net) {
+    /// call left with nothing to serve. Answers whether store answers or messages
+    /// are left for the instance's next call.
+    pub fn run(&mut self, owner: Owner, events: &[Event], net: &mut Net) -> bool {
         let serving = self.serving_number();
-        self.tenants.run(owner, events, serving, net);
+        let mail_left = self.tenants.run(owner, events, serving, net);
         self.tenants.after_call(owner, serving, net);
+        mail_left
     }
 
     /// The serving shared instance's snapshot, if it has an instance and exports

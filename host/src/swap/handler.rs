@@ -39,6 +39,9 @@ pub struct WasmHandler {
     mail: Vec<Delivery>,
     /// What the answers and messages add up to, for `/metrics`.
     store_counters: StoreCounters,
+    /// Owners whose last call left answers or messages for the next (a call takes
+    /// about `MAX_CALL_INPUT` of them): they get an `Event::Mail` next turn.
+    mail_left: Vec<Owner>,
 }
 
 impl WasmHandler {
@@ -65,6 +68,7 @@ impl WasmHandler {
             store: None,
             mail: Vec::new(),
             store_counters: StoreCounters::default(),
+            mail_left: Vec::new(),
         })
     }
 
@@ -102,6 +106,9 @@ impl EventHandler for WasmHandler {
         let Some(link) = &self.store else {
             return;
         };
+        for owner in self.mail_left.drain(..) {
+            batch.push(owner, Event::Mail);
+        }
         if !link.inbox().has_pending() {
             return;
         }
@@ -124,15 +131,19 @@ impl EventHandler for WasmHandler {
     }
 
     fn has_pending(&self) -> bool {
-        self.store
-            .as_ref()
-            .is_some_and(|link| link.inbox().has_pending())
+        !self.mail_left.is_empty()
+            || self
+                .store
+                .as_ref()
+                .is_some_and(|link| link.inbox().has_pending())
     }
 
     fn handle(&mut self, batch: &Batch, net: &mut Net) {
         self.canary.sample(batch, net);
         for (owner, events) in batch.groups() {
-            self.generations.run(owner, events, net);
+            if self.generations.run(owner, events, net) {
+                self.mail_left.push(owner);
+            }
         }
         let inbox = self.inbox.as_ref();
         self.canary.after_batch(&mut self.generations, net, inbox);

@@ -200,8 +200,10 @@ impl Tenants {
     }
 
     /// Runs `events` on `owner`'s instance, starting one if it may; on a trap, cuts
-    /// the instance off. While it cannot run, its connections are closed.
-    pub fn run(&mut self, owner: Owner, events: &[Event], serving: u32, net: &mut Net) {
+    /// the instance off. While it cannot run, its connections are closed. Answers
+    /// whether store answers or messages are left for its next call (a call takes
+    /// about `MAX_CALL_INPUT` of them).
+    pub fn run(&mut self, owner: Owner, events: &[Event], serving: u32, net: &mut Net) -> bool {
         let timed = self.timed;
         if let Some(tenant) = self.records.get_mut(&owner) {
             tenant.calls = tenant.calls.saturating_add(1);
@@ -211,7 +213,7 @@ impl Tenants {
         let Some(instance) = self.instance(owner, serving) else {
             self.store = store;
             self.refuse(owner, events, net);
-            return;
+            return false;
         };
         if let Some(link) = &store {
             instance.attach_store(link, owner);
@@ -219,6 +221,7 @@ impl Tenants {
         let started = timed.then(Instant::now);
         let result = instance.call(events, net, owner);
         let memory_refused = instance.memory_refused();
+        let mail_left = instance.has_mail();
         let dropped = instance
             .log_budget()
             .has_dropped()
@@ -236,7 +239,9 @@ impl Tenants {
         }
         if let Err(err) = result {
             self.on_trap(owner, err, memory_refused, serving, net);
+            return false;
         }
+        mail_left
     }
 
     /// After `owner`'s call: an instance per connection ends with its connections,

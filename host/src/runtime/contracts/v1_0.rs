@@ -83,38 +83,51 @@ impl Lowered {
         }
     }
 
-    /// Lowers every answer and message waiting for the instance, in the order they
-    /// came, their bytes into the input.
+    /// Lowers the answers and messages waiting for the instance, in the order they
+    /// came, their bytes into the input: about [`MAX_CALL_INPUT`] of them per call.
     fn mail(&mut self, state: &mut GuestState) {
         state.collect_shadow_mail();
         let mut mail = std::mem::take(&mut state.store.mail);
-        for delivery in mail.drain(..) {
-            match delivery {
-                Delivery::Done { op, outcome, .. } => self.outcome(op, outcome),
-                Delivery::Message {
-                    subscription,
-                    bytes,
-                    ..
-                } => {
-                    let message = wit::Event {
-                        id: subscription,
-                        ..record(kind::MESSAGE, 0)
-                    };
-                    self.push_with_bytes(message, &bytes);
-                }
-                Delivery::Lost {
-                    subscription,
-                    count,
-                    ..
-                } => self.events.push(wit::Event {
-                    id: subscription,
-                    value: count,
-                    ..record(kind::LOST, 0)
-                }),
+        // About `MAX_CALL_INPUT` per call, as for reads: at least one delivery; what
+        // is left waits, in order, for the next call (the handler asks for one).
+        let mut deliveries = mail.drain(..);
+        for delivery in deliveries.by_ref() {
+            self.delivery(delivery);
+            if self.used >= MAX_CALL_INPUT {
+                break;
             }
         }
-        // Its memory goes back, for the next answers.
+        let left: Vec<Delivery> = deliveries.collect();
+        // Its memory goes back, for the next answers, with what is left in it.
+        mail.extend(left);
         state.store.mail = mail;
+    }
+
+    /// One answer or message, as its event.
+    fn delivery(&mut self, delivery: Delivery) {
+        match delivery {
+            Delivery::Done { op, outcome, .. } => self.outcome(op, outcome),
+            Delivery::Message {
+                subscription,
+                bytes,
+                ..
+            } => {
+                let message = wit::Event {
+                    id: subscription,
+                    ..record(kind::MESSAGE, 0)
+                };
+                self.push_with_bytes(message, &bytes);
+            }
+            Delivery::Lost {
+                subscription,
+                count,
+                ..
+            } => self.events.push(wit::Event {
+                id: subscription,
+                value: count,
+                ..record(kind::LOST, 0)
+            }),
+        }
     }
 
     /// One operation's answer, as the WIT's `store` kind says (`get-many`: one

@@ -163,9 +163,12 @@ impl Pilot {
         inbox: Option<&SwapInbox>,
     ) {
         if let Some(canary) = &mut self.canary {
-            let recording = generations
-                .serving_instance_mut()
-                .and_then(|instance| instance.take_store_recording());
+            // The serving instance records from the trial's start, and so does one
+            // that replaced it (after a trap or a recycle).
+            let recording = generations.serving_instance_mut().and_then(|instance| {
+                instance.record_store(true);
+                instance.take_store_recording()
+            });
             let verdict = canary.after_batch(net, recording.as_ref(), &mut self.counters);
             self.conclude(verdict, generations, net, inbox);
         }
