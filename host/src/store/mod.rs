@@ -29,16 +29,6 @@ pub use memory::MemoryStore;
 pub use namespace::{Namespace, StoreLimits};
 pub use shared::{StoreConfig, StoreKind, StoreLink, Stores};
 pub use sqlite::SqliteStore;
-
-impl StoreError {
-    /// Its place in [`StoreError::ALL`].
-    pub fn index(self) -> usize {
-        Self::ALL
-            .iter()
-            .position(|e| *e == self)
-            .expect("every error is in ALL")
-    }
-}
 pub use topics::Topics;
 
 /// Who asked: the worker whose loop gets the answer, the guest instance (its owner
@@ -260,6 +250,15 @@ impl StoreError {
         Self::TimedOut,
         Self::Failed,
     ];
+
+    /// Its place in [`StoreError::ALL`] (after the contract's three answers, its
+    /// place in `outcome`).
+    pub fn index(self) -> usize {
+        Self::ALL
+            .iter()
+            .position(|e| *e == self)
+            .expect("every error is in ALL")
+    }
 
     /// Its name in the contract, as `/metrics` labels it.
     pub fn name(self) -> &'static str {
