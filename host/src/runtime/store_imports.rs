@@ -189,7 +189,9 @@ impl StoreSession {
                                 link.submit(asker, id, op);
                             }),
                             None => {
-                                if let Some(recording) = &mut self.recording {
+                                if let Some(recording) = &mut self.recording
+                                    && recording.ops.len() < MAX_RECORDED
+                                {
                                     recording.ops.push((id, op.clone()));
                                 }
                                 link.submit(asker, id, op);
