@@ -278,21 +278,7 @@ fn the_kv_example_with_a_changed_reply_is_rejected() {
     host.signal(libc::SIGHUP);
     host.wait_for_log("canary: trying the new guest", Duration::from_secs(30));
     // A session: each request answered by the serving generation, then the ends.
-    let session = |requests: &[(&str, &str)]| {
-        let mut client = BufReader::new(host.connect());
-        for (request, answer) in requests {
-            client.get_mut().write_all(request.as_bytes()).unwrap();
-            let mut line = String::new();
-            client.read_line(&mut line).unwrap();
-            assert_eq!(&line, answer, "the serving generation answers");
-        }
-        client
-            .get_mut()
-            .shutdown(std::net::Shutdown::Write)
-            .unwrap();
-        let mut rest = Vec::new();
-        let _ = client.read_to_end(&mut rest);
-    };
+    let session = |requests: &[(&str, &str)]| line_session(&host, requests);
     session(&[("GET a\n", "VALUE 1\n"), ("SET c 3\n", "OK\n")]);
     host.wait_for_log("canary: 1 connection(s) compared", Duration::from_secs(10));
     session(&[("GET b\n", "NOT_FOUND\n")]);
@@ -377,25 +363,15 @@ fn two_workers_reach_one_verdict() {
     );
 }
 
-/// A store session with the `stores_then_panics` guest: each `SET` and `GET`
-/// answered by the serving generation, then the ends.
-fn store_session(host: &Host, client_id: usize) {
+/// A line session: each request answered by the serving generation as given,
+/// then the client's end and the server's.
+fn line_session(host: &Host, requests: &[(&str, &str)]) {
     let mut client = BufReader::new(host.connect());
-    for (request, answer) in [
-        (
-            format!("SET k{client_id} v{client_id}\n"),
-            "OK\n".to_string(),
-        ),
-        (
-            format!("GET k{client_id}\n"),
-            format!("VALUE v{client_id}\n"),
-        ),
-        ("GET before\n".to_string(), "VALUE old\n".to_string()),
-    ] {
+    for (request, answer) in requests {
         client.get_mut().write_all(request.as_bytes()).unwrap();
         let mut line = String::new();
         client.read_line(&mut line).unwrap();
-        assert_eq!(line, answer, "the serving generation answers");
+        assert_eq!(&line, answer, "the serving generation answers");
     }
     client
         .get_mut()
@@ -403,6 +379,22 @@ fn store_session(host: &Host, client_id: usize) {
         .unwrap();
     let mut rest = Vec::new();
     let _ = client.read_to_end(&mut rest);
+}
+
+/// A store session with the `stores_then_panics` guest: a `SET` and a `GET` of the
+/// client's own key, and a `GET` of the key stored before the trial.
+fn store_session(host: &Host, client_id: usize) {
+    let (set, get) = (
+        format!("SET k{client_id} v{client_id}\n"),
+        format!("GET k{client_id}\n"),
+    );
+    let value = format!("VALUE v{client_id}\n");
+    let requests = [
+        (set.as_str(), "OK\n"),
+        (get.as_str(), value.as_str()),
+        ("GET before\n", "VALUE old\n"),
+    ];
+    line_session(host, &requests);
 }
 
 /// The store (contract 1.1): a candidate that answers clients alike but stores

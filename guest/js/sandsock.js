@@ -20,7 +20,8 @@
 //   input.js     LineBuffers, InputBuffers, trimLine
 //   snapshot.js  SnapshotWriter, SnapshotReader, BadSnapshot
 //   store.js     the host's store and topics (contract 1.1): openBucket, Bucket,
-//                Answer, StoreError, subscribe, unsubscribe, publish
+//                StoreError, subscribe, unsubscribe, publish
+//   answer.js    Answer, how a store operation ended, and OUTCOMES
 //
 // The SDK touches no WIT import: `sandsock-entry.js` binds it to the host's
 // `io` and `log` (the component's entry point), and the unit tests bind it to a

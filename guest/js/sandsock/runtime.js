@@ -7,7 +7,7 @@ import { CLOSE, Conn, NOTIFY, SHUTDOWN } from "./conn.js";
 import { asHandler } from "./handler.js";
 import { log, show } from "./log.js";
 import { BadSnapshot, SnapshotReader, SnapshotWriter } from "./snapshot.js";
-import { Answer } from "./store.js";
+import { Answer } from "./answer.js";
 
 /** The most the host reads for a connection at once: one `onData` gets at most this
  * much (unless it waited while reading was paused). */

@@ -28,6 +28,7 @@ the guest traps, and the host contains it.
 import sys
 from collections import deque
 
+from .answer import Answer
 from .snapshot import BadSnapshot, SnapshotReader, SnapshotWriter
 
 # Queued bytes past which a connection is not read (an echo whose client never
@@ -389,7 +390,6 @@ class Runtime:
             elif kind == _SHUTDOWN_EVENT:
                 handler.on_shutdown()
             elif kind == _STORE:
-                from .store import Answer
                 data = input[event.start:event.start + event.len]
                 handler.on_store(event.id, Answer(event.code, event.value, data))
             elif kind == _MESSAGE:

@@ -2,12 +2,22 @@
 //! reading is paused, a close waiting for the queue, input held while paused), and
 //! how it is carried across a hot swap; [`Io`](crate::Io) acts on it.
 
-#[cfg(doc)]
-use crate::Io;
 use crate::host::Host;
-use crate::io::{HIGH_WATER, LOW_WATER};
 use crate::write_queue::WriteQueue;
 use crate::{BadSnapshot, Conn, SnapshotReader, SnapshotWriter};
+
+/// Queued bytes past which the SDK stops reading a connection.
+///
+/// This is the backpressure that keeps a guest's memory bounded when a peer sends
+/// faster than it reads: an echo server whose client never reads would otherwise
+/// queue everything the client sends. Reading resumes below [`LOW_WATER`].
+pub const HIGH_WATER: usize = 256 * 1024;
+
+/// Queued bytes below which a connection paused by [`HIGH_WATER`] is read again.
+///
+/// Well below the high-water mark, so that a connection hovering around it does not
+/// flip its read interest on every event.
+pub const LOW_WATER: usize = 64 * 1024;
 
 /// Input the host gave while reading was paused, handed to the handler once it
 /// resumes.
@@ -33,12 +43,12 @@ pub(crate) struct ConnState {
     pub(crate) eof: bool,
     /// Reading is paused because the queue passed [`HIGH_WATER`].
     pub(crate) backpressure: bool,
-    /// Whether the queue's own size pauses reading ([`Io::set_auto_pause`]).
+    /// Whether the queue's own size pauses reading ([`Io::set_auto_pause`](crate::Io::set_auto_pause)).
     pub(crate) auto_pause: bool,
-    /// Reading is paused because the guest asked ([`Io::pause_reading`]).
+    /// Reading is paused because the guest asked ([`Io::pause_reading`](crate::Io::pause_reading)).
     pub(crate) paused: bool,
     /// The guest wants `on_writable` whenever the connection can take more, even
-    /// with nothing queued ([`Io::set_interest`]).
+    /// with nothing queued ([`Io::set_interest`](crate::Io::set_interest)).
     pub(crate) want_writable: bool,
     /// An outbound connection that has not completed yet: everything written is
     /// held in the queue until the host reports `connected`.
@@ -73,9 +83,9 @@ impl Interest {
 pub(crate) enum AfterDrain {
     /// Nothing: tell the handler `on_writable`.
     Notify,
-    /// Send end-of-stream ([`Io::shutdown_write`]).
+    /// Send end-of-stream ([`Io::shutdown_write`](crate::Io::shutdown_write)).
     ShutdownWrite,
-    /// Close the connection ([`Io::close`]).
+    /// Close the connection ([`Io::close`](crate::Io::close)).
     Close,
 }
 

@@ -8,19 +8,6 @@ use crate::host::Host;
 use crate::raw::types::{IoError, TlsInfo, WriteResult};
 use crate::{BadSnapshot, Conn, ConnMap, SnapshotReader, SnapshotWriter};
 
-/// Queued bytes past which the SDK stops reading a connection.
-///
-/// This is the backpressure that keeps a guest's memory bounded when a peer sends
-/// faster than it reads: an echo server whose client never reads would otherwise
-/// queue everything the client sends. Reading resumes below [`LOW_WATER`].
-pub const HIGH_WATER: usize = 256 * 1024;
-
-/// Queued bytes below which a connection paused by [`HIGH_WATER`] is read again.
-///
-/// Well below the high-water mark, so that a connection hovering around it does not
-/// flip its read interest on every event.
-pub const LOW_WATER: usize = 64 * 1024;
-
 /// The most bytes the host reads for a connection at once: one
 /// [`on_data`](crate::Handler::on_data) gets at most this much (unless it was held
 /// while reading was paused).
@@ -78,8 +65,8 @@ impl Io {
     ///
     /// What the host does not take at once is queued here and sent as the peer
     /// reads; [`queued`](Self::queued) says how much is waiting. Past
-    /// [`HIGH_WATER`] queued bytes the SDK stops reading `conn` until the queue
-    /// drains below [`LOW_WATER`], so a peer that sends without reading cannot make
+    /// [`HIGH_WATER`](crate::HIGH_WATER) queued bytes the SDK stops reading `conn` until the queue
+    /// drains below [`LOW_WATER`](crate::LOW_WATER), so a peer that sends without reading cannot make
     /// the guest buffer without bound.
     ///
     /// Bytes are dropped if `conn` is gone, or after [`close`](Self::close) or
@@ -192,7 +179,7 @@ impl Io {
     ///
     /// For backpressure across connections: a proxy pauses the client while the
     /// upstream's queue is full. This composes with the SDK's own pause
-    /// ([`HIGH_WATER`]): reading resumes only once neither wants it paused. Bytes
+    /// ([`HIGH_WATER`](crate::HIGH_WATER)): reading resumes only once neither wants it paused. Bytes
     /// the peer sends meanwhile wait in the host and the kernel, and then the
     /// peer's own send buffer: a paused peer is slowed down, not lost.
     pub fn pause_reading(&mut self, conn: Conn) {
@@ -214,7 +201,7 @@ impl Io {
     /// write, or the handler hears it in every batch.
     ///
     /// Both compose with the SDK's own reasons: reading stays paused while the queue
-    /// is above [`HIGH_WATER`] or after end-of-stream, and queued bytes are sent
+    /// is above [`HIGH_WATER`](crate::HIGH_WATER) or after end-of-stream, and queued bytes are sent
     /// whatever `writable` says.
     pub fn set_interest(&mut self, conn: Conn, readable: bool, writable: bool) {
         if let Some(state) = self.conns.get_mut(&conn) {
@@ -225,7 +212,7 @@ impl Io {
     }
 
     /// Whether the SDK pauses reading `conn` while `conn`'s own queue is above
-    /// [`HIGH_WATER`] (on by default).
+    /// [`HIGH_WATER`](crate::HIGH_WATER) (on by default).
     ///
     /// The default suits a connection whose writes answer its own reads (an echo,
     /// a request/response server). Turn it off for a connection whose writes come

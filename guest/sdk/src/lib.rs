@@ -70,11 +70,12 @@ mod tests;
 mod write_queue;
 
 pub use conn::{Conn, ConnHasher, ConnMap};
+pub use conn_state::{HIGH_WATER, LOW_WATER};
 pub use handler::Handler;
 pub use input::{InputBuffers, LineBuffers, LineTooLong, trim_line_end};
 #[allow(deprecated)]
 pub use io::READS_PER_EVENT;
-pub use io::{HIGH_WATER, Io, LOW_WATER, READ_CHUNK};
+pub use io::{Io, READ_CHUNK};
 /// Why a host call failed ([`Io::connect`], [`Io::set_timer`]), or why a
 /// connection ended ([`Io::hangup_reason`]).
 pub use raw::types::{IoError, TlsInfo};

@@ -12,7 +12,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::guest_log::{GuestBudget, GuestLog};
 use super::limiter::Limiter;
 use super::shadow::ShadowIo;
-use super::store_imports::StoreSession;
+use super::store_session::StoreSession;
 use crate::shared::limits::MAX_TIMER_DELAY_MS;
 use crate::shared::wit::{Conn, IoError, LogLevel, TlsInfo, WriteResult, sandsock};
 use crate::sockets::events::{Read, ReadResult};

@@ -13,8 +13,8 @@
 //!   (epoch deadline, fuel).
 //! - [`imports`]: the store's state and the host side of the world's imports (WASI
 //!   granting nothing, and `io`, forwarded to the sockets side's `Net`).
-//! - [`store_imports`]: one instance's use of the host-held store and topics, and
-//!   the host side of their imports (contract 1.1).
+//! - [`store_session`]: one instance's use of the host-held store and topics
+//!   (contract 1.1), and [`store_imports`] the host side of their imports.
 //! - [`limiter`]: the memory cap and the bounds on tables and instances.
 //! - [`guest_log`]: guest stdout and stderr as host log lines.
 //! - [`trap`]: a trap's cause in words, and the guest's backtrace.
@@ -38,4 +38,5 @@ pub mod sandbox;
 pub mod shadow;
 pub mod shadow_store;
 pub mod store_imports;
+pub mod store_session;
 pub mod trap;

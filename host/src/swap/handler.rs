@@ -15,7 +15,7 @@ use super::recycle::{Recycle, Recycling};
 use super::reloader::SwapInbox;
 use crate::runtime::component::Guest;
 use crate::runtime::engine::Runtime;
-use crate::runtime::store_imports::SHADOW_OWNER;
+use crate::runtime::store_session::SHADOW_OWNER;
 use crate::shared::metrics::{Published, StoreCounters};
 use crate::sockets::batch::Batch;
 use crate::sockets::events::Event;

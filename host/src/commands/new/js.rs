@@ -40,6 +40,10 @@ const SDK_MODULES: &[(&str, &str)] = &[
         include_str!("../../../../guest/js/sandsock/snapshot.js"),
     ),
     (
+        "answer.js",
+        include_str!("../../../../guest/js/sandsock/answer.js"),
+    ),
+    (
         "store.js",
         include_str!("../../../../guest/js/sandsock/store.js"),
     ),

@@ -26,6 +26,10 @@ const SDK_SOURCES: &[(&str, &str)] = &[
         include_str!("../../../../guest/python/sandsock/lines.py"),
     ),
     (
+        "answer.py",
+        include_str!("../../../../guest/python/sandsock/answer.py"),
+    ),
+    (
         "store.py",
         include_str!("../../../../guest/python/sandsock/store.py"),
     ),

@@ -41,7 +41,7 @@ use crate::runtime::engine::Runtime;
 use crate::runtime::instance::Instance;
 use crate::runtime::shadow::{MAX_OUTPUT, ShadowIo};
 use crate::runtime::shadow_store::Recording;
-use crate::runtime::store_imports::SHADOW_OWNER;
+use crate::runtime::store_session::SHADOW_OWNER;
 use crate::runtime::trap::describe;
 use crate::shared::metrics::CanaryCounters;
 use crate::shared::wit::Conn;
