@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Host, joined, read_line, run_host, scratch, test_guest};
+use common::{Host, IO_TIMEOUT, joined, read_line, run_host, scratch, test_guest};
 
 fn say(stream: &mut TcpStream, line: &str) {
     stream.write_all(format!("{line}\n").as_bytes()).unwrap();
@@ -24,7 +24,7 @@ fn ask(host: &Host, line: &str) -> String {
 
 /// Sends every request at once (pipelined), then reads one reply line per request.
 fn pipeline(stream: &mut TcpStream, requests: &[String]) -> Vec<String> {
-    stream.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     stream.write_all(requests.concat().as_bytes()).unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     (0..requests.len())
@@ -270,8 +270,11 @@ fn limits_answer_errors_and_a_full_namespace_takes_no_more() {
         "room again"
     );
 
-    // What /metrics says of it.
-    let sets = host.metric("sandsock_store_operations_total", &[("op", "set")]);
+    // What /metrics says of it. A worker publishes after its call, and the client
+    // may read the last reply first: wait for the count to settle (or time out).
+    let set = [("op", "set")];
+    let settled = |n: f64| n >= 7.0;
+    let sets = host.wait_metric("sandsock_store_operations_total", &set, settled, IO_TIMEOUT);
     assert_eq!(sets, 7.0, "every SET was answered");
     let errors = |error| host.metric("sandsock_store_errors_total", &[("error", error)]);
     assert_eq!(errors("key-too-large"), 1.0);
