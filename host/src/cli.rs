@@ -15,7 +15,8 @@ use crate::shared::units::{Dur, Size};
 use crate::sockets::allow::{AllowList, AllowRule};
 use crate::sockets::listener::default_backlog;
 use crate::sockets::net::Lingering;
-use crate::store::{Namespace, StoreConfig, StoreKind, StoreLimits};
+use crate::store::redis_store::{PASSWORD_VARIABLE, Password};
+use crate::store::{Namespace, RedisOptions, StoreConfig, StoreKind, StoreLimits};
 use crate::swap::{CanaryConfig, Recycle, SwapMode, SwapPolicy};
 
 /// How long open connections may take to finish after SIGTERM or SIGINT, by default.
@@ -441,24 +442,62 @@ pub struct ServeArgs {
     #[arg(help_heading = "Swaps and canary", long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub recycle_after: Option<u32>,
 
-    /// Where the guest's store lives: memory, or a SQLite file.
+    /// The guest's store: memory, a SQLite file, or Redis.
     ///
     /// The backend of the guest's `store` and `topics` (contract 1.1), shared by every
-    /// worker and every generation: `memory` (the default: gone at exit) or the PATH
+    /// worker and every generation: `memory` (the default: gone at exit); the PATH
     /// of a SQLite file, created if missing, which keeps every acknowledged write
-    /// across a crash or a restart and can be shared by several host processes. Write
-    /// `./memory` for a file of that name.
-    #[arg(help_heading = "State the host keeps", long, value_name = "memory|PATH",
+    /// across a crash or a restart and can be shared by several host processes on one
+    /// machine; or a Redis or Valkey server, `redis://HOST:PORT[/DB]` (`rediss://` for
+    /// TLS, `redis://USER@...` for an ACL user), shared by every host that uses it,
+    /// topics included. Write `./memory` for a file of that name.
+    #[arg(help_heading = "State the host keeps", long, value_name = "memory|PATH|URL",
           default_value = "memory", value_parser = StoreKind::parse)]
     pub store: StoreKind,
 
-    /// Whose keys and topics the guest sees [default: its name].
+    /// Whose keys and topics the guest sees [required with Redis].
     ///
-    /// The namespace of the guest's keys and topics [default: the guest's name]: two
-    /// guests share keys only if they share a namespace. 1 to 64 letters, digits,
-    /// `-`, `_` and `.`, starting with a letter or a digit.
+    /// The namespace of the guest's keys and topics: two guests share keys only if
+    /// they share a namespace. 1 to 64 printable ASCII characters other than space,
+    /// `{` and `}`. By default the guest's name, with a local store; a remote store
+    /// needs one given, so that two guests that happen to share a name on a shared
+    /// server do not share data by accident.
     #[arg(help_heading = "State the host keeps", long, value_name = "NAME")]
     pub store_namespace: Option<String>,
+
+    /// File holding the Redis password (or set SANDSOCK_STORE_PASSWORD).
+    ///
+    /// The file holding the remote store's password (its first line), for the
+    /// default user or the URL's. Or set SANDSOCK_STORE_PASSWORD. Never in the URL:
+    /// every user of the machine can read a process's arguments.
+    #[arg(help_heading = "State the host keeps", long, value_name = "PATH")]
+    pub store_password_file: Option<PathBuf>,
+
+    /// What a remote store operation waits for at most.
+    ///
+    /// How long a remote store operation waits for the server at most; after it, the
+    /// operation answers `timed-out`. Connecting, and the checks of an idle
+    /// connection, are bound by it too.
+    #[arg(
+        help_heading = "State the host keeps",
+        long,
+        value_name = "DUR",
+        default_value = "1s"
+    )]
+    pub store_timeout: Dur,
+
+    /// CA certificate (PEM) a rediss:// server is checked against.
+    ///
+    /// The CA certificate (PEM) a `rediss://` server's certificate is checked against,
+    /// instead of the system's.
+    // In --help only: -h keeps to 70 lines of the common flags.
+    #[arg(
+        help_heading = "State the host keeps",
+        long,
+        value_name = "PATH",
+        hide_short_help = true
+    )]
+    pub store_ca_file: Option<PathBuf>,
 
     /// Longest key the store takes.
     #[arg(help_heading = "State the host keeps", long, value_name = "SIZE",
@@ -502,13 +541,39 @@ impl ServeArgs {
         }
     }
 
-    /// The store's settings, the namespace defaulting to `guest_name` (made plain);
-    /// an error is one line naming the namespace given.
+    /// The store's settings, the namespace defaulting to `guest_name` (made plain)
+    /// with a local store; an error is one line naming the flag or file at fault.
     pub fn store_config(&self, guest_name: &str) -> Result<StoreConfig, String> {
+        self.store.check()?;
+        let remote = self.store.is_remote();
         let namespace = match &self.store_namespace {
             Some(name) => Namespace::new(name)?,
+            None if remote => {
+                return Err(format!(
+                    "--store {} is shared by every host that uses it: give \
+                     --store-namespace NAME, so that guests that happen to share a name \
+                     do not share data",
+                    self.store.describe()
+                ));
+            }
             None => Namespace::for_guest(guest_name),
         };
+        let password = self.store_password()?;
+        if !remote && (password.is_some() || self.store_ca_file.is_some()) {
+            return Err(
+                "--store-password-file, SANDSOCK_STORE_PASSWORD and --store-ca-file are \
+                 for a redis:// store"
+                    .into(),
+            );
+        }
+        if let StoreKind::Redis(url) = &self.store
+            && self.store_ca_file.is_some()
+            && !url.starts_with("rediss://")
+        {
+            return Err(format!(
+                "--store-ca-file is for a rediss:// (TLS) store, not {url}"
+            ));
+        }
         Ok(StoreConfig {
             kind: self.store.clone(),
             namespace,
@@ -517,7 +582,31 @@ impl ServeArgs {
                 max_value: self.store_max_value.0,
                 max_namespace_bytes: self.store_max_bytes.0 as u64,
             },
+            redis: RedisOptions {
+                password,
+                timeout: self.store_timeout.0.max(Duration::from_millis(1)),
+                ca_file: self.store_ca_file.clone(),
+            },
         })
+    }
+
+    /// The remote store's password, from `--store-password-file` or the environment.
+    fn store_password(&self) -> Result<Option<Password>, String> {
+        let from_env = std::env::var(PASSWORD_VARIABLE).ok();
+        let Some(path) = &self.store_password_file else {
+            return Ok(from_env.as_deref().and_then(Password::new));
+        };
+        if from_env.is_some() {
+            return Err(format!(
+                "both --store-password-file and {PASSWORD_VARIABLE} are given: keep one"
+            ));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read --store-password-file {}: {e}", path.display()))?;
+        let first = text.lines().next().unwrap_or_default();
+        Password::new(first)
+            .map(Some)
+            .ok_or_else(|| format!("--store-password-file {} is empty", path.display()))
     }
 
     /// Where compiled guests are kept, if anywhere.

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod languages;
+pub mod redis;
 
 /// How long a host may take to start: a bound, not a timing (it compiles its guest
 /// first, and a Python guest is ~18 MB of wasm).

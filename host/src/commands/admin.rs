@@ -149,7 +149,7 @@ impl Admin {
                 return Some(format!("the guest is in crash-loop back-off (worker {id})"));
             }
         }
-        None
+        self.store.as_ref().and_then(|store| store.unavailable())
     }
 
     fn metrics(&self) -> Result<String, std::fmt::Error> {
@@ -451,6 +451,25 @@ const METRICS: &[Metric] = {
                     ("delivered".into(), load(&p.topic_messages)),
                     ("lost".into(), load(&p.topic_lost)),
                 ]
+            })],
+        },
+        Metric {
+            name: "sandsock_topic_messages_unsent",
+            help: "Messages published that never reached the remote store's server (it could not be reached): no host heard them.",
+            kind: Counter,
+            samples: &[ProcessLabelled(|s| {
+                let stores = s.store.as_ref()?;
+                Some((Vec::new(), stores.unsent_messages()))
+            })],
+        },
+        Metric {
+            name: "sandsock_store_up",
+            help: "Whether the store can be reached (1) or not (0): only a remote one can be down.",
+            kind: Gauge,
+            samples: &[ProcessLabelled(|s| {
+                let stores = s.store.as_ref()?;
+                let labels: Labels = vec![("store".into(), stores.config().kind.label().into())];
+                Some((labels, u64::from(stores.unavailable().is_none())))
             })],
         },
         Metric {

@@ -8,9 +8,7 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::{
-    Backend, Delivery, Inbox, Job, Namespace, Op, Outcome, StoreError, StoreLimits, last_of_each,
-};
+use super::{Backend, Inbox, Job, Namespace, Op, Outcome, StoreError, StoreLimits, last_of_each};
 
 /// Keys one `list-keys` answers at most.
 pub const LIST_PAGE: usize = 100;
@@ -75,13 +73,7 @@ impl Backend for MemoryStore {
         let submitted = Instant::now();
         let outcome = self.apply(&job.namespace, &job.op);
         if let Some(inbox) = self.inboxes.get(job.asker.worker) {
-            inbox.post_local(Delivery::Done {
-                to: job.asker,
-                op: job.op_id,
-                kind: job.op.index(),
-                outcome,
-                submitted,
-            });
+            inbox.post_local(job.done(submitted, outcome));
         }
     }
 

@@ -12,14 +12,26 @@
 //!   limits every operation is held to.
 //! - [`memory`]: the in-memory backend (`--store memory`).
 //! - [`sqlite`]: the embedded, durable backend (`--store PATH`).
+//! - [`redis_store`]: the shared, remote backend (`--store redis://`), with
+//!   [`redis_layout`] (its names and scripts), [`redis_ops`] (operations as
+//!   commands, replies as outcomes), [`redis_health`] (its connections' state) and
+//!   [`redis_relay`] (topics through Redis
+//!   pub/sub).
 //! - [`inbox`]: a worker's queue of finished operations and messages, and its wake-up.
 //! - [`topics`]: publish and subscribe across every worker.
 //! - [`shared`]: what every worker holds of the store: [`Stores`], and each
 //!   worker's [`StoreLink`] to it.
 
+use std::sync::Arc;
+
 pub mod inbox;
 pub mod memory;
 pub mod namespace;
+pub mod redis_health;
+pub mod redis_layout;
+pub mod redis_ops;
+pub mod redis_relay;
+pub mod redis_store;
 pub mod shared;
 pub mod sqlite;
 pub mod topics;
@@ -27,6 +39,7 @@ pub mod topics;
 pub use inbox::{Delivery, Inbox};
 pub use memory::MemoryStore;
 pub use namespace::{Namespace, StoreLimits};
+pub use redis_store::{RedisOptions, RedisStore};
 pub use shared::{StoreConfig, StoreKind, StoreLink, Stores};
 pub use sqlite::SqliteStore;
 pub use topics::Topics;
@@ -229,9 +242,11 @@ pub enum StoreError {
     BadName,
     /// Too many operations in flight, buckets or subscriptions for one instance.
     Busy,
-    /// The backend cannot be reached (a remote one; never memory or a file).
+    /// The backend cannot be reached (a remote one; never memory or a file): the
+    /// operation was not sent.
     Unavailable,
-    /// The backend did not answer in time (a remote one).
+    /// The backend did not answer within `--store-timeout` (a remote one): a write may
+    /// or may not have happened.
     TimedOut,
     /// The backend failed (a disk error, say); the host logged why.
     Failed,
@@ -285,6 +300,29 @@ pub trait Backend: Send + Sync {
 
     /// The bytes `namespace` holds, as far as this process knows, for `/metrics`.
     fn bytes_of(&self, namespace: &Namespace) -> u64;
+
+    /// Takes `message`, published on `topic` of `namespace`, to every subscriber on
+    /// every host that shares the backend; false if topics stay in the process (the
+    /// caller then hands it to the process's subscribers itself).
+    fn publish(&self, _namespace: &Namespace, _topic: &str, _message: &[u8]) -> bool {
+        false
+    }
+
+    /// A topic gained its first subscriber in the process, or lost its last: a
+    /// backend that carries topics listens to what the process's [`Topics`] hear.
+    fn heard_changed(&self) {}
+
+    /// Messages published that could not be handed on (a remote backend that could
+    /// not be reached): counted in `/metrics`.
+    fn unsent(&self) -> u64 {
+        0
+    }
+
+    /// Why the backend cannot serve now, if it cannot (for `/readyz`): only a remote
+    /// one can be unreachable.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
 }
 
 /// One operation on its way to a backend.
@@ -298,4 +336,25 @@ pub struct Job {
     pub namespace: Namespace,
     /// What to do.
     pub op: Op,
+}
+
+impl Job {
+    /// Its answer, `outcome`, for the worker's inbox (`submitted`: when it was
+    /// submitted, for the latency `/metrics` shows).
+    pub fn done(&self, submitted: std::time::Instant, outcome: Outcome) -> Delivery {
+        Delivery::Done {
+            to: self.asker,
+            op: self.op_id,
+            kind: self.op.index(),
+            outcome,
+            submitted,
+        }
+    }
+
+    /// Posts its answer to its worker's inbox, one of `inboxes`.
+    pub fn answer(&self, inboxes: &[Arc<Inbox>], submitted: std::time::Instant, outcome: Outcome) {
+        if let Some(inbox) = inboxes.get(self.asker.worker) {
+            inbox.post(self.done(submitted, outcome));
+        }
+    }
 }

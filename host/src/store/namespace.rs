@@ -5,21 +5,28 @@ use std::fmt;
 
 use super::StoreError;
 
-/// A guest's namespace (`--store-namespace`, by default the guest's name): two
-/// guests see each other's keys and topics only if they share one.
+/// A guest's namespace (`--store-namespace`, by default the guest's name with a
+/// local store): two guests see each other's keys and topics only if they share one.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Namespace(std::sync::Arc<str>);
 
 impl Namespace {
-    /// `name` if it is a plain name (see [`plain`]). Nothing else reaches a key or a
-    /// pattern (a remote store's keys are `namespace:bucket:key`).
+    /// `name` if it is 1 to 64 printable ASCII characters other than space, `{` and
+    /// `}` (a remote store's names are `sandsock:{NAMESPACE}:...`, the braces its
+    /// cluster hash tag). Characters Redis patterns give a meaning to (`*`, `?`, `[`)
+    /// are allowed: no command the host sends takes a pattern.
     pub fn new(name: &str) -> Result<Self, String> {
-        if plain(name, 64) {
+        if !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}')
+        {
             Ok(Self(name.into()))
         } else {
             Err(format!(
-                "`{name}` is not a store namespace: use 1 to 64 letters, digits, `-`, \
-                 `_` and `.`, starting with a letter or a digit"
+                "`{name}` is not a store namespace: use 1 to 64 printable ASCII \
+                 characters other than space, `{{` and `}}`"
             ))
         }
     }
@@ -62,7 +69,8 @@ impl fmt::Display for Namespace {
 }
 
 /// Whether `name` is 1 to `max` ASCII letters, digits, `-`, `_` and `.`, starting
-/// with a letter or a digit: a namespace's, a bucket's or a topic's name.
+/// with a letter or a digit: a bucket's or a topic's name, and the namespace a
+/// guest's name gives.
 pub fn plain(name: &str, max: usize) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
@@ -96,7 +104,8 @@ impl StoreLimits {
         max_namespace_bytes: 64 << 20,
     };
 
-    /// A bucket's or a topic's name must be plain, as a namespace's.
+    /// A bucket's or a topic's name must be plain: 1 to 64 letters, digits, `-`, `_`
+    /// and `.`, starting with a letter or a digit.
     pub fn check_name(&self, name: &str) -> Result<(), StoreError> {
         if plain(name, 64) {
             Ok(())
@@ -129,21 +138,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_namespace_is_a_plain_name() {
-        for good in ["kv", "my-guest_2", "9lives", "v1.2"] {
-            assert!(Namespace::new(good).is_ok(), "{good}");
-        }
-        for bad in [
-            "",
-            "-x",
-            ".x",
-            "a b",
-            "a:b",
+    fn a_namespace_is_printable_ascii_without_braces() {
+        for good in [
+            "kv",
+            "my-guest_2",
+            "9lives",
+            "v1.2",
             "a*",
             "a?",
-            "ä",
-            &"x".repeat(65),
+            "[x]",
+            "a:b",
         ] {
+            assert!(Namespace::new(good).is_ok(), "{good}");
+        }
+        for bad in ["", "a b", "{a}", "a}", "ä", "tab\t", &"x".repeat(65)] {
             let said = Namespace::new(bad).unwrap_err();
             assert!(said.contains("not a store namespace"), "{said}");
         }

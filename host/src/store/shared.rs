@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
+use super::redis_store::{self, RedisOptions, RedisStore};
 use super::{
     Asker, Backend, Inbox, Job, MemoryStore, Namespace, Op, StoreLimits, Topics,
     sqlite::SqliteStore,
@@ -18,16 +19,42 @@ pub enum StoreKind {
     Memory,
     /// `--store PATH`: a SQLite file, durable, shareable by several processes.
     File(PathBuf),
+    /// `--store redis://...` or `rediss://...`: a Redis or Valkey server, shared by
+    /// every host that uses it. The URL holds no password.
+    Redis(String),
 }
 
 impl StoreKind {
-    /// `memory`, or a path (write `./memory` for a file of that name).
+    /// `memory`, a Redis URL, or a path (write `./memory` for a file of that name).
     pub fn parse(text: &str) -> Result<Self, String> {
         match text {
-            "" => Err("--store needs `memory` or a file's path".into()),
+            "" => Err("--store needs `memory`, a file's path or a redis:// URL".into()),
             "memory" => Ok(Self::Memory),
+            // Checked later (`check`), so that a refused URL is never echoed whole:
+            // it may hold a password.
+            url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                Ok(Self::Redis(url.to_string()))
+            }
+            url if url.contains("://") => Err(format!(
+                "--store {url}: only redis:// and rediss:// URLs are stores (write \
+                 ./{url} for a file of that name)"
+            )),
             path => Ok(Self::File(PathBuf::from(path))),
         }
+    }
+
+    /// Checks what parsing leaves for later: a Redis URL must parse and hold no
+    /// password. The error names the URL with its credentials hidden.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            Self::Redis(url) => redis_store::check_url(url),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the store is shared by hosts on other machines.
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Self::Redis(_))
     }
 
     /// Its kind, as `/metrics` labels it (not the path: a label stays short).
@@ -35,6 +62,7 @@ impl StoreKind {
         match self {
             Self::Memory => "memory",
             Self::File(_) => "file",
+            Self::Redis(_) => "redis",
         }
     }
 
@@ -43,6 +71,7 @@ impl StoreKind {
         match self {
             Self::Memory => "memory".into(),
             Self::File(path) => path.display().to_string(),
+            Self::Redis(url) => url.clone(),
         }
     }
 }
@@ -56,12 +85,14 @@ pub struct StoreConfig {
     pub namespace: Namespace,
     /// What one namespace may hold.
     pub limits: StoreLimits,
+    /// A remote store's password, timeout and CA.
+    pub redis: RedisOptions,
 }
 
 /// The store and topics of the process.
 pub struct Stores {
     backend: Box<dyn Backend>,
-    topics: Topics,
+    topics: Arc<Topics>,
     inboxes: Vec<Arc<Inbox>>,
     config: StoreConfig,
 }
@@ -79,15 +110,24 @@ impl Stores {
     /// it is woken ([`Inbox::wake_with`] on [`StoreLink::inbox`]).
     pub fn open(config: StoreConfig, workers: usize) -> Result<Arc<Self>> {
         let inboxes: Vec<Arc<Inbox>> = (0..workers).map(|_| Inbox::new()).collect();
+        let topics = Arc::new(Topics::new(inboxes.clone()));
         let backend: Box<dyn Backend> = match &config.kind {
             StoreKind::Memory => Box::new(MemoryStore::new(config.limits, inboxes.clone())),
             StoreKind::File(path) => {
                 Box::new(SqliteStore::open(path, config.limits, inboxes.clone())?)
             }
+            StoreKind::Redis(url) => Box::new(RedisStore::open(
+                url,
+                &config.redis,
+                &config.namespace,
+                config.limits,
+                inboxes.clone(),
+                topics.clone(),
+            )?),
         };
         Ok(Arc::new(Self {
             backend,
-            topics: Topics::new(inboxes.clone()),
+            topics,
             inboxes,
             config,
         }))
@@ -109,6 +149,18 @@ impl Stores {
     /// The bytes the guest's namespace holds.
     pub fn namespace_bytes(&self) -> u64 {
         self.backend.bytes_of(&self.config.namespace)
+    }
+
+    /// Messages published that never reached the server (a remote store that could
+    /// not be reached).
+    pub fn unsent_messages(&self) -> u64 {
+        self.backend.unsent()
+    }
+
+    /// Why the store cannot serve now, if it cannot (a remote one that cannot be
+    /// reached): `/readyz` says not ready.
+    pub fn unavailable(&self) -> Option<String> {
+        self.backend.unavailable()
     }
 }
 
@@ -149,26 +201,37 @@ impl StoreLink {
     /// `asker` hears `topic` as `subscription` from now on.
     pub fn subscribe(&self, asker: Asker, topic: &str, subscription: u64) {
         let namespace = &self.stores.config.namespace;
-        self.stores
+        if self
+            .stores
             .topics
-            .subscribe(namespace, topic, asker, subscription);
+            .subscribe(namespace, topic, asker, subscription)
+        {
+            self.stores.backend.heard_changed();
+        }
     }
 
     /// Ends one subscription of `asker`.
     pub fn unsubscribe(&self, asker: Asker, subscription: u64) {
-        self.stores.topics.unsubscribe(asker, subscription);
+        if self.stores.topics.unsubscribe(asker, subscription) {
+            self.stores.backend.heard_changed();
+        }
     }
 
     /// `asker` ended: its subscriptions hear nothing more.
     pub fn forget(&self, asker: Asker) {
-        self.stores.topics.drop_asker(asker);
+        if self.stores.topics.drop_asker(asker) {
+            self.stores.backend.heard_changed();
+        }
     }
 
-    /// Publishes `message` on `topic` to every subscriber of the process.
+    /// Publishes `message` on `topic` to every subscriber: of every host sharing a
+    /// remote store, or of the process.
     pub fn publish(&self, topic: &str, message: &[u8]) {
         let namespace = &self.stores.config.namespace;
-        self.stores
-            .topics
-            .publish(namespace, topic, message, self.worker);
+        if !self.stores.backend.publish(namespace, topic, message) {
+            self.stores
+                .topics
+                .publish(namespace, topic, message, self.worker);
+        }
     }
 }

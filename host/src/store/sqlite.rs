@@ -29,9 +29,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tracing::error;
 
 use super::memory::{LIST_PAGE, increment};
-use super::{
-    Backend, Delivery, Inbox, Job, Namespace, Op, Outcome, StoreError, StoreLimits, last_of_each,
-};
+use super::{Backend, Inbox, Job, Namespace, Op, Outcome, StoreError, StoreLimits, last_of_each};
 
 /// The most operations one transaction does: enough to spread one fsync over a
 /// burst, few enough that the first answer is not held up for long.
@@ -106,16 +104,12 @@ impl Backend for SqliteStore {
     fn submit(&self, job: Job) {
         // The thread ends only with the process, or if it panicked: then the
         // operation is answered `failed` here, never left without an answer.
-        if let Err(mpsc::SendError((job, submitted))) = self.jobs.send((job, Instant::now()))
-            && let Some(inbox) = self.inboxes.get(job.asker.worker)
-        {
-            inbox.post(Delivery::Done {
-                to: job.asker,
-                op: job.op_id,
-                kind: job.op.index(),
-                outcome: Outcome::Failed(StoreError::Failed),
+        if let Err(mpsc::SendError((job, submitted))) = self.jobs.send((job, Instant::now())) {
+            job.answer(
+                &self.inboxes,
                 submitted,
-            });
+                Outcome::Failed(StoreError::Failed),
+            );
         }
     }
 
@@ -191,15 +185,7 @@ impl Worker {
                 outcomes.resize(group.len(), Outcome::Failed(StoreError::Failed));
             }
             for ((job, submitted), outcome) in group.drain(..).zip(outcomes.drain(..)) {
-                if let Some(inbox) = self.inboxes.get(job.asker.worker) {
-                    inbox.post(Delivery::Done {
-                        to: job.asker,
-                        op: job.op_id,
-                        kind: job.op.index(),
-                        outcome,
-                        submitted,
-                    });
-                }
+                job.answer(&self.inboxes, submitted, outcome);
             }
         }
     }
@@ -409,7 +395,7 @@ fn remove(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Asker, Key};
+    use crate::store::{Asker, Delivery, Key};
 
     const ASKER: Asker = Asker {
         worker: 0,

@@ -13,6 +13,9 @@ struct Subscriber {
     subscription: u64,
 }
 
+/// What [`Topics::publish`] is told for a message no worker published.
+pub const NO_WORKER: usize = usize::MAX;
+
 /// Every subscription of the process, and each worker's inbox.
 ///
 /// A publish holds the lock while it posts to every subscriber's inbox, so every
@@ -34,8 +37,16 @@ impl Topics {
         }
     }
 
-    /// `asker` hears `topic` of `namespace` as `subscription` from now on.
-    pub fn subscribe(&self, namespace: &Namespace, topic: &str, asker: Asker, subscription: u64) {
+    /// `asker` hears `topic` of `namespace` as `subscription` from now on. True if
+    /// the topic had no subscriber in the process before (a remote store's relay
+    /// then starts listening to it).
+    pub fn subscribe(
+        &self,
+        namespace: &Namespace,
+        topic: &str,
+        asker: Asker,
+        subscription: u64,
+    ) -> bool {
         let mut subscribers = self.lock();
         let list = subscribers
             .entry((namespace.clone(), topic.to_string()))
@@ -44,23 +55,37 @@ impl Topics {
             asker,
             subscription,
         };
+        let first = list.is_empty();
         if !list.contains(&new) {
             list.push(new);
         }
+        first
     }
 
-    /// `asker` no longer hears `subscription`.
-    pub fn unsubscribe(&self, asker: Asker, subscription: u64) {
-        self.forget(|s| s.asker == asker && s.subscription == subscription);
+    /// `asker` no longer hears `subscription`. True if a topic lost its last
+    /// subscriber in the process.
+    pub fn unsubscribe(&self, asker: Asker, subscription: u64) -> bool {
+        self.forget(|s| s.asker == asker && s.subscription == subscription)
     }
 
-    /// An instance ended: none of its subscriptions hears anything more.
-    pub fn drop_asker(&self, asker: Asker) {
-        self.forget(|s| s.asker == asker);
+    /// An instance ended: none of its subscriptions hears anything more. True if a
+    /// topic lost its last subscriber in the process.
+    pub fn drop_asker(&self, asker: Asker) -> bool {
+        self.forget(|s| s.asker == asker)
+    }
+
+    /// The topics of `namespace` that someone in the process hears.
+    pub fn heard(&self, namespace: &Namespace) -> Vec<String> {
+        self.lock()
+            .keys()
+            .filter(|(ns, _)| ns == namespace)
+            .map(|(_, topic)| topic.clone())
+            .collect()
     }
 
     /// Sends `bytes` to every subscriber of `topic` in `namespace`; answers how many
-    /// there were. `from` is the publishing worker: its own loop needs no wake-up.
+    /// there were. `from` is the publishing worker: its own loop needs no wake-up
+    /// ([`NO_WORKER`] when a message comes from elsewhere: a remote store's relay).
     pub fn publish(&self, namespace: &Namespace, topic: &str, bytes: &[u8], from: usize) -> usize {
         // Made before the lock, which every worker's publishes share.
         let key = (namespace.clone(), topic.to_string());
@@ -87,12 +112,14 @@ impl Topics {
         list.len()
     }
 
-    fn forget(&self, gone: impl Fn(&Subscriber) -> bool) {
+    fn forget(&self, gone: impl Fn(&Subscriber) -> bool) -> bool {
         let mut subscribers = self.lock();
+        let before = subscribers.len();
         subscribers.retain(|_, list| {
             list.retain(|s| !gone(s));
             !list.is_empty()
         });
+        subscribers.len() != before
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Namespace, String), Vec<Subscriber>>> {
@@ -153,9 +180,10 @@ mod tests {
             owner: 7,
             serial: 2,
         };
-        topics.subscribe(&room, "lobby", a, 10);
-        topics.subscribe(&room, "lobby", b, 20);
-        topics.subscribe(&other, "lobby", b, 30);
+        assert!(topics.subscribe(&room, "lobby", a, 10), "the first");
+        assert!(!topics.subscribe(&room, "lobby", b, 20));
+        assert!(topics.subscribe(&other, "lobby", b, 30));
+        assert_eq!(topics.heard(&room), ["lobby"]);
         assert_eq!(topics.publish(&room, "lobby", b"one", 0), 2);
         assert_eq!(topics.publish(&room, "lobby", b"two", 1), 2);
         assert_eq!(topics.publish(&room, "nobody", b"x", 0), 0);
@@ -188,10 +216,11 @@ mod tests {
         assert_eq!(messages(&inboxes[0]), [(1, 10, b"again".to_vec())]);
         messages(&inboxes[1]);
 
-        topics.unsubscribe(b, 20);
+        assert!(!topics.unsubscribe(b, 20), "a still hears it");
         topics.publish(&room, "lobby", b"three", 0);
         assert!(messages(&inboxes[1]).is_empty());
-        topics.drop_asker(a);
+        assert!(topics.drop_asker(a), "nobody hears it now");
         assert_eq!(topics.publish(&room, "lobby", b"four", 0), 0);
+        assert!(topics.heard(&room).is_empty());
     }
 }

@@ -1,8 +1,9 @@
 """chat: every line a client sends goes to every other connected client, on
 every worker: the room is a topic of the host (contract 1.1). Each instance
-subscribes to it and publishes its clients' lines there, tagged with the sender's
-handle (unique in the host), and relays every message it hears to its own
-clients but the sender.
+subscribes to it and publishes its clients' lines there, tagged with the
+instance's origin (random: with a shared store, instances of other hosts hear the
+room too, and handles are unique in one host only) and the sender's handle, and
+relays every message it hears to its own clients but the sender.
 
 A line is relayed exactly as sent, ``\\n`` included, once it is complete; the sender
 does not get its own lines back. Lines are capped at ``MAX_LINE`` bytes (a longer
@@ -16,6 +17,8 @@ Across a hot swap (``--swap handoff``) every connection joins again as it is
 adopted; a half-sent line and what was relayed but not yet sent come with the
 SDK's snapshot.
 """
+
+import os
 
 import sandsock
 
@@ -31,6 +34,7 @@ class Chat(sandsock.LineHandler):
     def __init__(self):
         self.members = {}  # Conn -> None: a dict keeps the order they joined
         self.subscription = None
+        self.origin = os.urandom(8)
 
     def on_accept(self, conn):
         if self.subscription is None:
@@ -38,11 +42,12 @@ class Chat(sandsock.LineHandler):
         self.members[conn] = None
 
     def on_line(self, sender, line):
-        sandsock.publish(ROOM, sender.id.to_bytes(8, "little") + line)
+        sandsock.publish(ROOM, self.origin + sender.id.to_bytes(8, "little") + line)
 
     def on_message(self, subscription, message):
-        sender = int.from_bytes(message[:8], "little")
-        self.relay(sender, message[8:])
+        ours = message[:8] == self.origin
+        sender = int.from_bytes(message[8:16], "little") if ours else None
+        self.relay(sender, message[16:])
 
     def relay(self, sender, line):
         for receiver in self.members:
