@@ -12,12 +12,15 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use common::redis::RedisServer;
 use common::{Host, example, fresh_body, install, run_host, scratch};
 
 /// Where the image and the Deployment mount the writable cache volume.
 const CACHE_MOUNT: &str = "/var/cache/sandsock";
-/// Where the Deployment mounts the store's volume.
-const STATE_MOUNT: &str = "/var/lib/sandsock";
+/// Where the Deployment mounts the store's password (the `sandsock-redis` Secret).
+const PASSWORD_MOUNT: &str = "/etc/sandsock-redis";
+/// The store's address in the cluster: redis.yaml's Service.
+const STORE_URL: &str = "redis://sandsock-redis:6379";
 
 fn deploy_file(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -44,17 +47,14 @@ fn flag<'a>(args: &'a [String], flag: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {flag} in {args:?}"))
 }
 
-/// `args` as this machine can run them: the guest and the cache under `dir`, the
-/// admin listener on a free loopback port, no `--listen` (the test's own is added).
-fn on_loopback(args: &[String], dir: &Path) -> Vec<String> {
+/// `args` as this machine can run them: the guest, the cache and the store's password
+/// under `dir`, the cluster's store at `store`, the admin listener on a free loopback
+/// port, no `--listen` (the test's own is added).
+fn on_loopback(args: &[String], dir: &Path, store: Option<&RedisServer>) -> Vec<String> {
     let guest = flag(args, "--guest").to_string();
     let cache = flag(args, "--cache-dir").to_string();
     let listen = flag(args, "--listen").to_string();
     let admin = flag(args, "--admin").to_string();
-    let store = args
-        .iter()
-        .position(|a| a == "--store")
-        .map(|_| flag(args, "--store").to_string());
     let mut out = Vec::new();
     let mut skip = false;
     for arg in args {
@@ -72,11 +72,11 @@ fn on_loopback(args: &[String], dir: &Path) -> Vec<String> {
                 .strip_prefix(CACHE_MOUNT)
                 .unwrap_or_else(|| panic!("--cache-dir {cache} is not on the {CACHE_MOUNT} mount"));
             format!("{}{within}", dir.join("cache-mount").display())
-        } else if Some(arg) == store.as_ref() {
-            let within = arg
-                .strip_prefix(STATE_MOUNT)
-                .unwrap_or_else(|| panic!("--store {arg} is not on the {STATE_MOUNT} mount"));
-            format!("{}{within}", dir.join("state-mount").display())
+        } else if arg.starts_with("redis://") {
+            assert_eq!(arg, STORE_URL, "the store is redis.yaml's Service");
+            store.expect("a server for the store").url()
+        } else if let Some(within) = arg.strip_prefix(PASSWORD_MOUNT) {
+            format!("{}{within}", dir.join("password-mount").display())
         } else if *arg == admin {
             "127.0.0.1:0".to_string()
         } else {
@@ -93,7 +93,7 @@ fn mounts(name: &str) -> PathBuf {
     let dir = scratch(name);
     fs::create_dir(dir.join("etc")).unwrap();
     install(&dir.join("etc/guest.wasm"), &example("http"));
-    for mount in ["cache-mount", "state-mount"] {
+    for mount in ["cache-mount", "password-mount"] {
         let mount = dir.join(mount);
         fs::create_dir(&mount).unwrap();
         fs::set_permissions(&mount, fs::Permissions::from_mode(0o777)).unwrap();
@@ -104,9 +104,12 @@ fn mounts(name: &str) -> PathBuf {
 /// Starts the host with `args` (made loopback) twice, as a pod restarted on the same
 /// `emptyDir`: both serve, the first compiles into a private subdirectory, the second
 /// loads from it, and `host health` answers for the admin listener.
-fn serves_twice_with_its_cache(name: &str, args: &[String]) {
+fn serves_twice_with_its_cache(name: &str, args: &[String], store: Option<&RedisServer>) {
     let dir = mounts(name);
-    let loopback = on_loopback(args, &dir);
+    if let Some(store) = store {
+        fs::write(dir.join("password-mount/password"), STORE_PASSWORD).unwrap();
+    }
+    let loopback = on_loopback(args, &dir, store);
     let args: Vec<&str> = loopback.iter().map(String::as_str).collect();
     for start in ["first", "second"] {
         let host = Host::start(&args);
@@ -130,7 +133,7 @@ fn serves_twice_with_its_cache(name: &str, args: &[String]) {
 fn the_image_command_serves_and_caches_under_an_emptydir_like_mount() {
     let dockerfile = deploy_file("Dockerfile");
     let cmd = json_array_after(&dockerfile, "\nCMD ");
-    serves_twice_with_its_cache("image-cmd", &cmd);
+    serves_twice_with_its_cache("image-cmd", &cmd, None);
     assert!(
         dockerfile.contains("CMD [\"/usr/local/bin/host\", \"health\", \"127.0.0.1:9901\"]"),
         "the health check asks the admin port the CMD opens"
@@ -146,7 +149,10 @@ fn the_image_command_serves_and_caches_under_an_emptydir_like_mount() {
 fn the_deployment_args_serve_and_its_grace_period_covers_the_shutdown() {
     let deployment = deploy_file("k8s/deployment.yaml");
     let args = json_array_after(&deployment, "\n          args: ");
-    serves_twice_with_its_cache("deployment-args", &args);
+    // The pods share a store: redis.yaml's server, here a real one with a password,
+    // which `host health --ready` shows the host reached.
+    let store = RedisServer::with_password(STORE_PASSWORD);
+    serves_twice_with_its_cache("deployment-args", &args, Some(&store));
 
     let number_after = |key: &str| -> u64 {
         let at = deployment.find(key).unwrap_or_else(|| panic!("no {key}")) + key.len();
@@ -172,4 +178,30 @@ fn the_deployment_args_serve_and_its_grace_period_covers_the_shutdown() {
     assert_eq!(flag(&args, "--admin"), "0.0.0.0:9901");
     assert!(deployment.contains("containerPort: 9901"));
     assert!(deployment.contains(&format!("mountPath: {CACHE_MOUNT}\n")));
+    assert!(deployment.contains(&format!("mountPath: {PASSWORD_MOUNT}\n")));
+}
+
+/// What the store's Secret holds in the test.
+const STORE_PASSWORD: &str = "not the cluster's";
+
+/// The host's Deployment, the store's manifests and the kustomization name the same
+/// Service, port and Secret.
+#[test]
+fn the_deployment_and_the_store_agree_on_its_service_and_secret() {
+    let deployment = deploy_file("k8s/deployment.yaml");
+    let store = deploy_file("k8s/redis.yaml");
+    let kustomization = deploy_file("k8s/kustomization.yaml");
+    let args = json_array_after(&deployment, "\n          args: ");
+    assert_eq!(flag(&args, "--store"), STORE_URL);
+    assert!(store.contains("kind: Service\nmetadata:\n  name: sandsock-redis\n"));
+    assert!(store.contains("    - name: redis\n      port: 6379\n"));
+    assert!(store.contains("\"--maxmemory-policy\", \"noeviction\""));
+    assert!(deployment.contains("secretName: sandsock-redis\n"));
+    assert!(store.contains("secretKeyRef:\n                  name: sandsock-redis\n"));
+    assert!(kustomization.contains("secretGenerator:\n  - name: sandsock-redis\n"));
+    assert!(kustomization.contains("  - redis.yaml\n"));
+    assert!(
+        flag(&args, "--store-password-file").starts_with(PASSWORD_MOUNT),
+        "the password file is on the Secret's mount"
+    );
 }
