@@ -106,7 +106,7 @@ fn mounts(name: &str) -> PathBuf {
 /// loads from it, and `host health` answers for the admin listener.
 fn serves_twice_with_its_cache(name: &str, args: &[String], store: Option<&RedisServer>) {
     let dir = mounts(name);
-    if let Some(store) = store {
+    if store.is_some() {
         fs::write(dir.join("password-mount/password"), STORE_PASSWORD).unwrap();
     }
     let loopback = on_loopback(args, &dir, store);
