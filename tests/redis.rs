@@ -527,3 +527,40 @@ fn run(store: &dyn Backend, inbox: &Inbox, ns: &Namespace, ops: &[Op]) -> Vec<Ou
     }
     answers.into_iter().map(Option::unwrap).collect()
 }
+
+/// Thousands of operations submitted at once go out as many pipelines, several in
+/// flight together: each `get` still sees the `set` submitted just before it.
+#[test]
+fn operations_land_in_submission_order_across_pipelines() {
+    let redis = RedisServer::start();
+    let ns = Namespace::new("order").unwrap();
+    let inbox = Inbox::new();
+    let store = RedisStore::open(
+        &redis.url(),
+        &RedisOptions::default(),
+        &ns,
+        StoreLimits::DEFAULT,
+        vec![inbox.clone()],
+        Arc::new(Topics::new(vec![inbox.clone()])),
+    )
+    .unwrap();
+    let ops: Vec<Op> = (0..6000)
+        .map(|i| {
+            let key = Key::new("b", &format!("k{}", i / 2 % 7));
+            if i % 2 == 0 {
+                Op::Set(key, i.to_string().into_bytes())
+            } else {
+                Op::Get(key)
+            }
+        })
+        .collect();
+    let outcomes = run(&store, &inbox, &ns, &ops);
+    for (i, outcome) in outcomes.iter().enumerate() {
+        let want = if i % 2 == 0 {
+            Outcome::Done
+        } else {
+            Outcome::Value((i - 1).to_string().into_bytes())
+        };
+        assert_eq!(*outcome, want, "operation {i}");
+    }
+}

@@ -20,14 +20,14 @@
 //! worker reads at once is one topic message, so this is the bulk rate, not one
 //! message per line.
 
+#[path = "clients.rs"]
+mod clients;
 #[path = "process.rs"]
 mod process;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::process::Child;
-use std::time::{Duration, Instant};
 
+use clients::{chat_lines, kv_round};
 use process::{cpu_time, listening_addr, median, pin_to_cpu, spawn};
 
 const CONNECTIONS: usize = 16;
@@ -64,56 +64,13 @@ impl Row {
     }
 }
 
-/// Sends `requests` kv requests (keys named for `round`), checking every reply;
-/// answers the wall time and how many were sent.
-fn kv_round(addr: SocketAddr, round: usize, requests: usize) -> (Duration, u32) {
-    let mut clients: Vec<(TcpStream, BufReader<TcpStream>)> = (0..CONNECTIONS)
-        .map(|_| {
-            let stream = TcpStream::connect(addr).expect("connect");
-            stream.set_nodelay(true).unwrap();
-            let reader = BufReader::new(stream.try_clone().unwrap());
-            (stream, reader)
-        })
-        .collect();
-    let started = Instant::now();
-    let mut done = 0;
-    let mut batch = String::new();
-    let mut line = String::new();
-    let mut expected: Vec<String> = Vec::with_capacity(DEPTH);
-    while done < requests {
-        for (c, (stream, reader)) in clients.iter_mut().enumerate() {
-            batch.clear();
-            expected.clear();
-            for i in 0..DEPTH {
-                let n = done + c * DEPTH + i;
-                let key = format!("r{round}c{c}k{}", n / 2);
-                if n.is_multiple_of(2) {
-                    batch.push_str(&format!("SET {key} value-{n}\n"));
-                    expected.push("OK\n".into());
-                } else {
-                    batch.push_str(&format!("GET {key}\n"));
-                    expected.push(format!("VALUE value-{}\n", n - 1));
-                }
-            }
-            stream.write_all(batch.as_bytes()).expect("send");
-            for want in &expected {
-                line.clear();
-                reader.read_line(&mut line).expect("a reply");
-                assert_eq!(&line, want, "kv answered wrong");
-            }
-        }
-        done += CONNECTIONS * DEPTH;
-    }
-    (started.elapsed(), done as u32)
-}
-
 /// Measures one kv row: a warm-up, then `requests` requests.
 fn kv_row(row: Row, file: &str, round: usize, requests: usize) -> (f64, f64) {
     let mut child = row.start(file);
     let addr = listening_addr(&mut child);
-    kv_round(addr, round + 1000, 4096);
+    kv_round(addr, round + 1000, 4096, CONNECTIONS, DEPTH);
     let cpu_before = cpu_time(child.id());
-    let (wall, done) = kv_round(addr, round, requests);
+    let (wall, done) = kv_round(addr, round, requests, CONNECTIONS, DEPTH);
     let cpu = cpu_time(child.id()) - cpu_before;
     let _ = child.kill();
     let _ = child.wait();
@@ -136,55 +93,10 @@ fn chat_round(clients: usize, lines: usize) -> f64 {
     ];
     let mut child = spawn(host, &args, &[], false);
     let addr = listening_addr(&mut child);
-    let streams: Vec<TcpStream> = (0..clients)
-        .map(|_| TcpStream::connect(addr).expect("connect"))
-        .collect();
-    // The two workers accept in no order between them: give both time to take
-    // their clients into the room, then check that a line goes round.
-    std::thread::sleep(Duration::from_millis(300));
-    let mut first = BufReader::new(streams[0].try_clone().unwrap());
-    let mut last = streams[clients - 1].try_clone().unwrap();
-    last.write_all(b"ready\n").unwrap();
-    let mut line = String::new();
-    first.read_line(&mut line).unwrap();
-    let readers: Vec<_> = streams
-        .iter()
-        .enumerate()
-        .map(|(i, stream)| {
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let skip = usize::from(i != 0 && i != clients - 1);
-            std::thread::spawn(move || {
-                let mut line = String::new();
-                for _ in 0..skip + (clients - 1) * lines {
-                    line.clear();
-                    reader.read_line(&mut line).expect("a relayed line");
-                }
-            })
-        })
-        .collect();
-    let started = Instant::now();
-    let writers: Vec<_> = streams
-        .into_iter()
-        .enumerate()
-        .map(|(i, mut stream)| {
-            std::thread::spawn(move || {
-                let mut text = String::new();
-                for n in 0..lines {
-                    text.push_str(&format!("client {i} line {n}\n"));
-                }
-                stream.write_all(text.as_bytes()).expect("send");
-                stream
-            })
-        })
-        .collect();
-    let _open: Vec<TcpStream> = writers.into_iter().map(|w| w.join().unwrap()).collect();
-    for reader in readers {
-        reader.join().expect("a client heard every line");
-    }
-    let elapsed = started.elapsed();
+    let relayed = chat_lines(&[addr], clients, lines);
     let _ = child.kill();
     let _ = child.wait();
-    (clients * (clients - 1) * lines) as f64 / elapsed.as_secs_f64()
+    relayed
 }
 
 fn main() {

@@ -5,9 +5,10 @@
 //! so that no worker ever waits on the network. Workers queue operations; the thread
 //! takes what has queued up (at most [`GROUP`]), sends it as one pipeline on one
 //! connection, and answers each operation to its worker's inbox when the replies
-//! come. One pipeline is out at a time: under load the next one carries everything
-//! that queued meanwhile (as group commit does for SQLite), and the server sees the
-//! operations in the order they were submitted. Names and scripts: [`redis_layout`];
+//! come. Up to [`MAX_IN_FLIGHT`] pipelines are out at once, each queued on the
+//! connection as it is made: the server sees the operations in the order they were
+//! submitted, and under load each pipeline carries what queued while the others were
+//! out. Names and scripts: [`redis_layout`];
 //! topics: [`redis_relay`], on a connection of its own.
 //!
 //! Every operation is answered within `--store-timeout` of its submission:
@@ -24,8 +25,10 @@
 //! [`redis_relay`]: super::redis_relay
 
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use ::redis::aio::MultiplexedConnection;
@@ -33,7 +36,9 @@ use ::redis::{
     AsyncConnectionConfig, Client, ErrorKind, IntoConnectionInfo, ProtocolVersion, PushInfo,
     PushKind, RedisError, TlsCertificates, Value,
 };
-use anyhow::{Context, Result, bail};
+use anyhow::{Context as _, Result, bail};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 use tokio::sync::Notify;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tracing::{error, warn};
@@ -49,6 +54,10 @@ use crate::shared::rate_limit::RateLimit;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The most operations one pipeline carries.
 pub const GROUP: usize = 512;
+/// The most pipelines out at once: enough that an operation seldom waits for one to
+/// come back before it is sent, few enough that a stalled server holds a bounded
+/// number of operations (each answered at its deadline anyway).
+pub const MAX_IN_FLIGHT: usize = 8;
 /// How often the store's thread looks whether it is time to connect again.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -207,6 +216,8 @@ impl RedisStore {
             last_answer: Instant::now(),
             failures: RateLimit::default(),
             dropped: Arc::new(Notify::new()),
+            in_flight: FuturesOrdered::new(),
+            connection: 0,
         };
         if let Err(e) = runtime.block_on(driver.connect())
             && refused(&e)
@@ -362,7 +373,24 @@ struct Driver {
     failures: RateLimit,
     /// Rung when the client sees a connection close.
     dropped: Arc<Notify>,
+    /// Pipelines sent and not yet answered, oldest first.
+    in_flight: FuturesOrdered<InFlight>,
+    /// The number of the current connection (each new one gets the next).
+    connection: u64,
 }
+
+/// A pipeline that came back, or did not in time.
+struct Sent {
+    works: Vec<Work>,
+    replies: Result<::redis::RedisResult<Vec<Value>>, tokio::time::error::Elapsed>,
+    /// The connection it went out on.
+    connection: u64,
+    /// Whether it was sent again after NOSCRIPT.
+    retry: bool,
+}
+
+/// A pipeline out.
+type InFlight = Pin<Box<dyn Future<Output = Sent> + Send>>;
 
 /// A connection, with the hashes of the scripts loaded on it.
 struct Connected {
@@ -381,11 +409,14 @@ impl Driver {
         let dropped = self.dropped.clone();
         loop {
             tokio::select! {
-                taken = queue.recv_many(&mut batch, GROUP) => {
+                taken = queue.recv_many(&mut batch, GROUP), if self.in_flight.len() < MAX_IN_FLIGHT => {
                     if taken == 0 {
                         return;
                     }
-                    self.serve(&mut batch).await;
+                    self.send(&mut batch, false).await;
+                }
+                Some(sent) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.receive(sent).await;
                 }
                 () = dropped.notified() => self.closed(),
                 _ = tick.tick() => self.check().await,
@@ -462,6 +493,7 @@ impl Driver {
                     scripts,
                     closed,
                 });
+                self.connection += 1;
                 self.retry_delay = FIRST_RETRY;
                 self.bytes.store(bytes.unwrap_or(0), Ordering::Relaxed);
                 self.answered();
@@ -496,12 +528,10 @@ impl Driver {
         self.health.commands.down(&self.url, why);
     }
 
-    /// Sends `batch` as one pipeline (two, if the server had lost the scripts) and
-    /// answers every operation in it; leaves `batch` empty.
-    async fn serve(&mut self, batch: &mut Vec<Work>) {
+    /// Sends `batch` as one pipeline, which joins those in flight; leaves `batch`
+    /// empty. What needs no server, or can no longer reach one, is answered now.
+    async fn send(&mut self, batch: &mut Vec<Work>, retry: bool) {
         let now = Instant::now();
-        // What has waited out its time in the queue, or needs no server, is answered
-        // now, unsent.
         batch.retain(|work| !self.answer_locally(work, now));
         if batch.is_empty() {
             return;
@@ -510,89 +540,121 @@ impl Driver {
         if self.conn.is_none() && now >= self.retry_at {
             let _ = self.connect().await;
         }
-        for round in 0..2 {
-            let Some(conn) = &mut self.conn else {
-                for work in batch.drain(..) {
-                    self.fail(work, StoreError::Unavailable);
-                }
-                return;
-            };
-            let mut pipe = ::redis::pipe();
-            pipe.ignore_errors();
-            for work in batch.iter() {
-                match work {
-                    Work::Op(job, _) => command(
-                        &mut pipe,
-                        job,
-                        &conn.scripts,
-                        &self.limits,
-                        &self.namespace,
-                        &self.layout,
-                    ),
-                    Work::Publish {
-                        channel, message, ..
-                    } => {
-                        pipe.cmd("PUBLISH").arg(channel).arg(message);
-                    }
-                }
+        let Some(conn) = &self.conn else {
+            for work in batch.drain(..) {
+                self.fail(work, StoreError::Unavailable);
             }
-            // The batch is in submission order: its first waited longest.
-            let deadline = batch[0].submitted() + self.timeout;
-            let sent = pipe.query_async::<Vec<Value>>(&mut conn.mux);
-            let replies =
-                match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), sent).await
-                {
-                    Ok(Ok(replies)) if replies.len() == batch.len() => replies,
-                    Ok(Ok(replies)) => {
-                        error!(
-                            store = self.url,
-                            "the store answered {} replies to {} commands",
-                            replies.len(),
-                            batch.len()
-                        );
-                        self.lost("a reply was missing");
-                        for work in batch.drain(..) {
-                            self.fail(work, StoreError::Failed);
-                        }
-                        return;
-                    }
-                    Ok(Err(e)) => {
-                        self.lost(&e.to_string());
-                        for work in batch.drain(..) {
-                            self.fail(work, StoreError::Unavailable);
-                        }
-                        return;
-                    }
-                    Err(_) => {
-                        self.lost("no answer within --store-timeout");
-                        for work in batch.drain(..) {
-                            self.fail(work, StoreError::TimedOut);
-                        }
-                        return;
-                    }
-                };
-            self.answered();
-            // A server restarted under the same connection name, or told to forget
-            // its scripts, answers NOSCRIPT: nothing ran; load them and send those
-            // again, once.
-            let mut again = Vec::new();
-            for (work, reply) in batch.drain(..).zip(replies) {
-                if round == 0 && is_noscript(&reply) {
-                    again.push(work);
-                } else {
-                    self.finish(work, reply);
+            return;
+        };
+        let mut pipe = ::redis::pipe();
+        pipe.ignore_errors();
+        for work in batch.iter() {
+            match work {
+                Work::Op(job, _) => command(
+                    &mut pipe,
+                    job,
+                    &conn.scripts,
+                    &self.limits,
+                    &self.namespace,
+                    &self.layout,
+                ),
+                Work::Publish {
+                    channel, message, ..
+                } => {
+                    pipe.cmd("PUBLISH").arg(channel).arg(message);
                 }
-            }
-            if again.is_empty() {
-                return;
-            }
-            *batch = again;
-            if self.connect().await.is_err() {
-                continue;
             }
         }
-        for work in batch.drain(..) {
-            self.fail(work, StoreError::Failed);
+        // The batch is in submission order: its first waited longest.
+        let deadline = tokio::time::Instant::from_std(batch[0].submitted() + self.timeout);
+        let works = std::mem::take(batch);
+        let (mut mux, connection) = (conn.mux.clone(), self.connection);
+        let sent = async move {
+            let replies = tokio::time::timeout_at(deadline, pipe.query_async(&mut mux)).await;
+            Sent {
+                works,
+                replies,
+                connection,
+                retry,
+            }
+        };
+        // Polled once now, outside tokio's cooperative budget (which could make it
+        // wait a turn), so that its commands are queued on the connection before
+        // those of any later pipeline: the server sees operations in the order they
+        // were submitted, however many pipelines are out.
+        let mut sent: InFlight = Box::pin(tokio::task::unconstrained(sent));
+        let mut context = Context::from_waker(Waker::noop());
+        if let Poll::Ready(done) = sent.as_mut().poll(&mut context) {
+            sent = Box::pin(std::future::ready(done));
+        }
+        self.in_flight.push_back(sent);
+    }
+
+    /// Answers every operation of a pipeline that came back (or did not in time).
+    async fn receive(&mut self, sent: Sent) {
+        let Sent {
+            works,
+            replies,
+            connection,
+            retry,
+        } = sent;
+        // A pipeline of a connection already replaced fails its own operations only.
+        let current = connection == self.connection && self.conn.is_some();
+        let replies = match replies {
+            Ok(Ok(replies)) if replies.len() == works.len() => replies,
+            Ok(Ok(replies)) => {
+                error!(
+                    store = self.url,
+                    "the store answered {} replies to {} commands",
+                    replies.len(),
+                    works.len()
+                );
+                if current {
+                    self.lost("a reply was missing");
+                }
+                works
+                    .into_iter()
+                    .for_each(|work| self.fail(work, StoreError::Failed));
+                return;
+            }
+            Ok(Err(e)) => {
+                if current {
+                    self.lost(&e.to_string());
+                }
+                works
+                    .into_iter()
+                    .for_each(|work| self.fail(work, StoreError::Unavailable));
+                return;
+            }
+            Err(_) => {
+                if current {
+                    self.lost("no answer within --store-timeout");
+                }
+                works
+                    .into_iter()
+                    .for_each(|work| self.fail(work, StoreError::TimedOut));
+                return;
+            }
+        };
+        self.answered();
+        // A server that lost its scripts (told to forget them, or a replica promoted
+        // without them) answers NOSCRIPT: nothing ran. The scripts are loaded again
+        // on a new connection and those operations sent again, once; they may then
+        // land after operations submitted later.
+        let mut again = Vec::new();
+        for (work, reply) in works.into_iter().zip(replies) {
+            if !retry && is_noscript(&reply) {
+                again.push(work);
+            } else {
+                self.finish(work, reply);
+            }
+        }
+        if !again.is_empty() {
+            if current {
+                self.lost("the server had lost the scripts");
+                self.retry_at = Instant::now();
+            }
+            self.send(&mut again, true).await;
         }
     }
 
