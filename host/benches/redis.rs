@@ -7,11 +7,12 @@
 //! `cargo bench --bench redis` (optionally `-- ROUNDS REQUESTS`: 5 rounds of 100,000
 //! requests by default). Needs `redis-server` and `redis-benchmark` on the PATH.
 //!
-//! Each kv row runs 16 connections at once from one thread (non-blocking, as
-//! redis-benchmark's client), first with one request in flight each, then 16
-//! pipelined, half `SET`s of fresh keys and half `GET`s of keys set before, every
-//! reply checked; `redis-benchmark -c 16 -P DEPTH -t set,get -r 100000 -d 10` does the
-//! same mix and depth (its SET and GET rates combined as for a half-and-half mix).
+//! Each kv row runs its connections at once from one thread (non-blocking, as
+//! redis-benchmark's client): 50 with one request in flight each (redis-benchmark's
+//! default), then 16 with 16 pipelined; half `SET`s of fresh keys and half `GET`s of
+//! keys set before, every reply checked. `redis-benchmark -c C -P DEPTH -t set,get
+//! -r 100000 -d 10` does the same mix at the same concurrency (its SET and GET rates
+//! combined as for a half-and-half mix).
 //! Nothing is pinned: the client, the host and the server share the machine's 2 CPUs,
 //! as redis-benchmark and the server do. The rows alternate, every round in another
 //! order; the figures are medians, with the host's and the server's CPU time per
@@ -35,8 +36,9 @@ use std::time::{Duration, Instant};
 use clients::{chat_lines, kv_evented};
 use process::{cpu_time, listening_addr, median, spawn};
 
-const CONNECTIONS: usize = 16;
-const DEPTHS: [usize; 2] = [1, 16];
+/// The rows' concurrency: connections and requests in flight on each.
+/// redis-benchmark's default (`-c 50 -P 1`), and a pipelined load.
+const SHAPES: [(usize, usize); 2] = [(50, 1), (16, 16)];
 
 /// A `redis-server` on a free loopback port, with nothing kept on disk.
 struct Server {
@@ -91,12 +93,17 @@ impl Drop for Server {
 /// request in µs (no host: 0).
 type Figures = (f64, f64, f64);
 
-/// `redis-benchmark` against `server`: SET and GET, `depth` deep on each connection.
-fn redis_benchmark(server: &Server, depth: usize, requests: usize) -> Figures {
+/// `redis-benchmark` against `server`: SET and GET on `connections` connections,
+/// `depth` deep on each.
+fn redis_benchmark(
+    server: &Server,
+    (connections, depth): (usize, usize),
+    requests: usize,
+) -> Figures {
     let before = server.cpu();
     let out = Command::new("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &server.port.to_string()])
-        .args(["-c", &CONNECTIONS.to_string(), "-P", &depth.to_string()])
+        .args(["-c", &connections.to_string(), "-P", &depth.to_string()])
         .args([
             "-n",
             &(requests / 2).to_string(),
@@ -128,10 +135,15 @@ fn redis_benchmark(server: &Server, depth: usize, requests: usize) -> Figures {
     (mixed, 0.0, server_cpu.as_secs_f64() * 1e6 / requests as f64)
 }
 
-/// `kv` through a host on `server`, `depth` deep.
-fn kv_through_host(server: &Server, depth: usize, round: usize, requests: usize) -> Figures {
+/// `kv` through a host on `server`, on `connections` connections `depth` deep.
+fn kv_through_host(
+    server: &Server,
+    (connections, depth): (usize, usize),
+    round: usize,
+    requests: usize,
+) -> Figures {
     let url = server.url();
-    let namespace = format!("bench{round}d{depth}");
+    let namespace = format!("bench{round}c{connections}d{depth}");
     let args = [
         "--listen",
         "127.0.0.1:0",
@@ -144,9 +156,9 @@ fn kv_through_host(server: &Server, depth: usize, round: usize, requests: usize)
     ];
     let mut host = spawn(env!("CARGO_BIN_EXE_host"), &args, &[], false);
     let addr = listening_addr(&mut host);
-    kv_evented(addr, round + 1000, 4096, CONNECTIONS, depth);
+    kv_evented(addr, round + 1000, 4096, connections, depth);
     let (host_before, server_before) = (cpu_time(host.id()), server.cpu());
-    let (wall, done) = kv_evented(addr, round, requests, CONNECTIONS, depth);
+    let (wall, done) = kv_evented(addr, round, requests, connections, depth);
     let host_cpu = cpu_time(host.id()) - host_before;
     let server_cpu = server.cpu() - server_before;
     let _ = host.kill();
@@ -214,26 +226,27 @@ fn main() {
     let rounds: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(5);
     let requests: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let server = Server::start();
-    println!(
-        "kv on redis-server: {rounds} rounds of {requests} requests (half SET, half GET), \
-         {CONNECTIONS} connections"
-    );
+    println!("kv on redis-server: {rounds} rounds of {requests} requests (half SET, half GET)");
     println!(
         "{:<36} {:>12} {:>9} {:>16} {:>18}",
         "row", "requests/s", "vs floor", "host CPU µs/req", "server CPU µs/req"
     );
-    for depth in DEPTHS {
+    for shape in SHAPES {
+        let (connections, depth) = shape;
         let mut floor = Vec::new();
         let mut through = Vec::new();
         for round in 0..rounds {
             if round % 2 == 0 {
-                floor.push(redis_benchmark(&server, depth, requests));
-                through.push(kv_through_host(&server, depth, round, requests));
+                floor.push(redis_benchmark(&server, shape, requests));
+                through.push(kv_through_host(&server, shape, round, requests));
             } else {
-                through.push(kv_through_host(&server, depth, round, requests));
-                floor.push(redis_benchmark(&server, depth, requests));
+                through.push(kv_through_host(&server, shape, round, requests));
+                floor.push(redis_benchmark(&server, shape, requests));
             }
-            eprintln!("depth {depth}: round {} of {rounds} done", round + 1);
+            eprintln!(
+                "{connections} x {depth}: round {} of {rounds} done",
+                round + 1
+            );
         }
         let medians = |rows: &[Figures]| {
             (
@@ -244,8 +257,14 @@ fn main() {
         };
         let (floor, through) = (medians(&floor), medians(&through));
         for (name, (rate, host_cpu, server_cpu)) in [
-            (format!("redis-benchmark -P {depth}"), floor),
-            (format!("kv through the host, depth {depth}"), through),
+            (
+                format!("redis-benchmark -c {connections} -P {depth}"),
+                floor,
+            ),
+            (
+                format!("kv through the host, {connections} x {depth}"),
+                through,
+            ),
         ] {
             println!(
                 "{name:<36} {rate:>12.0} {:>8.2}x {host_cpu:>16.2} {server_cpu:>18.2}",
