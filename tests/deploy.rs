@@ -107,7 +107,12 @@ fn mounts(name: &str) -> PathBuf {
 fn serves_twice_with_its_cache(name: &str, args: &[String], store: Option<&RedisServer>) {
     let dir = mounts(name);
     if store.is_some() {
-        fs::write(dir.join("password-mount/password"), STORE_PASSWORD).unwrap();
+        // With a trailing newline, as `openssl rand -hex 24 > FILE` writes it.
+        fs::write(
+            dir.join("password-mount/password"),
+            format!("{STORE_PASSWORD}\n"),
+        )
+        .unwrap();
     }
     let loopback = on_loopback(args, &dir, store);
     let args: Vec<&str> = loopback.iter().map(String::as_str).collect();
@@ -195,9 +200,10 @@ fn the_deployment_and_the_store_agree_on_its_service_and_secret() {
     assert_eq!(flag(&args, "--store"), STORE_URL);
     assert!(store.contains("kind: Service\nmetadata:\n  name: sandsock-redis\n"));
     assert!(store.contains("    - name: redis\n      port: 6379\n"));
-    assert!(store.contains("\"--maxmemory-policy\", \"noeviction\""));
+    assert!(store.contains("--maxmemory-policy noeviction"));
     assert!(deployment.contains("secretName: sandsock-redis\n"));
-    assert!(store.contains("secretKeyRef:\n                  name: sandsock-redis\n"));
+    assert!(store.contains("--requirepass \"$(cat /etc/sandsock-redis/password)\""));
+    assert_eq!(store.matches("secretName: sandsock-redis\n").count(), 1);
     assert!(kustomization.contains("secretGenerator:\n  - name: sandsock-redis\n"));
     assert!(kustomization.contains("  - redis.yaml\n"));
     assert!(

@@ -162,9 +162,11 @@ fn apply(held: &mut Held, limits: &StoreLimits, op: &Op) -> Result<Outcome, Stor
 pub fn increment(now: Option<&[u8]>, delta: i64) -> Result<i64, StoreError> {
     let now = match now {
         None => 0,
+        // As Redis reads one: `-12`, not `+12`, `012` or `-0`, so that every backend
+        // takes the same values.
         Some(value) => std::str::from_utf8(value)
             .ok()
-            .and_then(|text| text.parse::<i64>().ok())
+            .and_then(|text| text.parse::<i64>().ok().filter(|n| n.to_string() == text))
             .ok_or(StoreError::NotANumber)?,
     };
     now.checked_add(delta).ok_or(StoreError::NotANumber)

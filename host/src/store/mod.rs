@@ -242,11 +242,12 @@ pub enum StoreError {
     BadName,
     /// Too many operations in flight, buckets or subscriptions for one instance.
     Busy,
-    /// The backend cannot be reached (a remote one; never memory or a file): the
-    /// operation was not sent.
+    /// The backend cannot be reached, or cannot take the operation now (a remote one;
+    /// never memory or a file): the operation was not sent, or did not run.
     Unavailable,
-    /// The backend did not answer within `--store-timeout` (a remote one): a write may
-    /// or may not have happened.
+    /// The backend's answer did not come (a remote one): not within
+    /// `--store-timeout`, or not before the connection broke. A write may or may not
+    /// have happened.
     TimedOut,
     /// The backend failed (a disk error, say); the host logged why.
     Failed,

@@ -136,7 +136,9 @@ return {removed, redis.call('DECRBY', KEYS[1], freed)}
 /// Adds to a decimal number (a missing key holds 0). KEYS: the byte count, the index,
 /// the value; ARGV: the limit, the bucket name's length, the key's name, the delta.
 /// Answers `{status, bytes now, the number in decimal}`: Redis's own INCRBY does the
-/// arithmetic (a Lua number is a double, which would round past 2^53).
+/// arithmetic (a Lua number is a double, which would round past 2^53). Its errors
+/// other than "not a number" and "overflow" (out of memory, a read-only replica) are
+/// the script's own: the operation fails, it is not told its value is no number.
 pub const INCREMENT: Script = Script {
     name: "increment",
     source: r#"
@@ -144,7 +146,12 @@ local limit, bucket, name = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
 local old = redis.call('GET', KEYS[3])
 local done = redis.pcall('INCRBY', KEYS[3], ARGV[4])
-if type(done) == 'table' and done.err then return {-2, used} end
+if type(done) == 'table' and done.err then
+  if string.find(done.err, 'not an integer') or string.find(done.err, 'overflow') then
+    return {-2, used}
+  end
+  return done
+end
 local now = redis.call('GET', KEYS[3])
 local delta = bucket + #name + #now
 if old then delta = delta - (bucket + #name + #old) end

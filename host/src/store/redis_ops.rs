@@ -39,12 +39,6 @@ pub fn loaded(replies: Vec<Value>) -> Result<([String; SCRIPTS.len()], Option<u6
     Ok((hashes, bytes))
 }
 
-/// Whether the server answered that it does not have the script (it restarted, or
-/// was told to forget its scripts): nothing ran.
-pub fn is_noscript(reply: &Value) -> bool {
-    matches!(reply, Value::ServerError(e) if e.code() == "NOSCRIPT")
-}
-
 /// Adds `job`'s one command to `pipe`, with `scripts` the hashes of [`SCRIPTS`] and
 /// `layout` the names of `namespace` (a job of another namespace gets its own).
 pub fn command(

@@ -11,19 +11,23 @@
 //! out. Names and scripts: [`redis_layout`];
 //! topics: [`redis_relay`], on a connection of its own.
 //!
-//! Every operation is answered within `--store-timeout` of its submission:
+//! Every operation is answered within `--store-timeout` of its submission (up to
+//! twice that when its connection is being replaced: connecting holds up the
+//! thread):
 //!
-//! - a pipeline the server does not answer in time answers `timed-out` (a write in
-//!   it may still land) and its connection is dropped;
-//! - while the server cannot be reached, an operation answers `unavailable` at once,
-//!   unsent; the thread tries to connect again after 100 ms, doubling up to 2 s, and
-//!   `/readyz` says not ready. A connection the server closes is noticed at once
-//!   (RESP3, so Redis 6 or later, or Valkey), one that stops answering by a PING
-//!   once a second while idle.
+//! - an operation whose answer does not come in time, or whose connection breaks
+//!   under it, answers `timed-out` (a write may still land);
+//! - one that is not sent (no connection) or does not run (NOSCRIPT, READONLY,
+//!   MASTERDOWN, LOADING) answers `unavailable`;
+//! - a connection silent for a whole `--store-timeout`, or closed by the server
+//!   (noticed at once: RESP3, so Redis 6 or later, or Valkey), is dropped, and the
+//!   thread connects again after 100 ms, doubling up to 2 s; an idle one is checked
+//!   with a PING once a second. `/readyz` says not ready while it is down.
 //!
 //! [`redis_layout`]: super::redis_layout
 //! [`redis_relay`]: super::redis_relay
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -45,7 +49,7 @@ use tracing::{error, warn};
 
 use super::redis_health::{CHECK_EVERY, FIRST_RETRY, Health, MAX_RETRY};
 use super::redis_layout::{Layout, SCRIPTS};
-use super::redis_ops::{command, is_noscript, loaded, outcome_of};
+use super::redis_ops::{command, loaded, outcome_of};
 use super::redis_relay::Relay;
 use super::{Backend, Inbox, Job, Namespace, Op, Outcome, StoreError, StoreLimits, Topics};
 use crate::shared::rate_limit::RateLimit;
@@ -107,6 +111,21 @@ impl Default for RedisOptions {
 /// Checks a URL given to `--store`: a Redis URL, with no password in it (a process's
 /// arguments are readable by every user of the machine).
 pub fn check_url(url: &str) -> Result<(), String> {
+    const SCHEMES: [&str; 4] = ["redis://", "rediss://", "valkey://", "valkeys://"];
+    if !SCHEMES.iter().any(|scheme| url.starts_with(scheme)) {
+        return Err(format!(
+            "--store {}: a store URL is redis://, rediss://, valkey:// or valkeys://",
+            redact(url)
+        ));
+    }
+    // The client reads `#insecure` as "skip the certificate check": never silently.
+    if url.contains('#') {
+        return Err(format!(
+            "--store {}: a store URL takes no `#` part (use --store-ca-file for a \
+             private CA)",
+            redact(url)
+        ));
+    }
     let info = url
         .into_connection_info()
         .map_err(|e| format!("--store {}: not a Redis URL: {e}", redact(url)))?;
@@ -123,7 +142,7 @@ pub fn check_url(url: &str) -> Result<(), String> {
 
 /// `url` with whatever sits between `://` and `@` hidden, for an error line about a
 /// URL that may hold a password.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}://…@{}", &url[..scheme], &url[at + 1..])
@@ -217,14 +236,15 @@ impl RedisStore {
             failures: RateLimit::default(),
             dropped: Arc::new(Notify::new()),
             in_flight: FuturesOrdered::new(),
-            connection: 0,
+            pending: VecDeque::new(),
         };
         if let Err(e) = runtime.block_on(driver.connect())
             && refused(&e)
         {
             bail!(
-                "the store {url} refused the host's credentials (--store-password-file, \
-                 SANDSOCK_STORE_PASSWORD or the URL's user): {e}"
+                "the store {url} refused the host's credentials or their permissions \
+                 (--store-password-file, SANDSOCK_STORE_PASSWORD, the URL's user and its \
+                 ACL): {e}"
             );
         }
         let nudge = Arc::new(Notify::new());
@@ -373,24 +393,23 @@ struct Driver {
     failures: RateLimit,
     /// Rung when the client sees a connection close.
     dropped: Arc<Notify>,
-    /// Pipelines sent and not yet answered, oldest first.
+    /// Pipelines sent on the current connection and not yet answered, oldest first,
+    /// and what each carries (the same order).
     in_flight: FuturesOrdered<InFlight>,
-    /// The number of the current connection (each new one gets the next).
-    connection: u64,
+    pending: VecDeque<Pending>,
 }
 
-/// A pipeline that came back, or did not in time.
-struct Sent {
+/// What a pipeline out carries.
+struct Pending {
     works: Vec<Work>,
-    replies: Result<::redis::RedisResult<Vec<Value>>, tokio::time::error::Elapsed>,
-    /// The connection it went out on.
-    connection: u64,
-    /// Whether it was sent again after NOSCRIPT.
-    retry: bool,
+    sent_at: Instant,
 }
+
+/// What a pipeline comes back with, or that it did not in time.
+type Replies = Result<::redis::RedisResult<Vec<Value>>, tokio::time::error::Elapsed>;
 
 /// A pipeline out.
-type InFlight = Pin<Box<dyn Future<Output = Sent> + Send>>;
+type InFlight = Pin<Box<dyn Future<Output = Replies> + Send>>;
 
 /// A connection, with the hashes of the scripts loaded on it.
 struct Connected {
@@ -413,10 +432,11 @@ impl Driver {
                     if taken == 0 {
                         return;
                     }
-                    self.send(&mut batch, false).await;
+                    self.send(&mut batch).await;
                 }
-                Some(sent) = self.in_flight.next(), if !self.in_flight.is_empty() => {
-                    self.receive(sent).await;
+                Some(replies) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    let pending = self.pending.pop_front().expect("one per pipeline out");
+                    self.receive(pending, replies);
                 }
                 () = dropped.notified() => self.closed(),
                 _ = tick.tick() => self.check().await,
@@ -442,7 +462,10 @@ impl Driver {
                 let _ = self.connect().await;
             }
             None => {}
-            Some(conn) if self.last_answer.elapsed() >= CHECK_EVERY => {
+            // Not behind pipelines out: a large answer coming slowly is not silence.
+            Some(conn)
+                if self.in_flight.is_empty() && self.last_answer.elapsed() >= CHECK_EVERY =>
+            {
                 let ping = ::redis::cmd("PING");
                 match tokio::time::timeout(self.timeout, ping.query_async::<Value>(&mut conn.mux))
                     .await
@@ -462,7 +485,7 @@ impl Driver {
         let (flag, wake) = (closed.clone(), self.dropped.clone());
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
-            // The pipelines' own deadlines bound the wait (see `serve`).
+            // The pipelines' own deadlines bound the wait (see `send`).
             .set_response_timeout(None)
             .set_push_sender(move |info: PushInfo| {
                 if info.kind == PushKind::Disconnection {
@@ -493,7 +516,6 @@ impl Driver {
                     scripts,
                     closed,
                 });
-                self.connection += 1;
                 self.retry_delay = FIRST_RETRY;
                 self.bytes.store(bytes.unwrap_or(0), Ordering::Relaxed);
                 self.answered();
@@ -520,25 +542,34 @@ impl Driver {
         self.health.commands.up(&self.url);
     }
 
-    /// The connection failed: dropped, and tried again after a wait.
+    /// The connection failed: dropped, and tried again after a wait. What is out on
+    /// it will get no answer from it: each of those operations answers `timed-out`
+    /// now (it may or may not have run).
     fn lost(&mut self, why: &str) {
         self.conn = None;
         self.retry_at = Instant::now() + self.retry_delay;
         self.retry_delay = (self.retry_delay * 2).min(MAX_RETRY);
         self.health.commands.down(&self.url, why);
+        self.in_flight = FuturesOrdered::new();
+        for pending in std::mem::take(&mut self.pending) {
+            for work in pending.works {
+                self.fail(work, StoreError::TimedOut);
+            }
+        }
     }
 
     /// Sends `batch` as one pipeline, which joins those in flight; leaves `batch`
-    /// empty. What needs no server, or can no longer reach one, is answered now.
-    async fn send(&mut self, batch: &mut Vec<Work>, retry: bool) {
+    /// empty. What needs no server, has waited out its time (connecting included), or
+    /// finds no connection is answered now, unsent.
+    async fn send(&mut self, batch: &mut Vec<Work>) {
+        self.closed();
+        if self.conn.is_none() && Instant::now() >= self.retry_at {
+            let _ = self.connect().await;
+        }
         let now = Instant::now();
         batch.retain(|work| !self.answer_locally(work, now));
         if batch.is_empty() {
             return;
-        }
-        self.closed();
-        if self.conn.is_none() && now >= self.retry_at {
-            let _ = self.connect().await;
         }
         let Some(conn) = &self.conn else {
             for work in batch.drain(..) {
@@ -567,39 +598,28 @@ impl Driver {
         }
         // The batch is in submission order: its first waited longest.
         let deadline = tokio::time::Instant::from_std(batch[0].submitted() + self.timeout);
-        let works = std::mem::take(batch);
-        let (mut mux, connection) = (conn.mux.clone(), self.connection);
-        let sent = async move {
-            let replies = tokio::time::timeout_at(deadline, pipe.query_async(&mut mux)).await;
-            Sent {
-                works,
-                replies,
-                connection,
-                retry,
-            }
-        };
+        let mut mux = conn.mux.clone();
+        let replies =
+            async move { tokio::time::timeout_at(deadline, pipe.query_async(&mut mux)).await };
         // Polled once now, outside tokio's cooperative budget (which could make it
         // wait a turn), so that its commands are queued on the connection before
         // those of any later pipeline: the server sees operations in the order they
         // were submitted, however many pipelines are out.
-        let mut sent: InFlight = Box::pin(tokio::task::unconstrained(sent));
+        let mut sent: InFlight = Box::pin(tokio::task::unconstrained(replies));
         let mut context = Context::from_waker(Waker::noop());
         if let Poll::Ready(done) = sent.as_mut().poll(&mut context) {
             sent = Box::pin(std::future::ready(done));
         }
         self.in_flight.push_back(sent);
+        self.pending.push_back(Pending {
+            works: std::mem::take(batch),
+            sent_at: now,
+        });
     }
 
     /// Answers every operation of a pipeline that came back (or did not in time).
-    async fn receive(&mut self, sent: Sent) {
-        let Sent {
-            works,
-            replies,
-            connection,
-            retry,
-        } = sent;
-        // A pipeline of a connection already replaced fails its own operations only.
-        let current = connection == self.connection && self.conn.is_some();
+    fn receive(&mut self, pending: Pending, replies: Replies) {
+        let Pending { works, sent_at } = pending;
         let replies = match replies {
             Ok(Ok(replies)) if replies.len() == works.len() => replies,
             Ok(Ok(replies)) => {
@@ -609,52 +629,52 @@ impl Driver {
                     replies.len(),
                     works.len()
                 );
-                if current {
-                    self.lost("a reply was missing");
-                }
+                self.lost("a reply was missing");
                 works
                     .into_iter()
                     .for_each(|work| self.fail(work, StoreError::Failed));
                 return;
             }
+            // The connection broke with these sent: each may or may not have run.
             Ok(Err(e)) => {
-                if current {
-                    self.lost(&e.to_string());
-                }
-                works
-                    .into_iter()
-                    .for_each(|work| self.fail(work, StoreError::Unavailable));
-                return;
-            }
-            Err(_) => {
-                if current {
-                    self.lost("no answer within --store-timeout");
-                }
                 works
                     .into_iter()
                     .for_each(|work| self.fail(work, StoreError::TimedOut));
+                self.lost(&e.to_string());
+                return;
+            }
+            Err(_) => {
+                works
+                    .into_iter()
+                    .for_each(|work| self.fail(work, StoreError::TimedOut));
+                // These may have waited in the queue, or the server may only be slow:
+                // the connection is given up once nothing at all has come on it for a
+                // whole --store-timeout.
+                if self.last_answer.max(sent_at).elapsed() >= self.timeout {
+                    self.lost("no answer within --store-timeout");
+                }
                 return;
             }
         };
         self.answered();
-        // A server that lost its scripts (told to forget them, or a replica promoted
-        // without them) answers NOSCRIPT: nothing ran. The scripts are loaded again
-        // on a new connection and those operations sent again, once; they may then
-        // land after operations submitted later.
-        let mut again = Vec::new();
+        // NOSCRIPT (the server lost the scripts: told to forget them, or a replica
+        // promoted without them), READONLY, MASTERDOWN and LOADING (a failover or a
+        // restart under way): that operation did not run. It answers `unavailable`,
+        // and a new connection finds the server as it is now.
+        let mut gone = None;
         for (work, reply) in works.into_iter().zip(replies) {
-            if !retry && is_noscript(&reply) {
-                again.push(work);
-            } else {
-                self.finish(work, reply);
+            match &reply {
+                Value::ServerError(e)
+                    if matches!(e.code(), "NOSCRIPT" | "READONLY" | "MASTERDOWN" | "LOADING") =>
+                {
+                    gone = Some(e.code().to_string());
+                    self.fail(work, StoreError::Unavailable);
+                }
+                _ => self.finish(work, reply),
             }
         }
-        if !again.is_empty() {
-            if current {
-                self.lost("the server had lost the scripts");
-                self.retry_at = Instant::now();
-            }
-            self.send(&mut again, true).await;
+        if let Some(code) = gone {
+            self.lost(&format!("the server answered {code}"));
         }
     }
 
@@ -748,7 +768,13 @@ mod tests {
         let said = check_url("redis://user:hunter2@127.0.0.1:6379").unwrap_err();
         assert!(said.contains("--store-password-file"), "{said}");
         assert!(!said.contains("hunter2"), "{said}");
-        assert!(check_url("http://127.0.0.1").is_err());
+        assert!(check_url("valkeys://cache.example:6380").is_ok());
+        let said = check_url("http://user:hunter2@127.0.0.1").unwrap_err();
+        assert!(
+            said.contains("redis://") && !said.contains("hunter2"),
+            "{said}"
+        );
+        assert!(check_url("rediss://cache.example:6380#insecure").is_err());
         assert_eq!(
             format!("{:?}", Password::new("hunter2\n")),
             "Some(<password>)"

@@ -19,8 +19,9 @@ pub enum StoreKind {
     Memory,
     /// `--store PATH`: a SQLite file, durable, shareable by several processes.
     File(PathBuf),
-    /// `--store redis://...` or `rediss://...`: a Redis or Valkey server, shared by
-    /// every host that uses it. The URL holds no password.
+    /// `--store redis://...` or `rediss://...` (`valkey://`, `valkeys://`): a Redis
+    /// or Valkey server, shared by every host that uses it. Any URL parses as one;
+    /// [`StoreKind::check`] refuses what is not one, or holds a password.
     Redis(String),
 }
 
@@ -30,15 +31,9 @@ impl StoreKind {
         match text {
             "" => Err("--store needs `memory`, a file's path or a redis:// URL".into()),
             "memory" => Ok(Self::Memory),
-            // Checked later (`check`), so that a refused URL is never echoed whole:
-            // it may hold a password.
-            url if url.starts_with("redis://") || url.starts_with("rediss://") => {
-                Ok(Self::Redis(url.to_string()))
-            }
-            url if url.contains("://") => Err(format!(
-                "--store {url}: only redis:// and rediss:// URLs are stores (write \
-                 ./{url} for a file of that name)"
-            )),
+            // Any URL is checked later (`check`), never here: clap would echo a refused
+            // value whole, and it may hold a password.
+            url if url.contains("://") => Ok(Self::Redis(url.to_string())),
             path => Ok(Self::File(PathBuf::from(path))),
         }
     }
@@ -71,7 +66,7 @@ impl StoreKind {
         match self {
             Self::Memory => "memory".into(),
             Self::File(path) => path.display().to_string(),
-            Self::Redis(url) => url.clone(),
+            Self::Redis(url) => redis_store::redact(url),
         }
     }
 }
