@@ -238,13 +238,18 @@ impl RedisStore {
             in_flight: FuturesOrdered::new(),
             pending: VecDeque::new(),
         };
-        if let Err(e) = runtime.block_on(driver.connect())
-            && refused(&e)
-        {
-            bail!(
-                "the store {url} refused the host's credentials or their permissions \
-                 (--store-password-file, SANDSOCK_STORE_PASSWORD, the URL's user and its \
-                 ACL): {e}"
+        if let Err(e) = runtime.block_on(driver.connect()) {
+            if refused(&e) {
+                bail!(
+                    "the store {url} refused the host's credentials or their permissions \
+                     (--store-password-file, SANDSOCK_STORE_PASSWORD, the URL's user and \
+                     its ACL): {e}"
+                );
+            }
+            warn!(
+                store = url,
+                "the store cannot be reached yet: {e}; serving with it unavailable (and \
+                 not ready) until it can be"
             );
         }
         let nudge = Arc::new(Notify::new());
