@@ -11,9 +11,9 @@
 //! out. Names and scripts: [`redis_layout`];
 //! topics: [`redis_relay`], on a connection of its own.
 //!
-//! Every operation is answered within `--store-timeout` of its submission (up to
-//! twice that when its connection is being replaced: connecting holds up the
-//! thread):
+//! Every operation is answered within `--store-timeout` of its submission (connecting
+//! and the idle check are bound by it too, and what queued meanwhile is answered by
+//! its own deadline when it is taken):
 //!
 //! - an operation whose answer does not come in time, or whose connection breaks
 //!   under it, answers `timed-out` (a write may still land);
