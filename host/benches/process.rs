@@ -81,3 +81,16 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }
+
+/// The benchmark's `-- ROUNDS REQUESTS` (flags such as `--bench` skipped), each
+/// defaulting as given.
+pub fn rounds_and_requests(rounds: usize, requests: usize) -> (usize, usize) {
+    let mut numbers = std::env::args().skip(1).filter(|a| !a.starts_with("--"));
+    let mut next = |default| {
+        numbers
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(default)
+    };
+    (next(rounds), next(requests))
+}

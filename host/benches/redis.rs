@@ -34,7 +34,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clients::{chat_lines, kv_evented};
-use process::{cpu_time, listening_addr, median, spawn};
+use process::{cpu_time, listening_addr, median, rounds_and_requests, spawn};
 
 /// The rows' concurrency: connections and requests in flight on each.
 /// redis-benchmark's default (`-c 50 -P 1`), and a pipelined load.
@@ -219,12 +219,7 @@ fn chat_round(server: Option<&Server>) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let rounds: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(5);
-    let requests: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let (rounds, requests) = rounds_and_requests(5, 100_000);
     let server = Server::start();
     println!("kv on redis-server: {rounds} rounds of {requests} requests (half SET, half GET)");
     println!(

@@ -28,7 +28,7 @@ mod process;
 use std::process::Child;
 
 use clients::{chat_lines, kv_round};
-use process::{cpu_time, listening_addr, median, pin_to_cpu, spawn};
+use process::{cpu_time, listening_addr, median, pin_to_cpu, rounds_and_requests, spawn};
 
 const CONNECTIONS: usize = 16;
 const DEPTH: usize = 16;
@@ -100,12 +100,7 @@ fn chat_round(clients: usize, lines: usize) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let rounds: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(7);
-    let requests: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let (rounds, requests) = rounds_and_requests(7, 100_000);
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("store-bench");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("a directory for the store file");

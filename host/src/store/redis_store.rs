@@ -558,7 +558,7 @@ impl Driver {
         self.in_flight = FuturesOrdered::new();
         for pending in std::mem::take(&mut self.pending) {
             for work in pending.works {
-                self.fail(work, StoreError::TimedOut);
+                self.fail(&work, StoreError::TimedOut);
             }
         }
     }
@@ -578,7 +578,7 @@ impl Driver {
         }
         let Some(conn) = &self.conn else {
             for work in batch.drain(..) {
-                self.fail(work, StoreError::Unavailable);
+                self.fail(&work, StoreError::Unavailable);
             }
             return;
         };
@@ -637,21 +637,21 @@ impl Driver {
                 self.lost("a reply was missing");
                 works
                     .into_iter()
-                    .for_each(|work| self.fail(work, StoreError::Failed));
+                    .for_each(|work| self.fail(&work, StoreError::Failed));
                 return;
             }
             // The connection broke with these sent: each may or may not have run.
             Ok(Err(e)) => {
                 works
                     .into_iter()
-                    .for_each(|work| self.fail(work, StoreError::TimedOut));
+                    .for_each(|work| self.fail(&work, StoreError::TimedOut));
                 self.lost(&e.to_string());
                 return;
             }
             Err(_) => {
                 works
                     .into_iter()
-                    .for_each(|work| self.fail(work, StoreError::TimedOut));
+                    .for_each(|work| self.fail(&work, StoreError::TimedOut));
                 // These may have waited in the queue, or the server may only be slow:
                 // the connection is given up once nothing at all has come on it for a
                 // whole --store-timeout.
@@ -673,7 +673,7 @@ impl Driver {
                     if matches!(e.code(), "NOSCRIPT" | "READONLY" | "MASTERDOWN" | "LOADING") =>
                 {
                     gone = Some(e.code().to_string());
-                    self.fail(work, StoreError::Unavailable);
+                    self.fail(&work, StoreError::Unavailable);
                 }
                 _ => self.finish(work, reply),
             }
@@ -687,7 +687,7 @@ impl Driver {
     /// limits, or with nothing to do. True if it did.
     fn answer_locally(&self, work: &Work, now: Instant) -> bool {
         if now >= work.submitted() + self.timeout {
-            self.fail_ref(work, StoreError::TimedOut);
+            self.fail(work, StoreError::TimedOut);
             return true;
         }
         let Work::Op(job, submitted) = work else {
@@ -702,7 +702,7 @@ impl Driver {
                 _ => return false,
             },
         };
-        self.post(job, *submitted, outcome);
+        job.answer(&self.inboxes, *submitted, outcome);
         true
     }
 
@@ -738,26 +738,21 @@ impl Driver {
                         Outcome::Failed(StoreError::Failed)
                     }
                 };
-                self.post(&job, submitted, outcome);
+                job.answer(&self.inboxes, submitted, outcome);
             }
         }
     }
 
-    fn fail(&self, work: Work, error: StoreError) {
-        self.fail_ref(&work, error);
-    }
-
-    fn fail_ref(&self, work: &Work, error: StoreError) {
+    /// Answers `work` with `error` (a message: counted as unsent).
+    fn fail(&self, work: &Work, error: StoreError) {
         match work {
-            Work::Op(job, submitted) => self.post(job, *submitted, Outcome::Failed(error)),
+            Work::Op(job, submitted) => {
+                job.answer(&self.inboxes, *submitted, Outcome::Failed(error))
+            }
             Work::Publish { .. } => {
                 self.unsent.fetch_add(1, Ordering::Relaxed);
             }
         }
-    }
-
-    fn post(&self, job: &Job, submitted: Instant, outcome: Outcome) {
-        job.answer(&self.inboxes, submitted, outcome);
     }
 }
 
