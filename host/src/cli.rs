@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use sandsock_load::LoadArgs;
 
 use crate::commands::new::Lang;
+use crate::record::writer::{MAX_QUEUED, RecordConfig};
 use crate::runtime::sandbox::{Isolation, Sandbox};
 use crate::shared::limits::Limits;
 use crate::shared::logging::LogFormat;
@@ -131,6 +132,12 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Lang::Rust)]
         lang: Lang,
     },
+    /// Replay tapes recorded with --record on a guest; compare what it sends.
+    ///
+    /// Replay tapes recorded with --record on a guest, offline, and compare what it
+    /// sends with what the recorded guest sent: a line per diverging connection, a
+    /// summary, exit 1 on any divergence or trap.
+    Replay(ReplayArgs),
     /// Ask a running host's admin listener whether it is alive (exit 0 or 1).
     ///
     /// Ask a running host's admin listener whether it is alive (exit 0) or not (exit
@@ -142,6 +149,23 @@ pub enum Command {
         #[arg(long)]
         ready: bool,
     },
+}
+
+/// What `host replay` is told.
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// A tape, or a directory of tapes (`--record`'s DIR).
+    pub tapes: PathBuf,
+    /// The guest to replay them on: a component file, or a built-in example's name.
+    #[arg(long, value_name = "FILE|NAME")]
+    pub guest: String,
+    /// Replay on this guest too (the recorded one), and do not compare where its
+    /// output differs from the tape's: noise the tape does not capture.
+    #[arg(long, value_name = "FILE|NAME")]
+    pub noise_from: Option<String>,
+    /// One JSON document on stdout instead of lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// A setting that is on or off.
@@ -211,7 +235,8 @@ pub struct ServeArgs {
     ///
     /// How long a TLS handshake may take before the connection is closed (a client that
     /// stalls mid-handshake holds a connection at most this long).
-    #[arg(help_heading = "Guest and listening", long, value_name = "DUR", default_value_t = Dur(TLS_HANDSHAKE_TIMEOUT))]
+    #[arg(help_heading = "Guest and listening", long, value_name = "DUR", default_value_t = Dur(TLS_HANDSHAKE_TIMEOUT),
+          hide_short_help = true)]
     pub tls_handshake_timeout: Dur,
 
     /// Event loops, one per thread; auto is one per CPU.
@@ -391,6 +416,39 @@ pub struct ServeArgs {
     )]
     pub no_cache: bool,
 
+    /// Record each instance's traffic into DIR, for `host replay`.
+    ///
+    /// Record what the world gave each guest instance (its connections' bytes,
+    /// clocks, random bytes, store answers) and what it sent, one tape per instance,
+    /// into DIR, for `host replay`. Tapes hold users' traffic in clear (TLS already
+    /// decrypted), random bytes the guest used (keys, tokens) and store values: DIR
+    /// is created 0700, and one that others could write, or a symbolic link, is
+    /// refused. Off by default.
+    #[arg(help_heading = "Record and replay", long, value_name = "DIR")]
+    pub record: Option<PathBuf>,
+
+    /// The share of new connections recorded, in percent.
+    #[arg(help_heading = "Record and replay", long, value_name = "PERCENT", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=100), requires = "record")]
+    pub record_sample: u32,
+
+    /// The most the tapes in --record's DIR hold together.
+    ///
+    /// The most bytes the tapes in --record's DIR hold together: past it, the oldest
+    /// tapes are removed, the tapes of traps last. One tape takes at most a quarter;
+    /// past that it is cut, marked incomplete.
+    #[arg(help_heading = "Record and replay", long, value_name = "SIZE",
+          default_value_t = Size(1 << 30), requires = "record", hide_short_help = true)]
+    pub record_max_bytes: Size,
+
+    /// Test hook: the record writer sleeps this long before each turn it writes.
+    #[arg(long, value_name = "DUR", hide = true, requires = "record")]
+    pub record_slow_writer: Option<Dur>,
+
+    /// Test hook: the most bytes of turns waiting for the record writer.
+    #[arg(long, value_name = "SIZE", hide = true, requires = "record")]
+    pub record_queue: Option<Size>,
+
     /// Serve /metrics, /healthz, /readyz and POST /reload.
     ///
     /// Serve the admin endpoints on ADDR, off the event loops: GET /metrics (Prometheus
@@ -433,13 +491,19 @@ pub struct ServeArgs {
     /// guest keeps state, and finish on the old one (drain) otherwise. Not with
     /// --isolation connection (an instance ends with its connection there). Above
     /// --max-memory: off.
-    #[arg(help_heading = "Swaps and canary", long, value_name = "SIZE")]
+    #[arg(
+        help_heading = "Swaps and canary",
+        long,
+        value_name = "SIZE",
+        hide_short_help = true
+    )]
     pub recycle_at_memory: Option<Size>,
 
     /// Renew a shared instance after N calls.
     ///
     /// Also replace the shared instance after it has served N calls (off by default).
-    #[arg(help_heading = "Swaps and canary", long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(help_heading = "Swaps and canary", long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..),
+          hide_short_help = true)]
     pub recycle_after: Option<u32>,
 
     /// The guest's store: memory, a SQLite file, or Redis.
@@ -501,12 +565,12 @@ pub struct ServeArgs {
 
     /// Longest key the store takes.
     #[arg(help_heading = "State the host keeps", long, value_name = "SIZE",
-          default_value_t = Size(StoreLimits::DEFAULT.max_key))]
+          default_value_t = Size(StoreLimits::DEFAULT.max_key), hide_short_help = true)]
     pub store_max_key: Size,
 
     /// Largest value (or topic message) the store takes.
     #[arg(help_heading = "State the host keeps", long, value_name = "SIZE",
-          default_value_t = Size(StoreLimits::DEFAULT.max_value))]
+          default_value_t = Size(StoreLimits::DEFAULT.max_value), hide_short_help = true)]
     pub store_max_value: Size,
 
     /// Most bytes (keys and values) the namespace holds.
@@ -538,6 +602,7 @@ impl ServeArgs {
             limits,
             isolation: self.isolation,
             env: self.env.clone(),
+            record: self.record.is_some(),
         }
     }
 
@@ -638,6 +703,17 @@ impl ServeArgs {
             then: self.canary_then,
             timeout: self.canary_timeout.0,
             noise: self.canary_noise == Toggle::On,
+        })
+    }
+
+    /// What `--record` asks for, if it does.
+    pub fn record(&self) -> Option<RecordConfig> {
+        Some(RecordConfig {
+            dir: self.record.clone()?,
+            sample_percent: self.record_sample,
+            max_bytes: self.record_max_bytes.0 as u64,
+            max_queued: self.record_queue.map_or(MAX_QUEUED, |size| size.0),
+            slow_writer: self.record_slow_writer.map_or(Duration::ZERO, |d| d.0),
         })
     }
 

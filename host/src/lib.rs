@@ -31,6 +31,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod record;
 pub mod runtime;
 pub mod shared;
 pub mod sockets;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use sandsock::cli::{Cli, Command};
 use sandsock::commands::health::health;
 use sandsock::commands::new::new_project;
+use sandsock::commands::replay::replay_command;
 use sandsock::commands::serve::serve;
 use sandsock::runtime::builtin::examples_command;
 use sandsock::runtime::component::GuestSource;
@@ -43,6 +44,10 @@ fn main() -> ExitCode {
         Some(Command::Health { admin, ready }) => health(*admin, *ready).map(|answer| {
             println!("{answer}");
             ExitCode::SUCCESS
+        }),
+        Some(Command::Replay(args)) => replay_command(args).map(|clean| match clean {
+            true => ExitCode::SUCCESS,
+            false => ExitCode::FAILURE,
         }),
         Some(Command::Load(args)) => sandsock_load::run(args).map(|report| {
             println!("{report}");

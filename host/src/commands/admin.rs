@@ -20,6 +20,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
+use crate::record::writer::RecordStats;
 use crate::runtime::contracts::Contract;
 use crate::shared::metrics::{Published, TrapCause};
 use crate::shared::rate_limit::RateLimit;
@@ -46,6 +47,8 @@ pub struct Admin {
     pub reload: Option<ReloadHandle>,
     /// The store, for the bytes its namespace holds (none for the native baseline).
     pub store: Option<Arc<Stores>>,
+    /// `--record`'s counters, when it records.
+    pub record: Option<Arc<RecordStats>>,
 }
 
 impl Admin {
@@ -159,6 +162,7 @@ impl Admin {
             reloads_refused: self.reloads_refused.clone(),
             max_connections: self.max_connections,
             store: self.store.clone(),
+            record: self.record.clone(),
         }));
         let mut text = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)?;
@@ -173,6 +177,7 @@ struct Scrape {
     reloads_refused: Arc<AtomicU64>,
     max_connections: usize,
     store: Option<Arc<Stores>>,
+    record: Option<Arc<RecordStats>>,
 }
 
 type Labels = Vec<(Cow<'static, str>, Cow<'static, str>)>;
@@ -200,6 +205,8 @@ enum Samples {
     Process(&'static [(&'static str, &'static str)], fn(&Scrape) -> u64),
     /// One value for the whole process, with labels known at the scrape, if any.
     ProcessLabelled(fn(&Scrape) -> Option<(Labels, u64)>),
+    /// A value for the whole process per value of one label (named here), if any.
+    ProcessBy(&'static str, fn(&Scrape) -> Option<ByLabel>),
     /// A value per worker.
     Worker(fn(&Published) -> u64),
     /// A value in seconds per worker (a counter).
@@ -463,6 +470,39 @@ const METRICS: &[Metric] = {
             })],
         },
         Metric {
+            name: "sandsock_record_connections",
+            help: "Connections under --record: recorded from their start, skipped by --record-sample, or cut (recording stopped because the tape writer fell behind).",
+            kind: Counter,
+            samples: &[ProcessBy("outcome", |s| {
+                let stats = s.record.as_ref()?;
+                Some(vec![
+                    ("recorded".into(), stats.recorded.load(Ordering::Relaxed)),
+                    ("skipped".into(), stats.skipped.load(Ordering::Relaxed)),
+                    ("cut".into(), stats.cut.load(Ordering::Relaxed)),
+                ])
+            })],
+        },
+        Metric {
+            name: "sandsock_record_bytes",
+            help: "Bytes written into tapes under --record.",
+            kind: Counter,
+            samples: &[ProcessLabelled(|s| {
+                Some((Vec::new(), s.record.as_ref()?.bytes.load(Ordering::Relaxed)))
+            })],
+        },
+        Metric {
+            name: "sandsock_record_tapes",
+            help: "Tapes of instances that trapped, and tapes removed to keep --record's DIR within --record-max-bytes.",
+            kind: Counter,
+            samples: &[ProcessBy("event", |s| {
+                let stats = s.record.as_ref()?;
+                Some(vec![
+                    ("trapped".into(), stats.traps.load(Ordering::Relaxed)),
+                    ("removed".into(), stats.removed.load(Ordering::Relaxed)),
+                ])
+            })],
+        },
+        Metric {
             name: "sandsock_store_up",
             help: "Whether the store can be reached (1) or not (0): only a remote one can be down.",
             kind: Gauge,
@@ -524,6 +564,12 @@ impl Scrape {
             Samples::ProcessLabelled(read) => {
                 if let Some((labels, value)) = read(self) {
                     encode_value(&mut family.encode_family(&labels)?, kind, value)?;
+                }
+            }
+            Samples::ProcessBy(label, read) => {
+                for (value, count) in read(self).unwrap_or_default() {
+                    let labels: Labels = vec![(label.into(), value)];
+                    encode_value(&mut family.encode_family(&labels)?, kind, count)?;
                 }
             }
             Samples::Worker(value) => {

@@ -11,6 +11,7 @@ use crate::cli::ServeArgs;
 use crate::commands::admin::Admin;
 use crate::commands::native::NativeHttp;
 use crate::commands::supervisor::Supervisor;
+use crate::record::writer::{RecordStats, Writer};
 use crate::runtime::builtin::guest_source;
 use crate::runtime::engine::Runtime;
 use crate::runtime::sandbox::Isolation;
@@ -25,6 +26,7 @@ use crate::sockets::tls::{Certificates, TlsServer};
 use crate::store::Stores;
 use crate::swap::Reloader;
 use crate::swap::WasmHandler;
+use crate::swap::recorder::Recorder;
 
 /// Serves until a shutdown completes; `log_format` says how the listening
 /// addresses are announced.
@@ -58,15 +60,11 @@ pub fn serve(args: &ServeArgs, log_format: LogFormat) -> Result<()> {
                     settings.event_loop(worker, listeners, NativeHttp::default())
                 })
                 .collect::<Result<Vec<_>>>()?;
-            return run(
-                args,
-                log_format,
-                supervisor,
-                loops,
-                None,
-                None,
-                "native http",
-            );
+            if args.record.is_some() {
+                bail!("--record records a guest's instances, and --native runs no guest");
+            }
+            let extras = Extras::default();
+            return run(args, log_format, supervisor, loops, extras, "native http");
         }
         Some(other) => bail!("unknown native baseline `{other}` (known: http)"),
     }
@@ -104,6 +102,16 @@ pub fn serve(args: &ServeArgs, log_format: LogFormat) -> Result<()> {
         "store open"
     );
     let drain_timeout = args.drain_timeout.map(|d| d.0);
+    let record = args.record();
+    let writer = record.as_ref().map(Writer::start).transpose()?;
+    if let Some(config) = &record {
+        info!(
+            dir = %config.dir.display(),
+            sample_percent = config.sample_percent,
+            max_bytes = config.max_bytes,
+            "recording tapes (they hold users' traffic in clear)"
+        );
+    }
     let mut loops = Vec::with_capacity(workers);
     for (worker, listeners) in listeners.into_iter().enumerate() {
         let _in_worker = worker_span(worker, workers).entered();
@@ -116,6 +124,15 @@ pub fn serve(args: &ServeArgs, log_format: LogFormat) -> Result<()> {
             args.canary(),
         )?;
         let mut event_loop = settings.event_loop(worker, listeners, handler)?;
+        if let (Some(writer), Some(config)) = (&writer, &record) {
+            let recorder = Recorder::new(
+                writer.link(),
+                config.sample_percent,
+                worker,
+                runtime.sandbox(),
+            );
+            event_loop.handler_mut().set_recorder(recorder);
+        }
         let link = stores.link(worker);
         let remote = event_loop.remote();
         link.inbox().wake_with(move || remote.wake());
@@ -141,15 +158,20 @@ pub fn serve(args: &ServeArgs, log_format: LogFormat) -> Result<()> {
             event_loop.handler_mut().time_calls();
         }
     }
-    run(
-        args,
-        log_format,
-        supervisor,
-        loops,
+    let extras = Extras {
         reloader,
-        Some(stores),
-        &source.origin,
-    )
+        store: Some(stores),
+        record: writer.as_ref().map(|w| w.link().stats().clone()),
+    };
+    run(args, log_format, supervisor, loops, extras, &source.origin)
+}
+
+/// What serving a guest adds to what every server has.
+#[derive(Default)]
+struct Extras {
+    reloader: Option<Reloader>,
+    store: Option<Arc<Stores>>,
+    record: Option<Arc<RecordStats>>,
 }
 
 /// What every worker's loop is built with.
@@ -189,10 +211,14 @@ fn run<H: EventHandler + Send + 'static>(
     log_format: LogFormat,
     mut supervisor: Supervisor,
     mut loops: Vec<EventLoop<H>>,
-    reloader: Option<Reloader>,
-    store: Option<Arc<Stores>>,
+    extras: Extras,
     what: &str,
 ) -> Result<()> {
+    let Extras {
+        reloader,
+        store,
+        record,
+    } = extras;
     let workers = loops.len();
     let admin = match args.admin {
         Some(addr) => {
@@ -210,6 +236,7 @@ fn run<H: EventHandler + Send + 'static>(
                 max_connections: args.max_connections,
                 reload: reloader.as_ref().map(Reloader::handle),
                 store,
+                record,
             };
             Some(admin.start(addr, args.admin_allow_remote)?)
         }

@@ -17,6 +17,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use super::cache::Cache;
 use super::component::{self, Guest, GuestSource};
 use super::contracts;
+use super::environment::{Environment, Journal};
 use super::imports::GuestState;
 use super::instance::Instance;
 use super::sandbox::{Isolation, Sandbox};
@@ -128,9 +129,20 @@ impl Runtime {
         component::compile(&baseline.engine, &baseline.linker, source, None, false)
     }
 
-    /// Starts a fresh instance of `guest` in a store of its own.
+    /// Starts a fresh instance of `guest` in a store of its own: its clocks and
+    /// random bytes noted for its tape under `--record`.
     pub fn instantiate(&self, guest: &Guest) -> Result<Instance> {
-        Instance::start(&self.sandbox, guest)
+        let environment = match self.sandbox.record {
+            true => Environment::Recorded(Journal::default()),
+            false => Environment::System,
+        };
+        Instance::start(&self.sandbox, guest, environment)
+    }
+
+    /// Starts a fresh instance of `guest` whose clocks and random bytes come from
+    /// `environment` (a replay's tape).
+    pub fn instantiate_in(&self, guest: &Guest, environment: Environment) -> Result<Instance> {
+        Instance::start(&self.sandbox, guest, environment)
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::environment::{Journal, Reading};
 use super::guest_log::{GuestBudget, GuestLog};
 use super::limiter::Limiter;
 use super::shadow::ShadowIo;
@@ -32,6 +33,8 @@ pub struct GuestState {
     pub(super) shadow: Option<Box<ShadowIo>>,
     /// Its buckets, subscriptions and the answers waiting for it (contract 1.1).
     pub(super) store: StoreSession,
+    /// With `--record`: where `connect`'s answers are noted, beside the clocks'.
+    pub(super) journal: Option<Journal>,
 }
 
 impl GuestState {
@@ -46,6 +49,7 @@ impl GuestState {
             log,
             shadow: None,
             store: StoreSession::default(),
+            journal: None,
         }
     }
 
@@ -190,10 +194,14 @@ impl sandsock::net::io::Host for GuestState {
     }
 
     fn connect(&mut self, addr: String) -> Result<Conn, IoError> {
-        match self.shadow.as_deref_mut() {
+        let result = match self.shadow.as_deref_mut() {
             None => self.net.connect(&addr),
             Some(shadow) => shadow.connect(),
+        };
+        if let Some(journal) = &self.journal {
+            journal.push(Reading::Connect(result));
         }
+        result
     }
 }
 

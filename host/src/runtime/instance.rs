@@ -12,6 +12,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use super::component::Guest;
 use super::contracts::{Handle, State};
+use super::environment::{Environment, Journal, Reading};
 use super::guest_log::{GuestBudget, GuestLog};
 use super::imports::GuestState;
 use super::limiter::Limiter;
@@ -36,20 +37,29 @@ pub struct Instance {
     log_budget: Arc<GuestBudget>,
     /// Its linear memory once started (or rebased): recycling looks at growth past it.
     initial_memory: usize,
+    /// With `--record`: the clocks' and random generators' answers, for its tape.
+    journal: Option<Journal>,
 }
 
 impl Instance {
     /// Starts a fresh instance of `guest` in a store of its own (of the engine its
-    /// code was compiled for), within `sandbox`.
-    pub fn start(sandbox: &Sandbox, guest: &Guest) -> Result<Self> {
+    /// code was compiled for), within `sandbox`, its clocks and random bytes from
+    /// `environment`.
+    pub fn start(sandbox: &Sandbox, guest: &Guest, environment: Environment) -> Result<Self> {
         let mut wasi = WasiCtxBuilder::new();
+        environment.apply(&mut wasi);
+        let journal = environment.journal().cloned();
         let (stdout, stderr) = GuestLog::pair(guest.name.clone(), guest.log_budget.clone());
         let log = stdout.clone();
         wasi.stdout(stdout).stderr(stderr);
         for (key, value) in &sandbox.env {
             wasi.env(key, value);
         }
-        let state = GuestState::new(wasi.build(), Limiter::new(sandbox.limits.max_memory), log);
+        let mut state = GuestState::new(wasi.build(), Limiter::new(sandbox.limits.max_memory), log);
+        state.journal = journal.clone();
+        if journal.is_some() {
+            state.store.record_tape();
+        }
         let mut store = Store::new(&guest.engine, state);
         store.limiter(|s| &mut s.limiter);
         // Instantiation runs guest code too (its start functions): same budget.
@@ -91,7 +101,16 @@ impl Instance {
             budget,
             log_budget: guest.log_budget.clone(),
             initial_memory,
+            journal,
         })
+    }
+
+    /// With `--record`: moves the answers its environment gave since the last time
+    /// into `readings`, and gives what it did with the store.
+    pub fn take_tape(&mut self, readings: &mut Vec<Reading>) -> Option<Recording> {
+        let journal = self.journal.as_ref()?;
+        journal.take_into(readings);
+        self.store.data_mut().store.take_tape()
     }
 
     /// Calls `handle` with `events` on behalf of guest instance `owner`, lending it

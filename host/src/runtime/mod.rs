@@ -22,6 +22,9 @@
 //! - [`backoff`]: the crash-loop back-off of an instance that keeps trapping.
 //! - [`shadow`]: the io a canary's shadow instance sees instead of the sockets, and
 //!   [`shadow_store`] the store it sees instead of the real one.
+//! - [`environment`]: the clocks and random bytes an instance sees: the system's,
+//!   noted for `--record`, or a tape's; [`replay`] runs a tape's instance again on
+//!   any guest, offline, with a shadow's io.
 
 pub mod backoff;
 pub mod builtin;
@@ -30,10 +33,12 @@ pub mod component;
 pub mod contracts;
 pub mod digest;
 pub mod engine;
+pub mod environment;
 pub mod guest_log;
 pub mod imports;
 pub mod instance;
 pub mod limiter;
+pub mod replay;
 pub mod sandbox;
 pub mod shadow;
 pub mod shadow_store;

@@ -22,6 +22,8 @@ pub struct Sandbox {
     pub isolation: Isolation,
     /// The only environment the guest sees (`--env`).
     pub env: Vec<(String, String)>,
+    /// `--record`: every instance's clocks and random bytes are noted for its tape.
+    pub record: bool,
 }
 
 impl Default for Sandbox {
@@ -30,6 +32,7 @@ impl Default for Sandbox {
             limits: Limits::DEFAULT,
             isolation: Isolation::Shared,
             env: Vec::new(),
+            record: false,
         }
     }
 }

@@ -6,7 +6,7 @@
 //! never pushes back); its interest, closes and shutdowns are recorded, never
 //! applied; it cannot connect out. Its timers are its own, fired by the canary.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::shadow_store::ShadowStore;
@@ -20,6 +20,20 @@ pub const MAX_OUTPUT: usize = 1 << 20;
 
 /// The largest read a shadow is answered, as the host caps a real one.
 const MAX_READ: usize = 64 * 1024;
+
+/// How a connection came to a shadow, and the event that announces it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Arrival {
+    /// A new connection: `accepted`.
+    #[default]
+    Accepted,
+    /// Handed over from an earlier generation: `adopted`.
+    Adopted,
+    /// Its own `connect`, not completed yet: announced by [`ShadowIo::connected`].
+    Connecting,
+    /// Its own `connect`, completed: `connected`.
+    Connected,
+}
 
 /// One sampled connection as a shadow sees it.
 #[derive(Debug, Default)]
@@ -45,6 +59,10 @@ pub struct ShadowConn {
     pub hung_up: bool,
     /// The peer's address, as the serving instance saw it.
     pub peer: Option<String>,
+    /// Its TLS facts (a replay's; a canary's shadows are told none).
+    pub tls: Option<TlsInfo>,
+    /// How it arrived, and so which event announces it.
+    pub arrival: Arrival,
     want_read: bool,
     want_write: bool,
     accepted_told: bool,
@@ -82,6 +100,15 @@ pub struct ShadowIo {
     pub max_timers: usize,
     /// Its store and topics (contract 1.1).
     pub store: ShadowStore,
+    /// The time its timers are set from: a replay's clock; `None` is the real one.
+    pub now: Option<Instant>,
+    /// What its `connect` calls answer, in order (a replay's tape); when none is
+    /// left, `not-permitted`.
+    pub connects: VecDeque<Result<Conn, IoError>>,
+    /// Timers fired by the driver (a replay fires the ones its tape fired, at the
+    /// turn they fired) rather than when due.
+    pub scripted_timers: HashSet<u64>,
+    fired: HashSet<u64>,
 }
 
 impl Default for ShadowIo {
@@ -91,6 +118,10 @@ impl Default for ShadowIo {
             timers: BTreeMap::new(),
             max_timers: Limits::DEFAULT.max_timers,
             store: ShadowStore::default(),
+            now: None,
+            connects: VecDeque::new(),
+            scripted_timers: HashSet::new(),
+            fired: HashSet::new(),
         }
     }
 }
@@ -98,14 +129,44 @@ impl Default for ShadowIo {
 impl ShadowIo {
     /// Adds a sampled connection, announced as `accepted` in the next batch.
     pub fn accept(&mut self, conn: Conn, peer: Option<String>) {
+        self.arrive(conn, peer, None, Arrival::Accepted);
+    }
+
+    /// Adds a connection that arrived as `arrival` says, with its TLS facts.
+    pub fn arrive(
+        &mut self,
+        conn: Conn,
+        peer: Option<String>,
+        tls: Option<TlsInfo>,
+        arrival: Arrival,
+    ) {
         self.conns.insert(
             conn,
             ShadowConn {
                 peer,
+                tls,
+                arrival,
                 want_read: true,
                 ..ShadowConn::default()
             },
         );
+    }
+
+    /// Its outbound connection `conn` completed: `connected` in the next batch.
+    pub fn connected(&mut self, conn: Conn) {
+        if let Some(conn) = self.conns.get_mut(&conn)
+            && conn.arrival == Arrival::Connecting
+        {
+            conn.arrival = Arrival::Connected;
+            conn.accepted_told = false;
+        }
+    }
+
+    /// Fires timer `id` now, if it is armed (a replay's tape fired it here).
+    pub fn fire(&mut self, id: u64) {
+        if self.timers.contains_key(&id) {
+            self.fired.insert(id);
+        }
     }
 
     /// The events the shadow has now, as the host's loop would report them: a new
@@ -133,9 +194,13 @@ impl ShadowIo {
             if conn.closed_at.is_some() {
                 continue;
             }
-            if !conn.accepted_told {
+            if !conn.accepted_told && conn.arrival != Arrival::Connecting {
                 conn.accepted_told = true;
-                events.push(Event::Accepted(id));
+                events.push(match conn.arrival {
+                    Arrival::Adopted => Event::Adopted(id),
+                    Arrival::Connected => Event::Connected(id),
+                    Arrival::Accepted | Arrival::Connecting => Event::Accepted(id),
+                });
             }
             if conn.readable() {
                 events.push(Event::Readable(id));
@@ -147,12 +212,22 @@ impl ShadowIo {
         let due: Vec<u64> = self
             .timers
             .iter()
-            .filter(|&(_, &at)| at <= now)
+            .filter(|&(id, &at)| self.due(*id, at, now))
             .map(|(&id, _)| id)
             .collect();
         for id in due {
             self.timers.remove(&id);
+            self.fired.remove(&id);
             events.push(Event::Timer(id));
+        }
+    }
+
+    /// Whether timer `id`, set to fire `at`, is due at `now` (a scripted timer is
+    /// due only once the driver fired it).
+    fn due(&self, id: u64, at: Instant, now: Instant) -> bool {
+        match self.scripted_timers.contains(&id) {
+            true => self.fired.contains(&id),
+            false => at <= now,
         }
     }
 
@@ -162,9 +237,9 @@ impl ShadowIo {
     pub fn has_work(&self, now: Instant) -> bool {
         self.conns.values().any(|conn| {
             conn.readable()
-                || (conn.live() && !conn.accepted_told)
+                || (conn.live() && !conn.accepted_told && conn.arrival != Arrival::Connecting)
                 || (conn.hung_up && !conn.hangup_told && conn.closed_at.is_none())
-        }) || self.timers.values().any(|&at| at <= now)
+        }) || self.timers.iter().any(|(&id, &at)| self.due(id, at, now))
             || self.store.has_mail()
     }
 
@@ -262,9 +337,9 @@ impl ShadowIo {
         self.live(c)?.peer.clone()
     }
 
-    /// `tls`: a shadow is told nothing of TLS.
-    pub fn tls(&mut self, _c: Conn) -> Option<TlsInfo> {
-        None
+    /// `tls`: what its tape holds (a canary's shadows are told nothing of TLS).
+    pub fn tls(&mut self, c: Conn) -> Option<TlsInfo> {
+        self.live(c)?.tls.clone()
     }
 
     /// `set-timer`: the shadow's own, fired by the canary (over `max_ms`, refused).
@@ -274,18 +349,28 @@ impl ShadowIo {
         {
             return Err(IoError::LimitExceeded);
         }
+        let now = self.now.unwrap_or_else(Instant::now);
         self.timers
-            .insert(id, Instant::now() + Duration::from_millis(after_ms));
+            .insert(id, now + Duration::from_millis(after_ms));
         Ok(())
     }
 
     /// `cancel-timer`.
     pub fn cancel_timer(&mut self, id: u64) {
         self.timers.remove(&id);
+        self.fired.remove(&id);
     }
 
-    /// `connect`: never permitted to a shadow.
+    /// `connect`: a replay's tape's answer, in order; never permitted to a
+    /// canary's shadow.
     pub fn connect(&mut self) -> Result<Conn, IoError> {
-        Err(IoError::NotPermitted)
+        let result = self
+            .connects
+            .pop_front()
+            .unwrap_or(Err(IoError::NotPermitted));
+        if let Ok(conn) = result {
+            self.arrive(conn, None, None, Arrival::Connecting);
+        }
+        result
     }
 }

@@ -43,6 +43,16 @@ pub struct Recording {
     pub messages: Vec<(String, Arc<[u8]>)>,
 }
 
+impl Recording {
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+            && self.answers.is_empty()
+            && self.publishes.is_empty()
+            && self.messages.is_empty()
+    }
+}
+
 /// One operation of the serving instance.
 #[derive(Debug)]
 struct ServingOp {

@@ -156,11 +156,11 @@ impl sandsock::net::topics::Host for GuestState {
             return Ok(());
         }
         link.publish(&topic, &message);
-        if let Some(recording) = &mut self.store.recording
-            && recording.publishes.len() < MAX_RECORDED
-        {
-            recording.publishes.push((topic, message));
-        }
+        self.store.note(|recording| {
+            if recording.publishes.len() < MAX_RECORDED {
+                recording.publishes.push((topic.clone(), message.clone()));
+            }
+        });
         Ok(())
     }
 }

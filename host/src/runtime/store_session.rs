@@ -53,6 +53,8 @@ pub struct StoreSession {
     /// While a canary tries a candidate against this (serving) instance: what it
     /// does with the store, for the shadows.
     pub(super) recording: Option<Recording>,
+    /// With `--record`: the same, for the instance's tape.
+    pub(super) tape: Option<Recording>,
 }
 
 impl Default for StoreSession {
@@ -68,6 +70,7 @@ impl Default for StoreSession {
             next_subscription: 0,
             mail: Vec::new(),
             recording: None,
+            tape: None,
         }
     }
 }
@@ -119,27 +122,48 @@ impl StoreSession {
         self.recording.as_mut().map(std::mem::take)
     }
 
+    /// Starts recording what it does with the store for its tape (`--record`).
+    pub fn record_tape(&mut self) {
+        self.tape.get_or_insert_with(Recording::default);
+    }
+
+    /// What it did with the store since the last time, for its tape.
+    pub fn take_tape(&mut self) -> Option<Recording> {
+        self.tape.as_mut().map(std::mem::take)
+    }
+
+    /// Notes something in each recording that is on: the canary's, the tape's.
+    pub(super) fn note(&mut self, each: impl FnMut(&mut Recording)) {
+        note(&mut self.recording, &mut self.tape, each);
+    }
+
     /// Takes `delivery` for the next call; true if nothing waited before it.
     pub fn deliver(&mut self, delivery: Delivery) -> bool {
         match &delivery {
             Delivery::Done { op, outcome, .. } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
-                if let Some(recording) = &mut self.recording
-                    && recording.answers.len() < MAX_RECORDED
-                {
-                    recording.answers.push((*op, outcome.clone()));
-                }
+                self.note(|recording| {
+                    if recording.answers.len() < MAX_RECORDED {
+                        recording.answers.push((*op, outcome.clone()));
+                    }
+                });
             }
             Delivery::Message {
                 subscription,
                 bytes,
                 ..
             } => {
-                let topic = self.subscriptions.iter().find(|(id, _)| id == subscription);
-                if let (Some(recording), Some((_, topic))) = (&mut self.recording, topic)
-                    && recording.messages.len() < MAX_RECORDED
-                {
-                    recording.messages.push((topic.clone(), bytes.clone()));
+                let topic = self
+                    .subscriptions
+                    .iter()
+                    .find(|(id, _)| id == subscription)
+                    .map(|(_, topic)| topic.clone());
+                if let Some(topic) = topic {
+                    self.note(|recording| {
+                        if recording.messages.len() < MAX_RECORDED {
+                            recording.messages.push((topic.clone(), bytes.clone()));
+                        }
+                    });
                 }
             }
             Delivery::Lost { .. } => {}
@@ -188,11 +212,11 @@ impl StoreSession {
                                 link.submit(asker, id, op);
                             }),
                             None => {
-                                if let Some(recording) = &mut self.recording
-                                    && recording.ops.len() < MAX_RECORDED
-                                {
-                                    recording.ops.push((id, op.clone()));
-                                }
+                                note(&mut self.recording, &mut self.tape, |recording| {
+                                    if recording.ops.len() < MAX_RECORDED {
+                                        recording.ops.push((id, op.clone()));
+                                    }
+                                });
                                 link.submit(asker, id, op);
                             }
                         }
@@ -212,5 +236,20 @@ impl StoreSession {
             });
         }
         id
+    }
+}
+
+/// Notes something in each recording that is on (fields, not `self`, so that a
+/// caller holding a borrow of another field can note).
+fn note(
+    recording: &mut Option<Recording>,
+    tape: &mut Option<Recording>,
+    mut each: impl FnMut(&mut Recording),
+) {
+    if let Some(recording) = recording {
+        each(recording);
+    }
+    if let Some(tape) = tape {
+        each(tape);
     }
 }

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use super::SwapMode;
 use super::canary::{CanaryConfig, Pilot, report};
 use super::generations::Generations;
+use super::recorder::Recorder;
 use super::recycle::{Recycle, Recycling};
 use super::reloader::SwapInbox;
 use crate::runtime::component::Guest;
@@ -42,6 +43,8 @@ pub struct WasmHandler {
     /// Owners whose last call left answers or messages for the next (a call takes
     /// about `MAX_CALL_INPUT` of them): they get an `Event::Mail` next turn.
     mail_left: Vec<Owner>,
+    /// With `--record`: each instance's tape.
+    recorder: Option<Recorder>,
 }
 
 impl WasmHandler {
@@ -69,7 +72,14 @@ impl WasmHandler {
             mail: Vec::new(),
             store_counters: StoreCounters::default(),
             mail_left: Vec::new(),
+            recorder: None,
         })
+    }
+
+    /// Records every instance's tape (`--record`).
+    pub fn set_recorder(&mut self, recorder: Recorder) {
+        self.generations.tenants.notes = Some(Vec::new());
+        self.recorder = Some(recorder);
     }
 
     /// The worker's store, for its instances' `store` and `topics` calls.
@@ -139,16 +149,23 @@ impl EventHandler for WasmHandler {
     }
 
     fn handle(&mut self, batch: &Batch, net: &mut Net) {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.before_batch(batch, net);
+        }
         self.canary.sample(batch, net);
         for (owner, events) in batch.groups() {
             if self.generations.run(owner, events, net) {
                 self.mail_left.push(owner);
             }
         }
+        self.record(net);
         let inbox = self.inbox.as_ref();
         self.canary.after_batch(&mut self.generations, net, inbox);
         self.generations.drop_closed();
         self.recycling.after_batch(&mut self.generations, net);
+        if let Some(tapes) = net.tapes() {
+            tapes.end_turn();
+        }
     }
 
     fn shutdown(&mut self, net: &mut Net) {
@@ -160,6 +177,10 @@ impl EventHandler for WasmHandler {
 
     fn finish(&mut self) {
         self.generations.finish();
+        // The connections left at the shutdown have finished: every tape ends.
+        if let Some(recorder) = &mut self.recorder {
+            recorder.finish();
+        }
     }
 
     fn on_wake(&mut self, net: &mut Net) {
@@ -194,6 +215,19 @@ impl EventHandler for WasmHandler {
         self.generations.publish(to, net);
         self.canary.publish(to);
         to.store(&self.store_counters);
+    }
+}
+
+impl WasmHandler {
+    /// With `--record`: what the batch's calls gave and did, onto their tapes.
+    fn record(&mut self, net: &mut Net) {
+        let Some(recorder) = &mut self.recorder else {
+            return;
+        };
+        let tenants = &mut self.generations.tenants;
+        let mut notes = tenants.notes.take().unwrap_or_default();
+        recorder.after_batch(net, &mut notes, |owner| tenants.guest_of(owner));
+        tenants.notes = Some(notes);
     }
 }
 

@@ -13,10 +13,13 @@
 //!   reads, compiles and checks a new guest off the loop thread.
 //! - [`canary`]: `--swap canary`, a new guest tried as a shadow on live traffic and
 //!   promoted only if it answers what the serving one answers.
+//! - [`recorder`]: `--record`, each instance's tape: what the world gave it and
+//!   what it sent, turn by turn.
 
 pub mod canary;
 pub mod generations;
 pub mod handler;
+pub mod recorder;
 pub mod recycle;
 pub mod reloader;
 pub mod tenants;

@@ -32,6 +32,8 @@ use crate::sockets::net::Net;
 use crate::sockets::owners::Owner;
 use crate::store::StoreLink;
 
+use super::recorder::Note;
+
 /// One owner's guest instance.
 struct Tenant {
     /// The generation it belongs to: a hot swap's unit (see `swap`).
@@ -92,6 +94,8 @@ pub struct Tenants {
     log_pending: Vec<(Arc<GuestBudget>, Instant)>,
     /// The worker's store, which every instance is attached to at its first call.
     store: Option<StoreLink>,
+    /// With `--record`: what each call gave and did, for the recorder.
+    pub notes: Option<Vec<Note>>,
 }
 
 impl Tenants {
@@ -112,7 +116,13 @@ impl Tenants {
             suppressed: [Suppressed::default(); 6],
             log_pending: Vec::new(),
             store: None,
+            notes: None,
         }
+    }
+
+    /// The guest `owner` runs.
+    pub fn guest_of(&self, owner: Owner) -> Option<&Arc<Guest>> {
+        self.records.get(&owner).map(|tenant| &tenant.guest)
     }
 
     /// The worker's store, for its instances' `store` and `topics` calls.
@@ -210,8 +220,10 @@ impl Tenants {
         }
         // Moved out for the call (the instance borrows `self`), and back after it.
         let store = self.store.take();
+        let mut notes = self.notes.take();
         let Some(instance) = self.instance(owner, serving) else {
             self.store = store;
+            self.notes = notes;
             self.refuse(owner, events, net);
             return false;
         };
@@ -221,12 +233,35 @@ impl Tenants {
         let started = timed.then(Instant::now);
         let result = instance.call(events, net, owner);
         let memory_refused = instance.memory_refused();
+        if let Some(notes) = &mut notes {
+            let mut readings = Vec::new();
+            let store = instance.take_tape(&mut readings);
+            let trap = result.as_ref().err().map(|err| {
+                let deadline = matches!(
+                    err.downcast_ref::<wasmtime::Trap>(),
+                    Some(wasmtime::Trap::Interrupt)
+                );
+                (describe(err, memory_refused), backtrace(err), deadline)
+            });
+            if !readings.is_empty()
+                || store.as_ref().is_some_and(|s| !s.is_empty())
+                || trap.is_some()
+            {
+                notes.push(Note::Call {
+                    owner,
+                    readings,
+                    store,
+                    trap,
+                });
+            }
+        }
         let mail_left = instance.has_mail();
         let dropped = instance
             .log_budget()
             .has_dropped()
             .then(|| instance.log_budget().clone());
         self.store = store;
+        self.notes = notes;
         if let Some(budget) = dropped {
             self.report_dropped(budget, Instant::now());
         }
@@ -268,6 +303,9 @@ impl Tenants {
     /// how many connections it held.
     pub fn end(&mut self, owner: Owner, serving: u32, net: &mut Net) -> usize {
         let closed = net.release(owner);
+        if let Some(notes) = &mut self.notes {
+            notes.push(Note::Ended { owner });
+        }
         if self.restartable(owner, serving) {
             if let Some(tenant) = self.records.get_mut(&owner) {
                 tenant.instance = None;
@@ -304,17 +342,26 @@ impl Tenants {
         net: &mut Net,
     ) -> Restored {
         let store = self.store.take();
+        let mut notes = self.notes.take();
         let Some(instance) = self.instance(owner, serving) else {
             self.store = store;
+            self.notes = notes;
             return Restored::Taken;
         };
         // `restore` may open buckets and subscribe already.
         if let Some(link) = &store {
             instance.attach_store(link, owner);
         }
+        if let Some(notes) = &mut notes {
+            notes.push(Note::Restored {
+                owner,
+                state: state.clone(),
+            });
+        }
         let restored = instance.restore(state);
         let memory_refused = instance.memory_refused();
         self.store = store;
+        self.notes = notes;
         match restored {
             Ok(Ok(())) => Restored::Taken,
             Ok(Err(why)) => Restored::Refused(why),

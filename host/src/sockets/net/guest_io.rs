@@ -221,15 +221,27 @@ impl Net {
         self.close(id)
     }
 
-    /// Starts or stops recording for a canary: with `Some`, [`Tapes`] that sampled
-    /// connections are recorded into; answers the ones it replaces.
-    pub fn set_tapes(&mut self, tapes: Option<Box<Tapes>>) -> Option<Box<Tapes>> {
-        std::mem::replace(&mut self.tapes, tapes)
+    /// The [`Tapes`] watched connections are recorded into, made if there were none
+    /// (a canary starting, or `--record`).
+    pub fn watch(&mut self) -> &mut Tapes {
+        self.tapes.get_or_insert_with(Box::default)
     }
 
-    /// The canary's tapes, while it runs.
+    /// Stops recording into tapes once no one watches a connection any more.
+    pub fn unwatch_if_idle(&mut self) {
+        if self.tapes.as_ref().is_some_and(|tapes| tapes.is_empty()) {
+            self.tapes = None;
+        }
+    }
+
+    /// The tapes, while someone watches.
     pub fn tapes(&mut self) -> Option<&mut Tapes> {
         self.tapes.as_deref_mut()
+    }
+
+    /// The TLS facts of `id`, whoever owns it: for its tape.
+    pub fn tls_of(&mut self, id: Conn) -> Option<TlsInfo> {
+        self.conns.get_mut(id)?.tls.as_ref().map(|tls| tls.info())
     }
 
     /// The peer of `id`, whoever owns it: for a canary's shadows.

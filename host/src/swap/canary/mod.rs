@@ -14,7 +14,8 @@
 //! workers, each tries the candidate on its own connections, the count is theirs
 //! together, and the first worker to decide decides for all ([`Trial`]).
 //!
-//! [`Pilot`] drives a trial from the loop; [`diff`] compares two outputs.
+//! [`Pilot`] drives a trial from the loop; `record::diff` compares two outputs (a
+//! replay compares the same way).
 //!
 //! A connection that proves nothing is *inconclusive*, neither agreeing nor
 //! diverging: one that failed or that the host ended, one with no input and no
@@ -22,7 +23,6 @@
 //! shadows never saw, such as what other connections stored), or one too long to
 //! hold.
 
-pub mod diff;
 mod pilot;
 pub mod trial;
 
@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use super::SwapMode;
 use super::reloader::Loaded;
+use crate::record::diff::{first_difference, mostly_noise, snippet};
 use crate::runtime::component::Guest;
 use crate::runtime::digest::Digest;
 use crate::runtime::engine::Runtime;
@@ -47,9 +48,7 @@ use crate::shared::metrics::CanaryCounters;
 use crate::shared::wit::Conn;
 use crate::sockets::events::Event;
 use crate::sockets::net::Net;
-use crate::sockets::tape::Tapes;
 use crate::store::{Delivery, StoreLink};
-use diff::{first_difference, mostly_noise, snippet};
 
 /// How long a shadow may keep a connection open after the serving generation
 /// ended it (a close behind its own timer, say) before that counts as a
@@ -209,7 +208,7 @@ impl Canary {
         } else {
             None
         };
-        net.set_tapes(Some(Box::<Tapes>::default()));
+        net.watch();
         Ok(Self {
             config,
             loaded,
@@ -248,7 +247,10 @@ impl Canary {
 
     /// Ends the trial; records nothing more, and gives the candidate back.
     pub fn finish(self, net: &mut Net) -> Loaded {
-        net.set_tapes(None);
+        if let Some(tapes) = net.tapes() {
+            tapes.end_canary();
+        }
+        net.unwatch_if_idle();
         self.loaded
     }
 
@@ -267,7 +269,7 @@ impl Canary {
             return;
         }
         let Some(tapes) = net.tapes() else { return };
-        tapes.start(conn);
+        tapes.start_canary(conn);
         let peer = net.peer_of(conn);
         self.candidate.io().accept(conn, peer.clone());
         if let Some(noise) = &mut self.noise {
@@ -340,7 +342,7 @@ impl Canary {
                 }
             });
             for &conn in &too_long {
-                tapes.stop(conn);
+                tapes.stop_canary(conn);
             }
         }
         for conn in too_long {

@@ -1,0 +1,535 @@
+//! [`Recorder`]: `--record`'s worker side. One tape per guest instance: each
+//! turn the instance was called in, what the world gave it (new connections,
+//! bytes, end-of-streams, failures, timers, clocks, random bytes, store answers,
+//! topic messages, `connect` answers), and what it sent (bytes, closes), with its
+//! trap if it trapped.
+//!
+//! The unit is the instance, not the connection: a shared instance's answer on
+//! one connection can depend on every connection before it, so its tape holds
+//! every sampled connection it served since it started (or since the snapshot it
+//! was restored from, which the tape holds too), and a replay runs them in order
+//! through one instance. With an instance per connection, a tape is a connection.
+//!
+//! Sampling is by connection. A skipped connection's bytes are still kept for
+//! the turn at hand (a copy per read): if the instance traps in that turn, a trap
+//! tape holds that turn's input of the connections it was serving, the sampled
+//! ones' whole history, and the trap. What came before that turn on a skipped
+//! connection is not kept.
+//!
+//! The loop thread only encodes; files are the writer's ([`WriterLink`]). When
+//! the writer falls behind, the instance's tape is cut (marked incomplete) and
+//! its connections stop being recorded; the loop never waits.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::record::tape::{
+    End, Frame, Header, Item, TapeLimits, TlsFacts, frame, preamble, put_bytes_item, put_item,
+    turn_payload,
+};
+use crate::record::writer::{RecordStats, TapeId, WriterLink};
+use crate::runtime::component::Guest;
+use crate::runtime::environment::Reading;
+use crate::runtime::sandbox::{Isolation, Sandbox};
+use crate::runtime::shadow_store::Recording;
+use crate::shared::wit::Conn;
+use crate::sockets::batch::Batch;
+use crate::sockets::events::Event;
+use crate::sockets::net::Net;
+use crate::sockets::owners::Owner;
+
+/// What one call of a recorded instance gave and did beyond its connections'
+/// bytes, noted by the tenants as it happens.
+#[derive(Debug)]
+pub enum Note {
+    /// A call: its environment's answers, its store operations and answers, and
+    /// its trap (cause, backtrace, whether it was the wall-clock deadline).
+    Call {
+        /// The instance's owner.
+        owner: Owner,
+        /// Clocks, random bytes, `connect` answers, in order.
+        readings: Vec<Reading>,
+        /// What it did with the store.
+        store: Option<Recording>,
+        /// Its trap.
+        trap: Option<(String, String, bool)>,
+    },
+    /// A fresh instance of `owner` was given a snapshot.
+    Restored {
+        /// The owner.
+        owner: Owner,
+        /// The snapshot.
+        state: Vec<u8>,
+    },
+    /// `owner`'s instance ended.
+    Ended {
+        /// The owner.
+        owner: Owner,
+    },
+}
+
+/// A recorded connection.
+struct Watched {
+    owner: Owner,
+    /// Recorded from its start (else kept a turn at a time, for a trap).
+    sampled: bool,
+    peer: Option<String>,
+    tls: Option<TlsFacts>,
+}
+
+/// One instance's tape.
+struct InstanceTape {
+    id: TapeId,
+    started: Instant,
+    /// The writer fell behind: nothing more is written.
+    cut: bool,
+}
+
+/// One owner's turn, as it is built.
+#[derive(Default)]
+struct TurnBuilder {
+    payload: Vec<u8>,
+    items: u64,
+    sampled: bool,
+    skipped: bool,
+    /// Arrivals of skipped connections, written only if a trap keeps them.
+    skipped_items: Vec<Item>,
+    trap: Option<Item>,
+    snapshot: Option<Vec<u8>>,
+    ended: bool,
+}
+
+impl TurnBuilder {
+    fn push(&mut self, item: &Item) {
+        put_item(&mut self.payload, item);
+        self.items += 1;
+    }
+
+    /// The arrivals of skipped connections, kept for a trap tape, go first.
+    fn keep_skipped_arrivals(&mut self) {
+        let arrivals = std::mem::take(&mut self.skipped_items);
+        if arrivals.is_empty() {
+            return;
+        }
+        let mut payload = Vec::with_capacity(self.payload.len() + 64);
+        for item in &arrivals {
+            put_item(&mut payload, item);
+        }
+        payload.extend_from_slice(&self.payload);
+        self.payload = payload;
+        self.items += arrivals.len() as u64;
+    }
+}
+
+/// A worker's recorder.
+pub struct Recorder {
+    link: WriterLink,
+    sample_percent: u32,
+    worker: u32,
+    limits: TapeLimits,
+    shared: bool,
+    /// New connections seen, for sampling.
+    seen: u64,
+    conns: HashMap<Conn, Watched>,
+    tapes: HashMap<Owner, InstanceTape>,
+    /// Restore snapshots waiting for their owner's first turn.
+    snapshots: HashMap<Owner, Vec<u8>>,
+    turns: HashMap<Owner, TurnBuilder>,
+    next_tape: TapeId,
+}
+
+impl Recorder {
+    /// A recorder for `worker`, writing through `link`.
+    pub fn new(link: WriterLink, sample_percent: u32, worker: usize, sandbox: &Sandbox) -> Self {
+        let limits = &sandbox.limits;
+        Self {
+            link,
+            sample_percent,
+            worker: worker as u32,
+            limits: TapeLimits {
+                event_timeout_us: limits.event_timeout.as_micros() as u64,
+                fuel: limits.fuel,
+                max_memory: limits.max_memory as u64,
+                max_timers: limits.max_timers as u32,
+            },
+            shared: sandbox.isolation == Isolation::Shared,
+            seen: 0,
+            conns: HashMap::new(),
+            tapes: HashMap::new(),
+            snapshots: HashMap::new(),
+            turns: HashMap::new(),
+            next_tape: (worker as u64) << 48,
+        }
+    }
+
+    fn stats(&self) -> &Arc<RecordStats> {
+        self.link.stats()
+    }
+
+    /// Before the batch runs: new connections are sampled and watched, handed-over
+    /// ones follow their new owner, and arrivals and timers are noted.
+    pub fn before_batch(&mut self, batch: &Batch, net: &mut Net) {
+        for (owner, events) in batch.groups() {
+            for event in events {
+                match *event {
+                    Event::Accepted(conn) => self.accepted(owner, conn, net),
+                    Event::Adopted(conn) => {
+                        let Some(watched) = self.conns.get_mut(&conn) else {
+                            continue;
+                        };
+                        watched.owner = owner;
+                        let item = Item::Adopted {
+                            conn,
+                            peer: watched.peer.clone(),
+                        };
+                        let sampled = watched.sampled;
+                        self.note(owner, sampled, item);
+                    }
+                    Event::Connected(conn) => {
+                        if let Some(watched) = self.conns.get(&conn) {
+                            let sampled = watched.sampled;
+                            self.note(owner, sampled, Item::Connected { conn });
+                        }
+                    }
+                    Event::Timer(id) => {
+                        let turn = self.turns.entry(owner).or_default();
+                        turn.push(&Item::Timer { id });
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn accepted(&mut self, owner: Owner, conn: Conn, net: &mut Net) {
+        self.seen += 1;
+        let percent = u64::from(self.sample_percent);
+        // Every connection at 100 %, evenly spread below it.
+        let sampled = self.seen * percent / 100 != (self.seen - 1) * percent / 100;
+        let counter = match sampled {
+            true => &self.stats().recorded,
+            false => &self.stats().skipped,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        net.watch().start_record(conn);
+        let peer = net.peer_of(conn);
+        let tls = net.tls_of(conn).map(TlsFacts::from);
+        let item = Item::Accepted {
+            conn,
+            peer: peer.clone(),
+            tls: tls.clone(),
+            sampled,
+        };
+        self.conns.insert(
+            conn,
+            Watched {
+                owner,
+                sampled,
+                peer,
+                tls,
+            },
+        );
+        self.note(owner, sampled, item);
+    }
+
+    /// An arrival: on the tape if sampled, else kept for this turn in case of a trap.
+    fn note(&mut self, owner: Owner, sampled: bool, item: Item) {
+        let turn = self.turns.entry(owner).or_default();
+        if sampled {
+            turn.sampled = true;
+            turn.push(&item);
+        } else {
+            turn.skipped = true;
+            turn.skipped_items.push(item);
+        }
+    }
+
+    /// After the batch (and before the canary takes the tapes): each called
+    /// instance's turn, from its connections' tapes and the tenants' `notes`,
+    /// goes to the writer. `guest_of` names each owner's guest.
+    pub fn after_batch<'a>(
+        &mut self,
+        net: &mut Net,
+        notes: &mut Vec<Note>,
+        guest_of: impl Fn(Owner) -> Option<&'a Arc<Guest>>,
+    ) {
+        for note in notes.drain(..) {
+            match note {
+                Note::Call {
+                    owner,
+                    readings,
+                    store,
+                    trap,
+                } => {
+                    let turn = self.turns.entry(owner).or_default();
+                    for reading in readings {
+                        turn.push(&reading_item(reading));
+                    }
+                    if let Some(store) = store {
+                        push_store(turn, store);
+                    }
+                    turn.trap = trap.map(|(message, backtrace, deadline)| Item::Trap {
+                        message,
+                        backtrace,
+                        deadline,
+                    });
+                }
+                Note::Restored { owner, state } => {
+                    self.turns.entry(owner).or_default().snapshot = Some(state);
+                }
+                Note::Ended { owner } => self.turns.entry(owner).or_default().ended = true,
+            }
+        }
+        self.take_tapes(net);
+        let turns: Vec<(Owner, TurnBuilder)> = self.turns.drain().collect();
+        for (owner, turn) in turns {
+            self.finish_turn(owner, turn, &guest_of, net);
+        }
+    }
+
+    /// The connections' bytes and ends of this turn, into their owners' turns: a
+    /// sampled connection's always, a skipped one's only when its instance trapped.
+    fn take_tapes(&mut self, net: &mut Net) {
+        let Some(tapes) = net.tapes() else { return };
+        let (conns, turns) = (&mut self.conns, &mut self.turns);
+        tapes.recorded(|conn, tape| {
+            let Some(watched) = conns.get(&conn) else {
+                return;
+            };
+            let turn = turns.entry(watched.owner).or_default();
+            if !watched.sampled {
+                turn.skipped = true;
+                if turn.trap.is_none() {
+                    return;
+                }
+                let arrived = turn
+                    .skipped_items
+                    .iter()
+                    .any(|item| matches!(item, Item::Accepted { conn: c, .. } if *c == conn));
+                if !arrived {
+                    // It arrived in an earlier turn: the trap tape still needs it.
+                    turn.push(&Item::Accepted {
+                        conn,
+                        peer: watched.peer.clone(),
+                        tls: watched.tls.clone(),
+                        sampled: false,
+                    });
+                }
+            } else {
+                turn.sampled |=
+                    !tape.input.is_empty() || tape.eof || !tape.output.is_empty() || tape.ended();
+            }
+            if !tape.input.is_empty() {
+                put_bytes_item(&mut turn.payload, false, conn, &tape.input);
+                turn.items += 1;
+            }
+            if tape.eof {
+                turn.push(&Item::Eof { conn });
+            }
+            if !tape.output.is_empty() {
+                put_bytes_item(&mut turn.payload, true, conn, &tape.output);
+                turn.items += 1;
+            }
+            if tape.closed {
+                turn.push(&Item::Closed { conn });
+            } else if tape.host_closed {
+                turn.push(&Item::HostClosed { conn });
+            } else if tape.hung_up {
+                turn.push(&Item::Hangup { conn });
+            }
+            if tape.ended() {
+                conns.remove(&conn);
+            }
+        });
+    }
+
+    fn finish_turn<'a>(
+        &mut self,
+        owner: Owner,
+        mut turn: TurnBuilder,
+        guest_of: &impl Fn(Owner) -> Option<&'a Arc<Guest>>,
+        net: &mut Net,
+    ) {
+        if let Some(state) = turn.snapshot.take() {
+            self.snapshots.insert(owner, state);
+        }
+        let trap = turn.trap.take();
+        let open = self.tapes.contains_key(&owner);
+        // A turn of skipped connections alone is not the tape's (its clocks and
+        // random bytes went to calls a replay will not make), unless it trapped.
+        let wanted = turn.sampled || (open && !turn.skipped);
+        if (wanted || trap.is_some())
+            && (open || turn.sampled || trap.is_some())
+            && let Some(guest) = guest_of(owner)
+        {
+            if !open {
+                self.open_tape(owner, guest);
+            }
+            if let Some(trap) = &trap {
+                turn.keep_skipped_arrivals();
+                turn.push(trap);
+                self.stats().traps.fetch_add(1, Ordering::Relaxed);
+            }
+            self.write_turn(owner, &turn, net);
+        }
+        if trap.is_some() {
+            self.close(owner, "the instance trapped", true, net);
+        } else if turn.ended {
+            self.close(owner, "the instance ended", false, net);
+            self.snapshots.remove(&owner);
+        }
+    }
+
+    fn open_tape(&mut self, owner: Owner, guest: &Guest) {
+        self.next_tape += 1;
+        let id = self.next_tape;
+        let started_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let header = Header {
+            guest: guest.name.to_string(),
+            digest: guest.digest,
+            contract: guest.contract.version().to_string(),
+            host: env!("CARGO_PKG_VERSION").to_string(),
+            worker: self.worker,
+            owner: u64::from(owner),
+            shared: self.shared,
+            started_ms,
+            sample_percent: self.sample_percent,
+            limits: self.limits,
+        };
+        let mut bytes = preamble();
+        bytes.extend(frame(&Frame::Header(header)));
+        if let Some(state) = self.snapshots.remove(&owner) {
+            bytes.extend(frame(&Frame::Snapshot(state)));
+        }
+        let name = format!(
+            "{started_ms:013}-{}-w{}-{id:016x}.tape",
+            std::process::id(),
+            self.worker
+        );
+        let cut = !self.link.open(id, name, bytes);
+        self.tapes.insert(
+            owner,
+            InstanceTape {
+                id,
+                started: Instant::now(),
+                cut,
+            },
+        );
+    }
+
+    fn write_turn(&mut self, owner: Owner, turn: &TurnBuilder, net: &mut Net) {
+        let Some(tape) = self.tapes.get_mut(&owner) else {
+            return;
+        };
+        if tape.cut {
+            return;
+        }
+        let at_us = tape.started.elapsed().as_micros() as u64;
+        let payload = turn_payload(at_us, turn.items, &turn.payload);
+        if !self.link.turn(tape.id, payload) {
+            tape.cut = true;
+            self.cut_connections(owner, net);
+        }
+    }
+
+    /// The writer fell behind on `owner`'s tape: its connections stop being
+    /// recorded, each counted.
+    fn cut_connections(&mut self, owner: Owner, net: &mut Net) {
+        let cut: Vec<Conn> = self
+            .conns
+            .iter()
+            .filter(|(_, w)| w.owner == owner)
+            .map(|(&conn, _)| conn)
+            .collect();
+        self.stats()
+            .cut
+            .fetch_add(cut.len() as u64, Ordering::Relaxed);
+        for conn in cut {
+            self.conns.remove(&conn);
+            if let Some(tapes) = net.tapes() {
+                tapes.forget(conn);
+            }
+        }
+    }
+
+    fn close(&mut self, owner: Owner, why: &str, trap: bool, net: &mut Net) {
+        let Some(tape) = self.tapes.remove(&owner) else {
+            return;
+        };
+        self.link.close(tape.id, end_of(tape.cut, why), trap);
+        if trap {
+            // A trapped instance's connections are closed by the host; a fresh
+            // instance starts a tape of its own.
+            self.cut_owner(owner, net);
+        }
+    }
+
+    fn cut_owner(&mut self, owner: Owner, net: &mut Net) {
+        let gone: Vec<Conn> = self
+            .conns
+            .iter()
+            .filter(|(_, w)| w.owner == owner)
+            .map(|(&conn, _)| conn)
+            .collect();
+        for conn in gone {
+            self.conns.remove(&conn);
+            if let Some(tapes) = net.tapes() {
+                tapes.forget(conn);
+            }
+        }
+    }
+
+    /// The loop has ended: every tape ends.
+    pub fn finish(&mut self) {
+        for (_, tape) in self.tapes.drain() {
+            self.link
+                .close(tape.id, end_of(tape.cut, "the host stopped"), false);
+        }
+    }
+}
+
+/// How a tape ends: complete, or cut short when the writer fell behind.
+fn end_of(cut: bool, why: &str) -> End {
+    match cut {
+        true => End {
+            complete: false,
+            why: format!("cut short: the writer fell behind; then {why}"),
+        },
+        false => End {
+            complete: true,
+            why: why.to_string(),
+        },
+    }
+}
+
+fn reading_item(reading: Reading) -> Item {
+    match reading {
+        Reading::Wall(nanos) => Item::Wall { nanos },
+        Reading::Monotonic(nanos) => Item::Monotonic { nanos },
+        Reading::Random(bytes) => Item::Random { bytes },
+        Reading::Seed(seed) => Item::Seed { seed },
+        Reading::Connect(result) => Item::Connect { result },
+    }
+}
+
+fn push_store(turn: &mut TurnBuilder, store: Recording) {
+    for (id, op) in store.ops {
+        turn.push(&Item::StoreOp { id, op });
+    }
+    for (id, outcome) in store.answers {
+        turn.push(&Item::StoreAnswer { id, outcome });
+    }
+    for (topic, bytes) in store.publishes {
+        turn.push(&Item::Published { topic, bytes });
+    }
+    for (topic, bytes) in store.messages {
+        turn.push(&Item::Message {
+            topic,
+            bytes: bytes.to_vec(),
+        });
+    }
+}
