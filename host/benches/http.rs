@@ -31,9 +31,6 @@ use sandsock_load::{LoadArgs, run};
 
 const CONNECTIONS: usize = 50;
 const WARM_UP_REQUESTS: u64 = 20_000;
-/// Set (to an address) in the environment of this benchmark's own binary when it
-/// runs as the minimal server.
-const MINIMAL_SERVER: &str = "SANDSOCK_BENCH_MINIMAL_HTTP";
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Server {
@@ -175,7 +172,7 @@ struct Sample {
 }
 
 fn main() {
-    if let Ok(addr) = std::env::var(MINIMAL_SERVER) {
+    if let Ok(addr) = std::env::var(minimal_http::SERVE_AT) {
         minimal_http::serve(addr.parse().expect("the minimal server's address"));
     }
     let flags: Vec<String> = std::env::args().skip(1).collect();
@@ -308,7 +305,7 @@ fn start(server: Server, pinned: bool, tls: &TlsFiles) -> Child {
                 .expect("this benchmark's binary")
                 .to_string_lossy(),
             &[],
-            &[(MINIMAL_SERVER, "127.0.0.1:0")],
+            &[(minimal_http::SERVE_AT, "127.0.0.1:0")],
             pinned,
         ),
         _ => spawn(

@@ -26,9 +26,6 @@ const CONNECTIONS: usize = 50;
 const WARM_UP_REQUESTS: u64 = 10_000;
 const FIRST_STARTS: usize = 3;
 const CACHED_STARTS: usize = 5;
-/// Set (to an address) in the environment of this benchmark's own binary when it
-/// runs as the minimal server.
-const MINIMAL_SERVER: &str = "SANDSOCK_BENCH_MINIMAL_HTTP";
 
 /// A server of one row: the minimal one, or the host serving a guest.
 #[derive(Clone)]
@@ -39,7 +36,7 @@ struct Server {
 }
 
 fn main() {
-    if let Ok(addr) = std::env::var(MINIMAL_SERVER) {
+    if let Ok(addr) = std::env::var(minimal_http::SERVE_AT) {
         minimal_http::serve(addr.parse().expect("the minimal server's address"));
     }
     let mut numbers = std::env::args().skip(1).filter(|a| !a.starts_with("--"));
@@ -221,7 +218,7 @@ fn measure(server: &Server, http: bool, requests: u64, pinned: bool, cache: &Pat
                 .expect("this benchmark's binary")
                 .to_string_lossy(),
             &[],
-            &[(MINIMAL_SERVER, "127.0.0.1:0")],
+            &[(minimal_http::SERVE_AT, "127.0.0.1:0")],
             pinned,
         ),
         Some(guest) => host(guest, cache, pinned),

@@ -13,6 +13,10 @@ use std::net::SocketAddr;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
+/// Set (to an address) in the environment of a benchmark's own binary when it runs
+/// as the minimal server: each benchmark that measures against it starts itself so.
+pub const SERVE_AT: &str = "SANDSOCK_BENCH_MINIMAL_HTTP";
+
 const LISTENER: Token = Token(usize::MAX);
 const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhello\n";
 const CLOSE_RESPONSE: &[u8] =

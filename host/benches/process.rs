@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use sandsock_load::{LoadArgs, LoadReport, run};
+
 /// Starts `program ARGS` with `env`, on CPU 0 alone if `pinned` (through taskset),
 /// logging at warn, its stderr piped for [`listening_addr`].
 pub fn spawn(program: &str, args: &[&str], env: &[(&str, &str)], pinned: bool) -> Child {
@@ -93,4 +95,27 @@ pub fn rounds_and_requests(rounds: usize, requests: usize) -> (usize, usize) {
             .unwrap_or(default)
     };
     (next(rounds), next(requests))
+}
+
+/// `host load`'s engine against `addr`: `requests` plain HTTP requests over
+/// `connections` keep-alive connections, every answer checked (an error panics).
+pub fn keep_alive_load(addr: SocketAddr, connections: usize, requests: u64) -> LoadReport {
+    let report = run(&LoadArgs {
+        addr,
+        connections,
+        requests,
+        http: true,
+        payload: String::new(),
+        close: false,
+        timeout_secs: 300,
+        quiet: true,
+        tls_ca: None,
+        tls_server_name: String::new(),
+    })
+    .expect("load run");
+    assert_eq!(
+        report.errors, 0,
+        "the benchmark's load saw errors:\n{report}"
+    );
+    report
 }

@@ -32,6 +32,8 @@ use sandsock_load::{LoadArgs, run};
 #[path = "process.rs"]
 mod process;
 
+use process::keep_alive_load;
+
 const SWAPS: u32 = 20;
 const LOAD_REQUESTS: u64 = 1_000_000;
 /// Rounds of the requests/s comparison, taking turns: single runs swing by 15% here.
@@ -172,20 +174,7 @@ fn cpu_per_request(path: &Path, v1: &[u8], v2: &[u8], sample: Option<&str>, flag
         wait_for(&log, "canary: trying");
     }
     let load = |requests| {
-        let report = run(&LoadArgs {
-            addr,
-            connections: 50,
-            requests,
-            http: true,
-            payload: String::new(),
-            close: false,
-            timeout_secs: 300,
-            quiet: true,
-            tls_ca: None,
-            tls_server_name: String::new(),
-        })
-        .expect("load run");
-        assert_eq!(report.errors, 0, "requests failed:\n{report}");
+        keep_alive_load(addr, 50, requests);
     };
     load(20_000);
     let before = process::cpu_time(child.id());

@@ -18,6 +18,8 @@
 //! - [`store`]: the state the host keeps for guests (contract 1.1's `store` and
 //!   `topics`): namespaces and limits, the memory and SQLite backends, topics, and
 //!   each worker's inbox of answers. Knows nothing of wasmtime or sockets.
+//! - [`record`]: what `--record` and `host replay` share: the tape format, the
+//!   writer thread and its directory, and how two outputs compare.
 //! - [`commands`]: what the `host` binary does: serving (with its supervisor, its
 //!   admin listener, and the benchmark's native baseline), `host health`, `host new`.
 //!   [`cli`] is the command line they are parsed from.
@@ -25,7 +27,7 @@
 //!   metrics, rate-limited log lines.
 //!
 //! Arrows go one way: commands → swap → runtime → sockets → shared, and runtime →
-//! store → shared. The load client
+//! record → store → shared. The load client
 //! (`host load`) is a crate of its own, `sandsock-load`, in `host/load/`.
 #![deny(missing_docs)]
 

@@ -3,7 +3,8 @@
 //! have put or changed something there; at most `--record-max-bytes` in it, the
 //! oldest tapes removed first and the tapes of traps last.
 //!
-//! The loop never waits for it: a worker hands it encoded turns over a channel,
+//! The loop never waits for it: a worker hands it encoded turns over a channel
+//! (which never wakes it: it drains the channel every few milliseconds),
 //! and when more than [`MAX_QUEUED`] bytes wait, the worker stops recording (the
 //! connection is counted as cut, its tape marked incomplete) rather than slow down.
 
@@ -25,6 +26,12 @@ use super::tape::{End, Frame, frame, framed_turn};
 
 /// The most bytes of turns waiting for the writer before workers stop recording.
 pub const MAX_QUEUED: usize = 32 << 20;
+
+/// The writer's nap between drains under load: what a turn may wait to be written.
+const FIRST_NAP: Duration = Duration::from_millis(5);
+
+/// The writer's longest nap, when idle.
+const LONGEST_NAP: Duration = Duration::from_millis(100);
 
 /// What `--record` is told.
 #[derive(Clone, Debug)]
@@ -279,19 +286,29 @@ impl Files {
         Ok(files)
     }
 
+    /// Writes what the workers send until every link is gone. It naps rather than
+    /// blocks on the channel: a send to a receiver blocked in `recv` wakes it with
+    /// a syscall, and a context switch, per turn of every loop; a send to a napping
+    /// one costs neither. Under load it naps [`FIRST_NAP`] between drains; idle,
+    /// its naps double up to [`LONGEST_NAP`].
     fn run(&mut self, receiver: Receiver<Message>, slow: Duration) {
-        while let Ok(mut message) = receiver.recv() {
-            loop {
-                self.handle(message, slow);
-                match receiver.try_recv() {
-                    Ok(next) => message = next,
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+        let mut nap = FIRST_NAP;
+        loop {
+            match receiver.try_recv() {
+                Ok(message) => {
+                    self.handle(message, slow);
+                    nap = FIRST_NAP;
+                    continue;
                 }
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Disconnected) => break,
             }
             // Nothing waits: what was written reaches the files.
             for open in self.open.values_mut() {
                 let _ = open.file.flush();
             }
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(LONGEST_NAP);
         }
         let ids: Vec<TapeId> = self.open.keys().copied().collect();
         for id in ids {

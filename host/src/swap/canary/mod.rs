@@ -39,6 +39,7 @@ use crate::record::diff::{first_difference, mostly_noise, snippet};
 use crate::runtime::component::Guest;
 use crate::runtime::digest::Digest;
 use crate::runtime::engine::Runtime;
+use crate::runtime::environment::Environment;
 use crate::runtime::instance::Instance;
 use crate::runtime::shadow::{MAX_OUTPUT, ShadowIo};
 use crate::runtime::shadow_store::Recording;
@@ -100,7 +101,8 @@ impl Shadow {
         seed: Option<&[u8]>,
         store: Option<&StoreLink>,
     ) -> anyhow::Result<Self> {
-        let mut instance = runtime.instantiate(guest)?;
+        // A shadow's clocks are the system's: it is compared, never recorded.
+        let mut instance = runtime.instantiate_in(guest, Environment::System)?;
         if let Some(seed) = seed
             && let Ok(Err(why)) = instance.restore(seed.to_vec())
         {
