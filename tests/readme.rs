@@ -225,6 +225,7 @@ fn serves_forever(command: &str) -> bool {
         "new",
         "load",
         "health",
+        "replay",
         "help",
         "--version",
         "-V",

@@ -155,6 +155,11 @@ fn http_traffic_replays_with_no_divergence_and_a_changed_body_diverges_where_it_
     }
     assert!(summary(&changed).starts_with("4 replayed, 2 agree, 2 diverge, 0 trapped"));
 
+    // Noise learnt from the recorded guest's own replay: there is none (the tape
+    // gives it back its clocks and random bytes), so the change still shows.
+    let noisy = replay(&dir, &guest("http_v2"), &["--noise-from", "http"]);
+    assert!(summary(&noisy).starts_with("4 replayed, 2 agree, 2 diverge"), "{}", stdout(&noisy));
+
     // And for CI, as JSON.
     let json = replay(&dir, &guest("http_v2"), &["--json"]);
     let document: serde_json::Value =
@@ -211,8 +216,9 @@ fn clocks_and_random_bytes_replay_exactly() {
 #[test]
 fn a_trap_replays_to_its_panic_and_a_fixed_guest_shows_its_new_output() {
     // Sampling at 1 % skips the first connection: its trapping turn is kept anyway.
-    for sample in ["100", "1"] {
-        let dir = record_dir(&format!("record-trap-{sample}"));
+    // With an instance per connection, the instance (and its tape) ends with it.
+    for (sample, isolation) in [("100", "shared"), ("1", "shared"), ("100", "connection")] {
+        let dir = record_dir(&format!("record-trap-{sample}-{isolation}"));
         let host = Host::start(&[
             "--guest",
             &guest("panics"),
@@ -220,6 +226,8 @@ fn a_trap_replays_to_its_panic_and_a_fixed_guest_shows_its_new_output() {
             dir.to_str().unwrap(),
             "--record-sample",
             sample,
+            "--isolation",
+            isolation,
         ]);
         let mut stream = host.connect();
         stream.write_all(b"hello\n").unwrap();
@@ -231,7 +239,7 @@ fn a_trap_replays_to_its_panic_and_a_fixed_guest_shows_its_new_output() {
         stop(host);
 
         let tapes = tapes(&dir);
-        assert_eq!(tapes.len(), 1, "{tapes:?}");
+        assert_eq!(tapes.len(), 1, "{isolation} at {sample} %: {tapes:?}");
         let trap_tape = &tapes[0];
         assert!(
             trap_tape.to_str().unwrap().ends_with(".trap.tape"),
@@ -299,6 +307,60 @@ fn an_answer_that_depends_on_an_earlier_connection_replays() {
             stdout(&replayed)
         );
     }
+}
+
+#[test]
+fn a_handoff_tape_starts_from_the_snapshot_and_the_connections_it_adopted() {
+    // kv with its data in the instance: after a hot swap with --swap handoff, the
+    // new generation's tape starts from the old one's snapshot, and a GET on the
+    // same connection answers what was SET before the swap.
+    let dir = record_dir("record-handoff");
+    let kv = std::fs::read(test_guest("kv_in_instance")).unwrap();
+    let (host, path) = common::serve_file(
+        "record-handoff-guest",
+        &kv,
+        &["--swap", "handoff", "--record", dir.to_str().unwrap()],
+    );
+    let mut stream = host.connect();
+    stream.write_all(b"SET color blue\n").unwrap();
+    assert_eq!(read_line(&mut stream), "OK");
+    common::install(
+        &path,
+        &common::with_custom_section(kv.clone(), b"generation 2"),
+    );
+    host.signal(libc::SIGHUP);
+    common::wait_swapped_to(&host, 2);
+    stream.write_all(b"GET color\n").unwrap();
+    assert_eq!(read_line(&mut stream), "VALUE blue");
+    drop(stream);
+    stop(host);
+    let tapes = tapes(&dir);
+    assert_eq!(
+        tapes.len(),
+        2,
+        "one tape per generation's instance: {tapes:?}"
+    );
+    let replayed = replay(&dir, path.to_str().unwrap(), &[]);
+    assert!(
+        replayed.status.success(),
+        "{}\n{}",
+        stdout(&replayed),
+        stderr(&replayed)
+    );
+    // The connection is on both tapes: its first part, and its adopted rest.
+    assert!(
+        summary(&replayed).starts_with("2 replayed, 2 agree, 0 diverge"),
+        "{}",
+        stdout(&replayed)
+    );
+    // The second tape alone: the snapshot is what makes its GET answer.
+    let second = replay(&tapes[1], path.to_str().unwrap(), &[]);
+    assert!(
+        second.status.success(),
+        "{}\n{}",
+        stdout(&second),
+        stderr(&second)
+    );
 }
 
 #[test]
@@ -449,8 +511,9 @@ fn a_cut_or_damaged_tape_is_one_clear_error() {
     std::fs::write(&cut, &bytes[..bytes.len() - 5]).unwrap();
     let damaged = scratch("record-damage-flip").join("damaged.tape");
     let mut flipped = bytes.clone();
-    let middle = flipped.len() / 2;
-    flipped[middle] ^= 0x40;
+    // In the last frame's payload (its end's reason): the checksum tells.
+    let inside = flipped.len() - 8;
+    flipped[inside] ^= 0x40;
     std::fs::write(&damaged, &flipped).unwrap();
     for (path, says) in [(&cut, "cut short at byte"), (&damaged, "damaged at byte")] {
         let output = replay(path, "echo", &[]);

@@ -14,13 +14,14 @@ use serde_json::{Value, json};
 
 use crate::cli::ReplayArgs;
 use crate::record::diff::{first_difference, snippet};
-use crate::record::tape::{Tape, TapeLimits};
+use crate::record::tape::{Header, Tape};
 use crate::runtime::builtin::guest_source;
 use crate::runtime::component::Guest;
 use crate::runtime::digest;
 use crate::runtime::engine::Runtime;
 use crate::runtime::replay::{ConnRun, Replayed, Trapped, replay};
 use crate::runtime::sandbox::{Isolation, Sandbox};
+use crate::runtime::shadow::MAX_OUTPUT;
 use crate::shared::limits::Limits;
 
 /// How one connection compared.
@@ -78,7 +79,7 @@ pub fn replay_command(args: &ReplayArgs) -> Result<bool> {
             }
         };
         turns += tape.turns.len();
-        let (runtime, guest, noise) = guests.for_limits(&tape.header.limits)?;
+        let (runtime, guest, noise) = guests.for_tape(&tape.header)?;
         let replayed = replay(runtime, guest, &tape)?;
         let noise = match noise {
             Some(noise) => Some(replay(runtime, noise, &tape)?),
@@ -170,8 +171,11 @@ impl<'a> Guests<'a> {
         })
     }
 
-    fn for_limits(&mut self, limits: &TapeLimits) -> Result<(&Runtime, &Guest, Option<&Guest>)> {
-        let key = format!("{limits:?}");
+    /// The runtime of the limits and environment `header` recorded, and the
+    /// guests loaded on it.
+    fn for_tape(&mut self, header: &Header) -> Result<(&Runtime, &Guest, Option<&Guest>)> {
+        let limits = &header.limits;
+        let key = format!("{limits:?} {:?}", header.env);
         if !self.loaded.contains_key(&key) {
             let sandbox = Sandbox {
                 limits: Limits {
@@ -182,7 +186,7 @@ impl<'a> Guests<'a> {
                     ..Limits::DEFAULT
                 },
                 isolation: Isolation::Shared,
-                env: Vec::new(),
+                env: header.env.clone(),
                 record: false,
             };
             let runtime = Runtime::new(sandbox, None, false)?;
@@ -334,8 +338,18 @@ fn judge(run: &ConnRun, noise: Option<&ConnRun>, trap_tape: bool) -> Verdict {
         return Verdict::Inconclusive("no input and no output");
     }
     let noise_output = noise.map(|n| n.replayed.as_slice());
-    if let Some(at) = first_difference(&run.recorded, &run.replayed, noise_output) {
+    // A replay keeps the first MiB a connection sent: past it, only that much of
+    // the recording is compared.
+    let recorded = match run.replayed_dropped {
+        0 => &run.recorded[..],
+        _ => &run.recorded[..run.recorded.len().min(MAX_OUTPUT)],
+    };
+    if let Some(at) = first_difference(recorded, &run.replayed, noise_output) {
         return Verdict::Diverge(at);
+    }
+    let replayed_len = run.replayed.len() + run.replayed_dropped;
+    if run.replayed_dropped > 0 && run.recorded.len() != replayed_len {
+        return Verdict::Diverge(run.recorded.len().min(replayed_len));
     }
     let noisy_close = noise.is_some_and(|n| n.replayed_close != run.recorded_close);
     if !run.hung_up && run.recorded_close != run.replayed_close && !noisy_close {

@@ -125,12 +125,7 @@ pub fn serve(args: &ServeArgs, log_format: LogFormat) -> Result<()> {
         )?;
         let mut event_loop = settings.event_loop(worker, listeners, handler)?;
         if let (Some(writer), Some(config)) = (&writer, &record) {
-            let recorder = Recorder::new(
-                writer.link(),
-                config.sample_percent,
-                worker,
-                runtime.sandbox(),
-            );
+            let recorder = Recorder::new(writer.link(), config, worker, runtime.sandbox());
             event_loop.handler_mut().set_recorder(recorder);
         }
         let link = stores.link(worker);
@@ -163,7 +158,13 @@ pub fn serve(args: &ServeArgs, log_format: LogFormat) -> Result<()> {
         store: Some(stores),
         record: writer.as_ref().map(|w| w.link().stats().clone()),
     };
-    run(args, log_format, supervisor, loops, extras, &source.origin)
+    run(args, log_format, supervisor, loops, extras, &source.origin)?;
+    // The loops have ended, and their links with them: the tapes are whole once
+    // the writer has written what it was given.
+    if let Some(mut writer) = writer {
+        writer.finish();
+    }
+    Ok(())
 }
 
 /// What serving a guest adds to what every server has.

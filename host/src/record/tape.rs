@@ -45,7 +45,7 @@ pub struct Header {
     pub contract: String,
     /// The host's version that recorded it.
     pub host: String,
-    /// The worker, and the instance's owner number in it.
+    /// The worker that ran the instance.
     pub worker: u32,
     /// The instance's owner number in its worker.
     pub owner: u64,
@@ -57,6 +57,8 @@ pub struct Header {
     pub sample_percent: u32,
     /// The limits the instance ran under.
     pub limits: TapeLimits,
+    /// The environment variables the guest saw (`--env`).
+    pub env: Vec<(String, String)>,
 }
 
 /// The limits a replay holds the guest to.
@@ -77,9 +79,11 @@ pub struct TapeLimits {
 pub struct Turn {
     /// When, in microseconds since the tape started.
     pub at_us: u64,
-    /// In the order they happened, as far as one turn orders them: connections'
-    /// events and input first, then the environment's answers during the call, then
-    /// what the instance sent.
+    /// What the turn brought and what the instance sent; a replay takes in every
+    /// input before the turn's calls (a hang-up the host caused after them, and
+    /// one that followed input read in the same turn, after), so their order within
+    /// a turn is the recorder's: arrivals and timers, the environment's answers and
+    /// the store's, each connection's input, end, output and close, the trap last.
     pub items: Vec<Item>,
 }
 
@@ -234,6 +238,8 @@ pub enum Item {
         /// The connection.
         conn: Conn,
     },
+    /// The host is shutting down: the instance heard `shutdown`.
+    Shutdown,
     /// The call trapped: the instance ends here.
     Trap {
         /// The cause, as the log words it.
@@ -415,8 +421,10 @@ impl<'a> Frames<'a> {
         }
         if rest.len() < 5 + len + 4 {
             return Err(format!(
-                "cut short at byte {}: a frame of {len} bytes that the file does not hold",
-                self.at
+                "cut short at byte {}: a frame of {len} bytes, and the file holds {} more \
+                 (or the frame's length is damaged)",
+                self.at,
+                rest.len() - 5
             ));
         }
         let body = &rest[..5 + len];
@@ -508,6 +516,11 @@ fn put_header(out: &mut Vec<u8>, header: &Header) {
     }
     put_varint(out, limits.max_memory);
     put_varint(out, u64::from(limits.max_timers));
+    put_varint(out, header.env.len() as u64);
+    for (key, value) in &header.env {
+        put_str(out, key);
+        put_str(out, value);
+    }
 }
 
 fn put_turn(out: &mut Vec<u8>, turn: &Turn) {
@@ -629,6 +642,7 @@ pub fn put_item(out: &mut Vec<u8>, item: &Item) {
             put_str(out, backtrace);
             out.push(u8::from(*deadline));
         }
+        Item::Shutdown => out.push(20),
     }
 }
 
@@ -842,6 +856,12 @@ impl<'a> Reader<'a> {
                 max_memory: self.varint()?,
                 max_timers: self.u32()?,
             },
+            env: {
+                let count = self.count()?;
+                (0..count)
+                    .map(|_| Ok((self.string()?, self.string()?)))
+                    .collect::<Parsed<_>>()?
+            },
         })
     }
 
@@ -855,7 +875,9 @@ impl<'a> Reader<'a> {
     fn turn(&mut self) -> Parsed<Turn> {
         let at_us = self.varint()?;
         let count = self.count()?;
-        let mut items = Vec::with_capacity(count);
+        // Not `count` at once: an item takes a few bytes of the frame and far more
+        // in memory, and a damaged count could ask for gigabytes.
+        let mut items = Vec::with_capacity(count.min(1024));
         for _ in 0..count {
             items.push(self.item()?);
         }
@@ -949,6 +971,7 @@ impl<'a> Reader<'a> {
                 backtrace: self.string()?,
                 deadline: self.flag()?,
             },
+            20 => Item::Shutdown,
             other => return Err(format!("an item of unknown kind {other}")),
         })
     }
@@ -1040,6 +1063,7 @@ mod tests {
                 max_memory: 64 << 20,
                 max_timers: 1024,
             },
+            env: vec![("MODE".into(), "http".into())],
         };
         let key = Key {
             bucket: "b".into(),
@@ -1120,6 +1144,7 @@ mod tests {
                     bytes: b"HTTP/1.1 200 OK\r\n".to_vec(),
                 },
                 Item::Closed { conn: 5 },
+                Item::Shutdown,
                 Item::Trap {
                     message: "unreachable".into(),
                     backtrace: "guest backtrace:".into(),
@@ -1145,7 +1170,7 @@ mod tests {
         assert!(tape.complete());
         assert_eq!(tape.snapshot.as_deref(), Some(&b"state"[..]));
         assert_eq!(tape.turns.len(), 1);
-        assert_eq!(tape.turns[0].items.len(), 25);
+        assert_eq!(tape.turns[0].items.len(), 26);
         // And writing what was read gives the same bytes.
         let mut again = preamble();
         again.extend(frame(&Frame::Header(tape.header.clone())));

@@ -1,7 +1,9 @@
 //! [`Writer`]: the thread that writes tapes into the record directory, and the
 //! directory's rules: created `0700`, files `0600`, refused if someone else could
 //! have put or changed something there; at most `--record-max-bytes` in it, the
-//! oldest tapes removed first and the tapes of traps last.
+//! oldest finished tapes removed first and the tapes of traps last (tapes being
+//! written are not removed: with many open at once, each up to a quarter of the
+//! cap, the directory can hold more for a while).
 //!
 //! The loop never waits for it: a worker hands it encoded turns over a channel
 //! (which never wakes it: it drains the channel every few milliseconds),
@@ -171,18 +173,13 @@ impl Writer {
     }
 
     /// Waits for the writer to write what it was given, once every worker's link is
-    /// gone (the loops have ended).
+    /// gone (the loops have ended). Dropped without it (the host exiting on an
+    /// error, or at a second signal), the writer is not waited for.
     pub fn finish(&mut self) {
         self.link = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        self.finish();
     }
 }
 
@@ -312,11 +309,11 @@ impl Files {
         }
         let ids: Vec<TapeId> = self.open.keys().copied().collect();
         for id in ids {
-            let why = "the host stopped before the instance ended".to_string();
+            let why = "the host stopped before its recorder closed it".to_string();
             self.close(
                 id,
                 End {
-                    complete: true,
+                    complete: false,
                     why,
                 },
                 false,

@@ -3,10 +3,10 @@
 //! the instance's [`Journal`] for its tape; in a replay, a tape's answers, in the
 //! order they were given ([`Script`]).
 //!
-//! Clocks and random bytes are the only inputs of a guest that WASI answers and
-//! the host does not otherwise see, so they are the ones a replay must give back
-//! exactly. Nothing here runs per event: only when the guest reads a clock or
-//! asks for random bytes.
+//! Clocks and random bytes are the inputs of a guest that WASI answers and that
+//! change from run to run (its environment variables are `--env`'s, on the tape's
+//! header), so they are the ones a replay must give back exactly. Nothing here
+//! runs per event: only when the guest reads a clock or asks for random bytes.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -87,6 +87,15 @@ impl Default for Script {
 }
 
 impl Script {
+    /// A new turn: what the last turn's calls did not ask for is dropped, so that
+    /// a guest that asks less (a changed one, or a turn of which the tape holds
+    /// only some connections) gets each turn's own answers.
+    pub fn start_turn(&mut self) {
+        self.wall.clear();
+        self.monotonic.clear();
+        self.random.clear();
+    }
+
     /// Adds the tape's next answer (a `connect`'s is the caller's business).
     pub fn push(&mut self, reading: &Reading) {
         match reading {

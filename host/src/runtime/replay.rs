@@ -63,6 +63,8 @@ pub struct ConnRun {
     pub replayed: Vec<u8>,
     /// Where it closed the connection.
     pub replayed_close: Option<usize>,
+    /// What it sent past the first [`MAX_OUTPUT`] bytes, not kept.
+    pub replayed_dropped: usize,
     /// It failed, or the host ended it: its close is not compared.
     pub hung_up: bool,
     /// Still open (on the replay's side) when the replayed instance trapped.
@@ -141,22 +143,14 @@ pub fn replay(runtime: &Runtime, guest: &Guest, tape: &Tape) -> Result<Replayed>
         let now = base + Duration::from_micros(turn.at_us);
         let shadow = io.as_deref_mut().expect("not lent");
         shadow.now = Some(now);
-        let mut recording = Recording::default();
-        let (mut fired, mut later) = (Vec::new(), Vec::new());
+        let mut inputs = TurnInputs::default();
         for item in &turn.items {
-            take_item(
-                item,
-                shadow,
-                &mut replayed,
-                &mut recording,
-                &mut fired,
-                &mut later,
-            );
+            take_item(item, shadow, &mut replayed, &mut inputs);
         }
-        if !recording.is_empty() {
-            shadow.store.serving(&recording);
+        if !inputs.recording.is_empty() {
+            shadow.store.serving(&inputs.recording);
         }
-        for id in fired {
+        for id in inputs.fired {
             shadow.fire(id);
         }
         for _ in 0..MAX_CALLS_PER_TURN {
@@ -180,7 +174,7 @@ pub fn replay(runtime: &Runtime, guest: &Guest, tape: &Tape) -> Result<Replayed>
             break;
         }
         let shadow = io.as_deref_mut().expect("not lent");
-        for conn in later {
+        for conn in inputs.later {
             hang_up(conn, shadow, &mut replayed.conns);
         }
     }
@@ -188,6 +182,7 @@ pub fn replay(runtime: &Runtime, guest: &Guest, tape: &Tape) -> Result<Replayed>
     for (conn, run) in &mut replayed.conns {
         if let Some(replay) = shadow.conns.get(conn) {
             run.replayed = replay.output.clone();
+            run.replayed_dropped = replay.output_dropped;
             run.replayed_close = replay.closed_at;
             run.open_at_trap = replayed.trap.is_some() && !replay.ended();
         }
@@ -208,6 +203,7 @@ fn is_answer(delivery: &Delivery) -> bool {
 /// The turn's clocks, random bytes and `connect` answers, for its calls.
 fn push_readings(script: &Mutex<Script>, turn: &crate::record::tape::Turn) {
     let mut script = script.lock().unwrap_or_else(PoisonError::into_inner);
+    script.start_turn();
     for item in &turn.items {
         let reading = match item {
             Item::Wall { nanos } => Reading::Wall(*nanos),
@@ -220,16 +216,23 @@ fn push_readings(script: &Mutex<Script>, turn: &crate::record::tape::Turn) {
     }
 }
 
+/// What a turn's items leave for after they are all taken in.
+#[derive(Default)]
+struct TurnInputs {
+    /// The recorded instance's store operations, answers and messages.
+    recording: Recording,
+    /// Timers the tape fired in this turn.
+    fired: Vec<u64>,
+    /// Connections that end after the turn's calls.
+    later: Vec<Conn>,
+    /// Connections the turn brought input for.
+    read: Vec<Conn>,
+}
+
 /// One item of a turn, taken in before the turn's calls.
-fn take_item(
-    item: &Item,
-    shadow: &mut ShadowIo,
-    replayed: &mut Replayed,
-    recording: &mut Recording,
-    fired: &mut Vec<u64>,
-    later: &mut Vec<Conn>,
-) {
+fn take_item(item: &Item, shadow: &mut ShadowIo, replayed: &mut Replayed, turn: &mut TurnInputs) {
     let conns = &mut replayed.conns;
+    let recording = &mut turn.recording;
     match item {
         Item::Accepted {
             conn,
@@ -254,16 +257,19 @@ fn take_item(
         }
         Item::Adopted { conn, peer } => {
             shadow.arrive(*conn, peer.clone(), None, Arrival::Adopted);
+            // Only a recorded connection's handover is on a tape.
             conns.insert(
                 *conn,
                 ConnRun {
                     peer: peer.clone(),
+                    sampled: true,
                     ..ConnRun::default()
                 },
             );
         }
         Item::Connected { conn } => shadow.connected(*conn),
         Item::Input { conn, bytes } => {
+            turn.read.push(*conn);
             if let Some(replay) = shadow.conns.get_mut(conn) {
                 replay.input.extend_from_slice(bytes);
             }
@@ -276,11 +282,14 @@ fn take_item(
                 replay.eof = true;
             }
         }
+        // A failure found after the turn's input was read (a write that failed):
+        // the turn's calls read that input first.
+        Item::Hangup { conn } if turn.read.contains(conn) => turn.later.push(*conn),
         Item::Hangup { conn } => hang_up(*conn, shadow, conns),
         // The host ended it after the turn's call (a trap's clean-up, a drain
         // timeout): the turn's calls see it open.
-        Item::HostClosed { conn } => later.push(*conn),
-        Item::Timer { id } => fired.push(*id),
+        Item::HostClosed { conn } => turn.later.push(*conn),
+        Item::Timer { id } => turn.fired.push(*id),
         Item::Connect { result } => shadow.connects.push_back(*result),
         Item::StoreOp { id, op } => recording.ops.push((*id, op.clone())),
         Item::StoreAnswer { id, outcome } => recording.answers.push((*id, outcome.clone())),
@@ -311,6 +320,7 @@ fn take_item(
                 deadline: *deadline,
             });
         }
+        Item::Shutdown => shadow.shutdown = true,
         Item::Wall { .. } | Item::Monotonic { .. } | Item::Random { .. } | Item::Seed { .. } => {}
     }
 }

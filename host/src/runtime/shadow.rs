@@ -109,6 +109,8 @@ pub struct ShadowIo {
     /// turn they fired) rather than when due.
     pub scripted_timers: HashSet<u64>,
     fired: HashSet<u64>,
+    /// The host's shutdown, for the next call (a replay's tape).
+    pub shutdown: bool,
 }
 
 impl Default for ShadowIo {
@@ -122,6 +124,7 @@ impl Default for ShadowIo {
             connects: VecDeque::new(),
             scripted_timers: HashSet::new(),
             fired: HashSet::new(),
+            shutdown: false,
         }
     }
 }
@@ -220,6 +223,9 @@ impl ShadowIo {
             self.fired.remove(&id);
             events.push(Event::Timer(id));
         }
+        if std::mem::take(&mut self.shutdown) {
+            events.push(Event::Shutdown);
+        }
     }
 
     /// Whether timer `id`, set to fire `at`, is due at `now` (a scripted timer is
@@ -241,6 +247,7 @@ impl ShadowIo {
                 || (conn.hung_up && !conn.hangup_told && conn.closed_at.is_none())
         }) || self.timers.iter().any(|(&id, &at)| self.due(id, at, now))
             || self.store.has_mail()
+            || self.shutdown
     }
 
     /// When its next timer is due.

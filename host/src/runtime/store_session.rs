@@ -153,10 +153,11 @@ impl StoreSession {
                 bytes,
                 ..
             } => {
+                let recording = self.recording.is_some() || self.tape.is_some();
                 let topic = self
                     .subscriptions
                     .iter()
-                    .find(|(id, _)| id == subscription)
+                    .find(|(id, _)| recording && id == subscription)
                     .map(|(_, topic)| topic.clone());
                 if let Some(topic) = topic {
                     self.note(|recording| {

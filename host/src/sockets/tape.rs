@@ -163,13 +163,14 @@ impl Tapes {
                 continue;
             }
             tape.touched = false;
+            tape.eof = false;
             tape.input.clear();
             tape.output.clear();
         }
     }
 
-    /// Forgets `conn` (its instance's tape ended, or it was handed to another
-    /// process).
+    /// `--record` stops watching `conn` (its instance's tape was cut, or the
+    /// instance trapped).
     pub fn forget(&mut self, conn: Conn) {
         if let Some(tape) = self.tapes.get_mut(&conn) {
             tape.record = false;

@@ -161,11 +161,13 @@ impl EventHandler for WasmHandler {
         self.record(net);
         let inbox = self.inbox.as_ref();
         self.canary.after_batch(&mut self.generations, net, inbox);
-        self.generations.drop_closed();
-        self.recycling.after_batch(&mut self.generations, net);
+        // Both have read the turn; what happens from here (a recycle's handover)
+        // is the next turn's.
         if let Some(tapes) = net.tapes() {
             tapes.end_turn();
         }
+        self.generations.drop_closed();
+        self.recycling.after_batch(&mut self.generations, net);
     }
 
     fn shutdown(&mut self, net: &mut Net) {

@@ -29,7 +29,7 @@ use crate::record::tape::{
     End, Frame, Header, Item, TapeLimits, TlsFacts, frame, preamble, put_bytes_item, put_item,
     turn_payload,
 };
-use crate::record::writer::{RecordStats, TapeId, WriterLink};
+use crate::record::writer::{RecordConfig, RecordStats, TapeId, WriterLink};
 use crate::runtime::component::Guest;
 use crate::runtime::environment::Reading;
 use crate::runtime::sandbox::{Isolation, Sandbox};
@@ -39,22 +39,37 @@ use crate::sockets::batch::Batch;
 use crate::sockets::events::Event;
 use crate::sockets::net::Net;
 use crate::sockets::owners::Owner;
+use crate::sockets::tape::Tape;
 
 /// What one call of a recorded instance gave and did beyond its connections'
-/// bytes, noted by the tenants as it happens.
-#[derive(Debug)]
+/// bytes, noted by the tenants as it happens (some calls come outside a batch: a
+/// handover's, the shutdown's).
 pub enum Note {
     /// A call: its environment's answers, its store operations and answers, and
     /// its trap (cause, backtrace, whether it was the wall-clock deadline).
     Call {
         /// The instance's owner.
         owner: Owner,
+        /// Its guest (the owner may be gone by the time the recorder looks).
+        guest: Option<Arc<Guest>>,
         /// Clocks, random bytes, `connect` answers, in order.
         readings: Vec<Reading>,
         /// What it did with the store.
         store: Option<Recording>,
         /// Its trap.
         trap: Option<(String, String, bool)>,
+    },
+    /// A connection handed over to `owner` (a swap's handoff, a recycle).
+    Adopted {
+        /// The new owner.
+        owner: Owner,
+        /// The connection.
+        conn: Conn,
+    },
+    /// `owner` heard the host's shutdown.
+    Shutdown {
+        /// The owner.
+        owner: Owner,
     },
     /// A fresh instance of `owner` was given a snapshot.
     Restored {
@@ -83,8 +98,10 @@ struct Watched {
 struct InstanceTape {
     id: TapeId,
     started: Instant,
-    /// The writer fell behind: nothing more is written.
-    cut: bool,
+    /// Bytes sent to the writer for it.
+    bytes: u64,
+    /// Why nothing more is written, once something stopped it.
+    cut: Option<&'static str>,
 }
 
 /// One owner's turn, as it is built.
@@ -96,6 +113,9 @@ struct TurnBuilder {
     skipped: bool,
     /// Arrivals of skipped connections, written only if a trap keeps them.
     skipped_items: Vec<Item>,
+    /// It holds the instance's insecure seed (its first call does).
+    seeded: bool,
+    guest: Option<Arc<Guest>>,
     trap: Option<Item>,
     snapshot: Option<Vec<u8>>,
     ended: bool,
@@ -107,19 +127,18 @@ impl TurnBuilder {
         self.items += 1;
     }
 
-    /// The arrivals of skipped connections, kept for a trap tape, go first.
-    fn keep_skipped_arrivals(&mut self) {
-        let arrivals = std::mem::take(&mut self.skipped_items);
-        if arrivals.is_empty() {
+    /// Puts `items` before what the turn holds.
+    fn prepend(&mut self, items: &[Item]) {
+        if items.is_empty() {
             return;
         }
         let mut payload = Vec::with_capacity(self.payload.len() + 64);
-        for item in &arrivals {
+        for item in items {
             put_item(&mut payload, item);
         }
         payload.extend_from_slice(&self.payload);
         self.payload = payload;
-        self.items += arrivals.len() as u64;
+        self.items += items.len() as u64;
     }
 }
 
@@ -127,13 +146,19 @@ impl TurnBuilder {
 pub struct Recorder {
     link: WriterLink,
     sample_percent: u32,
+    /// The most one tape may take: a quarter of `--record-max-bytes`.
+    max_tape_bytes: u64,
     worker: u32,
     limits: TapeLimits,
+    env: Vec<(String, String)>,
     shared: bool,
     /// New connections seen, for sampling.
     seen: u64,
     conns: HashMap<Conn, Watched>,
     tapes: HashMap<Owner, InstanceTape>,
+    /// Each instance's insecure seed, from its first call, for a tape that opens
+    /// later.
+    seeds: HashMap<Owner, u128>,
     /// Restore snapshots waiting for their owner's first turn.
     snapshots: HashMap<Owner, Vec<u8>>,
     turns: HashMap<Owner, TurnBuilder>,
@@ -141,12 +166,13 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// A recorder for `worker`, writing through `link`.
-    pub fn new(link: WriterLink, sample_percent: u32, worker: usize, sandbox: &Sandbox) -> Self {
+    /// A recorder for `worker` as `config` asks, writing through `link`.
+    pub fn new(link: WriterLink, config: &RecordConfig, worker: usize, sandbox: &Sandbox) -> Self {
         let limits = &sandbox.limits;
         Self {
             link,
-            sample_percent,
+            sample_percent: config.sample_percent,
+            max_tape_bytes: config.max_bytes / 4,
             worker: worker as u32,
             limits: TapeLimits {
                 event_timeout_us: limits.event_timeout.as_micros() as u64,
@@ -154,10 +180,12 @@ impl Recorder {
                 max_memory: limits.max_memory as u64,
                 max_timers: limits.max_timers as u32,
             },
+            env: sandbox.env.clone(),
             shared: sandbox.isolation == Isolation::Shared,
             seen: 0,
             conns: HashMap::new(),
             tapes: HashMap::new(),
+            seeds: HashMap::new(),
             snapshots: HashMap::new(),
             turns: HashMap::new(),
             next_tape: (worker as u64) << 48,
@@ -168,25 +196,13 @@ impl Recorder {
         self.link.stats()
     }
 
-    /// Before the batch runs: new connections are sampled and watched, handed-over
-    /// ones follow their new owner, and arrivals and timers are noted.
+    /// Before the batch runs: new connections are sampled and watched; their
+    /// arrivals, outbound connections completing and timers are noted.
     pub fn before_batch(&mut self, batch: &Batch, net: &mut Net) {
         for (owner, events) in batch.groups() {
             for event in events {
                 match *event {
                     Event::Accepted(conn) => self.accepted(owner, conn, net),
-                    Event::Adopted(conn) => {
-                        let Some(watched) = self.conns.get_mut(&conn) else {
-                            continue;
-                        };
-                        watched.owner = owner;
-                        let item = Item::Adopted {
-                            conn,
-                            peer: watched.peer.clone(),
-                        };
-                        let sampled = watched.sampled;
-                        self.note(owner, sampled, item);
-                    }
                     Event::Connected(conn) => {
                         if let Some(watched) = self.conns.get(&conn) {
                             let sampled = watched.sampled;
@@ -207,10 +223,14 @@ impl Recorder {
         self.seen += 1;
         let percent = u64::from(self.sample_percent);
         // Every connection at 100 %, evenly spread below it.
-        let sampled = self.seen * percent / 100 != (self.seen - 1) * percent / 100;
-        let counter = match sampled {
-            true => &self.stats().recorded,
-            false => &self.stats().skipped,
+        let chosen = self.seen * percent / 100 != (self.seen - 1) * percent / 100;
+        // An instance whose tape was cut records nothing more.
+        let cut = self.tapes.get(&owner).is_some_and(|t| t.cut.is_some());
+        let sampled = chosen && !cut;
+        let counter = match (chosen, cut) {
+            (true, false) => &self.stats().recorded,
+            (true, true) => &self.stats().cut,
+            (false, _) => &self.stats().skipped,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         net.watch().start_record(conn);
@@ -246,9 +266,9 @@ impl Recorder {
         }
     }
 
-    /// After the batch (and before the canary takes the tapes): each called
-    /// instance's turn, from its connections' tapes and the tenants' `notes`,
-    /// goes to the writer. `guest_of` names each owner's guest.
+    /// After the batch (and before the canary reads the same tapes): each called
+    /// instance's turn, from the tenants' `notes` and its connections' tapes, goes
+    /// to the writer. `guest_of` names an owner's guest, for a tape that opens.
     pub fn after_batch<'a>(
         &mut self,
         net: &mut Net,
@@ -256,36 +276,84 @@ impl Recorder {
         guest_of: impl Fn(Owner) -> Option<&'a Arc<Guest>>,
     ) {
         for note in notes.drain(..) {
-            match note {
-                Note::Call {
-                    owner,
-                    readings,
-                    store,
-                    trap,
-                } => {
-                    let turn = self.turns.entry(owner).or_default();
-                    for reading in readings {
-                        turn.push(&reading_item(reading));
+            self.take_note(note, net);
+        }
+        self.take_tapes(net);
+        let turns: Vec<(Owner, TurnBuilder)> = self.turns.drain().collect();
+        for (owner, mut turn) in turns {
+            if turn.guest.is_none() {
+                turn.guest = guest_of(owner).cloned();
+            }
+            self.finish_turn(owner, turn, net);
+        }
+    }
+
+    fn take_note(&mut self, note: Note, net: &mut Net) {
+        match note {
+            Note::Call {
+                owner,
+                guest,
+                readings,
+                store,
+                trap,
+            } => {
+                let open_or_sampled = self.tapes.contains_key(&owner)
+                    || self.turns.get(&owner).is_some_and(|t| t.sampled);
+                for reading in &readings {
+                    match *reading {
+                        Reading::Seed(seed) => {
+                            self.seeds.insert(owner, seed);
+                        }
+                        // Its own connection out: recorded as the instance is.
+                        Reading::Connect(Ok(conn)) => {
+                            net.watch().start_record(conn);
+                            self.conns.insert(
+                                conn,
+                                Watched {
+                                    owner,
+                                    sampled: open_or_sampled,
+                                    peer: None,
+                                    tls: None,
+                                },
+                            );
+                        }
+                        _ => {}
                     }
-                    if let Some(store) = store {
-                        push_store(turn, store);
-                    }
-                    turn.trap = trap.map(|(message, backtrace, deadline)| Item::Trap {
+                }
+                let turn = self.turns.entry(owner).or_default();
+                turn.guest = guest.or(turn.guest.take());
+                for reading in readings {
+                    turn.seeded |= matches!(reading, Reading::Seed(_));
+                    turn.push(&reading_item(reading));
+                }
+                if let Some(store) = store {
+                    push_store(turn, store);
+                }
+                if let Some((message, backtrace, deadline)) = trap {
+                    turn.trap = Some(Item::Trap {
                         message,
                         backtrace,
                         deadline,
                     });
                 }
-                Note::Restored { owner, state } => {
-                    self.turns.entry(owner).or_default().snapshot = Some(state);
-                }
-                Note::Ended { owner } => self.turns.entry(owner).or_default().ended = true,
             }
-        }
-        self.take_tapes(net);
-        let turns: Vec<(Owner, TurnBuilder)> = self.turns.drain().collect();
-        for (owner, turn) in turns {
-            self.finish_turn(owner, turn, &guest_of, net);
+            Note::Adopted { owner, conn } => {
+                let Some(watched) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                watched.owner = owner;
+                let item = Item::Adopted {
+                    conn,
+                    peer: watched.peer.clone(),
+                };
+                let sampled = watched.sampled;
+                self.note(owner, sampled, item);
+            }
+            Note::Shutdown { owner } => self.turns.entry(owner).or_default().push(&Item::Shutdown),
+            Note::Restored { owner, state } => {
+                self.turns.entry(owner).or_default().snapshot = Some(state);
+            }
+            Note::Ended { owner } => self.turns.entry(owner).or_default().ended = true,
         }
     }
 
@@ -298,46 +366,23 @@ impl Recorder {
             let Some(watched) = conns.get(&conn) else {
                 return;
             };
-            let turn = turns.entry(watched.owner).or_default();
-            if !watched.sampled {
+            let (owner, sampled) = (watched.owner, watched.sampled);
+            let turn = turns.entry(owner).or_default();
+            if !sampled {
                 turn.skipped = true;
-                if turn.trap.is_none() {
-                    return;
-                }
-                let arrived = turn
-                    .skipped_items
-                    .iter()
-                    .any(|item| matches!(item, Item::Accepted { conn: c, .. } if *c == conn));
-                if !arrived {
+            }
+            if sampled || turn.trap.is_some() {
+                if !sampled && !turn.skipped_items.iter().any(|i| arrival_of(i, conn)) {
                     // It arrived in an earlier turn: the trap tape still needs it.
-                    turn.push(&Item::Accepted {
+                    turn.skipped_items.push(Item::Accepted {
                         conn,
                         peer: watched.peer.clone(),
                         tls: watched.tls.clone(),
                         sampled: false,
                     });
                 }
-            } else {
-                turn.sampled |=
-                    !tape.input.is_empty() || tape.eof || !tape.output.is_empty() || tape.ended();
-            }
-            if !tape.input.is_empty() {
-                put_bytes_item(&mut turn.payload, false, conn, &tape.input);
-                turn.items += 1;
-            }
-            if tape.eof {
-                turn.push(&Item::Eof { conn });
-            }
-            if !tape.output.is_empty() {
-                put_bytes_item(&mut turn.payload, true, conn, &tape.output);
-                turn.items += 1;
-            }
-            if tape.closed {
-                turn.push(&Item::Closed { conn });
-            } else if tape.host_closed {
-                turn.push(&Item::HostClosed { conn });
-            } else if tape.hung_up {
-                turn.push(&Item::Hangup { conn });
+                put_tape(turn, conn, tape);
+                turn.sampled |= sampled;
             }
             if tape.ended() {
                 conns.remove(&conn);
@@ -345,13 +390,7 @@ impl Recorder {
         });
     }
 
-    fn finish_turn<'a>(
-        &mut self,
-        owner: Owner,
-        mut turn: TurnBuilder,
-        guest_of: &impl Fn(Owner) -> Option<&'a Arc<Guest>>,
-        net: &mut Net,
-    ) {
+    fn finish_turn(&mut self, owner: Owner, mut turn: TurnBuilder, net: &mut Net) {
         if let Some(state) = turn.snapshot.take() {
             self.snapshots.insert(owner, state);
         }
@@ -359,16 +398,24 @@ impl Recorder {
         let open = self.tapes.contains_key(&owner);
         // A turn of skipped connections alone is not the tape's (its clocks and
         // random bytes went to calls a replay will not make), unless it trapped.
-        let wanted = turn.sampled || (open && !turn.skipped);
-        if (wanted || trap.is_some())
-            && (open || turn.sampled || trap.is_some())
-            && let Some(guest) = guest_of(owner)
+        let wanted = turn.sampled || (open && !turn.skipped) || trap.is_some();
+        let guest = turn.guest.take();
+        if wanted
+            && !open
+            && (turn.sampled || trap.is_some())
+            && let Some(guest) = &guest
         {
-            if !open {
-                self.open_tape(owner, guest);
+            self.open_tape(owner, guest);
+            if !turn.seeded
+                && let Some(&seed) = self.seeds.get(&owner)
+            {
+                turn.prepend(&[Item::Seed { seed }]);
             }
+        }
+        if wanted && self.tapes.contains_key(&owner) {
             if let Some(trap) = &trap {
-                turn.keep_skipped_arrivals();
+                let arrivals = std::mem::take(&mut turn.skipped_items);
+                turn.prepend(&arrivals);
                 turn.push(trap);
                 self.stats().traps.fetch_add(1, Ordering::Relaxed);
             }
@@ -379,6 +426,7 @@ impl Recorder {
         } else if turn.ended {
             self.close(owner, "the instance ended", false, net);
             self.snapshots.remove(&owner);
+            self.seeds.remove(&owner);
         }
     }
 
@@ -399,6 +447,7 @@ impl Recorder {
             started_ms,
             sample_percent: self.sample_percent,
             limits: self.limits,
+            env: self.env.clone(),
         };
         let mut bytes = preamble();
         bytes.extend(frame(&Frame::Header(header)));
@@ -410,12 +459,14 @@ impl Recorder {
             std::process::id(),
             self.worker
         );
-        let cut = !self.link.open(id, name, bytes);
+        let len = bytes.len() as u64;
+        let cut = (!self.link.open(id, name, bytes)).then_some(BEHIND);
         self.tapes.insert(
             owner,
             InstanceTape {
                 id,
                 started: Instant::now(),
+                bytes: len,
                 cut,
             },
         );
@@ -425,30 +476,38 @@ impl Recorder {
         let Some(tape) = self.tapes.get_mut(&owner) else {
             return;
         };
-        if tape.cut {
+        if tape.cut.is_some() {
             return;
         }
         let at_us = tape.started.elapsed().as_micros() as u64;
         let payload = turn_payload(at_us, turn.items, &turn.payload);
-        if !self.link.turn(tape.id, payload) {
-            tape.cut = true;
-            self.cut_connections(owner, net);
+        let len = payload.len() as u64;
+        if tape.bytes + len > self.max_tape_bytes {
+            tape.cut = Some(FULL);
+        } else if self.link.turn(tape.id, payload) {
+            tape.bytes += len;
+            return;
+        } else {
+            tape.cut = Some(BEHIND);
         }
+        self.stop_recording(owner, net, true);
     }
 
-    /// The writer fell behind on `owner`'s tape: its connections stop being
-    /// recorded, each counted.
-    fn cut_connections(&mut self, owner: Owner, net: &mut Net) {
-        let cut: Vec<Conn> = self
+    /// `owner`'s connections stop being recorded (its tape was cut, or it
+    /// trapped); with `count`, each is counted as cut.
+    fn stop_recording(&mut self, owner: Owner, net: &mut Net, count: bool) {
+        let gone: Vec<Conn> = self
             .conns
             .iter()
             .filter(|(_, w)| w.owner == owner)
             .map(|(&conn, _)| conn)
             .collect();
-        self.stats()
-            .cut
-            .fetch_add(cut.len() as u64, Ordering::Relaxed);
-        for conn in cut {
+        if count {
+            self.stats()
+                .cut
+                .fetch_add(gone.len() as u64, Ordering::Relaxed);
+        }
+        for conn in gone {
             self.conns.remove(&conn);
             if let Some(tapes) = net.tapes() {
                 tapes.forget(conn);
@@ -464,22 +523,7 @@ impl Recorder {
         if trap {
             // A trapped instance's connections are closed by the host; a fresh
             // instance starts a tape of its own.
-            self.cut_owner(owner, net);
-        }
-    }
-
-    fn cut_owner(&mut self, owner: Owner, net: &mut Net) {
-        let gone: Vec<Conn> = self
-            .conns
-            .iter()
-            .filter(|(_, w)| w.owner == owner)
-            .map(|(&conn, _)| conn)
-            .collect();
-        for conn in gone {
-            self.conns.remove(&conn);
-            if let Some(tapes) = net.tapes() {
-                tapes.forget(conn);
-            }
+            self.stop_recording(owner, net, false);
         }
     }
 
@@ -492,17 +536,50 @@ impl Recorder {
     }
 }
 
-/// How a tape ends: complete, or cut short when the writer fell behind.
-fn end_of(cut: bool, why: &str) -> End {
+/// Why a tape was cut: the writer fell behind.
+const BEHIND: &str = "the writer fell behind";
+
+/// Why a tape was cut: it reached a quarter of `--record-max-bytes`.
+const FULL: &str = "it reached a quarter of --record-max-bytes";
+
+/// How a tape ends: complete, or cut short (and why).
+fn end_of(cut: Option<&str>, why: &str) -> End {
     match cut {
-        true => End {
+        Some(cut) => End {
             complete: false,
-            why: format!("cut short: the writer fell behind; then {why}"),
+            why: format!("cut short: {cut}; then {why}"),
         },
-        false => End {
+        None => End {
             complete: true,
             why: why.to_string(),
         },
+    }
+}
+
+/// Whether `item` is `conn`'s arrival.
+fn arrival_of(item: &Item, conn: Conn) -> bool {
+    matches!(item, Item::Accepted { conn: c, .. } if *c == conn)
+}
+
+/// What one connection's tape holds for this turn, onto the owner's turn.
+fn put_tape(turn: &mut TurnBuilder, conn: Conn, tape: &Tape) {
+    if !tape.input.is_empty() {
+        put_bytes_item(&mut turn.payload, false, conn, &tape.input);
+        turn.items += 1;
+    }
+    if tape.eof {
+        turn.push(&Item::Eof { conn });
+    }
+    if !tape.output.is_empty() {
+        put_bytes_item(&mut turn.payload, true, conn, &tape.output);
+        turn.items += 1;
+    }
+    if tape.closed {
+        turn.push(&Item::Closed { conn });
+    } else if tape.host_closed {
+        turn.push(&Item::HostClosed { conn });
+    } else if tape.hung_up {
+        turn.push(&Item::Hangup { conn });
     }
 }
 

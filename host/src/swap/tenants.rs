@@ -221,6 +221,10 @@ impl Tenants {
         // Moved out for the call (the instance borrows `self`), and back after it.
         let store = self.store.take();
         let mut notes = self.notes.take();
+        let guest = match notes {
+            Some(_) => self.records.get(&owner).map(|t| t.guest.clone()),
+            None => None,
+        };
         let Some(instance) = self.instance(owner, serving) else {
             self.store = store;
             self.notes = notes;
@@ -234,26 +238,15 @@ impl Tenants {
         let result = instance.call(events, net, owner);
         let memory_refused = instance.memory_refused();
         if let Some(notes) = &mut notes {
-            let mut readings = Vec::new();
-            let store = instance.take_tape(&mut readings);
-            let trap = result.as_ref().err().map(|err| {
-                let deadline = matches!(
-                    err.downcast_ref::<wasmtime::Trap>(),
-                    Some(wasmtime::Trap::Interrupt)
-                );
-                (describe(err, memory_refused), backtrace(err), deadline)
-            });
-            if !readings.is_empty()
-                || store.as_ref().is_some_and(|s| !s.is_empty())
-                || trap.is_some()
-            {
-                notes.push(Note::Call {
-                    owner,
-                    readings,
-                    store,
-                    trap,
-                });
-            }
+            note_call(
+                notes,
+                owner,
+                guest,
+                events,
+                instance,
+                &result,
+                memory_refused,
+            );
         }
         let mail_left = instance.has_mail();
         let dropped = instance
@@ -644,5 +637,44 @@ impl Tenants {
                 self.per_generation.remove(&tenant.generation);
             }
         }
+    }
+}
+
+/// With `--record`: what `owner`'s call on `events` gave and did, for its tape: the
+/// arrivals by handover and the shutdown (calls outside a batch bring them), the
+/// environment's answers, the store, the trap.
+fn note_call(
+    notes: &mut Vec<Note>,
+    owner: Owner,
+    guest: Option<Arc<Guest>>,
+    events: &[Event],
+    instance: &mut Instance,
+    result: &anyhow::Result<()>,
+    memory_refused: bool,
+) {
+    for event in events {
+        match *event {
+            Event::Adopted(conn) => notes.push(Note::Adopted { owner, conn }),
+            Event::Shutdown => notes.push(Note::Shutdown { owner }),
+            _ => {}
+        }
+    }
+    let mut readings = Vec::new();
+    let store = instance.take_tape(&mut readings);
+    let trap = result.as_ref().err().map(|err| {
+        let deadline = matches!(
+            err.downcast_ref::<wasmtime::Trap>(),
+            Some(wasmtime::Trap::Interrupt)
+        );
+        (describe(err, memory_refused), backtrace(err), deadline)
+    });
+    if !readings.is_empty() || store.as_ref().is_some_and(|s| !s.is_empty()) || trap.is_some() {
+        notes.push(Note::Call {
+            owner,
+            guest,
+            readings,
+            store,
+            trap,
+        });
     }
 }
