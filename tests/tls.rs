@@ -438,13 +438,16 @@ fn a_shutdown_does_not_wait_for_handshakes_under_way() {
 }
 
 /// `io.tls` (contract 0.3.0): a guest learns the version, the SNI name and the ALPN
-/// protocol of a TLS connection, and `none` for a plaintext one.
+/// protocol of a TLS connection, and `none` for a plaintext one; recorded, a replay
+/// tells it the same facts.
 #[test]
 fn a_guest_learns_the_tls_facts_of_a_connection_and_none_for_plaintext() {
     let dir = scratch("tls-facts");
     make_certificates(&dir, "a");
     let guest = common::test_guest("tells_tls");
-    let (host, addr) = serve_tls_guest(guest.to_str().unwrap(), &dir, "a", &[]);
+    let tapes = dir.join("tapes");
+    let record = ["--record", tapes.to_str().unwrap()];
+    let (mut host, addr) = serve_tls_guest(guest.to_str().unwrap(), &dir, "a", &record);
     let ca = file(&dir, "a-ca.pem");
     let url = format!("https://localhost:{}/", addr.port());
     // curl offers h2 and http/1.1: the host agrees on http/1.1, its one protocol.
@@ -458,6 +461,19 @@ fn a_guest_learns_the_tls_facts_of_a_connection_and_none_for_plaintext() {
     assert_eq!(said[0].2, "tls TLSv1.3 - http/1.1\n");
     let mut plain = host.connect();
     assert_eq!(common::read_line(&mut plain), "plain");
+    drop(plain);
+    host.signal(libc::SIGTERM);
+    assert!(host.wait_exit(Duration::from_secs(30)).is_some());
+    let replayed = common::run_host(&[
+        "replay",
+        tapes.to_str().unwrap(),
+        "--guest",
+        guest.to_str().unwrap(),
+    ]);
+    let out = String::from_utf8_lossy(&replayed.stdout);
+    assert!(replayed.status.success(), "{out}");
+    assert!(out.contains("0 diverge, 0 trapped"), "{out}");
+    assert!(!out.contains(" 0 replayed"), "{out}");
 }
 
 /// `host load --tls-ca`: the benchmark's client over TLS, every answer checked, with
