@@ -158,7 +158,11 @@ fn http_traffic_replays_with_no_divergence_and_a_changed_body_diverges_where_it_
     // Noise learnt from the recorded guest's own replay: there is none (the tape
     // gives it back its clocks and random bytes), so the change still shows.
     let noisy = replay(&dir, &guest("http_v2"), &["--noise-from", "http"]);
-    assert!(summary(&noisy).starts_with("4 replayed, 2 agree, 2 diverge"), "{}", stdout(&noisy));
+    assert!(
+        summary(&noisy).starts_with("4 replayed, 2 agree, 2 diverge"),
+        "{}",
+        stdout(&noisy)
+    );
 
     // And for CI, as JSON.
     let json = replay(&dir, &guest("http_v2"), &["--json"]);
@@ -170,6 +174,31 @@ fn http_traffic_replays_with_no_divergence_and_a_changed_body_diverges_where_it_
         conns
             .iter()
             .any(|c| c["verdict"] == "diverge" && c["offset"] == at)
+    );
+}
+
+#[test]
+fn a_connection_the_shutdown_closes_replays_its_close() {
+    // The http example closes its idle keep-alive connections when it hears the
+    // shutdown: that call is on the tape, and the replay makes it too.
+    let dir = record_dir("record-shutdown");
+    let host = Host::start(&["--guest", "http", "--record", dir.to_str().unwrap()]);
+    let mut idle = connect(&host);
+    assert_eq!(get(&mut idle), "hello\n");
+    stop(host);
+    let mut rest = Vec::new();
+    let _ = idle.read_to_end(&mut rest);
+    let replayed = replay(&dir, "http", &[]);
+    assert!(
+        replayed.status.success(),
+        "{}\n{}",
+        stdout(&replayed),
+        stderr(&replayed)
+    );
+    assert!(
+        summary(&replayed).starts_with("1 replayed, 1 agree"),
+        "{}",
+        stdout(&replayed)
     );
 }
 

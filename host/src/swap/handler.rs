@@ -175,6 +175,12 @@ impl EventHandler for WasmHandler {
         let inbox = self.inbox.as_ref();
         self.canary.shutdown(&mut self.generations, net, inbox);
         self.generations.shutdown(net);
+        // The shutdown's calls (closing idle connections, say) are a turn of their
+        // own: no batch may follow them.
+        self.record(net);
+        if let Some(tapes) = net.tapes() {
+            tapes.end_turn();
+        }
     }
 
     fn finish(&mut self) {
