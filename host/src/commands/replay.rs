@@ -47,6 +47,8 @@ struct Summary {
     trapped: usize,
     inconclusive: usize,
     unreadable: usize,
+    /// Tapes whose instance trapped with no connection open, or would not start.
+    failed: usize,
 }
 
 /// Replays every tape at `args.tapes` on `args.guest`; answers whether all agree
@@ -96,7 +98,10 @@ pub fn replay_command(args: &ReplayArgs) -> Result<bool> {
         ));
     }
     let elapsed = started.elapsed();
-    let clean = summary.diverge == 0 && summary.trapped == 0 && summary.unreadable == 0;
+    let clean = summary.diverge == 0
+        && summary.trapped == 0
+        && summary.unreadable == 0
+        && summary.failed == 0;
     if args.json {
         let document = json!({
             "tapes": documents,
@@ -107,6 +112,7 @@ pub fn replay_command(args: &ReplayArgs) -> Result<bool> {
                 "trapped": summary.trapped,
                 "inconclusive": summary.inconclusive,
                 "unreadable": summary.unreadable,
+                "failed": summary.failed,
             },
             "turns": turns,
             "seconds": elapsed.as_secs_f64(),
@@ -119,6 +125,12 @@ pub fn replay_command(args: &ReplayArgs) -> Result<bool> {
         );
         if summary.inconclusive > 0 {
             line.push_str(&format!(", {} inconclusive", summary.inconclusive));
+        }
+        if summary.failed > 0 {
+            line.push_str(&format!(
+                ", {} tapes trapped with no connection open or would not start",
+                summary.failed
+            ));
         }
         if summary.unreadable > 0 {
             line.push_str(&format!(", {} tapes unreadable", summary.unreadable));
@@ -276,6 +288,10 @@ fn report(
             }
         }
         conns.push(conn_json(*conn, run, &verdict));
+    }
+    let trapped_open = conns.iter().any(|c| c["verdict"] == "trapped");
+    if replayed.failed_to_start.is_some() || (replayed.trap.is_some() && !trapped_open) {
+        summary.failed += 1;
     }
     if let Some(trap) = &replayed.recorded_trap {
         say(format!("  the recorded instance trapped: {}", trap.message));

@@ -15,7 +15,8 @@
 //! [`Frame::End`]. Integers in payloads are LEB128 varints, byte strings a varint
 //! length and the bytes. A reader checks every length against what is left and
 //! every frame's checksum, so a cut or damaged file is an error naming the byte
-//! where it goes wrong, never a panic or a huge allocation.
+//! where it goes wrong, never a panic; what a frame may ask of memory is bounded
+//! ([`MAX_FRAME`], [`MAX_ITEMS`]).
 
 use crate::shared::wit::{Conn, IoError, TlsInfo};
 use crate::store::{Key, Op, Outcome, StoreError};
@@ -27,7 +28,11 @@ pub const MAGIC: &[u8; 14] = b"sandsock tape\n";
 pub const FORMAT: u16 = 1;
 
 /// The largest frame a reader accepts (a turn's input is bounded far below).
-pub const MAX_FRAME: usize = 256 << 20;
+pub const MAX_FRAME: usize = 64 << 20;
+
+/// The most items a reader takes in one turn: each costs about a hundred bytes of
+/// memory however few it takes on the tape, so a crafted count is refused here.
+pub const MAX_ITEMS: usize = 1 << 20;
 
 const TAG_HEADER: u8 = 1;
 const TAG_SNAPSHOT: u8 = 2;
@@ -875,8 +880,11 @@ impl<'a> Reader<'a> {
     fn turn(&mut self) -> Parsed<Turn> {
         let at_us = self.varint()?;
         let count = self.count()?;
+        if count > MAX_ITEMS {
+            return Err(format!("a turn of {count} items, more than {MAX_ITEMS}"));
+        }
         // Not `count` at once: an item takes a few bytes of the frame and far more
-        // in memory, and a damaged count could ask for gigabytes.
+        // in memory.
         let mut items = Vec::with_capacity(count.min(1024));
         for _ in 0..count {
             items.push(self.item()?);

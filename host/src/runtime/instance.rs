@@ -201,6 +201,19 @@ impl Instance {
         keeper.restore(&mut self.store, state)
     }
 
+    /// [`Instance::restore`] as a canary's shadow or a replay: the store calls
+    /// `restore` makes go to `shadow`'s view of the store.
+    pub fn restore_shadow(
+        &mut self,
+        state: Vec<u8>,
+        shadow: &mut Option<Box<ShadowIo>>,
+    ) -> Result<Result<(), String>> {
+        std::mem::swap(shadow, &mut self.store.data_mut().shadow);
+        let result = self.restore(state);
+        std::mem::swap(shadow, &mut self.store.data_mut().shadow);
+        result
+    }
+
     /// The size of its largest linear memory, in bytes.
     pub fn memory(&self) -> usize {
         self.store.data().limiter.memory()

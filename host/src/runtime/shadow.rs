@@ -250,6 +250,14 @@ impl ShadowIo {
             || self.shutdown
     }
 
+    /// Whether a live connection wants to write: the real host calls the guest in
+    /// every turn while it does (and has room), so a replay calls it once per turn.
+    pub fn wants_write(&self) -> bool {
+        self.conns
+            .values()
+            .any(|conn| conn.live() && conn.want_write)
+    }
+
     /// When its next timer is due.
     pub fn next_timer(&self) -> Option<Instant> {
         self.timers.values().min().copied()

@@ -396,9 +396,10 @@ impl Recorder {
         }
         let trap = turn.trap.take();
         let open = self.tapes.contains_key(&owner);
-        // A turn of skipped connections alone is not the tape's (its clocks and
-        // random bytes went to calls a replay will not make), unless it trapped.
-        let wanted = turn.sampled || (open && !turn.skipped) || trap.is_some();
+        // Every turn of an open tape is written (its store answers, messages and
+        // timers may be a sampled connection's), less the skipped connections'
+        // bytes; a turn of skipped connections alone opens none, unless it trapped.
+        let wanted = turn.sampled || open || trap.is_some();
         let guest = turn.guest.take();
         if wanted
             && !open
@@ -425,6 +426,9 @@ impl Recorder {
             self.close(owner, "the instance trapped", true, net);
         } else if turn.ended {
             self.close(owner, "the instance ended", false, net);
+        }
+        if trap.is_some() || turn.ended {
+            // What its instance had is gone with it: a fresh one brings its own.
             self.snapshots.remove(&owner);
             self.seeds.remove(&owner);
         }
