@@ -144,6 +144,8 @@ pub enum Item {
         conn: Conn,
         /// The peer's address.
         peer: Option<String>,
+        /// TLS facts, from a TLS listener.
+        tls: Option<TlsFacts>,
     },
     /// An outbound connection completed.
     Connected {
@@ -566,21 +568,14 @@ pub fn put_item(out: &mut Vec<u8>, item: &Item) {
             out.push(0);
             put_varint(out, *conn);
             put_opt_str(out, peer.as_deref());
-            match tls {
-                None => out.push(0),
-                Some(tls) => {
-                    out.push(1);
-                    put_str(out, &tls.version);
-                    put_opt_str(out, tls.server_name.as_deref());
-                    put_opt_str(out, tls.alpn.as_deref());
-                }
-            }
+            put_tls(out, tls.as_ref());
             out.push(u8::from(*sampled));
         }
-        Item::Adopted { conn, peer } => {
+        Item::Adopted { conn, peer, tls } => {
             out.push(1);
             put_varint(out, *conn);
             put_opt_str(out, peer.as_deref());
+            put_tls(out, tls.as_ref());
         }
         Item::Connected { conn } => put_conn(out, 2, *conn),
         Item::Input { conn, bytes } => {
@@ -648,6 +643,18 @@ pub fn put_item(out: &mut Vec<u8>, item: &Item) {
             out.push(u8::from(*deadline));
         }
         Item::Shutdown => out.push(20),
+    }
+}
+
+fn put_tls(out: &mut Vec<u8>, tls: Option<&TlsFacts>) {
+    match tls {
+        None => out.push(0),
+        Some(tls) => {
+            out.push(1);
+            put_str(out, &tls.version);
+            put_opt_str(out, tls.server_name.as_deref());
+            put_opt_str(out, tls.alpn.as_deref());
+        }
     }
 }
 
@@ -892,24 +899,29 @@ impl<'a> Reader<'a> {
         Ok(Turn { at_us, items })
     }
 
+    fn tls(&mut self) -> Parsed<Option<TlsFacts>> {
+        Ok(match self.flag()? {
+            false => None,
+            true => Some(TlsFacts {
+                version: self.string()?,
+                server_name: self.opt_string()?,
+                alpn: self.opt_string()?,
+            }),
+        })
+    }
+
     fn item(&mut self) -> Parsed<Item> {
         Ok(match self.u8()? {
             0 => Item::Accepted {
                 conn: self.varint()?,
                 peer: self.opt_string()?,
-                tls: match self.flag()? {
-                    false => None,
-                    true => Some(TlsFacts {
-                        version: self.string()?,
-                        server_name: self.opt_string()?,
-                        alpn: self.opt_string()?,
-                    }),
-                },
+                tls: self.tls()?,
                 sampled: self.flag()?,
             },
             1 => Item::Adopted {
                 conn: self.varint()?,
                 peer: self.opt_string()?,
+                tls: self.tls()?,
             },
             2 => Item::Connected {
                 conn: self.varint()?,
@@ -1093,6 +1105,7 @@ mod tests {
                 Item::Adopted {
                     conn: 6,
                     peer: None,
+                    tls: None,
                 },
                 Item::Connected { conn: 9 },
                 Item::Input {

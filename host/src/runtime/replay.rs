@@ -290,8 +290,9 @@ fn take_item(item: &Item, shadow: &mut ShadowIo, replayed: &mut Replayed, turn: 
                 },
             );
         }
-        Item::Adopted { conn, peer } => {
-            shadow.arrive(*conn, peer.clone(), None, Arrival::Adopted);
+        Item::Adopted { conn, peer, tls } => {
+            let tls = tls.clone().map(Into::into);
+            shadow.arrive(*conn, peer.clone(), tls, Arrival::Adopted);
             // Only a recorded connection's handover is on a tape.
             conns.insert(
                 *conn,

@@ -345,6 +345,7 @@ impl Recorder {
                 let item = Item::Adopted {
                     conn,
                     peer: watched.peer.clone(),
+                    tls: watched.tls.clone(),
                 };
                 let sampled = watched.sampled;
                 self.note(owner, sampled, item);
