@@ -305,6 +305,49 @@ fn a_trap_replays_to_its_panic_and_a_fixed_guest_shows_its_new_output() {
 }
 
 #[test]
+fn a_trap_after_its_tape_was_cut_gets_a_tape_of_its_own() {
+    // A tape may take a quarter of --record-max-bytes (here 1 KiB): the echoes
+    // fill it, it is cut, and the trap that follows is kept on a tape of its own.
+    let dir = record_dir("record-cut-trap");
+    let host = Host::start(&[
+        "--guest",
+        &guest("panics"),
+        "--record",
+        dir.to_str().unwrap(),
+        "--record-max-bytes",
+        "4KiB",
+    ]);
+    let mut stream = host.connect();
+    for i in 0..60 {
+        stream.write_all(format!("line {i}\n").as_bytes()).unwrap();
+        assert_eq!(read_line(&mut stream), format!("line {i}"));
+    }
+    stream.write_all(b"now TRIGGER it\n").unwrap();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    host.wait_for_log("guest trapped", Duration::from_secs(10));
+    stop(host);
+    let tapes = tapes(&dir);
+    assert_eq!(tapes.len(), 2, "the cut tape and the trap's: {tapes:?}");
+    let trap_tape = tapes
+        .iter()
+        .find(|t| t.to_str().unwrap().ends_with(".trap.tape"))
+        .expect("a trap tape");
+    let again = replay(trap_tape, &guest("panics"), &[]);
+    assert!(
+        summary(&again).contains(", 1 trapped"),
+        "{}",
+        stdout(&again)
+    );
+    let all = replay(&dir, &guest("panics"), &[]);
+    assert!(
+        stdout(&all).contains("incomplete (cut short: it reached a quarter"),
+        "{}",
+        stdout(&all)
+    );
+}
+
+#[test]
 fn an_answer_that_depends_on_an_earlier_connection_replays() {
     for (guest, flags) in [
         ("kv".to_string(), vec!["--store", "memory"]),

@@ -17,8 +17,9 @@
 //! connection is not kept.
 //!
 //! The loop thread only encodes; files are the writer's ([`WriterLink`]). When
-//! the writer falls behind, the instance's tape is cut (marked incomplete) and
-//! its connections stop being recorded; the loop never waits.
+//! the writer falls behind, or the tape reaches a quarter of
+//! `--record-max-bytes`, the instance's tape is cut (marked incomplete) and its
+//! connections stop being recorded; the loop never waits.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -396,6 +397,11 @@ impl Recorder {
             self.snapshots.insert(owner, state);
         }
         let trap = turn.trap.take();
+        if trap.is_some() && self.tapes.get(&owner).is_some_and(|t| t.cut.is_some()) {
+            // The cut tape ends as it was; the trap gets a tape of its own, with the
+            // trapping turn's input (its connections are watched as skipped ones).
+            self.close(owner, "the instance trapped", false, net);
+        }
         let open = self.tapes.contains_key(&owner);
         // Every turn of an open tape is written (its store answers, messages and
         // timers may be a sampled connection's), less the skipped connections'
@@ -421,7 +427,7 @@ impl Recorder {
                 turn.push(trap);
                 self.stats().traps.fetch_add(1, Ordering::Relaxed);
             }
-            self.write_turn(owner, &turn, net);
+            self.write_turn(owner, &turn);
         }
         if trap.is_some() {
             self.close(owner, "the instance trapped", true, net);
@@ -477,7 +483,7 @@ impl Recorder {
         );
     }
 
-    fn write_turn(&mut self, owner: Owner, turn: &TurnBuilder, net: &mut Net) {
+    fn write_turn(&mut self, owner: Owner, turn: &TurnBuilder) {
         let Some(tape) = self.tapes.get_mut(&owner) else {
             return;
         };
@@ -486,8 +492,9 @@ impl Recorder {
         }
         let at_us = tape.started.elapsed().as_micros() as u64;
         let payload = turn_payload(at_us, turn.items, &turn.payload);
-        let len = payload.len() as u64;
-        if tape.bytes + len > self.max_tape_bytes {
+        // As the file will hold it: framed, with room left for the tape's end.
+        let len = (payload.len() + FRAME_OVERHEAD) as u64;
+        if tape.bytes + len + END_ROOM > self.max_tape_bytes {
             tape.cut = Some(FULL);
         } else if self.link.turn(tape.id, payload) {
             tape.bytes += len;
@@ -495,23 +502,28 @@ impl Recorder {
         } else {
             tape.cut = Some(BEHIND);
         }
-        self.stop_recording(owner, net, true);
+        self.unsample(owner);
     }
 
-    /// `owner`'s connections stop being recorded (its tape was cut, or it
-    /// trapped); with `count`, each is counted as cut.
-    fn stop_recording(&mut self, owner: Owner, net: &mut Net, count: bool) {
+    /// `owner`'s tape was cut: its connections are counted as cut and from now on
+    /// kept a turn at a time, as skipped ones are, for a trap.
+    fn unsample(&mut self, owner: Owner) {
+        let mut cut = 0;
+        for watched in self.conns.values_mut().filter(|w| w.owner == owner) {
+            cut += u64::from(watched.sampled);
+            watched.sampled = false;
+        }
+        self.stats().cut.fetch_add(cut, Ordering::Relaxed);
+    }
+
+    /// `owner` trapped: its connections (closed by the host) stop being watched.
+    fn stop_recording(&mut self, owner: Owner, net: &mut Net) {
         let gone: Vec<Conn> = self
             .conns
             .iter()
             .filter(|(_, w)| w.owner == owner)
             .map(|(&conn, _)| conn)
             .collect();
-        if count {
-            self.stats()
-                .cut
-                .fetch_add(gone.len() as u64, Ordering::Relaxed);
-        }
         for conn in gone {
             self.conns.remove(&conn);
             if let Some(tapes) = net.tapes() {
@@ -528,7 +540,7 @@ impl Recorder {
         if trap {
             // A trapped instance's connections are closed by the host; a fresh
             // instance starts a tape of its own.
-            self.stop_recording(owner, net, false);
+            self.stop_recording(owner, net);
         }
     }
 
@@ -540,6 +552,13 @@ impl Recorder {
         }
     }
 }
+
+/// What framing adds to a turn's payload on the tape: tag, length, checksum.
+const FRAME_OVERHEAD: usize = 9;
+
+/// Room kept in a tape's share of the cap for its end frame, so that the
+/// recorder cuts a tape before the writer has to.
+const END_ROOM: u64 = 256;
 
 /// Why a tape was cut: the writer fell behind.
 const BEHIND: &str = "the writer fell behind";
