@@ -70,6 +70,17 @@ fn guest(name: &str) -> String {
     test_guest(name).to_str().unwrap().to_string()
 }
 
+/// Asserts that a replay exited 0 and that its summary starts with `start`.
+fn assert_clean(output: &Output, start: &str) {
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        stdout(output),
+        stderr(output)
+    );
+    assert!(summary(output).starts_with(start), "{}", stdout(output));
+}
+
 /// The http example's answer to a GET, and http_v2's.
 const HELLO: &str =
     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nhello\n";
@@ -189,17 +200,7 @@ fn a_connection_the_shutdown_closes_replays_its_close() {
     let mut rest = Vec::new();
     let _ = idle.read_to_end(&mut rest);
     let replayed = replay(&dir, "http", &[]);
-    assert!(
-        replayed.status.success(),
-        "{}\n{}",
-        stdout(&replayed),
-        stderr(&replayed)
-    );
-    assert!(
-        summary(&replayed).starts_with("1 replayed, 1 agree"),
-        "{}",
-        stdout(&replayed)
-    );
+    assert_clean(&replayed, "1 replayed, 1 agree");
 }
 
 #[test]
