@@ -82,6 +82,10 @@ pub struct Connection {
     pub out: WriteBuffer,
     /// An outbound connection completed and the guest has not been told yet.
     pub announce_connected: bool,
+    /// A byte (or the end) was read from it, or it is not a plain accepted one: a
+    /// shutdown waits for accepted connections to be heard before the guest is
+    /// told, so that a request on its way is not taken for an idle connection.
+    pub heard: bool,
     /// It is in the loop's list of connections to look at before the next batch.
     pub queued: bool,
     /// Its TLS session, for a connection from a `--listen-tls` listener: boxed, so
@@ -120,6 +124,7 @@ impl Connection {
             fin_sent: false,
             out: WriteBuffer::default(),
             announce_connected: false,
+            heard: phase != Phase::Open,
             queued: false,
             tls: None,
             _place: place,

@@ -46,15 +46,22 @@ const LISTENER_BASE: usize = 1 << SLOT_BITS;
 const WAKER: Token = Token(usize::MAX);
 /// Events taken from the kernel per wait.
 const EVENTS_PER_POLL: usize = 1024;
+/// At a shutdown, how long connections just accepted may take to send their first
+/// bytes before the guest hears `shutdown` (and closes what looks idle): a client
+/// whose request is on its way would otherwise lose it. nginx closes such
+/// connections at once.
+const FIRST_BYTES_GRACE: Duration = Duration::from_secs(1);
 /// After an accept failure (out of file descriptors, say), the listener is retried
 /// this soon: with edge-triggered readiness no new edge may come for the queue.
 const ACCEPT_RETRY: Duration = Duration::from_millis(10);
 
-/// How other threads reach a loop: wake it, or ask it to shut down.
+/// How other threads reach a loop: wake it, ask it to shut down, or to stop
+/// accepting for a while (a binary upgrade, while the new process starts serving).
 #[derive(Clone, Debug)]
 pub struct Remote {
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
 }
 
 impl Remote {
@@ -69,6 +76,14 @@ impl Remote {
     /// connections finish.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    /// Asks the loop to stop accepting (`true`) or to accept again. Its listeners
+    /// stay open: connections wait in their queues for whoever accepts next (the
+    /// new process of an upgrade shares the sockets), and none is refused.
+    pub fn pause_accepting(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
         self.wake();
     }
 }
@@ -86,7 +101,13 @@ pub struct EventLoop<H> {
     shutdown_timeout: Duration,
     /// Set once a shutdown has begun: when it must end.
     stopping: Option<Instant>,
+    /// During a shutdown, until the guest is told of it: when it is told at the
+    /// latest. Until then every accepted connection may send its first bytes (see
+    /// [`FIRST_BYTES_GRACE`]).
+    telling_guest: Option<Instant>,
     accept_retry: bool,
+    /// The listeners are out of the poll ([`Remote::pause_accepting`]).
+    paused: bool,
     refused: RateLimit,
     /// Where the loop publishes its counters once per turn, with `--admin`.
     published: Option<Arc<Published>>,
@@ -136,10 +157,13 @@ impl<H: EventHandler> EventLoop<H> {
             remote: Remote {
                 waker: Arc::new(waker),
                 stop: Arc::new(AtomicBool::new(false)),
+                paused: Arc::new(AtomicBool::new(false)),
             },
             shutdown_timeout,
             stopping: None,
+            telling_guest: None,
             accept_retry: false,
+            paused: false,
             refused: RateLimit::new(Duration::from_secs(1)),
             published: None,
         })
@@ -219,7 +243,7 @@ impl<H: EventHandler> EventLoop<H> {
             Err(e) => return Err(e.into()),
         }
 
-        if std::mem::take(&mut self.accept_retry) {
+        if std::mem::take(&mut self.accept_retry) && !self.paused {
             for listener in &mut self.listeners {
                 accept(
                     listener,
@@ -272,6 +296,10 @@ impl<H: EventHandler> EventLoop<H> {
             if self.remote.stop.load(Ordering::Acquire) && self.stopping.is_none() {
                 self.begin_shutdown();
             }
+            let paused = self.remote.paused.load(Ordering::Acquire);
+            if paused != self.paused && self.stopping.is_none() {
+                self.pause(paused);
+            }
             self.handler.on_wake(&mut self.net);
         }
 
@@ -285,6 +313,12 @@ impl<H: EventHandler> EventLoop<H> {
             self.handler.handle(&self.batch, &mut self.net);
             self.batch.clear();
             self.net.prune();
+        }
+        if let Some(latest) = self.telling_guest
+            && (!self.net.has_unheard() || Instant::now() >= latest)
+        {
+            self.telling_guest = None;
+            self.handler.shutdown(&mut self.net);
         }
         self.publish();
         Ok(())
@@ -301,12 +335,39 @@ impl<H: EventHandler> EventLoop<H> {
         if self.accept_retry {
             wake = Some(wake.map_or(ACCEPT_RETRY, |w| w.min(ACCEPT_RETRY)));
         }
-        let deadlines = [self.stopping, self.handler.next_tick()];
+        let deadlines = [self.stopping, self.telling_guest, self.handler.next_tick()];
         for deadline in deadlines.into_iter().flatten() {
             let left = deadline.saturating_duration_since(now);
             wake = Some(wake.map_or(left, |w| w.min(left)));
         }
         wake
+    }
+
+    /// Takes the listeners out of the poll, or puts them back; back in, they are
+    /// accepted from at once (an edge may have passed while they were out).
+    fn pause(&mut self, paused: bool) {
+        self.paused = paused;
+        for (i, listener) in self.listeners.iter_mut().enumerate() {
+            let registry = self.poll.registry();
+            let result = if paused {
+                registry.deregister(&mut listener.socket)
+            } else {
+                registry.register(
+                    &mut listener.socket,
+                    Token(LISTENER_BASE + i),
+                    Interest::READABLE,
+                )
+            };
+            if let Err(e) = result {
+                warn!(error = %e, paused, "cannot change a listener's registration");
+            }
+        }
+        self.accept_retry = !paused;
+        info!(
+            paused,
+            "accepting {}",
+            if paused { "paused" } else { "again" }
+        );
     }
 
     /// Stops accepting, tells the guest, and gives the open connections until the
@@ -323,10 +384,13 @@ impl<H: EventHandler> EventLoop<H> {
                 .stopping
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        for listener in &mut self.listeners {
-            let _ = self.poll.registry().deregister(&mut listener.socket);
+        if !self.paused {
+            for listener in &mut self.listeners {
+                let _ = self.poll.registry().deregister(&mut listener.socket);
+            }
         }
-        // Dropping the listeners closes them: new clients are refused, not queued.
+        // Dropping the listeners closes them: new clients are refused, not queued
+        // (unless an upgrade's new process holds them too: it accepts them).
         self.listeners.clear();
         // TLS handshakes under way would become new connections: they end here.
         let handshakes = self.net.drop_handshakes();
@@ -337,7 +401,10 @@ impl<H: EventHandler> EventLoop<H> {
             );
         }
         self.accept_retry = false;
-        self.handler.shutdown(&mut self.net);
+        // The guest hears `shutdown` at the end of a turn in which every accepted
+        // connection has sent something (at once, usually), or after the grace.
+        let grace = FIRST_BYTES_GRACE.min(self.shutdown_timeout / 2);
+        self.telling_guest = Some(Instant::now() + grace);
     }
 }
 

@@ -105,9 +105,11 @@ impl Net {
                 Ok(0) => {
                     conn.readable = false;
                     conn.eof_seen = true;
+                    conn.heard = true;
                     ReadOutcome::Eof
                 }
                 Ok(n) => {
+                    conn.heard = true;
                     // A short read drained the socket: new bytes bring a new edge. Not
                     // so for an end-of-stream already queued, which must still be read.
                     if n < want && !conn.peer_closed {

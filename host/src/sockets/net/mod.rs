@@ -197,6 +197,14 @@ impl Net {
         self.conns.is_empty()
     }
 
+    /// Whether an accepted connection the guest may read has not sent a byte yet.
+    /// Looks at every connection: for a shutdown's first turns only.
+    pub fn has_unheard(&self) -> bool {
+        self.conns
+            .iter()
+            .any(|(_, conn)| !conn.heard && conn.phase == Phase::Open && !conn.eof_seen)
+    }
+
     /// Connections the guest instance `owner` still holds (not counting those it
     /// closed, which the host is finishing).
     pub fn owned_by(&self, owner: Owner) -> usize {
