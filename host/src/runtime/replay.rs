@@ -105,7 +105,7 @@ pub fn replay(runtime: &Runtime, guest: &Guest, tape: &Tape) -> Result<Replayed>
             return Ok(replayed);
         }
     };
-    let stores = Stores::open(memory_store()?, 1)?;
+    let stores = Stores::open(memory_store()?, 1, None)?;
     let link = stores.link(0);
     instance.attach_store(&link, SHADOW_OWNER);
     let mut io = Some(Box::<ShadowIo>::default());

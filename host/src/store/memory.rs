@@ -64,6 +64,78 @@ impl MemoryStore {
             Err(error) => Outcome::Failed(error),
         }
     }
+
+    /// Every namespace's keys and values, for a binary upgrade to hand to the new
+    /// process: a count, then (namespace, bucket, key, value) each as a `u32`
+    /// length and its bytes.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let namespaces = self
+            .namespaces
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut out = Vec::new();
+        let mut count = 0u64;
+        out.extend_from_slice(&0u64.to_le_bytes());
+        for (namespace, held) in namespaces.iter() {
+            for (bucket, keys) in &held.buckets {
+                for (key, value) in keys {
+                    for part in [
+                        namespace.as_str().as_bytes(),
+                        bucket.as_bytes(),
+                        key.as_bytes(),
+                        value,
+                    ] {
+                        out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+                        out.extend_from_slice(part);
+                    }
+                    count += 1;
+                }
+            }
+        }
+        out[..8].copy_from_slice(&count.to_le_bytes());
+        out
+    }
+
+    /// Takes in what [`MemoryStore::snapshot`] gave, checking every length; the
+    /// values were within the same limits in the old process, and are put back
+    /// whatever this one's are (a value never disappears in an upgrade).
+    pub fn restore(&self, snapshot: &[u8]) -> Result<u64, String> {
+        let mut at = snapshot;
+        let mut take = |n: usize| -> Result<&[u8], String> {
+            if at.len() < n {
+                return Err("the store snapshot ends early".into());
+            }
+            let (part, rest) = at.split_at(n);
+            at = rest;
+            Ok(part)
+        };
+        let count = u64::from_le_bytes(take(8)?.try_into().expect("eight bytes"));
+        let mut namespaces = self
+            .namespaces
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for _ in 0..count {
+            let mut parts: [&[u8]; 4] = [&[]; 4];
+            for part in &mut parts {
+                let len = u32::from_le_bytes(take(4)?.try_into().expect("four bytes"));
+                *part = take(len as usize)?;
+            }
+            let text = |bytes: &[u8]| {
+                std::str::from_utf8(bytes)
+                    .map(str::to_string)
+                    .map_err(|_| "a store snapshot name is not UTF-8".to_string())
+            };
+            let namespace = Namespace::new(&text(parts[0])?)?;
+            let (bucket, key) = (text(parts[1])?, text(parts[2])?);
+            let held = namespaces.entry(namespace).or_default();
+            held.bytes += size(&bucket, &key, parts[3]);
+            held.buckets
+                .entry(bucket)
+                .or_default()
+                .insert(key, parts[3].to_vec());
+        }
+        Ok(count)
+    }
 }
 
 impl Backend for MemoryStore {
@@ -83,6 +155,10 @@ impl Backend for MemoryStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         namespaces.get(namespace).map_or(0, |held| held.bytes)
+    }
+
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        Some(MemoryStore::snapshot(self))
     }
 }
 
@@ -250,6 +326,27 @@ mod tests {
 
     fn get(key: &str) -> Op {
         Op::Get(Key::new("b", key))
+    }
+
+    #[test]
+    fn a_snapshot_restores_every_value_and_the_byte_count() {
+        let old = store();
+        let (a, b) = (ns("a"), ns("b"));
+        old.apply(&a, &set("k", b"one"));
+        old.apply(&a, &Op::Set(Key::new("other", "k"), b"two".to_vec()));
+        old.apply(&b, &set("k", b"\x00\xff"));
+        let new = store();
+        assert_eq!(new.restore(&old.snapshot()), Ok(3));
+        assert_eq!(new.apply(&a, &get("k")), Outcome::Value(b"one".to_vec()));
+        let other = Op::Get(Key::new("other", "k"));
+        assert_eq!(new.apply(&a, &other), Outcome::Value(b"two".to_vec()));
+        assert_eq!(
+            new.apply(&b, &get("k")),
+            Outcome::Value(b"\x00\xff".to_vec())
+        );
+        assert_eq!(new.bytes_of(&a), old.bytes_of(&a));
+        let snapshot = old.snapshot();
+        assert!(store().restore(&snapshot[..snapshot.len() - 1]).is_err());
     }
 
     #[test]

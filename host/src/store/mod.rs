@@ -324,6 +324,13 @@ pub trait Backend: Send + Sync {
     fn unavailable(&self) -> Option<String> {
         None
     }
+
+    /// What a binary upgrade hands to the new process: only a store that lives in
+    /// this process's memory has anything to hand (the others are files or servers
+    /// the new process opens itself).
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// One operation on its way to a backend.

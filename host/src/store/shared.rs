@@ -102,12 +102,26 @@ impl std::fmt::Debug for Stores {
 
 impl Stores {
     /// Opens the backend for `workers` workers. Each worker's loop must then say how
-    /// it is woken ([`Inbox::wake_with`] on [`StoreLink::inbox`]).
-    pub fn open(config: StoreConfig, workers: usize) -> Result<Arc<Self>> {
+    /// it is woken ([`Inbox::wake_with`] on [`StoreLink::inbox`]). `carried` is what
+    /// the process a binary upgrade replaces handed over ([`Stores::snapshot`]).
+    pub fn open(config: StoreConfig, workers: usize, carried: Option<&[u8]>) -> Result<Arc<Self>> {
         let inboxes: Vec<Arc<Inbox>> = (0..workers).map(|_| Inbox::new()).collect();
         let topics = Arc::new(Topics::new(inboxes.clone()));
         let backend: Box<dyn Backend> = match &config.kind {
-            StoreKind::Memory => Box::new(MemoryStore::new(config.limits, inboxes.clone())),
+            StoreKind::Memory => {
+                let store = MemoryStore::new(config.limits, inboxes.clone());
+                if let Some(snapshot) = carried {
+                    let values = store
+                        .restore(snapshot)
+                        .map_err(|e| anyhow::anyhow!("the store handed over is damaged: {e}"))?;
+                    tracing::info!(
+                        values,
+                        bytes = snapshot.len(),
+                        "upgrade: took over the memory store"
+                    );
+                }
+                Box::new(store)
+            }
             StoreKind::File(path) => {
                 Box::new(SqliteStore::open(path, config.limits, inboxes.clone())?)
             }
@@ -156,6 +170,11 @@ impl Stores {
     /// reached): `/readyz` says not ready.
     pub fn unavailable(&self) -> Option<String> {
         self.backend.unavailable()
+    }
+
+    /// What a binary upgrade hands over: `--store memory`'s keys and values.
+    pub fn snapshot(&self) -> Option<Vec<u8>> {
+        self.backend.snapshot()
     }
 }
 
