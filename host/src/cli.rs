@@ -22,6 +22,9 @@ use crate::swap::{CanaryConfig, Recycle, SwapMode, SwapPolicy};
 
 /// How long open connections may take to finish after SIGTERM or SIGINT, by default.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an upgrade's new process may take to be ready: compiling a large guest
+/// without the cache takes seconds.
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a TLS handshake may take, by default: a few round trips on any network.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Where the host listens when no address is given.
@@ -460,9 +463,32 @@ pub struct ServeArgs {
     /// Let --admin listen on a non-loopback address.
     ///
     /// Let --admin listen on an address that is not loopback: the admin endpoints show
-    /// the host's internals and can reload its guest.
-    #[arg(help_heading = "Operations", long, requires = "admin")]
+    /// the host's internals and can reload its guest. Writes there need
+    /// --admin-token-file.
+    #[arg(help_heading = "Operations", long)]
     pub admin_allow_remote: bool,
+
+    /// The token admin writes (POST) must carry.
+    ///
+    /// The token `POST /reload` and `POST /upgrade` must carry, as `Authorization:
+    /// Bearer TOKEN`: the first line of FILE. Without it, writes are taken only on a
+    /// loopback admin listener. Reads (/metrics, /healthz, /readyz) stay open.
+    #[arg(
+        help_heading = "Operations",
+        long,
+        value_name = "FILE",
+        hide_short_help = true
+    )]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// How long an upgrade's new process may take to load its guest.
+    ///
+    /// At SIGUSR2 or POST /upgrade, how long the new process may take to be ready
+    /// (its guest loaded, from the compiled cache or compiled) before the upgrade is
+    /// given up and this process goes on serving.
+    #[arg(help_heading = "Operations", long, value_name = "DUR", default_value_t = Dur(UPGRADE_TIMEOUT),
+          hide_short_help = true)]
+    pub upgrade_timeout: Dur,
 
     /// At SIGTERM, how long connections may take to finish.
     ///

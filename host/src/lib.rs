@@ -20,14 +20,18 @@
 //!   each worker's inbox of answers. Knows nothing of wasmtime or sockets.
 //! - [`record`]: what `--record` and `host replay` share: the tape format, the
 //!   writer thread and its directory, and how two outputs compare.
+//! - [`upgrade`]: replacing the host binary while it serves (the listening sockets
+//!   and the memory store handed to a new process over a socket pair), and
+//!   systemd's socket activation. Knows the sockets wing's listeners and loop
+//!   remotes and the store, nothing of guests.
 //! - [`commands`]: what the `host` binary does: serving (with its supervisor, its
 //!   admin listener, and the benchmark's native baseline), `host health`, `host new`.
 //!   [`cli`] is the command line they are parsed from.
 //! - [`shared`]: the leaves every part uses: the contract's bindings, limits, units,
 //!   metrics, rate-limited log lines.
 //!
-//! Arrows go one way: commands → swap → runtime → sockets → shared, and runtime →
-//! record → store → shared. The load client
+//! Arrows go one way: commands → swap → runtime → sockets → shared, runtime →
+//! record → store → shared, and commands → upgrade → sockets, store. The load client
 //! (`host load`) is a crate of its own, `sandsock-load`, in `host/load/`.
 #![deny(missing_docs)]
 
@@ -39,3 +43,4 @@ pub mod shared;
 pub mod sockets;
 pub mod store;
 pub mod swap;
+pub mod upgrade;

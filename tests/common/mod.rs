@@ -55,11 +55,20 @@ impl Host {
 
     /// Like [`Host::start`], with extra environment variables for the host.
     pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Host {
-        let mut child = Command::new(host_bin())
+        let mut command = Command::new(host_bin());
+        command
             .args(args)
-            .env("XDG_CACHE_HOME", test_cache_home())
             .envs(env.iter().copied())
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0"]);
+        Host::start_command(command, args.contains(&"--admin"))
+    }
+
+    /// Starts `command` (a host, however started: another copy of the binary, a
+    /// wrapper) with the tests' cache and a piped stderr, and waits for its
+    /// `listening on` line; and for its `admin listening on` line if `admin`.
+    pub fn start_command(mut command: Command, admin: bool) -> Host {
+        let mut child = command
+            .env("XDG_CACHE_HOME", test_cache_home())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -100,7 +109,7 @@ impl Host {
             }
         };
         // The admin line comes right after the listening ones, or not at all.
-        let admin = if args.contains(&"--admin") {
+        let admin = if admin {
             admin_rx.recv_timeout(START_TIMEOUT).ok()
         } else {
             None
@@ -167,6 +176,11 @@ impl Host {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmRSS in /proc status");
         kib * 1024
+    }
+
+    /// The process id of the host started (an upgrade's new process has another).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Everything the host wrote to stderr so far.

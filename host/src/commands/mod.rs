@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod health;
+pub mod metrics_page;
 pub mod native;
 pub mod new;
 pub mod replay;

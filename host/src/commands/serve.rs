@@ -4,13 +4,16 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::{Result, bail};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
 use tracing::{Span, info, info_span};
 
 use crate::cli::ServeArgs;
-use crate::commands::admin::Admin;
+use crate::commands::admin::{self, Admin};
 use crate::commands::native::NativeHttp;
-use crate::commands::supervisor::Supervisor;
+use crate::commands::supervisor::{Duties, Supervisor, UPGRADE_LINK};
 use crate::record::writer::{RecordStats, Writer};
 use crate::runtime::builtin::guest_source;
 use crate::runtime::engine::Runtime;
@@ -27,10 +30,36 @@ use crate::store::Stores;
 use crate::swap::Reloader;
 use crate::swap::WasmHandler;
 use crate::swap::recorder::Recorder;
+use crate::upgrade::binary::Binary;
+use crate::upgrade::held::HeldSockets;
+use crate::upgrade::systemd;
+use crate::upgrade::take_over::Carried;
+use crate::upgrade::{Predecessor, UpgradeStats, Upgrader};
 
 /// Serves until a shutdown completes; `log_format` says how the listening
-/// addresses are announced.
+/// addresses are announced. A process an upgrade started takes its sockets from the
+/// old process, and tells it why if it cannot serve.
 pub fn serve(args: &ServeArgs, log_format: LogFormat) -> Result<()> {
+    // Before anything else: the path is the file this process runs now.
+    let binary = Binary::of_this_process().map_err(|e| format!("{e:#}"));
+    let (mut predecessor, handed) = match Predecessor::from_env()? {
+        Some((predecessor, sockets)) => (Some(predecessor), Some(sockets)),
+        None => (None, None),
+    };
+    let result = serve_with(args, log_format, binary, predecessor.as_mut(), handed);
+    if let (Err(error), Some(predecessor)) = (&result, predecessor.as_mut()) {
+        predecessor.fail(error);
+    }
+    result
+}
+
+fn serve_with(
+    args: &ServeArgs,
+    log_format: LogFormat,
+    binary: Result<Binary, String>,
+    mut predecessor: Option<&mut Predecessor>,
+    handed: Option<HeldSockets>,
+) -> Result<()> {
     if args.canary().is_some() && args.isolation == Isolation::Connection {
         bail!(
             "--swap canary works with --isolation shared only: its shadow is one instance, which with an instance per connection would share state and limits the serving instances do not"
@@ -40,8 +69,43 @@ pub fn serve(args: &ServeArgs, log_format: LogFormat) -> Result<()> {
     let workers = args.workers.count();
     let limits = args.limits();
     raise_open_file_limit();
-    let tls = tls_server(args)?;
-    let listeners = bind_listeners(args, tls.as_ref().map(|(_, server)| server), workers)?;
+    let inherited = match handed {
+        Some(sockets) => Some(sockets),
+        None => systemd::activated_sockets(workers)?,
+    };
+    if let Some(sockets) = &inherited
+        && sockets.workers.len() != workers
+    {
+        bail!(
+            "the old process handed over the sockets of {} workers, and this one runs {workers} (--workers)",
+            sockets.workers.len()
+        );
+    }
+    let tls_needed =
+        !args.listen_tls.is_empty() || inherited.as_ref().is_some_and(HeldSockets::has_tls);
+    let tls = tls_server(args, tls_needed)?;
+    let server = tls.as_ref().map(|(_, server)| server);
+    let (listeners, admin_listener) = match inherited {
+        Some(sockets) => sockets.into_listeners(server)?,
+        None => (bind_listeners(args, server, workers)?, None),
+    };
+    let admin_listener = match (admin_listener, args.admin) {
+        (Some(listener), _) => {
+            let addr = listener
+                .local_addr()
+                .context("cannot read the admin address")?;
+            admin::check_address(addr, args.admin_allow_remote)?;
+            Some(listener)
+        }
+        (None, Some(addr)) => Some(admin::bind(addr, args.admin_allow_remote)?),
+        (None, None) => None,
+    };
+    let token = args
+        .admin_token_file
+        .as_deref()
+        .map(admin::read_token)
+        .transpose()?;
+    let held = HeldSockets::duplicate(&listeners, admin_listener.as_ref())?;
     let certificates = tls.map(|(certificates, _)| certificates);
     let settings = LoopSettings {
         limits: limits.clone(),
@@ -49,6 +113,15 @@ pub fn serve(args: &ServeArgs, log_format: LogFormat) -> Result<()> {
         capacity: Capacity::new(limits.max_connections),
     };
     let supervisor = Supervisor::new()?;
+    let upgrades = supervisor.upgrade_handle().stats();
+    let mut serving = Serving {
+        binary,
+        held,
+        admin_listener,
+        token,
+        predecessor: None,
+        carried_at: None,
+    };
 
     match args.native.as_deref() {
         None => {}
@@ -63,8 +136,21 @@ pub fn serve(args: &ServeArgs, log_format: LogFormat) -> Result<()> {
             if args.record.is_some() {
                 bail!("--record records a guest's instances, and --native runs no guest");
             }
+            if let Some(predecessor) = predecessor.as_deref_mut() {
+                let carried = predecessor.ready()?;
+                serving.took_over(&upgrades, predecessor, &carried);
+            }
+            serving.predecessor = predecessor;
             let extras = Extras::default();
-            return run(args, log_format, supervisor, loops, extras, "native http");
+            return run(
+                args,
+                log_format,
+                supervisor,
+                loops,
+                extras,
+                serving,
+                "native http",
+            );
         }
         Some(other) => bail!("unknown native baseline `{other}` (known: http)"),
     }
@@ -95,7 +181,18 @@ pub fn serve(args: &ServeArgs, log_format: LogFormat) -> Result<()> {
     );
     let digest = guest.digest;
     let store_config = args.store_config(&guest.name).map_err(anyhow::Error::msg)?;
-    let stores = Stores::open(store_config, workers)?;
+    // An upgrade's new process is ready now: the old one stops accepting and hands
+    // over what it holds in memory.
+    let carried = match predecessor.as_deref_mut() {
+        Some(predecessor) => {
+            let carried = predecessor.ready()?;
+            serving.took_over(&upgrades, predecessor, &carried);
+            carried
+        }
+        None => Carried::default(),
+    };
+    serving.predecessor = predecessor;
+    let stores = Stores::open(store_config, workers, carried.store.as_deref())?;
     info!(
         store = stores.config().kind.describe(),
         namespace = %stores.config().namespace,
@@ -158,13 +255,50 @@ pub fn serve(args: &ServeArgs, log_format: LogFormat) -> Result<()> {
         store: Some(stores),
         record: writer.as_ref().map(|w| w.link().stats().clone()),
     };
-    run(args, log_format, supervisor, loops, extras, &source.origin)?;
+    run(
+        args,
+        log_format,
+        supervisor,
+        loops,
+        extras,
+        serving,
+        &source.origin,
+    )?;
     // The loops have ended, and their links with them: the tapes are whole once
     // the writer has written what it was given.
     if let Some(mut writer) = writer {
         writer.finish();
     }
     Ok(())
+}
+
+/// What a serving process holds for its upgrades, and of the one it took over from.
+struct Serving<'p> {
+    /// The file an upgrade runs.
+    binary: Result<Binary, String>,
+    /// Duplicates of every listening socket, to hand over.
+    held: HeldSockets,
+    /// The admin listener, bound or inherited.
+    admin_listener: Option<std::net::TcpListener>,
+    /// `--admin-token-file`'s token.
+    token: Option<String>,
+    /// The old process, when an upgrade started this one: told once this one serves.
+    predecessor: Option<&'p mut Predecessor>,
+    /// When the old process handed over.
+    carried_at: Option<Instant>,
+}
+
+impl Serving<'_> {
+    /// Notes what the upgrade that started this process took, for `/metrics`.
+    fn took_over(&mut self, stats: &UpgradeStats, predecessor: &Predecessor, carried: &Carried) {
+        stats
+            .succeeded
+            .store(predecessor.upgrades_before() + 1, Ordering::Relaxed);
+        stats
+            .ready_ms
+            .store(carried.ready_ms.unwrap_or(0), Ordering::Relaxed);
+        self.carried_at = carried.at;
+    }
 }
 
 /// What serving a guest adds to what every server has.
@@ -213,6 +347,7 @@ fn run<H: EventHandler + Send + 'static>(
     mut supervisor: Supervisor,
     mut loops: Vec<EventLoop<H>>,
     extras: Extras,
+    serving: Serving<'_>,
     what: &str,
 ) -> Result<()> {
     let Extras {
@@ -220,9 +355,18 @@ fn run<H: EventHandler + Send + 'static>(
         store,
         record,
     } = extras;
+    let Serving {
+        binary,
+        held,
+        admin_listener,
+        token,
+        predecessor,
+        carried_at,
+    } = serving;
     let workers = loops.len();
-    let admin = match args.admin {
-        Some(addr) => {
+    let upgrade = supervisor.upgrade_handle();
+    let admin = match admin_listener {
+        Some(listener) => {
             let published: Vec<Arc<Published>> = loops
                 .iter_mut()
                 .map(|event_loop| {
@@ -236,10 +380,13 @@ fn run<H: EventHandler + Send + 'static>(
                 reloads_refused: reloader.as_ref().map(Reloader::refused).unwrap_or_default(),
                 max_connections: args.max_connections,
                 reload: reloader.as_ref().map(Reloader::handle),
-                store,
+                upgrade: Some(upgrade.clone()),
+                upgrades: upgrade.stats(),
+                store: store.clone(),
                 record,
+                token,
             };
-            Some(admin.start(addr, args.admin_allow_remote)?)
+            Some(admin.start(listener)?)
         }
         None => None,
     };
@@ -251,10 +398,11 @@ fn run<H: EventHandler + Send + 'static>(
         };
         announce(log_format, listener, addr);
     }
-    if let Some(addr) = admin {
-        announce(log_format, Listening::Admin, addr);
+    if let Some(admin) = &admin {
+        announce(log_format, Listening::Admin, admin.addr);
     }
     info!(handler = what, workers, "serving");
+    let remotes: Vec<_> = loops.iter().map(EventLoop::remote).collect();
     for (worker, mut event_loop) in loops.into_iter().enumerate() {
         let remote = event_loop.remote();
         let span = worker_span(worker, workers);
@@ -262,7 +410,31 @@ fn run<H: EventHandler + Send + 'static>(
             span.in_scope(|| event_loop.run())
         })?;
     }
-    supervisor.run(reloader)
+    match predecessor {
+        Some(predecessor) => {
+            let stats = upgrade.stats();
+            let since_go = carried_at.map_or(0, |at| millis(at.elapsed()) as u64);
+            let ready_ms = stats.ready_ms.load(Ordering::Relaxed);
+            stats
+                .serving_ms
+                .store(ready_ms + since_go, Ordering::Relaxed);
+            info!(
+                old = predecessor.pid(),
+                pid = std::process::id(),
+                serving_ms = ready_ms + since_go,
+                "upgrade: serving; took over from the old process"
+            );
+            predecessor.serving();
+        }
+        None => systemd::ready(),
+    }
+    let upgrader = Upgrader::new(binary, held, remotes, store, upgrade.stats(), UPGRADE_LINK);
+    supervisor.run(Duties {
+        reloader,
+        upgrader,
+        upgrade_timeout: args.upgrade_timeout.0,
+        admin,
+    })
 }
 
 /// What kind of listener an announcement is for.
@@ -292,14 +464,17 @@ fn announce(log_format: LogFormat, listening: Listening, addr: SocketAddr) {
     }
 }
 
-/// The certificates and the server side of TLS, when there are `--listen-tls`
-/// addresses: loaded before anything is bound, so that a bad file is the one error.
-fn tls_server(args: &ServeArgs) -> Result<Option<(Arc<Certificates>, TlsServer)>> {
-    if args.listen_tls.is_empty() {
+/// The certificates and the server side of TLS, when there are TLS listeners
+/// (`--listen-tls` addresses, or sockets handed over): loaded before anything is
+/// bound, so that a bad file is the one error.
+fn tls_server(args: &ServeArgs, needed: bool) -> Result<Option<(Arc<Certificates>, TlsServer)>> {
+    if !needed {
         return Ok(None);
     }
     let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
-        bail!("--listen-tls needs --tls-cert and --tls-key");
+        bail!(
+            "TLS listeners (--listen-tls, or a socket named `tls`) need --tls-cert and --tls-key"
+        );
     };
     let certificates = Certificates::load(cert, key)?;
     let server = TlsServer::new(certificates.clone(), args.tls_handshake_timeout.0)?;

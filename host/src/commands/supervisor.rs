@@ -1,24 +1,33 @@
 //! [`Supervisor`]: the main thread's job while the workers serve: the signals
-//! (`SIGHUP` reloads the guest; `SIGTERM` or `SIGINT` shuts every worker down, and a
-//! second one ends the process at once), and waiting for the workers to finish.
+//! (`SIGHUP` reloads the guest; `SIGUSR2` upgrades the binary; `SIGTERM` or `SIGINT`
+//! shuts every worker down, and a second one ends the process at once), an upgrade's
+//! link to its new process, and waiting for the workers to finish.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 use tracing::{info, warn};
 
+use super::admin::AdminThread;
 use crate::sockets::event_loop::Remote;
 use crate::swap::Reloader;
+use crate::upgrade::hand_over::Outcome;
+use crate::upgrade::{UpgradeHandle, UpgradeStats, Upgrader};
 
 const SIGNALS: Token = Token(0);
 /// A worker wakes the supervisor with it when its loop has ended.
 const FINISHED: Token = Token(1);
+/// The admin listener wakes the supervisor with it at `POST /upgrade`.
+const UPGRADE_ASKED: Token = Token(2);
+/// An upgrade's link to its new process.
+pub const UPGRADE_LINK: Token = Token(3);
 
 /// One worker: its loop's remote, and its thread (until it is joined).
 struct Worker {
@@ -35,6 +44,19 @@ pub struct Supervisor {
     results: Receiver<(usize, Result<()>)>,
     results_tx: Sender<(usize, Result<()>)>,
     workers: Vec<Worker>,
+    upgrade: UpgradeHandle,
+}
+
+/// What the supervisor looks after besides the workers.
+pub struct Duties {
+    /// Answers `SIGHUP`.
+    pub reloader: Option<Reloader>,
+    /// Answers `SIGUSR2` and `POST /upgrade`.
+    pub upgrader: Upgrader,
+    /// How long an upgrade's new process may take to be ready.
+    pub upgrade_timeout: Duration,
+    /// Stopped once an upgrade has handed over.
+    pub admin: Option<AdminThread>,
 }
 
 impl Supervisor {
@@ -42,12 +64,14 @@ impl Supervisor {
     /// not the end of the process.
     pub fn new() -> Result<Self> {
         let poll = Poll::new().context("cannot create the supervisor's epoll instance")?;
-        let mut signals =
-            Signals::new([SIGTERM, SIGINT, SIGHUP]).context("cannot install signal handlers")?;
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR2])
+            .context("cannot install signal handlers")?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .context("cannot register the signal pipe with epoll")?;
         let finished = Waker::new(poll.registry(), FINISHED)
+            .context("cannot create the supervisor's waker")?;
+        let asked = Waker::new(poll.registry(), UPGRADE_ASKED)
             .context("cannot create the supervisor's waker")?;
         let (results_tx, results) = mpsc::channel();
         Ok(Self {
@@ -57,7 +81,13 @@ impl Supervisor {
             results,
             results_tx,
             workers: Vec::new(),
+            upgrade: UpgradeHandle::new(Arc::new(asked), Arc::new(UpgradeStats::default())),
         })
+    }
+
+    /// How the admin listener asks for an upgrade.
+    pub fn upgrade_handle(&self) -> UpgradeHandle {
+        self.upgrade.clone()
     }
 
     /// Starts a worker: `work` runs on a thread named `name`, and its result (a
@@ -90,44 +120,77 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Handles signals until every worker has finished: `Ok` once all shut down
-    /// cleanly, the first worker's error otherwise, or an error at a second signal
-    /// during a shutdown. `reloader` answers `SIGHUP`.
-    pub fn run(mut self, reloader: Option<Reloader>) -> Result<()> {
+    /// Handles signals and upgrades until every worker has finished: `Ok` once all
+    /// shut down cleanly, the first worker's error otherwise, or an error at a second
+    /// signal during a shutdown.
+    pub fn run(mut self, mut duties: Duties) -> Result<()> {
         let mut events = Events::with_capacity(8);
         let mut stopping = false;
         loop {
-            match self.poll.poll(&mut events, None) {
+            let timeout = duties
+                .upgrader
+                .deadline(duties.upgrade_timeout)
+                .map(|deadline| deadline.saturating_duration_since(Instant::now()));
+            match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e).context("the supervisor's poll failed"),
             }
+            let registry = self.poll.registry();
+            duties
+                .upgrader
+                .check_deadline(registry, duties.upgrade_timeout);
             for event in events.iter() {
-                if event.token() == SIGNALS {
-                    for signal in self.signals.pending() {
-                        if signal == SIGHUP {
-                            match &reloader {
-                                Some(reloader) => {
-                                    info!("SIGHUP: reloading the guest");
-                                    reloader.request();
+                match event.token() {
+                    SIGNALS => {
+                        for signal in self.signals.pending() {
+                            match signal {
+                                SIGHUP => match &duties.reloader {
+                                    Some(reloader) => {
+                                        info!("SIGHUP: reloading the guest");
+                                        reloader.request();
+                                    }
+                                    None => warn!(
+                                        "SIGHUP ignored: a built-in guest has no file to reload"
+                                    ),
+                                },
+                                SIGUSR2 if stopping => {
+                                    warn!("SIGUSR2 ignored: this process is shutting down");
                                 }
-                                None => {
-                                    warn!("SIGHUP ignored: a built-in guest has no file to reload")
+                                SIGUSR2 => duties.upgrader.begin(registry, "SIGUSR2"),
+                                _ if stopping => {
+                                    bail!("a second signal during shutdown: exiting at once")
                                 }
-                            }
-                        } else if stopping {
-                            bail!("a second signal during shutdown: exiting at once");
-                        } else {
-                            stopping = true;
-                            info!(signal, "shutting down");
-                            for worker in &self.workers {
-                                worker.remote.stop();
+                                _ => {
+                                    stopping = true;
+                                    info!(signal, "shutting down");
+                                    crate::upgrade::systemd::stopping();
+                                    duties.upgrader.abandon(registry);
+                                    for worker in &self.workers {
+                                        worker.remote.stop();
+                                    }
+                                }
                             }
                         }
                     }
+                    UPGRADE_ASKED if self.upgrade.take_request() && !stopping => {
+                        duties.upgrader.begin(registry, "POST /upgrade");
+                    }
+                    UPGRADE_LINK
+                        if duties.upgrader.on_readable(registry) == Outcome::HandedOver =>
+                    {
+                        // The workers finish as at SIGTERM; a signal now ends this
+                        // process at once.
+                        stopping = true;
+                        if let Some(admin) = &duties.admin {
+                            admin.stop();
+                        }
+                    }
+                    _ => {}
                 }
             }
             if self.reap()? {
+                duties.upgrader.finish();
                 return Ok(());
             }
         }

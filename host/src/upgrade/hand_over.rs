@@ -1,0 +1,377 @@
+//! The old process's side of a binary upgrade ([`Upgrader`]), run by the supervisor:
+//! start the new binary, hand it the listening sockets, and once it is ready, stop
+//! accepting, hand it the memory store, and when it serves, finish the open
+//! connections as at `SIGTERM` and exit. Until the new process serves, this one can
+//! go back to serving as if nothing happened: it still holds every socket.
+
+use std::process::Child;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow};
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token, Waker};
+use serde_json::json;
+use std::os::fd::AsRawFd;
+use tracing::{info, warn};
+
+use super::binary::Binary;
+use super::held::HeldSockets;
+use super::link::{Kind, Link};
+use super::systemd;
+use crate::shared::metrics::millis;
+use crate::sockets::event_loop::Remote;
+use crate::store::Stores;
+
+/// How long the new process has, after the old one stopped accepting, to say it
+/// serves: it only opens the store and starts its threads in that time.
+const SERVING_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new process that closed its link is waited for, to report how it
+/// ended.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
+/// How long one read or write on the link may block the supervisor: the new
+/// process reads and writes whole frames as soon as it can.
+const LINK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What `/metrics` says of upgrades.
+#[derive(Debug, Default)]
+pub struct UpgradeStats {
+    /// Upgrades that led to this process (carried from process to process).
+    pub succeeded: AtomicU64,
+    /// Upgrades this process tried that failed (it went on serving).
+    pub failed: AtomicU64,
+    /// The upgrade that started this process: milliseconds from its start to the
+    /// new process's readiness, and to its serving.
+    pub ready_ms: AtomicU64,
+    /// See `ready_ms`.
+    pub serving_ms: AtomicU64,
+    /// An upgrade is under way, or done: another is refused.
+    pub busy: AtomicBool,
+}
+
+/// How the admin listener asks for an upgrade (`POST /upgrade`).
+#[derive(Clone, Debug)]
+pub struct UpgradeHandle {
+    requested: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    stats: Arc<UpgradeStats>,
+}
+
+impl UpgradeHandle {
+    /// A handle that wakes the supervisor through `waker`.
+    pub fn new(waker: Arc<Waker>, stats: Arc<UpgradeStats>) -> Self {
+        Self {
+            requested: Arc::new(AtomicBool::new(false)),
+            waker,
+            stats,
+        }
+    }
+
+    /// Asks for an upgrade; false if one is under way (or done) already.
+    pub fn request(&self) -> bool {
+        if self.stats.busy.load(Ordering::Acquire) {
+            return false;
+        }
+        self.requested.store(true, Ordering::Release);
+        let _ = self.waker.wake();
+        true
+    }
+
+    /// The counters `/metrics` shows, shared with the [`Upgrader`].
+    pub fn stats(&self) -> Arc<UpgradeStats> {
+        self.stats.clone()
+    }
+
+    /// Whether an upgrade was asked for since the last look.
+    pub fn take_request(&self) -> bool {
+        self.requested.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// One upgrade under way.
+struct Attempt {
+    child: Child,
+    link: Link,
+    began: Instant,
+    /// When the new process said it was ready (and this one stopped accepting).
+    ready: Option<Instant>,
+}
+
+/// What the supervisor should do after an upgrade event.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing: the upgrade goes on, or none is under way.
+    Going,
+    /// The new process serves: this one finishes its connections and exits.
+    HandedOver,
+}
+
+/// The old process's side of upgrades.
+pub struct Upgrader {
+    binary: Result<Binary, String>,
+    sockets: HeldSockets,
+    remotes: Vec<Remote>,
+    store: Option<Arc<Stores>>,
+    stats: Arc<UpgradeStats>,
+    token: Token,
+    attempt: Option<Attempt>,
+    /// After a handover: the new process and when the upgrade began.
+    handed: Option<(u32, Instant)>,
+}
+
+impl Upgrader {
+    /// An upgrader that runs `binary` and hands over `sockets`; `remotes` reach the
+    /// workers' loops, `token` is the link's in the supervisor's poll.
+    pub fn new(
+        binary: Result<Binary, String>,
+        sockets: HeldSockets,
+        remotes: Vec<Remote>,
+        store: Option<Arc<Stores>>,
+        stats: Arc<UpgradeStats>,
+        token: Token,
+    ) -> Self {
+        Self {
+            binary,
+            sockets,
+            remotes,
+            store,
+            stats,
+            token,
+            attempt: None,
+            handed: None,
+        }
+    }
+
+    /// Starts an upgrade (`why`: the signal or the request); a failure to start is
+    /// logged, and this process goes on serving.
+    pub fn begin(&mut self, registry: &Registry, why: &str) {
+        if let Some((pid, _)) = self.handed {
+            warn!("{why}: ignored: this process already handed over to pid {pid}");
+            return;
+        }
+        if let Some(attempt) = &self.attempt {
+            warn!(
+                "{why}: ignored: an upgrade to pid {} is under way",
+                attempt.child.id()
+            );
+            return;
+        }
+        self.stats.busy.store(true, Ordering::Release);
+        let began = Instant::now();
+        match self.start(registry) {
+            Ok(attempt) => {
+                info!(
+                    binary = %self.binary.as_ref().map(|b| b.path().display().to_string()).unwrap_or_default(),
+                    pid = attempt.child.id(),
+                    sockets = self.sockets.count(),
+                    "{why}: upgrade: started the new binary and handed it the listening sockets"
+                );
+                self.attempt = Some(Attempt { began, ..attempt });
+            }
+            Err(e) => self.failed(registry, &format!("{e:#}")),
+        }
+    }
+
+    fn start(&mut self, registry: &Registry) -> Result<Attempt> {
+        let binary = self.binary.as_ref().map_err(|e| anyhow!("{e}"))?;
+        let (mut link, theirs) = Link::pair()?;
+        let mut child = binary.start(theirs)?;
+        let about = json!({
+            "from": std::process::id(),
+            "upgrades": self.stats.succeeded.load(Ordering::Relaxed),
+        });
+        let handed = self
+            .sockets
+            .send(&mut link, about)
+            .and_then(|()| link.set_timeout(Some(LINK_TIMEOUT)))
+            .and_then(|()| {
+                registry.register(
+                    &mut SourceFd(&link.as_fd().as_raw_fd()),
+                    self.token,
+                    Interest::READABLE,
+                )
+            });
+        if let Err(e) = handed {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(anyhow!("cannot hand the sockets to the new process: {e}"));
+        }
+        Ok(Attempt {
+            child,
+            link,
+            began: Instant::now(),
+            ready: None,
+        })
+    }
+
+    /// When the supervisor must look again even if nothing happens: the attempt's
+    /// deadline.
+    pub fn deadline(&self, ready_timeout: Duration) -> Option<Instant> {
+        let attempt = self.attempt.as_ref()?;
+        Some(match attempt.ready {
+            None => attempt.began + ready_timeout,
+            Some(ready) => ready + SERVING_TIMEOUT,
+        })
+    }
+
+    /// Gives up on an attempt past its deadline.
+    pub fn check_deadline(&mut self, registry: &Registry, ready_timeout: Duration) {
+        let Some(deadline) = self.deadline(ready_timeout) else {
+            return;
+        };
+        if Instant::now() < deadline {
+            return;
+        }
+        let what = match self.attempt.as_ref().and_then(|a| a.ready) {
+            None => format!("the new process was not ready within {ready_timeout:?}"),
+            Some(_) => format!("the new process did not serve within {SERVING_TIMEOUT:?}"),
+        };
+        self.failed(registry, &what);
+    }
+
+    /// The link has something: the new process's word, or its end.
+    pub fn on_readable(&mut self, registry: &Registry) -> Outcome {
+        let Some(attempt) = self.attempt.as_mut() else {
+            return Outcome::Going;
+        };
+        let frame = match attempt.link.recv() {
+            Ok(frame) => frame,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Outcome::Going,
+            Err(e) => {
+                let status = exit_status(&mut attempt.child);
+                let why = match status {
+                    Some(status) => format!("the new process ended ({status}) before it served"),
+                    None => format!("the new process's link failed ({e}) before it served"),
+                };
+                self.failed(registry, &why);
+                return Outcome::Going;
+            }
+        };
+        match frame.kind {
+            Kind::Ready => {
+                self.on_ready(registry);
+                Outcome::Going
+            }
+            Kind::Serving => self.on_serving(registry),
+            Kind::Failed => {
+                let why = String::from_utf8_lossy(&frame.payload).into_owned();
+                self.failed(registry, &format!("the new process failed: {why}"));
+                Outcome::Going
+            }
+            other => {
+                self.failed(registry, &format!("the new process sent {other:?}"));
+                Outcome::Going
+            }
+        }
+    }
+
+    /// The new process loaded its guest: stop accepting (connections wait in the
+    /// sockets' queues, which it shares), hand over the memory store, tell it to go.
+    fn on_ready(&mut self, registry: &Registry) {
+        let attempt = self.attempt.as_mut().expect("an attempt is under way");
+        let now = Instant::now();
+        attempt.ready = Some(now);
+        let ready_ms = millis(now - attempt.began);
+        for remote in &self.remotes {
+            remote.pause_accepting(true);
+        }
+        let store = self.store.as_ref().and_then(|s| s.snapshot());
+        let about = json!({ "ready_ms": ready_ms as u64, "store": store.is_some() });
+        let sent = attempt
+            .link
+            .send(Kind::Go, about.to_string().as_bytes(), &[])
+            .and_then(|()| match &store {
+                Some(snapshot) => attempt.link.send(Kind::Store, snapshot, &[]),
+                None => Ok(()),
+            });
+        info!(
+            pid = attempt.child.id(),
+            ready_ms,
+            store_bytes = store.as_ref().map_or(0, Vec::len),
+            "upgrade: the new process is ready; this one stopped accepting"
+        );
+        if let Err(e) = sent {
+            self.failed(
+                registry,
+                &format!("cannot hand over to the new process: {e}"),
+            );
+        }
+    }
+
+    fn on_serving(&mut self, registry: &Registry) -> Outcome {
+        let mut attempt = self.attempt.take().expect("an attempt is under way");
+        let _ = registry.deregister(&mut SourceFd(&attempt.link.as_fd().as_raw_fd()));
+        let pid = attempt.child.id();
+        info!(
+            pid,
+            serving_ms = millis(attempt.began.elapsed()),
+            "upgrade: the new process serves; this one finishes its connections and exits"
+        );
+        systemd::main_pid(pid);
+        for remote in &self.remotes {
+            remote.stop();
+        }
+        // Not waited for: it outlives this process.
+        let _ = attempt.child.try_wait();
+        self.handed = Some((pid, attempt.began));
+        // The new process holds the sockets now.
+        self.sockets = HeldSockets::default();
+        Outcome::HandedOver
+    }
+
+    /// Ends an attempt that failed: the new process is stopped if it runs, this one
+    /// accepts again, and the log says why.
+    fn failed(&mut self, registry: &Registry, why: &str) {
+        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        self.stats.busy.store(false, Ordering::Release);
+        if let Some(mut attempt) = self.attempt.take() {
+            let _ = registry.deregister(&mut SourceFd(&attempt.link.as_fd().as_raw_fd()));
+            if attempt.child.try_wait().ok().flatten().is_none() {
+                let _ = attempt.child.kill();
+            }
+            let _ = attempt.child.wait();
+            if attempt.ready.is_some() {
+                for remote in &self.remotes {
+                    remote.pause_accepting(false);
+                }
+            }
+        }
+        warn!("upgrade failed: {why}; this process goes on serving");
+    }
+
+    /// At a shutdown: an upgrade under way is abandoned (its new process stopped),
+    /// and the duplicates of the listening sockets are closed, so that they close
+    /// with the loops' own and new clients are refused rather than queued.
+    pub fn abandon(&mut self, registry: &Registry) {
+        if self.attempt.is_some() {
+            self.failed(registry, "this process is shutting down");
+        }
+        self.sockets = HeldSockets::default();
+    }
+
+    /// At exit, after a handover: how long the whole upgrade took.
+    pub fn finish(&self) {
+        if let Some((pid, began)) = self.handed {
+            info!(
+                pid,
+                took_ms = millis(began.elapsed()),
+                "upgrade: the old process exits; the new one serves"
+            );
+        }
+    }
+}
+
+/// How a child that closed its link ended, if it did within [`EXIT_WAIT`].
+fn exit_status(child: &mut Child) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + EXIT_WAIT;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

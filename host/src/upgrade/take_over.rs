@@ -1,0 +1,163 @@
+//! The new process's side of a binary upgrade ([`Predecessor`]): take the listening
+//! sockets from the old process, say when the guest is loaded, take the memory store,
+//! and say when it serves. Until it serves, the old process does.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use tracing::{info, warn};
+
+use super::binary::LINK_FD_VAR;
+use super::held::HeldSockets;
+use super::link::{Kind, Link};
+
+/// How long the old process may take to answer: it answers from its supervisor,
+/// which has nothing else to wait on.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The link to the old process, in a process an upgrade started.
+#[derive(Debug)]
+pub struct Predecessor {
+    link: Option<Link>,
+    pid: u32,
+    /// Upgrades before this one, in the line of processes that served.
+    upgrades: u64,
+}
+
+/// What the old process handed over when it stopped accepting.
+#[derive(Debug, Default)]
+pub struct Carried {
+    /// `--store memory`'s keys and values.
+    pub store: Option<Vec<u8>>,
+    /// Milliseconds from the upgrade's start to the new process's readiness, as the
+    /// old process measured them.
+    pub ready_ms: Option<u64>,
+    /// When the old process said go.
+    pub at: Option<std::time::Instant>,
+}
+
+impl Predecessor {
+    /// The link and the sockets, if an upgrade started this process; an error if the
+    /// link is not from this process's parent and user.
+    pub fn from_env() -> Result<Option<(Self, HeldSockets)>> {
+        let Some(value) = std::env::var_os(LINK_FD_VAR) else {
+            return Ok(None);
+        };
+        let raw: i32 = value
+            .to_str()
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("{LINK_FD_VAR}={value:?} is not a descriptor number"))?;
+        // It must be a socket, or it is not the link (an unrelated descriptor
+        // inherited by accident): taking it would close someone else's file.
+        // SAFETY: fstat writes one stat struct; a descriptor that is not open is EBADF.
+        let is_socket = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            libc::fstat(raw, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFSOCK
+        };
+        if !is_socket {
+            bail!(
+                "{LINK_FD_VAR}={raw} is not an open socket: was this process started by a host upgrade?"
+            );
+        }
+        // SAFETY: the descriptor is open and a socket (checked above), and the old
+        // process put it there for this process alone; it is taken once, here.
+        let mut link = Link::from_fd(unsafe { OwnedFd::from_raw_fd(raw) });
+        let (pid, uid) = link.peer().context("cannot read the upgrade link's peer")?;
+        let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
+        let own_uid = rustix::process::getuid().as_raw();
+        if pid != parent || uid != own_uid {
+            bail!(
+                "the upgrade link's peer is pid {pid} (uid {uid}), not this process's parent {parent} (uid {own_uid}): refusing its sockets"
+            );
+        }
+        link.set_timeout(Some(ANSWER_TIMEOUT))?;
+        let (held, about) = HeldSockets::recv(&mut link)?;
+        let upgrades = about["upgrades"].as_u64().unwrap_or(0);
+        info!(
+            from = pid,
+            sockets = held.count(),
+            "upgrade: took the listening sockets from the old process"
+        );
+        Ok(Some((
+            Self {
+                link: Some(link),
+                pid,
+                upgrades,
+            },
+            held,
+        )))
+    }
+
+    /// The old process's pid.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Upgrades before the one that started this process.
+    pub fn upgrades_before(&self) -> u64 {
+        self.upgrades
+    }
+
+    /// Tells the old process the guest is loaded, and waits for it to stop accepting
+    /// and hand over the memory store. If the old process went away meanwhile, this
+    /// one serves anyway: it holds the sockets.
+    pub fn ready(&mut self) -> Result<Carried> {
+        let Some(link) = self.link.as_mut() else {
+            return Ok(Carried::default());
+        };
+        link.send(Kind::Ready, b"", &[])
+            .context("cannot tell the old process this one is ready")?;
+        let go = match link.recv() {
+            Ok(frame) if frame.kind == Kind::Go => frame,
+            Ok(frame) => bail!("the old process sent {:?} where go belongs", frame.kind),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                warn!(
+                    old = self.pid,
+                    "upgrade: the old process went away before it handed over; serving anyway"
+                );
+                self.link = None;
+                return Ok(Carried::default());
+            }
+            Err(e) => return Err(e).context("no word from the old process"),
+        };
+        let about: Value = serde_json::from_slice(&go.payload).unwrap_or_default();
+        let store = if about["store"].as_bool() == Some(true) {
+            let frame = link
+                .recv()
+                .context("the memory store was not handed over")?;
+            if frame.kind != Kind::Store {
+                bail!(
+                    "the old process sent {:?} where the store belongs",
+                    frame.kind
+                );
+            }
+            Some(frame.payload)
+        } else {
+            None
+        };
+        Ok(Carried {
+            store,
+            ready_ms: about["ready_ms"].as_u64(),
+            at: Some(std::time::Instant::now()),
+        })
+    }
+
+    /// Tells the old process this one accepts connections now; the link ends.
+    pub fn serving(&mut self) {
+        if let Some(mut link) = self.link.take()
+            && let Err(e) = link.send(Kind::Serving, b"", &[])
+        {
+            warn!(error = %e, "upgrade: cannot tell the old process this one serves");
+        }
+    }
+
+    /// Tells the old process why this one cannot go on (it keeps serving).
+    pub fn fail(&mut self, error: &anyhow::Error) {
+        if let Some(mut link) = self.link.take() {
+            let line = format!("{error:#}").replace('\n', " ");
+            let _ = link.send(Kind::Failed, line.as_bytes(), &[]);
+        }
+    }
+}

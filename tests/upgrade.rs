@@ -1,0 +1,508 @@
+//! Upgrading the host binary while it serves (SIGUSR2, POST /upgrade): no request
+//! lost under load, a new process each time that owns the listeners, the old one
+//! gone; a new binary that cannot serve leaves the old one serving; the store's
+//! values carried; admin writes guarded by a token; and systemd socket activation.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Host, IO_TIMEOUT, host_bin, read_line, run_host, scratch};
+
+/// How long an upgrade may take in a test: the new process loads its guest from
+/// the compiled cache, and the old one finishes its connections.
+const UPGRADE_WAIT: Duration = Duration::from_secs(60);
+
+/// Processes an upgrade started (grandchildren of the test), killed at the end.
+struct Successors(Vec<u32>);
+
+impl Drop for Successors {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            // SAFETY: kill has no memory preconditions; these are hosts this test
+            // started through upgrades.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+    }
+}
+
+/// A copy of the host binary in a directory of its own (mode 0755), as a package
+/// would install it: upgrades run the file at this path.
+fn installed_binary(test: &str) -> PathBuf {
+    let dir = scratch(test).join("bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.join("host");
+    install_binary(&path);
+    path
+}
+
+/// Puts a fresh copy of the host binary at `path` as a package manager does: a new
+/// file renamed over the old one (the running process's file is then deleted).
+fn install_binary(path: &Path) {
+    let temporary = path.with_extension("new");
+    std::fs::copy(host_bin(), &temporary).unwrap();
+    std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&temporary, path).unwrap();
+}
+
+/// Starts the host at `binary` with `args` on 127.0.0.1:0 and an admin listener.
+fn start(binary: &Path, args: &[&str]) -> Host {
+    let mut command = Command::new(binary);
+    command
+        .args(args)
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+    Host::start_command(command, true)
+}
+
+/// The `index`-th log line (0-based) that contains `needle`, once there is one.
+fn nth_line(host: &Host, needle: &str, index: usize) -> String {
+    host.wait_for_more_log(needle, index, UPGRADE_WAIT);
+    let log = host.log();
+    let line = log.lines().filter(|l| l.contains(needle)).nth(index);
+    line.unwrap().to_string()
+}
+
+/// The pid the `index`-th upgrade's new process logged (0-based), once it serves.
+fn successor_pid(host: &Host, index: usize) -> u32 {
+    let line = nth_line(host, "upgrade: serving; took over", index);
+    field(&line, "pid").parse().unwrap()
+}
+
+/// The value of `name=VALUE` in a text log line.
+fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    let at = line
+        .find(&format!(" {name}="))
+        .unwrap_or_else(|| panic!("no {name} in {line}"));
+    line[at + name.len() + 2..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+}
+
+/// Whether `pid` has exited (no process, or a zombie left for its new parent).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => {
+            stat.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                == Some("Z")
+        }
+    }
+}
+
+fn wait_gone(pid: u32) {
+    let deadline = Instant::now() + UPGRADE_WAIT;
+    while !gone(pid) {
+        assert!(Instant::now() < deadline, "pid {pid} did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The inode of the socket listening on `addr`'s port, from /proc/net/tcp.
+fn listening_inode(addr: SocketAddr) -> String {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let port = format!(":{:04X}", addr.port());
+    table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cols| cols[1].ends_with(&port) && cols[3] == "0A")
+        .map(|cols| cols[9].to_string())
+        .unwrap_or_else(|| panic!("nothing listens on {addr}"))
+}
+
+/// Whether `pid` holds the socket with `inode` open.
+fn holds(pid: u32, inode: &str) -> bool {
+    let wanted = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten().any(|fd| {
+                std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == wanted)
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// An admin request with extra header lines; the status and the body.
+fn admin(addr: SocketAddr, method: &str, path: &str, headers: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).unwrap();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\n{headers}\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = response.split_once("\r\n\r\n").unwrap().1.to_string();
+    (status, body)
+}
+
+/// One HTTP request on a new connection: the status line.
+fn get(addr: SocketAddr) -> String {
+    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).unwrap();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer.lines().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn three_upgrades_under_load_lose_no_request() {
+    let binary = installed_binary("upgrade-load");
+    let mut host = start(&binary, &["--guest", "http"]);
+    let mut successors = Successors(Vec::new());
+    let addr = host.addr.to_string();
+    let load = std::thread::spawn(move || {
+        run_host(&[
+            "load",
+            &addr,
+            "--http",
+            "--close",
+            "-c",
+            "16",
+            "-n",
+            "60000",
+            "--timeout",
+            "120",
+            "--quiet",
+        ])
+    });
+    let inode = listening_inode(host.addr);
+    let mut old = host.pid();
+    for upgrade in 0..3 {
+        // Each process serves part of the load before it hands over.
+        host.wait_metric(
+            "sandsock_connections_accepted_total",
+            &[],
+            |n| n >= 1000.0,
+            UPGRADE_WAIT,
+        );
+        if load.is_finished() {
+            let out = load.join().unwrap();
+            panic!(
+                "the load ended before upgrade {upgrade}: {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                host.log()
+            );
+        }
+        install_binary(&binary);
+        // SAFETY: kill has no memory preconditions; `old` is the host serving now.
+        assert_eq!(unsafe { libc::kill(old as libc::pid_t, libc::SIGUSR2) }, 0);
+        let new = successor_pid(&host, upgrade);
+        successors.0.push(new);
+        assert_ne!(new, old);
+        if upgrade == 0 {
+            assert!(
+                host.wait_exit(UPGRADE_WAIT).is_some(),
+                "the first host exits"
+            );
+        }
+        wait_gone(old);
+        assert!(holds(new, &inode), "pid {new} holds the listener");
+        old = new;
+    }
+    let out = load.join().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}\n{}", host.log());
+    assert!(
+        report.contains("requests ok:    60000 of 60000\n"),
+        "{report}"
+    );
+    assert!(report.contains("errors:         0\n"), "{report}");
+    host.wait_metric(
+        "sandsock_upgrades_total",
+        &[("outcome", "succeeded")],
+        |n| n == 3.0,
+        IO_TIMEOUT,
+    );
+    assert_eq!(get(host.addr), "HTTP/1.1 200 OK");
+    assert_eq!(
+        host.log().matches("upgrade: the old process exits").count(),
+        3
+    );
+}
+
+/// SIGUSR2 to the host, then waits for the log to say the attempt failed, for the
+/// `count`-th time.
+fn failed_upgrade(host: &Host, count: usize, why: &str) {
+    host.signal(libc::SIGUSR2);
+    let line = nth_line(host, "upgrade failed", count);
+    assert!(line.contains(why), "{line}");
+    assert!(line.contains("this process goes on serving"), "{line}");
+    assert_eq!(get(host.addr), "HTTP/1.1 200 OK", "still serving");
+}
+
+#[test]
+fn a_new_binary_that_cannot_serve_leaves_the_old_one_serving() {
+    let binary = installed_binary("upgrade-bad");
+    let guest = binary.parent().unwrap().join("guest.wasm");
+    std::fs::write(&guest, common::example("http")).unwrap();
+    let mut host = start(
+        &binary,
+        &["--guest", guest.to_str().unwrap(), "--no-tier-up"],
+    );
+    let mode = |m| std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(m)).unwrap();
+
+    mode(0o644);
+    failed_upgrade(&host, 0, "Permission denied");
+    mode(0o775);
+    failed_upgrade(&host, 1, "writable by its group");
+    mode(0o755);
+
+    // The guest file is broken: the new process cannot load it, and says so.
+    std::fs::write(&guest, b"not a component").unwrap();
+    failed_upgrade(&host, 2, "the new process failed");
+    std::fs::write(&guest, common::example("http")).unwrap();
+
+    // A binary that never gets ready, killed: the old process notices its end.
+    let script = binary.with_extension("script");
+    std::fs::write(&script, "#!/bin/sh\nexec sleep 60\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&script, &binary).unwrap();
+    let before = host
+        .log()
+        .matches("handed it the listening sockets")
+        .count();
+    host.signal(libc::SIGUSR2);
+    host.wait_for_more_log("handed it the listening sockets", before, UPGRADE_WAIT);
+    let started = host
+        .log()
+        .lines()
+        .rfind(|l| l.contains("handed it the listening sockets"))
+        .map(|l| field(l, "pid").parse::<u32>().unwrap())
+        .unwrap();
+    assert_eq!(
+        get(host.addr),
+        "HTTP/1.1 200 OK",
+        "serving while the new one starts"
+    );
+    // SAFETY: kill has no memory preconditions; `started` is the stand-in binary.
+    unsafe { libc::kill(started as libc::pid_t, libc::SIGKILL) };
+    host.wait_for_more_log("upgrade failed", 3, UPGRADE_WAIT);
+    assert!(host.log().contains("before it served"), "{}", host.log());
+    assert_eq!(get(host.addr), "HTTP/1.1 200 OK");
+    host.wait_metric(
+        "sandsock_upgrades_total",
+        &[("outcome", "failed")],
+        |n| n == 4.0,
+        IO_TIMEOUT,
+    );
+
+    // After all that, a good binary takes over.
+    install_binary(&binary);
+    host.signal(libc::SIGUSR2);
+    let _successor = Successors(vec![successor_pid(&host, 0)]);
+    assert!(host.wait_exit(UPGRADE_WAIT).is_some());
+    assert_eq!(get(host.addr), "HTTP/1.1 200 OK");
+}
+
+fn ask(addr: SocketAddr, line: &str) -> String {
+    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).unwrap();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.write_all(format!("{line}\n").as_bytes()).unwrap();
+    read_line(&mut stream)
+}
+
+#[test]
+fn store_values_are_read_after_an_upgrade_on_memory_and_on_a_file() {
+    let binary = installed_binary("upgrade-store");
+    let file = binary.parent().unwrap().join("store.db");
+    for store in ["memory", file.to_str().unwrap()] {
+        let mut host = start(
+            &binary,
+            &["--guest", "kv", "--workers", "2", "--store", store],
+        );
+        for i in 0..50 {
+            assert_eq!(ask(host.addr, &format!("SET k{i} v{i}")), "OK", "{store}");
+        }
+        host.signal(libc::SIGUSR2);
+        let _successor = Successors(vec![successor_pid(&host, 0)]);
+        assert!(host.wait_exit(UPGRADE_WAIT).is_some());
+        for i in 0..50 {
+            assert_eq!(
+                ask(host.addr, &format!("GET k{i}")),
+                format!("VALUE v{i}"),
+                "{store}"
+            );
+        }
+    }
+}
+
+#[test]
+fn admin_writes_need_the_token_off_loopback() {
+    let binary = installed_binary("upgrade-token");
+    let token_file = binary.parent().unwrap().join("token");
+    std::fs::write(&token_file, "s3cret\n").unwrap();
+
+    // Not on loopback, no token file: reads open, writes refused.
+    let mut command = Command::new(&binary);
+    command.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "0.0.0.0:0",
+        "--admin-allow-remote",
+    ]);
+    let host = Host::start_command(command, true);
+    let admin_at: SocketAddr = ([127, 0, 0, 1], host.admin.unwrap().port()).into();
+    assert_eq!(admin(admin_at, "GET", "/healthz", "").0, 200);
+    let (status, body) = admin(admin_at, "POST", "/upgrade", "");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("--admin-token-file"), "{body}");
+    drop(host);
+
+    let mut command = Command::new(&binary);
+    command.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "0.0.0.0:0",
+        "--admin-allow-remote",
+    ]);
+    command.arg("--admin-token-file").arg(&token_file);
+    let mut host = Host::start_command(command, true);
+    let admin_at: SocketAddr = ([127, 0, 0, 1], host.admin.unwrap().port()).into();
+    assert_eq!(
+        admin(admin_at, "GET", "/metrics", "").0,
+        200,
+        "reads stay open"
+    );
+    assert_eq!(admin(admin_at, "POST", "/upgrade", "").0, 401);
+    assert_eq!(
+        admin(
+            admin_at,
+            "POST",
+            "/reload",
+            "Authorization: Bearer nope\r\n"
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        admin(
+            admin_at,
+            "POST",
+            "/upgrade",
+            "Authorization: Bearer s3cret!\r\n"
+        )
+        .0,
+        401
+    );
+    assert!(host.log().contains("admin write refused"));
+    let (status, body) = admin(
+        admin_at,
+        "POST",
+        "/upgrade",
+        "Authorization: Bearer s3cret\r\n",
+    );
+    assert_eq!(status, 202, "{body}");
+    let _successor = Successors(vec![successor_pid(&host, 0)]);
+    assert!(host.wait_exit(UPGRADE_WAIT).is_some());
+    // The new process serves the same admin listener, with the same token.
+    assert_eq!(admin(admin_at, "POST", "/upgrade", "").0, 401);
+    assert_eq!(get(host.addr), "HTTP/1.1 200 OK");
+}
+
+/// A command that starts the host as systemd would with socket activation:
+/// `fds` on descriptors 3, 4, ..., named by `names` (`LISTEN_FDNAMES`), and
+/// `LISTEN_PID` the host's.
+fn socket_activated(fds: &[RawFd], names: Option<&str>, args: &[&str]) -> Command {
+    assert!(fds.len() <= 4);
+    let mut raw: [RawFd; 4] = [-1; 4];
+    raw[..fds.len()].copy_from_slice(fds);
+    let count = fds.len();
+    // `exec` keeps the shell's pid, which is what LISTEN_PID must be.
+    let mut command = Command::new("/bin/sh");
+    command
+        .arg("-c")
+        .arg("LISTEN_PID=$$ exec \"$0\" \"$@\"")
+        .arg(host_bin())
+        .args(args)
+        .env("LISTEN_FDS", count.to_string());
+    if let Some(names) = names {
+        command.env("LISTEN_FDNAMES", names);
+    }
+    // SAFETY: between fork and exec only fcntl and dup2, which are
+    // async-signal-safe, and no allocation. Each descriptor is first duplicated
+    // above the target range, so that moving one onto 3, 4, ... never overwrites
+    // another still to be moved (and dup2 never meets itself, which would leave
+    // close-on-exec set).
+    unsafe {
+        command.pre_exec(move || {
+            let mut moved: [RawFd; 4] = [-1; 4];
+            for i in 0..count {
+                moved[i] = libc::fcntl(raw[i], libc::F_DUPFD, 10);
+            }
+            for (i, &fd) in moved.iter().enumerate().take(count) {
+                if fd == -1 || libc::dup2(fd, 3 + i as RawFd) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    command
+}
+
+#[test]
+fn socket_activation_serves_the_sockets_systemd_passes() {
+    let web = TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin_socket = TcpListener::bind("127.0.0.1:0").unwrap();
+    let web_at = web.local_addr().unwrap();
+    let admin_at = admin_socket.local_addr().unwrap();
+    let command = socket_activated(
+        &[web.as_raw_fd(), admin_socket.as_raw_fd()],
+        Some("web:admin"),
+        &["--guest", "http", "--workers", "2"],
+    );
+    let mut host = Host::start_command(command, true);
+    assert_eq!(host.addr, web_at, "it serves the socket it was given");
+    assert_eq!(host.admin, Some(admin_at));
+    // The test's copies are closed: only the host holds the sockets now.
+    drop((web, admin_socket));
+    for _ in 0..20 {
+        assert_eq!(get(web_at), "HTTP/1.1 200 OK");
+    }
+    assert!(host.log().contains("socket activation"), "{}", host.log());
+    assert_eq!(admin(admin_at, "GET", "/healthz", "").0, 200);
+    // Both workers listen on the one socket.
+    host.wait_metric(
+        "sandsock_connections_accepted_total",
+        &[],
+        |n| n >= 20.0,
+        IO_TIMEOUT,
+    );
+
+    // An upgrade of a socket-activated host hands the same sockets on.
+    assert_eq!(admin(admin_at, "POST", "/upgrade", "").0, 202);
+    let _successor = Successors(vec![successor_pid(&host, 0)]);
+    assert!(host.wait_exit(UPGRADE_WAIT).is_some());
+    assert_eq!(get(web_at), "HTTP/1.1 200 OK");
+
+    // A passed socket that is not listening is refused, naming it.
+    let plain = TcpStream::connect(web_at).unwrap();
+    let mut command = socket_activated(&[plain.as_raw_fd()], None, &[]);
+    command.stderr(std::process::Stdio::piped());
+    let out = command.output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        said.contains("fd 3") && said.contains("not listening"),
+        "{said}"
+    );
+}
