@@ -206,8 +206,120 @@ fn the_deployment_and_the_store_agree_on_its_service_and_secret() {
     assert_eq!(store.matches("secretName: sandsock-redis\n").count(), 1);
     assert!(kustomization.contains("secretGenerator:\n  - name: sandsock-redis\n"));
     assert!(kustomization.contains("  - redis.yaml\n"));
+    // The pods' NetworkPolicy selects them and names their ports.
+    let policy = deploy_file("k8s/networkpolicy.yaml");
+    assert!(kustomization.contains("  - networkpolicy.yaml\n"));
+    assert!(policy.contains("    matchLabels:\n      app.kubernetes.io/name: sandsock\n"));
+    for port in ["http", "admin"] {
+        assert!(deployment.contains(&format!("- name: {port}\n              containerPort")));
+        assert!(policy.contains(&format!("- port: {port}\n")), "{port}");
+    }
     assert!(
         flag(&args, "--store-password-file").starts_with(PASSWORD_MOUNT),
         "the password file is on the Secret's mount"
     );
+}
+
+/// `Key=value` of a unit file, the first one.
+fn unit_value<'a>(unit: &'a str, key: &str) -> &'a str {
+    unit.lines()
+        .find_map(|line| line.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in the unit"))
+}
+
+/// The systemd units as systemd would run them, on loopback: the service's
+/// `ExecStart` (its paths moved into a scratch directory) with the socket units'
+/// sockets passed as socket activation does, named by their `FileDescriptorName=`.
+/// It serves on them, tells `NOTIFY_SOCKET` it is ready, and at an upgrade the old
+/// process tells it the new one's pid (`MAINPID=`).
+#[test]
+fn the_systemd_units_serve_by_socket_activation_and_hand_over_the_main_pid() {
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixDatagram;
+
+    let service = deploy_file("systemd/sandsock.service");
+    let http = deploy_file("systemd/sandsock.socket");
+    let admin = deploy_file("systemd/sandsock-admin.socket");
+    assert_eq!(unit_value(&service, "Type"), "notify");
+    assert_eq!(unit_value(&service, "NotifyAccess"), "all");
+    assert_eq!(
+        unit_value(&service, "Sockets"),
+        "sandsock.socket sandsock-admin.socket"
+    );
+    for socket in [&http, &admin] {
+        assert_eq!(unit_value(socket, "Service"), "sandsock.service");
+    }
+    assert_eq!(unit_value(&admin, "FileDescriptorName"), "admin");
+    assert!(unit_value(&admin, "ListenStream").starts_with("127.0.0.1:"));
+    let names = format!("{}:admin", unit_value(&http, "FileDescriptorName"));
+
+    let dir = scratch("systemd-units");
+    let exec: Vec<&str> = unit_value(&service, "ExecStart")
+        .split_whitespace()
+        .collect();
+    assert_eq!(exec[0], "/usr/local/bin/host");
+    let moved = |path: &str| {
+        let within = path.trim_start_matches('/');
+        let moved = dir.join(within);
+        fs::create_dir_all(moved.parent().unwrap()).unwrap();
+        moved.display().to_string()
+    };
+    let mut args: Vec<String> = Vec::new();
+    for (i, arg) in exec.iter().enumerate().skip(1) {
+        let value_of = exec[i - 1];
+        args.push(match value_of {
+            "--guest" | "--store" | "--cache-dir" => moved(arg),
+            _ => arg.to_string(),
+        });
+    }
+    assert!(
+        !args.iter().any(|a| a == "--listen" || a == "--admin"),
+        "sockets come from the units"
+    );
+    install(Path::new(flag(&args, "--guest")), &example("http"));
+
+    let notify_path = dir.join("notify");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let web = TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin_socket = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (web_at, admin_at) = (
+        web.local_addr().unwrap(),
+        admin_socket.local_addr().unwrap(),
+    );
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut command = common::socket_activated(
+        &[web.as_raw_fd(), admin_socket.as_raw_fd()],
+        Some(&names),
+        &arg_refs,
+    );
+    command.env("NOTIFY_SOCKET", &notify_path);
+    let mut host = Host::start_command(command, true);
+    drop((web, admin_socket));
+    assert_eq!(host.addr, web_at);
+    assert_eq!(host.admin, Some(admin_at));
+    let mut said = [0u8; 256];
+    let n = notify.recv(&mut said).unwrap();
+    assert_eq!(&said[..n], b"READY=1\n");
+    assert_eq!(fresh_body(&host), "hello\n");
+
+    // An upgrade: the old process names the new one the service's main process.
+    host.signal(libc::SIGUSR2);
+    let n = notify.recv(&mut said).unwrap();
+    let message = String::from_utf8_lossy(&said[..n]).into_owned();
+    let pid: u32 = message
+        .lines()
+        .find_map(|l| l.strip_prefix("MAINPID="))
+        .unwrap_or_else(|| panic!("{message}"))
+        .parse()
+        .unwrap();
+    assert_ne!(pid, host.pid());
+    assert!(host.wait_exit(std::time::Duration::from_secs(60)).is_some());
+    assert_eq!(fresh_body(&host), "hello\n", "the new process serves");
+    assert!(TcpStream::connect(admin_at).is_ok());
+    // SAFETY: kill has no memory preconditions; `pid` is the host the upgrade started.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
 }

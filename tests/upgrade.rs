@@ -7,14 +7,13 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Host, IO_TIMEOUT, host_bin, read_line, run_host, scratch};
+use common::{Host, IO_TIMEOUT, host_bin, read_line, run_host, scratch, socket_activated};
 
 /// How long an upgrade may take in a test: the new process loads its guest from
 /// the compiled cache, and the old one finishes its connections.
@@ -416,47 +415,6 @@ fn admin_writes_need_the_token_off_loopback() {
     // The new process serves the same admin listener, with the same token.
     assert_eq!(admin(admin_at, "POST", "/upgrade", "").0, 401);
     assert_eq!(get(host.addr), "HTTP/1.1 200 OK");
-}
-
-/// A command that starts the host as systemd would with socket activation:
-/// `fds` on descriptors 3, 4, ..., named by `names` (`LISTEN_FDNAMES`), and
-/// `LISTEN_PID` the host's.
-fn socket_activated(fds: &[RawFd], names: Option<&str>, args: &[&str]) -> Command {
-    assert!(fds.len() <= 4);
-    let mut raw: [RawFd; 4] = [-1; 4];
-    raw[..fds.len()].copy_from_slice(fds);
-    let count = fds.len();
-    // `exec` keeps the shell's pid, which is what LISTEN_PID must be.
-    let mut command = Command::new("/bin/sh");
-    command
-        .arg("-c")
-        .arg("LISTEN_PID=$$ exec \"$0\" \"$@\"")
-        .arg(host_bin())
-        .args(args)
-        .env("LISTEN_FDS", count.to_string());
-    if let Some(names) = names {
-        command.env("LISTEN_FDNAMES", names);
-    }
-    // SAFETY: between fork and exec only fcntl and dup2, which are
-    // async-signal-safe, and no allocation. Each descriptor is first duplicated
-    // above the target range, so that moving one onto 3, 4, ... never overwrites
-    // another still to be moved (and dup2 never meets itself, which would leave
-    // close-on-exec set).
-    unsafe {
-        command.pre_exec(move || {
-            let mut moved: [RawFd; 4] = [-1; 4];
-            for i in 0..count {
-                moved[i] = libc::fcntl(raw[i], libc::F_DUPFD, 10);
-            }
-            for (i, &fd) in moved.iter().enumerate().take(count) {
-                if fd == -1 || libc::dup2(fd, 3 + i as RawFd) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    command
 }
 
 #[test]
