@@ -212,7 +212,11 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         old.send(Kind::Handover, b"{}", &[listener.as_fd()])
             .unwrap();
-        old.send(Kind::Store, &vec![7u8; 300_000], &[]).unwrap();
+        // Larger than the socket's buffer: written while the other end reads.
+        let writer = std::thread::spawn(move || {
+            old.send(Kind::Store, &vec![7u8; 3_000_000], &[]).unwrap();
+            old
+        });
         let frame = new.recv().unwrap();
         assert_eq!(frame.kind, Kind::Handover);
         assert_eq!(frame.payload, b"{}");
@@ -221,7 +225,8 @@ mod tests {
         let passed = TcpListener::from(frame.fds.into_iter().next().unwrap());
         assert_eq!(passed.local_addr().unwrap(), addr, "the same socket");
         let big = new.recv().unwrap();
-        assert_eq!((big.kind, big.payload.len()), (Kind::Store, 300_000));
+        assert_eq!((big.kind, big.payload.len()), (Kind::Store, 3_000_000));
+        let old = writer.join().unwrap();
         let (pid, uid) = new.peer().unwrap();
         assert_eq!(pid, std::process::id());
         assert_eq!(uid, rustix::process::getuid().as_raw());
