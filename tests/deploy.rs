@@ -242,7 +242,7 @@ fn the_systemd_units_serve_by_socket_activation_and_hand_over_the_main_pid() {
     let http = deploy_file("systemd/sandsock.socket");
     let admin = deploy_file("systemd/sandsock-admin.socket");
     assert_eq!(unit_value(&service, "Type"), "notify");
-    assert_eq!(unit_value(&service, "NotifyAccess"), "all");
+    assert_eq!(unit_value(&service, "NotifyAccess"), "main");
     assert_eq!(
         unit_value(&service, "Sockets"),
         "sandsock.socket sandsock-admin.socket"
@@ -291,7 +291,9 @@ fn the_systemd_units_serve_by_socket_activation_and_hand_over_the_main_pid() {
         admin_socket.local_addr().unwrap(),
     );
     let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let binary = common::installed_binary("systemd-units-bin");
     let mut command = common::socket_activated(
+        &binary,
         &[web.as_raw_fd(), admin_socket.as_raw_fd()],
         Some(&names),
         &arg_refs,

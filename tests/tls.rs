@@ -567,3 +567,59 @@ fn bad_certificate_files_at_the_start_are_one_line_and_exit_1() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-cert"));
 }
+
+/// A binary upgrade hands the TLS listener on: the new process loads the same
+/// certificate and completes the handshakes of connections that arrive after it.
+#[test]
+fn an_upgrade_hands_the_tls_listener_to_the_new_process() {
+    let dir = scratch("tls-upgrade");
+    make_certificates(&dir, "a");
+    install_pair(&dir, "a");
+    let (cert, key) = (file(&dir, "cert.pem"), file(&dir, "key.pem"));
+    let binary = common::installed_binary("tls-upgrade-bin");
+    let mut command = Command::new(&binary);
+    command.args(["--guest", "http", "--listen", "127.0.0.1:0"]);
+    command.args([
+        "--listen-tls",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ]);
+    let mut host = Host::start_command(command, false);
+    let addr = tls_addr(&host);
+    assert!(
+        Client::connect(addr, &dir, &["a"])
+            .get()
+            .ends_with("hello\n")
+    );
+    host.signal(libc::SIGUSR2);
+    host.wait_for_log("upgrade: serving; took over", Duration::from_secs(60));
+    let log = host.log();
+    let successor: libc::pid_t = log
+        .lines()
+        .find(|l| l.contains("upgrade: serving; took over"))
+        .and_then(|l| {
+            l.split(" pid=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap();
+    assert!(
+        host.wait_exit(Duration::from_secs(60)).is_some(),
+        "the old process exits"
+    );
+    for _ in 0..3 {
+        assert!(
+            Client::connect(addr, &dir, &["a"])
+                .get()
+                .ends_with("hello\n")
+        );
+    }
+    // SAFETY: kill has no memory preconditions; `successor` is the host the upgrade started.
+    unsafe { libc::kill(successor, libc::SIGKILL) };
+}

@@ -452,11 +452,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SIZE", hide = true, requires = "record")]
     pub record_queue: Option<Size>,
 
-    /// Serve /metrics, /healthz, /readyz and POST /reload.
+    /// Serve /metrics, /healthz, /readyz, POST /reload and /upgrade.
     ///
     /// Serve the admin endpoints on ADDR, off the event loops: GET /metrics (Prometheus
-    /// text), /healthz, /readyz, and POST /reload. Port 0 picks a free port; the host
-    /// prints `admin listening on ADDR`. Off by default.
+    /// text), /healthz, /readyz, POST /reload (as SIGHUP) and POST /upgrade (as
+    /// SIGUSR2: the host binary replaced without a restart). Port 0 picks a free port;
+    /// the host prints `admin listening on ADDR`. Off by default.
     #[arg(help_heading = "Operations", long, value_name = "ADDR", value_parser = parse_addr)]
     pub admin: Option<SocketAddr>,
 

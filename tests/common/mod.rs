@@ -6,6 +6,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::RawFd;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -69,8 +70,11 @@ impl Host {
     /// wrapper) with the tests' cache and a piped stderr, and waits for its
     /// `listening on` line; and for its `admin listening on` line if `admin`.
     pub fn start_command(mut command: Command, admin: bool) -> Host {
+        // The tests' shared cache, unless the test chose another.
+        if !command.get_envs().any(|(key, _)| key == "XDG_CACHE_HOME") {
+            command.env("XDG_CACHE_HOME", test_cache_home());
+        }
         let mut child = command
-            .env("XDG_CACHE_HOME", test_cache_home())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -793,7 +797,12 @@ impl Lines {
 /// A command that starts the host as systemd would with socket activation:
 /// `fds` on descriptors 3, 4, ..., named by `names` (`LISTEN_FDNAMES`), and
 /// `LISTEN_PID` the host's.
-pub fn socket_activated(fds: &[RawFd], names: Option<&str>, args: &[&str]) -> Command {
+pub fn socket_activated(
+    program: &Path,
+    fds: &[RawFd],
+    names: Option<&str>,
+    args: &[&str],
+) -> Command {
     assert!(fds.len() <= 4);
     let mut raw: [RawFd; 4] = [-1; 4];
     raw[..fds.len()].copy_from_slice(fds);
@@ -803,7 +812,7 @@ pub fn socket_activated(fds: &[RawFd], names: Option<&str>, args: &[&str]) -> Co
     command
         .arg("-c")
         .arg("LISTEN_PID=$$ exec \"$0\" \"$@\"")
-        .arg(host_bin())
+        .arg(program)
         .args(args)
         .env("LISTEN_FDS", count.to_string());
     if let Some(names) = names {
@@ -811,14 +820,14 @@ pub fn socket_activated(fds: &[RawFd], names: Option<&str>, args: &[&str]) -> Co
     }
     // SAFETY: between fork and exec only fcntl and dup2, which are
     // async-signal-safe, and no allocation. Each descriptor is first duplicated
-    // above the target range, so that moving one onto 3, 4, ... never overwrites
-    // another still to be moved (and dup2 never meets itself, which would leave
-    // close-on-exec set).
+    // above the target range (close-on-exec: the duplicate itself is not passed), so
+    // that moving one onto 3, 4, ... never overwrites another still to be moved
+    // (and dup2 never meets itself, which would leave close-on-exec set).
     unsafe {
         command.pre_exec(move || {
             let mut moved: [RawFd; 4] = [-1; 4];
             for i in 0..count {
-                moved[i] = libc::fcntl(raw[i], libc::F_DUPFD, 10);
+                moved[i] = libc::fcntl(raw[i], libc::F_DUPFD_CLOEXEC, 10);
             }
             for (i, &fd) in moved.iter().enumerate().take(count) {
                 if fd == -1 || libc::dup2(fd, 3 + i as RawFd) == -1 {
@@ -829,4 +838,24 @@ pub fn socket_activated(fds: &[RawFd], names: Option<&str>, args: &[&str]) -> Co
         });
     }
     command
+}
+
+/// A copy of the host binary in a directory of its own (mode 0755), as a package
+/// would install it: upgrades run the file at this path.
+pub fn installed_binary(test: &str) -> PathBuf {
+    let dir = scratch(test).join("bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.join("host");
+    install_binary(&path);
+    path
+}
+
+/// Puts a fresh copy of the host binary at `path` as a package manager does: a new
+/// file renamed over the old one (the running process's file is then deleted).
+pub fn install_binary(path: &Path) {
+    let temporary = path.with_extension("new");
+    std::fs::copy(host_bin(), &temporary).unwrap();
+    std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&temporary, path).unwrap();
 }

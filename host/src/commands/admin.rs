@@ -332,8 +332,10 @@ fn read_request(stream: &mut TcpStream, deadline: Instant) -> io::Result<Option<
                     .iter()
                     .find(|h| h.name.eq_ignore_ascii_case("authorization"))
                     .and_then(|h| std::str::from_utf8(h.value).ok())
-                    .and_then(|v| v.trim().strip_prefix("Bearer "))
-                    .map(|token| token.trim().to_string());
+                    .and_then(|v| v.trim().split_once(' '))
+                    // The scheme's name is case-insensitive (RFC 9110).
+                    .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                    .map(|(_, token)| token.trim().to_string());
                 return Ok(Some(Request {
                     method,
                     path,

@@ -26,7 +26,7 @@ use crate::sockets::event_loop::EventLoop;
 use crate::sockets::handler::EventHandler;
 use crate::sockets::listener::{Listener, bind_all};
 use crate::sockets::tls::{Certificates, TlsServer};
-use crate::store::Stores;
+use crate::store::{StoreConfig, StoreKind, Stores};
 use crate::swap::Reloader;
 use crate::swap::WasmHandler;
 use crate::swap::recorder::Recorder;
@@ -181,23 +181,12 @@ fn serve_with(
     );
     let digest = guest.digest;
     let store_config = args.store_config(&guest.name).map_err(anyhow::Error::msg)?;
-    // An upgrade's new process is ready now: the old one stops accepting and hands
-    // over what it holds in memory.
-    let carried = match predecessor.as_deref_mut() {
-        Some(predecessor) => {
-            let carried = predecessor.ready()?;
-            serving.took_over(&upgrades, predecessor, &carried);
-            carried
-        }
-        None => Carried::default(),
+    // A file or a server is opened now; a memory store once an upgrade's old process
+    // has handed over what it holds (a fresh start has nothing to wait for).
+    let store = match store_config.kind {
+        StoreKind::Memory => StoreOpening::AfterHandover(store_config),
+        _ => StoreOpening::Opened(Stores::open(store_config, workers, None)?),
     };
-    serving.predecessor = predecessor;
-    let stores = Stores::open(store_config, workers, carried.store.as_deref())?;
-    info!(
-        store = stores.config().kind.describe(),
-        namespace = %stores.config().namespace,
-        "store open"
-    );
     let drain_timeout = args.drain_timeout.map(|d| d.0);
     let record = args.record();
     let writer = record.as_ref().map(Writer::start).transpose()?;
@@ -225,10 +214,6 @@ fn serve_with(
             let recorder = Recorder::new(writer.link(), config, worker, runtime.sandbox());
             event_loop.handler_mut().set_recorder(recorder);
         }
-        let link = stores.link(worker);
-        let remote = event_loop.remote();
-        link.inbox().wake_with(move || remote.wake());
-        event_loop.handler_mut().set_store(link);
         loops.push(event_loop);
     }
     // A guest file (SIGHUP, and --watch: each worker gets the new one) and the TLS
@@ -249,6 +234,35 @@ fn serve_with(
         for event_loop in &mut loops {
             event_loop.handler_mut().time_calls();
         }
+    }
+    // An upgrade's new process is ready now, everything built but the store: the
+    // old process stops accepting and hands over what it holds in memory, and from
+    // here to serving neither process accepts (connections queue).
+    let carried = match predecessor.as_deref_mut() {
+        Some(predecessor) => {
+            let carried = predecessor.ready()?;
+            serving.took_over(&upgrades, predecessor, &carried);
+            carried
+        }
+        None => Carried::default(),
+    };
+    serving.predecessor = predecessor;
+    let stores = match store {
+        StoreOpening::Opened(stores) => stores,
+        StoreOpening::AfterHandover(config) => {
+            Stores::open(config, workers, carried.store.as_deref())?
+        }
+    };
+    info!(
+        store = stores.config().kind.describe(),
+        namespace = %stores.config().namespace,
+        "store open"
+    );
+    for (worker, event_loop) in loops.iter_mut().enumerate() {
+        let link = stores.link(worker);
+        let remote = event_loop.remote();
+        link.inbox().wake_with(move || remote.wake());
+        event_loop.handler_mut().set_store(link);
     }
     let extras = Extras {
         reloader,
@@ -299,6 +313,13 @@ impl Serving<'_> {
             .store(carried.ready_ms.unwrap_or(0), Ordering::Relaxed);
         self.carried_at = carried.at;
     }
+}
+
+/// The store, opened before the guest serves: a file or a server at once, memory
+/// once an upgrade's old process has handed its contents over.
+enum StoreOpening {
+    Opened(Arc<Stores>),
+    AfterHandover(StoreConfig),
 }
 
 /// What serving a guest adds to what every server has.

@@ -137,9 +137,6 @@ impl Supervisor {
                 Err(e) => return Err(e).context("the supervisor's poll failed"),
             }
             let registry = self.poll.registry();
-            duties
-                .upgrader
-                .check_deadline(registry, duties.upgrade_timeout);
             for event in events.iter() {
                 match event.token() {
                     SIGNALS => {
@@ -164,7 +161,11 @@ impl Supervisor {
                                 _ => {
                                     stopping = true;
                                     info!(signal, "shutting down");
-                                    crate::upgrade::systemd::stopping();
+                                    // After a handover the new process is the
+                                    // service: its manager hears nothing from this one.
+                                    if !duties.upgrader.handed_over() {
+                                        crate::upgrade::systemd::stopping();
+                                    }
                                     duties.upgrader.abandon(registry);
                                     for worker in &self.workers {
                                         worker.remote.stop();
@@ -179,9 +180,9 @@ impl Supervisor {
                     UPGRADE_LINK
                         if duties.upgrader.on_readable(registry) == Outcome::HandedOver =>
                     {
-                        // The workers finish as at SIGTERM; a signal now ends this
-                        // process at once.
-                        stopping = true;
+                        // The workers finish as at SIGTERM (a SIGTERM now finds them
+                        // doing so already, a second one ends this process), and the
+                        // new process answers the admin endpoints.
                         if let Some(admin) = &duties.admin {
                             admin.stop();
                         }
@@ -189,6 +190,10 @@ impl Supervisor {
                     _ => {}
                 }
             }
+            // After the events: a word that came at the deadline counts.
+            duties
+                .upgrader
+                .check_deadline(registry, duties.upgrade_timeout);
             if self.reap()? {
                 duties.upgrader.finish();
                 return Ok(());

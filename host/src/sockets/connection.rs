@@ -82,9 +82,10 @@ pub struct Connection {
     pub out: WriteBuffer,
     /// An outbound connection completed and the guest has not been told yet.
     pub announce_connected: bool,
-    /// A byte (or the end) was read from it, or it is not a plain accepted one: a
-    /// shutdown waits for accepted connections to be heard before the guest is
-    /// told, so that a request on its way is not taken for an idle connection.
+    /// A byte of its client's (or the end) was read from it; true until adoption
+    /// for a connection the guest does not have yet (outbound, or a TLS one in its
+    /// handshake). A shutdown waits for accepted connections to be heard before the
+    /// guest is told, so that a request on its way is not taken for an idle one.
     pub heard: bool,
     /// It is in the loop's list of connections to look at before the next batch.
     pub queued: bool,

@@ -61,7 +61,10 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(10);
 pub struct Remote {
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
+    /// Asked for: accept or not.
     paused: Arc<AtomicBool>,
+    /// Done: the loop's listeners are out of its poll (or back in).
+    paused_now: Arc<AtomicBool>,
 }
 
 impl Remote {
@@ -85,6 +88,12 @@ impl Remote {
     pub fn pause_accepting(&self, paused: bool) {
         self.paused.store(paused, Ordering::Release);
         self.wake();
+    }
+
+    /// Whether the loop has stopped accepting (it does so within a turn of being
+    /// asked, or has shut down).
+    pub fn accepting_paused(&self) -> bool {
+        self.paused_now.load(Ordering::Acquire)
     }
 }
 
@@ -158,6 +167,7 @@ impl<H: EventHandler> EventLoop<H> {
                 waker: Arc::new(waker),
                 stop: Arc::new(AtomicBool::new(false)),
                 paused: Arc::new(AtomicBool::new(false)),
+                paused_now: Arc::new(AtomicBool::new(false)),
             },
             shutdown_timeout,
             stopping: None,
@@ -282,7 +292,7 @@ impl<H: EventHandler> EventLoop<H> {
                 self.net.refuse(slot);
                 continue;
             }
-            if self.stopping.is_some() {
+            if self.stopping.is_some() && self.telling_guest.is_none() {
                 // The guest heard `shutdown`: no new connection comes after it.
                 self.net.refuse(slot);
                 continue;
@@ -317,8 +327,7 @@ impl<H: EventHandler> EventLoop<H> {
         if let Some(latest) = self.telling_guest
             && (!self.net.has_unheard() || Instant::now() >= latest)
         {
-            self.telling_guest = None;
-            self.handler.shutdown(&mut self.net);
+            self.tell_guest();
         }
         self.publish();
         Ok(())
@@ -363,6 +372,7 @@ impl<H: EventHandler> EventLoop<H> {
             }
         }
         self.accept_retry = !paused;
+        self.remote.paused_now.store(paused, Ordering::Release);
         info!(
             paused,
             "accepting {}",
@@ -392,7 +402,19 @@ impl<H: EventHandler> EventLoop<H> {
         // Dropping the listeners closes them: new clients are refused, not queued
         // (unless an upgrade's new process holds them too: it accepts them).
         self.listeners.clear();
-        // TLS handshakes under way would become new connections: they end here.
+        self.remote.paused_now.store(true, Ordering::Release);
+        self.accept_retry = false;
+        // The guest hears `shutdown` at the end of a turn in which every accepted
+        // connection has sent something and every TLS handshake under way has
+        // ended (at once, usually), or after the grace.
+        let grace = FIRST_BYTES_GRACE.min(self.shutdown_timeout / 2);
+        self.telling_guest = Some(Instant::now() + grace);
+    }
+
+    /// The guest hears `shutdown`: TLS handshakes still under way (they would
+    /// become new connections after it) end first.
+    fn tell_guest(&mut self) {
+        self.telling_guest = None;
         let handshakes = self.net.drop_handshakes();
         if handshakes > 0 {
             debug!(
@@ -400,11 +422,7 @@ impl<H: EventHandler> EventLoop<H> {
                 "closed TLS handshakes under way at the shutdown"
             );
         }
-        self.accept_retry = false;
-        // The guest hears `shutdown` at the end of a turn in which every accepted
-        // connection has sent something (at once, usually), or after the grace.
-        let grace = FIRST_BYTES_GRACE.min(self.shutdown_timeout / 2);
-        self.telling_guest = Some(Instant::now() + grace);
+        self.handler.shutdown(&mut self.net);
     }
 }
 

@@ -1,6 +1,11 @@
 //! [`Binary`]: what an upgrade runs: the file the host was started from (its path,
 //! taken at start: after a package upgrade the running file is gone and
 //! `/proc/self/exe` names a deleted one) with the arguments it was started with.
+//!
+//! The path is the one the host was started by (`argv[0]`, made absolute), not the
+//! file it resolved to: a deploy that re-points a symbolic link at a new version
+//! (`/usr/local/bin/host -> /opt/host-1.3/host`) upgrades to what the link names
+//! then.
 
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -26,13 +31,17 @@ pub struct Binary {
 }
 
 impl Binary {
-    /// This process's file and arguments; `None` when the kernel cannot say (then
-    /// an upgrade is refused with that reason).
+    /// This process's file and arguments; an error when the kernel cannot say
+    /// which file runs (then an upgrade is refused with that reason).
     pub fn of_this_process() -> Result<Self> {
-        let path = std::env::current_exe().context("cannot tell which file this host runs")?;
+        let exe = std::env::current_exe().context("cannot tell which file this host runs")?;
+        let mut args = std::env::args_os();
+        let invoked = args
+            .next()
+            .and_then(|arg0| invoked_as(Path::new(&arg0), &exe));
         Ok(Self {
-            path,
-            args: std::env::args_os().skip(1).collect(),
+            path: invoked.unwrap_or(exe),
+            args: args.collect(),
         })
     }
 
@@ -80,12 +89,37 @@ impl Binary {
     }
 }
 
-/// Refuses a file (or its directory) that a user other than ours or root owns, or
-/// that its group or everyone may write.
+/// The absolute path `arg0` names (against the working directory when it holds a
+/// `/`, else found on `PATH`), if that is the file running (`exe`): `argv[0]` is
+/// whatever the starter chose, so it is trusted only when it leads here.
+fn invoked_as(arg0: &Path, exe: &Path) -> Option<PathBuf> {
+    let candidates: Vec<PathBuf> = if arg0.as_os_str().as_encoded_bytes().contains(&b'/') {
+        vec![std::env::current_dir().ok()?.join(arg0)]
+    } else {
+        std::env::split_paths(&std::env::var_os("PATH")?)
+            .map(|dir| dir.join(arg0))
+            .collect()
+    };
+    let running = std::fs::canonicalize(exe).ok()?;
+    candidates
+        .into_iter()
+        .find(|path| std::fs::canonicalize(path).is_ok_and(|real| real == running))
+}
+
+/// Refuses a file (or its directory, or the directory of the file a symbolic link
+/// names) that a user other than ours or root owns, or that its group or everyone
+/// may write.
 fn check_writers(path: &Path) -> Result<()> {
     let uid = rustix::process::geteuid().as_raw();
     let dir = path.parent().unwrap_or(Path::new("/"));
-    for (what, at) in [("binary", path), ("binary's directory", dir)] {
+    let real = std::fs::canonicalize(path)
+        .with_context(|| format!("cannot read the binary {}", path.display()))?;
+    let real_dir = real.parent().unwrap_or(Path::new("/")).to_path_buf();
+    for (what, at) in [
+        ("binary", path),
+        ("binary's directory", dir),
+        ("binary's directory", &real_dir),
+    ] {
         let meta = std::fs::metadata(at)
             .with_context(|| format!("cannot read the {what} {}", at.display()))?;
         let sticky_dir = meta.is_dir() && meta.mode() & libc::S_ISVTX != 0;

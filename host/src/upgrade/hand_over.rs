@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use std::io::ErrorKind;
+
 use anyhow::{Result, anyhow};
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token, Waker};
@@ -33,6 +35,11 @@ const EXIT_WAIT: Duration = Duration::from_secs(2);
 /// How long one read or write on the link may block the supervisor: the new
 /// process reads and writes whole frames as soon as it can.
 const LINK_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most a frame from the new process may hold: its words are short.
+const MAX_WORD: usize = 64 * 1024;
+/// How long the loops may take to stop accepting before the store is handed over
+/// anyway: a turn, at most a guest call's `--event-timeout`.
+const PAUSE_WAIT: Duration = Duration::from_secs(1);
 
 /// What `/metrics` says of upgrades.
 #[derive(Debug, Default)]
@@ -116,6 +123,8 @@ pub struct Upgrader {
     stats: Arc<UpgradeStats>,
     token: Token,
     attempt: Option<Attempt>,
+    /// New processes of failed attempts told to finish (SIGTERM), until they end.
+    abandoned: Vec<Child>,
     /// After a handover: the new process and when the upgrade began.
     handed: Option<(u32, Instant)>,
 }
@@ -139,6 +148,7 @@ impl Upgrader {
             stats,
             token,
             attempt: None,
+            abandoned: Vec::new(),
             handed: None,
         }
     }
@@ -158,8 +168,7 @@ impl Upgrader {
             return;
         }
         self.stats.busy.store(true, Ordering::Release);
-        let began = Instant::now();
-        match self.start(registry) {
+        match self.start(registry, Instant::now()) {
             Ok(attempt) => {
                 info!(
                     binary = %self.binary.as_ref().map(|b| b.path().display().to_string()).unwrap_or_default(),
@@ -167,31 +176,34 @@ impl Upgrader {
                     sockets = self.sockets.count(),
                     "{why}: upgrade: started the new binary and handed it the listening sockets"
                 );
-                self.attempt = Some(Attempt { began, ..attempt });
+                self.attempt = Some(attempt);
             }
             Err(e) => self.failed(registry, &format!("{e:#}")),
         }
     }
 
-    fn start(&mut self, registry: &Registry) -> Result<Attempt> {
+    fn start(&mut self, registry: &Registry, began: Instant) -> Result<Attempt> {
+        if std::process::id() == 1 {
+            // The kernel ends every process of a PID namespace when its init exits.
+            return Err(anyhow!(
+                "this process is PID 1 (a container's init): the new process would end with it; run the host under an init (docker run --init, tini) to upgrade it in place"
+            ));
+        }
         let binary = self.binary.as_ref().map_err(|e| anyhow!("{e}"))?;
         let (mut link, theirs) = Link::pair()?;
+        link.set_timeout(Some(LINK_TIMEOUT))?;
         let mut child = binary.start(theirs)?;
         let about = json!({
             "from": std::process::id(),
             "upgrades": self.stats.succeeded.load(Ordering::Relaxed),
         });
-        let handed = self
-            .sockets
-            .send(&mut link, about)
-            .and_then(|()| link.set_timeout(Some(LINK_TIMEOUT)))
-            .and_then(|()| {
-                registry.register(
-                    &mut SourceFd(&link.as_fd().as_raw_fd()),
-                    self.token,
-                    Interest::READABLE,
-                )
-            });
+        let handed = self.sockets.send(&mut link, about).and_then(|()| {
+            registry.register(
+                &mut SourceFd(&link.as_fd().as_raw_fd()),
+                self.token,
+                Interest::READABLE,
+            )
+        });
         if let Err(e) = handed {
             let _ = child.kill();
             let _ = child.wait();
@@ -200,7 +212,7 @@ impl Upgrader {
         Ok(Attempt {
             child,
             link,
-            began: Instant::now(),
+            began,
             ready: None,
         })
     }
@@ -235,39 +247,52 @@ impl Upgrader {
         let Some(attempt) = self.attempt.as_mut() else {
             return Outcome::Going;
         };
-        let frame = match attempt.link.recv() {
+        let frame = match attempt.link.recv(MAX_WORD) {
             Ok(frame) => frame,
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Outcome::Going,
-            Err(e) => {
-                let status = exit_status(&mut attempt.child);
-                let why = match status {
+            // The end of the link; a reset when the new process died with bytes of
+            // ours unread.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset
+                ) =>
+            {
+                let why = match exit_status(&mut attempt.child) {
                     Some(status) => format!("the new process ended ({status}) before it served"),
-                    None => format!("the new process's link failed ({e}) before it served"),
+                    None => "the new process closed its link before it served".to_string(),
                 };
                 self.failed(registry, &why);
                 return Outcome::Going;
             }
+            Err(e) => {
+                self.failed(registry, &format!("the new process's link failed: {e}"));
+                return Outcome::Going;
+            }
         };
-        match frame.kind {
-            Kind::Ready => {
+        match (attempt.ready.is_some(), frame.kind) {
+            (false, Kind::Ready) => {
                 self.on_ready(registry);
                 Outcome::Going
             }
-            Kind::Serving => self.on_serving(registry),
-            Kind::Failed => {
+            (true, Kind::Serving) => self.on_serving(registry),
+            (_, Kind::Failed) => {
                 let why = String::from_utf8_lossy(&frame.payload).into_owned();
                 self.failed(registry, &format!("the new process failed: {why}"));
                 Outcome::Going
             }
-            other => {
-                self.failed(registry, &format!("the new process sent {other:?}"));
+            (_, other) => {
+                self.failed(
+                    registry,
+                    &format!("the new process sent {other:?} out of turn"),
+                );
                 Outcome::Going
             }
         }
     }
 
     /// The new process loaded its guest: stop accepting (connections wait in the
-    /// sockets' queues, which it shares), hand over the memory store, tell it to go.
+    /// sockets' queues, which it shares), hand over the memory store once no loop
+    /// accepts any more, tell it to go.
     fn on_ready(&mut self, registry: &Registry) {
         let attempt = self.attempt.as_mut().expect("an attempt is under way");
         let now = Instant::now();
@@ -275,6 +300,12 @@ impl Upgrader {
         let ready_ms = millis(now - attempt.began);
         for remote in &self.remotes {
             remote.pause_accepting(true);
+        }
+        // A loop pauses within a turn; a connection it accepts until then is its
+        // to finish, and what it writes to a memory store must be in the snapshot.
+        let paused_by = Instant::now() + PAUSE_WAIT;
+        while !self.remotes.iter().all(Remote::accepting_paused) && Instant::now() < paused_by {
+            std::thread::sleep(Duration::from_micros(200));
         }
         let store = self.store.as_ref().and_then(|s| s.snapshot());
         let about = json!({ "ready_ms": ready_ms as u64, "store": store.is_some() });
@@ -320,34 +351,53 @@ impl Upgrader {
         Outcome::HandedOver
     }
 
-    /// Ends an attempt that failed: the new process is stopped if it runs, this one
-    /// accepts again, and the log says why.
+    /// Ends an attempt that failed, and says why; this process accepts again. A new
+    /// process not yet told to go is killed; one told to go may already accept
+    /// connections, so it is asked to finish them (SIGTERM) instead.
     fn failed(&mut self, registry: &Registry, why: &str) {
         self.stats.failed.fetch_add(1, Ordering::Relaxed);
         self.stats.busy.store(false, Ordering::Release);
         if let Some(mut attempt) = self.attempt.take() {
             let _ = registry.deregister(&mut SourceFd(&attempt.link.as_fd().as_raw_fd()));
-            if attempt.child.try_wait().ok().flatten().is_none() {
-                let _ = attempt.child.kill();
-            }
-            let _ = attempt.child.wait();
-            if attempt.ready.is_some() {
+            let running = matches!(attempt.child.try_wait(), Ok(None));
+            if attempt.ready.is_none() {
+                if running {
+                    let _ = attempt.child.kill();
+                }
+                let _ = attempt.child.wait();
+            } else {
+                if running {
+                    // SAFETY: kill has no memory preconditions; the pid is our child's,
+                    // not yet waited for, so it cannot have been reused.
+                    unsafe { libc::kill(attempt.child.id() as libc::pid_t, libc::SIGTERM) };
+                }
                 for remote in &self.remotes {
                     remote.pause_accepting(false);
                 }
+                // Reaped when it ends, or left to init when this process exits.
+                self.abandoned.push(attempt.child);
             }
         }
+        self.abandoned
+            .retain_mut(|child| matches!(child.try_wait(), Ok(None)));
         warn!("upgrade failed: {why}; this process goes on serving");
     }
 
     /// At a shutdown: an upgrade under way is abandoned (its new process stopped),
-    /// and the duplicates of the listening sockets are closed, so that they close
-    /// with the loops' own and new clients are refused rather than queued.
+    /// no other starts, and the duplicates of the listening sockets are closed, so
+    /// that they close with the loops' own and new clients are refused rather than
+    /// queued.
     pub fn abandon(&mut self, registry: &Registry) {
         if self.attempt.is_some() {
             self.failed(registry, "this process is shutting down");
         }
+        self.stats.busy.store(true, Ordering::Release);
         self.sockets = HeldSockets::default();
+    }
+
+    /// Whether this process has handed over to a new one.
+    pub fn handed_over(&self) -> bool {
+        self.handed.is_some()
     }
 
     /// At exit, after a handover: how long the whole upgrade took.

@@ -13,6 +13,9 @@ use super::link::{Kind, Link, MAX_FDS_PER_FRAME};
 use crate::sockets::listener::Listener;
 use crate::sockets::tls::TlsServer;
 
+/// The most a handover's description may hold: a line per socket.
+const HANDOVER_MAX: usize = 1 << 20;
+
 /// One listening socket and whether it speaks TLS.
 #[derive(Debug)]
 pub struct HeldListener {
@@ -91,7 +94,9 @@ impl HeldSockets {
 
     /// Receives what [`HeldSockets::send`] sent: the sockets, and the description.
     pub fn recv(link: &mut Link) -> Result<(Self, Value)> {
-        let frame = link.recv().context("no handover from the old process")?;
+        let frame = link
+            .recv(HANDOVER_MAX)
+            .context("no handover from the old process")?;
         if frame.kind != Kind::Handover {
             bail!(
                 "the old process sent {:?} where a handover belongs",
@@ -106,7 +111,9 @@ impl HeldSockets {
         let expected = shape.iter().map(Vec::len).sum::<usize>() + usize::from(admin);
         let mut fds = frame.fds;
         while fds.len() < expected {
-            let more = link.recv().context("the handover ended early")?;
+            let more = link
+                .recv(HANDOVER_MAX)
+                .context("the handover ended early")?;
             if more.kind != Kind::Handover || more.fds.is_empty() {
                 bail!(
                     "the handover ended after {} of {expected} sockets",
@@ -136,7 +143,8 @@ impl HeldSockets {
     }
 
     /// The workers' listeners, non-blocking, TLS ones with `tls`; and the admin
-    /// listener, blocking (its thread accepts one at a time).
+    /// listener. Blocking mode is the open socket's, shared with the process that
+    /// handed it over: only non-blocking is ever set, which both sides use.
     pub fn into_listeners(
         self,
         tls: Option<&TlsServer>,
@@ -167,13 +175,7 @@ impl HeldSockets {
                     .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;
-        let admin = self.admin.map(StdListener::from);
-        if let Some(admin) = &admin {
-            admin
-                .set_nonblocking(false)
-                .context("cannot set up the admin listener handed over")?;
-        }
-        Ok((workers, admin))
+        Ok((workers, self.admin.map(StdListener::from)))
     }
 
     /// Whether any listener speaks TLS.

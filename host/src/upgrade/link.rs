@@ -22,7 +22,7 @@ use rustix::net::{
 pub const MAX_FDS_PER_FRAME: usize = 253;
 /// The largest frame accepted: a `--store memory` snapshot is the big one, and the
 /// store's own limits keep it far below.
-const MAX_FRAME: usize = 1 << 30;
+pub const MAX_FRAME: usize = 1 << 30;
 const HEAD: usize = 5;
 
 /// What a frame says.
@@ -149,9 +149,9 @@ impl Link {
         self.stream.write_all(payload)
     }
 
-    /// Reads one frame. End of stream (the other process closed its end, or died)
-    /// is `UnexpectedEof`.
-    pub fn recv(&mut self) -> io::Result<Frame> {
+    /// Reads one frame of at most `max` bytes. End of stream (the other process
+    /// closed its end, or died) is `UnexpectedEof`.
+    pub fn recv(&mut self, max: usize) -> io::Result<Frame> {
         let mut head = [0u8; HEAD];
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_FRAME))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
@@ -185,8 +185,10 @@ impl Link {
         self.stream.read_exact(&mut head[got..])?;
         let kind = Kind::from_byte(head[0])?;
         let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
-        if len > MAX_FRAME {
-            return Err(invalid(format!("a frame of {len} bytes")));
+        if len > max.min(MAX_FRAME) {
+            return Err(invalid(format!(
+                "a frame of {len} bytes (the most is {max})"
+            )));
         }
         let mut payload = vec![0; len];
         self.stream.read_exact(&mut payload)?;
@@ -217,21 +219,21 @@ mod tests {
             old.send(Kind::Store, &vec![7u8; 3_000_000], &[]).unwrap();
             old
         });
-        let frame = new.recv().unwrap();
+        let frame = new.recv(MAX_FRAME).unwrap();
         assert_eq!(frame.kind, Kind::Handover);
         assert_eq!(frame.payload, b"{}");
         assert_eq!(frame.fds.len(), 1);
         assert_ne!(frame.fds[0].as_raw_fd(), listener.as_raw_fd());
         let passed = TcpListener::from(frame.fds.into_iter().next().unwrap());
         assert_eq!(passed.local_addr().unwrap(), addr, "the same socket");
-        let big = new.recv().unwrap();
+        let big = new.recv(MAX_FRAME).unwrap();
         assert_eq!((big.kind, big.payload.len()), (Kind::Store, 3_000_000));
         let old = writer.join().unwrap();
         let (pid, uid) = new.peer().unwrap();
         assert_eq!(pid, std::process::id());
         assert_eq!(uid, rustix::process::getuid().as_raw());
         drop(old);
-        let end = new.recv().unwrap_err();
+        let end = new.recv(MAX_FRAME).unwrap_err();
         assert_eq!(end.kind(), io::ErrorKind::UnexpectedEof);
     }
 

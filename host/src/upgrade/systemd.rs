@@ -53,26 +53,31 @@ pub fn activated_sockets(workers: usize) -> Result<Option<HeldSockets>> {
         workers: Vec::with_capacity(workers),
         admin,
     };
-    for worker in 0..workers {
-        let mut listeners = Vec::new();
-        for (fd, is_tls) in plain
-            .iter()
-            .map(|f| (f, false))
-            .chain(tls.iter().map(|f| (f, true)))
-        {
-            let fd = if worker + 1 == workers {
-                fd.try_clone()
-            } else {
-                fd.as_fd().try_clone_to_owned()
-            }
-            .context("cannot duplicate a socket systemd passed")?;
-            listeners.push(HeldListener { fd, tls: is_tls });
+    let counts = (plain.len(), tls.len());
+    let sockets: Vec<(OwnedFd, bool)> = (plain.into_iter().map(|fd| (fd, false)))
+        .chain(tls.into_iter().map(|fd| (fd, true)))
+        .collect();
+    // Every worker but the last gets duplicates; the last, the sockets themselves.
+    for _ in 1..workers {
+        let mut listeners = Vec::with_capacity(sockets.len());
+        for (fd, tls) in &sockets {
+            let fd = fd
+                .as_fd()
+                .try_clone_to_owned()
+                .context("cannot duplicate a socket systemd passed")?;
+            listeners.push(HeldListener { fd, tls: *tls });
         }
         held.workers.push(listeners);
     }
+    held.workers.push(
+        sockets
+            .into_iter()
+            .map(|(fd, tls)| HeldListener { fd, tls })
+            .collect(),
+    );
     info!(
-        plain = plain.len(),
-        tls = tls.len(),
+        plain = counts.0,
+        tls = counts.1,
         admin = held.admin.is_some(),
         workers,
         "socket activation: serving on the sockets systemd passed"

@@ -11,11 +11,13 @@ use tracing::{info, warn};
 
 use super::binary::LINK_FD_VAR;
 use super::held::HeldSockets;
-use super::link::{Kind, Link};
+use super::link::{Kind, Link, MAX_FRAME};
 
 /// How long the old process may take to answer: it answers from its supervisor,
 /// which has nothing else to wait on.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most the old process's go may hold (the store comes in a frame of its own).
+const MAX_WORD: usize = 64 * 1024;
 
 /// The link to the old process, in a process an upgrade started.
 #[derive(Debug)]
@@ -63,31 +65,50 @@ impl Predecessor {
         }
         // SAFETY: the descriptor is open and a socket (checked above), and the old
         // process put it there for this process alone; it is taken once, here.
-        let mut link = Link::from_fd(unsafe { OwnedFd::from_raw_fd(raw) });
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // It came without close-on-exec (to cross the exec): a process this one
+        // starts (its own upgrade) must not inherit it.
+        rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)
+            .context("cannot set up the upgrade link")?;
+        let mut link = Link::from_fd(fd);
+        match Self::take(&mut link) {
+            Ok((pid, upgrades, held)) => Ok(Some((
+                Self {
+                    link: Some(link),
+                    pid,
+                    upgrades,
+                },
+                held,
+            ))),
+            Err(error) => {
+                // The old process logs why, in its own words.
+                let line = format!("{error:#}");
+                let _ = link.send(Kind::Failed, line.as_bytes(), &[]);
+                Err(error)
+            }
+        }
+    }
+
+    /// Checks the link's peer and takes the sockets: (its pid, the upgrades before
+    /// this one, the sockets).
+    fn take(link: &mut Link) -> Result<(u32, u64, HeldSockets)> {
         let (pid, uid) = link.peer().context("cannot read the upgrade link's peer")?;
         let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
-        let own_uid = rustix::process::getuid().as_raw();
+        // SO_PEERCRED gives the effective uid the peer had when it made the pair.
+        let own_uid = rustix::process::geteuid().as_raw();
         if pid != parent || uid != own_uid {
             bail!(
                 "the upgrade link's peer is pid {pid} (uid {uid}), not this process's parent {parent} (uid {own_uid}): refusing its sockets"
             );
         }
         link.set_timeout(Some(ANSWER_TIMEOUT))?;
-        let (held, about) = HeldSockets::recv(&mut link)?;
-        let upgrades = about["upgrades"].as_u64().unwrap_or(0);
+        let (held, about) = HeldSockets::recv(link)?;
         info!(
             from = pid,
             sockets = held.count(),
             "upgrade: took the listening sockets from the old process"
         );
-        Ok(Some((
-            Self {
-                link: Some(link),
-                pid,
-                upgrades,
-            },
-            held,
-        )))
+        Ok((pid, about["upgrades"].as_u64().unwrap_or(0), held))
     }
 
     /// The old process's pid.
@@ -109,7 +130,7 @@ impl Predecessor {
         };
         link.send(Kind::Ready, b"", &[])
             .context("cannot tell the old process this one is ready")?;
-        let go = match link.recv() {
+        let go = match link.recv(MAX_WORD) {
             Ok(frame) if frame.kind == Kind::Go => frame,
             Ok(frame) => bail!("the old process sent {:?} where go belongs", frame.kind),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -125,7 +146,7 @@ impl Predecessor {
         let about: Value = serde_json::from_slice(&go.payload).unwrap_or_default();
         let store = if about["store"].as_bool() == Some(true) {
             let frame = link
-                .recv()
+                .recv(MAX_FRAME)
                 .context("the memory store was not handed over")?;
             if frame.kind != Kind::Store {
                 bail!(

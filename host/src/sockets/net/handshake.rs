@@ -49,6 +49,8 @@ impl Net {
         let max_buffer = self.limits.max_buffer;
         let conn = self.conns.slot_mut(slot)?;
         conn.owner = owner;
+        // The handshake is not a request: the first plaintext byte is.
+        conn.heard = false;
         self.owners.conn_removed(HOST);
         self.owners.conn_added(owner);
         if conn.reportable(max_buffer) {
@@ -198,9 +200,11 @@ pub(super) fn read_tls(
     let n = tls.read_plaintext(buf);
     if n > 0 {
         counters.bytes_read += n as u64;
+        conn.heard = true;
         return Read::Data(n);
     }
     if tls.at_end() {
+        conn.heard = true;
         conn.readable = false;
         conn.eof_seen = true;
         return Read::Eof;

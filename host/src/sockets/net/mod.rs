@@ -197,12 +197,15 @@ impl Net {
         self.conns.is_empty()
     }
 
-    /// Whether an accepted connection the guest may read has not sent a byte yet.
-    /// Looks at every connection: for a shutdown's first turns only.
+    /// Whether an accepted connection the guest may read has not sent a byte yet,
+    /// or a TLS handshake is under way. Looks at every connection: for a
+    /// shutdown's first turns only.
     pub fn has_unheard(&self) -> bool {
-        self.conns
-            .iter()
-            .any(|(_, conn)| !conn.heard && conn.phase == Phase::Open && !conn.eof_seen)
+        self.conns.iter().any(|(_, conn)| match conn.phase {
+            Phase::Open => !conn.heard && !conn.eof_seen,
+            Phase::Handshaking { .. } => true,
+            _ => false,
+        })
     }
 
     /// Connections the guest instance `owner` still holds (not counting those it
