@@ -309,7 +309,29 @@ impl Drop for Host {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The processes binary upgrades started outlive it: its log names each.
+        for pid in upgrade_pids(&self.log()) {
+            // SAFETY: kill has no memory preconditions; each is a host this test
+            // started, through an upgrade.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
     }
+}
+
+/// The pids of the new processes upgrades started, from a host's log (text or JSON).
+fn upgrade_pids(log: &str) -> Vec<libc::pid_t> {
+    log.lines()
+        .filter(|line| line.contains("handed it the listening sockets"))
+        .filter_map(|line| {
+            let (_, rest) = line
+                .split_once(" pid=")
+                .or_else(|| line.split_once("\"pid\":"))?;
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
 }
 
 /// The sum of every sample of `name` in `scrape` whose labels include `labels`.

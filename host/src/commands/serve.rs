@@ -298,8 +298,9 @@ struct Serving<'p> {
     token: Option<String>,
     /// The old process, when an upgrade started this one: told once this one serves.
     predecessor: Option<&'p mut Predecessor>,
-    /// When the old process handed over.
-    carried_at: Option<Instant>,
+    /// When the old process's go came, and its milliseconds from the upgrade's
+    /// start to then.
+    carried_at: Option<(u64, Instant)>,
 }
 
 impl Serving<'_> {
@@ -311,7 +312,9 @@ impl Serving<'_> {
         stats
             .ready_ms
             .store(carried.ready_ms.unwrap_or(0), Ordering::Relaxed);
-        self.carried_at = carried.at;
+        self.carried_at = carried
+            .at
+            .map(|at| (carried.go_ms.or(carried.ready_ms).unwrap_or(0), at));
     }
 }
 
@@ -434,15 +437,14 @@ fn run<H: EventHandler + Send + 'static>(
     match predecessor {
         Some(predecessor) => {
             let stats = upgrade.stats();
-            let since_go = carried_at.map_or(0, |at| millis(at.elapsed()) as u64);
-            let ready_ms = stats.ready_ms.load(Ordering::Relaxed);
-            stats
-                .serving_ms
-                .store(ready_ms + since_go, Ordering::Relaxed);
+            // The old process's time to its go, plus ours since.
+            let serving_ms =
+                carried_at.map_or(0, |(go_ms, at)| go_ms + millis(at.elapsed()) as u64);
+            stats.serving_ms.store(serving_ms, Ordering::Relaxed);
             info!(
                 old = predecessor.pid(),
                 pid = std::process::id(),
-                serving_ms = ready_ms + since_go,
+                serving_ms,
                 "upgrade: serving; took over from the old process"
             );
             predecessor.serving();

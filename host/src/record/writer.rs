@@ -270,7 +270,7 @@ impl Files {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let Ok(meta) = entry.metadata() else { continue };
-            if !name.ends_with(".tape") || !meta.is_file() {
+            if !name.ends_with(".tape") || !meta.is_file() || written_by_another_live(&name) {
                 continue;
             }
             files.total += meta.len();
@@ -430,6 +430,17 @@ impl Files {
             self.total = self.total.saturating_sub(oldest.bytes);
         }
     }
+}
+
+/// Whether a tape is another running process's (`STARTED-PID-wWORKER-ID.tape`): the
+/// old process of a binary upgrade still writing, or a second host on the same
+/// directory. Those stay out of this process's count and are never removed by it.
+fn written_by_another_live(name: &str) -> bool {
+    let pid = name
+        .split('-')
+        .nth(1)
+        .and_then(|pid| pid.parse::<u32>().ok());
+    pid.is_some_and(|pid| pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists())
 }
 
 fn write(open: &mut Open, bytes: &[u8], stats: &RecordStats, total: &mut u64) {

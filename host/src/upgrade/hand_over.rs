@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use super::binary::Binary;
 use super::held::HeldSockets;
-use super::link::{Kind, Link};
+use super::link::{Kind, Link, MAX_FRAME};
 use super::systemd;
 use crate::shared::metrics::millis;
 use crate::sockets::event_loop::Remote;
@@ -35,6 +35,8 @@ const EXIT_WAIT: Duration = Duration::from_secs(2);
 /// How long one read or write on the link may block the supervisor: the new
 /// process reads and writes whole frames as soon as it can.
 const LINK_TIMEOUT: Duration = Duration::from_secs(5);
+/// The handover's version: a new process that speaks another refuses it, in one line.
+pub const PROTOCOL: u64 = 1;
 /// The most a frame from the new process may hold: its words are short.
 const MAX_WORD: usize = 64 * 1024;
 /// How long the loops may take to stop accepting before the store is handed over
@@ -103,6 +105,8 @@ struct Attempt {
     began: Instant,
     /// When the new process said it was ready (and this one stopped accepting).
     ready: Option<Instant>,
+    /// Go was sent: from then on the new process may accept connections.
+    go_sent: bool,
 }
 
 /// What the supervisor should do after an upgrade event.
@@ -194,6 +198,7 @@ impl Upgrader {
         link.set_timeout(Some(LINK_TIMEOUT))?;
         let mut child = binary.start(theirs)?;
         let about = json!({
+            "protocol": PROTOCOL,
             "from": std::process::id(),
             "upgrades": self.stats.succeeded.load(Ordering::Relaxed),
         });
@@ -214,6 +219,7 @@ impl Upgrader {
             link,
             began,
             ready: None,
+            go_sent: false,
         })
     }
 
@@ -227,8 +233,11 @@ impl Upgrader {
         })
     }
 
-    /// Gives up on an attempt past its deadline.
+    /// Gives up on an attempt past its deadline; reaps the new processes of failed
+    /// attempts that have ended.
     pub fn check_deadline(&mut self, registry: &Registry, ready_timeout: Duration) {
+        self.abandoned
+            .retain_mut(|child| matches!(child.try_wait(), Ok(None)));
         let Some(deadline) = self.deadline(ready_timeout) else {
             return;
         };
@@ -308,7 +317,24 @@ impl Upgrader {
             std::thread::sleep(Duration::from_micros(200));
         }
         let store = self.store.as_ref().and_then(|s| s.snapshot());
-        let about = json!({ "ready_ms": ready_ms as u64, "store": store.is_some() });
+        if let Some(snapshot) = &store
+            && snapshot.len() > MAX_FRAME
+        {
+            let why = format!(
+                "the memory store ({} bytes) is larger than one upgrade hands over ({MAX_FRAME}); keep such state in --store PATH or Redis",
+                snapshot.len()
+            );
+            self.failed(registry, &why);
+            return;
+        }
+        // What the new process adds its own time to: from the signal to this go,
+        // the pause and the snapshot included.
+        let go_ms = millis(attempt.began.elapsed());
+        let about = json!({
+            "ready_ms": ready_ms as u64,
+            "go_ms": go_ms as u64,
+            "store": store.is_some(),
+        });
         let sent = attempt
             .link
             .send(Kind::Go, about.to_string().as_bytes(), &[])
@@ -316,6 +342,7 @@ impl Upgrader {
                 Some(snapshot) => attempt.link.send(Kind::Store, snapshot, &[]),
                 None => Ok(()),
             });
+        attempt.go_sent = sent.is_ok();
         info!(
             pid = attempt.child.id(),
             ready_ms,
@@ -360,7 +387,12 @@ impl Upgrader {
         if let Some(mut attempt) = self.attempt.take() {
             let _ = registry.deregister(&mut SourceFd(&attempt.link.as_fd().as_raw_fd()));
             let running = matches!(attempt.child.try_wait(), Ok(None));
-            if attempt.ready.is_none() {
+            if attempt.ready.is_some() {
+                for remote in &self.remotes {
+                    remote.pause_accepting(false);
+                }
+            }
+            if !attempt.go_sent {
                 if running {
                     let _ = attempt.child.kill();
                 }
@@ -370,9 +402,6 @@ impl Upgrader {
                     // SAFETY: kill has no memory preconditions; the pid is our child's,
                     // not yet waited for, so it cannot have been reused.
                     unsafe { libc::kill(attempt.child.id() as libc::pid_t, libc::SIGTERM) };
-                }
-                for remote in &self.remotes {
-                    remote.pause_accepting(false);
                 }
                 // Reaped when it ends, or left to init when this process exits.
                 self.abandoned.push(attempt.child);
@@ -389,7 +418,10 @@ impl Upgrader {
     /// queued.
     pub fn abandon(&mut self, registry: &Registry) {
         if self.attempt.is_some() {
-            self.failed(registry, "this process is shutting down");
+            self.failed(
+                registry,
+                "this process is shutting down (it stops the new one)",
+            );
         }
         self.stats.busy.store(true, Ordering::Release);
         self.sockets = HeldSockets::default();

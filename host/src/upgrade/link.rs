@@ -20,8 +20,9 @@ use rustix::net::{
 
 /// The kernel passes at most this many descriptors in one message (`SCM_MAX_FD`).
 pub const MAX_FDS_PER_FRAME: usize = 253;
-/// The largest frame accepted: a `--store memory` snapshot is the big one, and the
-/// store's own limits keep it far below.
+/// The largest frame accepted: a `--store memory` snapshot is the big one; a larger
+/// one is refused by the old process before it says go (the upgrade fails, and the
+/// old process serves on).
 pub const MAX_FRAME: usize = 1 << 30;
 const HEAD: usize = 5;
 

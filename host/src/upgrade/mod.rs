@@ -15,9 +15,16 @@
 //!    exit                                         serves on
 //! ```
 //!
-//! Until `Serving`, the old process can take everything back: if the new one fails
-//! to start, cannot load the guest, dies or says nothing in time, the old one
-//! accepts again and says why.
+//! Until `Go`, the old process can take everything back: if the new one fails to
+//! start, cannot load the guest, dies or says nothing in time, it is stopped, and
+//! the old one accepts again and says why. After `Go` the new one may accept
+//! already: if it does not say `Serving` in time, the old one accepts again and
+//! asks it to finish what it took (SIGTERM) rather than killing it.
+//!
+//! The new process is started with `fork` and `exec` (std's spawn, with a
+//! `pre_exec` that puts the link on fd 3): the fork copies the page tables of a
+//! process whose guests' memory may be large, a stall of milliseconds for the
+//! supervisor's thread, not for the loops.
 //!
 //! - [`link`]: the socket pair and its frames.
 //! - [`binary`]: the file and arguments an upgrade runs, and who may write it.

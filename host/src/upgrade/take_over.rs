@@ -10,6 +10,7 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use super::binary::LINK_FD_VAR;
+use super::hand_over::PROTOCOL;
 use super::held::HeldSockets;
 use super::link::{Kind, Link, MAX_FRAME};
 
@@ -36,7 +37,10 @@ pub struct Carried {
     /// Milliseconds from the upgrade's start to the new process's readiness, as the
     /// old process measured them.
     pub ready_ms: Option<u64>,
-    /// When the old process said go.
+    /// Milliseconds from the upgrade's start to the old process's go (it had
+    /// stopped accepting and snapshotted the store by then).
+    pub go_ms: Option<u64>,
+    /// When the old process's go arrived.
     pub at: Option<std::time::Instant>,
 }
 
@@ -93,7 +97,7 @@ impl Predecessor {
     /// this one, the sockets).
     fn take(link: &mut Link) -> Result<(u32, u64, HeldSockets)> {
         let (pid, uid) = link.peer().context("cannot read the upgrade link's peer")?;
-        let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
+        let parent = parent_pid();
         // SO_PEERCRED gives the effective uid the peer had when it made the pair.
         let own_uid = rustix::process::geteuid().as_raw();
         if pid != parent || uid != own_uid {
@@ -103,6 +107,12 @@ impl Predecessor {
         }
         link.set_timeout(Some(ANSWER_TIMEOUT))?;
         let (held, about) = HeldSockets::recv(link)?;
+        let protocol = about["protocol"].as_u64().unwrap_or(0);
+        if protocol != PROTOCOL {
+            bail!(
+                "the old process hands over in protocol {protocol}, and this binary speaks {PROTOCOL}: upgrade through a version that speaks both, or restart"
+            );
+        }
         info!(
             from = pid,
             sockets = held.count(),
@@ -134,6 +144,11 @@ impl Predecessor {
             Ok(frame) if frame.kind == Kind::Go => frame,
             Ok(frame) => bail!("the old process sent {:?} where go belongs", frame.kind),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                // Its parent still being the old process, the old process gave the
+                // upgrade up (and serves on); otherwise it died, and this one serves.
+                if parent_pid() == self.pid {
+                    bail!("the old process gave the upgrade up before it handed over");
+                }
                 warn!(
                     old = self.pid,
                     "upgrade: the old process went away before it handed over; serving anyway"
@@ -143,6 +158,7 @@ impl Predecessor {
             }
             Err(e) => return Err(e).context("no word from the old process"),
         };
+        let at = std::time::Instant::now();
         let about: Value = serde_json::from_slice(&go.payload).unwrap_or_default();
         let store = if about["store"].as_bool() == Some(true) {
             let frame = link
@@ -161,7 +177,8 @@ impl Predecessor {
         Ok(Carried {
             store,
             ready_ms: about["ready_ms"].as_u64(),
-            at: Some(std::time::Instant::now()),
+            go_ms: about["go_ms"].as_u64(),
+            at: Some(at),
         })
     }
 
@@ -181,4 +198,9 @@ impl Predecessor {
             let _ = link.send(Kind::Failed, line.as_bytes(), &[]);
         }
     }
+}
+
+/// This process's parent (0 when it has none).
+fn parent_pid() -> u32 {
+    rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32)
 }
