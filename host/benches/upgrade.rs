@@ -191,7 +191,8 @@ fn main() {
     let mut upgrades = 0;
     for round in 0..rounds {
         floor.push(load(minimal_addr, requests).requests_per_sec());
-        plain.push(load(addr, requests).requests_per_sec());
+        let without = load(addr, requests);
+        plain.push(without.requests_per_sec());
         let done = Arc::new(AtomicBool::new(false));
         let upgrader = {
             let (host, done) = (host.clone(), done.clone());
@@ -212,14 +213,16 @@ fn main() {
         upgrades += times.len();
         busy.extend(times);
         upgrading.push(report.requests_per_sec());
+        let p99 = |r: &LoadReport| r.latency.value_at_quantile(0.99) as f64 / 1000.0;
         println!(
-            "round {}: floor {:.0}/s, host {:.0}/s, host upgrading {:.0}/s ({} upgrades, p99 {:.2} ms)",
+            "round {}: floor {:.0}/s, host {:.0}/s (p99 {:.2} ms), upgrading {:.0}/s (p99 {:.2} ms, {} upgrades so far)",
             round + 1,
             floor[round],
             plain[round],
+            p99(&without),
             upgrading[round],
+            p99(&report),
             busy.len(),
-            report.latency.value_at_quantile(0.99) as f64 / 1000.0,
         );
     }
     let _ = minimal.kill();
