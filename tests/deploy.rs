@@ -291,8 +291,8 @@ fn the_systemd_units_serve_by_socket_activation_and_hand_over_the_main_pid() {
         admin_socket.local_addr().unwrap(),
     );
     let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let binary = common::installed_binary("systemd-units-bin");
-    let mut command = common::socket_activated(
+    let binary = common::upgrade::installed_binary("systemd-units-bin");
+    let mut command = common::upgrade::socket_activated(
         &binary,
         &[web.as_raw_fd(), admin_socket.as_raw_fd()],
         Some(&names),

@@ -576,7 +576,7 @@ fn an_upgrade_hands_the_tls_listener_to_the_new_process() {
     make_certificates(&dir, "a");
     install_pair(&dir, "a");
     let (cert, key) = (file(&dir, "cert.pem"), file(&dir, "key.pem"));
-    let binary = common::installed_binary("tls-upgrade-bin");
+    let binary = common::upgrade::installed_binary("tls-upgrade-bin");
     let mut command = Command::new(&binary);
     command.args(["--guest", "http", "--listen", "127.0.0.1:0"]);
     command.args([

@@ -15,9 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{
-    Host, IO_TIMEOUT, install_binary, installed_binary, read_line, run_host, socket_activated,
-};
+use common::upgrade::{install_binary, installed_binary, socket_activated};
+use common::{Host, IO_TIMEOUT, read_line, run_host};
 
 /// How long an upgrade may take in a test: the new process loads its guest from
 /// the compiled cache, and the old one finishes its connections.
@@ -80,15 +79,23 @@ fn wait_gone(pid: u32) {
 
 /// The inode of the socket listening on `addr`'s port, from /proc/net/tcp.
 fn listening_inode(addr: SocketAddr) -> String {
+    listening_inodes(addr).swap_remove(0)
+}
+
+/// The inodes of every socket listening on `addr`'s port (one per worker with
+/// `SO_REUSEPORT`).
+fn listening_inodes(addr: SocketAddr) -> Vec<String> {
     let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
     let port = format!(":{:04X}", addr.port());
-    table
+    let inodes: Vec<String> = table
         .lines()
         .skip(1)
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|cols| cols[1].ends_with(&port) && cols[3] == "0A")
+        .filter(|cols| cols[1].ends_with(&port) && cols[3] == "0A")
         .map(|cols| cols[9].to_string())
-        .unwrap_or_else(|| panic!("nothing listens on {addr}"))
+        .collect();
+    assert!(!inodes.is_empty(), "nothing listens on {addr}");
+    inodes
 }
 
 /// Whether `pid` holds the socket with `inode` open.
@@ -172,7 +179,8 @@ fn get(addr: SocketAddr) -> String {
 #[test]
 fn three_upgrades_under_load_lose_no_request() {
     let binary = installed_binary("upgrade-load");
-    let mut host = start(&binary, &["--guest", "http"]);
+    // Two workers: each has a socket of its own (SO_REUSEPORT), with its own queue.
+    let mut host = start(&binary, &["--guest", "http", "--workers", "2"]);
     // Load runs of 5,000 requests, one after another, until the upgrades are done:
     // however fast the machine, the load outlasts them.
     let stop = Arc::new(AtomicBool::new(false));
@@ -198,7 +206,8 @@ fn three_upgrades_under_load_lose_no_request() {
             runs
         })
     };
-    let inode = listening_inode(host.addr);
+    let inodes = listening_inodes(host.addr);
+    assert_eq!(inodes.len(), 2, "a socket per worker");
     let mut old = host.pid();
     for upgrade in 0..=3 {
         // Each process serves part of the load before it hands over (and the last
@@ -224,7 +233,9 @@ fn three_upgrades_under_load_lose_no_request() {
             );
         }
         wait_gone(old);
-        assert!(holds(new, &inode), "pid {new} holds the listener");
+        for inode in &inodes {
+            assert!(holds(new, inode), "pid {new} holds every listener");
+        }
         old = new;
     }
     stop.store(true, Ordering::Release);

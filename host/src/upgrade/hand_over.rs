@@ -2,20 +2,20 @@
 //! start the new binary, hand it the listening sockets, and once it is ready, stop
 //! accepting, hand it the memory store, and when it serves, finish the open
 //! connections as at `SIGTERM` and exit. Until the new process serves, this one can
-//! go back to serving as if nothing happened: it still holds every socket.
+//! go back to accepting: it still holds every socket (see the module above for what
+//! happens to a new process that failed before or after go).
 
+use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
 use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use std::io::ErrorKind;
-
 use anyhow::{Result, anyhow};
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token, Waker};
 use serde_json::json;
-use std::os::fd::AsRawFd;
 use tracing::{info, warn};
 
 use super::binary::Binary;
@@ -26,8 +26,8 @@ use crate::shared::metrics::millis;
 use crate::sockets::event_loop::Remote;
 use crate::store::Stores;
 
-/// How long the new process has, after the old one stopped accepting, to say it
-/// serves: it only opens the store and starts its threads in that time.
+/// How long the new process has, after go, to say it serves: it only restores a
+/// memory store and starts its threads in that time.
 const SERVING_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a new process that closed its link is waited for, to report how it
 /// ended.
@@ -55,7 +55,8 @@ pub struct UpgradeStats {
     pub ready_ms: AtomicU64,
     /// See `ready_ms`.
     pub serving_ms: AtomicU64,
-    /// An upgrade is under way, or done: another is refused.
+    /// An upgrade is under way or done, or the process is shutting down: another
+    /// is refused.
     pub busy: AtomicBool,
 }
 
