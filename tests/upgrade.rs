@@ -369,6 +369,25 @@ fn store_values_are_read_after_an_upgrade_on_memory_and_on_a_file() {
     }
 }
 
+/// The host at `binary` with its admin listener on 0.0.0.0 (not loopback), and
+/// `--admin-token-file token` if given; the host and where to reach the listener.
+fn off_loopback(binary: &Path, token: Option<&Path>) -> (Host, SocketAddr) {
+    let mut command = Command::new(binary);
+    command.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "0.0.0.0:0",
+        "--admin-allow-remote",
+    ]);
+    if let Some(token) = token {
+        command.arg("--admin-token-file").arg(token);
+    }
+    let host = Host::start_command(command, true);
+    let admin_at = ([127, 0, 0, 1], host.admin.unwrap().port()).into();
+    (host, admin_at)
+}
+
 #[test]
 fn admin_writes_need_the_token_off_loopback() {
     let binary = installed_binary("upgrade-token");
@@ -376,33 +395,14 @@ fn admin_writes_need_the_token_off_loopback() {
     std::fs::write(&token_file, "s3cret\n").unwrap();
 
     // Not on loopback, no token file: reads open, writes refused.
-    let mut command = Command::new(&binary);
-    command.args([
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "0.0.0.0:0",
-        "--admin-allow-remote",
-    ]);
-    let host = Host::start_command(command, true);
-    let admin_at: SocketAddr = ([127, 0, 0, 1], host.admin.unwrap().port()).into();
+    let (host, admin_at) = off_loopback(&binary, None);
     assert_eq!(admin(admin_at, "GET", "/healthz", "").0, 200);
     let (status, body) = admin(admin_at, "POST", "/upgrade", "");
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("--admin-token-file"), "{body}");
     drop(host);
 
-    let mut command = Command::new(&binary);
-    command.args([
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "0.0.0.0:0",
-        "--admin-allow-remote",
-    ]);
-    command.arg("--admin-token-file").arg(&token_file);
-    let mut host = Host::start_command(command, true);
-    let admin_at: SocketAddr = ([127, 0, 0, 1], host.admin.unwrap().port()).into();
+    let (mut host, admin_at) = off_loopback(&binary, Some(&token_file));
     assert_eq!(
         admin(admin_at, "GET", "/metrics", "").0,
         200,

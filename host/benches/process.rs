@@ -100,13 +100,23 @@ pub fn rounds_and_requests(rounds: usize, requests: usize) -> (usize, usize) {
 /// `host load`'s engine against `addr`: `requests` plain HTTP requests over
 /// `connections` keep-alive connections, every answer checked (an error panics).
 pub fn keep_alive_load(addr: SocketAddr, connections: usize, requests: u64) -> LoadReport {
+    checked_load(addr, connections, requests, false)
+}
+
+/// [`keep_alive_load`], or with a new connection per request when `close`.
+pub fn checked_load(
+    addr: SocketAddr,
+    connections: usize,
+    requests: u64,
+    close: bool,
+) -> LoadReport {
     let report = run(&LoadArgs {
         addr,
         connections,
         requests,
         http: true,
         payload: String::new(),
-        close: false,
+        close,
         timeout_secs: 300,
         quiet: true,
         tls_ca: None,

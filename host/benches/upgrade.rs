@@ -25,8 +25,8 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use process::{median, rounds_and_requests};
-use sandsock_load::{LoadArgs, LoadReport, run};
+use process::{checked_load, median, rounds_and_requests};
+use sandsock_load::LoadReport;
 
 const CONNECTIONS: usize = 16;
 /// How often an upgrade starts while the load runs.
@@ -140,21 +140,7 @@ fn field<'a>(line: &'a str, name: &str) -> &'a str {
 }
 
 fn load(addr: SocketAddr, requests: u64) -> LoadReport {
-    let report = run(&LoadArgs {
-        addr,
-        connections: CONNECTIONS,
-        requests,
-        http: true,
-        payload: String::new(),
-        close: true,
-        timeout_secs: 300,
-        quiet: true,
-        tls_ca: None,
-        tls_server_name: String::new(),
-    })
-    .expect("load run");
-    assert_eq!(report.errors, 0, "requests failed:\n{report}");
-    report
+    checked_load(addr, CONNECTIONS, requests, true)
 }
 
 fn main() {
