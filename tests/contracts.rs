@@ -263,12 +263,8 @@ fn old_components_are_recycled_keeping_their_state() {
             "13\n",
             "{version}: the count survived"
         );
-        let recycled = count(&host, "(--recycle-after 5)");
-        assert!(
-            recycled >= 2,
-            "{version}: {recycled} recycles:\n{}",
-            host.log()
-        );
+        // The log reaches the test through a reader thread that may lag the answers.
+        host.wait_for_more_log("(--recycle-after 5)", 1, Duration::from_secs(10));
     }
 }
 
