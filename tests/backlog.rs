@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::Host;
+use common::upgrade::raise_open_file_limit;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
@@ -61,6 +62,7 @@ fn completed_with(flags: &[&str], connections: usize) -> usize {
 
 #[test]
 fn the_backlog_is_the_kernels_maximum_by_default_and_what_backlog_says_otherwise() {
+    // The default case opens a few thousand sockets at once.
     raise_open_file_limit();
     let expected = somaxconn() + 1;
     assert_eq!(
@@ -69,18 +71,4 @@ fn the_backlog_is_the_kernels_maximum_by_default_and_what_backlog_says_otherwise
         "the default backlog: net.core.somaxconn (the standard library's gives 129)"
     );
     assert_eq!(completed_with(&["--backlog", "64"], 200), 65);
-}
-
-/// The default case opens a few thousand sockets at once.
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write one properly sized struct.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
-        limit.rlim_cur = limit.rlim_max;
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
-    }
 }

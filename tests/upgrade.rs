@@ -11,71 +11,12 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
-use common::upgrade::{install_binary, installed_binary, socket_activated};
-use common::{Host, IO_TIMEOUT, read_line, run_host};
-
-/// How long an upgrade may take in a test: the new process loads its guest from
-/// the compiled cache, and the old one finishes its connections.
-const UPGRADE_WAIT: Duration = Duration::from_secs(60);
-
-/// Starts the host at `binary` with `args` on 127.0.0.1:0 and an admin listener.
-fn start(binary: &Path, args: &[&str]) -> Host {
-    let mut command = Command::new(binary);
-    command
-        .args(args)
-        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
-    Host::start_command(command, true)
-}
-
-/// The `index`-th log line (0-based) that contains `needle`, once there is one.
-fn nth_line(host: &Host, needle: &str, index: usize) -> String {
-    host.wait_for_more_log(needle, index, UPGRADE_WAIT);
-    let log = host.log();
-    let line = log.lines().filter(|l| l.contains(needle)).nth(index);
-    line.unwrap().to_string()
-}
-
-/// The pid the `index`-th upgrade's new process logged (0-based), once it serves.
-fn successor_pid(host: &Host, index: usize) -> u32 {
-    let line = nth_line(host, "upgrade: serving; took over", index);
-    field(&line, "pid").parse().unwrap()
-}
-
-/// The value of `name=VALUE` in a text log line.
-fn field<'a>(line: &'a str, name: &str) -> &'a str {
-    let at = line
-        .find(&format!(" {name}="))
-        .unwrap_or_else(|| panic!("no {name} in {line}"));
-    line[at + name.len() + 2..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-}
-
-/// Whether `pid` has exited (no process, or a zombie left for its new parent).
-fn gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => {
-            stat.rsplit(')')
-                .next()
-                .and_then(|r| r.split_whitespace().next())
-                == Some("Z")
-        }
-    }
-}
-
-fn wait_gone(pid: u32) {
-    let deadline = Instant::now() + UPGRADE_WAIT;
-    while !gone(pid) {
-        assert!(Instant::now() < deadline, "pid {pid} did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+use common::upgrade::{
+    Load, UPGRADE_WAIT, field, get, install_binary, installed_binary, nth_line, socket_activated,
+    start, successor_pid, wait_gone,
+};
+use common::{Host, IO_TIMEOUT, read_line};
 
 /// The inode of the socket listening on `addr`'s port, from /proc/net/tcp.
 fn listening_inode(addr: SocketAddr) -> String {
@@ -164,48 +105,13 @@ fn admin(addr: SocketAddr, method: &str, path: &str, headers: &str) -> (u16, Str
     (status, body)
 }
 
-/// One HTTP request on a new connection: the status line.
-fn get(addr: SocketAddr) -> String {
-    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).unwrap();
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    answer.lines().next().unwrap_or_default().to_string()
-}
-
 #[test]
 fn three_upgrades_under_load_lose_no_request() {
     let binary = installed_binary("upgrade-load");
     // Two workers: each has a socket of its own (SO_REUSEPORT), with its own queue.
     let mut host = start(&binary, &["--guest", "http", "--workers", "2"]);
-    // Load runs of 5,000 requests, one after another, until the upgrades are done:
-    // however fast the machine, the load outlasts them.
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (addr, stop) = (host.addr.to_string(), stop.clone());
-        std::thread::spawn(move || {
-            let mut runs = Vec::new();
-            while !stop.load(Ordering::Acquire) {
-                runs.push(run_host(&[
-                    "load",
-                    &addr,
-                    "--http",
-                    "--close",
-                    "-c",
-                    "16",
-                    "-n",
-                    "5000",
-                    "--timeout",
-                    "120",
-                    "--quiet",
-                ]));
-            }
-            runs
-        })
-    };
+    // A new connection per request, in runs of 5,000.
+    let load = Load::start(host.addr, 5000, &["--close"]);
     let inodes = listening_inodes(host.addr);
     assert_eq!(inodes.len(), 2, "a socket per worker");
     let mut old = host.pid();
@@ -238,18 +144,8 @@ fn three_upgrades_under_load_lose_no_request() {
         }
         old = new;
     }
-    stop.store(true, Ordering::Release);
-    let runs = load.join().unwrap();
-    for out in &runs {
-        let report = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{report}\n{}", host.log());
-        assert!(
-            report.contains("requests ok:    5000 of 5000\n"),
-            "{report}"
-        );
-        assert!(report.contains("errors:         0\n"), "{report}");
-    }
-    assert!(runs.len() >= 2, "{} load runs", runs.len());
+    let runs = load.finish(&host);
+    assert!(runs >= 2, "{runs} load runs");
     host.wait_metric(
         "sandsock_upgrades_total",
         &[("outcome", "succeeded")],

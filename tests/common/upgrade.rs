@@ -2,13 +2,19 @@
 //! as a package would, socket activation as systemd does it, and the pids of the
 //! processes upgrades started (so that every test's host takes them down with it).
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::RawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use super::{host_bin, scratch};
+use super::{Host, IO_TIMEOUT, host_bin, run_host, scratch};
 
 /// A command that starts the host as systemd would with socket activation:
 /// `fds` on descriptors 3, 4, ..., named by `names` (`LISTEN_FDNAMES`), and
@@ -90,4 +96,144 @@ pub fn upgrade_pids(log: &str) -> Vec<libc::pid_t> {
                 .ok()
         })
         .collect()
+}
+
+/// How long an upgrade may take in a test: the new process loads its guest from
+/// the compiled cache, and the old one finishes its connections.
+pub const UPGRADE_WAIT: Duration = Duration::from_secs(60);
+
+/// Starts the host at `binary` with `args` on 127.0.0.1:0 and an admin listener.
+pub fn start(binary: &Path, args: &[&str]) -> Host {
+    let mut command = Command::new(binary);
+    command
+        .args(args)
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+    Host::start_command(command, true)
+}
+
+/// The `index`-th log line (0-based) that contains `needle`, once there is one.
+pub fn nth_line(host: &Host, needle: &str, index: usize) -> String {
+    host.wait_for_more_log(needle, index, UPGRADE_WAIT);
+    let log = host.log();
+    let line = log.lines().filter(|l| l.contains(needle)).nth(index);
+    line.unwrap().to_string()
+}
+
+/// The pid the `index`-th upgrade's new process logged (0-based), once it serves.
+pub fn successor_pid(host: &Host, index: usize) -> u32 {
+    let line = nth_line(host, "upgrade: serving; took over", index);
+    field(&line, "pid").parse().unwrap()
+}
+
+/// The value of `name=VALUE` in a text log line.
+pub fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    let at = line
+        .find(&format!(" {name}="))
+        .unwrap_or_else(|| panic!("no {name} in {line}"));
+    line[at + name.len() + 2..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+}
+
+/// Whether `pid` has exited (no process, or a zombie left for its new parent).
+pub fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => {
+            stat.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                == Some("Z")
+        }
+    }
+}
+
+pub fn wait_gone(pid: u32) {
+    let deadline = Instant::now() + UPGRADE_WAIT;
+    while !gone(pid) {
+        assert!(Instant::now() < deadline, "pid {pid} did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// One HTTP request on a new connection: the status line.
+pub fn get(addr: SocketAddr) -> String {
+    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).unwrap();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer.lines().next().unwrap_or_default().to_string()
+}
+
+/// Raises this test process's open-file limit to the hard one: tests that hold
+/// a thousand client sockets and more need it.
+pub fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write one properly sized struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+}
+
+/// `host load` against a host, in runs of a fixed number of requests, one run after
+/// another until it is stopped: however fast the machine, the load outlasts the
+/// upgrades a test makes meanwhile.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    runs: JoinHandle<Vec<Output>>,
+    requests: u32,
+}
+
+impl Load {
+    /// Runs of `requests` HTTP requests on 16 connections to `addr`, `extra` the
+    /// other flags (`--close`: a connection per request).
+    pub fn start(addr: SocketAddr, requests: u32, extra: &[&str]) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut args: Vec<String> = ["load", &addr.to_string(), "--http", "-c", "16", "-n"]
+            .map(String::from)
+            .to_vec();
+        args.push(requests.to_string());
+        args.extend(["--timeout", "120", "--quiet"].map(String::from));
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let runs = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let mut runs = Vec::new();
+                while !stop.load(Ordering::Acquire) {
+                    runs.push(run_host(&args));
+                }
+                runs
+            })
+        };
+        Self {
+            stop,
+            runs,
+            requests,
+        }
+    }
+
+    /// Stops after the run under way, and checks that every run had every request
+    /// answered and no error; returns how many runs there were.
+    pub fn finish(self, host: &Host) -> usize {
+        self.stop.store(true, Ordering::Release);
+        let runs = self.runs.join().unwrap();
+        let all = format!("requests ok:    {0} of {0}\n", self.requests);
+        for out in &runs {
+            let report = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{report}\n{}", host.log());
+            assert!(report.contains(&all), "{report}\n{}", host.log());
+            assert!(report.contains("errors:         0\n"), "{report}");
+        }
+        runs.len()
+    }
 }

@@ -21,6 +21,7 @@ use crate::sockets::listener::default_backlog;
 use crate::sockets::net::Lingering;
 use crate::store::{StoreKind, StoreLimits};
 use crate::swap::{SwapMode, SwapPolicy};
+use crate::upgrade::UpgradeMode;
 
 /// How long open connections may take to finish after SIGTERM or SIGINT, by default.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -492,6 +493,15 @@ pub struct ServeArgs {
     #[arg(help_heading = "Operations", long, value_name = "DUR", default_value_t = Dur(UPGRADE_TIMEOUT),
           hide_short_help = true)]
     pub upgrade_timeout: Dur,
+
+    /// What an upgrade does with open connections.
+    ///
+    /// At SIGUSR2 or POST /upgrade: handover (plain connections move to the new
+    /// process with the guests' state, TLS ones finish here) or drain (they all
+    /// finish here, within --shutdown-timeout and --drain-timeout).
+    #[arg(help_heading = "Operations", long, value_enum, value_name = "handover|drain",
+          hide_possible_values = true, default_value_t = UpgradeMode::Handover, hide_short_help = true)]
+    pub upgrade: UpgradeMode,
 
     /// At SIGTERM, how long connections may take to finish.
     ///

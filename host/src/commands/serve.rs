@@ -136,9 +136,11 @@ fn serve_with(
             if args.record.is_some() {
                 bail!("--record records a guest's instances, and --native runs no guest");
             }
+            let mut loops = loops;
             if let Some(predecessor) = predecessor.as_deref_mut() {
-                let carried = predecessor.ready()?;
+                let carried = predecessor.ready(workers)?;
                 serving.took_over(&upgrades, predecessor, &carried);
+                adopt(&mut loops, carried.parcels)?;
             }
             serving.predecessor = predecessor;
             let extras = Extras::default();
@@ -240,7 +242,7 @@ fn serve_with(
     // here to serving neither process accepts (connections queue).
     let carried = match predecessor.as_deref_mut() {
         Some(predecessor) => {
-            let carried = predecessor.ready()?;
+            let carried = predecessor.ready(workers)?;
             serving.took_over(&upgrades, predecessor, &carried);
             carried
         }
@@ -264,6 +266,8 @@ fn serve_with(
         link.inbox().wake_with(move || remote.wake());
         event_loop.handler_mut().set_store(link);
     }
+    // With its store, each worker's guest takes over what the old process's held.
+    adopt(&mut loops, carried.parcels)?;
     let extras = Extras {
         reloader,
         store: Some(stores),
@@ -363,6 +367,20 @@ impl LoopSettings<'_> {
     }
 }
 
+/// Gives each worker's loop the connections the old process's worker of the same
+/// number handed over (an upgrade with `--upgrade handover`).
+fn adopt<H: EventHandler>(
+    loops: &mut [EventLoop<H>],
+    parcels: Vec<(crate::sockets::parcel::Parcel, Vec<std::os::fd::OwnedFd>)>,
+) -> Result<()> {
+    let workers = loops.len();
+    for (worker, (event_loop, (parcel, fds))) in loops.iter_mut().zip(parcels).enumerate() {
+        let _in_worker = worker_span(worker, workers).entered();
+        event_loop.adopt(parcel, fds)?;
+    }
+    Ok(())
+}
+
 /// Announces the addresses, starts each loop on a thread of its own, and supervises
 /// them until they have all finished.
 fn run<H: EventHandler + Send + 'static>(
@@ -451,7 +469,8 @@ fn run<H: EventHandler + Send + 'static>(
         }
         None => systemd::ready(),
     }
-    let upgrader = Upgrader::new(binary, held, remotes, store, upgrade.stats(), UPGRADE_LINK);
+    let mut upgrader = Upgrader::new(binary, held, remotes, store, upgrade.stats(), UPGRADE_LINK);
+    upgrader.set_mode(args.upgrade, args.drain_timeout.map(|d| d.0));
     supervisor.run(Duties {
         reloader,
         upgrader,

@@ -4,7 +4,7 @@
 //! length against what its frame holds before it allocates anything.
 
 use super::items::{End, Header, Item, TapeLimits, TlsFacts, Turn};
-use crate::shared::wit::{Conn, IoError};
+use crate::shared::wit::{Conn, IO_ERRORS, IoError};
 use crate::store::{Key, Op, Outcome, StoreError};
 
 /// The most items a reader takes in one turn: each costs about a hundred bytes of
@@ -298,17 +298,6 @@ fn put_outcome(out: &mut Vec<u8>, outcome: &Outcome) {
 fn io_error_code(error: IoError) -> u8 {
     IO_ERRORS.iter().position(|e| *e == error).unwrap_or(0) as u8
 }
-
-const IO_ERRORS: [IoError; 8] = [
-    IoError::Closed,
-    IoError::Reset,
-    IoError::UnknownConn,
-    IoError::NotPermitted,
-    IoError::LimitExceeded,
-    IoError::Refused,
-    IoError::Unreachable,
-    IoError::InvalidAddress,
-];
 
 // Decoding.
 

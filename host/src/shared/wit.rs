@@ -22,6 +22,19 @@ pub use generated::{Handler, HandlerIndices, sandsock};
 /// The contract's package, without its version.
 pub const PACKAGE: &str = "sandsock:net";
 
+/// Every [`IoError`], numbered by its position: the number tapes and an upgrade's
+/// parcels write for one. Only ever appended to.
+pub const IO_ERRORS: [IoError; 8] = [
+    IoError::Closed,
+    IoError::Reset,
+    IoError::UnknownConn,
+    IoError::NotPermitted,
+    IoError::LimitExceeded,
+    IoError::Refused,
+    IoError::Unreachable,
+    IoError::InvalidAddress,
+];
+
 /// The version of the package these bindings are for: today's, which the host's
 /// internals speak (`runtime::contracts` adapts the older ones it still serves).
 pub const VERSION: &str = "1.1.0";

@@ -120,6 +120,56 @@ impl<T> ConnTable<T> {
         Some(value)
     }
 
+    /// The generation of each slot's last handle (0: never used), for an upgrade's
+    /// new process to go on from: handles the guest still holds, even stale ones,
+    /// mean there what they meant here.
+    pub fn generations(&self) -> Vec<u64> {
+        self.slots.iter().map(|slot| slot.generation).collect()
+    }
+
+    /// Rebuilds an empty table from an old process's [`generations`](Self::generations)
+    /// and the entries it handed over, each at its handle's slot; the slots left free
+    /// go on with their generations, so no handle the old process gave out is
+    /// given out again. Fails (changing nothing) on a handle that does not fit.
+    pub fn restore(&mut self, generations: &[u64], held: Vec<(Conn, T)>) -> Result<(), String> {
+        if !self.slots.is_empty() {
+            return Err("the table already holds connections".into());
+        }
+        if generations.len() > 1 << SLOT_BITS {
+            return Err(format!(
+                "{} slots, more than a table has",
+                generations.len()
+            ));
+        }
+        let mut slots: Vec<Slot<T>> = generations
+            .iter()
+            .map(|&generation| Slot {
+                generation,
+                value: None,
+            })
+            .collect();
+        let len = held.len();
+        for (id, value) in held {
+            let slot = slots
+                .get_mut(slot_of(id))
+                .filter(|slot| slot.generation == id >> SLOT_BITS && slot.value.is_none())
+                .ok_or_else(|| format!("handle {id} does not fit the slots handed over"))?;
+            slot.value = Some(value);
+        }
+        // Popped from the end: the lowest free slot is used first, as in a fresh table.
+        self.free = (0..slots.len())
+            .rev()
+            .filter(|&i| {
+                let slot = &slots[i];
+                slot.value.is_none() && slot.generation + self.stride <= MAX_GENERATION
+            })
+            .map(|i| i as u32)
+            .collect();
+        self.slots = slots;
+        self.len = len;
+        Ok(())
+    }
+
     /// Every entry held, with its slot: for sweeps, not for the hot path.
     pub fn iter(&self) -> impl Iterator<Item = (usize, &T)> + '_ {
         self.slots
@@ -188,6 +238,42 @@ mod tests {
                 table.remove(slot);
             }
         }
+    }
+
+    #[test]
+    fn a_restored_table_never_hands_out_an_old_handle() {
+        let mut old = ConnTable::default();
+        old.number_for_worker(1, 2);
+        let kept = old.insert(|id| id).unwrap();
+        let closed = old.insert(|id| id).unwrap();
+        let kept_id = *old.slot_mut(kept).unwrap();
+        let closed_id = *old.slot_mut(closed).unwrap();
+        old.remove(closed);
+
+        let mut new = ConnTable::default();
+        new.number_for_worker(1, 2);
+        new.restore(&old.generations(), vec![(kept_id, kept_id)])
+            .unwrap();
+        assert_eq!(new.len(), 1);
+        assert_eq!(new.get_mut(kept_id).copied(), Some(kept_id), "same handle");
+        let slot = new.insert(|id| id).unwrap();
+        let fresh = *new.slot_mut(slot).unwrap();
+        assert_eq!(slot, closed, "the free slot is reused");
+        assert_ne!(
+            fresh, closed_id,
+            "with a handle the old table never gave out"
+        );
+        assert!(
+            new.get_mut(closed_id).is_none(),
+            "the stale handle stays stale"
+        );
+
+        let mut full = ConnTable::default();
+        let bad = 7 << SLOT_BITS;
+        assert!(
+            full.restore(&[1], vec![(bad, bad)]).is_err(),
+            "a handle that does not fit"
+        );
     }
 
     #[test]

@@ -19,8 +19,9 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::{OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -35,6 +36,8 @@ use super::events::Event;
 use super::handler::EventHandler;
 use super::listener::Listener;
 use super::net::{Lingering, Net};
+use super::owners::Owner;
+use super::parcel::Parcel;
 use crate::shared::limits::{Limits, SLOT_BITS};
 use crate::shared::metrics::Published;
 use crate::shared::rate_limit::RateLimit;
@@ -55,8 +58,9 @@ const FIRST_BYTES_GRACE: Duration = Duration::from_secs(1);
 /// this soon: with edge-triggered readiness no new edge may come for the queue.
 const ACCEPT_RETRY: Duration = Duration::from_millis(10);
 
-/// How other threads reach a loop: wake it, ask it to shut down, or to stop
-/// accepting for a while (a binary upgrade, while the new process starts serving).
+/// How other threads reach a loop: wake it, ask it to shut down, to stop
+/// accepting for a while (a binary upgrade, while the new process starts serving),
+/// or to hand its connections over.
 #[derive(Clone, Debug)]
 pub struct Remote {
     waker: Arc<Waker>,
@@ -65,6 +69,40 @@ pub struct Remote {
     paused: Arc<AtomicBool>,
     /// Done: the loop's listeners are out of its poll (or back in).
     paused_now: Arc<AtomicBool>,
+    /// An upgrade's request for the loop's connections, until the loop takes it.
+    handover: Arc<Mutex<Option<HandoverOrder>>>,
+    /// A shutdown's time limit shorter than `--shutdown-timeout`, in milliseconds
+    /// (`u64::MAX`: none).
+    stop_within: Arc<AtomicU64>,
+}
+
+/// An upgrade asks a loop for its connections: the loop packs them at the end of
+/// a turn, sends them on `parcels`, and waits, frozen, for the verdict: `true`,
+/// the new process has them (they leave this loop, which then shuts down);
+/// anything else (`false`, or the sender dropped: the upgrade failed), the loop
+/// goes on with them as if nothing had happened.
+#[derive(Debug)]
+pub struct HandoverOrder {
+    /// The loop's worker number, which the parcel carries back.
+    pub worker: usize,
+    /// Where the packed connections go (the upgrade's supervisor).
+    pub parcels: mpsc::Sender<Bundle>,
+    /// The upgrade's verdict.
+    pub verdict: mpsc::Receiver<bool>,
+}
+
+/// One loop's connections, packed for the new process.
+#[derive(Debug)]
+pub struct Bundle {
+    /// The worker they come from.
+    pub worker: usize,
+    /// What the new process needs to know of them.
+    pub parcel: Parcel,
+    /// Their sockets, in the parcel's order: the loop's own descriptors, open for as
+    /// long as it waits for the verdict (it holds them, frozen, until then).
+    pub fds: Vec<RawFd>,
+    /// Connections that stay to finish here (TLS).
+    pub kept: usize,
 }
 
 impl Remote {
@@ -82,6 +120,16 @@ impl Remote {
         self.wake();
     }
 
+    /// Asks the loop to shut down within `limit`, if that is shorter than its
+    /// `--shutdown-timeout` (an upgrade's drain, with `--drain-timeout`).
+    pub fn stop_within(&self, limit: Option<Duration>) {
+        if let Some(limit) = limit {
+            let ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX - 1);
+            self.stop_within.store(ms, Ordering::Release);
+        }
+        self.stop();
+    }
+
     /// Asks the loop to stop accepting (`true`) or to accept again. Its listeners
     /// stay open: connections wait in their queues for whoever accepts next (the
     /// new process of an upgrade shares the sockets), and none is refused.
@@ -94,6 +142,19 @@ impl Remote {
     /// asked, or has shut down).
     pub fn accepting_paused(&self) -> bool {
         self.paused_now.load(Ordering::Acquire)
+    }
+
+    /// Asks the loop for its connections (see [`HandoverOrder`]).
+    pub fn hand_over(&self, order: HandoverOrder) {
+        *self.handover.lock().unwrap_or_else(|e| e.into_inner()) = Some(order);
+        self.wake();
+    }
+
+    fn take_handover(&self) -> Option<HandoverOrder> {
+        self.handover
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 }
 
@@ -168,6 +229,8 @@ impl<H: EventHandler> EventLoop<H> {
                 stop: Arc::new(AtomicBool::new(false)),
                 paused: Arc::new(AtomicBool::new(false)),
                 paused_now: Arc::new(AtomicBool::new(false)),
+                handover: Arc::default(),
+                stop_within: Arc::new(AtomicU64::new(u64::MAX)),
             },
             shutdown_timeout,
             stopping: None,
@@ -266,6 +329,7 @@ impl<H: EventHandler> EventLoop<H> {
             }
         }
         let mut woken = false;
+        let mut handover = None;
         for event in self.events.iter() {
             match event.token() {
                 WAKER => woken = true,
@@ -310,6 +374,11 @@ impl<H: EventHandler> EventLoop<H> {
             if paused != self.paused && self.stopping.is_none() {
                 self.pause(paused);
             }
+            // Dropped during a shutdown: the upgrade fails, and nothing moves.
+            handover = self
+                .remote
+                .take_handover()
+                .filter(|_| self.stopping.is_none());
             self.handler.on_wake(&mut self.net);
         }
 
@@ -329,8 +398,69 @@ impl<H: EventHandler> EventLoop<H> {
         {
             self.tell_guest();
         }
+        // At the end of a turn: every call is over, nothing is half done.
+        if let Some(order) = handover {
+            self.hand_over(order);
+        }
         self.publish();
         Ok(())
+    }
+
+    /// Packs the loop's plain connections and its guests' state for an upgrade's
+    /// new process, and waits for the verdict (see [`HandoverOrder`]). The loop does
+    /// nothing meanwhile: the parcel stays true.
+    fn hand_over(&mut self, order: HandoverOrder) {
+        let HandoverOrder {
+            worker,
+            parcels,
+            verdict,
+        } = order;
+        let mut owners = self.net.carried_owners();
+        let snapshots = self.handler.carry_states(&mut owners);
+        let mut packed = self.net.pack(&owners, snapshots);
+        let connections = packed.parcel.conns.len();
+        let kept = packed.kept;
+        let bundle = Bundle {
+            worker,
+            parcel: std::mem::take(&mut packed.parcel),
+            fds: std::mem::take(&mut packed.fds),
+            kept,
+        };
+        if parcels.send(bundle).is_err() {
+            return;
+        }
+        drop(parcels);
+        if verdict.recv() == Ok(true) {
+            self.net.release_packed(packed, &owners);
+            info!(
+                connections,
+                kept, "upgrade: handed {connections} connection(s) to the new process"
+            );
+            self.begin_shutdown();
+        } else {
+            info!(
+                connections,
+                "upgrade: nothing handed over; this worker keeps its connections"
+            );
+        }
+    }
+
+    /// Takes in the connections an upgrade's old process handed over for this
+    /// worker (`fds` in the order of `parcel.conns`), and gives them to the guest with
+    /// its state, as a handoff does. Before the loop runs. Returns how many.
+    pub fn adopt(&mut self, parcel: Parcel, fds: Vec<OwnedFd>) -> Result<usize> {
+        let owners: Vec<Owner> = parcel
+            .groups
+            .iter()
+            .map(|_| self.handler.owner_for_new_connection())
+            .collect();
+        let count = parcel.conns.len();
+        let groups = self
+            .net
+            .unpack(parcel, fds, &owners)
+            .context("cannot take the connections the old process handed over")?;
+        self.handler.adopt_carried(groups, &mut self.net);
+        Ok(count)
     }
 
     /// How long the next wait may last: not at all while a connection is still
@@ -383,12 +513,16 @@ impl<H: EventHandler> EventLoop<H> {
     /// Stops accepting, tells the guest, and gives the open connections until the
     /// shutdown timeout to finish.
     fn begin_shutdown(&mut self) {
+        let limit = match self.remote.stop_within.load(Ordering::Acquire) {
+            u64::MAX => self.shutdown_timeout,
+            ms => self.shutdown_timeout.min(Duration::from_millis(ms)),
+        };
         info!(
             connections = self.net.len(),
-            timeout = ?self.shutdown_timeout,
+            timeout = ?limit,
             "shutting down: no new connections; waiting for open ones to finish"
         );
-        self.stopping = Some(Instant::now() + self.shutdown_timeout);
+        self.stopping = Some(Instant::now() + limit);
         if let Some(published) = &self.published {
             published
                 .stopping
@@ -407,7 +541,7 @@ impl<H: EventHandler> EventLoop<H> {
         // The guest hears `shutdown` at the end of a turn in which every accepted
         // connection has sent something and every TLS handshake under way has
         // ended (at once, usually), or after the grace.
-        let grace = FIRST_BYTES_GRACE.min(self.shutdown_timeout / 2);
+        let grace = FIRST_BYTES_GRACE.min(limit / 2);
         self.telling_guest = Some(Instant::now() + grace);
     }
 

@@ -3,9 +3,15 @@
 use std::time::Instant;
 
 use super::batch::Batch;
+use super::events::Event;
 use super::net::Net;
 use super::owners::Owner;
 use crate::shared::metrics::Published;
+use crate::shared::wit::Conn;
+
+/// Connections an upgrade's old process handed over, from one of its guest
+/// instances: their owner here, that instance's snapshot, their handles.
+pub type CarriedGroup = (Owner, Option<Vec<u8>>, Vec<Conn>);
 
 /// Handles one batch of events, doing its I/O through `net`: a wasm guest, or (for
 /// the benchmark's baseline) the same logic compiled natively.
@@ -55,6 +61,28 @@ pub trait EventHandler {
     /// When `tick` next has something to do, if ever.
     fn next_tick(&self) -> Option<Instant> {
         None
+    }
+
+    /// An upgrade carries the connections of `owners` to a new process: each one's
+    /// state, in order. A handler whose serving instance must carry its state even
+    /// with no connection adds it (at the end: its state is restored last). None
+    /// for a handler that keeps no state.
+    fn carry_states(&mut self, owners: &mut Vec<Owner>) -> Vec<Option<Vec<u8>>> {
+        vec![None; owners.len()]
+    }
+
+    /// Takes over what an upgrade's old process handed over: each group's state,
+    /// then an `adopted` event for each of its connections.
+    fn adopt_carried(&mut self, groups: Vec<CarriedGroup>, net: &mut Net) {
+        let mut batch = Batch::default();
+        for (owner, _, conns) in groups {
+            for conn in conns {
+                batch.push(owner, Event::Adopted(conn));
+            }
+        }
+        if !batch.is_empty() {
+            self.handle(&batch, net);
+        }
     }
 
     /// Stores what the handler counts into the worker's published metrics (once per

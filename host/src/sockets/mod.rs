@@ -18,6 +18,8 @@
 //! - [`handler`]: what the loop calls with a batch (a wasm guest, or the native
 //!   baseline).
 //! - [`event_loop`]: poll, accept, one handler call per turn, shutdown.
+//! - [`parcel`]: one worker's connections as an upgrade carries them to the new
+//!   process.
 //!
 //! The discipline, in one picture: mio reports *edges*; [`net`] keeps a flag per
 //! edge until a read or write answers `WouldBlock` (or a read comes back short),
@@ -37,6 +39,7 @@ pub mod handler;
 pub mod listener;
 pub mod net;
 pub mod owners;
+pub mod parcel;
 pub mod tape;
 pub mod timers;
 pub mod tls;

@@ -90,6 +90,15 @@ impl Timers {
         moved.len()
     }
 
+    /// The armed timers of `owner`: its id for each, and when it fires.
+    pub fn of_owner(&self, owner: Owner) -> Vec<(u64, Instant)> {
+        self.heap
+            .iter()
+            .filter(|Reverse((_, seq, key))| key.0 == owner && self.armed.get(key) == Some(seq))
+            .map(|Reverse((at, _, key))| (key.1, *at))
+            .collect()
+    }
+
     /// When the earliest armed timer fires.
     pub fn next_deadline(&mut self) -> Option<Instant> {
         self.drop_stale();

@@ -25,6 +25,16 @@ impl WriteBuffer {
         self.len() == 0
     }
 
+    /// The bytes waiting, oldest first: what an upgrade hands to the new process.
+    pub fn pending(&self) -> &[u8] {
+        &self.bytes[self.head..]
+    }
+
+    /// A buffer holding `bytes`, as an upgrade's old process left them.
+    pub fn holding(bytes: Vec<u8>) -> Self {
+        Self { bytes, head: 0 }
+    }
+
     /// Appends as much of `data` as fits under `bound` bytes in total, and returns
     /// how much that was.
     pub fn push(&mut self, data: &[u8], bound: usize) -> usize {

@@ -19,7 +19,9 @@ use crate::runtime::engine::Runtime;
 use crate::runtime::instance::Instance;
 use crate::runtime::trap::describe;
 use crate::shared::metrics::{Published, Serving, SwapCounters, millis};
+use crate::shared::wit::Conn;
 use crate::sockets::events::Event;
+use crate::sockets::handler::CarriedGroup;
 use crate::sockets::net::Net;
 use crate::sockets::owners::Owner;
 
@@ -419,40 +421,93 @@ impl Generations {
             let conns = net.hand_over(old, target);
             self.tenants.end(old, number, net);
             handed += conns.len();
-            if let Some(state) = state {
-                match self.tenants.restore(target, state, number, net) {
-                    Restored::Taken => {}
-                    Restored::Refused(why) => {
-                        self.counters.snapshots_refused += 1;
-                        refused += 1;
-                        // The guest's words, once per swap, on one line and short:
-                        // with an instance per connection there is one per owner.
-                        if refused == 1 {
-                            let why: String = why.chars().take(MAX_REASON).collect();
-                            warn!(
-                                generation = number,
-                                "generation {number} refused the snapshot of the one before: \
-                                 {}; it goes on with a fresh state, and takes the connections",
-                                why.escape_debug()
-                            );
-                        }
-                    }
-                    Restored::Trapped => continue,
-                }
-            }
-            if !conns.is_empty() {
-                let adopted: Vec<Event> = conns.iter().map(|&c| Event::Adopted(c)).collect();
-                self.tenants.run(target, &adopted, number, net);
-            }
-            self.tenants.after_call(target, number, net);
+            self.take_in(target, state, &conns, &mut refused, net);
         }
+        self.log_refused(refused, "at this swap");
+        info!("handed {handed} connection(s) over to generation {number}");
+    }
+
+    /// For an upgrade: the state of each owner in `owners` that an upgrade carries
+    /// to the new process, and the serving instance's (added at the end, if it
+    /// holds no connection, so that its state moves too and is restored last).
+    pub fn carry_states(&mut self, owners: &mut Vec<Owner>) -> Vec<Option<Vec<u8>>> {
+        if let Some(serving) = self.serving().shared {
+            owners.retain(|&owner| owner != serving);
+            owners.push(serving);
+        }
+        owners
+            .iter()
+            .map(|&owner| self.tenants.snapshot(owner))
+            .collect()
+    }
+
+    /// In an upgrade's new process: what the old one's instances held, taken over
+    /// by the serving generation as a handoff takes it (each group's state restored,
+    /// then its connections adopted).
+    pub fn adopt_carried(&mut self, groups: Vec<CarriedGroup>, net: &mut Net) {
+        let number = self.serving_number();
+        let mut refused = 0;
+        let mut taken = 0;
+        for (target, state, conns) in groups {
+            taken += conns.len();
+            self.take_in(target, state, &conns, &mut refused, net);
+        }
+        self.log_refused(refused, "from the old process");
+        info!(
+            generation = number,
+            "generation {number} took over {taken} connection(s) from the old process"
+        );
+    }
+
+    /// Gives `target` an old instance's `state`, then its connections `conns` with
+    /// `adopted`; `refused` counts the snapshots the guest refused (only the first
+    /// is logged in full).
+    fn take_in(
+        &mut self,
+        target: Owner,
+        state: Option<Vec<u8>>,
+        conns: &[Conn],
+        refused: &mut usize,
+        net: &mut Net,
+    ) {
+        let number = self.serving_number();
+        if let Some(state) = state {
+            match self.tenants.restore(target, state, number, net) {
+                Restored::Taken => {}
+                Restored::Refused(why) => {
+                    self.counters.snapshots_refused += 1;
+                    *refused += 1;
+                    // The guest's words, once per swap, on one line and short:
+                    // with an instance per connection there is one per owner.
+                    if *refused == 1 {
+                        let why: String = why.chars().take(MAX_REASON).collect();
+                        warn!(
+                            generation = number,
+                            "generation {number} refused the snapshot of the one before: \
+                             {}; it goes on with a fresh state, and takes the connections",
+                            why.escape_debug()
+                        );
+                    }
+                }
+                Restored::Trapped => return,
+            }
+        }
+        if !conns.is_empty() {
+            let adopted: Vec<Event> = conns.iter().map(|&c| Event::Adopted(c)).collect();
+            self.tenants.run(target, &adopted, number, net);
+        }
+        self.tenants.after_call(target, number, net);
+    }
+
+    /// Says how many snapshots past the first were refused, `when`.
+    fn log_refused(&self, refused: usize, when: &str) {
         if refused > 1 {
+            let number = self.serving_number();
             warn!(
                 generation = number,
-                "generation {number} refused {} more snapshot(s) at this swap",
+                "generation {number} refused {} more snapshot(s) {when}",
                 refused - 1
             );
         }
-        info!("handed {handed} connection(s) over to generation {number}");
     }
 }

@@ -20,7 +20,7 @@ use crate::runtime::store_session::SHADOW_OWNER;
 use crate::shared::metrics::{Published, StoreCounters};
 use crate::sockets::batch::Batch;
 use crate::sockets::events::Event;
-use crate::sockets::handler::EventHandler;
+use crate::sockets::handler::{CarriedGroup, EventHandler};
 use crate::sockets::net::Net;
 use crate::sockets::owners::Owner;
 use crate::store::{Delivery, Outcome, StoreLink};
@@ -217,6 +217,15 @@ impl EventHandler for WasmHandler {
             .into_iter()
             .flatten()
             .min()
+    }
+
+    fn carry_states(&mut self, owners: &mut Vec<Owner>) -> Vec<Option<Vec<u8>>> {
+        self.generations.carry_states(owners)
+    }
+
+    fn adopt_carried(&mut self, groups: Vec<CarriedGroup>, net: &mut Net) {
+        self.generations.adopt_carried(groups, net);
+        self.record(net);
     }
 
     fn publish(&mut self, to: &Published, net: &Net) {

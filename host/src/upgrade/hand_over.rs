@@ -6,10 +6,10 @@
 //! happens to a new process that failed before or after go).
 
 use std::io::ErrorKind;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::process::Child;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
@@ -18,12 +18,13 @@ use mio::{Interest, Registry, Token, Waker};
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::UpgradeMode;
 use super::binary::Binary;
 use super::held::HeldSockets;
-use super::link::{Kind, Link, MAX_FRAME};
+use super::link::{Kind, Link, MAX_FDS_PER_FRAME, MAX_FRAME};
 use super::systemd;
 use crate::shared::metrics::millis;
-use crate::sockets::event_loop::Remote;
+use crate::sockets::event_loop::{Bundle, HandoverOrder, Remote};
 use crate::store::Stores;
 
 /// How long the new process has, after go, to say it serves: it only restores a
@@ -35,8 +36,13 @@ const EXIT_WAIT: Duration = Duration::from_secs(2);
 /// How long one read or write on the link may block the supervisor: the new
 /// process reads and writes whole frames as soon as it can.
 const LINK_TIMEOUT: Duration = Duration::from_secs(5);
-/// The handover's version: a new process that speaks another refuses it, in one line.
-pub const PROTOCOL: u64 = 1;
+/// The handover's version: a new process that speaks another refuses it, in one
+/// line. 2 carries connections; a process of 2 takes over from one of 1 (which
+/// drains).
+pub const PROTOCOL: u64 = 2;
+/// How long the loops may take to pack their connections: a turn, at most a guest
+/// call's `--event-timeout`, and a snapshot call per instance.
+const PACK_WAIT: Duration = Duration::from_secs(10);
 /// The most a frame from the new process may hold: its words are short.
 const MAX_WORD: usize = 64 * 1024;
 /// How long the loops may take to stop accepting before the store is handed over
@@ -106,8 +112,14 @@ struct Attempt {
     began: Instant,
     /// When the new process said it was ready (and this one stopped accepting).
     ready: Option<Instant>,
-    /// Go was sent: from then on the new process may accept connections.
-    go_sent: bool,
+    /// Go was sent with nothing to take over: from then on the new process may
+    /// accept connections.
+    may_accept: bool,
+    /// With a handover under way: each loop's verdict, sent at `Taken` (dropped if
+    /// the upgrade fails: the loops keep their connections).
+    verdicts: Vec<mpsc::Sender<bool>>,
+    /// Connections handed over, and kept to finish here (TLS).
+    handed: (usize, usize),
 }
 
 /// What the supervisor should do after an upgrade event.
@@ -122,6 +134,10 @@ pub enum Outcome {
 /// The old process's side of upgrades.
 pub struct Upgrader {
     binary: Result<Binary, String>,
+    mode: UpgradeMode,
+    /// With `--upgrade drain`: `--drain-timeout`, the longest the old process's
+    /// connections may take.
+    drain_limit: Option<Duration>,
     sockets: HeldSockets,
     remotes: Vec<Remote>,
     store: Option<Arc<Stores>>,
@@ -147,6 +163,8 @@ impl Upgrader {
     ) -> Self {
         Self {
             binary,
+            mode: UpgradeMode::Drain,
+            drain_limit: None,
             sockets,
             remotes,
             store,
@@ -156,6 +174,13 @@ impl Upgrader {
             abandoned: Vec::new(),
             handed: None,
         }
+    }
+
+    /// What upgrades do with open connections (`--upgrade`); with drain, they take
+    /// `drain_limit` at most.
+    pub fn set_mode(&mut self, mode: UpgradeMode, drain_limit: Option<Duration>) {
+        self.mode = mode;
+        self.drain_limit = drain_limit;
     }
 
     /// Starts an upgrade (`why`: the signal or the request); a failure to start is
@@ -220,7 +245,9 @@ impl Upgrader {
             link,
             began,
             ready: None,
-            go_sent: false,
+            may_accept: false,
+            verdicts: Vec::new(),
+            handed: (0, 0),
         })
     }
 
@@ -284,7 +311,13 @@ impl Upgrader {
                 self.on_ready(registry);
                 Outcome::Going
             }
-            (true, Kind::Serving) => self.on_serving(registry),
+            (true, Kind::Serving) if attempt.verdicts.is_empty() => self.on_serving(registry),
+            (true, Kind::Taken) if !attempt.verdicts.is_empty() => {
+                for verdict in attempt.verdicts.drain(..) {
+                    let _ = verdict.send(true);
+                }
+                self.on_serving(registry)
+            }
             (_, Kind::Failed) => {
                 let why = String::from_utf8_lossy(&frame.payload).into_owned();
                 self.failed(registry, &format!("the new process failed: {why}"));
@@ -328,6 +361,20 @@ impl Upgrader {
             self.failed(registry, &why);
             return;
         }
+        let bundles = match self.mode {
+            UpgradeMode::Drain => Vec::new(),
+            UpgradeMode::Handover => match self.pack() {
+                Ok(bundles) => bundles,
+                Err(why) => {
+                    self.failed(registry, &why);
+                    return;
+                }
+            },
+        };
+        let attempt = self.attempt.as_mut().expect("an attempt is under way");
+        let connections: usize = bundles.iter().map(|b| b.fds.len()).sum();
+        let kept: usize = bundles.iter().map(|b| b.kept).sum();
+        attempt.handed = (connections, kept);
         // What the new process adds its own time to: from the signal to this go,
         // the pause and the snapshot included.
         let go_ms = millis(attempt.began.elapsed());
@@ -335,6 +382,8 @@ impl Upgrader {
             "ready_ms": ready_ms as u64,
             "go_ms": go_ms as u64,
             "store": store.is_some(),
+            "parcels": bundles.len(),
+            "connections": connections,
         });
         let sent = attempt
             .link
@@ -342,34 +391,101 @@ impl Upgrader {
             .and_then(|()| match &store {
                 Some(snapshot) => attempt.link.send(Kind::Store, snapshot, &[]),
                 None => Ok(()),
-            });
-        attempt.go_sent = sent.is_ok();
+            })
+            .and_then(|()| send_bundles(&mut attempt.link, bundles));
+        attempt.may_accept = sent.is_ok() && attempt.verdicts.is_empty();
         info!(
             pid = attempt.child.id(),
             ready_ms,
             store_bytes = store.as_ref().map_or(0, Vec::len),
-            "upgrade: the new process is ready; this one stopped accepting"
+            connections,
+            kept,
+            "upgrade: the new process is ready; this one stopped accepting{}",
+            if attempt.verdicts.is_empty() {
+                ""
+            } else {
+                " and hands over its connections"
+            }
         );
         if let Err(e) = sent {
+            // A write that fails is, most of the time, a new process that died.
+            let ended = match exit_status(&mut attempt.child) {
+                Some(status) => format!(" (it ended: {status})"),
+                None => String::new(),
+            };
             self.failed(
                 registry,
-                &format!("cannot hand over to the new process: {e}"),
+                &format!("cannot hand over to the new process: {e}{ended}"),
             );
         }
     }
 
+    /// Asks every loop for its connections, and waits for them all; the loops wait
+    /// for the verdict (kept in the attempt) from then on.
+    fn pack(&mut self) -> Result<Vec<Bundle>, String> {
+        let attempt = self.attempt.as_mut().expect("an attempt is under way");
+        let (parcels, packed) = mpsc::channel();
+        for (worker, remote) in self.remotes.iter().enumerate() {
+            let (verdict, waiting) = mpsc::channel();
+            remote.hand_over(HandoverOrder {
+                worker,
+                parcels: parcels.clone(),
+                verdict: waiting,
+            });
+            attempt.verdicts.push(verdict);
+        }
+        drop(parcels);
+        let deadline = Instant::now() + PACK_WAIT;
+        let mut bundles: Vec<Bundle> = Vec::with_capacity(self.remotes.len());
+        while bundles.len() < self.remotes.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match packed.recv_timeout(left) {
+                Ok(bundle) => bundles.push(bundle),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    return Err(format!(
+                        "{} of {} workers packed their connections within {PACK_WAIT:?}",
+                        bundles.len(),
+                        self.remotes.len()
+                    ));
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err("a worker is shutting down; nothing was handed over".into());
+                }
+            }
+        }
+        bundles.sort_by_key(|b| b.worker);
+        Ok(bundles)
+    }
+
+    /// The new process serves (drain), or has taken the connections (handover;
+    /// the loops, told, let them go): this one finishes what it keeps and exits.
     fn on_serving(&mut self, registry: &Registry) -> Outcome {
         let mut attempt = self.attempt.take().expect("an attempt is under way");
         let _ = registry.deregister(&mut SourceFd(&attempt.link.as_fd().as_raw_fd()));
         let pid = attempt.child.id();
-        info!(
-            pid,
-            serving_ms = millis(attempt.began.elapsed()),
-            "upgrade: the new process serves; this one finishes its connections and exits"
-        );
+        let (handed, kept) = attempt.handed;
+        if attempt.may_accept {
+            info!(
+                pid,
+                serving_ms = millis(attempt.began.elapsed()),
+                "upgrade: the new process serves; this one finishes its connections and exits"
+            );
+        } else {
+            info!(
+                pid,
+                handed,
+                kept,
+                handover_ms = millis(attempt.began.elapsed()),
+                "upgrade: the new process took {handed} connection(s); this one finishes {kept} (TLS) and exits"
+            );
+        }
         systemd::main_pid(pid);
+        let limit = match self.mode {
+            UpgradeMode::Drain => self.drain_limit,
+            UpgradeMode::Handover => None,
+        };
         for remote in &self.remotes {
-            remote.stop();
+            remote.stop_within(limit);
         }
         // Not waited for: it outlives this process.
         let _ = attempt.child.try_wait();
@@ -393,7 +509,16 @@ impl Upgrader {
                     remote.pause_accepting(false);
                 }
             }
-            if !attempt.go_sent {
+            if !attempt.verdicts.is_empty() {
+                let (handed, _) = attempt.handed;
+                warn!(
+                    "upgrade: the new process did not take the connections; this process keeps all {handed}"
+                );
+            }
+            // The loops take their connections back (the verdicts dropped) before
+            // they accept again.
+            attempt.verdicts.clear();
+            if !attempt.may_accept {
                 if running {
                     let _ = attempt.child.kill();
                 }
@@ -457,4 +582,34 @@ fn exit_status(child: &mut Child) -> Option<std::process::ExitStatus> {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Sends each worker's parcel, its sockets in frames of [`MAX_FDS_PER_FRAME`].
+fn send_bundles(link: &mut Link, bundles: Vec<Bundle>) -> std::io::Result<()> {
+    for bundle in bundles {
+        let bytes = bundle
+            .parcel
+            .encode()
+            .map_err(|e| std::io::Error::other(format!("cannot encode the connections: {e}")))?;
+        if bytes.len() > MAX_FRAME {
+            return Err(std::io::Error::other(format!(
+                "worker {}'s connections ({} bytes, unsent answers included) are more than one upgrade hands over ({MAX_FRAME})",
+                bundle.worker,
+                bytes.len()
+            )));
+        }
+        // SAFETY: these are the loop's own descriptors, and the loop does nothing
+        // until it hears the verdict, which comes after this: they stay open.
+        let fds: Vec<BorrowedFd<'_>> = bundle
+            .fds
+            .iter()
+            .map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) })
+            .collect();
+        let mut batches = fds.chunks(MAX_FDS_PER_FRAME);
+        link.send(Kind::Conns, &bytes, batches.next().unwrap_or(&[]))?;
+        for batch in batches {
+            link.send(Kind::Fds, b"", batch)?;
+        }
+    }
+    Ok(())
 }

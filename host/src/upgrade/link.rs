@@ -42,6 +42,12 @@ pub enum Kind {
     Failed = 5,
     /// Old → new: the `--store memory` snapshot.
     Store = 6,
+    /// Old → new: one worker's connections (a parcel), with the first of their sockets.
+    Conns = 7,
+    /// Old → new: more sockets of the parcel before.
+    Fds = 8,
+    /// New → old: it has every connection handed over; the old process lets them go.
+    Taken = 9,
 }
 
 impl Kind {
@@ -53,6 +59,9 @@ impl Kind {
             4 => Self::Serving,
             5 => Self::Failed,
             6 => Self::Store,
+            7 => Self::Conns,
+            8 => Self::Fds,
+            9 => Self::Taken,
             other => return Err(invalid(format!("unknown frame kind {other}"))),
         })
     }

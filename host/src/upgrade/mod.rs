@@ -9,11 +9,24 @@
 //!    (goes on serving)                            load the guest (cache or compile)
 //!                                  ◄──────────── Ready
 //!    stop accepting (queues fill, nothing is
-//!    refused); Go + the memory store ─────────►  open the store, start the loops
+//!    refused); Go + the memory store ─────────►  open the store
+//!  --upgrade handover (the default):
+//!    each loop packs its plain connections,
+//!    the guests' snapshots, and waits, frozen
+//!    Conns + Fds, a parcel per worker ────────►  check, take them all
+//!                                  ◄──────────── Taken
+//!    the loops let them go (TLS ones finish     restore each snapshot, adopt the
+//!    here); exit once those have                connections, start the loops
+//!  --upgrade drain:
+//!                                                start the loops
 //!                                  ◄──────────── Serving
 //!    finish open connections as at SIGTERM;
 //!    exit                                         serves on
 //! ```
+//!
+//! A handover is all or nothing: until `Taken` the old process's loops hold every
+//! connection unchanged (the new process has touched none), and a new process that
+//! fails or dies before it leaves them where they were.
 //!
 //! Until `Go`, the old process can take everything back: if the new one fails to
 //! start, cannot load the guest, dies or says nothing in time, it is stopped, and
@@ -42,3 +55,13 @@ pub mod take_over;
 
 pub use hand_over::{UpgradeHandle, UpgradeStats, Upgrader};
 pub use take_over::Predecessor;
+
+/// What an upgrade does with the open connections (`--upgrade`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum UpgradeMode {
+    /// They finish on the old process, as at `SIGTERM`, within `--shutdown-timeout`
+    /// (and `--drain-timeout`, if set).
+    Drain,
+    /// Plain ones move to the new process with the guests' state; TLS ones drain.
+    Handover,
+}

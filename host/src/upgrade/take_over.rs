@@ -13,12 +13,18 @@ use super::binary::LINK_FD_VAR;
 use super::hand_over::PROTOCOL;
 use super::held::HeldSockets;
 use super::link::{Kind, Link, MAX_FRAME};
+use crate::sockets::parcel::Parcel;
 
 /// How long the old process may take to answer: it answers from its supervisor,
 /// which has nothing else to wait on.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most the old process's go may hold (the store comes in a frame of its own).
 const MAX_WORD: usize = 64 * 1024;
+/// Descriptors kept free beside those handed over: the store's, the guest
+/// loader's, a few more connections.
+const SPARE_FILES: u64 = 64;
+/// The oldest handover protocol this binary takes over from (1 drains).
+const OLDEST_PROTOCOL: u64 = 1;
 
 /// The link to the old process, in a process an upgrade started.
 #[derive(Debug)]
@@ -42,6 +48,9 @@ pub struct Carried {
     pub go_ms: Option<u64>,
     /// When the old process's go arrived.
     pub at: Option<std::time::Instant>,
+    /// Each worker's connections (`--upgrade handover`), with their sockets in the
+    /// parcel's order; empty when the old process drains.
+    pub parcels: Vec<(Parcel, Vec<OwnedFd>)>,
 }
 
 impl Predecessor {
@@ -108,9 +117,9 @@ impl Predecessor {
         link.set_timeout(Some(ANSWER_TIMEOUT))?;
         let (held, about) = HeldSockets::recv(link)?;
         let protocol = about["protocol"].as_u64().unwrap_or(0);
-        if protocol != PROTOCOL {
+        if !(OLDEST_PROTOCOL..=PROTOCOL).contains(&protocol) {
             bail!(
-                "the old process hands over in protocol {protocol}, and this binary speaks {PROTOCOL}: upgrade through a version that speaks both, or restart"
+                "the old process hands over in protocol {protocol}, and this binary speaks {OLDEST_PROTOCOL} to {PROTOCOL}: upgrade through a version that speaks both, or restart"
             );
         }
         info!(
@@ -132,9 +141,10 @@ impl Predecessor {
     }
 
     /// Tells the old process the guest is loaded, and waits for it to stop accepting
-    /// and hand over the memory store. If the old process went away meanwhile, this
-    /// one serves anyway: it holds the sockets.
-    pub fn ready(&mut self) -> Result<Carried> {
+    /// and hand over the memory store and (one parcel per worker of `workers`) its
+    /// connections, which this process then owns: the old one lets them go. If the
+    /// old process went away meanwhile, this one serves anyway: it holds the sockets.
+    pub fn ready(&mut self, workers: usize) -> Result<Carried> {
         let Some(link) = self.link.as_mut() else {
             return Ok(Carried::default());
         };
@@ -174,11 +184,39 @@ impl Predecessor {
         } else {
             None
         };
+        let parcels = about["parcels"].as_u64().unwrap_or(0) as usize;
+        let parcels = if parcels == 0 {
+            Vec::new()
+        } else {
+            if parcels != workers {
+                bail!(
+                    "the old process hands over the connections of {parcels} workers, and this one runs {workers}"
+                );
+            }
+            let connections = about["connections"].as_u64().unwrap_or(0);
+            check_open_files(connections)?;
+            let parcels = (0..parcels)
+                .map(|worker| take_parcel(link, worker))
+                .collect::<Result<Vec<_>>>()?;
+            link.send(Kind::Taken, b"", &[])
+                .context("cannot tell the old process its connections were taken")?;
+            // The old process has nothing more to hear: it lets them go, and exits
+            // once its TLS connections are done.
+            self.link = None;
+            info!(
+                old = self.pid,
+                connections,
+                took_ms = crate::shared::metrics::millis(at.elapsed()),
+                "upgrade: took the connections of the old process"
+            );
+            parcels
+        };
         Ok(Carried {
             store,
             ready_ms: about["ready_ms"].as_u64(),
             go_ms: about["go_ms"].as_u64(),
             at: Some(at),
+            parcels,
         })
     }
 
@@ -198,6 +236,63 @@ impl Predecessor {
             let _ = link.send(Kind::Failed, line.as_bytes(), &[]);
         }
     }
+}
+
+/// One worker's parcel and every socket that comes with it.
+fn take_parcel(link: &mut Link, worker: usize) -> Result<(Parcel, Vec<OwnedFd>)> {
+    let frame = link
+        .recv(MAX_FRAME)
+        .with_context(|| format!("worker {worker}'s connections were not handed over"))?;
+    if frame.kind != Kind::Conns {
+        bail!(
+            "the old process sent {:?} where worker {worker}'s connections belong",
+            frame.kind
+        );
+    }
+    let parcel = Parcel::decode(&frame.payload)
+        .map_err(|e| anyhow::anyhow!("worker {worker}'s connections cannot be read: {e}"))?;
+    let mut fds = frame.fds;
+    while fds.len() < parcel.conns.len() {
+        let more = link.recv(MAX_WORD).with_context(|| {
+            format!(
+                "worker {worker}'s sockets stopped at {} of {}",
+                fds.len(),
+                parcel.conns.len()
+            )
+        })?;
+        if more.kind != Kind::Fds || more.fds.is_empty() {
+            bail!(
+                "worker {worker}'s sockets stopped at {} of {}",
+                fds.len(),
+                parcel.conns.len()
+            );
+        }
+        fds.extend(more.fds);
+    }
+    if fds.len() != parcel.conns.len() {
+        bail!(
+            "worker {worker}'s {} connections came with {} sockets",
+            parcel.conns.len(),
+            fds.len()
+        );
+    }
+    Ok((parcel, fds))
+}
+
+/// Refuses, before any is taken, connections that would not fit under this
+/// process's open-file limit: the old process keeps them then.
+fn check_open_files(connections: u64) -> Result<()> {
+    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count() as u64);
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    let needed = open + connections + SPARE_FILES;
+    if needed > limit {
+        bail!(
+            "{connections} connections are handed over and this process may open {limit} files ({open} open already): raise its open-file limit (ulimit -n, LimitNOFILE=)"
+        );
+    }
+    Ok(())
 }
 
 /// This process's parent (0 when it has none).

@@ -15,8 +15,10 @@
 //!   deadlines of connects, handshakes and closes;
 //! - [`handshake`]: connections from a TLS listener, held until their handshake is
 //!   done, and the TLS side of reads, writes and closes;
-//! - [`handover`]: what an instance holds, released or handed to another.
+//! - [`handover`]: what an instance holds, released or handed to another;
+//! - [`carry`]: the connections packed for an upgrade's new process, and unpacked there.
 
+mod carry;
 mod closing;
 mod guest_io;
 mod handover;

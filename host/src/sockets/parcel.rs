@@ -1,0 +1,285 @@
+//! [`Parcel`]: one worker's connections as a binary upgrade carries them to the new
+//! process, and the guests' snapshots that go with them.
+//!
+//! The descriptors travel beside it (`SCM_RIGHTS`, in the order of
+//! [`Parcel::conns`]); the parcel says what the host knew of each: its handle (the
+//! guest's snapshot refers to it), its phase and flags, the bytes the guest wrote that
+//! the socket has not taken, the deadline of a connect or a close. Plain TCP only: the
+//! kernel keeps what the peer sent and the host has not read, so nothing read is left
+//! to carry (each call's reads happen inside that call), and a TLS session cannot
+//! leave its process.
+//!
+//! Encoding: a `u32` length, a postcard record, then the snapshots and the unsent
+//! bytes back to back (in a byte string of their own, so that megabytes are not
+//! encoded byte by byte).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::shared::wit::{Conn, IO_ERRORS, IoError};
+
+/// One worker's connections, handed over.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Parcel {
+    /// Each slot's last generation: the new table hands out none of the old
+    /// handles again.
+    pub generations: Vec<u64>,
+    /// The old guest instances whose connections (or state) move, the one that
+    /// served last at the end: each becomes a `restore` and `adopted` events.
+    pub groups: Vec<Group>,
+    /// The connections, in the order of the descriptors.
+    pub conns: Vec<CarriedConn>,
+}
+
+/// One old guest instance's part.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Group {
+    /// Its snapshot's length; the bytes are in the parcel's tail.
+    snapshot_len: Option<u64>,
+    /// Its snapshot (`None`: it keeps no state, or it did not give one).
+    #[serde(skip)]
+    pub snapshot: Option<Vec<u8>>,
+    /// Its armed timers: its own id, and how long until each fires.
+    pub timers: Vec<(u64, Duration)>,
+}
+
+impl Group {
+    /// A group with this snapshot and these timers.
+    pub fn new(snapshot: Option<Vec<u8>>, timers: Vec<(u64, Duration)>) -> Self {
+        Self {
+            snapshot_len: None,
+            snapshot,
+            timers,
+        }
+    }
+}
+
+/// What the host knew of one connection.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CarriedConn {
+    /// Its handle.
+    pub id: Conn,
+    /// Its peer.
+    pub peer: SocketAddr,
+    /// Its [`Group`]'s index; `None` for one the guest closed, which the host is
+    /// finishing.
+    pub group: Option<u32>,
+    /// Where it is in its life.
+    pub phase: CarriedPhase,
+    /// Its readiness and the guest's interest, as [`Connection`](super::connection::Connection) holds them.
+    pub flags: Flags,
+    /// Its unsent bytes' length; the bytes are in the parcel's tail.
+    out_len: u64,
+    /// Its unsent bytes.
+    #[serde(skip)]
+    pub out: Vec<u8>,
+}
+
+impl CarriedConn {
+    /// A connection's record, its unsent bytes `out`.
+    pub fn new(
+        id: Conn,
+        peer: SocketAddr,
+        group: Option<u32>,
+        phase: CarriedPhase,
+        flags: Flags,
+        out: Vec<u8>,
+    ) -> Self {
+        Self {
+            id,
+            peer,
+            group,
+            phase,
+            flags,
+            out_len: 0,
+            out,
+        }
+    }
+}
+
+/// A connection's phase, its deadline as time left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CarriedPhase {
+    /// The guest owns it.
+    Open,
+    /// An outbound connect under way.
+    Connecting(Duration),
+    /// Failed; the guest has still to hear why (an [`IoError`] as [`error_code`] numbers it).
+    Failed(u8),
+    /// Closed by the guest; the host sends what is left.
+    Closing(Duration),
+}
+
+/// A connection's flags (see `Connection`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs, clippy::struct_excessive_bools)]
+pub struct Flags {
+    pub readable: bool,
+    pub peer_closed: bool,
+    pub eof_seen: bool,
+    pub writable: bool,
+    pub want_read: bool,
+    pub want_write: bool,
+    pub notify_writable: bool,
+    pub write_shut: bool,
+    pub fin_sent: bool,
+    pub announce_connected: bool,
+    pub heard: bool,
+}
+
+impl Parcel {
+    /// The parcel as bytes.
+    pub fn encode(mut self) -> Result<Vec<u8>, String> {
+        let mut tail = Vec::new();
+        for group in &mut self.groups {
+            group.snapshot_len = group.snapshot.as_ref().map(|s| s.len() as u64);
+            if let Some(snapshot) = group.snapshot.take() {
+                tail.extend_from_slice(&snapshot);
+            }
+        }
+        for conn in &mut self.conns {
+            conn.out_len = conn.out.len() as u64;
+            tail.append(&mut conn.out);
+        }
+        let record = postcard::to_allocvec(&self).map_err(|e| e.to_string())?;
+        let len = u32::try_from(record.len()).map_err(|_| "a parcel past 4 GiB".to_string())?;
+        let mut bytes = Vec::with_capacity(4 + record.len() + tail.len());
+        bytes.extend_from_slice(&len.to_le_bytes());
+        bytes.extend_from_slice(&record);
+        bytes.extend_from_slice(&tail);
+        Ok(bytes)
+    }
+
+    /// A parcel from [`Parcel::encode`]'s bytes; an error names what does not fit.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let (len, rest) = bytes.split_first_chunk::<4>().ok_or("a parcel cut short")?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if rest.len() < len {
+            return Err("a parcel cut short".into());
+        }
+        let (record, mut tail) = rest.split_at(len);
+        let mut parcel: Self = postcard::from_bytes(record).map_err(|e| e.to_string())?;
+        let mut take = |len: u64| -> Result<Vec<u8>, String> {
+            let len = usize::try_from(len).map_err(|_| "a length past memory")?;
+            if tail.len() < len {
+                return Err(format!("{len} bytes announced, {} left", tail.len()));
+            }
+            let (bytes, rest) = tail.split_at(len);
+            tail = rest;
+            Ok(bytes.to_vec())
+        };
+        for group in &mut parcel.groups {
+            group.snapshot = group.snapshot_len.map(&mut take).transpose()?;
+        }
+        for conn in &mut parcel.conns {
+            conn.out = take(conn.out_len)?;
+            if conn
+                .group
+                .is_some_and(|g| g as usize >= parcel.groups.len())
+            {
+                return Err(format!("connection {} in a group not sent", conn.id));
+            }
+        }
+        if !tail.is_empty() {
+            return Err(format!("{} bytes past the end", tail.len()));
+        }
+        Ok(parcel)
+    }
+}
+
+/// An [`IoError`]'s number in a parcel.
+pub fn error_code(error: IoError) -> u8 {
+    IO_ERRORS.iter().position(|&e| e == error).unwrap_or(1) as u8
+}
+
+/// The [`IoError`] numbered `code` (a reset for a number not known).
+pub fn error_of(code: u8) -> IoError {
+    IO_ERRORS
+        .get(code as usize)
+        .copied()
+        .unwrap_or(IoError::Reset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Parcel {
+        Parcel {
+            generations: vec![3, 0, 5],
+            groups: vec![
+                Group::new(None, vec![]),
+                Group::new(
+                    Some(b"state".to_vec()),
+                    vec![(7, Duration::from_millis(250))],
+                ),
+            ],
+            conns: vec![
+                CarriedConn::new(
+                    3 << 20,
+                    "127.0.0.1:9".parse().unwrap(),
+                    Some(1),
+                    CarriedPhase::Open,
+                    Flags {
+                        readable: true,
+                        ..Flags::default()
+                    },
+                    vec![1; 100_000],
+                ),
+                CarriedConn::new(
+                    5 << 20 | 2,
+                    "[::1]:80".parse().unwrap(),
+                    None,
+                    CarriedPhase::Closing(Duration::from_secs(2)),
+                    Flags::default(),
+                    Vec::new(),
+                ),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_parcel_comes_back_as_it_went() {
+        let bytes = sample().encode().unwrap();
+        let back = Parcel::decode(&bytes).unwrap();
+        assert_eq!(back.generations, [3, 0, 5]);
+        assert_eq!(back.groups[1].snapshot.as_deref(), Some(&b"state"[..]));
+        assert_eq!(back.groups[0].snapshot, None);
+        assert_eq!(back.groups[1].timers, [(7, Duration::from_millis(250))]);
+        assert_eq!(back.conns[0].out, vec![1; 100_000]);
+        assert!(back.conns[0].flags.readable);
+        assert_eq!(
+            back.conns[1].phase,
+            CarriedPhase::Closing(Duration::from_secs(2))
+        );
+        assert_eq!(back.conns[1].peer, "[::1]:80".parse().unwrap());
+    }
+
+    #[test]
+    fn a_damaged_parcel_is_an_error_not_a_panic() {
+        let bytes = sample().encode().unwrap();
+        for cut in [0, 3, 4, 20, bytes.len() - 1] {
+            assert!(Parcel::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(Parcel::decode(&longer).is_err(), "a byte too many");
+        for (i, flip) in (0..bytes.len())
+            .step_by(7)
+            .zip([0xff, 0x80, 0x01].into_iter().cycle())
+        {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= flip;
+            let _ = Parcel::decode(&damaged);
+        }
+    }
+
+    #[test]
+    fn every_error_has_its_number() {
+        for error in IO_ERRORS {
+            assert_eq!(error_of(error_code(error)), error);
+        }
+    }
+}

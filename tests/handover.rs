@@ -1,0 +1,228 @@
+//! An upgrade that carries live connections (`--upgrade handover`, the default):
+//! keep-alive clients, a chat room, a guest's state in its instance, an answer half
+//! sent to a slow reader and a request half received, a thousand idle connections;
+//! and a new process that dies in the middle, which leaves every connection where
+//! it was.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::upgrade::{
+    Load, field, install_binary, installed_binary, nth_line, raise_open_file_limit, start,
+    successor_pid, wait_gone,
+};
+use common::{Host, IO_TIMEOUT, pattern, read_line};
+
+/// Installs a fresh copy of the binary, signals `old` (the process serving now),
+/// and waits for the `index`-th upgrade's new process to serve and for `old` to
+/// exit; returns the new pid.
+fn upgrade(host: &Host, binary: &Path, old: u32, index: usize) -> u32 {
+    install_binary(binary);
+    // SAFETY: kill has no memory preconditions; `old` is the host serving now.
+    assert_eq!(unsafe { libc::kill(old as libc::pid_t, libc::SIGUSR2) }, 0);
+    let new = successor_pid(host, index);
+    assert_ne!(new, old);
+    wait_gone(old);
+    new
+}
+
+/// How many connections the `index`-th upgrade handed over, as the old process
+/// logged it.
+fn handed(host: &Host, index: usize) -> usize {
+    let line = nth_line(host, "upgrade: the new process took", index);
+    field(&line, "handed").parse().unwrap()
+}
+
+fn ask(client: &mut BufReader<TcpStream>, line: &str) -> String {
+    client.get_mut().write_all(line.as_bytes()).unwrap();
+    let mut answer = String::new();
+    client.read_line(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn keep_alive_load_rides_three_upgrades() {
+    let binary = installed_binary("handover-load");
+    let host = start(&binary, &["--guest", "http", "--workers", "2"]);
+    // Keep-alive load, runs of 20,000 requests on 16 connections: each run's
+    // connections live through whatever upgrade happens meanwhile.
+    let load = Load::start(host.addr, 20_000, &[]);
+    let mut old = host.pid();
+    let mut moved = 0;
+    for index in 0..3 {
+        std::thread::sleep(Duration::from_millis(300));
+        old = upgrade(&host, &binary, old, index);
+        moved += handed(&host, index);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    load.finish(&host);
+    assert!(moved > 0, "the load's connections were handed over");
+    assert_eq!(common::upgrade::get(host.addr), "HTTP/1.1 200 OK");
+}
+
+#[test]
+fn a_chat_room_lives_through_three_upgrades_on_the_same_connections() {
+    let binary = installed_binary("handover-chat");
+    let host = start(&binary, &["--guest", "chat"]);
+    let mut one = host.connect();
+    let mut two = host.connect();
+    one.write_all(b"hello before\n").unwrap();
+    assert_eq!(read_line(&mut two), "hello before");
+    let mut old = host.pid();
+    for index in 0..3 {
+        old = upgrade(&host, &binary, old, index);
+        assert_eq!(handed(&host, index), 2);
+        one.write_all(format!("from one after {index}\n").as_bytes())
+            .unwrap();
+        assert_eq!(read_line(&mut two), format!("from one after {index}"));
+        two.write_all(format!("from two after {index}\n").as_bytes())
+            .unwrap();
+        assert_eq!(read_line(&mut one), format!("from two after {index}"));
+    }
+}
+
+#[test]
+fn state_in_the_instance_is_read_after_three_upgrades() {
+    let binary = installed_binary("handover-kv");
+    let guest = binary.parent().unwrap().join("kv_in_instance.wasm");
+    std::fs::copy(common::test_guest("kv_in_instance"), &guest).unwrap();
+    let host = start(&binary, &["--guest", guest.to_str().unwrap()]);
+    let mut client = BufReader::new(host.connect());
+    assert_eq!(ask(&mut client, "SET colour blue\n"), "OK\n");
+    let mut old = host.pid();
+    for index in 0..3 {
+        old = upgrade(&host, &binary, old, index);
+    }
+    assert_eq!(
+        ask(&mut client, "GET colour\n"),
+        "VALUE blue\n",
+        "same connection"
+    );
+    let mut fresh = BufReader::new(host.connect());
+    assert_eq!(
+        ask(&mut fresh, "GET colour\n"),
+        "VALUE blue\n",
+        "a new connection"
+    );
+}
+
+#[test]
+fn an_answer_half_sent_to_a_slow_reader_completes_byte_exact() {
+    const LEN: usize = 8 << 20;
+    let binary = installed_binary("handover-slow");
+    let host = start(&binary, &["--guest", "echo", "--max-buffer", "1MiB"]);
+    // A slow reader of an 8 MiB echo: it reads nothing until the host holds a full
+    // buffer of answer for it (and the guest more, queued), then the upgrade.
+    let mut reader = host.connect();
+    let payload = pattern(LEN, 11);
+    let mut writer = reader.try_clone().unwrap();
+    let sent = payload.clone();
+    let sender = std::thread::spawn(move || {
+        writer.write_all(&sent).unwrap();
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    host.wait_metric(
+        "sandsock_write_buffer_bytes",
+        &[],
+        |bytes| bytes >= (1 << 20) as f64,
+        Duration::from_secs(60),
+    );
+    upgrade(&host, &binary, host.pid(), 0);
+    assert_eq!(handed(&host, 0), 1);
+    let mut received = Vec::with_capacity(LEN);
+    let mut chunk = vec![0; 64 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(Instant::now() < deadline, "the echo took too long");
+        let n = reader.read(&mut chunk).unwrap();
+        if n == 0 {
+            break;
+        }
+        received.extend_from_slice(&chunk[..n]);
+    }
+    sender.join().unwrap();
+    assert_eq!(received.len(), LEN, "every byte, once");
+    assert!(received == payload, "the bytes in order");
+}
+
+#[test]
+fn a_request_split_across_an_upgrade_is_answered() {
+    let binary = installed_binary("handover-split");
+    let host = start(&binary, &["--guest", "http"]);
+    let mut client = host.connect();
+    client.write_all(b"GET / HTTP/1.1\r\nHo").unwrap();
+    // A moment for the first half to reach the guest, which holds it, unanswered.
+    std::thread::sleep(Duration::from_millis(200));
+    upgrade(&host, &binary, host.pid(), 0);
+    assert_eq!(handed(&host, 0), 1);
+    client
+        .write_all(b"st: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+}
+
+/// `count` echo connections, each proved open with a round trip.
+fn open_echo_connections(host: &Host, count: usize) -> Vec<BufReader<TcpStream>> {
+    let mut clients: Vec<BufReader<TcpStream>> =
+        (0..count).map(|_| BufReader::new(host.connect())).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        assert_eq!(ask(client, &format!("{i}\n")), format!("{i}\n"));
+    }
+    clients
+}
+
+#[test]
+fn a_thousand_connections_are_handed_over_with_none_lost() {
+    raise_open_file_limit();
+    let binary = installed_binary("handover-thousand");
+    let host = start(&binary, &["--guest", "echo", "--workers", "2"]);
+    let mut clients = open_echo_connections(&host, 1000);
+    upgrade(&host, &binary, host.pid(), 0);
+    assert_eq!(handed(&host, 0), 1000);
+    for (i, client) in clients.iter_mut().enumerate() {
+        let line = format!("after {i}\n");
+        assert_eq!(ask(client, &line), line, "connection {i}");
+    }
+}
+
+#[test]
+fn a_new_process_killed_in_the_middle_leaves_every_connection_with_the_old_one() {
+    raise_open_file_limit();
+    let binary = installed_binary("handover-killed");
+    let host = start(&binary, &["--guest", "echo"]);
+    let mut clients = open_echo_connections(&host, 1000);
+    // A stand-in for the new binary that says it is ready, reads the start of what
+    // the old process hands over (some of the connections' parcel), and is killed.
+    let script = binary.with_extension("script");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nprintf '\\002\\000\\000\\000\\000' >&3\nhead -c 4000 <&3 >/dev/null\nkill -9 $$\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&script, &binary).unwrap();
+    host.signal(libc::SIGUSR2);
+    let line = nth_line(&host, "upgrade failed", 0);
+    assert!(line.contains("SIGKILL"), "{line}");
+    assert!(line.contains("this process goes on serving"), "{line}");
+    let log = host.log();
+    assert!(
+        log.contains("the new process did not take the connections; this process keeps all 1000"),
+        "{log}"
+    );
+    for (i, client) in clients.iter_mut().enumerate() {
+        let line = format!("still {i}\n");
+        assert_eq!(ask(client, &line), line, "connection {i}");
+    }
+    // And it accepts again.
+    let mut fresh = BufReader::new(host.connect());
+    assert_eq!(ask(&mut fresh, "new\n"), "new\n");
+}
