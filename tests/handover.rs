@@ -1,6 +1,7 @@
 //! An upgrade that carries live connections (`--upgrade handover`, the default):
 //! keep-alive clients, a chat room, a guest's state in its instance, an answer half
-//! sent to a slow reader and a request half received, a thousand idle connections;
+//! sent to a slow reader and a request half received, armed timers, a proxy's
+//! outbound connection, a thousand idle connections;
 //! and a new process that dies in the middle, which leaves every connection where
 //! it was.
 
@@ -169,6 +170,60 @@ fn a_request_split_across_an_upgrade_is_answered() {
     assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
 }
 
+#[test]
+fn armed_timers_move_with_their_guest() {
+    let binary = installed_binary("handover-timers");
+    let guest = binary.parent().unwrap().join("sets_timers.wasm");
+    std::fs::copy(common::test_guest("sets_timers"), &guest).unwrap();
+    let host = start(
+        &binary,
+        &["--guest", guest.to_str().unwrap(), "--max-timers", "5"],
+    );
+    let mut client = BufReader::new(host.connect());
+    assert_eq!(
+        ask(&mut client, "TRIGGER\n"),
+        "timers: 5 armed, then limit-exceeded\n"
+    );
+    upgrade(&host, &binary, host.pid(), 0);
+    host.wait_metric("sandsock_timers_armed", &[], |n| n == 5.0, IO_TIMEOUT);
+    assert_eq!(ask(&mut client, "still here\n"), "still here\n");
+}
+
+#[test]
+fn a_proxied_pair_and_its_outbound_connection_move_together() {
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = upstream.local_addr().unwrap().to_string();
+    let binary = installed_binary("handover-proxy");
+    let host = start(
+        &binary,
+        &[
+            "--guest",
+            "proxy",
+            "--env",
+            &format!("UPSTREAM={target}"),
+            "--allow-connect",
+            &target,
+        ],
+    );
+    let mut client = host.connect();
+    client.write_all(b"up 0\n").unwrap();
+    let (mut server, _) = upstream.accept().unwrap();
+    server.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    assert_eq!(read_line(&mut server), "up 0");
+    server.write_all(b"down 0\n").unwrap();
+    assert_eq!(read_line(&mut client), "down 0");
+    upgrade(&host, &binary, host.pid(), 0);
+    assert_eq!(
+        handed(&host, 0),
+        2,
+        "the client's connection and the host's own"
+    );
+    client.write_all(b"up 1\n").unwrap();
+    assert_eq!(read_line(&mut server), "up 1");
+    server.write_all(b"down 1\n").unwrap();
+    assert_eq!(read_line(&mut client), "down 1");
+}
+
 /// `count` echo connections, each proved open with a round trip.
 fn open_echo_connections(host: &Host, count: usize) -> Vec<BufReader<TcpStream>> {
     let mut clients: Vec<BufReader<TcpStream>> =
@@ -187,6 +242,12 @@ fn a_thousand_connections_are_handed_over_with_none_lost() {
     let mut clients = open_echo_connections(&host, 1000);
     upgrade(&host, &binary, host.pid(), 0);
     assert_eq!(handed(&host, 0), 1000);
+    host.wait_metric(
+        "sandsock_upgrade_connections_taken",
+        &[],
+        |n| n == 1000.0,
+        IO_TIMEOUT,
+    );
     for (i, client) in clients.iter_mut().enumerate() {
         let line = format!("after {i}\n");
         assert_eq!(ask(client, &line), line, "connection {i}");

@@ -570,6 +570,8 @@ fn bad_certificate_files_at_the_start_are_one_line_and_exit_1() {
 
 /// A binary upgrade hands the TLS listener on: the new process loads the same
 /// certificate and completes the handshakes of connections that arrive after it.
+/// An open TLS connection stays with the old process to finish (its session cannot
+/// move); a plain one beside it moves.
 #[test]
 fn an_upgrade_hands_the_tls_listener_to_the_new_process() {
     let dir = scratch("tls-upgrade");
@@ -589,13 +591,27 @@ fn an_upgrade_hands_the_tls_listener_to_the_new_process() {
     ]);
     let mut host = Host::start_command(command, false);
     let addr = tls_addr(&host);
-    assert!(
-        Client::connect(addr, &dir, &["a"])
-            .get()
-            .ends_with("hello\n")
-    );
+    let mut kept = Client::connect(addr, &dir, &["a"]);
+    assert!(kept.get().ends_with("hello\n"));
+    let mut plain = host.connect();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"hello\n") {
+        plain.read_exact(&mut byte).expect("the plain answer");
+        answer.push(byte[0]);
+    }
     host.signal(libc::SIGUSR2);
     host.wait_for_log("upgrade: serving; took over", Duration::from_secs(60));
+    let took = host.log();
+    let line = took
+        .lines()
+        .find(|l| l.contains("upgrade: the new process took"))
+        .expect("the handover line");
+    assert!(line.contains("handed=1 kept=1"), "{line}");
+    drop(kept);
     // The new process is killed with the host (its log names it).
     assert!(
         host.wait_exit(Duration::from_secs(60)).is_some(),

@@ -389,6 +389,12 @@ const METRICS: &[Metric] = {
             })],
         },
         Metric {
+            name: "sandsock_upgrade_connections_taken",
+            help: "The upgrade that started this process: open connections the old process handed over to it (--upgrade handover).",
+            kind: Gauge,
+            samples: &[Process(&[], |s| s.upgrades.taken.load(Ordering::Relaxed))],
+        },
+        Metric {
             name: "sandsock_store_up",
             help: "Whether the store can be reached (1) or not (0): only a remote one can be down.",
             kind: Gauge,

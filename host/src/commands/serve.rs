@@ -316,6 +316,8 @@ impl Serving<'_> {
         stats
             .ready_ms
             .store(carried.ready_ms.unwrap_or(0), Ordering::Relaxed);
+        let taken: usize = carried.parcels.iter().map(|(p, _)| p.conns.len()).sum();
+        stats.taken.store(taken as u64, Ordering::Relaxed);
         self.carried_at = carried
             .at
             .map(|at| (carried.go_ms.or(carried.ready_ms).unwrap_or(0), at));

@@ -61,6 +61,9 @@ pub struct UpgradeStats {
     pub ready_ms: AtomicU64,
     /// See `ready_ms`.
     pub serving_ms: AtomicU64,
+    /// The upgrade that started this process: the connections the old process
+    /// handed over to it.
+    pub taken: AtomicU64,
     /// An upgrade is under way or done, or the process is shutting down: another
     /// is refused.
     pub busy: AtomicBool,
