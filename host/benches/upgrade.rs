@@ -1,14 +1,16 @@
 //! What a binary upgrade costs: the time from `SIGUSR2` to the new process serving
-//! and to the old one's exit, and the requests/s of connection-per-request load while
-//! upgrades run, against the same load on the same host without upgrades and on the
-//! floor (a minimal plain-mio server, `minimal_http.rs`). Every answer is checked: a
-//! request an upgrade lost fails the benchmark.
+//! and to the old one's exit (idle, under load, and with 10, 1,000 and 10,000 open
+//! connections handed over), and the requests/s of load while upgrades run, against
+//! the same load on the same host without upgrades and on the floor (a minimal
+//! plain-mio server, `minimal_http.rs`): a new connection per request, and
+//! keep-alive (whose connections every upgrade hands over). Every answer is
+//! checked: a request an upgrade lost fails the benchmark.
 //!
 //! `cargo bench --bench upgrade` (optionally `-- ROUNDS REQUESTS`: 5 rounds of 60,000
-//! requests over 16 connections, a new connection per request). In the upgrading
-//! rows an upgrade starts every 100 ms while the load runs (each waits for the one
-//! before it to finish). Nothing is pinned: an upgrade starts processes, and the old
-//! and the new one share the CPUs with the client.
+//! requests over 16 connections, five times that with keep-alive). In the upgrading rows an upgrade starts every
+//! 100 ms while the load runs (each waits for the one before it to finish). Nothing
+//! is pinned: an upgrade starts processes, and the old and the new one share the
+//! CPUs with the client.
 
 #[path = "minimal_http.rs"]
 mod minimal_http;
@@ -16,7 +18,7 @@ mod minimal_http;
 mod process;
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -50,6 +52,7 @@ impl Upgradable {
     fn start(binary: &Path) -> Self {
         let mut first = Command::new(binary)
             .args(["--guest", "http", "--listen", "127.0.0.1:0"])
+            .args(["--max-connections", "20000"])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -87,35 +90,71 @@ impl Upgradable {
 
     /// The next line holding `needle`, skipping the others.
     fn wait_for(&mut self, needle: &str) -> String {
+        self.wait_for_any(&[needle])
+    }
+
+    /// The next line holding one of `needles`, skipping the others.
+    fn wait_for_any(&mut self, needles: &[&str]) -> String {
         let deadline = Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no `{needle}` in the log:\n{}", self.seen.join("\n")));
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("no `{needles:?}` in the log:\n{}", self.seen.join("\n"))
+            });
             self.seen.push(line.clone());
             if line.contains("upgrade failed") {
                 panic!("{line}");
             }
-            if line.contains(needle) {
+            if needles.iter().any(|needle| line.contains(needle)) {
                 return line;
             }
         }
     }
 
+    /// The next line holding each of `needles`, in whatever order they come.
+    fn wait_for_all<const N: usize>(&mut self, needles: [&str; N]) -> [String; N] {
+        let mut found: [Option<String>; N] = std::array::from_fn(|_| None);
+        while found.iter().any(Option::is_none) {
+            let wanted: Vec<&str> = needles
+                .iter()
+                .zip(&found)
+                .filter(|(_, f)| f.is_none())
+                .map(|(n, _)| *n)
+                .collect();
+            let line = self.wait_for_any(&wanted);
+            let at = (0..N)
+                .find(|&i| found[i].is_none() && line.contains(needles[i]))
+                .expect("a wanted line");
+            found[at] = Some(line);
+        }
+        found.map(Option::unwrap)
+    }
+
     /// One upgrade: (ms to the new process serving, ms to the old one's exit), as
     /// the two processes measured them.
     fn upgrade(&mut self) -> (f64, f64) {
+        let (times, _) = self.upgrade_counting();
+        times
+    }
+
+    /// [`Upgradable::upgrade`], and how many connections it handed over.
+    fn upgrade_counting(&mut self) -> ((f64, f64), usize) {
         // SAFETY: kill has no memory preconditions; `serving` is a host we started.
         unsafe { libc::kill(self.serving as libc::pid_t, libc::SIGUSR2) };
-        let serving = self.wait_for("upgrade: serving; took over");
-        let exited = self.wait_for("upgrade: the old process exits");
+        // In any order: the old process may exit before the new one says it serves.
+        let [took, serving, exited] = self.wait_for_all([
+            "upgrade: the new process took",
+            "upgrade: serving; took over",
+            "upgrade: the old process exits",
+        ]);
         self.serving = field(&serving, "pid").parse().unwrap();
         self.started.push(self.serving);
         (
-            field(&serving, "serving_ms").parse().unwrap(),
-            field(&exited, "took_ms").parse().unwrap(),
+            (
+                field(&serving, "serving_ms").parse().unwrap(),
+                field(&exited, "took_ms").parse().unwrap(),
+            ),
+            field(&took, "handed").parse().unwrap(),
         )
     }
 }
@@ -139,14 +178,87 @@ fn field<'a>(line: &'a str, name: &str) -> &'a str {
         .unwrap()
 }
 
-fn load(addr: SocketAddr, requests: u64) -> LoadReport {
-    checked_load(addr, CONNECTIONS, requests, true)
+/// Raises this process's open-file limit to the hard one: 10,000 open connections.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write one properly sized struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// Upgrades with `open` idle connections held: (median ms to the old process's
+/// exit, connections handed over each time); `None` when this process may not open
+/// that many.
+fn with_open(host: &mut Upgradable, open: usize) -> Option<(f64, usize)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one properly sized struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0
+        || (limit.rlim_cur as usize) < open + 100
+    {
+        return None;
+    }
+    let conns: Vec<TcpStream> = (0..open)
+        .map(|_| TcpStream::connect(host.addr).expect("connect"))
+        .collect();
+    // Every connection accepted before the first upgrade: the first counts them.
+    std::thread::sleep(Duration::from_millis(200 + open as u64 / 20));
+    let mut exits = Vec::new();
+    let mut handed = 0;
+    for _ in 0..3 {
+        let ((_, exit), count) = host.upgrade_counting();
+        exits.push(exit);
+        handed = count;
+    }
+    drop(conns);
+    std::thread::sleep(Duration::from_millis(200 + open as u64 / 20));
+    Some((median(exits), handed))
+}
+
+/// One round of each load: (floor, host, host upgrading every 100 ms), requests/s
+/// and the upgrades' times; `close`: a new connection per request.
+fn round(
+    host: &Arc<Mutex<Upgradable>>,
+    floor_addr: SocketAddr,
+    requests: u64,
+    close: bool,
+) -> ([LoadReport; 3], Vec<(f64, f64)>) {
+    let addr = host.lock().unwrap().addr;
+    let floor = checked_load(floor_addr, CONNECTIONS, requests, close);
+    let without = checked_load(addr, CONNECTIONS, requests, close);
+    let done = Arc::new(AtomicBool::new(false));
+    let upgrader = {
+        let (host, done) = (host.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut times = Vec::new();
+            while !done.load(Ordering::Acquire) {
+                std::thread::sleep(UPGRADE_EVERY);
+                if !done.load(Ordering::Acquire) {
+                    times.push(host.lock().unwrap().upgrade());
+                }
+            }
+            times
+        })
+    };
+    let upgrading = checked_load(addr, CONNECTIONS, requests, close);
+    done.store(true, Ordering::Release);
+    ([floor, without, upgrading], upgrader.join().unwrap())
 }
 
 fn main() {
     if let Ok(addr) = std::env::var(minimal_http::SERVE_AT) {
         minimal_http::serve(addr.parse().expect("the minimal server's address"));
     }
+    raise_open_file_limit();
     let (rounds, requests) = rounds_and_requests(5, 60_000);
     let requests = requests as u64;
     let dir = std::env::temp_dir().join(format!("sandsock-bench-upgrade-{}", std::process::id()));
@@ -156,7 +268,7 @@ fn main() {
     std::fs::copy(env!("CARGO_BIN_EXE_host"), &binary).unwrap();
     std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
     println!(
-        "upgrade benchmark: {rounds} rounds of {requests} requests, {CONNECTIONS} connections, a new connection per request"
+        "upgrade benchmark: {rounds} rounds of {requests} requests, {CONNECTIONS} connections, a new connection per request and keep-alive"
     );
 
     let mut minimal = Command::new(std::env::current_exe().unwrap())
@@ -168,49 +280,40 @@ fn main() {
         .expect("start the minimal server");
     let minimal_addr = process::listening_addr(&mut minimal);
     let host = Arc::new(Mutex::new(Upgradable::start(&binary)));
-    let addr = host.lock().unwrap().addr;
 
     // Idle: nothing to finish, so the old process's exit is the handover's end.
     let idle: Vec<(f64, f64)> = (0..10).map(|_| host.lock().unwrap().upgrade()).collect();
 
-    let (mut floor, mut plain, mut upgrading, mut busy) = (vec![], vec![], vec![], vec![]);
-    let mut upgrades = 0;
-    for round in 0..rounds {
-        floor.push(load(minimal_addr, requests).requests_per_sec());
-        let without = load(addr, requests);
-        plain.push(without.requests_per_sec());
-        let done = Arc::new(AtomicBool::new(false));
-        let upgrader = {
-            let (host, done) = (host.clone(), done.clone());
-            std::thread::spawn(move || {
-                let mut times = Vec::new();
-                while !done.load(Ordering::Acquire) {
-                    std::thread::sleep(UPGRADE_EVERY);
-                    if !done.load(Ordering::Acquire) {
-                        times.push(host.lock().unwrap().upgrade());
-                    }
-                }
-                times
-            })
-        };
-        let report = load(addr, requests);
-        done.store(true, Ordering::Release);
-        let times = upgrader.join().unwrap();
-        upgrades += times.len();
-        busy.extend(times);
-        upgrading.push(report.requests_per_sec());
-        let p99 = |r: &LoadReport| r.latency.value_at_quantile(0.99) as f64 / 1000.0;
-        println!(
-            "round {}: floor {:.0}/s, host {:.0}/s (p99 {:.2} ms), upgrading {:.0}/s (p99 {:.2} ms, {} upgrades so far)",
-            round + 1,
-            floor[round],
-            plain[round],
-            p99(&without),
-            upgrading[round],
-            p99(&report),
-            busy.len(),
-        );
+    let p99 = |r: &LoadReport| r.latency.value_at_quantile(0.99) as f64 / 1000.0;
+    // Per load kind (a connection per request, keep-alive): requests/s of the
+    // floor, the host, the host upgrading; and the upgrades' times.
+    let mut rates = [[vec![], vec![], vec![]], [vec![], vec![], vec![]]];
+    let mut busy = [vec![], vec![]];
+    for round_number in 1..=rounds {
+        for (kind, close) in [(0, true), (1, false)] {
+            // Keep-alive runs five times the requests, in about the same time.
+            let requests = if close { requests } else { requests * 5 };
+            let (reports, times) = round(&host, minimal_addr, requests, close);
+            for (rate, report) in rates[kind].iter_mut().zip(&reports) {
+                rate.push(report.requests_per_sec());
+            }
+            println!(
+                "round {round_number} {}: floor {:.0}/s, host {:.0}/s (p99 {:.2} ms), upgrading {:.0}/s (p99 {:.2} ms, {} upgrades)",
+                if close { "close     " } else { "keep-alive" },
+                reports[0].requests_per_sec(),
+                reports[1].requests_per_sec(),
+                p99(&reports[1]),
+                reports[2].requests_per_sec(),
+                p99(&reports[2]),
+                times.len(),
+            );
+            busy[kind].extend(times);
+        }
     }
+    let opened: Vec<(usize, Option<(f64, usize)>)> = [10, 1000, 10_000]
+        .into_iter()
+        .map(|open| (open, with_open(&mut host.lock().unwrap(), open)))
+        .collect();
     let _ = minimal.kill();
     let _ = minimal.wait();
     drop(host);
@@ -220,27 +323,50 @@ fn main() {
         median(values.iter().map(pick).collect())
     };
     println!();
-    println!("{:<34} {:>12}", "requests/s (median)", "");
-    println!("{:<34} {:>12.0}", "minimal mio", median(floor.clone()));
-    println!("{:<34} {:>12.0}", "host wasm", median(plain.clone()));
     println!(
-        "{:<34} {:>12.0}",
+        "{:<34} {:>12} {:>12}",
+        "requests/s (median)", "close", "keep-alive"
+    );
+    let rows = [
+        "minimal mio",
+        "host wasm",
         "host wasm, upgrading every 100 ms",
-        median(upgrading.clone())
-    );
-    println!(
-        "ratios: upgrading/plain {:.2}x, plain/floor {:.2}x ({upgrades} upgrades under load, 0 failed requests)",
-        median(upgrading) / median(plain.clone()),
-        median(plain) / median(floor),
-    );
+    ];
+    for (row, name) in rows.iter().enumerate() {
+        println!(
+            "{name:<34} {:>12.0} {:>12.0}",
+            median(rates[0][row].clone()),
+            median(rates[1][row].clone())
+        );
+    }
+    for (kind, name) in [(0, "close"), (1, "keep-alive")] {
+        let [floor, plain, upgrading] = &rates[kind];
+        println!(
+            "ratios, {name}: upgrading/plain {:.2}x, plain/floor {:.2}x ({} upgrades under load, 0 failed requests)",
+            median(upgrading.clone()) / median(plain.clone()),
+            median(plain.clone()) / median(floor.clone()),
+            busy[kind].len(),
+        );
+    }
+    let under_load: Vec<(f64, f64)> = busy.concat();
     println!(
         "SIGUSR2 to the new process serving: {:.1} ms idle, {:.1} ms under load (medians)",
         ms(&idle, |t| t.0),
-        ms(&busy, |t| t.0)
+        ms(&under_load, |t| t.0)
     );
     println!(
         "SIGUSR2 to the old process's exit:  {:.1} ms idle, {:.1} ms under load (medians)",
         ms(&idle, |t| t.1),
-        ms(&busy, |t| t.1)
+        ms(&under_load, |t| t.1)
     );
+    for (open, times) in opened {
+        match times {
+            Some((exit, handed)) => println!(
+                "SIGUSR2 to the old process's exit with {open:>5} open connections: {exit:.1} ms (median of 3, {handed} handed over each time)"
+            ),
+            None => println!(
+                "SIGUSR2 to the old process's exit with {open:>5} open connections: not measured (the open-file limit is lower)"
+            ),
+        }
+    }
 }

@@ -210,9 +210,6 @@ impl Net {
             }
             carried.push((owner, group.snapshot, conns));
         }
-        if self.agenda.with_deadline > 0 {
-            self.next_check = Some(now);
-        }
         Ok(carried)
     }
 }
