@@ -285,7 +285,6 @@ impl Kv {
         let Some(queue) = self.replies.get_mut(&conn) else {
             return;
         };
-        let was_full = queue.len() >= MAX_WAITING;
         let mut out = Vec::new();
         while let Some(Reply::Ready(_)) = queue.front() {
             if let Some(Reply::Ready(bytes)) = queue.pop_front() {
@@ -302,7 +301,10 @@ impl Kv {
         if done && self.finished.remove(&conn).is_some() {
             io.close(conn);
         }
-        if was_full && self.replies.get(&conn).map_or(0, VecDeque::len) < MAX_WAITING / 2 {
+        // Not only when this flush emptied a full queue: the answers that fill it
+        // may come over several calls, each flushing a part (resuming a connection
+        // that is not paused changes nothing).
+        if self.replies.get(&conn).map_or(0, VecDeque::len) < MAX_WAITING / 2 {
             io.resume_reading(conn);
         }
     }
