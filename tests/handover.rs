@@ -11,6 +11,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::upgrade::{
@@ -157,8 +159,8 @@ fn a_request_split_across_an_upgrade_is_answered() {
     let host = start(&binary, &["--guest", "http"]);
     let mut client = host.connect();
     client.write_all(b"GET / HTTP/1.1\r\nHo").unwrap();
-    // A moment for the first half to reach the guest, which holds it, unanswered.
-    std::thread::sleep(Duration::from_millis(200));
+    // The first half reaches the guest, which holds it, unanswered.
+    host.wait_metric("sandsock_read_bytes_total", &[], |n| n >= 18.0, IO_TIMEOUT);
     upgrade(&host, &binary, host.pid(), 0);
     assert_eq!(handed(&host, 0), 1);
     client
@@ -168,6 +170,97 @@ fn a_request_split_across_an_upgrade_is_answered() {
     let mut answer = String::new();
     client.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+}
+
+#[test]
+fn a_guest_using_the_store_finds_its_values_on_the_same_connection() {
+    let binary = installed_binary("handover-store");
+    let host = start(&binary, &["--guest", "kv", "--store", "memory"]);
+    let mut client = BufReader::new(host.connect());
+    let mut old = host.pid();
+    for index in 0..3 {
+        assert_eq!(
+            ask(&mut client, &format!("SET k{index} v{index}\n")),
+            "OK\n"
+        );
+        old = upgrade(&host, &binary, old, index);
+        assert_eq!(handed(&host, index), 1);
+        for seen in 0..=index {
+            assert_eq!(
+                ask(&mut client, &format!("GET k{seen}\n")),
+                format!("VALUE v{seen}\n"),
+                "after upgrade {index}"
+            );
+        }
+    }
+}
+
+#[test]
+fn pipelined_store_writes_lose_nothing_across_three_upgrades() {
+    let binary = installed_binary("handover-pipelined");
+    let host = start(&binary, &["--guest", "kv", "--store", "memory"]);
+    let client = host.connect();
+    // One writer sends SETs without waiting for their answers (up to 1,000 ahead,
+    // under the store's bound on operations in flight) while the upgrades happen:
+    // each handover finds operations in flight, answers on their way, and requests
+    // half read.
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (mut stream, stop) = (client.try_clone().unwrap(), stop.clone());
+        let answered = answered.clone();
+        std::thread::spawn(move || {
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                if sent - answered.load(Ordering::Acquire) > 1000 {
+                    std::thread::yield_now();
+                    continue;
+                }
+                let batch: String = (sent..sent + 100)
+                    .map(|i| format!("SET k{i} v{i}\n"))
+                    .collect();
+                stream.write_all(batch.as_bytes()).unwrap();
+                sent += 100;
+            }
+            stream.shutdown(Shutdown::Write).unwrap();
+            sent
+        })
+    };
+    // Every answer in order, or what went wrong after how many.
+    let reader = std::thread::spawn(move || {
+        let mut lines = BufReader::new(client);
+        let mut oks = 0u64;
+        let mut line = String::new();
+        loop {
+            match lines.read_line(&mut line) {
+                Ok(0) => return Ok(oks),
+                Ok(_) if line == "OK\n" => {
+                    oks += 1;
+                    answered.store(oks, Ordering::Release);
+                }
+                Ok(_) => return Err(format!("{line:?} after {oks} answers")),
+                Err(e) => return Err(format!("{e} after {oks} answers")),
+            }
+            line.clear();
+        }
+    });
+    let mut old = host.pid();
+    for index in 0..3 {
+        std::thread::sleep(Duration::from_millis(100));
+        old = upgrade(&host, &binary, old, index);
+    }
+    stop.store(true, Ordering::Release);
+    let sent = writer.join().unwrap();
+    // The guest closes the connection once it has answered every SET.
+    let oks = reader.join().unwrap();
+    assert_eq!(oks, Ok(sent), "every SET answered once\n{}", host.log());
+    let mut check = BufReader::new(host.connect());
+    for i in (0..sent).step_by(97).chain([sent - 1]) {
+        assert_eq!(
+            ask(&mut check, &format!("GET k{i}\n")),
+            format!("VALUE v{i}\n")
+        );
+    }
 }
 
 #[test]
@@ -286,4 +379,78 @@ fn a_new_process_killed_in_the_middle_leaves_every_connection_with_the_old_one()
     // And it accepts again.
     let mut fresh = BufReader::new(host.connect());
     assert_eq!(ask(&mut fresh, "new\n"), "new\n");
+}
+
+#[test]
+fn a_new_process_whose_open_file_limit_is_too_low_takes_nothing() {
+    raise_open_file_limit();
+    let binary = installed_binary("handover-nofile");
+    let host = start(&binary, &["--guest", "echo"]);
+    let mut clients = open_echo_connections(&host, 300);
+    // The next version runs under a limit of 200 open files (a unit's LimitNOFILE=,
+    // say): it must refuse the 300 connections before it takes any.
+    let real = binary.with_file_name("host.real");
+    std::fs::copy(common::host_bin(), &real).unwrap();
+    let script = binary.with_extension("script");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nulimit -n 200\nexec {} \"$@\"\n", real.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&script, &binary).unwrap();
+    host.signal(libc::SIGUSR2);
+    let line = nth_line(&host, "upgrade failed", 0);
+    assert!(
+        line.contains("300 connections are handed over and this process may open 200 files"),
+        "{line}"
+    );
+    assert!(
+        host.log()
+            .contains("the new process did not take the connections; this process keeps all 300"),
+        "{}",
+        host.log()
+    );
+    for (i, client) in clients.iter_mut().enumerate() {
+        let line = format!("kept {i}\n");
+        assert_eq!(ask(client, &line), line, "connection {i}");
+    }
+}
+
+#[test]
+fn with_upgrade_drain_nothing_moves_and_the_old_process_keeps_to_the_drain_timeout() {
+    let binary = installed_binary("handover-drain");
+    let host = start(
+        &binary,
+        &[
+            "--guest",
+            "echo",
+            "--upgrade",
+            "drain",
+            "--drain-timeout",
+            "1s",
+            "--shutdown-timeout",
+            "30s",
+        ],
+    );
+    let mut idle = BufReader::new(host.connect());
+    assert_eq!(ask(&mut idle, "hello\n"), "hello\n");
+    upgrade(&host, &binary, host.pid(), 0);
+    let log = host.log();
+    assert!(
+        log.contains("upgrade: the new process serves; this one finishes its connections"),
+        "{log}"
+    );
+    assert!(!log.contains("upgrade: the new process took"), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("shutting down: no new connections") && l.contains("timeout=1s")),
+        "the drain is bounded by --drain-timeout:\n{log}"
+    );
+    // The echo guest keeps an idle connection open at a shutdown: the old process
+    // closes it at the drain timeout, having exited.
+    let mut rest = Vec::new();
+    idle.get_mut().set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    idle.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
 }

@@ -213,15 +213,14 @@ fn with_open(host: &mut Upgradable, open: usize) -> Option<(f64, usize)> {
     // Every connection accepted before the first upgrade: the first counts them.
     std::thread::sleep(Duration::from_millis(200 + open as u64 / 20));
     let mut exits = Vec::new();
-    let mut handed = 0;
     for _ in 0..3 {
-        let ((_, exit), count) = host.upgrade_counting();
+        let ((_, exit), handed) = host.upgrade_counting();
+        assert_eq!(handed, open, "every open connection handed over");
         exits.push(exit);
-        handed = count;
     }
     drop(conns);
     std::thread::sleep(Duration::from_millis(200 + open as u64 / 20));
-    Some((median(exits), handed))
+    Some((median(exits), open))
 }
 
 /// One round of each load: (floor, host, host upgrading every 100 ms), requests/s

@@ -391,7 +391,7 @@ pub struct ServeArgs {
     /// --swap drain: close what old generations hold after.
     ///
     /// With --swap drain: close what an old generation still holds after this long
-    /// (default: never).
+    /// (default: never). With --upgrade drain, the old process's connections too.
     #[arg(help_heading = "Swaps and canary", long, value_name = "DUR")]
     pub drain_timeout: Option<Dur>,
 

@@ -140,7 +140,7 @@ fn serve_with(
             if let Some(predecessor) = predecessor.as_deref_mut() {
                 let carried = predecessor.ready(workers)?;
                 serving.took_over(&upgrades, predecessor, &carried);
-                adopt(&mut loops, carried.parcels)?;
+                adopt(&mut loops, carried.parcels, Some(predecessor))?;
             }
             serving.predecessor = predecessor;
             let extras = Extras::default();
@@ -267,7 +267,11 @@ fn serve_with(
         event_loop.handler_mut().set_store(link);
     }
     // With its store, each worker's guest takes over what the old process's held.
-    adopt(&mut loops, carried.parcels)?;
+    adopt(
+        &mut loops,
+        carried.parcels,
+        serving.predecessor.as_deref_mut(),
+    )?;
     let extras = Extras {
         reloader,
         store: Some(stores),
@@ -374,11 +378,25 @@ impl LoopSettings<'_> {
 fn adopt<H: EventHandler>(
     loops: &mut [EventLoop<H>],
     parcels: Vec<(crate::sockets::parcel::Parcel, Vec<std::os::fd::OwnedFd>)>,
+    predecessor: Option<&mut Predecessor>,
 ) -> Result<()> {
+    if parcels.is_empty() {
+        return Ok(());
+    }
+    // Every connection in place (in its loop's table and epoll) before the old
+    // process lets them go: what fails until then leaves them all with it.
+    let carried: usize = parcels.iter().map(|(parcel, _)| parcel.conns.len()).sum();
+    let mut groups = Vec::with_capacity(loops.len());
+    for (event_loop, (parcel, fds)) in loops.iter_mut().zip(parcels) {
+        groups.push(event_loop.unpack(parcel, fds)?);
+    }
+    if let Some(predecessor) = predecessor {
+        predecessor.taken(carried)?;
+    }
     let workers = loops.len();
-    for (worker, (event_loop, (parcel, fds))) in loops.iter_mut().zip(parcels).enumerate() {
+    for (worker, (event_loop, groups)) in loops.iter_mut().zip(groups).enumerate() {
         let _in_worker = worker_span(worker, workers).entered();
-        event_loop.adopt(parcel, fds)?;
+        event_loop.adopt(groups);
     }
     Ok(())
 }

@@ -160,6 +160,13 @@ impl Instance {
         !self.store.data().store.mail.is_empty()
     }
 
+    /// Whether it waits for the store: operations it sent not answered yet, or
+    /// answers and messages not yet given to it.
+    pub fn awaits_store(&self) -> bool {
+        let session = &self.store.data().store;
+        session.in_flight > 0 || !session.mail.is_empty()
+    }
+
     /// Starts or stops recording what it does with the store (the serving
     /// instance, while a canary runs).
     pub fn record_store(&mut self, on: bool) {

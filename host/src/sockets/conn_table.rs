@@ -141,6 +141,9 @@ impl<T> ConnTable<T> {
                 generations.len()
             ));
         }
+        if let Some(bad) = generations.iter().find(|&&g| g > MAX_GENERATION) {
+            return Err(format!("a slot of generation {bad}, past the last"));
+        }
         let mut slots: Vec<Slot<T>> = generations
             .iter()
             .map(|&generation| Slot {

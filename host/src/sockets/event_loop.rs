@@ -33,7 +33,7 @@ use super::batch::Batch;
 use super::capacity::Capacity;
 use super::connection::Phase;
 use super::events::Event;
-use super::handler::EventHandler;
+use super::handler::{CarriedGroup, EventHandler};
 use super::listener::Listener;
 use super::net::{Lingering, Net};
 use super::owners::Owner;
@@ -54,6 +54,13 @@ const EVENTS_PER_POLL: usize = 1024;
 /// whose request is on its way would otherwise lose it. nginx closes such
 /// connections at once.
 const FIRST_BYTES_GRACE: Duration = Duration::from_secs(1);
+/// How long a loop asked for its connections may take to settle (see
+/// [`HandoverOrder`]): store answers come within milliseconds, or within
+/// `--store-timeout` from a server in trouble, when the upgrade had better wait.
+const SETTLE_WAIT: Duration = Duration::from_secs(1);
+/// The most unsent bytes a loop hands over: past it (a thousand slow readers each
+/// with a full `--max-buffer`), the upgrade fails rather than copy them all.
+const MAX_CARRIED_BYTES: u64 = 256 << 20;
 /// After an accept failure (out of file descriptors, say), the listener is retried
 /// this soon: with edge-triggered readiness no new edge may come for the queue.
 const ACCEPT_RETRY: Duration = Duration::from_millis(10);
@@ -76,17 +83,20 @@ pub struct Remote {
     stop_within: Arc<AtomicU64>,
 }
 
-/// An upgrade asks a loop for its connections: the loop packs them at the end of
-/// a turn, sends them on `parcels`, and waits, frozen, for the verdict: `true`,
-/// the new process has them (they leave this loop, which then shuts down);
-/// anything else (`false`, or the sender dropped: the upgrade failed), the loop
-/// goes on with them as if nothing had happened.
+/// An upgrade asks a loop for its connections. The loop first settles: it stops
+/// giving its guests input, and runs on until no guest waits for the store (an
+/// answer on its way would be lost with the old process), for [`SETTLE_WAIT`] at
+/// most (or it refuses). Then, at the end of a turn, it packs them, sends them on
+/// `parcels`, and waits, frozen, for the verdict: `true`, the new process has them
+/// (they leave this loop, which then shuts down); anything else (`false`, or the
+/// sender dropped: the upgrade failed), the loop goes on with them as if nothing
+/// had happened.
 #[derive(Debug)]
 pub struct HandoverOrder {
     /// The loop's worker number, which the parcel carries back.
     pub worker: usize,
-    /// Where the packed connections go (the upgrade's supervisor).
-    pub parcels: mpsc::Sender<Bundle>,
+    /// Where the packed connections go (the upgrade's supervisor), or why not.
+    pub parcels: mpsc::Sender<Result<Bundle, String>>,
     /// The upgrade's verdict.
     pub verdict: mpsc::Receiver<bool>,
 }
@@ -181,6 +191,9 @@ pub struct EventLoop<H> {
     refused: RateLimit,
     /// Where the loop publishes its counters once per turn, with `--admin`.
     published: Option<Arc<Published>>,
+    /// An upgrade's request for the connections, while the loop settles, and when
+    /// it gives up settling.
+    settling: Option<(HandoverOrder, Instant)>,
 }
 
 impl<H: EventHandler> EventLoop<H> {
@@ -239,6 +252,7 @@ impl<H: EventHandler> EventLoop<H> {
             paused: false,
             refused: RateLimit::new(Duration::from_secs(1)),
             published: None,
+            settling: None,
         })
     }
 
@@ -329,7 +343,6 @@ impl<H: EventHandler> EventLoop<H> {
             }
         }
         let mut woken = false;
-        let mut handover = None;
         for event in self.events.iter() {
             match event.token() {
                 WAKER => woken = true,
@@ -375,10 +388,12 @@ impl<H: EventHandler> EventLoop<H> {
                 self.pause(paused);
             }
             // Dropped during a shutdown: the upgrade fails, and nothing moves.
-            handover = self
-                .remote
-                .take_handover()
-                .filter(|_| self.stopping.is_none());
+            if let Some(order) = self.remote.take_handover()
+                && self.stopping.is_none()
+            {
+                self.net.hold_input(true);
+                self.settling = Some((order, Instant::now() + SETTLE_WAIT));
+            }
             self.handler.on_wake(&mut self.net);
         }
 
@@ -399,8 +414,20 @@ impl<H: EventHandler> EventLoop<H> {
             self.tell_guest();
         }
         // At the end of a turn: every call is over, nothing is half done.
-        if let Some(order) = handover {
-            self.hand_over(order);
+        if let Some((_, by)) = &self.settling
+            && (!self.handler.owes() || Instant::now() >= *by)
+        {
+            let (order, _) = self.settling.take().expect("settling");
+            self.net.hold_input(false);
+            if self.handler.owes() {
+                let why = format!(
+                    "worker {}'s guests still waited for the store after {SETTLE_WAIT:?}; nothing was handed over",
+                    order.worker
+                );
+                let _ = order.parcels.send(Err(why));
+            } else {
+                self.hand_over(order);
+            }
         }
         self.publish();
         Ok(())
@@ -415,6 +442,16 @@ impl<H: EventHandler> EventLoop<H> {
             parcels,
             verdict,
         } = order;
+        let (_, gauges) = self.net.metrics();
+        if gauges.buffered > MAX_CARRIED_BYTES {
+            let why = format!(
+                "worker {worker} holds {} MiB unsent, more than an upgrade carries ({} MiB); nothing was handed over",
+                gauges.buffered >> 20,
+                MAX_CARRIED_BYTES >> 20
+            );
+            let _ = parcels.send(Err(why));
+            return;
+        }
         let mut owners = self.net.carried_owners();
         let snapshots = self.handler.carry_states(&mut owners);
         let mut packed = self.net.pack(&owners, snapshots);
@@ -426,7 +463,7 @@ impl<H: EventHandler> EventLoop<H> {
             fds: std::mem::take(&mut packed.fds),
             kept,
         };
-        if parcels.send(bundle).is_err() {
+        if parcels.send(Ok(bundle)).is_err() {
             return;
         }
         drop(parcels);
@@ -446,21 +483,25 @@ impl<H: EventHandler> EventLoop<H> {
     }
 
     /// Takes in the connections an upgrade's old process handed over for this
-    /// worker (`fds` in the order of `parcel.conns`), and gives them to the guest with
-    /// its state, as a handoff does. Before the loop runs. Returns how many.
-    pub fn adopt(&mut self, parcel: Parcel, fds: Vec<OwnedFd>) -> Result<usize> {
+    /// worker (`fds` in the order of `parcel.conns`): into its table and its epoll,
+    /// under their handles, the guest not told yet (see [`EventLoop::adopt`]).
+    /// Before the loop runs.
+    pub fn unpack(&mut self, parcel: Parcel, fds: Vec<OwnedFd>) -> Result<Vec<CarriedGroup>> {
         let owners: Vec<Owner> = parcel
             .groups
             .iter()
             .map(|_| self.handler.owner_for_new_connection())
             .collect();
-        let count = parcel.conns.len();
-        let groups = self
-            .net
+        self.net
             .unpack(parcel, fds, &owners)
-            .context("cannot take the connections the old process handed over")?;
+            .context("cannot take the connections the old process handed over")
+    }
+
+    /// Gives the guest what [`EventLoop::unpack`] took in: each old instance's
+    /// state, then its connections, as a handoff does. Once the old process has let
+    /// them go.
+    pub fn adopt(&mut self, groups: Vec<CarriedGroup>) {
         self.handler.adopt_carried(groups, &mut self.net);
-        Ok(count)
     }
 
     /// How long the next wait may last: not at all while a connection is still
@@ -474,7 +515,13 @@ impl<H: EventHandler> EventLoop<H> {
         if self.accept_retry {
             wake = Some(wake.map_or(ACCEPT_RETRY, |w| w.min(ACCEPT_RETRY)));
         }
-        let deadlines = [self.stopping, self.telling_guest, self.handler.next_tick()];
+        let settled_by = self.settling.as_ref().map(|(_, by)| *by);
+        let deadlines = [
+            self.stopping,
+            self.telling_guest,
+            self.handler.next_tick(),
+            settled_by,
+        ];
         for deadline in deadlines.into_iter().flatten() {
             let left = deadline.saturating_duration_since(now);
             wake = Some(wake.map_or(left, |w| w.min(left)));

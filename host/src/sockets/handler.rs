@@ -63,6 +63,13 @@ pub trait EventHandler {
         None
     }
 
+    /// Whether a guest waits for something from outside the loop that would be
+    /// lost with this process (a store answer on its way, or one not yet given to
+    /// it): an upgrade's handover waits until none does.
+    fn owes(&self) -> bool {
+        false
+    }
+
     /// An upgrade carries the connections of `owners` to a new process: each one's
     /// state, in order. A handler whose serving instance must carry its state even
     /// with no connection adds it (at the end: its state is restored last). None

@@ -130,25 +130,28 @@ pub struct Flags {
 }
 
 impl Parcel {
-    /// The parcel as bytes.
+    /// The parcel as bytes: the bytes it holds are copied once, into them.
     pub fn encode(mut self) -> Result<Vec<u8>, String> {
-        let mut tail = Vec::new();
+        let mut tail = 0;
         for group in &mut self.groups {
             group.snapshot_len = group.snapshot.as_ref().map(|s| s.len() as u64);
-            if let Some(snapshot) = group.snapshot.take() {
-                tail.extend_from_slice(&snapshot);
-            }
+            tail += group.snapshot.as_ref().map_or(0, Vec::len);
         }
         for conn in &mut self.conns {
             conn.out_len = conn.out.len() as u64;
-            tail.append(&mut conn.out);
+            tail += conn.out.len();
         }
         let record = postcard::to_allocvec(&self).map_err(|e| e.to_string())?;
         let len = u32::try_from(record.len()).map_err(|_| "a parcel past 4 GiB".to_string())?;
-        let mut bytes = Vec::with_capacity(4 + record.len() + tail.len());
+        let mut bytes = Vec::with_capacity(4 + record.len() + tail);
         bytes.extend_from_slice(&len.to_le_bytes());
         bytes.extend_from_slice(&record);
-        bytes.extend_from_slice(&tail);
+        for snapshot in self.groups.iter().filter_map(|g| g.snapshot.as_deref()) {
+            bytes.extend_from_slice(snapshot);
+        }
+        for conn in &self.conns {
+            bytes.extend_from_slice(&conn.out);
+        }
         Ok(bytes)
     }
 

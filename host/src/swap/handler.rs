@@ -219,6 +219,15 @@ impl EventHandler for WasmHandler {
             .min()
     }
 
+    fn owes(&self) -> bool {
+        !self.mail_left.is_empty()
+            || self
+                .store
+                .as_ref()
+                .is_some_and(|link| link.inbox().has_pending())
+            || self.generations.tenants.await_store()
+    }
+
     fn carry_states(&mut self, owners: &mut Vec<Owner>) -> Vec<Option<Vec<u8>>> {
         self.generations.carry_states(owners)
     }

@@ -194,6 +194,13 @@ impl Tenants {
         self.backoff.ready(Instant::now())
     }
 
+    /// Whether any instance waits for the store (see [`Instance::awaits_store`]).
+    pub fn await_store(&self) -> bool {
+        self.records
+            .values()
+            .any(|tenant| tenant.instance.as_ref().is_some_and(Instance::awaits_store))
+    }
+
     /// Whether any owner of `generation` is left.
     pub fn holds(&self, generation: u32) -> bool {
         self.per_generation.get(&generation).is_some_and(|&n| n > 0)

@@ -1,9 +1,11 @@
 //! The old process's side of a binary upgrade ([`Upgrader`]), run by the supervisor:
 //! start the new binary, hand it the listening sockets, and once it is ready, stop
-//! accepting, hand it the memory store, and when it serves, finish the open
-//! connections as at `SIGTERM` and exit. Until the new process serves, this one can
-//! go back to accepting: it still holds every socket (see the module above for what
-//! happens to a new process that failed before or after go).
+//! accepting and hand it the memory store and (`--upgrade handover`) the open plain
+//! connections; then finish what stays (TLS connections; with `--upgrade drain`,
+//! every connection) as at `SIGTERM` and exit. Until the new process serves (drain)
+//! or this one lets the connections go (handover), this one can go back to
+//! accepting: it still holds every socket (see the module above for what happens to
+//! a new process that failed on the way).
 
 use std::io::ErrorKind;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -27,8 +29,9 @@ use crate::shared::metrics::millis;
 use crate::sockets::event_loop::{Bundle, HandoverOrder, Remote};
 use crate::store::Stores;
 
-/// How long the new process has, after go, to say it serves: it only restores a
-/// memory store and starts its threads in that time.
+/// How long the new process has, after go, to say it serves (drain) or that it
+/// took the connections (handover): it only restores a memory store, takes the
+/// connections and starts its threads in that time.
 const SERVING_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a new process that closed its link is waited for, to report how it
 /// ended.
@@ -36,12 +39,13 @@ const EXIT_WAIT: Duration = Duration::from_secs(2);
 /// How long one read or write on the link may block the supervisor: the new
 /// process reads and writes whole frames as soon as it can.
 const LINK_TIMEOUT: Duration = Duration::from_secs(5);
-/// The handover's version: a new process that speaks another refuses it, in one
-/// line. 2 carries connections; a process of 2 takes over from one of 1 (which
-/// drains).
+/// The handover's version: a new process that speaks another version refuses it,
+/// in one line. 2 carries connections; a process of 2 takes over from one of 1
+/// (which drains), never the other way round.
 pub const PROTOCOL: u64 = 2;
-/// How long the loops may take to pack their connections: a turn, at most a guest
-/// call's `--event-timeout`, and a snapshot call per instance.
+/// How long the loops may take to pack their connections: the settling (see
+/// `HandoverOrder`), a turn, at most a guest call's `--event-timeout`, and a
+/// snapshot call per instance.
 const PACK_WAIT: Duration = Duration::from_secs(10);
 /// The most a frame from the new process may hold: its words are short.
 const MAX_WORD: usize = 64 * 1024;
@@ -115,14 +119,17 @@ struct Attempt {
     began: Instant,
     /// When the new process said it was ready (and this one stopped accepting).
     ready: Option<Instant>,
+    /// When go (and with it the store and the connections) was sent: the new
+    /// process's time to answer counts from here.
+    go_at: Option<Instant>,
     /// Go was sent with nothing to take over: from then on the new process may
     /// accept connections.
     may_accept: bool,
     /// With a handover under way: each loop's verdict, sent at `Taken` (dropped if
     /// the upgrade fails: the loops keep their connections).
     verdicts: Vec<mpsc::Sender<bool>>,
-    /// Connections handed over, and kept to finish here (TLS).
-    handed: (usize, usize),
+    /// Once the loops packed: connections handed over, and kept to finish here (TLS).
+    handed: Option<(usize, usize)>,
 }
 
 /// What the supervisor should do after an upgrade event.
@@ -248,9 +255,10 @@ impl Upgrader {
             link,
             began,
             ready: None,
+            go_at: None,
             may_accept: false,
             verdicts: Vec::new(),
-            handed: (0, 0),
+            handed: None,
         })
     }
 
@@ -258,9 +266,10 @@ impl Upgrader {
     /// deadline.
     pub fn deadline(&self, ready_timeout: Duration) -> Option<Instant> {
         let attempt = self.attempt.as_ref()?;
-        Some(match attempt.ready {
-            None => attempt.began + ready_timeout,
-            Some(ready) => ready + SERVING_TIMEOUT,
+        Some(match (attempt.ready, attempt.go_at) {
+            (None, _) => attempt.began + ready_timeout,
+            (Some(ready), None) => ready + SERVING_TIMEOUT,
+            (_, Some(go)) => go + SERVING_TIMEOUT,
         })
     }
 
@@ -275,9 +284,14 @@ impl Upgrader {
         if Instant::now() < deadline {
             return;
         }
-        let what = match self.attempt.as_ref().and_then(|a| a.ready) {
-            None => format!("the new process was not ready within {ready_timeout:?}"),
-            Some(_) => format!("the new process did not serve within {SERVING_TIMEOUT:?}"),
+        let what = match self.attempt.as_ref() {
+            Some(attempt) if attempt.ready.is_none() => {
+                format!("the new process was not ready within {ready_timeout:?}")
+            }
+            Some(attempt) if !attempt.verdicts.is_empty() => {
+                format!("the new process did not take the connections within {SERVING_TIMEOUT:?}")
+            }
+            _ => format!("the new process did not serve within {SERVING_TIMEOUT:?}"),
         };
         self.failed(registry, &what);
     }
@@ -315,12 +329,7 @@ impl Upgrader {
                 Outcome::Going
             }
             (true, Kind::Serving) if attempt.verdicts.is_empty() => self.on_serving(registry),
-            (true, Kind::Taken) if !attempt.verdicts.is_empty() => {
-                for verdict in attempt.verdicts.drain(..) {
-                    let _ = verdict.send(true);
-                }
-                self.on_serving(registry)
-            }
+            (true, Kind::Taken) if !attempt.verdicts.is_empty() => self.on_taken(registry),
             (_, Kind::Failed) => {
                 let why = String::from_utf8_lossy(&frame.payload).into_owned();
                 self.failed(registry, &format!("the new process failed: {why}"));
@@ -353,6 +362,18 @@ impl Upgrader {
         while !self.remotes.iter().all(Remote::accepting_paused) && Instant::now() < paused_by {
             std::thread::sleep(Duration::from_micros(200));
         }
+        // Packed first: a loop frozen for the handover writes nothing more to a
+        // memory store, so the snapshot after it holds every write.
+        let bundles = match self.mode {
+            UpgradeMode::Drain => Vec::new(),
+            UpgradeMode::Handover => match self.pack() {
+                Ok(bundles) => bundles,
+                Err(why) => {
+                    self.failed(registry, &why);
+                    return;
+                }
+            },
+        };
         let store = self.store.as_ref().and_then(|s| s.snapshot());
         if let Some(snapshot) = &store
             && snapshot.len() > MAX_FRAME
@@ -364,20 +385,9 @@ impl Upgrader {
             self.failed(registry, &why);
             return;
         }
-        let bundles = match self.mode {
-            UpgradeMode::Drain => Vec::new(),
-            UpgradeMode::Handover => match self.pack() {
-                Ok(bundles) => bundles,
-                Err(why) => {
-                    self.failed(registry, &why);
-                    return;
-                }
-            },
-        };
         let attempt = self.attempt.as_mut().expect("an attempt is under way");
         let connections: usize = bundles.iter().map(|b| b.fds.len()).sum();
         let kept: usize = bundles.iter().map(|b| b.kept).sum();
-        attempt.handed = (connections, kept);
         // What the new process adds its own time to: from the signal to this go,
         // the pause and the snapshot included.
         let go_ms = millis(attempt.began.elapsed());
@@ -396,6 +406,7 @@ impl Upgrader {
                 None => Ok(()),
             })
             .and_then(|()| send_bundles(&mut attempt.link, bundles));
+        attempt.go_at = Some(Instant::now());
         attempt.may_accept = sent.is_ok() && attempt.verdicts.is_empty();
         info!(
             pid = attempt.child.id(),
@@ -423,8 +434,8 @@ impl Upgrader {
         }
     }
 
-    /// Asks every loop for its connections, and waits for them all; the loops wait
-    /// for the verdict (kept in the attempt) from then on.
+    /// Asks every loop for its connections, and waits for them all (or a loop's
+    /// refusal); the loops wait for the verdict (kept in the attempt) from then on.
     fn pack(&mut self) -> Result<Vec<Bundle>, String> {
         let attempt = self.attempt.as_mut().expect("an attempt is under way");
         let (parcels, packed) = mpsc::channel();
@@ -443,7 +454,8 @@ impl Upgrader {
         while bundles.len() < self.remotes.len() {
             let left = deadline.saturating_duration_since(Instant::now());
             match packed.recv_timeout(left) {
-                Ok(bundle) => bundles.push(bundle),
+                Ok(Ok(bundle)) => bundles.push(bundle),
+                Ok(Err(why)) => return Err(why),
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     return Err(format!(
                         "{} of {} workers packed their connections within {PACK_WAIT:?}",
@@ -457,16 +469,37 @@ impl Upgrader {
             }
         }
         bundles.sort_by_key(|b| b.worker);
+        attempt.handed = Some((
+            bundles.iter().map(|b| b.fds.len()).sum(),
+            bundles.iter().map(|b| b.kept).sum(),
+        ));
         Ok(bundles)
     }
 
-    /// The new process serves (drain), or has taken the connections (handover;
-    /// the loops, told, let them go): this one finishes what it keeps and exits.
+    /// The new process has taken every connection and waits for this one to let
+    /// them go: told so, it may touch them; the loops let them go. The one step of
+    /// an upgrade this process cannot take back, and it takes it alone: a new
+    /// process that did not hear it never touched a connection.
+    fn on_taken(&mut self, registry: &Registry) -> Outcome {
+        let attempt = self.attempt.as_mut().expect("an attempt is under way");
+        if let Err(e) = attempt.link.send(Kind::Released, b"", &[]) {
+            let why = format!("the new process took the connections and went away: {e}");
+            self.failed(registry, &why);
+            return Outcome::Going;
+        }
+        for verdict in attempt.verdicts.drain(..) {
+            let _ = verdict.send(true);
+        }
+        self.on_serving(registry)
+    }
+
+    /// The new process serves (drain), or has the connections (handover; the
+    /// loops, told, let them go): this one finishes what it keeps and exits.
     fn on_serving(&mut self, registry: &Registry) -> Outcome {
         let mut attempt = self.attempt.take().expect("an attempt is under way");
         let _ = registry.deregister(&mut SourceFd(&attempt.link.as_fd().as_raw_fd()));
         let pid = attempt.child.id();
-        let (handed, kept) = attempt.handed;
+        let (handed, kept) = attempt.handed.unwrap_or_default();
         if attempt.may_accept {
             info!(
                 pid,
@@ -512,14 +545,13 @@ impl Upgrader {
                     remote.pause_accepting(false);
                 }
             }
-            if !attempt.verdicts.is_empty() {
-                let (handed, _) = attempt.handed;
+            if let (false, Some((handed, _))) = (attempt.verdicts.is_empty(), attempt.handed) {
                 warn!(
                     "upgrade: the new process did not take the connections; this process keeps all {handed}"
                 );
             }
-            // The loops take their connections back (the verdicts dropped) before
-            // they accept again.
+            // The loops keep their connections (the verdicts dropped): each goes on
+            // from where it froze, and accepts again at its next turn.
             attempt.verdicts.clear();
             if !attempt.may_accept {
                 if running {

@@ -46,8 +46,11 @@ pub enum Kind {
     Conns = 7,
     /// Old → new: more sockets of the parcel before.
     Fds = 8,
-    /// New → old: it has every connection handed over; the old process lets them go.
+    /// New → old: it has every connection handed over, and touches none until
+    /// [`Kind::Released`].
     Taken = 9,
+    /// Old → new: the connections are the new process's now; this one lets them go.
+    Released = 10,
 }
 
 impl Kind {
@@ -62,6 +65,7 @@ impl Kind {
             7 => Self::Conns,
             8 => Self::Fds,
             9 => Self::Taken,
+            10 => Self::Released,
             other => return Err(invalid(format!("unknown frame kind {other}"))),
         })
     }

@@ -13,10 +13,12 @@
 //!  --upgrade handover (the default):
 //!    each loop packs its plain connections,
 //!    the guests' snapshots, and waits, frozen
-//!    Conns + Fds, a parcel per worker ────────►  check, take them all
+//!    Conns + Fds, a parcel per worker ────────►  check, take them all, put them in
+//!                                                the loops' tables (untouched)
 //!                                  ◄──────────── Taken
-//!    the loops let them go (TLS ones finish     restore each snapshot, adopt the
-//!    here); exit once those have                connections, start the loops
+//!    Released ────────────────────────────────►  restore each snapshot, adopt the
+//!    the loops let them go (TLS ones finish       connections, start the loops
+//!    here); exit once those have
 //!  --upgrade drain:
 //!                                                start the loops
 //!                                  ◄──────────── Serving
@@ -24,9 +26,12 @@
 //!    exit                                         serves on
 //! ```
 //!
-//! A handover is all or nothing: until `Taken` the old process's loops hold every
-//! connection unchanged (the new process has touched none), and a new process that
-//! fails or dies before it leaves them where they were.
+//! A handover is all or nothing: until `Released` the old process's loops hold every
+//! connection unchanged (the new process touches none before it), and a new process
+//! that fails or dies before it leaves them where they were. `Released` is the one
+//! step the old process cannot take back, and it takes it alone, in its supervisor.
+//! Before packing, each loop settles: its guests hear no input until none waits for
+//! a store answer (which would reach the old process only).
 //!
 //! Until `Go`, the old process can take everything back: if the new one fails to
 //! start, cannot load the guest, dies or says nothing in time, it is stopped, and

@@ -142,8 +142,9 @@ impl Predecessor {
 
     /// Tells the old process the guest is loaded, and waits for it to stop accepting
     /// and hand over the memory store and (one parcel per worker of `workers`) its
-    /// connections, which this process then owns: the old one lets them go. If the
-    /// old process went away meanwhile, this one serves anyway: it holds the sockets.
+    /// connections, which this process touches only after [`Predecessor::taken`].
+    /// If the old process went away meanwhile, this one serves anyway: it holds the
+    /// sockets.
     pub fn ready(&mut self, workers: usize) -> Result<Carried> {
         let Some(link) = self.link.as_mut() else {
             return Ok(Carried::default());
@@ -195,21 +196,9 @@ impl Predecessor {
             }
             let connections = about["connections"].as_u64().unwrap_or(0);
             check_open_files(connections)?;
-            let parcels = (0..parcels)
+            (0..parcels)
                 .map(|worker| take_parcel(link, worker))
-                .collect::<Result<Vec<_>>>()?;
-            link.send(Kind::Taken, b"", &[])
-                .context("cannot tell the old process its connections were taken")?;
-            // The old process has nothing more to hear: it lets them go, and exits
-            // once its TLS connections are done.
-            self.link = None;
-            info!(
-                old = self.pid,
-                connections,
-                took_ms = crate::shared::metrics::millis(at.elapsed()),
-                "upgrade: took the connections of the old process"
-            );
-            parcels
+                .collect::<Result<Vec<_>>>()?
         };
         Ok(Carried {
             store,
@@ -218,6 +207,48 @@ impl Predecessor {
             at: Some(at),
             parcels,
         })
+    }
+
+    /// With connections handed over (`carried` of them, in place in the loops, not
+    /// yet touched): tells the old process this one has them all, and waits for it
+    /// to let them go. From its answer on they are this process's alone; until
+    /// then the old process may still take the upgrade back (an error here: this
+    /// process exits, having touched nothing). If the old process died meanwhile,
+    /// nobody else holds them: this one serves them.
+    pub fn taken(&mut self, carried: usize) -> Result<()> {
+        let Some(link) = self.link.as_mut() else {
+            return Ok(());
+        };
+        let at = std::time::Instant::now();
+        link.send(Kind::Taken, b"", &[])
+            .context("cannot tell the old process its connections were taken")?;
+        match link.recv(MAX_WORD) {
+            Ok(frame) if frame.kind == Kind::Released => {}
+            Ok(frame) => bail!(
+                "the old process sent {:?} where its release belongs",
+                frame.kind
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                if parent_pid() == self.pid {
+                    bail!("the old process gave the upgrade up before it let the connections go");
+                }
+                warn!(
+                    old = self.pid,
+                    "upgrade: the old process went away before it let the connections go; serving them"
+                );
+            }
+            Err(e) => return Err(e).context("no release from the old process"),
+        }
+        // The old process lets them go and exits once its TLS connections are done:
+        // it has nothing more to hear.
+        self.link = None;
+        info!(
+            old = self.pid,
+            connections = carried,
+            released_ms = crate::shared::metrics::millis(at.elapsed()),
+            "upgrade: took the connections of the old process"
+        );
+        Ok(())
     }
 
     /// Tells the old process this one accepts connections now; the link ends.

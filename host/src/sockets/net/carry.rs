@@ -4,7 +4,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Token};
@@ -112,7 +112,9 @@ impl Net {
     /// The new process has the connections `packed` holds: they leave this table
     /// without a word to their peers (out of epoll first: the new process's
     /// descriptors keep the sockets, and epoll watches a socket, not a descriptor),
-    /// and the timers of the owners in `owners` are disarmed.
+    /// and the timers of the owners in `owners` that hold nothing here any more are
+    /// disarmed (they went with the state; one still holding TLS connections keeps
+    /// its own for them).
     pub fn release_packed(&mut self, packed: Packed, owners: &[Owner]) {
         for &slot in &packed.slots {
             if let (Some(registry), Some(conn)) = (&self.registry, self.conns.slot_mut(slot)) {
@@ -121,8 +123,10 @@ impl Net {
             self.remove(slot);
         }
         for &owner in owners {
-            let disarmed = self.timers.clear_owner(owner);
-            self.owners.timers_gone(owner, disarmed);
+            if self.owners.get(owner).conns == 0 {
+                let disarmed = self.timers.clear_owner(owner);
+                self.owners.timers_gone(owner, disarmed);
+            }
         }
     }
 
@@ -141,11 +145,18 @@ impl Net {
             groups,
             conns,
         } = parcel;
-        if fds.len() != conns.len() || owners.len() != groups.len() {
+        if fds.len() != conns.len() {
             return Err(io::Error::other(format!(
                 "{} connections came with {} sockets",
                 conns.len(),
                 fds.len()
+            )));
+        }
+        if owners.len() != groups.len() {
+            return Err(io::Error::other(format!(
+                "{} owners for {} groups of connections",
+                owners.len(),
+                groups.len()
             )));
         }
         let now = Instant::now();
@@ -167,14 +178,16 @@ impl Net {
             if let Some(group) = carried.group {
                 by_group[group as usize].push(carried.id);
             }
+            // A deadline is seconds away; one that cannot be (a damaged parcel) is now.
+            let after = |left: Duration| now.checked_add(left).unwrap_or(now);
             let phase = match carried.phase {
                 CarriedPhase::Open => Phase::Open,
                 CarriedPhase::Connecting(left) => Phase::Connecting {
-                    deadline: now + left,
+                    deadline: after(left),
                 },
                 CarriedPhase::Failed(code) => Phase::Failed(error_of(code)),
                 CarriedPhase::Closing(left) => Phase::Closing {
-                    deadline: now + left,
+                    deadline: after(left),
                 },
             };
             let place = self.capacity.take_anyway();

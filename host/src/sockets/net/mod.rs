@@ -85,6 +85,8 @@ pub struct Net {
     /// While a canary runs: what the serving generation reads and writes on the
     /// connections it samples.
     tapes: Option<Box<Tapes>>,
+    /// While an upgrade's handover settles: the guests hear of no input.
+    holding_input: bool,
 }
 
 /// What the loop must come back to: the connections with something to report, and
@@ -187,6 +189,13 @@ impl Net {
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Stops reporting input to the guests (`true`), or starts again: while an
+    /// upgrade's handover settles, no new request starts. The input waits in the
+    /// sockets, and the connections stay readable.
+    pub fn hold_input(&mut self, hold: bool) {
+        self.holding_input = hold;
     }
 
     /// Connections this loop holds, the closing ones included.

@@ -117,7 +117,7 @@ impl Net {
             if std::mem::take(&mut conn.announce_connected) {
                 batch.push(owner, Event::Connected(conn.id));
             }
-            let readable = conn.read_ready();
+            let readable = !self.holding_input && conn.read_ready();
             let writable = conn.write_ready(max_buffer);
             if readable {
                 batch.push(owner, Event::Readable(conn.id));
