@@ -195,6 +195,15 @@ fn a_guest_using_the_store_finds_its_values_on_the_same_connection() {
     }
 }
 
+/// Sets its flag when dropped, a panic's unwinding included.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
 #[test]
 fn pipelined_store_writes_lose_nothing_across_three_upgrades() {
     let binary = installed_binary("handover-pipelined");
@@ -213,7 +222,7 @@ fn pipelined_store_writes_lose_nothing_across_three_upgrades() {
             let mut sent = 0u64;
             while !stop.load(Ordering::Acquire) {
                 if sent - answered.load(Ordering::Acquire) > 1000 {
-                    std::thread::yield_now();
+                    std::thread::sleep(Duration::from_millis(1));
                     continue;
                 }
                 let batch: String = (sent..sent + 100)
@@ -244,12 +253,14 @@ fn pipelined_store_writes_lose_nothing_across_three_upgrades() {
             line.clear();
         }
     });
+    // The writer stops however this test ends.
+    let stopping = StopOnDrop(stop);
     let mut old = host.pid();
     for index in 0..3 {
         std::thread::sleep(Duration::from_millis(100));
         old = upgrade(&host, &binary, old, index);
     }
-    stop.store(true, Ordering::Release);
+    drop(stopping);
     let sent = writer.join().unwrap();
     // The guest closes the connection once it has answered every SET.
     let oks = reader.join().unwrap();

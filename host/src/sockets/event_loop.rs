@@ -58,8 +58,9 @@ const FIRST_BYTES_GRACE: Duration = Duration::from_secs(1);
 /// [`HandoverOrder`]): store answers come within milliseconds, or within
 /// `--store-timeout` from a server in trouble, when the upgrade had better wait.
 const SETTLE_WAIT: Duration = Duration::from_secs(1);
-/// The most unsent bytes a loop hands over: past it (a thousand slow readers each
-/// with a full `--max-buffer`), the upgrade fails rather than copy them all.
+/// The most unsent bytes a loop may hold (its TLS connections' included) when it
+/// hands over: past it (a thousand slow readers each with a full `--max-buffer`),
+/// the upgrade fails rather than copy them all.
 const MAX_CARRIED_BYTES: u64 = 256 << 20;
 /// After an accept failure (out of file descriptors, say), the listener is retried
 /// this soon: with edge-triggered readiness no new edge may come for the queue.
@@ -560,6 +561,11 @@ impl<H: EventHandler> EventLoop<H> {
     /// Stops accepting, tells the guest, and gives the open connections until the
     /// shutdown timeout to finish.
     fn begin_shutdown(&mut self) {
+        // An upgrade's handover still settling is given up: its supervisor has
+        // failed it already, or is shutting down.
+        if self.settling.take().is_some() {
+            self.net.hold_input(false);
+        }
         let limit = match self.remote.stop_within.load(Ordering::Acquire) {
             u64::MAX => self.shutdown_timeout,
             ms => self.shutdown_timeout.min(Duration::from_millis(ms)),

@@ -422,9 +422,17 @@ impl Upgrader {
             }
         );
         if let Err(e) = sent {
-            // A write that fails is, most of the time, a new process that died.
+            // A write that fails is, most of the time, a new process that ended,
+            // perhaps saying why first (its limit on open files, say).
             let ended = match exit_status(&mut attempt.child) {
-                Some(status) => format!(" (it ended: {status})"),
+                Some(status) => match attempt.link.recv(MAX_WORD) {
+                    Ok(frame) if frame.kind == Kind::Failed => {
+                        let why = String::from_utf8_lossy(&frame.payload).into_owned();
+                        self.failed(registry, &format!("the new process failed: {why}"));
+                        return;
+                    }
+                    _ => format!(" (it ended: {status})"),
+                },
                 None => String::new(),
             };
             self.failed(

@@ -9,35 +9,41 @@
 //!    (goes on serving)                            load the guest (cache or compile)
 //!                                  ◄──────────── Ready
 //!    stop accepting (queues fill, nothing is
-//!    refused); Go + the memory store ─────────►  open the store
+//!    refused)
 //!  --upgrade handover (the default):
-//!    each loop packs its plain connections,
-//!    the guests' snapshots, and waits, frozen
-//!    Conns + Fds, a parcel per worker ────────►  check, take them all, put them in
-//!                                                the loops' tables (untouched)
+//!    each loop settles (no input to the
+//!    guests until no store answer is owed),
+//!    packs its plain connections and the
+//!    guests' snapshots, and waits, frozen
+//!    Go + the memory store, then a parcel
+//!    per worker (Conns + Fds) ────────────────►  open the store; check the connections,
+//!                                                put them in the loops' tables (untouched)
 //!                                  ◄──────────── Taken
 //!    Released ────────────────────────────────►  restore each snapshot, adopt the
 //!    the loops let them go (TLS ones finish       connections, start the loops
 //!    here); exit once those have
 //!  --upgrade drain:
-//!                                                start the loops
+//!    Go + the memory store ───────────────────►  open the store, start the loops
 //!                                  ◄──────────── Serving
 //!    finish open connections as at SIGTERM;
 //!    exit                                         serves on
 //! ```
 //!
-//! A handover is all or nothing: until `Released` the old process's loops hold every
-//! connection unchanged (the new process touches none before it), and a new process
-//! that fails or dies before it leaves them where they were. `Released` is the one
-//! step the old process cannot take back, and it takes it alone, in its supervisor.
-//! Before packing, each loop settles: its guests hear no input until none waits for
-//! a store answer (which would reach the old process only).
-//!
 //! Until `Go`, the old process can take everything back: if the new one fails to
 //! start, cannot load the guest, dies or says nothing in time, it is stopped, and
-//! the old one accepts again and says why. After `Go` the new one may accept
-//! already: if it does not say `Serving` in time, the old one accepts again and
-//! asks it to finish what it took (SIGTERM) rather than killing it.
+//! the old one accepts again and says why.
+//!
+//! With a handover, that holds until `Released`: the old process's loops hold every
+//! connection unchanged (the new process touches none before it, and accepts
+//! nothing), so a new process that fails, dies, or says nothing in time is killed
+//! and leaves them where they were. `Released` is the one step the old process
+//! cannot take back, and it takes it alone, in its supervisor. The loops stay
+//! frozen from packing to `Released`, the memory store's snapshot and its passage
+//! included: milliseconds for small stores, more for one of hundreds of MiB.
+//!
+//! With a drain, the new process may accept as soon as it has `Go`: if it does
+//! not say `Serving` in time, the old one accepts again and asks it to finish what
+//! it took (SIGTERM) rather than killing it.
 //!
 //! The new process is started with `fork` and `exec` (std's spawn, with a
 //! `pre_exec` that puts the link on fd 3): the fork copies the page tables of a

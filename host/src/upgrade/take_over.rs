@@ -1,6 +1,8 @@
 //! The new process's side of a binary upgrade ([`Predecessor`]): take the listening
-//! sockets from the old process, say when the guest is loaded, take the memory store,
-//! and say when it serves. Until it serves, the old process does.
+//! sockets from the old process, say when the guest is loaded, take the memory store
+//! and (handover) the connections, which it puts in place and touches only once the
+//! old process has released them (`Taken`, then `Released`); and (drain) say when it
+//! serves. Until then, the old process does.
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::Duration;
@@ -25,6 +27,9 @@ const MAX_WORD: usize = 64 * 1024;
 const SPARE_FILES: u64 = 64;
 /// The oldest handover protocol this binary takes over from (1 drains).
 const OLDEST_PROTOCOL: u64 = 1;
+/// How long a new process whose link ended waits to see its parent change (the
+/// old process died) before it takes the end for the old process's choice.
+const REPARENT_WAIT: Duration = Duration::from_secs(1);
 
 /// The link to the old process, in a process an upgrade started.
 #[derive(Debug)]
@@ -154,10 +159,10 @@ impl Predecessor {
         let go = match link.recv(MAX_WORD) {
             Ok(frame) if frame.kind == Kind::Go => frame,
             Ok(frame) => bail!("the old process sent {:?} where go belongs", frame.kind),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Err(e) if ended(&e) => {
                 // Its parent still being the old process, the old process gave the
                 // upgrade up (and serves on); otherwise it died, and this one serves.
-                if parent_pid() == self.pid {
+                if self.old_lives() {
                     bail!("the old process gave the upgrade up before it handed over");
                 }
                 warn!(
@@ -228,8 +233,10 @@ impl Predecessor {
                 "the old process sent {:?} where its release belongs",
                 frame.kind
             ),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                if parent_pid() == self.pid {
+            Err(e) if ended(&e) => {
+                // The old process gives up only by killing this one first: alive
+                // here, it died, and nobody else holds the connections.
+                if self.old_lives() {
                     bail!("the old process gave the upgrade up before it let the connections go");
                 }
                 warn!(
@@ -324,6 +331,31 @@ fn check_open_files(connections: u64) -> Result<()> {
         );
     }
     Ok(())
+}
+
+impl Predecessor {
+    /// Whether the old process still lives, once its link has ended: a process
+    /// that dies closes its descriptors before this one is given a new parent, so
+    /// the parent is looked at for a moment before it is believed.
+    fn old_lives(&self) -> bool {
+        let deadline = std::time::Instant::now() + REPARENT_WAIT;
+        while parent_pid() == self.pid {
+            if std::time::Instant::now() >= deadline {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+}
+
+/// Whether a read's error means the link ended: its end, or a reset when the old
+/// process died with bytes of this one's unread.
+fn ended(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+    )
 }
 
 /// This process's parent (0 when it has none).

@@ -196,6 +196,22 @@ impl Net {
     /// sockets, and the connections stay readable.
     pub fn hold_input(&mut self, hold: bool) {
         self.holding_input = hold;
+        if hold {
+            return;
+        }
+        // A connection whose input came while it was held left the ready list
+        // still readable, and no new edge may come for it: back on the list.
+        let held: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| conn.read_ready() && !conn.queued)
+            .map(|(slot, _)| slot)
+            .collect();
+        for slot in held {
+            if let Some(conn) = self.conns.slot_mut(slot) {
+                self.agenda.enqueue(conn);
+            }
+        }
     }
 
     /// Connections this loop holds, the closing ones included.
