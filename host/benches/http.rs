@@ -1,5 +1,7 @@
 //! What the sandbox costs, against the floor: a minimal plain-mio HTTP server (written
-//! for this benchmark, `minimal_http.rs`), the host running the same HTTP logic
+//! for this benchmark, `minimal_http.rs`) and the same server on io_uring
+//! (`minimal_uring.rs`: the floor below epoll's, where the kernel allows a ring; the
+//! row is left out, saying why, where it does not), the host running the same HTTP logic
 //! natively (`--native http`, the same event loop), and the `http` guest (shared
 //! isolation, with `--admin` publishing metrics, an instance per connection, two
 //! workers, and over TLS with a certificate made for the run), and one raw handler
@@ -19,6 +21,8 @@
 
 #[path = "minimal_http.rs"]
 mod minimal_http;
+#[path = "minimal_uring.rs"]
+mod minimal_uring;
 #[path = "process.rs"]
 mod process;
 
@@ -35,6 +39,7 @@ const WARM_UP_REQUESTS: u64 = 20_000;
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Server {
     Minimal,
+    MinimalUring,
     Native,
     Wasm,
     WasmAdmin,
@@ -50,8 +55,9 @@ enum Server {
 }
 
 /// The servers of each round; the TLS row stays last.
-const SERVERS: [Server; 10] = [
+const SERVERS: [Server; 11] = [
     Server::Minimal,
+    Server::MinimalUring,
     Server::Native,
     Server::Wasm,
     Server::WasmAdmin,
@@ -105,6 +111,7 @@ impl Server {
     fn name(self) -> &'static str {
         match self {
             Server::Minimal => "minimal mio",
+            Server::MinimalUring => "minimal io_uring",
             Server::Native => "host --native",
             Server::Wasm => "host wasm",
             Server::WasmAdmin => "host wasm, --admin",
@@ -120,7 +127,7 @@ impl Server {
     fn host_args(self, tls: &TlsFiles) -> Vec<&str> {
         let listen = ["--listen", "127.0.0.1:0"];
         let args: &[&str] = match self {
-            Server::Minimal => &[],
+            Server::Minimal | Server::MinimalUring => &[],
             Server::Native => &["--native", "http"],
             Server::Wasm => &["--guest", "http"],
             Server::WasmAdmin => &["--guest", "http", "--admin", "127.0.0.1:0"],
@@ -175,6 +182,9 @@ fn main() {
     if let Ok(addr) = std::env::var(minimal_http::SERVE_AT) {
         minimal_http::serve(addr.parse().expect("the minimal server's address"));
     }
+    if let Ok(addr) = std::env::var(minimal_uring::SERVE_AT) {
+        minimal_uring::serve(addr.parse().expect("the minimal server's address"));
+    }
     let flags: Vec<String> = std::env::args().skip(1).collect();
     let mut numbers = flags.iter().filter(|a| !a.starts_with("--"));
     let rounds: usize = numbers.next().and_then(|a| a.parse().ok()).unwrap_or(9);
@@ -203,21 +213,31 @@ fn main() {
         }
     );
     let tls = TlsFiles::make();
+    let servers: Vec<Server> = match minimal_uring::probe() {
+        Ok(()) => SERVERS.to_vec(),
+        Err(e) => {
+            println!("no io_uring row: this kernel (or its seccomp filter) refuses it: {e}");
+            SERVERS
+                .into_iter()
+                .filter(|s| *s != Server::MinimalUring)
+                .collect()
+        }
+    };
     for mode in modes {
         let n = match mode {
             Mode::KeepAlive => requests,
             Mode::ConnectionPerRequest => requests / 5,
         };
         println!("\n{}: {n} requests per round", mode.name());
-        let mut samples: Vec<Vec<Sample>> = SERVERS.iter().map(|_| Vec::new()).collect();
+        let mut samples: Vec<Vec<Sample>> = servers.iter().map(|_| Vec::new()).collect();
         for round in 0..rounds {
             // Rotate who goes first, so that drift (thermal, other load) hits all alike.
-            for k in 0..SERVERS.len() {
-                let i = (round + k) % SERVERS.len();
-                let sample = measure(SERVERS[i], mode, n, pinned, &tls);
+            for k in 0..servers.len() {
+                let i = (round + k) % servers.len();
+                let sample = measure(servers[i], mode, n, pinned, &tls);
                 println!(
                     "round {round} {:<20} {:>9.0} requests/s  {:>7.2} µs CPU/request",
-                    SERVERS[i].name(),
+                    servers[i].name(),
                     sample.requests_per_sec,
                     sample.cpu_per_request.as_secs_f64() * 1e6
                 );
@@ -225,8 +245,14 @@ fn main() {
             }
         }
         let medians: Vec<(f64, f64)> = samples.iter().map(|s| medians(s)).collect();
-        let (_, floor_cpu) = medians[0];
-        let (_, native_cpu) = medians[1];
+        let cpu_of = |server| {
+            servers
+                .iter()
+                .position(|s| *s == server)
+                .map(|i| medians[i].1)
+        };
+        let floor_cpu = cpu_of(Server::Minimal).expect("the mio floor");
+        let native_cpu = cpu_of(Server::Native).expect("the native row");
         println!();
         println!(
             "median, {}: {:>20} {:>11} {:>13} {:>10}",
@@ -236,7 +262,7 @@ fn main() {
             "× minimal",
             "× native"
         );
-        for (server, (rps, cpu)) in SERVERS.iter().zip(&medians) {
+        for (server, (rps, cpu)) in servers.iter().zip(&medians) {
             println!(
                 "  {:<20} {:>30.0} {:>11.2} {:>13.3} {:>10.3}",
                 server.name(),
@@ -246,16 +272,23 @@ fn main() {
                 cpu / native_cpu
             );
         }
-        let cpu_of = |server| medians[SERVERS.iter().position(|s| *s == server).unwrap()].1;
-        let raw_cpu = cpu_of(Server::RawToday);
+        let cpu = |server| cpu_of(server).expect("a row of every round");
+        let raw_cpu = cpu(Server::RawToday);
         for (server, version) in [(Server::Raw0_4, "0.4"), (Server::Raw0_1, "0.1")] {
             println!(
                 "  the same raw guest built for {version} (read by the guest, through its adapter) over 1.0: {:.2}× CPU per request",
-                cpu_of(server) / raw_cpu
+                cpu(server) / raw_cpu
             );
         }
-        let (_, wasm_cpu) = medians[2];
-        let (_, tls_cpu) = medians[SERVERS.len() - 1];
+        if let Some(uring_cpu) = cpu_of(Server::MinimalUring) {
+            println!(
+                "  the io_uring floor over the mio one: {:.2}× CPU per request; the host wasm over the io_uring floor: {:.2}×",
+                uring_cpu / floor_cpu,
+                cpu(Server::Wasm) / uring_cpu
+            );
+        }
+        let wasm_cpu = cpu(Server::Wasm);
+        let tls_cpu = cpu(Server::WasmTls);
         println!(
             "  TLS over plaintext, the same guest: {:.2}× CPU per request",
             tls_cpu / wasm_cpu
@@ -300,14 +333,21 @@ fn measure(server: Server, mode: Mode, requests: u64, pinned: bool, tls: &TlsFil
 
 fn start(server: Server, pinned: bool, tls: &TlsFiles) -> Child {
     match server {
-        Server::Minimal => spawn(
-            &std::env::current_exe()
-                .expect("this benchmark's binary")
-                .to_string_lossy(),
-            &[],
-            &[(minimal_http::SERVE_AT, "127.0.0.1:0")],
-            pinned,
-        ),
+        Server::Minimal | Server::MinimalUring => {
+            let serve_at = if server == Server::Minimal {
+                minimal_http::SERVE_AT
+            } else {
+                minimal_uring::SERVE_AT
+            };
+            spawn(
+                &std::env::current_exe()
+                    .expect("this benchmark's binary")
+                    .to_string_lossy(),
+                &[],
+                &[(serve_at, "127.0.0.1:0")],
+                pinned,
+            )
+        }
         _ => spawn(
             env!("CARGO_BIN_EXE_host"),
             &server.host_args(tls),

@@ -96,27 +96,37 @@ fn read_and_answer(conn: &mut Conn, chunk: &mut [u8]) -> bool {
             Err(_) => return false,
         }
     }
+    answer(
+        &mut conn.input,
+        &mut conn.output,
+        &mut conn.close_after_output,
+    )
+}
+
+/// Queues an answer in `output` per complete request at the front of `input` (and
+/// takes those requests out), up to one that asks to close (`close_after` set);
+/// false on a bad request. The io_uring floor answers with it too.
+pub fn answer(input: &mut Vec<u8>, output: &mut Vec<u8>, close_after: &mut bool) -> bool {
     let mut consumed = 0;
-    while !conn.close_after_output {
+    while !*close_after {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut request = httparse::Request::new(&mut headers);
-        match request.parse(&conn.input[consumed..]) {
+        match request.parse(&input[consumed..]) {
             Ok(httparse::Status::Complete(len)) => {
                 let close = request.version == Some(0)
                     || request.headers.iter().any(|h| {
                         h.name.eq_ignore_ascii_case("connection")
                             && h.value.eq_ignore_ascii_case(b"close")
                     });
-                conn.output
-                    .extend_from_slice(if close { CLOSE_RESPONSE } else { RESPONSE });
-                conn.close_after_output = close;
+                output.extend_from_slice(if close { CLOSE_RESPONSE } else { RESPONSE });
+                *close_after = close;
                 consumed += len;
             }
             Ok(httparse::Status::Partial) => break,
             Err(_) => return false,
         }
     }
-    conn.input.drain(..consumed);
+    input.drain(..consumed);
     true
 }
 

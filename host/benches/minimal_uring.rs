@@ -1,0 +1,375 @@
+//! The io_uring floor: the minimal HTTP/1.1 server of `minimal_http.rs` on io_uring
+//! instead of epoll, written for the benchmarks and nothing else. It answers exactly
+//! what the mio one answers; what differs is how it talks to the kernel:
+//!
+//! - one multishot accept on the listener: one submission for every connection;
+//! - per connection, one multishot receive into a ring of buffers the kernel picks
+//!   from (a provided-buffer ring shared by every connection: its memory is fixed,
+//!   not per connection), copied out and handed back at once;
+//! - sends, cancels and closes queued as submissions, and every submission of a turn
+//!   handed to the kernel in the one `io_uring_enter` that also waits for the next
+//!   completions.
+//!
+//! So a keep-alive request costs no syscall of its own: its receive completion and
+//! its send submission ride on the turn's single enter, where epoll needs a read, a
+//! write and a share of `epoll_wait`.
+
+use std::alloc::{Layout, alloc_zeroed};
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, RawFd};
+
+use io_uring::types::{BufRingEntry, Fd};
+use io_uring::{IoUring, cqueue, opcode, squeue};
+
+use super::minimal_http::answer;
+
+/// Set (to an address) in the environment of a benchmark's own binary when it runs
+/// as the minimal io_uring server.
+pub const SERVE_AT: &str = "SANDSOCK_BENCH_MINIMAL_URING";
+
+/// Entries of the submission queue (completions: twice as many).
+const RING_ENTRIES: u32 = 4096;
+/// Buffers in the provided-buffer ring, and the size of each: 8 MiB in all, for
+/// every connection together.
+const BUFFERS: u16 = 2048;
+const BUFFER_SIZE: usize = 4096;
+const BUFFER_GROUP: u16 = 0;
+
+/// What a completion is for: the low byte of its `user_data`; the slot and the
+/// slot's generation (so that a late completion for a reused slot is ignored) above.
+const ACCEPT: u64 = 0;
+const RECV: u64 = 1;
+const SEND: u64 = 2;
+const IGNORED: u64 = 3;
+
+struct Conn {
+    fd: RawFd,
+    generation: u32,
+    input: Vec<u8>,
+    /// Answers queued while a send is in flight.
+    output: Vec<u8>,
+    /// The bytes of the send in flight: they stay put until it completes.
+    sending: Vec<u8>,
+    close_after_output: bool,
+    /// The multishot receive is armed.
+    receiving: bool,
+    closing: bool,
+}
+
+/// The provided-buffer ring: the kernel takes a buffer for each receive and says
+/// which; the server copies the bytes out and gives the buffer back.
+struct BufRing {
+    entries: *mut BufRingEntry,
+    buffers: Vec<u8>,
+    tail: u16,
+}
+
+impl BufRing {
+    fn register(ring: &IoUring) -> io::Result<Self> {
+        let layout =
+            Layout::from_size_align(BUFFERS as usize * std::mem::size_of::<BufRingEntry>(), 4096)
+                .expect("the ring's layout");
+        // SAFETY: a non-zero size; the memory lives as long as the process (the
+        // server never returns), which outlives the registration.
+        let entries = unsafe { alloc_zeroed(layout) }.cast::<BufRingEntry>();
+        assert!(!entries.is_null(), "out of memory for the buffer ring");
+        let mut this = Self {
+            entries,
+            buffers: vec![0; BUFFERS as usize * BUFFER_SIZE],
+            tail: 0,
+        };
+        // SAFETY: the ring memory is page aligned, `BUFFERS` entries long, and never
+        // freed.
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                entries as u64,
+                BUFFERS,
+                BUFFER_GROUP,
+                0,
+            )?;
+        }
+        for bid in 0..BUFFERS {
+            this.give_back(bid);
+        }
+        Ok(this)
+    }
+
+    /// The bytes the kernel put in buffer `bid`.
+    fn bytes(&self, bid: u16, len: usize) -> &[u8] {
+        let start = bid as usize * BUFFER_SIZE;
+        &self.buffers[start..start + len]
+    }
+
+    /// Hands buffer `bid` back to the kernel.
+    fn give_back(&mut self, bid: u16) {
+        let index = (self.tail & (BUFFERS - 1)) as usize;
+        // SAFETY: `index` is below `BUFFERS`; the tail is published with a release
+        // store after the entry is written, as the kernel's protocol asks.
+        unsafe {
+            let entry = &mut *self.entries.add(index);
+            entry.set_addr(self.buffers.as_ptr().add(bid as usize * BUFFER_SIZE) as u64);
+            entry.set_len(BUFFER_SIZE as u32);
+            entry.set_bid(bid);
+            self.tail = self.tail.wrapping_add(1);
+            let tail = BufRingEntry::tail(self.entries).cast_mut();
+            std::sync::atomic::AtomicU16::from_ptr(tail)
+                .store(self.tail, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
+fn tag(kind: u64, slot: usize, generation: u32) -> u64 {
+    kind | (slot as u64) << 8 | u64::from(generation) << 32
+}
+
+/// Whether the kernel has what this server needs (a ring, multishot receive into a
+/// provided-buffer ring): `Err` says what is missing.
+pub fn probe() -> io::Result<()> {
+    let ring = ring(8)?;
+    BufRing::register(&ring).map(drop)
+}
+
+/// A ring one thread submits to and reaps from: the kernel runs the completions'
+/// work when that thread enters to wait for them (`DEFER_TASKRUN`, 6.1 and later),
+/// not by interrupting it whenever a packet comes in.
+fn ring(entries: u32) -> io::Result<IoUring> {
+    IoUring::builder()
+        .setup_cqsize(entries * 2)
+        .setup_single_issuer()
+        .setup_coop_taskrun()
+        .setup_defer_taskrun()
+        .build(entries)
+}
+
+/// Serves on `addr` for ever, printing `listening on ADDR` to stderr as the host does.
+pub fn serve(addr: SocketAddr) -> ! {
+    let listener = TcpListener::bind(addr).expect("bind");
+    let mut ring = ring(RING_ENTRIES).expect("an io_uring");
+    let mut buffers = BufRing::register(&ring).expect("a provided-buffer ring");
+    eprintln!(
+        "listening on {}",
+        listener.local_addr().expect("local address")
+    );
+    let mut conns: Vec<Option<Conn>> = Vec::new();
+    let mut free: Vec<usize> = Vec::new();
+    let mut generation = 0u32;
+    let mut queue: Vec<squeue::Entry> = Vec::new();
+    queue.push(
+        opcode::AcceptMulti::new(Fd(listener.as_raw_fd()))
+            .build()
+            .user_data(tag(ACCEPT, 0, 0)),
+    );
+    let mut done: Vec<(u64, i32, u32)> = Vec::with_capacity(RING_ENTRIES as usize * 2);
+    loop {
+        submit(&mut ring, &mut queue);
+        done.extend(
+            ring.completion()
+                .map(|cqe| (cqe.user_data(), cqe.result(), cqe.flags())),
+        );
+        for (data, result, flags) in done.drain(..) {
+            let (kind, slot, of) = (
+                data & 0xff,
+                (data >> 8 & 0xff_ffff) as usize,
+                (data >> 32) as u32,
+            );
+            if kind == ACCEPT {
+                if result >= 0 {
+                    generation = generation.wrapping_add(1);
+                    let slot = free.pop().unwrap_or_else(|| {
+                        conns.push(None);
+                        conns.len() - 1
+                    });
+                    set_nodelay(result);
+                    conns[slot] = Some(Conn {
+                        fd: result,
+                        generation,
+                        input: Vec::new(),
+                        output: Vec::new(),
+                        sending: Vec::new(),
+                        close_after_output: false,
+                        receiving: true,
+                        closing: false,
+                    });
+                    queue.push(receive(result, slot, generation));
+                }
+                if !cqueue::more(flags) {
+                    queue.push(
+                        opcode::AcceptMulti::new(Fd(listener.as_raw_fd()))
+                            .build()
+                            .user_data(tag(ACCEPT, 0, 0)),
+                    );
+                }
+                continue;
+            }
+            if kind == IGNORED {
+                continue;
+            }
+            let Some(conn) = conns
+                .get_mut(slot)
+                .and_then(Option::as_mut)
+                .filter(|c| c.generation == of)
+            else {
+                if let Some(bid) = cqueue::buffer_select(flags) {
+                    buffers.give_back(bid);
+                }
+                continue;
+            };
+            let open = match kind {
+                RECV => on_receive(conn, &mut buffers, result, flags, slot, &mut queue),
+                _ => on_sent(conn, result, slot, &mut queue),
+            };
+            if !open && !conn.closing {
+                close(conn, slot, &mut queue);
+            }
+            if conn.closing && !conn.receiving && conn.sending.is_empty() {
+                conns[slot] = None;
+                free.push(slot);
+            }
+        }
+    }
+}
+
+/// Hands the kernel every queued submission and waits for at least one completion:
+/// one `io_uring_enter` a turn.
+fn submit(ring: &mut IoUring, queue: &mut Vec<squeue::Entry>) {
+    let mut pushed = 0;
+    {
+        let mut sq = ring.submission();
+        for entry in queue.iter() {
+            // SAFETY: every buffer an entry points at (a connection's `sending`)
+            // stays put until its completion.
+            if unsafe { sq.push(entry) }.is_err() {
+                break;
+            }
+            pushed += 1;
+        }
+    }
+    queue.drain(..pushed);
+    match ring.submit_and_wait(1) {
+        Ok(_) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+        Err(e) => panic!("io_uring_enter: {e}"),
+    }
+}
+
+fn receive(fd: RawFd, slot: usize, generation: u32) -> squeue::Entry {
+    opcode::RecvMulti::new(Fd(fd), BUFFER_GROUP)
+        .build()
+        .flags(squeue::Flags::BUFFER_SELECT)
+        .user_data(tag(RECV, slot, generation))
+}
+
+/// Bytes (or the end) arrived: answers every complete request; false when the
+/// connection is done.
+fn on_receive(
+    conn: &mut Conn,
+    buffers: &mut BufRing,
+    result: i32,
+    flags: u32,
+    slot: usize,
+    queue: &mut Vec<squeue::Entry>,
+) -> bool {
+    if !cqueue::more(flags) {
+        conn.receiving = false;
+    }
+    if result == -libc::ENOBUFS {
+        // Every buffer was taken: receive again once some are back.
+        if !conn.closing {
+            conn.receiving = true;
+            queue.push(receive(conn.fd, slot, conn.generation));
+        }
+        return true;
+    }
+    if result <= 0 {
+        return false;
+    }
+    if let Some(bid) = cqueue::buffer_select(flags) {
+        conn.input
+            .extend_from_slice(buffers.bytes(bid, result as usize));
+        buffers.give_back(bid);
+    }
+    if !conn.receiving && !conn.closing {
+        conn.receiving = true;
+        queue.push(receive(conn.fd, slot, conn.generation));
+    }
+    if !answer(
+        &mut conn.input,
+        &mut conn.output,
+        &mut conn.close_after_output,
+    ) {
+        return false;
+    }
+    send(conn, slot, queue);
+    true
+}
+
+/// Starts a send of what is queued, unless one is in flight.
+fn send(conn: &mut Conn, slot: usize, queue: &mut Vec<squeue::Entry>) {
+    if !conn.sending.is_empty() || conn.output.is_empty() {
+        return;
+    }
+    std::mem::swap(&mut conn.sending, &mut conn.output);
+    queue.push(send_entry(conn, slot));
+}
+
+/// A send of what `conn.sending` holds.
+fn send_entry(conn: &Conn, slot: usize) -> squeue::Entry {
+    opcode::Send::new(
+        Fd(conn.fd),
+        conn.sending.as_ptr(),
+        conn.sending.len() as u32,
+    )
+    .build()
+    .user_data(tag(SEND, slot, conn.generation))
+}
+
+/// A send completed: sends the rest, or what was queued meanwhile; false when the
+/// connection is done.
+fn on_sent(conn: &mut Conn, result: i32, slot: usize, queue: &mut Vec<squeue::Entry>) -> bool {
+    if result < 0 {
+        conn.sending.clear();
+        return false;
+    }
+    conn.sending.drain(..result as usize);
+    if !conn.sending.is_empty() {
+        queue.push(send_entry(conn, slot));
+        return true;
+    }
+    send(conn, slot, queue);
+    !(conn.close_after_output && conn.sending.is_empty())
+}
+
+/// Ends a connection: its receive cancelled, then its descriptor closed, both
+/// queued (no syscall of their own).
+fn close(conn: &mut Conn, slot: usize, queue: &mut Vec<squeue::Entry>) {
+    conn.closing = true;
+    if conn.receiving {
+        queue.push(
+            opcode::AsyncCancel::new(tag(RECV, slot, conn.generation))
+                .build()
+                .flags(squeue::Flags::IO_HARDLINK)
+                .user_data(tag(IGNORED, 0, 0)),
+        );
+    }
+    queue.push(
+        opcode::Close::new(Fd(conn.fd))
+            .build()
+            .user_data(tag(IGNORED, 0, 0)),
+    );
+}
+
+fn set_nodelay(fd: RawFd) {
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt reads one c_int from a valid pointer.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&raw const one).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
