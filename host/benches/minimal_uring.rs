@@ -233,19 +233,30 @@ pub fn serve(addr: SocketAddr) -> ! {
 /// Hands the kernel every queued submission and waits for at least one completion:
 /// one `io_uring_enter` a turn.
 fn submit(ring: &mut IoUring, queue: &mut Vec<squeue::Entry>) {
-    let mut pushed = 0;
-    {
-        let mut sq = ring.submission();
-        for entry in queue.iter() {
-            // SAFETY: every buffer an entry points at (a connection's `sending`)
-            // stays put until its completion.
-            if unsafe { sq.push(entry) }.is_err() {
-                break;
+    loop {
+        let mut pushed = 0;
+        {
+            let mut sq = ring.submission();
+            for entry in queue.iter() {
+                // SAFETY: every buffer an entry points at (a connection's `sending`)
+                // stays put until its completion.
+                if unsafe { sq.push(entry) }.is_err() {
+                    break;
+                }
+                pushed += 1;
             }
-            pushed += 1;
+        }
+        queue.drain(..pushed);
+        if queue.is_empty() {
+            break;
+        }
+        // The queue was full: hand these over without waiting, then the rest.
+        if let Err(e) = ring.submit()
+            && e.raw_os_error() != Some(libc::EBUSY)
+        {
+            panic!("io_uring_enter: {e}");
         }
     }
-    queue.drain(..pushed);
     match ring.submit_and_wait(1) {
         Ok(_) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
@@ -274,6 +285,17 @@ fn on_receive(
     if !cqueue::more(flags) {
         conn.receiving = false;
     }
+    // The buffer first: whatever else the completion says, it goes back.
+    let bytes = cqueue::buffer_select(flags).map(|bid| {
+        let len = usize::try_from(result).unwrap_or(0);
+        conn.input.extend_from_slice(buffers.bytes(bid, len));
+        buffers.give_back(bid);
+    });
+    if conn.closing {
+        // Its descriptor is closed (its number may be another connection's by now):
+        // nothing more goes out on it.
+        return false;
+    }
     if result == -libc::ENOBUFS {
         // Every buffer was taken: receive again once some are back.
         if !conn.closing {
@@ -282,15 +304,10 @@ fn on_receive(
         }
         return true;
     }
-    if result <= 0 {
+    if result <= 0 || bytes.is_none() {
         return false;
     }
-    if let Some(bid) = cqueue::buffer_select(flags) {
-        conn.input
-            .extend_from_slice(buffers.bytes(bid, result as usize));
-        buffers.give_back(bid);
-    }
-    if !conn.receiving && !conn.closing {
+    if !conn.receiving {
         conn.receiving = true;
         queue.push(receive(conn.fd, slot, conn.generation));
     }
@@ -328,8 +345,11 @@ fn send_entry(conn: &Conn, slot: usize) -> squeue::Entry {
 /// A send completed: sends the rest, or what was queued meanwhile; false when the
 /// connection is done.
 fn on_sent(conn: &mut Conn, result: i32, slot: usize, queue: &mut Vec<squeue::Entry>) -> bool {
-    if result < 0 {
+    if result < 0 || conn.closing {
+        // A closing connection's descriptor may be another's by now: nothing more
+        // goes out on it.
         conn.sending.clear();
+        conn.output.clear();
         return false;
     }
     conn.sending.drain(..result as usize);
