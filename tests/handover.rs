@@ -9,15 +9,14 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::upgrade::{
-    Load, field, install_binary, installed_binary, nth_line, raise_open_file_limit, start,
-    successor_pid, wait_gone,
+    Load, field, install_binary, install_script, installed_binary, nth_line, raise_open_file_limit,
+    start, successor_pid, wait_gone,
 };
 use common::{Host, IO_TIMEOUT, pattern, read_line};
 
@@ -328,6 +327,14 @@ fn a_proxied_pair_and_its_outbound_connection_move_together() {
     assert_eq!(read_line(&mut client), "down 1");
 }
 
+/// Every echo connection answers a line starting with `word`.
+fn all_answer(clients: &mut [BufReader<TcpStream>], word: &str) {
+    for (i, client) in clients.iter_mut().enumerate() {
+        let line = format!("{word} {i}\n");
+        assert_eq!(ask(client, &line), line, "connection {i}");
+    }
+}
+
 /// `count` echo connections, each proved open with a round trip.
 fn open_echo_connections(host: &Host, count: usize) -> Vec<BufReader<TcpStream>> {
     let mut clients: Vec<BufReader<TcpStream>> =
@@ -352,10 +359,7 @@ fn a_thousand_connections_are_handed_over_with_none_lost() {
         |n| n == 1000.0,
         IO_TIMEOUT,
     );
-    for (i, client) in clients.iter_mut().enumerate() {
-        let line = format!("after {i}\n");
-        assert_eq!(ask(client, &line), line, "connection {i}");
-    }
+    all_answer(&mut clients, "after");
 }
 
 #[test]
@@ -366,14 +370,10 @@ fn a_new_process_killed_in_the_middle_leaves_every_connection_with_the_old_one()
     let mut clients = open_echo_connections(&host, 1000);
     // A stand-in for the new binary that says it is ready, reads the start of what
     // the old process hands over (some of the connections' parcel), and is killed.
-    let script = binary.with_extension("script");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\nprintf '\\002\\000\\000\\000\\000' >&3\nhead -c 4000 <&3 >/dev/null\nkill -9 $$\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::rename(&script, &binary).unwrap();
+    install_script(
+        &binary,
+        "printf '\\002\\000\\000\\000\\000' >&3\nhead -c 4000 <&3 >/dev/null\nkill -9 $$\n",
+    );
     host.signal(libc::SIGUSR2);
     let line = nth_line(&host, "upgrade failed", 0);
     assert!(line.contains("SIGKILL"), "{line}");
@@ -383,10 +383,7 @@ fn a_new_process_killed_in_the_middle_leaves_every_connection_with_the_old_one()
         log.contains("the new process did not take the connections; this process keeps all 1000"),
         "{log}"
     );
-    for (i, client) in clients.iter_mut().enumerate() {
-        let line = format!("still {i}\n");
-        assert_eq!(ask(client, &line), line, "connection {i}");
-    }
+    all_answer(&mut clients, "still");
     // And it accepts again.
     let mut fresh = BufReader::new(host.connect());
     assert_eq!(ask(&mut fresh, "new\n"), "new\n");
@@ -402,14 +399,10 @@ fn a_new_process_whose_open_file_limit_is_too_low_takes_nothing() {
     // say): it must refuse the 300 connections before it takes any.
     let real = binary.with_file_name("host.real");
     std::fs::copy(common::host_bin(), &real).unwrap();
-    let script = binary.with_extension("script");
-    std::fs::write(
-        &script,
-        format!("#!/bin/sh\nulimit -n 200\nexec {} \"$@\"\n", real.display()),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::rename(&script, &binary).unwrap();
+    install_script(
+        &binary,
+        &format!("ulimit -n 200\nexec {} \"$@\"\n", real.display()),
+    );
     host.signal(libc::SIGUSR2);
     let line = nth_line(&host, "upgrade failed", 0);
     assert!(
@@ -422,10 +415,7 @@ fn a_new_process_whose_open_file_limit_is_too_low_takes_nothing() {
         "{}",
         host.log()
     );
-    for (i, client) in clients.iter_mut().enumerate() {
-        let line = format!("kept {i}\n");
-        assert_eq!(ask(client, &line), line, "connection {i}");
-    }
+    all_answer(&mut clients, "kept");
 }
 
 #[test]

@@ -13,8 +13,8 @@ use std::path::Path;
 use std::process::Command;
 
 use common::upgrade::{
-    Load, UPGRADE_WAIT, field, get, install_binary, installed_binary, nth_line, socket_activated,
-    start, successor_pid, wait_gone,
+    Load, UPGRADE_WAIT, field, get, install_binary, install_script, installed_binary, nth_line,
+    socket_activated, start, successor_pid, wait_gone,
 };
 use common::{Host, IO_TIMEOUT, read_line};
 
@@ -192,10 +192,7 @@ fn a_new_binary_that_cannot_serve_leaves_the_old_one_serving() {
     std::fs::write(&guest, common::example("http")).unwrap();
 
     // A binary that never gets ready, killed: the old process notices its end.
-    let script = binary.with_extension("script");
-    std::fs::write(&script, "#!/bin/sh\nexec sleep 60\n").unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::rename(&script, &binary).unwrap();
+    install_script(&binary, "exec sleep 60\n");
     let before = host
         .log()
         .matches("handed it the listening sockets")

@@ -1,5 +1,6 @@
 //! What the benchmarks share about the servers they start: pinning to a CPU, the
-//! `listening on ADDR` line, the CPU time a process used, and medians.
+//! `listening on ADDR` line, the CPU time a process used, medians, and the
+//! open-file limit of a client that holds thousands of connections.
 //!
 //! Each benchmark uses the part it needs.
 #![allow(dead_code)]
@@ -128,4 +129,20 @@ pub fn checked_load(
         "the benchmark's load saw errors:\n{report}"
     );
     report
+}
+
+/// Raises this process's open-file limit to the hard one: a client holding
+/// thousands of connections needs as many descriptors.
+pub fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write one properly sized struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }

@@ -27,7 +27,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use process::{checked_load, median, rounds_and_requests};
+use process::{checked_load, median, raise_open_file_limit, rounds_and_requests};
 use sandsock_load::LoadReport;
 
 const CONNECTIONS: usize = 16;
@@ -176,21 +176,6 @@ fn field<'a>(line: &'a str, name: &str) -> &'a str {
         .split_whitespace()
         .next()
         .unwrap()
-}
-
-/// Raises this process's open-file limit to the hard one: 10,000 open connections.
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write one properly sized struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
 }
 
 /// Upgrades with `open` idle connections held: (median ms to the old process's

@@ -82,6 +82,16 @@ pub fn install_binary(path: &Path) {
     std::fs::rename(&temporary, path).unwrap();
 }
 
+/// Puts a shell script (`body`, after its `#!/bin/sh` line) at `path` as a package
+/// would install a binary there: a stand-in for the next version that misbehaves
+/// as a test needs.
+pub fn install_script(path: &Path, body: &str) {
+    let temporary = path.with_extension("script");
+    std::fs::write(&temporary, format!("#!/bin/sh\n{body}")).unwrap();
+    std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&temporary, path).unwrap();
+}
+
 /// The pids of the new processes upgrades started, from a host's log (text or JSON).
 pub fn upgrade_pids(log: &str) -> Vec<libc::pid_t> {
     log.lines()

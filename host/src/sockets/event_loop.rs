@@ -35,7 +35,7 @@ use super::connection::Phase;
 use super::events::Event;
 use super::handler::{CarriedGroup, EventHandler};
 use super::listener::Listener;
-use super::net::{Lingering, Net};
+use super::net::{Lingering, Net, Packed};
 use super::owners::Owner;
 use super::parcel::Parcel;
 use crate::shared::limits::{Limits, SLOT_BITS};
@@ -455,13 +455,17 @@ impl<H: EventHandler> EventLoop<H> {
         }
         let mut owners = self.net.carried_owners();
         let snapshots = self.handler.carry_states(&mut owners);
-        let mut packed = self.net.pack(&owners, snapshots);
-        let connections = packed.parcel.conns.len();
-        let kept = packed.kept;
+        let Packed {
+            parcel,
+            fds,
+            slots,
+            kept,
+        } = self.net.pack(&owners, snapshots);
+        let connections = parcel.conns.len();
         let bundle = Bundle {
             worker,
-            parcel: std::mem::take(&mut packed.parcel),
-            fds: std::mem::take(&mut packed.fds),
+            parcel,
+            fds,
             kept,
         };
         if parcels.send(Ok(bundle)).is_err() {
@@ -469,7 +473,7 @@ impl<H: EventHandler> EventLoop<H> {
         }
         drop(parcels);
         if verdict.recv() == Ok(true) {
-            self.net.release_packed(packed, &owners);
+            self.net.release_packed(&slots, &owners);
             info!(
                 connections,
                 kept, "upgrade: handed {connections} connection(s) to the new process"

@@ -27,8 +27,8 @@ pub struct Packed {
     /// The sockets, in the order of `parcel.conns`; they stay open here until
     /// [`Net::release_packed`] (the loop waits, frozen, meanwhile).
     pub fds: Vec<RawFd>,
-    /// Their slots here.
-    slots: Vec<usize>,
+    /// Their slots here, for [`Net::release_packed`].
+    pub slots: Vec<usize>,
     /// Connections that stay (TLS ones, and handshakes), to finish here.
     pub kept: usize,
 }
@@ -109,14 +109,14 @@ impl Net {
         }
     }
 
-    /// The new process has the connections `packed` holds: they leave this table
+    /// The new process has the connections in `slots` (a [`Packed`]'s): they leave this table
     /// without a word to their peers (out of epoll first: the new process's
     /// descriptors keep the sockets, and epoll watches a socket, not a descriptor),
     /// and the timers of the owners in `owners` that hold nothing here any more are
     /// disarmed (they went with the state; one still holding TLS connections keeps
     /// its own for them).
-    pub fn release_packed(&mut self, packed: Packed, owners: &[Owner]) {
-        for &slot in &packed.slots {
+    pub fn release_packed(&mut self, slots: &[usize], owners: &[Owner]) {
+        for &slot in slots {
             if let (Some(registry), Some(conn)) = (&self.registry, self.conns.slot_mut(slot)) {
                 let _ = registry.deregister(&mut conn.stream);
             }

@@ -45,6 +45,7 @@ use crate::shared::metrics::{NetCounters, NetGauges};
 use crate::shared::rate_limit::RateLimit;
 use crate::shared::wit::{Conn, IoError, WriteResult};
 
+pub use carry::Packed;
 pub use closing::Lingering;
 
 /// Connections, timers and limits: everything a guest's I/O calls touch.
