@@ -19,6 +19,7 @@ use crate::shared::units::{Dur, Size};
 use crate::sockets::allow::AllowRule;
 use crate::sockets::listener::default_backlog;
 use crate::sockets::net::Lingering;
+use crate::sockets::ring::Io;
 use crate::store::{StoreKind, StoreLimits};
 use crate::swap::{SwapMode, SwapPolicy};
 use crate::upgrade::UpgradeMode;
@@ -520,6 +521,21 @@ pub struct ServeArgs {
     #[arg(help_heading = "Operations", long, value_enum, value_name = "auto|always",
           hide_possible_values = true, default_value_t = Lingering::Auto)]
     pub lingering_close: Lingering,
+
+    /// How the loops talk to the kernel: epoll or uring.
+    ///
+    /// epoll (the default) works on any Linux and under any seccomp profile. uring
+    /// puts the plain TCP connections' receives, sends and closes on one io_uring per
+    /// worker (multishot receives into a ring of buffers shared by every connection,
+    /// a turn's sends in one system call), for fewer system calls a request; TLS
+    /// connections, outbound connects and the listeners stay on epoll. It needs Linux
+    /// 6.1 or later and a system that permits io_uring (many container runtimes'
+    /// default seccomp profiles refuse it, and it widens the kernel surface the host
+    /// exposes); the host checks at start and refuses with one line if not.
+    #[arg(help_heading = "Operations", long, value_enum, value_name = "epoll|uring",
+          hide_possible_values = true, default_value_t = Io::Epoll, env = "SANDSOCK_IO",
+          hide_env = true, hide_short_help = true)]
+    pub io: Io,
 
     /// Renew a shared instance whose memory reaches SIZE.
     ///

@@ -25,6 +25,7 @@ use crate::sockets::capacity::Capacity;
 use crate::sockets::event_loop::EventLoop;
 use crate::sockets::handler::EventHandler;
 use crate::sockets::listener::{Listener, bind_all};
+use crate::sockets::ring::{self, Io};
 use crate::sockets::tls::{Certificates, TlsServer};
 use crate::store::{StoreConfig, StoreKind, Stores};
 use crate::swap::Reloader;
@@ -66,6 +67,9 @@ fn serve_with(
         );
     }
     args.check_addresses().map_err(anyhow::Error::msg)?;
+    if args.io == Io::Uring {
+        ring::probe().map_err(|why| anyhow::anyhow!("--io uring: {why}; use --io epoll"))?;
+    }
     let workers = args.workers.count();
     let limits = args.limits();
     raise_open_file_limit();
@@ -369,6 +373,9 @@ impl LoopSettings<'_> {
             self.args.shutdown_timeout.0,
         )?;
         event_loop.number_for_worker(worker, self.args.workers.count());
+        if self.args.io == Io::Uring {
+            event_loop.use_uring()?;
+        }
         Ok(event_loop)
     }
 }
@@ -463,7 +470,7 @@ fn run<H: EventHandler + Send + 'static>(
     if let Some(admin) = &admin {
         announce(log_format, Listening::Admin, admin.addr);
     }
-    info!(handler = what, workers, "serving");
+    info!(handler = what, workers, io = ?args.io, "serving");
     let remotes: Vec<_> = loops.iter().map(EventLoop::remote).collect();
     for (worker, mut event_loop) in loops.into_iter().enumerate() {
         let remote = event_loop.remote();

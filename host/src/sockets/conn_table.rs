@@ -180,6 +180,14 @@ impl<T> ConnTable<T> {
             .enumerate()
             .filter_map(|(slot, s)| Some((slot, s.value.as_ref()?)))
     }
+
+    /// Every entry held, to change: for sweeps, not for the hot path.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut T)> + '_ {
+        self.slots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(slot, s)| Some((slot, s.value.as_mut()?)))
+    }
 }
 
 /// The slot (and mio token) of a handle.

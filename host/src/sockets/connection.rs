@@ -92,8 +92,39 @@ pub struct Connection {
     /// Its TLS session, for a connection from a `--listen-tls` listener: boxed, so
     /// that a plain connection pays a pointer for it.
     pub tls: Option<Box<Tls>>,
+    /// Its I/O on the loop's io_uring, when it is there (`--io uring`).
+    pub ring: RingIo,
     /// Its place under `--max-connections`, given back when the record is dropped.
     _place: Place,
+}
+
+/// A connection's side of `--io uring` (see [`crate::sockets::ring`]). On the
+/// ring, a connection is not in epoll: its bytes come in completions, ahead of the
+/// guest's reads, and go out in sends the kernel completes later.
+#[derive(Debug, Default)]
+pub struct RingIo {
+    /// Its I/O goes through the loop's ring.
+    pub on: bool,
+    /// Its multishot receive is armed (until the receive's last completion).
+    pub receiving: bool,
+    /// A cancel of its receive is on its way.
+    pub cancelling: bool,
+    /// Bytes received that the guest has not read yet; allocated only while some
+    /// wait.
+    pub unread: Vec<u8>,
+    /// The bytes of the send in flight: they stay put until it completes.
+    pub sending: Vec<u8>,
+    /// How many of `sending` the kernel took so far.
+    pub sent: usize,
+    /// It is in the loop's list of connections with bytes to send.
+    pub send_queued: bool,
+}
+
+impl RingIo {
+    /// Bytes of the send in flight that the kernel has not taken yet.
+    pub fn in_flight(&self) -> usize {
+        self.sending.len() - self.sent
+    }
 }
 
 impl Connection {
@@ -128,6 +159,7 @@ impl Connection {
             heard: phase != Phase::Open,
             queued: false,
             tls: None,
+            ring: RingIo::default(),
             _place: place,
         }
     }
@@ -150,7 +182,13 @@ impl Connection {
         self.phase == Phase::Open
             && !self.write_shut
             && (self.want_write || self.notify_writable)
-            && self.out.len() <= max_buffer / 2
+            && self.unsent() <= max_buffer / 2
+    }
+
+    /// Bytes the guest wrote that the kernel has not taken: buffered, or in a send
+    /// in flight.
+    pub fn unsent(&self) -> usize {
+        self.out.len() + self.ring.in_flight()
     }
 
     /// Whether the loop has something to tell the guest about it.
@@ -167,6 +205,11 @@ impl Connection {
             self.phase,
             Phase::Handshaking { .. } | Phase::Connecting { .. } | Phase::Closing { .. }
         )
+    }
+
+    /// Its socket, the record gone (its place given back).
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
     }
 
     /// Whether the calling guest instance may see it: its own, and not closed.

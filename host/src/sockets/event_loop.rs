@@ -19,7 +19,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -38,6 +38,7 @@ use super::listener::Listener;
 use super::net::{Lingering, Net, Packed};
 use super::owners::Owner;
 use super::parcel::Parcel;
+use super::ring::Ring;
 use crate::shared::limits::{Limits, SLOT_BITS};
 use crate::shared::metrics::Published;
 use crate::shared::rate_limit::RateLimit;
@@ -195,6 +196,8 @@ pub struct EventLoop<H> {
     /// An upgrade's request for the connections, while the loop settles, and when
     /// it gives up settling.
     settling: Option<(HandoverOrder, Instant)>,
+    /// On the ring: epoll's last list was full, so it is read again next turn.
+    epoll_more: bool,
 }
 
 impl<H: EventHandler> EventLoop<H> {
@@ -254,7 +257,17 @@ impl<H: EventHandler> EventLoop<H> {
             refused: RateLimit::new(Duration::from_secs(1)),
             published: None,
             settling: None,
+            epoll_more: false,
         })
+    }
+
+    /// Puts the loop's plain connections on an io_uring of its own (`--io uring`);
+    /// before it runs. [`crate::sockets::ring::probe`] says first whether the
+    /// kernel allows it.
+    pub fn use_uring(&mut self) -> Result<()> {
+        let ring = Ring::new(self.poll.as_raw_fd()).context("cannot set up the loop's io_uring")?;
+        self.net.use_ring(ring);
+        Ok(())
     }
 
     /// Publishes the loop's counters (and its handler's) there once per turn, for the
@@ -301,6 +314,9 @@ impl<H: EventHandler> EventLoop<H> {
     }
 
     fn run_turns(&mut self) -> Result<()> {
+        self.net
+            .enable_ring()
+            .context("cannot start the loop's io_uring")?;
         loop {
             self.turn().context("the event loop failed")?;
             let Some(deadline) = self.stopping else {
@@ -325,7 +341,7 @@ impl<H: EventHandler> EventLoop<H> {
     pub fn turn(&mut self) -> Result<()> {
         let now = Instant::now();
         let timeout = self.timeout(now);
-        match self.poll.poll(&mut self.events, timeout) {
+        match self.wait(timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(e.into()),
@@ -415,14 +431,20 @@ impl<H: EventHandler> EventLoop<H> {
             self.tell_guest();
         }
         // At the end of a turn: every call is over, nothing is half done.
+        let settled = !self.handler.owes() && self.net.ring_quiet();
         if let Some((_, by)) = &self.settling
-            && (!self.handler.owes() || Instant::now() >= *by)
+            && (settled || Instant::now() >= *by)
         {
             let (order, _) = self.settling.take().expect("settling");
-            self.net.hold_input(false);
-            if self.handler.owes() {
+            if !settled {
+                self.net.hold_input(false);
+                let waited = if self.handler.owes() {
+                    "its guests still waited for the store"
+                } else {
+                    "its io_uring still had receives or sends in flight"
+                };
                 let why = format!(
-                    "worker {}'s guests still waited for the store after {SETTLE_WAIT:?}; nothing was handed over",
+                    "worker {}: {waited} after {SETTLE_WAIT:?}; nothing was handed over",
                     order.worker
                 );
                 let _ = order.parcels.send(Err(why));
@@ -434,10 +456,37 @@ impl<H: EventHandler> EventLoop<H> {
         Ok(())
     }
 
+    /// Waits for the next events, for up to `timeout`: on epoll, or on the ring
+    /// (whose completions [`Net`] takes in), and then on epoll without waiting if
+    /// the ring said epoll had something.
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        if !self.net.on_ring() {
+            return self.poll.poll(&mut self.events, timeout);
+        }
+        let epoll = self.net.ring_turn(timeout)? || self.epoll_more;
+        if !epoll {
+            self.events.clear();
+            return Ok(());
+        }
+        self.poll.poll(&mut self.events, Some(Duration::ZERO))?;
+        // A full list may have left events behind, and no new wake-up comes for
+        // them: look again next turn.
+        self.epoll_more = self.events.iter().count() == EVENTS_PER_POLL;
+        Ok(())
+    }
+
+    /// Hands the loop's connections over, or keeps them, as the upgrade goes; then
+    /// what stays takes input again (after the handed ones left: on the ring, a
+    /// receive armed before could take bytes that are the new process's).
+    fn hand_over(&mut self, order: HandoverOrder) {
+        self.pack_and_wait(order);
+        self.net.hold_input(false);
+    }
+
     /// Packs the loop's plain connections and its guests' state for an upgrade's
     /// new process, and waits for the verdict (see [`HandoverOrder`]). The loop does
     /// nothing meanwhile: the parcel stays true.
-    fn hand_over(&mut self, order: HandoverOrder) {
+    fn pack_and_wait(&mut self, order: HandoverOrder) {
         let HandoverOrder {
             worker,
             parcels,
@@ -513,7 +562,7 @@ impl<H: EventHandler> EventLoop<H> {
     /// ready, else until the next timer, deadline check, accept retry, handler tick
     /// or the end of a shutdown.
     fn timeout(&mut self, now: Instant) -> Option<Duration> {
-        if self.net.has_ready() || self.handler.has_pending() {
+        if self.net.has_ready() || self.handler.has_pending() || self.epoll_more {
             return Some(Duration::ZERO);
         }
         let mut wake = self.net.next_wake(now);

@@ -4,14 +4,17 @@
 //! The descriptors travel beside it (`SCM_RIGHTS`, in the order of
 //! [`Parcel::conns`]); the parcel says what the host knew of each: its handle (the
 //! guest's snapshot refers to it), its phase and flags, the bytes the guest wrote that
-//! the socket has not taken, the deadline of a connect or a close. Plain TCP only: the
-//! kernel keeps what the peer sent and the host has not read, so nothing read is left
-//! to carry (each call's reads happen inside that call), and a TLS session cannot
-//! leave its process.
+//! the socket has not taken, the deadline of a connect or a close. Plain TCP only: a
+//! TLS session cannot leave its process. On epoll the kernel keeps what the peer sent
+//! and the host has not read (each call's reads happen inside that call); on the
+//! ring (`--io uring`) the bytes received and not yet read by the guest are out of the
+//! socket, and travel in the parcel (protocol 3).
 //!
 //! Encoding: a `u32` length, a postcard record, then the snapshots and the unsent
 //! bytes back to back (in a byte string of their own, so that megabytes are not
-//! encoded byte by byte).
+//! encoded byte by byte); then, if any connection has unread bytes, a `u32` length,
+//! a postcard list of each connection's unread length, and those bytes. A parcel of
+//! protocol 2 ends before that section: it decodes with nothing unread.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -75,6 +78,10 @@ pub struct CarriedConn {
     /// Its unsent bytes.
     #[serde(skip)]
     pub out: Vec<u8>,
+    /// Bytes the host received and the guest has not read (on the ring); after the
+    /// tail, in a section of their own.
+    #[serde(skip)]
+    pub unread: Vec<u8>,
 }
 
 impl CarriedConn {
@@ -95,6 +102,7 @@ impl CarriedConn {
             flags,
             out_len: 0,
             out,
+            unread: Vec::new(),
         }
     }
 }
@@ -152,17 +160,22 @@ impl Parcel {
         for conn in &self.conns {
             bytes.extend_from_slice(&conn.out);
         }
+        if self.conns.iter().any(|conn| !conn.unread.is_empty()) {
+            let lens: Vec<u64> = self.conns.iter().map(|c| c.unread.len() as u64).collect();
+            let record = postcard::to_allocvec(&lens).map_err(|e| e.to_string())?;
+            let len = u32::try_from(record.len()).map_err(|_| "a parcel past 4 GiB".to_string())?;
+            bytes.extend_from_slice(&len.to_le_bytes());
+            bytes.extend_from_slice(&record);
+            for conn in &self.conns {
+                bytes.extend_from_slice(&conn.unread);
+            }
+        }
         Ok(bytes)
     }
 
     /// A parcel from [`Parcel::encode`]'s bytes; an error names what does not fit.
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let (len, rest) = bytes.split_first_chunk::<4>().ok_or("a parcel cut short")?;
-        let len = u32::from_le_bytes(*len) as usize;
-        if rest.len() < len {
-            return Err("a parcel cut short".into());
-        }
-        let (record, mut tail) = rest.split_at(len);
+        let (record, mut tail) = split_record(bytes)?;
         let mut parcel: Self = postcard::from_bytes(record).map_err(|e| e.to_string())?;
         let mut take = |len: u64| -> Result<Vec<u8>, String> {
             let len = usize::try_from(len).map_err(|_| "a length past memory")?;
@@ -186,10 +199,41 @@ impl Parcel {
             }
         }
         if !tail.is_empty() {
-            return Err(format!("{} bytes past the end", tail.len()));
+            let (record, rest) = split_record(tail)?;
+            let lens: Vec<u64> = postcard::from_bytes(record).map_err(|e| e.to_string())?;
+            if lens.len() != parcel.conns.len() {
+                return Err(format!(
+                    "unread bytes for {} connections of {}",
+                    lens.len(),
+                    parcel.conns.len()
+                ));
+            }
+            tail = rest;
+            for (conn, len) in parcel.conns.iter_mut().zip(lens) {
+                let len = usize::try_from(len).map_err(|_| "a length past memory")?;
+                if tail.len() < len {
+                    return Err(format!("{len} bytes announced, {} left", tail.len()));
+                }
+                let (bytes, rest) = tail.split_at(len);
+                conn.unread = bytes.to_vec();
+                tail = rest;
+            }
+            if !tail.is_empty() {
+                return Err(format!("{} bytes past the end", tail.len()));
+            }
         }
         Ok(parcel)
     }
+}
+
+/// A `u32` length and that many bytes (a postcard record), and what follows them.
+fn split_record(bytes: &[u8]) -> Result<(&[u8], &[u8]), String> {
+    let (len, rest) = bytes.split_first_chunk::<4>().ok_or("a parcel cut short")?;
+    let len = u32::from_le_bytes(*len) as usize;
+    if rest.len() < len {
+        return Err("a parcel cut short".into());
+    }
+    Ok(rest.split_at(len))
 }
 
 /// An [`IoError`]'s number in a parcel.
@@ -261,8 +305,24 @@ mod tests {
     }
 
     #[test]
+    fn bytes_received_and_unread_come_back_with_their_connection() {
+        let mut parcel = sample();
+        parcel.conns[1].unread = b"GET / HTTP/1.1\r\n".to_vec();
+        let back = Parcel::decode(&parcel.encode().unwrap()).unwrap();
+        assert!(back.conns[0].unread.is_empty());
+        assert_eq!(back.conns[1].unread, b"GET / HTTP/1.1\r\n");
+        assert_eq!(
+            back.conns[0].out,
+            vec![1; 100_000],
+            "the tail before it intact"
+        );
+    }
+
+    #[test]
     fn a_damaged_parcel_is_an_error_not_a_panic() {
-        let bytes = sample().encode().unwrap();
+        let mut parcel = sample();
+        parcel.conns[0].unread = b"unread".to_vec();
+        let bytes = parcel.encode().unwrap();
         for cut in [0, 3, 4, 20, bytes.len() - 1] {
             assert!(Parcel::decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }

@@ -35,6 +35,28 @@ impl WriteBuffer {
         Self { bytes, head: 0 }
     }
 
+    /// Takes every byte waiting, for a send that needs them to stay put (`--io
+    /// uring`): the buffer is empty after.
+    pub fn take_pending(&mut self) -> Vec<u8> {
+        if self.head > 0 {
+            self.bytes.drain(..self.head);
+            self.head = 0;
+        }
+        std::mem::take(&mut self.bytes)
+    }
+
+    /// Puts `front` back before the bytes waiting: what a cancelled send did not
+    /// send.
+    pub fn put_front(&mut self, front: &[u8]) {
+        if front.is_empty() {
+            return;
+        }
+        let mut bytes = Vec::with_capacity(front.len() + self.len());
+        bytes.extend_from_slice(front);
+        bytes.extend_from_slice(self.pending());
+        *self = Self::holding(bytes);
+    }
+
     /// Appends as much of `data` as fits under `bound` bytes in total, and returns
     /// how much that was.
     pub fn push(&mut self, data: &[u8], bound: usize) -> usize {
@@ -102,6 +124,23 @@ mod tests {
         assert_eq!(buffer.push(b"world", 8), 3);
         assert_eq!(buffer.push(b"!", 8), 0);
         assert_eq!(buffer.len(), 8);
+    }
+
+    #[test]
+    fn taken_bytes_put_back_keep_their_place() {
+        let mut buffer = WriteBuffer::default();
+        buffer.push(b"abcdef", 64);
+        let mut sink = Narrow {
+            taken: Vec::new(),
+            room: 2,
+        };
+        assert!(!buffer.flush_to(&mut sink).unwrap());
+        let taken = buffer.take_pending();
+        assert_eq!(taken, b"cdef");
+        assert!(buffer.is_empty());
+        buffer.push(b"gh", 64);
+        buffer.put_front(&taken[1..]);
+        assert_eq!(buffer.pending(), b"defgh");
     }
 
     #[test]

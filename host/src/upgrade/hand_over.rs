@@ -40,9 +40,10 @@ const EXIT_WAIT: Duration = Duration::from_secs(2);
 /// process reads and writes whole frames as soon as it can.
 const LINK_TIMEOUT: Duration = Duration::from_secs(5);
 /// The handover's version: a new process that speaks another version refuses it,
-/// in one line. 2 carries connections; a process of 2 takes over from one of 1
-/// (which drains), never the other way round.
-pub const PROTOCOL: u64 = 2;
+/// in one line. 2 carries connections; 3 adds the bytes a `--io uring` loop
+/// received and its guest had not read. A process takes over from older versions
+/// (one of 1 drains), never the other way round.
+pub const PROTOCOL: u64 = 3;
 /// How long the loops may take to pack their connections: the settling (see
 /// `HandoverOrder`), a turn, at most a guest call's `--event-timeout`, and a
 /// snapshot call per instance.

@@ -86,14 +86,16 @@ impl Net {
                 }
                 Phase::Handshaking { .. } => unreachable!("not carried"),
             };
-            conns.push(CarriedConn::new(
+            let mut carried = CarriedConn::new(
                 conn.id,
                 conn.peer,
                 group,
                 phase,
                 flags_of(conn),
                 conn.out.pending().to_vec(),
-            ));
+            );
+            carried.unread.clone_from(&conn.ring.unread);
+            conns.push(carried);
             fds.push(conn.stream.as_raw_fd());
             slots.push(slot);
         }
@@ -166,7 +168,10 @@ impl Net {
             let std = std::net::TcpStream::from(fd);
             std.set_nonblocking(true)?;
             let mut stream = TcpStream::from_std(std);
-            if let Some(registry) = &self.registry {
+            // On the ring (`--io uring`) unless its phase needs epoll's edges.
+            let on_ring = self.on_ring()
+                && matches!(carried.phase, CarriedPhase::Open | CarriedPhase::Closing(_));
+            if let (false, Some(registry)) = (on_ring, &self.registry) {
                 let slot = crate::sockets::conn_table::slot_of(carried.id);
                 registry.register(
                     &mut stream,
@@ -194,6 +199,7 @@ impl Net {
             let mut conn = Connection::new(carried.id, stream, carried.peer, owner, phase, place);
             set_flags(&mut conn, carried.flags);
             conn.out = WriteBuffer::holding(carried.out);
+            conn.ring.unread = carried.unread;
             held.push((carried.id, conn));
         }
         self.conns
@@ -202,8 +208,9 @@ impl Net {
         let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
         let max_buffer = self.limits.max_buffer;
         for slot in slots {
+            self.onto_ring(slot);
             let conn = self.conns.slot_mut(slot).expect("just restored");
-            self.buffered += conn.out.len() as u64;
+            self.buffered += conn.unsent() as u64;
             self.agenda.note(conn);
             if !conn.is_closing() {
                 self.owners.conn_added(conn.owner);

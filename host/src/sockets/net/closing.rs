@@ -132,13 +132,21 @@ impl Net {
         let Some(conn) = self.conns.slot_mut(slot) else {
             return false;
         };
-        let before = conn.out.len();
-        let flushed = conn.out.flush_to(&mut conn.stream);
-        self.buffered -= (before - conn.out.len()) as u64;
-        match flushed {
-            Ok(true) => {}
-            Ok(false) => return false,
-            Err(_) => return true,
+        if conn.ring.on {
+            // Its last bytes go out in the ring's sends; back here when they are.
+            if conn.unsent() > 0 {
+                super::uring::queue_send(conn, &mut self.sends);
+                return false;
+            }
+        } else {
+            let before = conn.out.len();
+            let flushed = conn.out.flush_to(&mut conn.stream);
+            self.buffered -= (before - conn.out.len()) as u64;
+            match flushed {
+                Ok(true) => {}
+                Ok(false) => return false,
+                Err(_) => return true,
+            }
         }
         if scratch.is_empty() {
             scratch.resize(MAX_READ_CHUNK, 0);

@@ -43,6 +43,10 @@ impl Net {
         let Some(conn) = visible(&mut self.conns, id, self.caller) else {
             return ReadOutcome::Failed(IoError::UnknownConn);
         };
+        if conn.ring.on {
+            self.read_before_receiving(slot_of(id));
+            return self.read_into(id, buf);
+        }
         if conn.phase != Phase::Open || conn.tls.is_some() || conn.readable {
             return self.read_into(id, buf);
         }
@@ -100,6 +104,9 @@ impl Net {
         if want == 0 {
             return ReadOutcome::Data(0);
         }
+        if conn.ring.on || !conn.ring.unread.is_empty() {
+            return self.read_received(slot_of(id), buf);
+        }
         loop {
             return match conn.stream.read(buf) {
                 Ok(0) => {
@@ -153,6 +160,11 @@ impl Net {
         if conn.tls.is_some() {
             return self.write_tls(slot_of(id), data);
         }
+        if conn.ring.on {
+            let taken = self.write_buffered(slot_of(id), data);
+            let conn = self.conns.get_mut(id).expect("just written to");
+            return write_answer(conn, &mut self.counters, taken, data.len());
+        }
         let mut sent = 0;
         // With bytes already queued, new ones go behind them: order is the contract.
         if conn.out.is_empty() && conn.writable && !data.is_empty() {
@@ -194,7 +206,7 @@ impl Net {
         }
         conn.write_shut = true;
         self.buffered += tls_close_notify(conn, &mut self.agenda) as u64;
-        if conn.out.is_empty() && conn.phase == Phase::Open {
+        if conn.unsent() == 0 && conn.phase == Phase::Open {
             send_fin(conn);
         }
         Ok(())

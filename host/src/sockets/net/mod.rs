@@ -16,7 +16,9 @@
 //! - [`handshake`]: connections from a TLS listener, held until their handshake is
 //!   done, and the TLS side of reads, writes and closes;
 //! - [`handover`]: what an instance holds, released or handed to another;
-//! - [`carry`]: the connections packed for an upgrade's new process, and unpacked there.
+//! - [`carry`]: the connections packed for an upgrade's new process, and unpacked there;
+//! - [`uring`]: the connections on the loop's io_uring (`--io uring`), whose bytes
+//!   come and go in the ring's completions rather than at epoll's edges.
 
 mod carry;
 mod closing;
@@ -24,6 +26,7 @@ mod guest_io;
 mod handover;
 mod handshake;
 mod readiness;
+mod uring;
 
 use std::io;
 use std::net::SocketAddr;
@@ -38,6 +41,7 @@ use super::capacity::{Capacity, Place};
 use super::conn_table::{ConnTable, slot_of};
 use super::connection::{Connection, Phase};
 use super::owners::{Owner, Owners};
+use super::ring::Ring;
 use super::tape::Tapes;
 use super::timers::Timers;
 use crate::shared::limits::Limits;
@@ -88,6 +92,10 @@ pub struct Net {
     tapes: Option<Box<Tapes>>,
     /// While an upgrade's handover settles: the guests hear of no input.
     holding_input: bool,
+    /// `--io uring`: the ring the plain connections' I/O goes through.
+    ring: Option<Box<Ring>>,
+    /// Connections on the ring with bytes to send at the end of the turn.
+    sends: Vec<usize>,
 }
 
 /// What the loop must come back to: the connections with something to report, and
@@ -197,6 +205,7 @@ impl Net {
     /// sockets, and the connections stay readable.
     pub fn hold_input(&mut self, hold: bool) {
         self.holding_input = hold;
+        self.hold_ring(hold);
         if hold {
             return;
         }
@@ -271,8 +280,9 @@ impl Net {
                 Connection::new(id, stream, peer, owner, phase, place)
             })
             .ok_or_else(|| io::Error::other("every connection slot is taken"))?;
+        let on_ring = self.onto_ring(slot);
         let conn = self.conns.slot_mut(slot).expect("just inserted");
-        if let Some(registry) = &self.registry {
+        if let (false, Some(registry)) = (on_ring, &self.registry) {
             let interest = Interest::READABLE | Interest::WRITABLE;
             if let Err(e) = registry.register(&mut conn.stream, Token(slot), interest) {
                 self.conns.remove(slot);
@@ -290,10 +300,13 @@ impl Net {
         let Some(conn) = self.conns.remove(slot) else {
             return;
         };
-        self.buffered -= conn.out.len() as u64;
+        self.buffered -= conn.unsent() as u64;
         self.agenda.forget(&conn);
         if !conn.is_closing() {
             self.owners.conn_removed(conn.owner);
+        }
+        if conn.ring.on {
+            self.off_ring(conn);
         }
     }
 
