@@ -10,9 +10,13 @@
 //! run with the same load client (`host load`'s engine; over TLS every connection
 //! makes a full handshake, no resumption).
 //!
+//! Where the kernel allows io_uring, the host runs on it too (`--io uring`: natively,
+//! the guest, and an instance per connection), beside its epoll rows.
+//!
 //! `cargo bench --bench http` (optionally `-- ROUNDS REQUESTS`: 9 rounds of 200,000
 //! keep-alive requests by default, and a fifth as many with a connection per request;
-//! `--keep-alive` or `--close` runs one mode only). On a shared 2-core machine single
+//! `--keep-alive` or `--close` runs one mode only; `--connections N` for N concurrent
+//! connections instead of 50). On a shared 2-core machine single
 //! rounds swing by 15%, medians of many do not. The servers take turns in every round,
 //! in a rotating order; a server is pinned to CPU 0 and the load client (this process)
 //! to CPU 1, except the two-worker host, which gets both CPUs. With two cores the
@@ -29,10 +33,11 @@ mod process;
 use std::process::Child;
 use std::time::Duration;
 
-use process::{cpu_time, listening_addr, median, pin_to_cpu, spawn};
+use process::{cpu_time, listening_addr, median, pin_to_cpu, raise_open_file_limit, spawn};
 
 use sandsock_load::{LoadArgs, run};
 
+/// Concurrent connections, unless `--connections N` says otherwise.
 const CONNECTIONS: usize = 50;
 const WARM_UP_REQUESTS: u64 = 20_000;
 
@@ -45,6 +50,10 @@ enum Server {
     WasmAdmin,
     WasmPerConnection,
     WasmTwoWorkers,
+    /// `--io uring` beside epoll: natively, the guest, an instance per connection.
+    NativeUring,
+    WasmUring,
+    WasmPerConnectionUring,
     /// The raw handler of the `built_for_N` test guests, built for contract 1.0.
     RawToday,
     /// The same handler built for contract 0.4.0, served through its adapter.
@@ -55,7 +64,7 @@ enum Server {
 }
 
 /// The servers of each round; the TLS row stays last.
-const SERVERS: [Server; 11] = [
+const SERVERS: [Server; 14] = [
     Server::Minimal,
     Server::MinimalUring,
     Server::Native,
@@ -63,6 +72,9 @@ const SERVERS: [Server; 11] = [
     Server::WasmAdmin,
     Server::WasmPerConnection,
     Server::WasmTwoWorkers,
+    Server::NativeUring,
+    Server::WasmUring,
+    Server::WasmPerConnectionUring,
     Server::RawToday,
     Server::Raw0_4,
     Server::Raw0_1,
@@ -117,6 +129,9 @@ impl Server {
             Server::WasmAdmin => "host wasm, --admin",
             Server::WasmPerConnection => "wasm, instance/conn",
             Server::WasmTwoWorkers => "wasm, 2 workers",
+            Server::NativeUring => "host --native, uring",
+            Server::WasmUring => "host wasm, uring",
+            Server::WasmPerConnectionUring => "instance/conn, uring",
             Server::RawToday => "raw guest, 1.0",
             Server::Raw0_4 => "raw guest, 0.4 adapted",
             Server::Raw0_1 => "raw guest, 0.1 adapted",
@@ -133,6 +148,16 @@ impl Server {
             Server::WasmAdmin => &["--guest", "http", "--admin", "127.0.0.1:0"],
             Server::WasmPerConnection => &["--guest", "http", "--isolation", "connection"],
             Server::WasmTwoWorkers => &["--guest", "http", "--workers", "2"],
+            Server::NativeUring => &["--native", "http", "--io", "uring"],
+            Server::WasmUring => &["--guest", "http", "--io", "uring"],
+            Server::WasmPerConnectionUring => &[
+                "--guest",
+                "http",
+                "--isolation",
+                "connection",
+                "--io",
+                "uring",
+            ],
             Server::RawToday => &["--guest", RAW_TODAY, "--env", "MODE=http"],
             Server::Raw0_4 => &["--guest", RAW_0_4, "--env", "MODE=http"],
             Server::Raw0_1 => &["--guest", RAW_0_1, "--env", "MODE=http"],
@@ -156,6 +181,17 @@ impl Server {
     fn pinned(self) -> bool {
         self != Server::WasmTwoWorkers
     }
+
+    /// Whether it needs io_uring.
+    fn on_ring(self) -> bool {
+        matches!(
+            self,
+            Server::MinimalUring
+                | Server::NativeUring
+                | Server::WasmUring
+                | Server::WasmPerConnectionUring
+        )
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -176,6 +212,7 @@ impl Mode {
 struct Sample {
     requests_per_sec: f64,
     cpu_per_request: Duration,
+    p99: Duration,
 }
 
 fn main() {
@@ -186,7 +223,18 @@ fn main() {
         minimal_uring::serve(addr.parse().expect("the minimal server's address"));
     }
     let flags: Vec<String> = std::env::args().skip(1).collect();
-    let mut numbers = flags.iter().filter(|a| !a.starts_with("--"));
+    let mut connections = CONNECTIONS;
+    let mut positional = Vec::new();
+    let mut args = flags.iter();
+    while let Some(arg) = args.next() {
+        if arg == "--connections" {
+            let n = args.next().and_then(|n| n.parse().ok());
+            connections = n.expect("--connections takes a number");
+        } else if !arg.starts_with("--") {
+            positional.push(arg);
+        }
+    }
+    let mut numbers = positional.into_iter();
     let rounds: usize = numbers.next().and_then(|a| a.parse().ok()).unwrap_or(9);
     let requests: u64 = numbers
         .next()
@@ -199,13 +247,14 @@ fn main() {
     } else {
         vec![Mode::KeepAlive, Mode::ConnectionPerRequest]
     };
+    raise_open_file_limit();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pinned = cpus >= 2;
     if pinned {
         pin_to_cpu(1);
     }
     println!(
-        "http benchmark: {rounds} rounds, {CONNECTIONS} connections, servers {}",
+        "http benchmark: {rounds} rounds, {connections} connections, servers {}",
         if pinned {
             "on CPU 0 (two workers: both CPUs), load client on CPU 1"
         } else {
@@ -216,11 +265,8 @@ fn main() {
     let servers: Vec<Server> = match minimal_uring::probe() {
         Ok(()) => SERVERS.to_vec(),
         Err(e) => {
-            println!("no io_uring row: this kernel (or its seccomp filter) refuses it: {e}");
-            SERVERS
-                .into_iter()
-                .filter(|s| *s != Server::MinimalUring)
-                .collect()
+            println!("no io_uring rows: this kernel (or its seccomp filter) refuses it: {e}");
+            SERVERS.into_iter().filter(|s| !s.on_ring()).collect()
         }
     };
     for mode in modes {
@@ -234,17 +280,18 @@ fn main() {
             // Rotate who goes first, so that drift (thermal, other load) hits all alike.
             for k in 0..servers.len() {
                 let i = (round + k) % servers.len();
-                let sample = measure(servers[i], mode, n, pinned, &tls);
+                let sample = measure(servers[i], mode, n, connections, pinned, &tls);
                 println!(
-                    "round {round} {:<20} {:>9.0} requests/s  {:>7.2} µs CPU/request",
+                    "round {round} {:<22} {:>9.0} requests/s  {:>7.2} µs CPU/request  p99 {:>7.0} µs",
                     servers[i].name(),
                     sample.requests_per_sec,
-                    sample.cpu_per_request.as_secs_f64() * 1e6
+                    sample.cpu_per_request.as_secs_f64() * 1e6,
+                    sample.p99.as_secs_f64() * 1e6
                 );
                 samples[i].push(sample);
             }
         }
-        let medians: Vec<(f64, f64)> = samples.iter().map(|s| medians(s)).collect();
+        let medians: Vec<(f64, f64, f64)> = samples.iter().map(|s| medians(s)).collect();
         let cpu_of = |server| {
             servers
                 .iter()
@@ -255,21 +302,23 @@ fn main() {
         let native_cpu = cpu_of(Server::Native).expect("the native row");
         println!();
         println!(
-            "median, {}: {:>20} {:>11} {:>13} {:>10}",
+            "median, {}: {:>22} {:>11} {:>13} {:>10} {:>10}",
             mode.name(),
             "requests/s",
             "µs CPU/req",
             "× minimal",
-            "× native"
+            "× native",
+            "p99 µs"
         );
-        for (server, (rps, cpu)) in servers.iter().zip(&medians) {
+        for (server, (rps, cpu, p99)) in servers.iter().zip(&medians) {
             println!(
-                "  {:<20} {:>30.0} {:>11.2} {:>13.3} {:>10.3}",
+                "  {:<22} {:>30.0} {:>11.2} {:>13.3} {:>10.3} {:>10.0}",
                 server.name(),
                 rps,
                 cpu * 1e6,
                 cpu / floor_cpu,
-                cpu / native_cpu
+                cpu / native_cpu,
+                p99 * 1e6
             );
         }
         let cpu = |server| cpu_of(server).expect("a row of every round");
@@ -286,6 +335,16 @@ fn main() {
                 uring_cpu / floor_cpu,
                 cpu(Server::Wasm) / uring_cpu
             );
+            let ring = cpu(Server::WasmUring);
+            println!(
+                "  the host wasm on io_uring: {:.2}× its epoll self, {:.2}× the mio floor, {:.2}× the io_uring floor; natively {:.2}× its epoll self; an instance per connection {:.2}× its epoll self, {:.2}× the io_uring floor",
+                ring / cpu(Server::Wasm),
+                ring / floor_cpu,
+                ring / uring_cpu,
+                cpu(Server::NativeUring) / native_cpu,
+                cpu(Server::WasmPerConnectionUring) / cpu(Server::WasmPerConnection),
+                cpu(Server::WasmPerConnectionUring) / uring_cpu
+            );
         }
         let wasm_cpu = cpu(Server::Wasm);
         let tls_cpu = cpu(Server::WasmTls);
@@ -296,13 +355,20 @@ fn main() {
     }
 }
 
-fn measure(server: Server, mode: Mode, requests: u64, pinned: bool, tls: &TlsFiles) -> Sample {
+fn measure(
+    server: Server,
+    mode: Mode,
+    requests: u64,
+    connections: usize,
+    pinned: bool,
+    tls: &TlsFiles,
+) -> Sample {
     let mut child = start(server, pinned && server.pinned(), tls);
     let addr = listening_addr(&mut child);
     let load = |n: u64| {
         let args = LoadArgs {
             addr,
-            connections: CONNECTIONS,
+            connections,
             requests: n,
             http: true,
             payload: String::new(),
@@ -328,6 +394,7 @@ fn measure(server: Server, mode: Mode, requests: u64, pinned: bool, tls: &TlsFil
     Sample {
         requests_per_sec: report.requests_per_sec(),
         cpu_per_request: cpu / requests as u32,
+        p99: Duration::from_micros(report.latency.value_at_quantile(0.99)),
     }
 }
 
@@ -357,14 +424,11 @@ fn start(server: Server, pinned: bool, tls: &TlsFiles) -> Child {
     }
 }
 
-fn medians(samples: &[Sample]) -> (f64, f64) {
+fn medians(samples: &[Sample]) -> (f64, f64, f64) {
+    let of = |figure: fn(&Sample) -> f64| median(samples.iter().map(figure).collect());
     (
-        median(samples.iter().map(|s| s.requests_per_sec).collect()),
-        median(
-            samples
-                .iter()
-                .map(|s| s.cpu_per_request.as_secs_f64())
-                .collect(),
-        ),
+        of(|s| s.requests_per_sec),
+        of(|s| s.cpu_per_request.as_secs_f64()),
+        of(|s| s.p99.as_secs_f64()),
     )
 }

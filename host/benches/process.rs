@@ -13,7 +13,8 @@ use std::time::Duration;
 use sandsock_load::{LoadArgs, LoadReport, run};
 
 /// Starts `program ARGS` with `env`, on CPU 0 alone if `pinned` (through taskset),
-/// logging at warn, its stderr piped for [`listening_addr`].
+/// logging at warn, its stderr piped for [`listening_addr`]. Its loop is the one its
+/// arguments name (epoll unless `--io uring`), whatever `SANDSOCK_IO` says here.
 pub fn spawn(program: &str, args: &[&str], env: &[(&str, &str)], pinned: bool) -> Child {
     let mut command = if pinned {
         let mut c = Command::new("taskset");
@@ -24,6 +25,7 @@ pub fn spawn(program: &str, args: &[&str], env: &[(&str, &str)], pinned: bool) -
     };
     command
         .args(args)
+        .env_remove("SANDSOCK_IO")
         .envs(env.iter().copied())
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
