@@ -431,25 +431,25 @@ impl<H: EventHandler> EventLoop<H> {
             self.tell_guest();
         }
         // At the end of a turn: every call is over, nothing is half done.
-        let settled = !self.handler.owes() && self.net.ring_quiet();
-        if let Some((_, by)) = &self.settling
-            && (settled || Instant::now() >= *by)
-        {
-            let (order, _) = self.settling.take().expect("settling");
-            if !settled {
-                self.net.hold_input(false);
-                let waited = if self.handler.owes() {
-                    "its guests still waited for the store"
+        if let Some(by) = self.settling.as_ref().map(|(_, by)| *by) {
+            let settled = !self.handler.owes() && self.net.ring_quiet();
+            if settled || Instant::now() >= by {
+                let (order, _) = self.settling.take().expect("settling");
+                if settled {
+                    self.hand_over(order);
                 } else {
-                    "its io_uring still had receives or sends in flight"
-                };
-                let why = format!(
-                    "worker {}: {waited} after {SETTLE_WAIT:?}; nothing was handed over",
-                    order.worker
-                );
-                let _ = order.parcels.send(Err(why));
-            } else {
-                self.hand_over(order);
+                    self.net.hold_input(false);
+                    let waited = if self.handler.owes() {
+                        "its guests still waited for the store"
+                    } else {
+                        "its io_uring still had receives or sends in flight"
+                    };
+                    let why = format!(
+                        "worker {}: {waited} after {SETTLE_WAIT:?}; nothing was handed over",
+                        order.worker
+                    );
+                    let _ = order.parcels.send(Err(why));
+                }
             }
         }
         self.publish();

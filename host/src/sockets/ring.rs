@@ -29,7 +29,8 @@ use crate::shared::wit::Conn;
 /// Entries of the submission queue; completions get twice as many.
 const RING_ENTRIES: u32 = 4096;
 /// Buffers in the provided-buffer ring (a power of two), and the size of each:
-/// 8 MiB of address space per loop, resident only where the kernel wrote.
+/// 8 MiB per loop, however many connections it has (the kernel takes them in
+/// turn, so a busy loop soon has all of them resident).
 const BUFFERS: u16 = 512;
 /// Each receive completes with at most this many bytes.
 pub const BUFFER_SIZE: usize = 16 << 10;
@@ -109,9 +110,9 @@ pub struct Ring {
     /// Submissions that did not fit in the submission queue; handed over at the
     /// next enter, before waiting.
     overflow: Vec<squeue::Entry>,
-    /// The bytes of sends still in flight for connections that are gone, freed when
-    /// their completion comes.
-    orphans: Vec<(u64, Vec<u8>)>,
+    /// The bytes of sends still in flight for connections that are gone, by
+    /// handle, freed when their completion comes.
+    orphans: Vec<(Conn, Vec<u8>)>,
     /// The completions of the last enter.
     done: Vec<Completion>,
 }
@@ -198,9 +199,16 @@ impl Ring {
     }
 
     /// Keeps the bytes of a send in flight for a connection that is gone, until
-    /// its completion.
+    /// its completion ([`Ring::unbury`]).
     pub fn bury(&mut self, id: Conn, bytes: Vec<u8>) {
-        self.orphans.push((tag(Op::Send, id), bytes));
+        self.orphans.push((id, bytes));
+    }
+
+    /// Frees the bytes of a gone connection's send, whose completion came.
+    pub fn unbury(&mut self, id: Conn) {
+        if let Some(i) = self.orphans.iter().position(|(of, _)| *of == id) {
+            self.orphans.swap_remove(i);
+        }
     }
 
     /// Hands the kernel every queued submission, then waits for completions for up
@@ -208,9 +216,8 @@ impl Ring {
     /// is done), and keeps them for [`Ring::take_done`]. True when the loop's epoll
     /// has something to report.
     pub fn enter(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
-        while !self.overflow.is_empty() {
-            self.submit_some()?;
-        }
+        // A full completion queue (EBUSY) is reaped first; the rest waits a turn.
+        while !self.overflow.is_empty() && self.submit_some()? {}
         let result = match timeout {
             None => self.ring.submit_and_wait(1),
             Some(Duration::ZERO) => {
@@ -239,7 +246,7 @@ impl Ring {
             Err(e) => return Err(e),
         }
         self.done.clear();
-        let (mut epoll, mut rewatch, mut orphans_done) = (false, false, false);
+        let (mut epoll, mut rewatch) = (false, false);
         for cqe in self.ring.completion() {
             let user_data = cqe.user_data();
             let op = Op::of(user_data);
@@ -248,22 +255,11 @@ impl Ring {
                 rewatch |= !cqueue::more(cqe.flags());
                 continue;
             }
-            if op == Op::Send && !self.orphans.is_empty() {
-                orphans_done = true;
-            }
             self.done.push(Completion {
                 op,
                 id: user_data & ((1 << 56) - 1),
                 result: cqe.result(),
                 flags: cqe.flags(),
-            });
-        }
-        if orphans_done {
-            let done = &self.done;
-            self.orphans.retain(|(tag, _)| {
-                !done
-                    .iter()
-                    .any(|c| c.op == Op::Send && self::tag(Op::Send, c.id) == *tag)
             });
         }
         if rewatch {
@@ -272,8 +268,9 @@ impl Ring {
         Ok(epoll)
     }
 
-    /// Submits what fits of the overflow, without waiting.
-    fn submit_some(&mut self) -> io::Result<()> {
+    /// Submits what fits of the overflow, without waiting; false when the kernel
+    /// is busy (its completion queue full).
+    fn submit_some(&mut self) -> io::Result<bool> {
         let mut taken = 0;
         {
             let mut sq = self.ring.submission();
@@ -287,8 +284,9 @@ impl Ring {
         }
         self.overflow.drain(..taken);
         match self.ring.submit() {
-            Ok(_) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => Ok(()),
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -322,11 +320,7 @@ impl Drop for Ring {
     fn drop(&mut self) {
         // The last turn's cancels and closes: without them a connection closed in
         // the loop's last turn would keep its socket open until the process exits.
-        while !self.overflow.is_empty() {
-            if self.submit_some().is_err() {
-                break;
-            }
-        }
+        while !self.overflow.is_empty() && self.submit_some().unwrap_or(false) {}
         let _ = self.ring.submit();
         // The kernel tears a ring down after its descriptor closes, and may still
         // write into buffers or read sends until then: their memory is left to the
@@ -547,7 +541,10 @@ mod tests {
         let (mut poll, mut ring, _host, _peer) = ring_and_pair();
         let waker = mio::Waker::new(poll.registry(), mio::Token(1)).unwrap();
         let mut events = mio::Events::with_capacity(4);
-        assert!(!ring.enter(Some(Duration::from_millis(10))).unwrap(), "nothing yet");
+        assert!(
+            !ring.enter(Some(Duration::from_millis(10))).unwrap(),
+            "nothing yet"
+        );
         for _ in 0..2 {
             waker.wake().unwrap();
             let woken = (0..100).any(|_| ring.enter(Some(Duration::from_millis(10))).unwrap());

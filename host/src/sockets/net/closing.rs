@@ -113,6 +113,7 @@ impl Net {
         let deadline = Instant::now() + CLOSE_LINGER;
         self.agenda.set_phase(conn, Phase::Closing { deadline });
         self.owners.conn_removed(owner);
+        self.keep_receiving(slot);
         if self.finish_closing(slot) {
             self.remove(slot);
         }
@@ -157,7 +158,9 @@ impl Net {
             if conn.eof_seen {
                 return true;
             }
-            if self.lingering == Lingering::Auto {
+            // On the ring, input received and not read is pending input too.
+            let received = !std::mem::take(&mut conn.ring.unread).is_empty();
+            if self.lingering == Lingering::Auto && !received {
                 match read_pending(&mut conn.stream, scratch) {
                     // Nothing to read, and every byte of ours on the wire: late input
                     // could only reset what is already sent. Close at once.
@@ -170,6 +173,10 @@ impl Net {
             if let Phase::Closing { deadline } = &mut conn.phase {
                 *deadline = (*deadline).min(Instant::now() + LINGER_AFTER_FIN);
             }
+        }
+        if conn.ring.on {
+            // The ring's receive reads (and discards) until the end.
+            return conn.peer_closed;
         }
         loop {
             match conn.stream.read(scratch) {

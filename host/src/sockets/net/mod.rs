@@ -155,13 +155,12 @@ impl Net {
     /// An empty table with these limits; `registry` registers new sockets, and
     /// every connection takes a place in `capacity`.
     pub fn new(limits: Limits, allow: AllowList, registry: Registry, capacity: Capacity) -> Self {
-        Self {
-            limits,
-            allow,
-            capacity,
-            registry: Some(registry),
-            ..Self::default()
-        }
+        let mut net = Self::default();
+        net.limits = limits;
+        net.allow = allow;
+        net.capacity = capacity;
+        net.registry = Some(registry);
+        net
     }
 
     /// Numbers handles for worker `worker` of `workers`, so that no two workers
@@ -253,7 +252,7 @@ impl Net {
 
     /// Bytes the host holds unsent for a connection the current caller may see.
     pub fn buffered(&mut self, id: Conn) -> Option<usize> {
-        visible(&mut self.conns, id, self.caller).map(|c| c.out.len())
+        visible(&mut self.conns, id, self.caller).map(|c| c.unsent())
     }
 
     /// Sets which guest instance the next calls come from.
@@ -318,6 +317,18 @@ impl Net {
             .filter(|(_, c)| c.visible_to(owner))
             .map(|(slot, _)| slot)
             .collect()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        // On the ring, each connection leaves through `remove` before the ring
+        // goes (its requests cancelled, its descriptor closed by the ring after
+        // them, its bytes in flight kept): dropped as a field, its descriptor and
+        // bytes would go while the ring's requests still used them.
+        if self.ring.is_some() {
+            self.drop_all();
+        }
     }
 }
 

@@ -117,9 +117,7 @@ impl Net {
             if std::mem::take(&mut conn.announce_connected) {
                 batch.push(owner, Event::Connected(conn.id));
             }
-            // On the ring, input held for a handover is what was received before
-            // the receives stopped: the guest may still read it.
-            let readable = (!self.holding_input || conn.ring.on) && conn.read_ready();
+            let readable = !self.holding_input && conn.read_ready();
             let writable = conn.write_ready(max_buffer);
             if readable {
                 batch.push(owner, Event::Readable(conn.id));

@@ -56,6 +56,12 @@ impl Net {
             return false;
         }
         conn.ring.on = true;
+        // On the ring, `peer_closed` means a receive returned the end; an edge
+        // (an upgrade from epoll) may have come with bytes still in the socket.
+        // The end is sticky: the receive finds it again after them.
+        if !conn.eof_seen {
+            conn.peer_closed = false;
+        }
         // Its input comes in completions from now on: readable only with some (an
         // upgrade may bring bytes received before).
         conn.readable = conn.peer_closed || !conn.ring.unread.is_empty();
@@ -154,6 +160,7 @@ impl Net {
                 return;
             }
         }
+        steer_receive(conn, ring, holding);
         if closing {
             // Input after the close is discarded; its end (or a reset) ends the
             // lingering close.
@@ -163,7 +170,6 @@ impl Net {
             }
             return;
         }
-        steer_receive(conn, ring, holding);
         if conn.reportable(max_buffer) {
             self.agenda.enqueue(conn);
         }
@@ -177,6 +183,8 @@ impl Net {
             return;
         };
         let Some(conn) = self.conns.get_mut(done.id) else {
+            // A connection gone since: its bytes can go now.
+            ring.unbury(done.id);
             return;
         };
         let slot = slot_of(done.id);
@@ -254,8 +262,11 @@ impl Net {
                 Ok(0) => conn.peer_closed = true,
                 Ok(n) => conn.ring.unread.extend_from_slice(&self.scratch[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // Nothing yet, or an error its receive will report.
-                Err(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    self.agenda.fail(conn, &e);
+                    return;
+                }
             }
             break;
         }
@@ -354,6 +365,16 @@ impl Net {
             if !hold && !conn.out.is_empty() {
                 queue_send(conn, &mut self.sends);
             }
+        }
+    }
+
+    /// Keeps a closing connection's receive armed (a backpressure pause may have
+    /// stopped it): the lingering close waits for the peer's end through it.
+    pub(super) fn keep_receiving(&mut self, slot: usize) {
+        if let (Some(ring), Some(conn)) = (self.ring.as_deref_mut(), self.conns.slot_mut(slot))
+            && conn.ring.on
+        {
+            steer_receive(conn, ring, self.holding_input);
         }
     }
 
