@@ -1,9 +1,9 @@
 //! An upgrade that carries live connections (`--upgrade handover`, the default):
 //! keep-alive clients, a chat room, a guest's state in its instance, an answer half
 //! sent to a slow reader and a request half received, armed timers, a proxy's
-//! outbound connection, a thousand idle connections;
-//! and a new process that dies in the middle, which leaves every connection where
-//! it was.
+//! outbound connection, a thousand idle connections, connections moving between an
+//! epoll process and an io_uring one both ways; and a new process that dies in the
+//! middle, which leaves every connection where it was.
 
 mod common;
 
@@ -38,6 +38,18 @@ fn upgrade(host: &Host, binary: &Path, old: u32, index: usize) -> u32 {
 fn handed(host: &Host, index: usize) -> usize {
     let line = nth_line(host, "upgrade: the new process took", index);
     field(&line, "handed").parse().unwrap()
+}
+
+/// Sends the rest of a request whose first half (`GET / HTTP/1.1\r\nHo`) went
+/// before an upgrade, and checks the answer.
+fn finish_split_request(mut client: TcpStream) {
+    client
+        .write_all(b"st: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
 }
 
 fn ask(client: &mut BufReader<TcpStream>, line: &str) -> String {
@@ -162,13 +174,7 @@ fn a_request_split_across_an_upgrade_is_answered() {
     host.wait_metric("sandsock_read_bytes_total", &[], |n| n >= 18.0, IO_TIMEOUT);
     upgrade(&host, &binary, host.pid(), 0);
     assert_eq!(handed(&host, 0), 1);
-    client
-        .write_all(b"st: t\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    let mut answer = String::new();
-    client.read_to_string(&mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    finish_split_request(client);
 }
 
 #[test]
@@ -454,4 +460,57 @@ fn with_upgrade_drain_nothing_moves_and_the_old_process_keeps_to_the_drain_timeo
     idle.get_mut().set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     idle.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty(), "{rest:?}");
+}
+
+#[test]
+fn connections_move_between_an_epoll_process_and_an_io_uring_one_both_ways() {
+    // Each new binary is a stand-in that picks the other loop and runs a copy of
+    // the real host, which the next upgrade then runs (the path a process was
+    // started from is the one it upgrades from).
+    let binary = installed_binary("handover-loops");
+    let mut command = std::process::Command::new(&binary);
+    command
+        .args(["--guest", "http", "--listen", "127.0.0.1:0"])
+        .args(["--admin", "127.0.0.1:0"])
+        .env("SANDSOCK_IO", "epoll");
+    let host = Host::start_command(command, true);
+    let mut current = binary.clone();
+    let mut old = host.pid();
+    let mut waiting: Vec<TcpStream> = Vec::new();
+    for (index, io) in ["uring", "epoll", "uring"].into_iter().enumerate() {
+        // Half a request, read by the guest (which holds it) before the upgrade.
+        let read = host.metric("sandsock_read_bytes_total", &[]);
+        let mut client = host.connect();
+        client.write_all(b"GET / HTTP/1.1\r\nHo").unwrap();
+        host.wait_metric(
+            "sandsock_read_bytes_total",
+            &[],
+            |n| n >= read + 18.0,
+            IO_TIMEOUT,
+        );
+        waiting.push(client);
+        let next = binary.with_file_name(format!("host-{index}"));
+        install_binary(&next);
+        install_script(
+            &current,
+            &format!("SANDSOCK_IO={io} exec '{}' \"$@\"\n", next.display()),
+        );
+        // SAFETY: kill has no memory preconditions; `old` is the host serving now.
+        assert_eq!(unsafe { libc::kill(old as libc::pid_t, libc::SIGUSR2) }, 0);
+        let new = successor_pid(&host, index);
+        wait_gone(old);
+        assert_eq!(handed(&host, index), waiting.len(), "{io}");
+        let serving = nth_line(&host, "serving handler=", index + 1);
+        let named = if io == "uring" {
+            "io=Uring"
+        } else {
+            "io=Epoll"
+        };
+        assert!(serving.contains(named), "{serving}");
+        (old, current) = (new, next);
+    }
+    // Every half request, carried across one to three changes of loop, completes.
+    for client in waiting {
+        finish_split_request(client);
+    }
 }

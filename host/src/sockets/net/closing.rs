@@ -136,7 +136,7 @@ impl Net {
         if conn.ring.on {
             // Its last bytes go out in the ring's sends; back here when they are.
             if conn.unsent() > 0 {
-                super::uring::queue_send(conn, &mut self.sends);
+                super::queue_send(conn, &mut self.sends);
                 return false;
             }
         } else {

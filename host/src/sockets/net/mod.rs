@@ -96,6 +96,8 @@ pub struct Net {
     ring: Option<Box<Ring>>,
     /// Connections on the ring with bytes to send at the end of the turn.
     sends: Vec<usize>,
+    /// Connections new on the ring this turn, whose receive is armed at its end.
+    arming: Vec<Conn>,
 }
 
 /// What the loop must come back to: the connections with something to report, and
@@ -329,6 +331,15 @@ impl Drop for Net {
         if self.ring.is_some() {
             self.drop_all();
         }
+    }
+}
+
+/// Puts a connection on the ring on the list of those with bytes to send at the
+/// end of the turn.
+fn queue_send(conn: &mut Connection, sends: &mut Vec<usize>) {
+    if !conn.ring.send_queued {
+        conn.ring.send_queued = true;
+        sends.push(slot_of(conn.id));
     }
 }
 

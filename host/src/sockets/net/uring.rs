@@ -14,7 +14,7 @@ use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use super::Net;
+use super::{Net, queue_send};
 use crate::shared::limits::MAX_READ_CHUNK;
 use crate::sockets::conn_table::slot_of;
 use crate::sockets::connection::{Connection, Phase};
@@ -48,8 +48,10 @@ impl Net {
     /// Puts a connection just taken into the table on the ring, if it goes there:
     /// a plain one that is established (TLS and outbound connects stay on epoll).
     pub(super) fn onto_ring(&mut self, slot: usize) -> bool {
-        let holding = self.holding_input;
-        let (Some(ring), Some(conn)) = (self.ring.as_deref_mut(), self.conns.slot_mut(slot)) else {
+        if self.ring.is_none() {
+            return false;
+        }
+        let Some(conn) = self.conns.slot_mut(slot) else {
             return false;
         };
         if conn.tls.is_some() || !matches!(conn.phase, Phase::Open | Phase::Closing { .. }) {
@@ -66,7 +68,11 @@ impl Net {
         // upgrade may bring bytes received before).
         conn.readable = conn.peer_closed || !conn.ring.unread.is_empty();
         conn.writable = true;
-        steer_receive(conn, ring, holding);
+        // Its receive is armed at the end of the turn, if it still wants one: a
+        // connection answered and closed in the turn that accepted it (a
+        // connection per request) never costs the kernel a receive to arm and
+        // cancel.
+        self.arming.push(conn.id);
         if !conn.out.is_empty() {
             queue_send(conn, &mut self.sends);
         }
@@ -95,11 +101,17 @@ impl Net {
         Ok(epoll)
     }
 
-    /// Starts the sends of the connections that wrote this turn.
+    /// Arms the receives of the connections that came this turn, and starts the
+    /// sends of those that wrote.
     fn submit_sends(&mut self) {
         let Some(ring) = self.ring.as_deref_mut() else {
             return;
         };
+        for id in self.arming.drain(..) {
+            if let Some(conn) = self.conns.get_mut(id) {
+                steer_receive(conn, ring, self.holding_input);
+            }
+        }
         for slot in self.sends.drain(..) {
             let Some(conn) = self.conns.slot_mut(slot) else {
                 continue;
@@ -405,13 +417,5 @@ fn steer_receive(conn: &mut Connection, ring: &mut Ring, holding: bool) {
     } else if !wanted && conn.ring.receiving && !conn.ring.cancelling {
         conn.ring.cancelling = true;
         ring.cancel(Op::Receive, conn.id);
-    }
-}
-
-/// Puts a connection on the list of those with bytes to send this turn.
-pub(super) fn queue_send(conn: &mut Connection, sends: &mut Vec<usize>) {
-    if !conn.ring.send_queued {
-        conn.ring.send_queued = true;
-        sends.push(slot_of(conn.id));
     }
 }
