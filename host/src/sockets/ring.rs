@@ -33,7 +33,7 @@ const RING_ENTRIES: u32 = 4096;
 /// turn, so a busy loop soon has all of them resident).
 const BUFFERS: u16 = 512;
 /// Each receive completes with at most this many bytes.
-pub const BUFFER_SIZE: usize = 16 << 10;
+const BUFFER_SIZE: usize = 16 << 10;
 const BUFFER_GROUP: u16 = 0;
 /// `IORING_ENTER_GETEVENTS`: an enter with it runs the completions' deferred work.
 const ENTER_GETEVENTS: u32 = 1;

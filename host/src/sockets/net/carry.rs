@@ -119,7 +119,9 @@ impl Net {
     /// its own for them).
     pub fn release_packed(&mut self, slots: &[usize], owners: &[Owner]) {
         for &slot in slots {
-            if let (Some(registry), Some(conn)) = (&self.registry, self.conns.slot_mut(slot)) {
+            if let (Some(registry), Some(conn)) = (&self.registry, self.conns.slot_mut(slot))
+                && !conn.ring.on
+            {
                 let _ = registry.deregister(&mut conn.stream);
             }
             self.remove(slot);
@@ -167,18 +169,7 @@ impl Net {
         for (carried, fd) in conns.into_iter().zip(fds) {
             let std = std::net::TcpStream::from(fd);
             std.set_nonblocking(true)?;
-            let mut stream = TcpStream::from_std(std);
-            // On the ring (`--io uring`) unless its phase needs epoll's edges.
-            let on_ring = self.on_ring()
-                && matches!(carried.phase, CarriedPhase::Open | CarriedPhase::Closing(_));
-            if let (false, Some(registry)) = (on_ring, &self.registry) {
-                let slot = crate::sockets::conn_table::slot_of(carried.id);
-                registry.register(
-                    &mut stream,
-                    Token(slot),
-                    Interest::READABLE | Interest::WRITABLE,
-                )?;
-            }
+            let stream = TcpStream::from_std(std);
             let owner = carried.group.map_or(0, |g| owners[g as usize]);
             if let Some(group) = carried.group {
                 by_group[group as usize].push(carried.id);
@@ -208,8 +199,13 @@ impl Net {
         let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
         let max_buffer = self.limits.max_buffer;
         for slot in slots {
-            self.onto_ring(slot);
+            // On the ring (`--io uring`) unless its phase needs epoll's edges.
+            let on_ring = self.onto_ring(slot);
             let conn = self.conns.slot_mut(slot).expect("just restored");
+            if let (false, Some(registry)) = (on_ring, &self.registry) {
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                registry.register(&mut conn.stream, Token(slot), interest)?;
+            }
             self.buffered += conn.unsent() as u64;
             self.agenda.note(conn);
             if !conn.is_closing() {

@@ -113,7 +113,6 @@ impl Net {
         let deadline = Instant::now() + CLOSE_LINGER;
         self.agenda.set_phase(conn, Phase::Closing { deadline });
         self.owners.conn_removed(owner);
-        self.keep_receiving(slot);
         if self.finish_closing(slot) {
             self.remove(slot);
         }
@@ -176,7 +175,11 @@ impl Net {
         }
         if conn.ring.on {
             // The ring's receive reads (and discards) until the end.
-            return conn.peer_closed;
+            let ended = conn.peer_closed;
+            if !ended {
+                self.keep_receiving(slot);
+            }
+            return ended;
         }
         loop {
             match conn.stream.read(scratch) {

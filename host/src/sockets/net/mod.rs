@@ -203,7 +203,8 @@ impl Net {
 
     /// Stops reporting input to the guests (`true`), or starts again: while an
     /// upgrade's handover settles, no new request starts. The input waits in the
-    /// sockets, and the connections stay readable.
+    /// sockets (on the ring, receives stop, and what they brought waits in
+    /// `unread`, which an upgrade carries), and the connections stay readable.
     pub fn hold_input(&mut self, hold: bool) {
         self.holding_input = hold;
         self.hold_ring(hold);

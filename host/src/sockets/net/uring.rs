@@ -25,9 +25,11 @@ use crate::sockets::ring::{Completion, Op, Ring};
 const MAX_UNREAD: usize = MAX_READ_CHUNK;
 
 impl Net {
-    /// Moves this loop's plain TCP connections to `ring` (`--io uring`): those it
-    /// takes from now on, and those it holds (an upgrade's, unpacked before).
+    /// Puts this loop's plain TCP connections on `ring` (`--io uring`): every one
+    /// it takes from now on, an upgrade's included (unpacked after this). Before
+    /// its first connection.
     pub fn use_ring(&mut self, ring: Ring) {
+        debug_assert!(self.conns.is_empty(), "a ring comes before any connection");
         self.ring = Some(Box::new(ring));
     }
 
@@ -147,9 +149,14 @@ impl Net {
             conn.ring.cancelling = false;
         }
         let closing = conn.is_closing();
+        // Input after the FIN is discarded; before it, while the last bytes go
+        // out, it is kept: the close counts it as pending (and lingers).
+        let discard = closing && conn.fin_sent;
         if let Some(bid) = done.buffer() {
             match usize::try_from(done.result) {
-                Ok(len) if len > 0 && !closing => ring.take_bytes(bid, len, &mut conn.ring.unread),
+                Ok(len) if len > 0 && !discard => {
+                    ring.take_bytes(bid, len, &mut conn.ring.unread);
+                }
                 _ => ring.give_back(bid),
             }
         }
@@ -174,8 +181,7 @@ impl Net {
         }
         steer_receive(conn, ring, holding);
         if closing {
-            // Input after the close is discarded; its end (or a reset) ends the
-            // lingering close.
+            // The peer's end (or a reset) ends the lingering close.
             let slot = slot_of(done.id);
             if self.finish_closing(slot) {
                 self.remove(slot);
@@ -338,16 +344,13 @@ impl Net {
     }
 
     /// A connection on the ring leaves the table: what it has in flight is
-    /// cancelled, and its descriptor closed after (the kernel keeps a socket open
-    /// while a request holds it). Its bytes in flight stay with the ring until the
-    /// send's completion.
+    /// cancelled, and its descriptor closed by the ring after (the kernel keeps a
+    /// socket open while a request holds it), with the turn's other submissions.
+    /// Its bytes in flight stay with the ring until the send's completion.
     pub(super) fn off_ring(&mut self, mut conn: Connection) {
         let Some(ring) = self.ring.as_deref_mut() else {
             return;
         };
-        if !conn.ring.receiving && conn.ring.sending.is_empty() {
-            return; // dropped: closed at once
-        }
         if conn.ring.receiving {
             ring.cancel(Op::Receive, conn.id);
         }
@@ -380,8 +383,9 @@ impl Net {
         }
     }
 
-    /// Keeps a closing connection's receive armed (a backpressure pause may have
-    /// stopped it): the lingering close waits for the peer's end through it.
+    /// Arms a lingering connection's receive (none was armed while its last
+    /// bytes went out, or a backpressure pause stopped it): the lingering close
+    /// waits for the peer's end through it.
     pub(super) fn keep_receiving(&mut self, slot: usize) {
         if let (Some(ring), Some(conn)) = (self.ring.as_deref_mut(), self.conns.slot_mut(slot))
             && conn.ring.on
@@ -408,7 +412,10 @@ fn steer_receive(conn: &mut Connection, ring: &mut Ring, holding: bool) {
         && !conn.peer_closed
         && match conn.phase {
             Phase::Open => conn.ring.unread.len() < MAX_UNREAD,
-            Phase::Closing { .. } => true,
+            // Lingering after its FIN: waiting for the peer's end. Before, while
+            // its last bytes go out, input does not matter (the close looks for
+            // it in the socket when it sends the FIN).
+            Phase::Closing { .. } => conn.fin_sent,
             _ => false,
         };
     if wanted && !conn.ring.receiving {
