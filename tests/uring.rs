@@ -5,11 +5,12 @@
 
 mod common;
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::upgrade::get;
 use common::{Host, host_bin, test_cache_home};
 
 /// Makes the child's `io_uring_setup` fail with EPERM, as Docker's and most
@@ -122,12 +123,7 @@ fn where_a_seccomp_filter_refuses_io_uring_the_host_says_so_in_one_line_and_exit
 #[test]
 fn under_the_same_filter_the_host_serves_on_epoll() {
     let host = Host::start_command(filtered_host("epoll"), false);
-    let mut client = host.connect();
-    client
-        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let answer = String::from_utf8(common::read_to_end(&mut client)).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(get(host.addr), "HTTP/1.1 200 OK");
 }
 
 #[test]
@@ -144,10 +140,5 @@ fn the_environment_picks_the_loop_and_the_log_names_it() {
         &[("SANDSOCK_IO", "uring"), ("RUST_LOG", "info")],
     );
     uring.wait_for_log("io=Uring", Duration::from_secs(10));
-    let mut client = uring.connect();
-    client
-        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let answer = String::from_utf8(common::read_to_end(&mut client)).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(get(uring.addr), "HTTP/1.1 200 OK");
 }

@@ -262,7 +262,7 @@ fn main() {
         }
     );
     let tls = TlsFiles::make();
-    let servers: Vec<Server> = match minimal_uring::probe() {
+    let servers: Vec<Server> = match sandsock::sockets::ring::probe() {
         Ok(()) => SERVERS.to_vec(),
         Err(e) => {
             println!("no io_uring rows: this kernel (or its seccomp filter) refuses it: {e}");

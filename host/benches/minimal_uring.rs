@@ -14,13 +14,14 @@
 //! its send submission ride on the turn's single enter, where epoll needs a read, a
 //! write and a share of `epoll_wait`.
 
-use std::alloc::{Layout, alloc_zeroed};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, RawFd};
 
-use io_uring::types::{BufRingEntry, Fd};
+use io_uring::types::Fd;
 use io_uring::{IoUring, cqueue, opcode, squeue};
+
+use sandsock::sockets::ring::{BUFFER_GROUP, ProvidedBuffers};
 
 use super::minimal_http::answer;
 
@@ -34,7 +35,6 @@ const RING_ENTRIES: u32 = 4096;
 /// every connection together.
 const BUFFERS: u16 = 2048;
 const BUFFER_SIZE: usize = 4096;
-const BUFFER_GROUP: u16 = 0;
 
 /// What a completion is for: the low byte of its `user_data`; the slot and the
 /// slot's generation (so that a late completion for a reused slot is ignored) above.
@@ -57,77 +57,8 @@ struct Conn {
     closing: bool,
 }
 
-/// The provided-buffer ring: the kernel takes a buffer for each receive and says
-/// which; the server copies the bytes out and gives the buffer back.
-struct BufRing {
-    entries: *mut BufRingEntry,
-    buffers: Vec<u8>,
-    tail: u16,
-}
-
-impl BufRing {
-    fn register(ring: &IoUring) -> io::Result<Self> {
-        let layout =
-            Layout::from_size_align(BUFFERS as usize * std::mem::size_of::<BufRingEntry>(), 4096)
-                .expect("the ring's layout");
-        // SAFETY: a non-zero size; the memory lives as long as the process (the
-        // server never returns), which outlives the registration.
-        let entries = unsafe { alloc_zeroed(layout) }.cast::<BufRingEntry>();
-        assert!(!entries.is_null(), "out of memory for the buffer ring");
-        let mut this = Self {
-            entries,
-            buffers: vec![0; BUFFERS as usize * BUFFER_SIZE],
-            tail: 0,
-        };
-        // SAFETY: the ring memory is page aligned, `BUFFERS` entries long, and never
-        // freed.
-        unsafe {
-            ring.submitter().register_buf_ring_with_flags(
-                entries as u64,
-                BUFFERS,
-                BUFFER_GROUP,
-                0,
-            )?;
-        }
-        for bid in 0..BUFFERS {
-            this.give_back(bid);
-        }
-        Ok(this)
-    }
-
-    /// The bytes the kernel put in buffer `bid`.
-    fn bytes(&self, bid: u16, len: usize) -> &[u8] {
-        let start = bid as usize * BUFFER_SIZE;
-        &self.buffers[start..start + len]
-    }
-
-    /// Hands buffer `bid` back to the kernel.
-    fn give_back(&mut self, bid: u16) {
-        let index = (self.tail & (BUFFERS - 1)) as usize;
-        // SAFETY: `index` is below `BUFFERS`; the tail is published with a release
-        // store after the entry is written, as the kernel's protocol asks.
-        unsafe {
-            let entry = &mut *self.entries.add(index);
-            entry.set_addr(self.buffers.as_ptr().add(bid as usize * BUFFER_SIZE) as u64);
-            entry.set_len(BUFFER_SIZE as u32);
-            entry.set_bid(bid);
-            self.tail = self.tail.wrapping_add(1);
-            let tail = BufRingEntry::tail(self.entries).cast_mut();
-            std::sync::atomic::AtomicU16::from_ptr(tail)
-                .store(self.tail, std::sync::atomic::Ordering::Release);
-        }
-    }
-}
-
 fn tag(kind: u64, slot: usize, generation: u32) -> u64 {
     kind | (slot as u64) << 8 | u64::from(generation) << 32
-}
-
-/// Whether the kernel has what this server needs (a ring, multishot receive into a
-/// provided-buffer ring): `Err` says what is missing.
-pub fn probe() -> io::Result<()> {
-    let ring = ring(8)?;
-    BufRing::register(&ring).map(drop)
 }
 
 /// A ring one thread submits to and reaps from: the kernel runs the completions'
@@ -146,7 +77,8 @@ fn ring(entries: u32) -> io::Result<IoUring> {
 pub fn serve(addr: SocketAddr) -> ! {
     let listener = TcpListener::bind(addr).expect("bind");
     let mut ring = ring(RING_ENTRIES).expect("an io_uring");
-    let mut buffers = BufRing::register(&ring).expect("a provided-buffer ring");
+    let mut buffers =
+        ProvidedBuffers::register(&ring, BUFFERS, BUFFER_SIZE).expect("a provided-buffer ring");
     eprintln!(
         "listening on {}",
         listener.local_addr().expect("local address")
@@ -276,7 +208,7 @@ fn receive(fd: RawFd, slot: usize, generation: u32) -> squeue::Entry {
 /// connection is done.
 fn on_receive(
     conn: &mut Conn,
-    buffers: &mut BufRing,
+    buffers: &mut ProvidedBuffers,
     result: i32,
     flags: u32,
     slot: usize,

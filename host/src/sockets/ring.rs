@@ -34,7 +34,8 @@ const RING_ENTRIES: u32 = 4096;
 const BUFFERS: u16 = 512;
 /// Each receive completes with at most this many bytes.
 const BUFFER_SIZE: usize = 16 << 10;
-const BUFFER_GROUP: u16 = 0;
+/// The buffer group every provided-buffer ring here registers as.
+pub const BUFFER_GROUP: u16 = 0;
 /// `IORING_ENTER_GETEVENTS`: an enter with it runs the completions' deferred work.
 const ENTER_GETEVENTS: u32 = 1;
 
@@ -106,7 +107,7 @@ pub struct Ring {
     ring: IoUring,
     /// The loop's epoll, watched by a multishot poll.
     epoll: RawFd,
-    buffers: Buffers,
+    buffers: ProvidedBuffers,
     /// Submissions that did not fit in the submission queue; handed over at the
     /// next enter, before waiting.
     overflow: Vec<squeue::Entry>,
@@ -131,7 +132,7 @@ impl Ring {
     /// (one thread submits: `SINGLE_ISSUER`), watching `epoll` from the start.
     pub fn new(epoll: RawFd) -> io::Result<Self> {
         let ring = build(RING_ENTRIES)?;
-        let buffers = Buffers::register(&ring)?;
+        let buffers = ProvidedBuffers::register(&ring, BUFFERS, BUFFER_SIZE)?;
         let mut this = Self {
             ring,
             epoll,
@@ -373,7 +374,7 @@ pub fn probe() -> Result<(), String> {
             return Err(format!("this kernel's io_uring has no {name} operation"));
         }
     }
-    let buffers = Buffers::register(&ring).map_err(|e| {
+    let buffers = ProvidedBuffers::register(&ring, BUFFERS, BUFFER_SIZE).map_err(|e| {
         format!("this kernel's io_uring has no provided-buffer rings (Linux 5.19 and later) ({e})")
     })?;
     drop(ring);
@@ -382,23 +383,34 @@ pub fn probe() -> Result<(), String> {
     Ok(())
 }
 
-/// The provided-buffer ring: the kernel takes a buffer for each receive and says
-/// which; the host copies the bytes out and gives the buffer back.
-struct Buffers {
+/// A provided-buffer ring (group [`BUFFER_GROUP`]): the kernel takes a buffer for
+/// each receive and says which; its owner copies the bytes out and gives the
+/// buffer back. The loop's, and the benchmarks' io_uring floor's.
+pub struct ProvidedBuffers {
     entries: *mut BufRingEntry,
     layout: Layout,
     memory: Vec<u8>,
+    /// Buffers (a power of two), and the size of each.
+    count: u16,
+    size: usize,
     tail: u16,
 }
 
 // SAFETY: the raw pointer is to memory this value owns, used only by the thread that
 // owns the loop (which moves, with the ring, to its thread before its first use).
-unsafe impl Send for Buffers {}
+unsafe impl Send for ProvidedBuffers {}
 
-impl Buffers {
-    fn register(ring: &IoUring) -> io::Result<Self> {
-        let size = BUFFERS as usize * size_of::<BufRingEntry>();
-        let layout = Layout::from_size_align(size, 4096).map_err(io::Error::other)?;
+impl ProvidedBuffers {
+    /// `count` buffers (a power of two) of `size` bytes, registered with `ring`
+    /// and all handed to the kernel. Their memory must outlive the ring: see the
+    /// `Drop` of [`Ring`].
+    pub fn register(ring: &IoUring, count: u16, size: usize) -> io::Result<Self> {
+        assert!(
+            count.is_power_of_two(),
+            "a buffer ring's size is a power of two"
+        );
+        let entries_size = usize::from(count) * size_of::<BufRingEntry>();
+        let layout = Layout::from_size_align(entries_size, 4096).map_err(io::Error::other)?;
         // SAFETY: a non-zero size.
         let entries = unsafe { alloc_zeroed(layout) }.cast::<BufRingEntry>();
         if entries.is_null() {
@@ -407,39 +419,43 @@ impl Buffers {
         let mut this = Self {
             entries,
             layout,
-            memory: vec![0; BUFFERS as usize * BUFFER_SIZE],
+            memory: vec![0; usize::from(count) * size],
+            count,
+            size,
             tail: 0,
         };
-        // SAFETY: the entries are page aligned, `BUFFERS` long, and live until the
-        // ring is gone (see the `Drop` of `Ring`).
+        // SAFETY: the entries are page aligned, `count` long, and live until the
+        // ring is gone.
         unsafe {
             ring.submitter().register_buf_ring_with_flags(
                 entries as u64,
-                BUFFERS,
+                count,
                 BUFFER_GROUP,
                 0,
             )?;
         }
-        for bid in 0..BUFFERS {
+        for bid in 0..count {
             this.give_back(bid);
         }
         Ok(this)
     }
 
-    fn bytes(&self, bid: u16, len: usize) -> &[u8] {
-        let start = usize::from(bid) * BUFFER_SIZE;
-        &self.memory[start..start + len.min(BUFFER_SIZE)]
+    /// The bytes the kernel put in buffer `bid` (`len` of them).
+    pub fn bytes(&self, bid: u16, len: usize) -> &[u8] {
+        let start = usize::from(bid % self.count) * self.size;
+        &self.memory[start..start + len.min(self.size)]
     }
 
-    fn give_back(&mut self, bid: u16) {
-        let index = usize::from(self.tail & (BUFFERS - 1));
-        // SAFETY: `index` is below `BUFFERS`; the new tail is published with a
+    /// Hands buffer `bid` back to the kernel.
+    pub fn give_back(&mut self, bid: u16) {
+        let index = usize::from(self.tail & (self.count - 1));
+        // SAFETY: `index` is below `count`; the new tail is published with a
         // release store after the entry is written, as the kernel's protocol asks.
         unsafe {
             let entry = &mut *self.entries.add(index);
-            let start = usize::from(bid % BUFFERS) * BUFFER_SIZE;
+            let start = usize::from(bid % self.count) * self.size;
             entry.set_addr(self.memory.as_ptr().add(start) as u64);
-            entry.set_len(BUFFER_SIZE as u32);
+            entry.set_len(self.size as u32);
             entry.set_bid(bid);
             self.tail = self.tail.wrapping_add(1);
             let tail = BufRingEntry::tail(self.entries).cast_mut();
