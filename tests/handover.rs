@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::upgrade::{
-    Load, field, install_binary, install_script, installed_binary, nth_line, raise_open_file_limit,
-    start, successor_pid, wait_gone,
+    Load, copy_executable, field, install_binary, install_script, installed_binary, nth_line,
+    raise_open_file_limit, start, successor_pid, wait_gone,
 };
 use common::{Host, IO_TIMEOUT, pattern, read_line};
 
@@ -404,7 +404,7 @@ fn a_new_process_whose_open_file_limit_is_too_low_takes_nothing() {
     // The next version runs under a limit of 200 open files (a unit's LimitNOFILE=,
     // say): it must refuse the 300 connections before it takes any.
     let real = binary.with_file_name("host.real");
-    std::fs::copy(common::host_bin(), &real).unwrap();
+    copy_executable(Path::new(common::host_bin()), &real);
     install_script(
         &binary,
         &format!("ulimit -n 200\nexec {} \"$@\"\n", real.display()),

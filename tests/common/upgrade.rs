@@ -76,18 +76,31 @@ pub fn installed_binary(test: &str) -> PathBuf {
 /// Puts a fresh copy of the host binary at `path` as a package manager does: a new
 /// file renamed over the old one (the running process's file is then deleted).
 pub fn install_binary(path: &Path) {
-    let temporary = path.with_extension("new");
-    std::fs::copy(host_bin(), &temporary).unwrap();
-    std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::rename(&temporary, path).unwrap();
+    copy_executable(Path::new(host_bin()), path);
 }
 
 /// Puts a shell script (`body`, after its `#!/bin/sh` line) at `path` as a package
 /// would install a binary there: a stand-in for the next version that misbehaves
 /// as a test needs.
 pub fn install_script(path: &Path, body: &str) {
-    let temporary = path.with_extension("script");
-    std::fs::write(&temporary, format!("#!/bin/sh\n{body}")).unwrap();
+    let text = path.with_extension("sh");
+    std::fs::write(&text, format!("#!/bin/sh\n{body}")).unwrap();
+    copy_executable(&text, path);
+}
+
+/// Copies `source` to `path` (mode 0755) through a new file renamed over it, the copy
+/// written by `cp`, never by this process: a descriptor open for writing here would be
+/// inherited by any child another test thread forks at that moment, and until that
+/// child execs, running the file fails with "Text file busy" (ETXTBSY), in this
+/// process or in a host that upgrades to it.
+pub fn copy_executable(source: &Path, path: &Path) {
+    let temporary = path.with_extension("new");
+    let status = Command::new("cp")
+        .arg(source)
+        .arg(&temporary)
+        .status()
+        .expect("run cp");
+    assert!(status.success(), "cp {} failed", source.display());
     std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::rename(&temporary, path).unwrap();
 }
