@@ -129,7 +129,7 @@ fn under_the_same_filter_the_host_serves_on_epoll() {
 #[test]
 fn the_environment_picks_the_loop_and_the_log_names_it() {
     let host = common::start_with_log_level(&["--guest", "http"], "info");
-    let default = if std::env::var("SANDSOCK_IO").as_deref() == Ok("uring") {
+    let default = if common::on_uring() {
         "io=Uring"
     } else {
         "io=Epoll"

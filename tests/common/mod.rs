@@ -26,6 +26,12 @@ pub fn host_bin() -> &'static str {
     env!("CARGO_BIN_EXE_host")
 }
 
+/// Whether the hosts of this run are on `--io uring` (the README's second pass of
+/// the suite sets `SANDSOCK_IO=uring`, which every host started here inherits).
+pub fn on_uring() -> bool {
+    std::env::var("SANDSOCK_IO").as_deref() == Ok("uring")
+}
+
 /// A test guest built from `guest/testing/`.
 pub fn test_guest(name: &str) -> PathBuf {
     PathBuf::from(env!("SANDSOCK_GUEST_DIR")).join(format!("{name}.wasm"))

@@ -28,10 +28,10 @@ use anyhow::{Context, Result};
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, info, warn};
 
+use super::accept::{Admission, RingAccepts, no_delay};
 use super::allow::AllowList;
 use super::batch::Batch;
 use super::capacity::Capacity;
-use super::connection::Phase;
 use super::events::Event;
 use super::handler::{CarriedGroup, EventHandler};
 use super::listener::Listener;
@@ -188,8 +188,11 @@ pub struct EventLoop<H> {
     /// [`FIRST_BYTES_GRACE`]).
     telling_guest: Option<Instant>,
     accept_retry: bool,
-    /// The listeners are out of the poll ([`Remote::pause_accepting`]).
+    /// The listeners are out of the poll, or their accepts on the ring cancelled
+    /// ([`Remote::pause_accepting`]).
     paused: bool,
+    /// On the ring (`--io uring`): the listeners' accepts, which replace epoll's.
+    ring_accepts: Option<RingAccepts>,
     refused: RateLimit,
     /// Where the loop publishes its counters once per turn, with `--admin`.
     published: Option<Arc<Published>>,
@@ -219,6 +222,7 @@ impl<H: EventHandler> EventLoop<H> {
     ) -> Result<Self> {
         let poll = Poll::new().context("cannot create the epoll instance")?;
         for (i, listener) in listeners.iter_mut().enumerate() {
+            no_delay(listener).context("cannot turn Nagle's algorithm off on a listener")?;
             poll.registry()
                 .register(
                     &mut listener.socket,
@@ -258,6 +262,7 @@ impl<H: EventHandler> EventLoop<H> {
             published: None,
             settling: None,
             epoll_more: false,
+            ring_accepts: None,
         })
     }
 
@@ -267,6 +272,16 @@ impl<H: EventHandler> EventLoop<H> {
     pub fn use_uring(&mut self) -> Result<()> {
         let ring = Ring::new(self.poll.as_raw_fd()).context("cannot set up the loop's io_uring")?;
         self.net.use_ring(ring);
+        // The listeners are accepted from on the ring instead: out of the poll.
+        for listener in &mut self.listeners {
+            self.poll
+                .registry()
+                .deregister(&mut listener.socket)
+                .context("cannot take a listener out of epoll")?;
+        }
+        let mut accepts = RingAccepts::default();
+        accepts.arm(&self.listeners, &mut self.net);
+        self.ring_accepts = Some(accepts);
         Ok(())
     }
 
@@ -347,16 +362,24 @@ impl<H: EventHandler> EventLoop<H> {
             Err(e) => return Err(e.into()),
         }
 
-        if std::mem::take(&mut self.accept_retry) && !self.paused {
-            for listener in &mut self.listeners {
-                accept(
-                    listener,
-                    &mut self.net,
-                    &mut self.handler,
-                    &mut self.batch,
-                    &mut self.accept_retry,
-                    &mut self.refused,
-                );
+        let mut admission = Admission {
+            net: &mut self.net,
+            handler: &mut self.handler,
+            batch: &mut self.batch,
+            retry: &mut self.accept_retry,
+            refused: &mut self.refused,
+        };
+        if let Some(accepts) = &mut self.ring_accepts {
+            let stopped = self.paused || self.stopping.is_some();
+            accepts.completed(&self.listeners, &mut admission, stopped);
+            if self.paused && accepts.idle() {
+                self.remote.paused_now.store(true, Ordering::Release);
+            }
+        }
+        if std::mem::take(admission.retry) && !self.paused {
+            match &mut self.ring_accepts {
+                Some(accepts) => accepts.arm(&self.listeners, admission.net),
+                None => self.listeners.iter().for_each(|l| admission.accept(l)),
             }
         }
         let mut woken = false;
@@ -364,19 +387,11 @@ impl<H: EventHandler> EventLoop<H> {
             match event.token() {
                 WAKER => woken = true,
                 Token(token) if token >= LISTENER_BASE => {
-                    let index = token - LISTENER_BASE;
-                    if index < self.listeners.len() {
-                        accept(
-                            &mut self.listeners[index],
-                            &mut self.net,
-                            &mut self.handler,
-                            &mut self.batch,
-                            &mut self.accept_retry,
-                            &mut self.refused,
-                        );
+                    if let Some(listener) = self.listeners.get(token - LISTENER_BASE) {
+                        admission.accept(listener);
                     }
                 }
-                Token(slot) => self.net.on_socket_event(slot, event),
+                Token(slot) => admission.net.on_socket_event(slot, event),
             }
         }
         // TLS connections whose handshake finished: now the guest hears of them.
@@ -583,10 +598,27 @@ impl<H: EventHandler> EventLoop<H> {
         wake
     }
 
-    /// Takes the listeners out of the poll, or puts them back; back in, they are
-    /// accepted from at once (an edge may have passed while they were out).
+    /// Takes the listeners out of the poll (on the ring: cancels their accepts), or
+    /// puts them back; back in, they are accepted from at once (an edge may have
+    /// passed while they were out).
     fn pause(&mut self, paused: bool) {
         self.paused = paused;
+        self.accept_retry = !paused;
+        info!(
+            paused,
+            "accepting {}",
+            if paused { "paused" } else { "again" }
+        );
+        if let Some(accepts) = &mut self.ring_accepts {
+            // On the ring, paused once the cancelled accepts' last completions have
+            // come (the connections accepted before them are taken in first).
+            if paused {
+                accepts.cancel(&mut self.net);
+            }
+            let paused_now = paused && accepts.idle();
+            self.remote.paused_now.store(paused_now, Ordering::Release);
+            return;
+        }
         for (i, listener) in self.listeners.iter_mut().enumerate() {
             let registry = self.poll.registry();
             let result = if paused {
@@ -602,13 +634,7 @@ impl<H: EventHandler> EventLoop<H> {
                 warn!(error = %e, paused, "cannot change a listener's registration");
             }
         }
-        self.accept_retry = !paused;
         self.remote.paused_now.store(paused, Ordering::Release);
-        info!(
-            paused,
-            "accepting {}",
-            if paused { "paused" } else { "again" }
-        );
     }
 
     /// Stops accepting, tells the guest, and gives the open connections until the
@@ -634,7 +660,10 @@ impl<H: EventHandler> EventLoop<H> {
                 .stopping
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        if !self.paused {
+        if let Some(accepts) = &mut self.ring_accepts {
+            // The ring holds a listener open until its accept's cancel is done.
+            accepts.cancel(&mut self.net);
+        } else if !self.paused {
             for listener in &mut self.listeners {
                 let _ = self.poll.registry().deregister(&mut listener.socket);
             }
@@ -663,79 +692,5 @@ impl<H: EventHandler> EventLoop<H> {
             );
         }
         self.handler.shutdown(&mut self.net);
-    }
-}
-
-/// Accepts every pending connection of one listener (edge-triggered: until
-/// `WouldBlock`), and adds an `accepted` event for each to the batch; a TLS
-/// connection is held by the host for its handshake first.
-fn accept(
-    listener: &mut Listener,
-    net: &mut Net,
-    handler: &mut impl EventHandler,
-    batch: &mut Batch,
-    retry: &mut bool,
-    refused: &mut RateLimit,
-) {
-    loop {
-        let (stream, peer) = match listener.socket.accept() {
-            Ok(accepted) => accepted,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                // Out of descriptors, most likely: the queue stays, so come back soon.
-                *retry = true;
-                if refused.allow() {
-                    warn!(error = %e, "accept failed; retrying shortly");
-                }
-                return;
-            }
-        };
-        // Dropping `stream` (at `continue`) closes it, and dropping `place` gives
-        // the place back.
-        let Some(place) = net.capacity().take() else {
-            net.counters_mut().refused_at_limit += 1;
-            if refused.allow() {
-                warn!(
-                    limit = net.capacity().max(),
-                    "connection limit reached; closing new connections at once"
-                );
-            }
-            continue;
-        };
-        if !handler.accepting() {
-            net.counters_mut().refused_guest_down += 1;
-            if refused.allow() {
-                warn!(
-                    "the guest is not running (backing off after traps); closing new connections"
-                );
-            }
-            continue;
-        }
-        // Answers are small and come in one write: Nagle would only delay them.
-        let _ = stream.set_nodelay(true);
-        if let Some(server) = &listener.tls {
-            let deadline = Instant::now() + server.handshake_timeout();
-            match server
-                .session()
-                .and_then(|tls| net.insert_tls(stream, peer, tls, deadline, place))
-            {
-                Ok(id) => {
-                    net.counters_mut().accepted += 1;
-                    debug!(conn = id, %peer, "accepted; TLS handshake under way");
-                }
-                Err(e) => warn!(error = %e, %peer, "cannot take a new connection"),
-            }
-            continue;
-        }
-        let owner = handler.owner_for_new_connection();
-        match net.insert(stream, peer, owner, Phase::Open, place) {
-            Ok(id) => {
-                net.counters_mut().accepted += 1;
-                debug!(conn = id, %peer, "accepted");
-                batch.push(owner, Event::Accepted(id));
-            }
-            Err(e) => warn!(error = %e, %peer, "cannot take a new connection"),
-        }
     }
 }

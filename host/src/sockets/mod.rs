@@ -10,6 +10,8 @@
 //! - [`allow`]: where a guest may connect out (`--allow-connect`).
 //! - [`capacity`]: places for connections under `--max-connections`, across workers.
 //! - [`listener`]: listening sockets, with a backlog, shared by workers.
+//! - [`accept`]: new connections from them (epoll's `accept4`, or the ring's
+//!   multishot accepts), admitted under the connection limit.
 //! - [`tls`]: TLS termination: certificates, and each connection's session.
 //! - [`net`]: the guest's `io` calls, and the bookkeeping that turns edges into
 //!   level-triggered batches.
@@ -30,6 +32,7 @@
 //! again next turn, and one whose host read a whole chunk for it (1.0) gets the next
 //! chunk, without a syscall to ask.
 
+pub mod accept;
 pub mod allow;
 pub mod batch;
 pub mod capacity;

@@ -49,6 +49,8 @@ pub enum Op {
     Send,
     /// The multishot poll on the loop's epoll.
     Epoll,
+    /// A listener's multishot accept (the id is the listener's index).
+    Accept,
     /// A cancel or a close: nothing to do when it completes.
     Quiet,
 }
@@ -59,6 +61,7 @@ impl Op {
             Op::Receive => 1,
             Op::Send => 2,
             Op::Epoll => 3,
+            Op::Accept => 4,
             Op::Quiet => 0,
         }) << 56
     }
@@ -68,6 +71,7 @@ impl Op {
             1 => Op::Receive,
             2 => Op::Send,
             3 => Op::Epoll,
+            4 => Op::Accept,
             _ => Op::Quiet,
         }
     }
@@ -175,6 +179,16 @@ impl Ring {
         self.push(receive.user_data(tag(Op::Receive, id)));
     }
 
+    /// Starts a listener's multishot accept: a completion for each new connection,
+    /// its result the new socket's descriptor (non-blocking, close-on-exec). It
+    /// says nothing of the peer's address: see [`crate::sockets::connection`].
+    pub fn accept(&mut self, fd: RawFd, index: usize) {
+        let accept = opcode::AcceptMulti::new(Fd(fd))
+            .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+            .build();
+        self.push(accept.user_data(tag(Op::Accept, index as u64)));
+    }
+
     /// Sends `bytes` on a connection.
     ///
     /// # Safety
@@ -186,8 +200,8 @@ impl Ring {
         self.push(send.build().user_data(tag(Op::Send, id)));
     }
 
-    /// Cancels a connection's receive, or its send.
-    pub fn cancel(&mut self, op: Op, id: Conn) {
+    /// Cancels a connection's receive or send, or a listener's accept.
+    pub fn cancel(&mut self, op: Op, id: u64) {
         let cancel = opcode::AsyncCancel::new(tag(op, id)).build();
         self.push(cancel.user_data(tag(Op::Quiet, 0)));
     }
@@ -363,6 +377,7 @@ pub fn probe() -> Result<(), String> {
         .register_probe(&mut probe)
         .map_err(|e| format!("cannot ask io_uring what it supports ({e})"))?;
     let needed = [
+        (opcode::AcceptMulti::CODE, "accept"),
         (opcode::RecvMulti::CODE, "receive"),
         (opcode::Send::CODE, "send"),
         (opcode::AsyncCancel::CODE, "cancel"),
@@ -488,7 +503,7 @@ pub enum Io {
 mod tests {
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
-    use std::os::fd::{AsRawFd, IntoRawFd};
+    use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 
     use super::*;
 
@@ -550,6 +565,36 @@ mod tests {
         let mut got = Vec::new();
         peer.read_to_end(&mut got).unwrap();
         assert_eq!(got, b"answer", "the bytes, then the end");
+    }
+
+    #[test]
+    fn a_multishot_accept_brings_each_connection_until_cancelled() {
+        let poll = mio::Poll::new().unwrap();
+        let mut ring = Ring::new(poll.as_raw_fd()).unwrap();
+        ring.enable().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        ring.accept(listener.as_raw_fd(), 2);
+        for _ in 0..2 {
+            let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let done = wait_for(&mut ring, Op::Accept);
+            assert_eq!(done.id, 2, "the listener's index");
+            assert!(done.more(), "one multishot accept serves every connection");
+            // SAFETY: the completion's descriptor is new and nobody else's.
+            let mut accepted = unsafe { TcpStream::from_raw_fd(done.result) };
+            assert_eq!(
+                accepted.peer_addr().unwrap(),
+                peer.local_addr().unwrap(),
+                "the peer's address is the socket's to say"
+            );
+            peer.write_all(b"hi").unwrap();
+            let mut got = [0; 2];
+            accepted.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"hi");
+        }
+        ring.cancel(Op::Accept, 2);
+        let cancelled = wait_for(&mut ring, Op::Accept);
+        assert_eq!(cancelled.result, -libc::ECANCELED);
+        assert!(!cancelled.more());
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! close(unknown)=returned
 //! set-interest(unknown)=returned
 //! peer(unknown)=none
+//! peer(self)=some(ADDR)                          (the client's address)
 //! set-timer(u32::MAX)=failed(limit-exceeded)     (more than a day)
 //! cancel-timer(unknown)=returned
 //! connect(not an address)=failed(ERROR)
@@ -137,6 +138,10 @@ fn bad_calls(conn: Conn) -> String {
     report.line(
         "peer(unknown)",
         io::peer(UNKNOWN).map_or_else(|| "none".to_owned(), |peer| format!("some({peer})")),
+    );
+    report.line(
+        "peer(self)",
+        io::peer(own).map_or_else(|| "none".to_owned(), |peer| format!("some({peer})")),
     );
     report.line("set-timer(u32::MAX)", unit(io::set_timer(1, u32::MAX)));
     io::cancel_timer(u64::MAX - 1);

@@ -41,7 +41,7 @@ use super::capacity::{Capacity, Place};
 use super::conn_table::{ConnTable, slot_of};
 use super::connection::{Connection, Phase};
 use super::owners::{Owner, Owners};
-use super::ring::Ring;
+use super::ring::{Completion, Ring};
 use super::tape::Tapes;
 use super::timers::Timers;
 use crate::shared::limits::Limits;
@@ -98,6 +98,9 @@ pub struct Net {
     sends: Vec<usize>,
     /// Connections new on the ring this turn, whose receive is armed at its end.
     arming: Vec<Conn>,
+    /// The listeners' accept completions of the last wait on the ring, for the
+    /// loop (which owns the listeners).
+    accepts: Vec<Completion>,
 }
 
 /// What the loop must come back to: the connections with something to report, and
@@ -142,7 +145,7 @@ impl Agenda {
 
     /// Marks a connection failed; the guest hears `hangup` in the next batch.
     fn fail(&mut self, conn: &mut Connection, error: &io::Error) {
-        debug!(conn = conn.id, peer = %conn.peer, %error, "connection failed");
+        debug!(conn = conn.id, peer = conn.peer().map(display), %error, "connection failed");
         self.set_phase(conn, Phase::Failed(IoError::Reset));
         self.enqueue(conn);
     }
@@ -269,7 +272,7 @@ impl Net {
     pub fn insert(
         &mut self,
         stream: TcpStream,
-        peer: SocketAddr,
+        peer: Option<SocketAddr>,
         owner: Owner,
         phase: Phase,
         place: Place,

@@ -11,7 +11,7 @@
 //! connection.
 
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use super::{Net, queue_send};
@@ -94,6 +94,7 @@ impl Net {
             match completion.op {
                 Op::Receive => self.on_received(completion),
                 Op::Send => self.on_sent(completion),
+                Op::Accept => self.accepts.push(*completion),
                 Op::Epoll | Op::Quiet => {}
             }
         }
@@ -101,6 +102,33 @@ impl Net {
             ring.put_done(done);
         }
         Ok(epoll)
+    }
+
+    /// Starts listener `index`'s multishot accept (its socket `fd`); its
+    /// completions come back through [`Net::take_accepts`].
+    pub fn ring_accept(&mut self, fd: RawFd, index: usize) {
+        if let Some(ring) = self.ring.as_deref_mut() {
+            ring.accept(fd, index);
+        }
+    }
+
+    /// Cancels listener `index`'s accept: it ends with a last completion.
+    pub fn ring_cancel_accept(&mut self, index: usize) {
+        if let Some(ring) = self.ring.as_deref_mut() {
+            ring.cancel(Op::Accept, index as u64);
+        }
+    }
+
+    /// The listeners' accept completions of the last wait (to give back with
+    /// [`Net::put_accepts`], keeping the list's memory).
+    pub fn take_accepts(&mut self) -> Vec<Completion> {
+        std::mem::take(&mut self.accepts)
+    }
+
+    /// Gives back the list [`Net::take_accepts`] lent.
+    pub fn put_accepts(&mut self, mut accepts: Vec<Completion>) {
+        accepts.clear();
+        self.accepts = accepts;
     }
 
     /// Arms the receives of the connections that came this turn, and starts the
