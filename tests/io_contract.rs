@@ -682,7 +682,7 @@ impl NetHost {
         let stream = mio::net::TcpStream::from_std(server);
         let handle = self
             .net
-            .insert(stream, Some(addr), owner, Phase::Open, place)
+            .insert(stream, addr, owner, Phase::Open, place)
             .expect("insert");
         if let Some(room) = room {
             let junk = vec![b'-'; ROOM_BOUND - room];
@@ -1217,7 +1217,7 @@ fn a_new_connection_is_read_with_its_accepted_event() {
     let stream = mio::net::TcpStream::from_std(server);
     let handle = host
         .net
-        .insert(stream, Some(addr), GUEST, Phase::Open, place)
+        .insert(stream, addr, GUEST, Phase::Open, place)
         .expect("insert");
     std::thread::sleep(Duration::from_millis(20)); // every byte in the socket
 

@@ -886,7 +886,7 @@ impl Harness {
         let place = self.net.capacity().take().expect("a place below the limit");
         let handle = self
             .net
-            .insert(stream, Some(peer), GUEST, Phase::Open, place)
+            .insert(stream, peer, GUEST, Phase::Open, place)
             .expect("insert an accepted connection");
         assert!(
             self.conns.iter().all(|c| c.handle != handle),
@@ -1519,7 +1519,7 @@ fn close_delivers_every_accepted_byte_when(lingering: Lingering) {
     let handle = net
         .insert(
             mio::net::TcpStream::from_std(server),
-            Some(peer),
+            peer,
             GUEST,
             Phase::Open,
             net.capacity().take().unwrap(),
@@ -1575,7 +1575,7 @@ fn accepted(net: &mut Net, listener: &TcpListener) -> (Conn, TcpStream) {
     let handle = net
         .insert(
             mio::net::TcpStream::from_std(server),
-            Some(peer),
+            peer,
             GUEST,
             Phase::Open,
             place,

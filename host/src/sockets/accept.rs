@@ -52,7 +52,7 @@ impl<H: EventHandler> Admission<'_, H> {
     pub fn accept(&mut self, listener: &Listener) {
         loop {
             match listener.socket.accept() {
-                Ok((stream, peer)) => self.admit(listener, stream, Some(peer)),
+                Ok((stream, peer)) => self.admit(listener, stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return self.failed(&e),
@@ -72,7 +72,7 @@ impl<H: EventHandler> Admission<'_, H> {
     /// Takes a new connection in and adds an `accepted` event for it to the batch,
     /// or closes it at once (past the connection limit, or while the guest is
     /// down); a TLS connection is held by the host for its handshake first.
-    fn admit(&mut self, listener: &Listener, stream: TcpStream, peer: Option<SocketAddr>) {
+    fn admit(&mut self, listener: &Listener, stream: TcpStream, peer: SocketAddr) {
         let net = &mut *self.net;
         // Dropping `stream` (at a `return`) closes it, and dropping `place` gives
         // the place back.
@@ -105,7 +105,7 @@ impl<H: EventHandler> Admission<'_, H> {
                     net.counters_mut().accepted += 1;
                     debug!(
                         conn = id,
-                        peer = peer.map(display),
+                        %peer,
                         "accepted; TLS handshake under way"
                     );
                 }
@@ -117,7 +117,7 @@ impl<H: EventHandler> Admission<'_, H> {
         match net.insert(stream, peer, owner, Phase::Open, place) {
             Ok(id) => {
                 net.counters_mut().accepted += 1;
-                debug!(conn = id, peer = peer.map(display), "accepted");
+                debug!(conn = id, %peer, "accepted");
                 self.batch.push(owner, Event::Accepted(id));
             }
             Err(e) => warn!(error = %e, "cannot take a new connection"),
@@ -161,7 +161,8 @@ impl RingAccepts {
 
     /// Takes the last wait's accept completions: each new socket admitted (or
     /// closed, when its listener is gone), and each accept that ended armed again
-    /// unless `stopped` (paused, or shutting down) or it failed.
+    /// unless `stopped` (paused, or shutting down) or it failed (then the loop's
+    /// retry arms it).
     pub fn completed<H: EventHandler>(
         &mut self,
         listeners: &[Listener],
@@ -188,10 +189,15 @@ impl RingAccepts {
             // SAFETY: the kernel made this descriptor for this completion; nothing
             // else owns it.
             let stream = unsafe { std::net::TcpStream::from_raw_fd(done.result) };
-            match listener {
-                Some(listener) => admission.admit(listener, TcpStream::from_std(stream), None),
-                // The listener closed at a shutdown since: the client is refused.
-                None => drop(stream),
+            // A multishot accept says nothing of the peer: the socket does (the
+            // guest's `peer` answers for as long as the handle lives). A peer that
+            // reset the connection already is not taken in.
+            match (listener, stream.peer_addr()) {
+                (Some(listener), Ok(peer)) => {
+                    admission.admit(listener, TcpStream::from_std(stream), peer);
+                }
+                // Or its listener closed at a shutdown since: the client is refused.
+                _ => drop(stream),
             }
         }
         if done.more() {
@@ -200,18 +206,18 @@ impl RingAccepts {
         if let Some(armed) = self.armed.get_mut(index) {
             *armed = false;
         }
-        match (done.result, listener) {
-            (error, _) if error == -libc::ECANCELED => {}
-            (error, Some(_)) if error < 0 => {
-                admission.failed(&io::Error::from_raw_os_error(-error));
-            }
-            (_, Some(listener)) if !stopped => {
-                admission
-                    .net
-                    .ring_accept(listener.socket.as_raw_fd(), index);
-                self.armed[index] = true;
-            }
-            _ => {}
+        let Some(listener) = listener else {
+            return;
+        };
+        // A cancelled accept is armed again too when the loop was un-paused before
+        // the cancel completed.
+        if done.result < 0 && done.result != -libc::ECANCELED {
+            admission.failed(&io::Error::from_raw_os_error(-done.result));
+        } else if !stopped {
+            admission
+                .net
+                .ring_accept(listener.socket.as_raw_fd(), index);
+            self.armed[index] = true;
         }
     }
 }

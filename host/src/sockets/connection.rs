@@ -7,7 +7,6 @@
 //! check: a connection is reported again for as long as its flag is set and the guest
 //! still wants it.
 
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -54,11 +53,8 @@ pub struct Connection {
     pub id: Conn,
     /// The socket, registered once for readable and writable edges.
     pub stream: TcpStream,
-    /// The peer's address, for `peer` and for logs: `accept4` gives it on epoll; a
-    /// multishot accept on the ring gives none, so it is asked of the socket
-    /// (`getpeername`) the first time something needs it, not for every
-    /// connection. See [`Connection::peer`].
-    peer: Cell<Option<SocketAddr>>,
+    /// The peer's address, for `peer` and for logs.
+    pub peer: SocketAddr,
     /// The guest instance it belongs to.
     pub owner: Owner,
     /// Where it is in its life.
@@ -138,7 +134,7 @@ impl Connection {
     pub fn new(
         id: Conn,
         stream: TcpStream,
-        peer: Option<SocketAddr>,
+        peer: SocketAddr,
         owner: Owner,
         phase: Phase,
         place: Place,
@@ -146,7 +142,7 @@ impl Connection {
         Self {
             id,
             stream,
-            peer: Cell::new(peer),
+            peer,
             owner,
             phase,
             readable: false,
@@ -166,15 +162,6 @@ impl Connection {
             ring: RingIo::default(),
             _place: place,
         }
-    }
-
-    /// The peer's address; `None` when it was not known at the accept and the
-    /// socket no longer has one (the peer reset it before anyone asked).
-    pub fn peer(&self) -> Option<SocketAddr> {
-        if self.peer.get().is_none() {
-            self.peer.set(self.stream.peer_addr().ok());
-        }
-        self.peer.get()
     }
 
     /// Whether the guest should hear `readable` for it now.

@@ -1,4 +1,7 @@
 //! [`EventLoop`]: one thread, one `epoll` (through mio), one handler call per turn.
+//! With `--io uring` the loop waits in an io_uring instead, which watches that epoll
+//! and carries the listeners' accepts and the plain connections' I/O (see
+//! [`crate::sockets::ring`]); the turn is the same.
 //!
 //! ```text
 //!   poll ──► accept new connections, note edges ──► collect one batch ──► handler.handle(batch)
@@ -76,7 +79,8 @@ pub struct Remote {
     stop: Arc<AtomicBool>,
     /// Asked for: accept or not.
     paused: Arc<AtomicBool>,
-    /// Done: the loop's listeners are out of its poll (or back in).
+    /// Done: the loop's listeners are out of its poll, or their accepts on the ring
+    /// have ended (or they are back in).
     paused_now: Arc<AtomicBool>,
     /// An upgrade's request for the loop's connections, until the loop takes it.
     handover: Arc<Mutex<Option<HandoverOrder>>>,
@@ -151,7 +155,8 @@ impl Remote {
     }
 
     /// Whether the loop has stopped accepting (it does so within a turn of being
-    /// asked, or has shut down).
+    /// asked, on the ring once its cancelled accepts have completed, a turn or two),
+    /// or has shut down.
     pub fn accepting_paused(&self) -> bool {
         self.paused_now.load(Ordering::Acquire)
     }
@@ -266,8 +271,8 @@ impl<H: EventHandler> EventLoop<H> {
         })
     }
 
-    /// Puts the loop's plain connections on an io_uring of its own (`--io uring`);
-    /// before it runs. [`crate::sockets::ring::probe`] says first whether the
+    /// Puts the loop's listeners and plain connections on an io_uring of its own
+    /// (`--io uring`); before it runs. [`crate::sockets::ring::probe`] says first whether the
     /// kernel allows it.
     pub fn use_uring(&mut self) -> Result<()> {
         let ring = Ring::new(self.poll.as_raw_fd()).context("cannot set up the loop's io_uring")?;
@@ -337,7 +342,8 @@ impl<H: EventHandler> EventLoop<H> {
             let Some(deadline) = self.stopping else {
                 continue;
             };
-            if self.net.is_empty() {
+            // (On the ring the listeners stay until their accepts are cancelled.)
+            if self.net.is_empty() && self.listeners.is_empty() {
                 info!("every connection has finished; exiting");
                 return Ok(());
             }
@@ -362,6 +368,9 @@ impl<H: EventHandler> EventLoop<H> {
             Err(e) => return Err(e.into()),
         }
 
+        // A retry asked for in an earlier turn (not in this one: a failed accept
+        // is tried again after a pause, not at once).
+        let retry_due = std::mem::take(&mut self.accept_retry) && !self.paused;
         let mut admission = Admission {
             net: &mut self.net,
             handler: &mut self.handler,
@@ -372,11 +381,16 @@ impl<H: EventHandler> EventLoop<H> {
         if let Some(accepts) = &mut self.ring_accepts {
             let stopped = self.paused || self.stopping.is_some();
             accepts.completed(&self.listeners, &mut admission, stopped);
-            if self.paused && accepts.idle() {
+            if stopped && accepts.idle() {
+                // Every connection the kernel accepted for this loop is in: a
+                // shutdown may close the listeners now.
+                if self.stopping.is_some() {
+                    self.listeners.clear();
+                }
                 self.remote.paused_now.store(true, Ordering::Release);
             }
         }
-        if std::mem::take(admission.retry) && !self.paused {
+        if retry_due {
             match &mut self.ring_accepts {
                 Some(accepts) => accepts.arm(&self.listeners, admission.net),
                 None => self.listeners.iter().for_each(|l| admission.accept(l)),
@@ -447,7 +461,7 @@ impl<H: EventHandler> EventLoop<H> {
         }
         // At the end of a turn: every call is over, nothing is half done.
         if let Some(by) = self.settling.as_ref().map(|(_, by)| *by) {
-            let settled = !self.handler.owes() && self.net.ring_quiet();
+            let settled = !self.handler.owes() && self.net.ring_quiet() && self.accepts_quiet();
             if settled || Instant::now() >= by {
                 let (order, _) = self.settling.take().expect("settling");
                 if settled {
@@ -457,7 +471,7 @@ impl<H: EventHandler> EventLoop<H> {
                     let waited = if self.handler.owes() {
                         "its guests still waited for the store"
                     } else {
-                        "its io_uring still had receives or sends in flight"
+                        "its io_uring still had accepts, receives or sends in flight"
                     };
                     let why = format!(
                         "worker {}: {waited} after {SETTLE_WAIT:?}; nothing was handed over",
@@ -598,6 +612,13 @@ impl<H: EventHandler> EventLoop<H> {
         wake
     }
 
+    /// Whether no accept of this loop's is still armed on the ring while it is
+    /// paused: an upgrade's handover packs only after the connections accepted
+    /// until the cancels completed are in.
+    fn accepts_quiet(&self) -> bool {
+        !self.paused || self.ring_accepts.as_ref().is_none_or(RingAccepts::idle)
+    }
+
     /// Takes the listeners out of the poll (on the ring: cancels their accepts), or
     /// puts them back; back in, they are accepted from at once (an edge may have
     /// passed while they were out).
@@ -660,18 +681,24 @@ impl<H: EventHandler> EventLoop<H> {
                 .stopping
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        if let Some(accepts) = &mut self.ring_accepts {
-            // The ring holds a listener open until its accept's cancel is done.
-            accepts.cancel(&mut self.net);
-        } else if !self.paused {
-            for listener in &mut self.listeners {
-                let _ = self.poll.registry().deregister(&mut listener.socket);
-            }
-        }
         // Dropping the listeners closes them: new clients are refused, not queued
-        // (unless an upgrade's new process holds them too: it accepts them).
-        self.listeners.clear();
-        self.remote.paused_now.store(true, Ordering::Release);
+        // (unless an upgrade's new process holds them too: it accepts them). On
+        // the ring their accepts are cancelled first, and the connections accepted
+        // until the cancels complete are taken in; then the listeners close (see
+        // `turn`).
+        match &mut self.ring_accepts {
+            Some(accepts) => accepts.cancel(&mut self.net),
+            None if !self.paused => {
+                for listener in &mut self.listeners {
+                    let _ = self.poll.registry().deregister(&mut listener.socket);
+                }
+            }
+            None => {}
+        }
+        if self.ring_accepts.as_ref().is_none_or(RingAccepts::idle) {
+            self.listeners.clear();
+            self.remote.paused_now.store(true, Ordering::Release);
+        }
         self.accept_retry = false;
         // The guest hears `shutdown` at the end of a turn in which every accepted
         // connection has sent something and every TLS handshake under way has

@@ -22,8 +22,9 @@
 //! - [`event_loop`]: poll, accept, one handler call per turn, shutdown.
 //! - [`parcel`]: one worker's connections as an upgrade carries them to the new
 //!   process.
-//! - [`ring`]: `--io uring`: one io_uring per loop, through which the plain
-//!   connections receive, send and close (epoll stays for the rest).
+//! - [`ring`]: `--io uring`: one io_uring per loop, through which the listeners
+//!   accept and the plain connections receive, send and close (epoll stays for the
+//!   rest).
 //!
 //! The discipline, in one picture: mio reports *edges*; [`net`] keeps a flag per
 //! edge until a read or write answers `WouldBlock` (or a read comes back short),

@@ -8,8 +8,9 @@
 //!   out and gives the buffer back at once, so the buffers' memory is fixed per loop,
 //!   not per connection;
 //! - sends of what the guest wrote, cancels, and closes, queued as submissions;
-//! - the loop's epoll (listeners, the waker, TLS and outbound sockets), watched by one
-//!   multishot poll: the loop waits in one place.
+//! - one multishot accept per listener, whose completions bring the new sockets;
+//! - the loop's epoll (the waker, TLS and outbound sockets), watched by one multishot
+//!   poll: the loop waits in one place.
 //!
 //! Every submission of a turn goes to the kernel in the one `io_uring_enter` that
 //! also waits for the next completions (or, when the loop has work already, reaps
@@ -181,7 +182,7 @@ impl Ring {
 
     /// Starts a listener's multishot accept: a completion for each new connection,
     /// its result the new socket's descriptor (non-blocking, close-on-exec). It
-    /// says nothing of the peer's address: see [`crate::sockets::connection`].
+    /// says nothing of the peer's address: the socket does.
     pub fn accept(&mut self, fd: RawFd, index: usize) {
         let accept = opcode::AcceptMulti::new(Fd(fd))
             .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)

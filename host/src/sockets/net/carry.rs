@@ -3,7 +3,6 @@
 //! unpacked there under the same handles.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -18,11 +17,6 @@ use crate::sockets::parcel::{
     CarriedConn, CarriedPhase, Flags, Group, Parcel, error_code, error_of,
 };
 use crate::sockets::write_buffer::WriteBuffer;
-
-/// A carried connection's peer when the old process never learnt it (a ring's
-/// accept gives none, and the peer reset the socket before anyone asked): the
-/// parcel holds an address, so an unspecified one stands for "unknown".
-const UNKNOWN_PEER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
 
 /// One worker's connections, packed: the parcel, the descriptors in its order, and
 /// the slots they hold here (released once the new process has them).
@@ -94,7 +88,7 @@ impl Net {
             };
             let mut carried = CarriedConn::new(
                 conn.id,
-                conn.peer().unwrap_or(UNKNOWN_PEER),
+                conn.peer,
                 group,
                 phase,
                 flags_of(conn),
@@ -193,8 +187,7 @@ impl Net {
                 },
             };
             let place = self.capacity.take_anyway();
-            let peer = Some(carried.peer).filter(|&peer| peer != UNKNOWN_PEER);
-            let mut conn = Connection::new(carried.id, stream, peer, owner, phase, place);
+            let mut conn = Connection::new(carried.id, stream, carried.peer, owner, phase, place);
             set_flags(&mut conn, carried.flags);
             conn.out = WriteBuffer::holding(carried.out);
             conn.ring.unread = carried.unread;

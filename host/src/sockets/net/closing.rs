@@ -86,10 +86,7 @@ impl Net {
             } else if let Phase::Handshaking { .. } = conn.phase {
                 self.counters.tls_handshakes_timed_out += 1;
                 if self.tls_log.allow() {
-                    info!(
-                        peer = conn.peer().map(display),
-                        "TLS handshake not done in time; closing the connection"
-                    );
+                    info!(peer = %conn.peer, "TLS handshake not done in time; closing the connection");
                 }
                 self.remove(slot);
             } else {

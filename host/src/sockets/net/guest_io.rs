@@ -260,14 +260,12 @@ impl Net {
 
     /// The peer of `id`, whoever owns it: for a canary's shadows.
     pub fn peer_of(&mut self, id: Conn) -> Option<String> {
-        self.conns.get_mut(id)?.peer().map(|peer| peer.to_string())
+        self.conns.get_mut(id).map(|conn| conn.peer.to_string())
     }
 
     /// `peer`.
     pub fn peer(&mut self, id: Conn) -> Option<String> {
-        visible(&mut self.conns, id, self.caller)?
-            .peer()
-            .map(|peer| peer.to_string())
+        visible(&mut self.conns, id, self.caller).map(|conn| conn.peer.to_string())
     }
 
     /// `tls`: what the handshake settled, for a connection from a TLS listener.
@@ -323,7 +321,7 @@ impl Net {
             deadline: Instant::now() + CONNECT_TIMEOUT,
         };
         let id = self
-            .insert(stream, Some(target), self.caller, phase, place)
+            .insert(stream, target, self.caller, phase, place)
             .map_err(|_| IoError::LimitExceeded)?;
         debug!(conn = id, %target, "connecting");
         Ok(id)

@@ -24,7 +24,7 @@ impl Net {
     pub fn insert_tls(
         &mut self,
         stream: TcpStream,
-        peer: Option<SocketAddr>,
+        peer: SocketAddr,
         tls: Tls,
         deadline: Instant,
         place: Place,
@@ -100,9 +100,9 @@ impl Net {
             if let Failure::Protocol(error) = &failure
                 && self.tls_log.allow()
             {
-                warn!(peer = conn.peer().map(display), %error, "TLS handshake failed; closing the connection");
+                warn!(peer = %conn.peer, %error, "TLS handshake failed; closing the connection");
             }
-            debug!(peer = conn.peer().map(display), %failure, "TLS handshake failed");
+            debug!(peer = %conn.peer, %failure, "TLS handshake failed");
             // The alert, if the socket takes it; `remove` counts off what is left.
             let before = conn.out.len();
             let _ = conn.out.flush_to(&mut conn.stream);
@@ -111,10 +111,7 @@ impl Net {
             return;
         }
         if sent.is_err() || (tls.at_end() && tls.is_handshaking()) {
-            debug!(
-                peer = conn.peer().map(display),
-                "the peer left during the TLS handshake"
-            );
+            debug!(peer = %conn.peer, "the peer left during the TLS handshake");
             self.counters.tls_handshakes_failed += 1;
             self.remove(slot);
             return;
@@ -129,7 +126,7 @@ impl Net {
                 Ok(false) => conn.writable = false,
                 // No guest owns it yet to hear a `hangup`: it just goes.
                 Err(error) => {
-                    debug!(peer = conn.peer().map(display), %error, "the TLS handshake's socket failed");
+                    debug!(peer = %conn.peer, %error, "the TLS handshake's socket failed");
                     self.counters.tls_handshakes_failed += 1;
                     self.remove(slot);
                     return;
@@ -137,11 +134,7 @@ impl Net {
             }
         }
         if done {
-            debug!(
-                conn = conn.id,
-                peer = conn.peer().map(display),
-                "TLS handshake done"
-            );
+            debug!(conn = conn.id, peer = %conn.peer, "TLS handshake done");
             self.counters.tls_handshakes += 1;
             self.agenda.set_phase(conn, Phase::Open);
             self.handshaken.push(slot);

@@ -145,7 +145,7 @@ impl Agenda {
 
     /// Marks a connection failed; the guest hears `hangup` in the next batch.
     fn fail(&mut self, conn: &mut Connection, error: &io::Error) {
-        debug!(conn = conn.id, peer = conn.peer().map(display), %error, "connection failed");
+        debug!(conn = conn.id, peer = %conn.peer, %error, "connection failed");
         self.set_phase(conn, Phase::Failed(IoError::Reset));
         self.enqueue(conn);
     }
@@ -272,7 +272,7 @@ impl Net {
     pub fn insert(
         &mut self,
         stream: TcpStream,
-        peer: Option<SocketAddr>,
+        peer: SocketAddr,
         owner: Owner,
         phase: Phase,
         place: Place,

@@ -176,7 +176,7 @@ fn connect_outcome(conn: &mut Connection) -> Option<Result<(), IoError>> {
         },
         Ok(Some(e)) | Err(e) => e,
     };
-    debug!(conn = conn.id, peer = conn.peer().map(display), %error, "connect failed");
+    debug!(conn = conn.id, peer = %conn.peer, %error, "connect failed");
     Some(Err(connect_error(&error)))
 }
 
