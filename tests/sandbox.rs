@@ -591,3 +591,53 @@ fn connections_past_the_limit_are_closed_at_once() {
         "after a slot was freed"
     );
 }
+
+/// How many copies of its marker `scans_memory` found, asked on `stream`.
+fn markers_seen(stream: &mut TcpStream) -> usize {
+    stream.write_all(b"SCAN\n").unwrap();
+    let answer = read_line(stream);
+    let count = answer.strip_prefix("FOUND ").and_then(|n| n.parse().ok());
+    count.unwrap_or_else(|| panic!("not a scan's answer: {answer:?}"))
+}
+
+/// Leaves `scans_memory`'s marker in the memory of the instance behind `stream`.
+fn mark(stream: &mut TcpStream) {
+    stream.write_all(b"MARK\n").unwrap();
+    assert_eq!(read_line(stream), "MARKED");
+}
+
+/// With an instance per connection, no connection's instance can read what another
+/// left in its linear memory, however the pooling allocator reuses memory slots and
+/// resets them (in place, page by page, where the kernel can say which pages were
+/// dirtied). The scanner finds its marker where it should (in its own instance, and
+/// in a shared one: a static and a heap block at least), so none means none.
+#[test]
+fn an_instance_per_connection_never_sees_what_another_left_in_memory() {
+    let path = test_guest("scans_memory");
+    let guest = path.to_str().unwrap();
+    let shared = Host::start(&["--guest", guest]);
+    mark(&mut shared.connect());
+    assert!(
+        markers_seen(&mut shared.connect()) >= 2,
+        "a shared instance keeps them"
+    );
+
+    let host = Host::start(&["--guest", guest, "--isolation", "connection"]);
+    for round in 0..40 {
+        let mut marking = host.connect();
+        assert_eq!(
+            markers_seen(&mut marking),
+            0,
+            "round {round}: a fresh instance"
+        );
+        mark(&mut marking);
+        assert!(markers_seen(&mut marking) >= 2, "round {round}: its own");
+        drop(marking);
+        // The next connection's instance often gets the slot just given back.
+        assert_eq!(
+            markers_seen(&mut host.connect()),
+            0,
+            "round {round}: the next"
+        );
+    }
+}

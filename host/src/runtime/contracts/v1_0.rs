@@ -31,6 +31,12 @@ pub struct Lowered {
     /// `input[..used]` is this call's; the rest is room, zeroed once when it grew.
     input: Vec<u8>,
     used: usize,
+    /// The most one read asks for (within its share): a page at first, twice as
+    /// much after each read that filled it, up to a whole chunk. An instance that
+    /// only sees small requests (with an instance per connection, most) never
+    /// zeroes or holds a 64 KiB input for them; one that reads much soon reads
+    /// whole chunks.
+    room: usize,
 }
 
 impl Lowered {
@@ -186,11 +192,12 @@ impl Lowered {
         });
     }
 
-    /// One read of up to `max` bytes (at most 64 KiB) of the readable connection
-    /// `conn`, as the guest will hear it: bytes become a `data` event, the end of
-    /// the stream an `eof`; a read that finds nothing, or fails (a `hangup`
-    /// follows), adds no event. A read that fills `max` leaves the connection
-    /// readable: the rest is read for the next call. `fresh`: `conn` was just
+    /// One read of up to `max` bytes (at most 64 KiB, and at most the room this
+    /// instance's reads have grown to) of the readable connection `conn`, as the
+    /// guest will hear it: bytes become a `data` event, the end of the stream an
+    /// `eof`; a read that finds nothing, or fails (a `hangup` follows), adds no
+    /// event. A read that fills what it asked for leaves the connection readable:
+    /// the rest is read for the next call. `fresh`: `conn` was just
     /// accepted and has had no edge yet (see `Net::read_fresh`). Answers what the
     /// read found.
     pub fn read_ahead(
@@ -200,7 +207,8 @@ impl Lowered {
         max: usize,
         fresh: bool,
     ) -> Read {
-        let end = self.used + max.min(MAX_READ_CHUNK);
+        let want = max.min(self.room.max(MIN_SHARE));
+        let end = self.used + want;
         if self.input.len() < end {
             self.input.resize(end, 0);
         }
@@ -219,6 +227,9 @@ impl Lowered {
                     ..record(kind::DATA, conn)
                 });
                 self.used += n;
+                if n == want {
+                    self.room = (want * 2).min(MAX_READ_CHUNK);
+                }
             }
             Read::Eof => self.events.push(record(kind::EOF, conn)),
         }
