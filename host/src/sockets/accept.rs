@@ -160,18 +160,19 @@ impl RingAccepts {
     }
 
     /// Takes the last wait's accept completions: each new socket admitted (or
-    /// closed, when its listener is gone), and each accept that ended armed again
-    /// unless `stopped` (paused, or shutting down) or it failed (then the loop's
-    /// retry arms it).
+    /// closed, when its listener is gone or `refusing`: the guest heard
+    /// `shutdown`), and each accept that ended armed again unless `stopped`
+    /// (paused, or shutting down) or it failed (then the loop's retry arms it).
     pub fn completed<H: EventHandler>(
         &mut self,
         listeners: &[Listener],
         admission: &mut Admission<'_, H>,
         stopped: bool,
+        refusing: bool,
     ) {
         let done = admission.net.take_accepts();
         for completion in &done {
-            self.one(completion, listeners, admission, stopped);
+            self.one(completion, listeners, admission, stopped, refusing);
         }
         admission.net.put_accepts(done);
     }
@@ -182,9 +183,10 @@ impl RingAccepts {
         listeners: &[Listener],
         admission: &mut Admission<'_, H>,
         stopped: bool,
+        refusing: bool,
     ) {
         let index = done.id as usize;
-        let listener = listeners.get(index);
+        let listener = listeners.get(index).filter(|_| !refusing);
         if done.result >= 0 {
             // SAFETY: the kernel made this descriptor for this completion; nothing
             // else owns it.
@@ -196,7 +198,8 @@ impl RingAccepts {
                 (Some(listener), Ok(peer)) => {
                     admission.admit(listener, TcpStream::from_std(stream), peer);
                 }
-                // Or its listener closed at a shutdown since: the client is refused.
+                // Or its listener closed at a shutdown since, or the guest heard
+                // `shutdown`: the client is refused.
                 _ => drop(stream),
             }
         }

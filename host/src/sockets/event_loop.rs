@@ -370,7 +370,8 @@ impl<H: EventHandler> EventLoop<H> {
 
         // A retry asked for in an earlier turn (not in this one: a failed accept
         // is tried again after a pause, not at once).
-        let retry_due = std::mem::take(&mut self.accept_retry) && !self.paused;
+        let retry_due =
+            std::mem::take(&mut self.accept_retry) && !self.paused && self.stopping.is_none();
         let mut admission = Admission {
             net: &mut self.net,
             handler: &mut self.handler,
@@ -380,7 +381,9 @@ impl<H: EventHandler> EventLoop<H> {
         };
         if let Some(accepts) = &mut self.ring_accepts {
             let stopped = self.paused || self.stopping.is_some();
-            accepts.completed(&self.listeners, &mut admission, stopped);
+            // After the guest heard `shutdown`, no new connection comes to it.
+            let refusing = self.stopping.is_some() && self.telling_guest.is_none();
+            accepts.completed(&self.listeners, &mut admission, stopped, refusing);
             if stopped && accepts.idle() {
                 // Every connection the kernel accepted for this loop is in: a
                 // shutdown may close the listeners now.
@@ -454,8 +457,11 @@ impl<H: EventHandler> EventLoop<H> {
             self.batch.clear();
             self.net.prune();
         }
+        // (On the ring, once the connections accepted until the accepts' cancels
+        // completed are in too.)
+        let accepted_all = self.ring_accepts.as_ref().is_none_or(RingAccepts::idle);
         if let Some(latest) = self.telling_guest
-            && (!self.net.has_unheard() || Instant::now() >= latest)
+            && ((accepted_all && !self.net.has_unheard()) || Instant::now() >= latest)
         {
             self.tell_guest();
         }

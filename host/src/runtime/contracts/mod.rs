@@ -276,8 +276,12 @@ impl Handle {
                 handler.call_handle(store, convert(batch, events, v0_4::event))
             }
             Self::V1(handler, lowered) => {
-                lowered.lower(store.data_mut(), events);
-                handler.call_handle(store, &lowered.events, lowered.input())
+                let state = store.data_mut();
+                lowered.lend(state.net.lend_input());
+                lowered.lower(state, events);
+                let called = handler.call_handle(&mut *store, &lowered.events, lowered.input());
+                store.data_mut().net.return_input(lowered.give_back());
+                called
             }
         };
         called.map_err(anyhow::Error::from)

@@ -29,17 +29,26 @@ pub struct Lowered {
     /// This call's events.
     pub events: Vec<wit::Event>,
     /// `input[..used]` is this call's; the rest is room, zeroed once when it grew.
+    /// The loop's own buffer, lent for the call ([`Lowered::lend`]): an instance
+    /// holds none between calls.
     input: Vec<u8>,
     used: usize,
-    /// The most one read asks for (within its share): a page at first, twice as
-    /// much after each read that filled it, up to a whole chunk. An instance that
-    /// only sees small requests (with an instance per connection, most) never
-    /// zeroes or holds a 64 KiB input for them; one that reads much soon reads
-    /// whole chunks.
-    room: usize,
 }
 
 impl Lowered {
+    /// Takes `input` (the loop's buffer) to lower the next call into. With an
+    /// instance per connection, a buffer of each instance's own would be 64 KiB
+    /// zeroed at its first read and held for as long as its connection.
+    pub fn lend(&mut self, input: Vec<u8>) {
+        self.input = input;
+    }
+
+    /// Gives the lent buffer back, after the call.
+    pub fn give_back(&mut self) -> Vec<u8> {
+        self.used = 0;
+        std::mem::take(&mut self.input)
+    }
+
     /// This call's input: every `data` event's bytes, back to back.
     pub fn input(&self) -> &[u8] {
         &self.input[..self.used]
@@ -192,12 +201,11 @@ impl Lowered {
         });
     }
 
-    /// One read of up to `max` bytes (at most 64 KiB, and at most the room this
-    /// instance's reads have grown to) of the readable connection `conn`, as the
-    /// guest will hear it: bytes become a `data` event, the end of the stream an
-    /// `eof`; a read that finds nothing, or fails (a `hangup` follows), adds no
-    /// event. A read that fills what it asked for leaves the connection readable:
-    /// the rest is read for the next call. `fresh`: `conn` was just
+    /// One read of up to `max` bytes (at most 64 KiB) of the readable connection
+    /// `conn`, as the guest will hear it: bytes become a `data` event, the end of
+    /// the stream an `eof`; a read that finds nothing, or fails (a `hangup`
+    /// follows), adds no event. A read that fills `max` leaves the connection
+    /// readable: the rest is read for the next call. `fresh`: `conn` was just
     /// accepted and has had no edge yet (see `Net::read_fresh`). Answers what the
     /// read found.
     pub fn read_ahead(
@@ -207,8 +215,7 @@ impl Lowered {
         max: usize,
         fresh: bool,
     ) -> Read {
-        let want = max.min(self.room.max(MIN_SHARE));
-        let end = self.used + want;
+        let end = self.used + max.min(MAX_READ_CHUNK);
         if self.input.len() < end {
             self.input.resize(end, 0);
         }
@@ -227,9 +234,6 @@ impl Lowered {
                     ..record(kind::DATA, conn)
                 });
                 self.used += n;
-                if n == want {
-                    self.room = (want * 2).min(MAX_READ_CHUNK);
-                }
             }
             Read::Eof => self.events.push(record(kind::EOF, conn)),
         }

@@ -45,15 +45,15 @@ impl Net {
         };
         if conn.ring.on {
             self.read_before_receiving(slot_of(id));
+        } else if conn.phase != Phase::Open || conn.tls.is_some() || conn.readable {
             return self.read_into(id, buf);
+        } else {
+            conn.readable = true;
         }
-        if conn.phase != Phase::Open || conn.tls.is_some() || conn.readable {
-            return self.read_into(id, buf);
-        }
-        conn.readable = true;
         let read = self.read_into(id, buf);
-        // A full read leaves bytes behind, and no edge will tell of them: report it
-        // as still readable, as an edge would have made it.
+        // A full read leaves bytes behind, and no edge (on the ring, no completion:
+        // they were received already) will tell of them: report it as still
+        // readable, as an edge would have made it.
         if let Some(conn) = visible(&mut self.conns, id, self.caller)
             && conn.readable
         {

@@ -101,6 +101,9 @@ pub struct Net {
     /// The listeners' accept completions of the last wait on the ring, for the
     /// loop (which owns the listeners).
     accepts: Vec<Completion>,
+    /// The input of a guest call (contract 1.x), lent to each call in turn: one
+    /// buffer for all of the loop's instances.
+    call_input: Vec<u8>,
 }
 
 /// What the loop must come back to: the connections with something to report, and
@@ -166,6 +169,18 @@ impl Net {
         net.capacity = capacity;
         net.registry = Some(registry);
         net
+    }
+
+    /// Lends the loop's buffer for a guest call's input (give it back with
+    /// [`Net::return_input`]): with an instance per connection, one of each
+    /// instance's own would be 64 KiB per connection.
+    pub fn lend_input(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.call_input)
+    }
+
+    /// Takes back the buffer [`Net::lend_input`] lent.
+    pub fn return_input(&mut self, input: Vec<u8>) {
+        self.call_input = input;
     }
 
     /// Numbers handles for worker `worker` of `workers`, so that no two workers
