@@ -272,8 +272,8 @@ impl<H: EventHandler> EventLoop<H> {
     }
 
     /// Puts the loop's listeners and plain connections on an io_uring of its own
-    /// (`--io uring`); before it runs. [`crate::sockets::ring::probe`] says first whether the
-    /// kernel allows it.
+    /// (`--io uring`); before it runs. [`crate::sockets::ring::probe`] says first
+    /// whether the kernel allows it.
     pub fn use_uring(&mut self) -> Result<()> {
         let ring = Ring::new(self.poll.as_raw_fd()).context("cannot set up the loop's io_uring")?;
         self.net.use_ring(ring);

@@ -13,9 +13,11 @@ wait for it, so one stalled reader costs a bounded amount of memory and never
 slows the others down. The SDK coalesces what one call relays to a receiver into
 one host write.
 
-Across a hot swap (``--swap handoff``) every connection joins again as it is
-adopted; a half-sent line and what was relayed but not yet sent come with the
-SDK's snapshot.
+Across a hot swap (``--swap handoff``, and the tier-up to optimized code, which is
+one) every connection joins again as it is adopted; a half-sent line and what was
+relayed but not yet sent come with the SDK's snapshot, and the origin with the
+handler's: a line the old instance published reaches its successor after the swap,
+which must know it as its own, or the sender hears it back.
 """
 
 import os
@@ -25,6 +27,7 @@ import sandsock
 MAX_LINE = 64 * 1024
 MAX_BACKLOG = 1024 * 1024
 ROOM = "room"
+SNAPSHOT_VERSION = 1
 
 
 class Chat(sandsock.LineHandler):
@@ -57,6 +60,16 @@ class Chat(sandsock.LineHandler):
                     # A graceful close would wait for a backlog that a receiver
                     # that does not read never drains.
                     receiver.abort()
+
+    def snapshot(self):
+        # Version 1: the origin.
+        return bytes([SNAPSHOT_VERSION]) + self.origin
+
+    def restore(self, data):
+        if data[0] != SNAPSHOT_VERSION or len(data) != 9:
+            return f"not a chat snapshot ({len(data)} bytes, version {data[0]})"
+        self.origin = bytes(data[1:])
+        return None
 
     def on_close(self, conn, reason):
         self.members.pop(conn, None)
