@@ -13,6 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use common::redis::RedisServer;
+use common::upgrade::nth_line;
 use common::{Host, example, fresh_body, install, run_host, scratch};
 
 /// Where the image and the Deployment mount the writable cache volume.
@@ -214,6 +215,21 @@ fn the_deployment_and_the_store_agree_on_its_service_and_secret() {
         assert!(deployment.contains(&format!("- name: {port}\n              containerPort")));
         assert!(policy.contains(&format!("- port: {port}\n")), "{port}");
     }
+    // Only Prometheus may reach the admin port: every ingress rule that opens it
+    // says from whom, and no rule without a `from` opens it.
+    let (_, rules) = policy.split_once("\n  ingress:\n").unwrap();
+    let rules: Vec<&str> = rules.split("\n    - ").collect();
+    let admin: Vec<&&str> = rules
+        .iter()
+        .filter(|r| r.contains("- port: admin"))
+        .collect();
+    assert_eq!(admin.len(), 1, "{rules:?}");
+    assert!(admin[0].contains("from:"), "{}", admin[0]);
+    assert!(
+        admin[0].contains("app.kubernetes.io/name: prometheus"),
+        "{}",
+        admin[0]
+    );
     assert!(
         flag(&args, "--store-password-file").starts_with(PASSWORD_MOUNT),
         "the password file is on the Secret's mount"
@@ -319,6 +335,10 @@ fn the_systemd_units_serve_by_socket_activation_and_hand_over_the_main_pid() {
         .parse()
         .unwrap();
     assert_ne!(pid, host.pid());
+    // The units log JSON: the new process's line names its own pid.
+    let serving = nth_line(&host, "upgrade: serving; took over", 0);
+    let serving: serde_json::Value = serde_json::from_str(&serving).unwrap();
+    assert_eq!(serving["pid"], pid, "MAINPID is the new process's own pid");
     assert!(host.wait_exit(std::time::Duration::from_secs(60)).is_some());
     assert_eq!(fresh_body(&host), "hello\n", "the new process serves");
     assert!(TcpStream::connect(admin_at).is_ok());

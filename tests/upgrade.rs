@@ -107,9 +107,26 @@ fn admin(addr: SocketAddr, method: &str, path: &str, headers: &str) -> (u16, Str
 
 #[test]
 fn three_upgrades_under_load_lose_no_request() {
-    let binary = installed_binary("upgrade-load");
+    three_upgrades_under_load("upgrade-load", "handover");
+}
+
+/// Part 1's way, still a choice: the old process finishes its connections itself
+/// while the new one accepts.
+#[test]
+fn three_draining_upgrades_under_load_lose_no_request() {
+    three_upgrades_under_load("upgrade-load-drain", "drain");
+}
+
+/// Three upgrades in a row (`--upgrade MODE`) under a load of a new connection per
+/// request, every answer checked: a new process each time holds every listener,
+/// and the old one is gone.
+fn three_upgrades_under_load(name: &str, mode: &str) {
+    let binary = installed_binary(name);
     // Two workers: each has a socket of its own (SO_REUSEPORT), with its own queue.
-    let mut host = start(&binary, &["--guest", "http", "--workers", "2"]);
+    let mut host = start(
+        &binary,
+        &["--guest", "http", "--workers", "2", "--upgrade", mode],
+    );
     // A new connection per request, in runs of 5,000.
     let load = Load::start(host.addr, 5000, &["--close"]);
     let inodes = listening_inodes(host.addr);
@@ -189,6 +206,11 @@ fn a_new_binary_that_cannot_serve_leaves_the_old_one_serving() {
     // The guest file is broken: the new process cannot load it, and says so.
     std::fs::write(&guest, b"not a component").unwrap();
     failed_upgrade(&host, 2, "the new process failed");
+    let line = nth_line(&host, "upgrade failed", 2);
+    assert!(
+        line.contains("guest.wasm") && line.contains("not a WebAssembly file"),
+        "the new process's own reason, naming the file: {line}"
+    );
     std::fs::write(&guest, common::example("http")).unwrap();
 
     // A binary that never gets ready, killed: the old process notices its end.
@@ -221,6 +243,12 @@ fn a_new_binary_that_cannot_serve_leaves_the_old_one_serving() {
         |n| n == 4.0,
         IO_TIMEOUT,
     );
+    host.wait_metric(
+        "sandsock_upgrades_started_total",
+        &[],
+        |n| n == 4.0,
+        IO_TIMEOUT,
+    );
 
     // After all that, a good binary takes over.
     install_binary(&binary);
@@ -238,16 +266,27 @@ fn ask(addr: SocketAddr, line: &str) -> String {
 }
 
 #[test]
-fn store_values_are_read_after_an_upgrade_on_memory_and_on_a_file() {
+fn store_values_are_read_after_an_upgrade_on_memory_and_on_a_file_in_both_modes() {
     let binary = installed_binary("upgrade-store");
     let file = binary.parent().unwrap().join("store.db");
-    for store in ["memory", file.to_str().unwrap()] {
+    let stores = ["memory", file.to_str().unwrap()];
+    for (store, mode) in stores.iter().flat_map(|s| [(s, "handover"), (s, "drain")]) {
         let mut host = start(
             &binary,
-            &["--guest", "kv", "--workers", "2", "--store", store],
+            &[
+                "--guest",
+                "kv",
+                "--workers",
+                "2",
+                "--store",
+                store,
+                "--upgrade",
+                mode,
+            ],
         );
         for i in 0..50 {
-            assert_eq!(ask(host.addr, &format!("SET k{i} v{i}")), "OK", "{store}");
+            let set = format!("SET k{i} v{i}-{mode}");
+            assert_eq!(ask(host.addr, &set), "OK", "{store} {mode}");
         }
         host.signal(libc::SIGUSR2);
         successor_pid(&host, 0);
@@ -255,8 +294,8 @@ fn store_values_are_read_after_an_upgrade_on_memory_and_on_a_file() {
         for i in 0..50 {
             assert_eq!(
                 ask(host.addr, &format!("GET k{i}")),
-                format!("VALUE v{i}"),
-                "{store}"
+                format!("VALUE v{i}-{mode}"),
+                "{store} {mode}"
             );
         }
     }

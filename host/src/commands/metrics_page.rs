@@ -375,6 +375,12 @@ const METRICS: &[Metric] = {
             })],
         },
         Metric {
+            name: "sandsock_upgrades_started",
+            help: "Binary upgrades this process started (SIGUSR2 or POST /upgrade); those not counted failed in sandsock_upgrades_total are under way, or handed this process's sockets over.",
+            kind: Counter,
+            samples: &[Process(&[], |s| s.upgrades.started.load(Ordering::Relaxed))],
+        },
+        Metric {
             name: "sandsock_upgrade_seconds",
             help: "The upgrade that started this process: time from SIGUSR2 (or POST /upgrade) to this process ready (its guest loaded) and serving.",
             kind: Gauge,

@@ -57,6 +57,9 @@ const PAUSE_WAIT: Duration = Duration::from_secs(1);
 /// What `/metrics` says of upgrades.
 #[derive(Debug, Default)]
 pub struct UpgradeStats {
+    /// Upgrades this process started (a new binary run); with `failed`, how many
+    /// are under way.
+    pub started: AtomicU64,
     /// Upgrades that led to this process (carried from process to process).
     pub succeeded: AtomicU64,
     /// Upgrades this process tried that failed (it went on serving).
@@ -209,6 +212,7 @@ impl Upgrader {
             return;
         }
         self.stats.busy.store(true, Ordering::Release);
+        self.stats.started.fetch_add(1, Ordering::Relaxed);
         match self.start(registry, Instant::now()) {
             Ok(attempt) => {
                 info!(
