@@ -59,3 +59,39 @@ fn chat_lines_reach_every_other_client_but_not_the_sender() {
         "client 2 received an unexpected byte: {byte:?}"
     );
 }
+
+/// Connections accepted together share one call's input (256 KiB): eight whose
+/// first line (60,000 bytes) is longer than their share (32 KiB) are read in two
+/// calls each. The rest of each line is already there, and on io_uring already
+/// received, so no readiness or completion will tell of it: the loop has to come
+/// back to them by itself, or they would wait forever for an answer.
+#[test]
+fn long_first_lines_on_connections_accepted_together_are_read_whole() {
+    let host = Host::start(&["--guest", "kv"]);
+    let value = "v".repeat(60_000);
+    // Stopped, the host accepts nothing: the kernel completes the handshakes and
+    // keeps what each client sends, and the host then takes all eight in one turn.
+    host.stop();
+    let mut clients: Vec<TcpStream> = (0..8)
+        .map(|i| {
+            let mut client = host.connect();
+            say(&mut client, &format!("SET k{i} {i}{value}"));
+            client
+        })
+        .collect();
+    host.signal(libc::SIGCONT);
+    for (i, client) in clients.iter_mut().enumerate() {
+        assert_eq!(read_line(client), "OK", "connection {i}");
+    }
+    let mut reader = std::io::BufReader::new(host.connect());
+    for i in 0..8 {
+        say(reader.get_mut(), &format!("GET k{i}"));
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        assert!(
+            line == format!("VALUE {i}{value}\n"),
+            "k{i}: {} bytes",
+            line.len()
+        );
+    }
+}
