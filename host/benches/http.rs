@@ -13,10 +13,13 @@
 //! Where the kernel allows io_uring, the host runs on it too (`--io uring`: natively,
 //! the guest, and an instance per connection), beside its epoll rows.
 //!
+//! nginx, where it is installed, is a row too (`nginx.rs`: one process, no log, a fixed
+//! answer), the server users compare with.
+//!
 //! `cargo bench --bench http` (optionally `-- ROUNDS REQUESTS`: 9 rounds of 200,000
 //! keep-alive requests by default, and a fifth as many with a connection per request;
 //! `--keep-alive` or `--close` runs one mode only; `--connections N` for N concurrent
-//! connections instead of 50). On a shared 2-core machine single
+//! connections instead of 50, or `--connections 50,1000` for a table of each). On a shared 2-core machine single
 //! rounds swing by 15%, medians of many do not. The servers take turns in every round,
 //! in a rotating order; a server is pinned to CPU 0 and the load client (this process)
 //! to CPU 1, except the two-worker host, which gets both CPUs. With two cores the
@@ -27,9 +30,13 @@
 mod minimal_http;
 #[path = "minimal_uring.rs"]
 mod minimal_uring;
+#[path = "nginx.rs"]
+mod nginx;
 #[path = "process.rs"]
 mod process;
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::Child;
 use std::time::Duration;
 
@@ -45,6 +52,8 @@ const WARM_UP_REQUESTS: u64 = 20_000;
 enum Server {
     Minimal,
     MinimalUring,
+    /// nginx, where it is installed (`nginx.rs`).
+    Nginx,
     Native,
     Wasm,
     WasmAdmin,
@@ -64,9 +73,10 @@ enum Server {
 }
 
 /// The servers of each round; the TLS row stays last.
-const SERVERS: [Server; 14] = [
+const SERVERS: [Server; 15] = [
     Server::Minimal,
     Server::MinimalUring,
+    Server::Nginx,
     Server::Native,
     Server::Wasm,
     Server::WasmAdmin,
@@ -124,6 +134,7 @@ impl Server {
         match self {
             Server::Minimal => "minimal mio",
             Server::MinimalUring => "minimal io_uring",
+            Server::Nginx => "nginx",
             Server::Native => "host --native",
             Server::Wasm => "host wasm",
             Server::WasmAdmin => "host wasm, --admin",
@@ -142,7 +153,7 @@ impl Server {
     fn host_args(self, tls: &TlsFiles) -> Vec<&str> {
         let listen = ["--listen", "127.0.0.1:0"];
         let args: &[&str] = match self {
-            Server::Minimal | Server::MinimalUring => &[],
+            Server::Minimal | Server::MinimalUring | Server::Nginx => &[],
             Server::Native => &["--native", "http"],
             Server::Wasm => &["--guest", "http"],
             Server::WasmAdmin => &["--guest", "http", "--admin", "127.0.0.1:0"],
@@ -223,13 +234,18 @@ fn main() {
         minimal_uring::serve(addr.parse().expect("the minimal server's address"));
     }
     let flags: Vec<String> = std::env::args().skip(1).collect();
-    let mut connections = CONNECTIONS;
+    let mut counts = vec![CONNECTIONS];
     let mut positional = Vec::new();
     let mut args = flags.iter();
     while let Some(arg) = args.next() {
         if arg == "--connections" {
-            let n = args.next().and_then(|n| n.parse().ok());
-            connections = n.expect("--connections takes a number");
+            let list = args
+                .next()
+                .map(|list| list.split(',').map(str::parse).collect());
+            counts = match list {
+                Some(Ok(counts)) => counts,
+                _ => panic!("--connections takes a number, or numbers separated by commas"),
+            };
         } else if !arg.starts_with("--") {
             positional.push(arg);
         }
@@ -253,8 +269,10 @@ fn main() {
     if pinned {
         pin_to_cpu(1);
     }
+    let shown: Vec<String> = counts.iter().map(usize::to_string).collect();
     println!(
-        "http benchmark: {rounds} rounds, {connections} connections, servers {}",
+        "http benchmark: {rounds} rounds, {} connections, servers {}",
+        shown.join(" and "),
         if pinned {
             "on CPU 0 (two workers: both CPUs), load client on CPU 1"
         } else {
@@ -262,25 +280,37 @@ fn main() {
         }
     );
     let tls = TlsFiles::make();
-    let servers: Vec<Server> = match sandsock::sockets::ring::probe() {
+    let mut servers: Vec<Server> = match sandsock::sockets::ring::probe() {
         Ok(()) => SERVERS.to_vec(),
         Err(e) => {
             println!("no io_uring rows: this kernel (or its seccomp filter) refuses it: {e}");
             SERVERS.into_iter().filter(|s| !s.on_ring()).collect()
         }
     };
-    for mode in modes {
+    let nginx = nginx::find();
+    if nginx.is_none() {
+        println!("no nginx row: nginx is not installed (Debian: apt-get install nginx-light)");
+        servers.retain(|s| *s != Server::Nginx);
+    }
+    let setup = Setup { tls, nginx };
+    for (connections, mode) in counts
+        .iter()
+        .flat_map(|&n| modes.iter().map(move |&mode| (n, mode)))
+    {
         let n = match mode {
             Mode::KeepAlive => requests,
             Mode::ConnectionPerRequest => requests / 5,
         };
-        println!("\n{}: {n} requests per round", mode.name());
+        println!(
+            "\n{}, {connections} connections: {n} requests per round",
+            mode.name()
+        );
         let mut samples: Vec<Vec<Sample>> = servers.iter().map(|_| Vec::new()).collect();
         for round in 0..rounds {
             // Rotate who goes first, so that drift (thermal, other load) hits all alike.
             for k in 0..servers.len() {
                 let i = (round + k) % servers.len();
-                let sample = measure(servers[i], mode, n, connections, pinned, &tls);
+                let sample = measure(servers[i], mode, n, connections, pinned, &setup);
                 println!(
                     "round {round} {:<22} {:>9.0} requests/s  {:>7.2} µs CPU/request  p99 {:>7.0} µs",
                     servers[i].name(),
@@ -301,18 +331,14 @@ fn main() {
         let floor_cpu = cpu_of(Server::Minimal).expect("the mio floor");
         let native_cpu = cpu_of(Server::Native).expect("the native row");
         println!();
+        println!("median, {}, {connections} connections:", mode.name());
         println!(
-            "median, {}: {:>22} {:>11} {:>13} {:>10} {:>10}",
-            mode.name(),
-            "requests/s",
-            "µs CPU/req",
-            "× minimal",
-            "× native",
-            "p99 µs"
+            "  {:<22} {:>12} {:>11} {:>11} {:>10} {:>10}",
+            "", "requests/s", "µs CPU/req", "× minimal", "× native", "p99 µs"
         );
         for (server, (rps, cpu, p99)) in servers.iter().zip(&medians) {
             println!(
-                "  {:<22} {:>30.0} {:>11.2} {:>13.3} {:>10.3} {:>10.0}",
+                "  {:<22} {:>12.0} {:>11.2} {:>11.3} {:>10.3} {:>10.0}",
                 server.name(),
                 rps,
                 cpu * 1e6,
@@ -346,6 +372,16 @@ fn main() {
                 cpu(Server::WasmPerConnectionUring) / uring_cpu
             );
         }
+        if let Some(nginx_cpu) = cpu_of(Server::Nginx) {
+            println!(
+                "  nginx over the mio floor: {:.2}× CPU per request; the host wasm over nginx: {:.2}× on epoll{}",
+                nginx_cpu / floor_cpu,
+                cpu(Server::Wasm) / nginx_cpu,
+                cpu_of(Server::WasmUring)
+                    .map(|ring| format!(", {:.2}× on io_uring", ring / nginx_cpu))
+                    .unwrap_or_default()
+            );
+        }
         let wasm_cpu = cpu(Server::Wasm);
         let tls_cpu = cpu(Server::WasmTls);
         println!(
@@ -361,10 +397,10 @@ fn measure(
     requests: u64,
     connections: usize,
     pinned: bool,
-    tls: &TlsFiles,
+    setup: &Setup,
 ) -> Sample {
-    let mut child = start(server, pinned && server.pinned(), tls);
-    let addr = listening_addr(&mut child);
+    let (mut child, addr) = start(server, pinned && server.pinned(), setup);
+    let tls = &setup.tls;
     let load = |n: u64| {
         let args = LoadArgs {
             addr,
@@ -398,8 +434,22 @@ fn measure(
     }
 }
 
-fn start(server: Server, pinned: bool, tls: &TlsFiles) -> Child {
-    match server {
+/// What the servers of a run need: the TLS row's certificate, the nginx binary.
+struct Setup {
+    tls: TlsFiles,
+    nginx: Option<PathBuf>,
+}
+
+/// Starts `server` and waits until it listens: its process and its address.
+fn start(server: Server, pinned: bool, setup: &Setup) -> (Child, SocketAddr) {
+    if server == Server::Nginx {
+        let nginx = setup
+            .nginx
+            .as_deref()
+            .expect("nginx rows only where it is found");
+        return nginx::start(nginx, pinned);
+    }
+    let mut child = match server {
         Server::Minimal | Server::MinimalUring => {
             let serve_at = if server == Server::Minimal {
                 minimal_http::SERVE_AT
@@ -417,11 +467,13 @@ fn start(server: Server, pinned: bool, tls: &TlsFiles) -> Child {
         }
         _ => spawn(
             env!("CARGO_BIN_EXE_host"),
-            &server.host_args(tls),
+            &server.host_args(&setup.tls),
             &[],
             pinned,
         ),
-    }
+    };
+    let addr = listening_addr(&mut child);
+    (child, addr)
 }
 
 fn medians(samples: &[Sample]) -> (f64, f64, f64) {
