@@ -10,7 +10,8 @@
 //! requests over 16 connections, five times that with keep-alive). In the upgrading rows an upgrade starts every
 //! 100 ms while the load runs (each waits for the one before it to finish). Nothing
 //! is pinned: an upgrade starts processes, and the old and the new one share the
-//! CPUs with the client.
+//! CPUs with the client. `SANDSOCK_IO=uring cargo bench --bench upgrade` runs the
+//! host (every process of it) on io_uring; the floor stays the mio server.
 
 #[path = "minimal_http.rs"]
 mod minimal_http;
@@ -252,7 +253,8 @@ fn main() {
     std::fs::copy(env!("CARGO_BIN_EXE_host"), &binary).unwrap();
     std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
     println!(
-        "upgrade benchmark: {rounds} rounds of {requests} requests, {CONNECTIONS} connections, a new connection per request and keep-alive"
+        "upgrade benchmark: {rounds} rounds of {requests} requests, {CONNECTIONS} connections, a new connection per request and keep-alive; the host on --io {}",
+        std::env::var("SANDSOCK_IO").unwrap_or_else(|_| "epoll".into())
     );
 
     let mut minimal = Command::new(std::env::current_exe().unwrap())
