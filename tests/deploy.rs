@@ -219,6 +219,15 @@ fn the_deployment_and_the_store_agree_on_its_service_and_secret() {
     // says from whom, and no rule without a `from` opens it.
     let (_, rules) = policy.split_once("\n  ingress:\n").unwrap();
     let rules: Vec<&str> = rules.split("\n    - ").collect();
+    for rule in &rules {
+        assert!(
+            rule.contains("ports:"),
+            "a rule without ports opens all: {rule}"
+        );
+        if !rule.contains("from:") {
+            assert!(!rule.contains("admin") && !rule.contains("9901"), "{rule}");
+        }
+    }
     let admin: Vec<&&str> = rules
         .iter()
         .filter(|r| r.contains("- port: admin"))

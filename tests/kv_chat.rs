@@ -67,7 +67,8 @@ fn chat_lines_reach_every_other_client_but_not_the_sender() {
 /// back to them by itself, or they would wait forever for an answer.
 #[test]
 fn long_first_lines_on_connections_accepted_together_are_read_whole() {
-    let host = Host::start(&["--guest", "kv"]);
+    // One worker: every client in one loop's queue (with two, four apiece would fit).
+    let host = Host::start(&["--guest", "kv", "--workers", "1"]);
     let value = "v".repeat(60_000);
     // Stopped, the host accepts nothing: the kernel completes the handshakes and
     // keeps what each client sends, and the host then takes all eight in one turn.

@@ -239,12 +239,12 @@ fn main() {
     let mut args = flags.iter();
     while let Some(arg) = args.next() {
         if arg == "--connections" {
-            let list = args
+            let list: Option<Result<Vec<usize>, _>> = args
                 .next()
                 .map(|list| list.split(',').map(str::parse).collect());
             counts = match list {
-                Some(Ok(counts)) => counts,
-                _ => panic!("--connections takes a number, or numbers separated by commas"),
+                Some(Ok(counts)) if !counts.contains(&0) => counts,
+                _ => panic!("--connections takes a count, or counts separated by commas, above 0"),
             };
         } else if !arg.starts_with("--") {
             positional.push(arg);
@@ -287,9 +287,10 @@ fn main() {
             SERVERS.into_iter().filter(|s| !s.on_ring()).collect()
         }
     };
-    let nginx = nginx::find();
+    let nginx = nginx::find()
+        .inspect_err(|why| println!("no nginx row: {why}"))
+        .ok();
     if nginx.is_none() {
-        println!("no nginx row: nginx is not installed (Debian: apt-get install nginx-light)");
         servers.retain(|s| *s != Server::Nginx);
     }
     let setup = Setup { tls, nginx };
@@ -389,6 +390,7 @@ fn main() {
             tls_cpu / wasm_cpu
         );
     }
+    nginx::clean_up();
 }
 
 fn measure(

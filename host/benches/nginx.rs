@@ -3,20 +3,64 @@
 //! logging, a fixed `200` for every request), so that the figures compare the same
 //! work. Its CPU is that one process's.
 
+use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use crate::process::spawn;
 
-/// The nginx binary on `PATH` (or Debian's `/usr/sbin`), if any.
-pub fn find() -> Option<PathBuf> {
+/// The nginx binary on `PATH` (or Debian's `/usr/sbin`), if there is one and it
+/// takes this benchmark's configuration (`nginx -t`: an old nginx without `-e`, or a
+/// build without a module the configuration names, does not): else why not.
+pub fn find() -> Result<PathBuf, String> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
+    let nginx = std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/sbin")])
         .map(|dir| dir.join("nginx"))
         .find(|candidate| candidate.is_file())
+        .ok_or("nginx is not installed (Debian: apt-get install nginx)")?;
+    let dir = scratch();
+    // `-t` binds nothing: any port will do.
+    let conf = write_config(&dir, 8080);
+    let test = Command::new(&nginx)
+        .args(["-t", "-q", "-p"])
+        .arg(&dir)
+        .arg("-c")
+        .arg(&conf)
+        .args(["-e", "stderr"])
+        .output()
+        .map_err(|e| format!("{} cannot run: {e}", nginx.display()))?;
+    if !test.status.success() {
+        let said = String::from_utf8_lossy(&test.stderr);
+        return Err(format!(
+            "{} refuses its configuration: {}",
+            nginx.display(),
+            said.trim()
+        ));
+    }
+    Ok(nginx)
+}
+
+/// The run's scratch directory for nginx (its configuration, pid file and temporary
+/// paths), under the benchmarks' target directory.
+fn scratch() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("nginx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("nginx's scratch directory");
+    dir
+}
+
+/// Removes the scratch directory, at the end of the run.
+pub fn clean_up() {
+    let _ = std::fs::remove_dir_all(scratch());
+}
+
+/// Writes the configuration for `port` into `dir`: its path.
+fn write_config(dir: &Path, port: u16) -> PathBuf {
+    let conf = dir.join("nginx.conf");
+    std::fs::write(&conf, config(dir, port)).expect("write nginx.conf");
+    conf
 }
 
 /// The configuration of one run: one process (no master), one worker's worth of
@@ -57,12 +101,8 @@ pub fn start(nginx: &Path, pinned: bool) -> (Child, SocketAddr) {
     let addr = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free loopback port");
-    // One directory for the run's nginx processes (each rewrites its config).
-    let dir = std::env::temp_dir().join(format!("sandsock-bench-nginx-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("nginx's scratch directory");
-    let conf = dir.join("nginx.conf");
-    std::fs::write(&conf, config(&dir, addr.port())).expect("write nginx.conf");
-    let conf = conf.display().to_string();
+    let dir = scratch();
+    let conf = write_config(&dir, addr.port()).display().to_string();
     let prefix = dir.display().to_string();
     let mut child = spawn(
         &nginx.display().to_string(),
@@ -72,10 +112,14 @@ pub fn start(nginx: &Path, pinned: bool) -> (Child, SocketAddr) {
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(addr).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("nginx exited ({status}) before listening on {addr}");
+        let exited = child.try_wait().ok().flatten();
+        if exited.is_some() || Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let mut said = String::new();
+            let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut said));
+            panic!("nginx did not listen on {addr}: {}", said.trim());
         }
-        assert!(Instant::now() < deadline, "nginx did not listen on {addr}");
         std::thread::sleep(Duration::from_millis(10));
     }
     // Drain its stderr so that it never blocks on a full pipe.

@@ -57,8 +57,9 @@ const PAUSE_WAIT: Duration = Duration::from_secs(1);
 /// What `/metrics` says of upgrades.
 #[derive(Debug, Default)]
 pub struct UpgradeStats {
-    /// Upgrades this process started (a new binary run); with `failed`, how many
-    /// are under way.
+    /// Upgrade attempts this process began (each one not ignored), whether or not
+    /// the new binary could be run: those not counted in `failed` are under way, or
+    /// handed this process's sockets over.
     pub started: AtomicU64,
     /// Upgrades that led to this process (carried from process to process).
     pub succeeded: AtomicU64,
