@@ -258,6 +258,23 @@ fn a_new_binary_that_cannot_serve_leaves_the_old_one_serving() {
     assert_eq!(get(host.addr), "HTTP/1.1 200 OK");
 }
 
+/// A new process that says nothing within `--upgrade-timeout` is given up: stopped,
+/// and the old one goes on serving, saying why.
+#[test]
+fn a_new_process_not_ready_within_the_upgrade_timeout_is_stopped() {
+    let binary = installed_binary("upgrade-timeout");
+    let host = start(&binary, &["--guest", "http", "--upgrade-timeout", "300ms"]);
+    install_script(&binary, "exec sleep 60\n");
+    host.signal(libc::SIGUSR2);
+    let started = nth_line(&host, "handed it the listening sockets", 0);
+    let started: u32 = field(&started, "pid").parse().unwrap();
+    let line = nth_line(&host, "upgrade failed", 0);
+    assert!(line.contains("not ready within 300ms"), "{line}");
+    assert!(line.contains("this process goes on serving"), "{line}");
+    wait_gone(started);
+    assert_eq!(get(host.addr), "HTTP/1.1 200 OK");
+}
+
 fn ask(addr: SocketAddr, line: &str) -> String {
     let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).unwrap();
     stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
