@@ -14,7 +14,7 @@ use std::process::Command;
 
 use common::upgrade::{
     Load, UPGRADE_WAIT, field, get, install_binary, install_script, installed_binary, nth_line,
-    socket_activated, start, successor_pid, wait_gone,
+    pass_descriptors, socket_activated, socket_activated_for, start, successor_pid, wait_gone,
 };
 use common::{Host, IO_TIMEOUT, read_line};
 
@@ -273,6 +273,54 @@ fn a_new_process_not_ready_within_the_upgrade_timeout_is_stopped() {
     assert!(line.contains("this process goes on serving"), "{line}");
     wait_gone(started);
     assert_eq!(get(host.addr), "HTTP/1.1 200 OK");
+}
+
+/// A process given an upgrade link that its parent did not make refuses it: the
+/// sockets on a link could come from anyone who can start it. Here the pair is the
+/// test's, and the host runs under a shell that is its parent.
+#[test]
+fn an_upgrade_link_not_from_the_parent_is_refused() {
+    use std::os::unix::net::UnixStream;
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let mut command = Command::new("/bin/sh");
+    // Not `exec`: the shell stays, and is the host's parent.
+    command
+        .arg("-c")
+        .arg("\"$0\" \"$@\" & wait $!")
+        .arg(common::host_bin())
+        .args(["--guest", "http", "--listen", "127.0.0.1:0"])
+        .env("SANDSOCK_UPGRADE_FD", "3")
+        .stderr(std::process::Stdio::piped());
+    pass_descriptors(&mut command, &[theirs.as_raw_fd()]);
+    let out = command.output().unwrap();
+    drop((ours, theirs));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("peer is pid {}", std::process::id()))
+            && said.contains("not this process's parent")
+            && said.contains("refusing its sockets"),
+        "{said}"
+    );
+}
+
+/// Sockets passed for another process (`LISTEN_PID` not this one's, as when a
+/// socket-activated service starts a child that inherits its environment) are
+/// not taken: the host listens where its flags say.
+#[test]
+fn sockets_passed_for_another_pid_are_left_alone() {
+    let passed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let command = socket_activated_for(
+        Path::new(common::host_bin()),
+        &[passed.as_raw_fd()],
+        None,
+        &["--guest", "http", "--listen", "127.0.0.1:0"],
+        Some(std::process::id()),
+    );
+    let host = Host::start_command(command, false);
+    assert_ne!(host.addr, passed.local_addr().unwrap());
+    assert_eq!(get(host.addr), "HTTP/1.1 200 OK");
+    assert!(!host.log().contains("socket activation"), "{}", host.log());
 }
 
 fn ask(addr: SocketAddr, line: &str) -> String {

@@ -18,28 +18,46 @@ use super::{Host, IO_TIMEOUT, host_bin, run_host, scratch};
 
 /// A command that starts the host as systemd would with socket activation:
 /// `fds` on descriptors 3, 4, ..., named by `names` (`LISTEN_FDNAMES`), and
-/// `LISTEN_PID` the host's.
+/// `LISTEN_PID` the host's (or `listen_pid`, to pass them to someone else).
+pub fn socket_activated_for(
+    program: &Path,
+    fds: &[RawFd],
+    names: Option<&str>,
+    args: &[&str],
+    listen_pid: Option<u32>,
+) -> Command {
+    // `exec` keeps the shell's pid, which is what LISTEN_PID must be.
+    let pid = listen_pid.map_or("$$".to_string(), |pid| pid.to_string());
+    let mut command = Command::new("/bin/sh");
+    command
+        .arg("-c")
+        .arg(format!("LISTEN_PID={pid} exec \"$0\" \"$@\""))
+        .arg(program)
+        .args(args)
+        .env("LISTEN_FDS", fds.len().to_string());
+    if let Some(names) = names {
+        command.env("LISTEN_FDNAMES", names);
+    }
+    pass_descriptors(&mut command, fds);
+    command
+}
+
+/// [`socket_activated_for`] the host itself.
 pub fn socket_activated(
     program: &Path,
     fds: &[RawFd],
     names: Option<&str>,
     args: &[&str],
 ) -> Command {
+    socket_activated_for(program, fds, names, args, None)
+}
+
+/// Makes `command`'s process start with `fds` (at most 4) on descriptors 3, 4, ...
+pub fn pass_descriptors(command: &mut Command, fds: &[RawFd]) {
     assert!(fds.len() <= 4);
     let mut raw: [RawFd; 4] = [-1; 4];
     raw[..fds.len()].copy_from_slice(fds);
     let count = fds.len();
-    // `exec` keeps the shell's pid, which is what LISTEN_PID must be.
-    let mut command = Command::new("/bin/sh");
-    command
-        .arg("-c")
-        .arg("LISTEN_PID=$$ exec \"$0\" \"$@\"")
-        .arg(program)
-        .args(args)
-        .env("LISTEN_FDS", count.to_string());
-    if let Some(names) = names {
-        command.env("LISTEN_FDNAMES", names);
-    }
     // SAFETY: between fork and exec only fcntl and dup2, which are
     // async-signal-safe, and no allocation. Each descriptor is first duplicated
     // above the target range (close-on-exec: the duplicate itself is not passed), so
@@ -59,7 +77,6 @@ pub fn socket_activated(
             Ok(())
         });
     }
-    command
 }
 
 /// A copy of the host binary in a directory of its own (mode 0755), as a package
