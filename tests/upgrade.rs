@@ -277,19 +277,21 @@ fn a_new_process_not_ready_within_the_upgrade_timeout_is_stopped() {
 
 /// A process given an upgrade link that its parent did not make refuses it: the
 /// sockets on a link could come from anyone who can start it. Here the pair is the
-/// test's, and the host runs under a shell that is its parent.
+/// test's, and the host runs under `timeout`, its parent.
 #[test]
 fn an_upgrade_link_not_from_the_parent_is_refused() {
     use std::os::unix::net::UnixStream;
     let (ours, theirs) = UnixStream::pair().unwrap();
     let mut command = Command::new("/bin/sh");
-    // Not `exec`: the shell stays, and is the host's parent.
+    // Not `exec`: `timeout` is the host's parent (and bounds a host that would
+    // wrongly serve instead of refusing).
     command
         .arg("-c")
-        .arg("\"$0\" \"$@\" & wait $!")
+        .arg("exec timeout -s KILL 60 \"$0\" \"$@\"")
         .arg(common::host_bin())
         .args(["--guest", "http", "--listen", "127.0.0.1:0"])
         .env("SANDSOCK_UPGRADE_FD", "3")
+        .env("XDG_CACHE_HOME", common::test_cache_home())
         .stderr(std::process::Stdio::piped());
     pass_descriptors(&mut command, &[theirs.as_raw_fd()]);
     let out = command.output().unwrap();

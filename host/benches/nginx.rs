@@ -53,7 +53,8 @@ fn scratch() -> PathBuf {
 
 /// Removes the scratch directory, at the end of the run.
 pub fn clean_up() {
-    let _ = std::fs::remove_dir_all(scratch());
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("nginx-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Writes the configuration for `port` into `dir`: its path.

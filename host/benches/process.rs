@@ -71,7 +71,8 @@ pub fn cpu_time(pid: u32) -> Duration {
     };
     // SAFETY: clock_gettime writes one timespec into `now`.
     let read = unsafe { libc::clock_gettime(clock, &mut now) };
-    assert_eq!(read, 0, "read the CPU-time clock of pid {pid}");
+    let error = std::io::Error::last_os_error();
+    assert_eq!(read, 0, "read the CPU-time clock of pid {pid}: {error}");
     Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 

@@ -26,7 +26,7 @@ pub fn socket_activated_for(
     args: &[&str],
     listen_pid: Option<u32>,
 ) -> Command {
-    // `exec` keeps the shell's pid, which is what LISTEN_PID must be.
+    // `exec` keeps the shell's pid, `$$`: LISTEN_PID when it is the host's.
     let pid = listen_pid.map_or("$$".to_string(), |pid| pid.to_string());
     let mut command = Command::new("/bin/sh");
     command
