@@ -46,15 +46,19 @@ pub fn find() -> Result<PathBuf, String> {
 /// The run's scratch directory for nginx (its configuration, pid file and temporary
 /// paths), under the benchmarks' target directory.
 fn scratch() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("nginx-{}", std::process::id()));
+    let dir = scratch_path();
     std::fs::create_dir_all(&dir).expect("nginx's scratch directory");
     dir
 }
 
+/// Where [`scratch`] is: one directory per run of the benchmark.
+fn scratch_path() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("nginx-{}", std::process::id()))
+}
+
 /// Removes the scratch directory, at the end of the run.
 pub fn clean_up() {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("nginx-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(scratch_path());
 }
 
 /// Writes the configuration for `port` into `dir`: its path.
